@@ -1,0 +1,15 @@
+//! Shared vocabulary of hivemind: member ids, the wire codec (bincode 2 + serde) and name rules.
+//!
+//! Layout:
+//! - [`id`]: [`MemberId`], a nonzero u64 shown as 16 hex digits.
+//! - [`codec`]: the one binary encoding used between members, with bounded, total decoding.
+//! - [`names`]: validation of names (members, nodes, roles) shared by every crate.
+//!
+//! Invariant: no IO, no clocks; everything here is plain data and pure functions.
+
+pub mod codec;
+pub mod id;
+pub mod names;
+
+pub use codec::{decode, encode, CodecError};
+pub use id::MemberId;

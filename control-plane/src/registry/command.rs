@@ -1,0 +1,132 @@
+//! Commands proposed to the registry, their outputs, and why a command can be rejected.
+
+use hivemind_common::MemberId;
+use serde::{Deserialize, Serialize};
+
+use super::state::MemberInfo;
+
+/// A change proposed through Raft. Secrets never appear here: the join token is checked by the
+/// CP member that receives the request, before it proposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Admit a member. `epoch` is the epoch the joiner last saw (`None` for a fresh member).
+    Join {
+        member: MemberInfo,
+        epoch: Option<u64>,
+    },
+    /// Graceful leave, committed before the member leaves the gossip.
+    Leave { id: MemberId },
+    /// SWIM declared the member down at `generation`.
+    Fail { id: MemberId, generation: u64 },
+    /// The member's advertised addresses changed; `generation` is its renewed identity.
+    UpdateAddress {
+        id: MemberId,
+        generation: u64,
+        http_addr: String,
+        gossip_addr: String,
+    },
+    /// Write a key. `cas`: `Some(0)` = only if absent, `Some(i)` = only if its modify index is i.
+    KvPut {
+        key: String,
+        value: Vec<u8>,
+        cas: Option<u64>,
+    },
+    /// Delete a key, with the same compare-and-set rule as `KvPut`.
+    KvDelete { key: String, cas: Option<u64> },
+    /// Start a new epoch: the event feed before it is dropped.
+    EpochBump { reason: String },
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Join { .. } => "join",
+            Command::Leave { .. } => "leave",
+            Command::Fail { .. } => "fail",
+            Command::UpdateAddress { .. } => "update_address",
+            Command::KvPut { .. } => "kv_put",
+            Command::KvDelete { .. } => "kv_delete",
+            Command::EpochBump { .. } => "epoch_bump",
+        }
+    }
+}
+
+/// What an accepted command did. `index` is the log index it was applied at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutput {
+    /// Raft-internal entries (blank, membership) have no registry effect.
+    Nothing,
+    Joined {
+        epoch: u64,
+        index: u64,
+    },
+    /// `changed` is false when the member had already left.
+    Left {
+        changed: bool,
+    },
+    /// `changed` is false for a stale or repeated report.
+    Failed {
+        changed: bool,
+    },
+    AddressUpdated,
+    KvWritten {
+        modify_index: u64,
+    },
+    KvDeleted {
+        deleted: bool,
+    },
+    EpochStarted {
+        epoch: u64,
+        index: u64,
+    },
+}
+
+/// Why the registry rejected a command. A rejected command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RegistryError {
+    #[error("stale epoch: the cluster is at epoch {current}, the request saw {given}")]
+    StaleEpoch { current: u64, given: u64 },
+    #[error("name {name:?} is held by live member {holder}")]
+    NameTaken { name: String, holder: MemberId },
+    #[error("unknown member {id}")]
+    UnknownMember { id: MemberId },
+    #[error("stale generation for {id}: recorded {recorded}, given {given}")]
+    StaleGeneration {
+        id: MemberId,
+        recorded: u64,
+        given: u64,
+    },
+    #[error("member {id} is not alive")]
+    NotAlive { id: MemberId },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("compare-and-set failed on {key:?}: expected index {expected}, found {actual:?}")]
+    CasFailed {
+        key: String,
+        expected: u64,
+        actual: Option<u64>,
+    },
+}
+
+impl RegistryError {
+    /// The stable error code shown in the HTTP API and the CLI.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::StaleEpoch { .. } => "stale_epoch",
+            RegistryError::NameTaken { .. } => "name_taken",
+            RegistryError::UnknownMember { .. } => "unknown_member",
+            RegistryError::StaleGeneration { .. } => "stale_generation",
+            RegistryError::NotAlive { .. } => "not_alive",
+            RegistryError::Invalid { .. } => "invalid",
+            RegistryError::CasFailed { .. } => "cas_failed",
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        RegistryError::Invalid {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Events of the committed feed: what members and roles consume, in index order.
+
+use hivemind_common::MemberId;
+use serde::{Deserialize, Serialize};
+
+use super::state::MemberInfo;
+
+/// One entry of the event feed. `index` is the Raft log index of the command that produced it;
+/// one command may produce several events with the same index (they keep their order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub index: u64,
+    pub epoch: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    MemberJoined {
+        member: MemberInfo,
+    },
+    MemberLeft {
+        id: MemberId,
+        name: String,
+    },
+    MemberFailed {
+        id: MemberId,
+        name: String,
+        generation: u64,
+    },
+    MemberAddressChanged {
+        id: MemberId,
+        generation: u64,
+        http_addr: String,
+        gossip_addr: String,
+    },
+    NodeConfigUpdated {
+        node: String,
+        version: u64,
+    },
+    EpochStarted {
+        epoch: u64,
+        reason: String,
+    },
+}
+
+impl EventKind {
+    /// The snake_case name shown as `kind` in the HTTP API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::MemberJoined { .. } => "member_joined",
+            EventKind::MemberLeft { .. } => "member_left",
+            EventKind::MemberFailed { .. } => "member_failed",
+            EventKind::MemberAddressChanged { .. } => "member_address_changed",
+            EventKind::NodeConfigUpdated { .. } => "node_config_updated",
+            EventKind::EpochStarted { .. } => "epoch_started",
+        }
+    }
+}

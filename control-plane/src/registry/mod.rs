@@ -1,0 +1,18 @@
+//! The registry: the control plane's replicated state and the deterministic rules that change it.
+//!
+//! [`Registry::apply`] is the only way state changes. It validates a [`Command`] completely
+//! before touching anything, so a rejected command changes nothing and returns a typed
+//! [`RegistryError`]; an accepted one may append [`Event`]s stamped with the log index.
+//! No IO, no clocks, no randomness: every replica computes the same result from the same log.
+
+mod command;
+mod event;
+mod rules;
+mod state;
+
+pub use command::{Command, CommandOutput, RegistryError};
+pub use event::{Event, EventKind};
+pub use state::{
+    FeedError, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+};

@@ -1,0 +1,347 @@
+//! The registry rules: [`Registry::apply`] validates a command completely, then mutates.
+//!
+//! Every rule is a check that either rejects (nothing changed) or lets the command through to
+//! a mutation that cannot fail. Keep it that way: a rule that fails half-way through a mutation
+//! would make replicas diverge from a rejected command's partial effects.
+
+use hivemind_common::MemberId;
+
+use super::command::{Command, CommandOutput, RegistryError};
+use super::event::{Event, EventKind};
+use super::state::{
+    validate_addr, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,
+    MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
+
+impl Registry {
+    /// Applies `command` committed at log `index`. Rejections change nothing.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Result<CommandOutput, RegistryError> {
+        match command {
+            Command::Join { member, epoch } => self.join(index, member, *epoch),
+            Command::Leave { id } => self.leave(index, *id),
+            Command::Fail { id, generation } => self.fail(index, *id, *generation),
+            Command::UpdateAddress {
+                id,
+                generation,
+                http_addr,
+                gossip_addr,
+            } => self.update_address(index, *id, *generation, http_addr, gossip_addr),
+            Command::KvPut { key, value, cas } => self.kv_put(index, key, value, *cas),
+            Command::KvDelete { key, cas } => self.kv_delete(key, *cas),
+            Command::EpochBump { reason } => Ok(self.epoch_bump(index, reason)),
+        }
+    }
+
+    fn push_event(&mut self, index: u64, kind: EventKind) {
+        self.events.push(Event {
+            index,
+            epoch: self.epoch,
+            kind,
+        });
+    }
+
+    fn join(
+        &mut self,
+        index: u64,
+        member: &MemberInfo,
+        epoch: Option<u64>,
+    ) -> Result<CommandOutput, RegistryError> {
+        member.validate()?;
+        if let Some(given) = epoch {
+            if given != self.epoch {
+                return Err(RegistryError::StaleEpoch {
+                    current: self.epoch,
+                    given,
+                });
+            }
+        }
+        if let Some(holder) = self.live_member_named(&member.name) {
+            if holder.info.id != member.id {
+                return Err(RegistryError::NameTaken {
+                    name: member.name.clone(),
+                    holder: holder.info.id,
+                });
+            }
+        }
+        let previous = self.members.get(&member.id).cloned();
+        if let Some(prev) = &previous {
+            if member.generation < prev.info.generation {
+                return Err(RegistryError::StaleGeneration {
+                    id: member.id,
+                    recorded: prev.info.generation,
+                    given: member.generation,
+                });
+            }
+            if prev.state == MemberState::Alive && prev.info == *member {
+                // A retried join that already committed: idempotent.
+                return Ok(CommandOutput::Joined {
+                    epoch: self.epoch,
+                    index: prev.updated_index,
+                });
+            }
+        }
+
+        // Validated; from here on nothing fails.
+        if let Some(prev) = &previous {
+            if prev.info.node != member.node {
+                self.remove_machine(index, &prev.info.node.clone(), member.id);
+            }
+        }
+        self.members.insert(
+            member.id,
+            MemberRecord {
+                info: member.clone(),
+                state: MemberState::Alive,
+                updated_index: index,
+            },
+        );
+        self.push_event(
+            index,
+            EventKind::MemberJoined {
+                member: member.clone(),
+            },
+        );
+        self.add_machine(index, &member.node, member.id);
+        Ok(CommandOutput::Joined {
+            epoch: self.epoch,
+            index,
+        })
+    }
+
+    fn leave(&mut self, index: u64, id: MemberId) -> Result<CommandOutput, RegistryError> {
+        let record = self
+            .members
+            .get(&id)
+            .ok_or(RegistryError::UnknownMember { id })?;
+        if record.state == MemberState::Left {
+            return Ok(CommandOutput::Left { changed: false });
+        }
+        let (name, node) = (record.info.name.clone(), record.info.node.clone());
+        self.set_state(index, id, MemberState::Left);
+        self.push_event(index, EventKind::MemberLeft { id, name });
+        self.remove_machine(index, &node, id);
+        Ok(CommandOutput::Left { changed: true })
+    }
+
+    fn fail(
+        &mut self,
+        index: u64,
+        id: MemberId,
+        generation: u64,
+    ) -> Result<CommandOutput, RegistryError> {
+        let record = self
+            .members
+            .get(&id)
+            .ok_or(RegistryError::UnknownMember { id })?;
+        // Reports of an older incarnation, repeated reports and reports about members that are
+        // no longer alive are no-ops: SWIM observers report independently and the CP commits once.
+        if record.state != MemberState::Alive || record.info.generation != generation {
+            return Ok(CommandOutput::Failed { changed: false });
+        }
+        let (name, node) = (record.info.name.clone(), record.info.node.clone());
+        self.set_state(index, id, MemberState::Failed);
+        self.push_event(
+            index,
+            EventKind::MemberFailed {
+                id,
+                name,
+                generation,
+            },
+        );
+        self.remove_machine(index, &node, id);
+        Ok(CommandOutput::Failed { changed: true })
+    }
+
+    fn update_address(
+        &mut self,
+        index: u64,
+        id: MemberId,
+        generation: u64,
+        http_addr: &str,
+        gossip_addr: &str,
+    ) -> Result<CommandOutput, RegistryError> {
+        let record = self
+            .members
+            .get(&id)
+            .ok_or(RegistryError::UnknownMember { id })?;
+        if record.state != MemberState::Alive {
+            return Err(RegistryError::NotAlive { id });
+        }
+        if generation < record.info.generation {
+            return Err(RegistryError::StaleGeneration {
+                id,
+                recorded: record.info.generation,
+                given: generation,
+            });
+        }
+        validate_addr("http_addr", http_addr)?;
+        validate_addr("gossip_addr", gossip_addr)?;
+
+        let record = self.members.get_mut(&id).expect("checked above");
+        record.info.generation = generation;
+        record.info.http_addr = http_addr.to_string();
+        record.info.gossip_addr = gossip_addr.to_string();
+        record.updated_index = index;
+        self.push_event(
+            index,
+            EventKind::MemberAddressChanged {
+                id,
+                generation,
+                http_addr: http_addr.to_string(),
+                gossip_addr: gossip_addr.to_string(),
+            },
+        );
+        Ok(CommandOutput::AddressUpdated)
+    }
+
+    fn check_cas(&self, key: &str, cas: Option<u64>) -> Result<(), RegistryError> {
+        let Some(expected) = cas else { return Ok(()) };
+        let actual = self.kv.get(key).map(|e| e.modify_index);
+        let ok = match actual {
+            None => expected == 0,
+            Some(current) => current == expected,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RegistryError::CasFailed {
+                key: key.to_string(),
+                expected,
+                actual,
+            })
+        }
+    }
+
+    fn kv_put(
+        &mut self,
+        index: u64,
+        key: &str,
+        value: &[u8],
+        cas: Option<u64>,
+    ) -> Result<CommandOutput, RegistryError> {
+        validate_key(key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(RegistryError::invalid(
+                "value",
+                format!(
+                    "{} bytes is more than the limit of {MAX_VALUE_BYTES}",
+                    value.len()
+                ),
+            ));
+        }
+        self.check_cas(key, cas)?;
+        let create_index = self.kv.get(key).map_or(index, |e| e.create_index);
+        self.kv.insert(
+            key.to_string(),
+            KvEntry {
+                value: value.to_vec(),
+                create_index,
+                modify_index: index,
+            },
+        );
+        Ok(CommandOutput::KvWritten {
+            modify_index: index,
+        })
+    }
+
+    fn kv_delete(&mut self, key: &str, cas: Option<u64>) -> Result<CommandOutput, RegistryError> {
+        validate_key(key)?;
+        self.check_cas(key, cas)?;
+        Ok(CommandOutput::KvDeleted {
+            deleted: self.kv.remove(key).is_some(),
+        })
+    }
+
+    fn epoch_bump(&mut self, index: u64, reason: &str) -> CommandOutput {
+        self.epoch += 1;
+        self.epoch_start_index = index;
+        self.events.clear();
+        self.push_event(
+            index,
+            EventKind::EpochStarted {
+                epoch: self.epoch,
+                reason: reason.to_string(),
+            },
+        );
+        CommandOutput::EpochStarted {
+            epoch: self.epoch,
+            index,
+        }
+    }
+
+    fn set_state(&mut self, index: u64, id: MemberId, state: MemberState) {
+        let record = self
+            .members
+            .get_mut(&id)
+            .expect("caller checked the member exists");
+        record.state = state;
+        record.updated_index = index;
+    }
+
+    /// AddMachineToNode: the node's config gains the machine, version+1.
+    fn add_machine(&mut self, index: u64, node: &str, id: MemberId) {
+        let config = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeConfig {
+                node: node.to_string(),
+                machines: Default::default(),
+                version: 0,
+            });
+        if config.machines.insert(id) {
+            config.version += 1;
+            let version = config.version;
+            self.push_event(
+                index,
+                EventKind::NodeConfigUpdated {
+                    node: node.to_string(),
+                    version,
+                },
+            );
+        }
+    }
+
+    /// RemoveMachineFromNode: the node's config loses the machine, version+1. The config itself
+    /// stays (with its version) so that versions only grow even if the node empties and refills.
+    fn remove_machine(&mut self, index: u64, node: &str, id: MemberId) {
+        if let Some(config) = self.nodes.get_mut(node) {
+            if config.machines.remove(&id) {
+                config.version += 1;
+                let version = config.version;
+                self.push_event(
+                    index,
+                    EventKind::NodeConfigUpdated {
+                        node: node.to_string(),
+                        version,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Keys are non-empty UTF-8 of at most [`MAX_KEY_BYTES`] without control characters.
+fn validate_key(key: &str) -> Result<(), RegistryError> {
+    if key.is_empty() {
+        return Err(RegistryError::invalid("key", "must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(RegistryError::invalid(
+            "key",
+            format!(
+                "{} bytes is more than the limit of {MAX_KEY_BYTES}",
+                key.len()
+            ),
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            "key",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

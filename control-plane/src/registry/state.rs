@@ -1,0 +1,204 @@
+//! The registry's data: members, node configs, the KV namespace, the epoch and its event feed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use hivemind_common::{names::is_valid_name, MemberId};
+use serde::{Deserialize, Serialize};
+
+use super::command::RegistryError;
+use super::event::Event;
+
+/// Longest accepted KV key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest accepted KV value, in bytes (the registry is a small namespace, not a blob store).
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+
+/// What a member tells about itself when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: MemberId,
+    pub name: String,
+    pub node: String,
+    pub roles: Vec<String>,
+    pub http_addr: String,
+    pub gossip_addr: String,
+    pub generation: u64,
+    pub control_plane: bool,
+}
+
+impl MemberInfo {
+    pub(crate) fn validate(&self) -> Result<(), RegistryError> {
+        if !is_valid_name(&self.name) {
+            return Err(RegistryError::invalid(
+                "name",
+                format!("{:?} is not a valid name", self.name),
+            ));
+        }
+        if !is_valid_name(&self.node) {
+            return Err(RegistryError::invalid(
+                "node",
+                format!("{:?} is not a valid name", self.node),
+            ));
+        }
+        if let Some(bad) = self.roles.iter().find(|r| !is_valid_name(r)) {
+            return Err(RegistryError::invalid(
+                "roles",
+                format!("{bad:?} is not a valid role name"),
+            ));
+        }
+        validate_addr("http_addr", &self.http_addr)?;
+        validate_addr("gossip_addr", &self.gossip_addr)
+    }
+}
+
+pub(crate) fn validate_addr(field: &str, addr: &str) -> Result<(), RegistryError> {
+    addr.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| RegistryError::invalid(field, format!("{addr:?} is not IP:PORT")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    Alive,
+    Failed,
+    Left,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Failed => "failed",
+            MemberState::Left => "left",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub info: MemberInfo,
+    pub state: MemberState,
+    /// Log index of the last change to this record.
+    pub updated_index: u64,
+}
+
+/// A node's machines and the version the CP assigned to this configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub node: String,
+    pub machines: BTreeSet<MemberId>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// Why the event feed cannot answer a read from where the reader stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedError {
+    /// The reader is in another epoch, or behind the start of the current one: re-bootstrap.
+    Gone { epoch: u64, first_index: u64 },
+}
+
+/// The replicated registry. Equal logs give equal registries on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub(crate) epoch: u64,
+    /// Index of the command that started the current epoch (0 for the first epoch).
+    pub(crate) epoch_start_index: u64,
+    pub(crate) members: BTreeMap<MemberId, MemberRecord>,
+    pub(crate) nodes: BTreeMap<String, NodeConfig>,
+    pub(crate) kv: BTreeMap<String, KvEntry>,
+    /// The current epoch's events, in index order.
+    pub(crate) events: Vec<Event>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            epoch: 1,
+            epoch_start_index: 0,
+            members: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            kv: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Registry {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn epoch_start_index(&self) -> u64 {
+        self.epoch_start_index
+    }
+
+    pub fn members(&self) -> &BTreeMap<MemberId, MemberRecord> {
+        &self.members
+    }
+
+    pub fn member(&self, id: MemberId) -> Option<&MemberRecord> {
+        self.members.get(&id)
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<String, NodeConfig> {
+        &self.nodes
+    }
+
+    pub fn kv_get(&self, key: &str) -> Option<&KvEntry> {
+        self.kv.get(key)
+    }
+
+    /// Keys starting with `prefix`, in order.
+    pub fn kv_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a KvEntry)> + 'a {
+        self.kv
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Number of events in the current epoch's feed (compared with the retention).
+    pub fn feed_len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The live member holding `name`, if any.
+    pub fn live_member_named(&self, name: &str) -> Option<&MemberRecord> {
+        self.members
+            .values()
+            .find(|m| m.state == MemberState::Alive && m.info.name == name)
+    }
+
+    /// Events with index > `after`, at most `limit`. A reader that names another epoch, or whose
+    /// position lies before the current epoch's start, must re-bootstrap ([`FeedError::Gone`]).
+    pub fn events_after(
+        &self,
+        after: u64,
+        epoch: Option<u64>,
+        limit: usize,
+    ) -> Result<&[Event], FeedError> {
+        let gone = FeedError::Gone {
+            epoch: self.epoch,
+            first_index: self.epoch_start_index,
+        };
+        if epoch.is_some_and(|e| e != self.epoch) || after < self.epoch_start_index {
+            return Err(gone);
+        }
+        let start = self.events.partition_point(|e| e.index <= after);
+        let end = (start + limit).min(self.events.len());
+        Ok(&self.events[start..end])
+    }
+}
