@@ -3,4 +3,8 @@
 //!
 //! Layout:
 //! - [`registry`]: the state machine's data and deterministic rules (sans-IO).
+//! - [`types`]: the openraft type configuration.
+//! - [`store`]: the sled-backed Raft log store and state machine.
 pub mod registry;
+pub mod store;
+pub mod types;

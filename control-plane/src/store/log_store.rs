@@ -1,0 +1,176 @@
+//! The Raft log on sled: entries keyed by big-endian index, plus vote, committed and purged ids.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
+
+use super::{read_err, write_err};
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// The log store. Cloning is cheap (sled trees are shared handles); clones are log readers.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    pub(super) fn new(db: &sled::Db) -> Result<Self, StorageError> {
+        Ok(Self {
+            db: db.clone(),
+            logs: db.open_tree("raft_log").map_err(|e| read_err(&e))?,
+            meta: db.open_tree("raft_meta").map_err(|e| read_err(&e))?,
+        })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.meta.get(key).map_err(|e| read_err(&e))? {
+            None => Ok(None),
+            Some(bytes) => hivemind_common::decode(&bytes)
+                .map(Some)
+                .map_err(|e| read_err(&e)),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        self.meta
+            .insert(key, hivemind_common::encode(value))
+            .map_err(|e| write_err(&e))?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await.map_err(|e| write_err(&e))?;
+        Ok(())
+    }
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
+    hivemind_common::decode(bytes).map_err(|e| StorageIOError::read_logs(AnyError::new(&e)).into())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        for item in self.logs.range(start.to_be_bytes()..) {
+            let (key, value) = item.map_err(|e| read_err(&e))?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().expect("8-byte keys"));
+            if !range.contains(&index) {
+                break;
+            }
+            entries.push(decode_entry(&value)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        let last_in_log = match self.logs.last().map_err(|e| read_err(&e))? {
+            Some((_, bytes)) => Some(decode_entry(&bytes)?.log_id),
+            None => None,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last_in_log.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(VOTE, vote)?;
+        // A vote must be durable before it is acted on, like a log append.
+        self.flush().await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: losing it only means re-applying from the last snapshot is delayed until
+        // the leader tells us the commit index again.
+        self.put_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(
+                &entry.log_id.index.to_be_bytes(),
+                hivemind_common::encode(&entry),
+            );
+        }
+        self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
+        // Group commit: one flush for the whole batch openraft handed us, and the append is
+        // acknowledged only once it is on disk.
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other);
+        callback.log_io_completed(flushed);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(log_id.index.to_be_bytes()..) {
+            let (key, _) = item.map_err(|e| read_err(&e))?;
+            batch.remove(key);
+        }
+        self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first: a crash between the two steps leaves extra entries
+        // (harmless), never a log whose start is unknown.
+        self.put_meta(LAST_PURGED, &log_id)?;
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(..=log_id.index.to_be_bytes()) {
+            let (key, _) = item.map_err(|e| read_err(&e))?;
+            batch.remove(key);
+        }
+        self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
+        self.flush().await
+    }
+}
