@@ -3,8 +3,25 @@
 //!
 //! Layout:
 //! - [`registry`]: the state machine's data and deterministic rules (sans-IO).
+//! - [`bootstrap`]: who initializes the cluster (sans-IO decision).
 //! - [`types`]: the openraft type configuration.
 //! - [`store`]: the sled-backed Raft log store and state machine.
+//! - [`network`]: Raft RPC and forwarding, client side (bincode over HTTP).
+//! - [`control`]: [`ControlPlane`], one CP member: writes via the leader, read barriers,
+//!   bounded waits, health, voter changes, the bootstrap loop.
+//! - [`http`]: public JSON routes and internal bincode routes.
+//!
+//! Invariant: the registry is changed only by applying committed log entries; everything a
+//! client is told was committed, was committed by a quorum and flushed to its log first.
+
+pub mod bootstrap;
+pub mod control;
+pub mod error;
+pub mod http;
+pub mod network;
 pub mod registry;
 pub mod store;
 pub mod types;
+
+pub use control::{Applied, ControlPlane, CpConfig, CpStatus, Health, VoterChange};
+pub use error::CpError;

@@ -1,0 +1,560 @@
+//! [`ControlPlane`]: one CP member's Raft node and the request paths around it: writes
+//! forwarded to the leader, linearizable read barriers, bounded waits, health, voter changes
+//! and the bootstrap loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{decide, Candidate, Decision, Hello};
+use crate::error::CpError;
+use crate::network::{paths, CallError, InternalClient, NetworkFactory};
+use crate::registry::{Command, CommandOutput};
+use crate::store::{self, SharedState};
+use crate::types::{CpNode, NodeId, Raft};
+
+/// How a CP member is set up.
+#[derive(Debug, Clone)]
+pub struct CpConfig {
+    pub id: NodeId,
+    pub name: String,
+    /// Advertised `IP:PORT` of this member's HTTP server (Raft RPC travels over it).
+    pub http_addr: String,
+    /// Where the sled database lives (`<data-dir>/cp`).
+    pub dir: PathBuf,
+    /// Form a new cluster once this many candidates know each other; `None`: wait to be added.
+    pub bootstrap_expect: Option<usize>,
+    /// Other members' `HOST:HTTP_PORT` to find candidates through.
+    pub join: Vec<String>,
+    /// Bounded wait of writes and linearizable reads before `no_quorum`.
+    pub request_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Take a Raft snapshot (and let the log be purged) every this many applied entries.
+    pub snapshot_every: u64,
+    pub cluster_secret: Option<String>,
+}
+
+impl CpConfig {
+    /// Defaults tuned for a LAN: 100 ms heartbeats, 0.5–1 s election timeout, 5 s bounded wait.
+    pub fn new(id: NodeId, name: String, http_addr: String, dir: PathBuf) -> Self {
+        Self {
+            id,
+            name,
+            http_addr,
+            dir,
+            bootstrap_expect: None,
+            join: Vec::new(),
+            request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            snapshot_every: 5000,
+            cluster_secret: None,
+        }
+    }
+}
+
+/// A committed and applied command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub index: u64,
+    pub output: CommandOutput,
+}
+
+/// A change of the Raft voter set, executed on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoterChange {
+    /// Add as learner (waits until it caught up), then promote when `voter`.
+    Add {
+        id: NodeId,
+        node: CpNode,
+        voter: bool,
+    },
+    /// Remove a voter or learner.
+    Remove { id: NodeId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Degraded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterView {
+    pub id: String,
+    pub name: String,
+    pub addr: String,
+}
+
+/// `GET /v1/cp/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpStatus {
+    pub id: String,
+    pub state: String,
+    pub leader: Option<NodeRef>,
+    pub term: u64,
+    pub voters: Vec<VoterView>,
+    pub learners: Vec<VoterView>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub health: Health,
+    pub initialized: bool,
+}
+
+/// One control-plane member.
+pub struct ControlPlane {
+    config: CpConfig,
+    raft: Raft,
+    state: Arc<SharedState>,
+    client: InternalClient,
+    started: Instant,
+    /// Milliseconds since `started` of the last AppendEntries accepted from a leader.
+    last_leader_contact_ms: AtomicU64,
+    /// Candidates heard of during bootstrap.
+    known: Mutex<BTreeMap<NodeId, Candidate>>,
+}
+
+impl ControlPlane {
+    /// Opens the sled store and starts the Raft node. Does not initialize a cluster: see
+    /// [`ControlPlane::run_bootstrap`].
+    pub async fn start(config: CpConfig) -> Result<Arc<Self>, CpError> {
+        let (log, sm) = store::open(&config.dir).map_err(|e| CpError::Fatal(e.to_string()))?;
+        let state = sm.shared();
+        let raft_config = openraft::Config {
+            cluster_name: "hivemind".to_string(),
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| CpError::BadRequest(format!("Raft settings: {e}")))?;
+        let client = InternalClient::new(config.cluster_secret.clone());
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            NetworkFactory::new(client.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| CpError::Fatal(e.to_string()))?;
+        Ok(Arc::new(Self {
+            config,
+            raft,
+            state,
+            client,
+            started: Instant::now(),
+            last_leader_contact_ms: AtomicU64::new(u64::MAX),
+            known: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn config(&self) -> &CpConfig {
+        &self.config
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The applied state (registry), for local (stale) reads.
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
+    }
+
+    pub(crate) fn client(&self) -> &InternalClient {
+        &self.client
+    }
+
+    /// Called by the internal AppendEntries route when a leader's append was accepted.
+    pub(crate) fn note_leader_contact(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_leader_contact_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn no_quorum(&self, detail: impl Into<String>) -> CpError {
+        CpError::NoQuorum {
+            waited_ms: self.config.request_timeout.as_millis() as u64,
+            detail: detail.into(),
+        }
+    }
+
+    /// Runs `local` here; when this member is not the leader, sends `body` to the leader's
+    /// internal `path` instead. Retries while no leader is known, all within the bounded wait.
+    async fn on_leader<T, F, Fut, B>(
+        &self,
+        wait: Duration,
+        local: F,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CpError>
+    where
+        T: DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, CpError>>,
+        B: Serialize,
+    {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut last_detail = String::from("no leader elected");
+        loop {
+            let attempt = async {
+                match local().await {
+                    Err(CpError::NotLeader { leader: Some(addr) })
+                        if addr != self.config.http_addr =>
+                    {
+                        let remaining =
+                            deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match self
+                            .client
+                            .call::<B, Result<T, CpError>>(&addr, path, body, remaining)
+                            .await
+                        {
+                            Ok(answer) => answer,
+                            // Surely not delivered: safe to retry once a leader is known again.
+                            Err(e @ CallError::Unreachable { .. }) => {
+                                tracing::debug!(error = %e, "leader unreachable");
+                                Err(CpError::NotLeader { leader: None })
+                            }
+                            Err(e @ CallError::Failed { .. }) => Err(self.no_quorum(e.to_string())),
+                        }
+                    }
+                    other => other,
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => return Err(self.no_quorum(last_detail)),
+                Ok(Err(CpError::NotLeader { leader })) => {
+                    last_detail = match leader {
+                        Some(addr) => format!("leader {addr} did not answer"),
+                        None => "no leader elected".to_string(),
+                    };
+                    if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(self.no_quorum(last_detail));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(result) => return result,
+            }
+        }
+    }
+
+    /// Commits `command` through the leader (forwarding when needed) and returns its outcome.
+    #[tracing::instrument(skip_all, fields(member = %format_args!("{:016x}", self.config.id), command = command.name()))]
+    pub async fn write(&self, command: Command) -> Result<Applied, CpError> {
+        self.on_leader(
+            self.config.request_timeout,
+            || self.local_write(command.clone()),
+            paths::WRITE,
+            &command,
+        )
+        .await
+    }
+
+    /// Proposes on this member; `NotLeader` when it is not the leader.
+    pub(crate) async fn local_write(&self, command: Command) -> Result<Applied, CpError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => {
+                let index = response.log_id.index;
+                let output = response.data.0?;
+                Ok(Applied { index, output })
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(CpError::NotLeader {
+                    leader: f.leader_node.map(|n| n.http_addr),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(CpError::Membership(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(CpError::Fatal(f.to_string())),
+        }
+    }
+
+    /// The leader's read index, confirmed by a quorum round; `NotLeader` elsewhere.
+    pub(crate) async fn local_read_index(&self) -> Result<u64, CpError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(CpError::NotLeader {
+                    leader: f.leader_node.map(|n| n.http_addr),
+                })
+            }
+            // The leader could not confirm it still leads: retry until the deadline.
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(CpError::NotLeader { leader: None })
+            }
+            Err(RaftError::Fatal(f)) => Err(CpError::Fatal(f.to_string())),
+        }
+    }
+
+    /// Linearizable read barrier: obtains the leader's read index (a quorum-confirmed commit
+    /// index) and waits until this member has applied it. Returns the index.
+    pub async fn read_barrier(&self) -> Result<u64, CpError> {
+        let started = tokio::time::Instant::now();
+        let index = self
+            .on_leader(
+                self.config.request_timeout,
+                || self.local_read_index(),
+                paths::READ_INDEX,
+                &(),
+            )
+            .await?;
+        let remaining = self
+            .config
+            .request_timeout
+            .saturating_sub(started.elapsed());
+        let mut applied = self.state.subscribe_applied();
+        let waited = tokio::time::timeout(remaining, applied.wait_for(|i| *i >= index))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(index),
+            Ok(Err(_)) => Err(CpError::Fatal("state machine closed".into())),
+            Err(_) => {
+                Err(self.no_quorum(format!("did not apply up to read index {index} in time")))
+            }
+        }
+    }
+
+    /// Adds or removes a CP member (on the leader, forwarded when needed).
+    pub async fn change_voters(&self, change: VoterChange) -> Result<CpStatus, CpError> {
+        self.on_leader(
+            self.config.request_timeout * 6,
+            || self.local_change_voters(change.clone()),
+            paths::ADMIN,
+            &change,
+        )
+        .await?;
+        Ok(self.status().await)
+    }
+
+    pub(crate) async fn local_change_voters(&self, change: VoterChange) -> Result<(), CpError> {
+        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, CpNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => CpError::NotLeader {
+                leader: f.leader_node.map(|n| n.http_addr),
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                CpError::Membership(e.to_string())
+            }
+            RaftError::Fatal(f) => CpError::Fatal(f.to_string()),
+        };
+        match change {
+            VoterChange::Add { id, node, voter } => {
+                self.raft.add_learner(id, node, true).await.map_err(map)?;
+                if voter {
+                    let ids = BTreeSet::from([id]);
+                    self.raft
+                        .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                        .await
+                        .map_err(map)?;
+                }
+            }
+            VoterChange::Remove { id } => {
+                let membership = self.raft.metrics().borrow().membership_config.clone();
+                let is_voter = membership.membership().voter_ids().any(|v| v == id);
+                let is_node = membership.nodes().any(|(n, _)| *n == id);
+                let ids = BTreeSet::from([id]);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters(ids)
+                } else if is_node {
+                    ChangeMembers::RemoveNodes(ids)
+                } else {
+                    return Err(CpError::NotFound(format!("{id:016x} is not a CP member")));
+                };
+                self.raft
+                    .change_membership(change, false)
+                    .await
+                    .map_err(map)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Current Raft view of this member.
+    pub async fn status(&self) -> CpStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let commit_index = self
+            .raft
+            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
+            .await
+            .unwrap_or(0);
+        let membership = metrics.membership_config.membership();
+        let view = |id: &NodeId| {
+            let node = membership.get_node(id).cloned().unwrap_or_default();
+            VoterView {
+                id: format!("{id:016x}"),
+                name: node.name,
+                addr: node.http_addr,
+            }
+        };
+        let leader = metrics.current_leader.map(|id| NodeRef {
+            id: format!("{id:016x}"),
+            name: membership
+                .get_node(&id)
+                .map(|n| n.name.clone())
+                .unwrap_or_default(),
+        });
+        CpStatus {
+            id: format!("{:016x}", self.config.id),
+            state: format!("{:?}", metrics.state).to_lowercase(),
+            leader,
+            term: metrics.current_term,
+            voters: membership.voter_ids().map(|id| view(&id)).collect(),
+            learners: membership.learner_ids().map(|id| view(&id)).collect(),
+            commit_index,
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            health: self.health_from(&metrics),
+            initialized: membership.voter_ids().next().is_some(),
+        }
+    }
+
+    /// `healthy` when a leader exists and has heard from a quorum within the election timeout.
+    /// A leader knows that directly; a follower trusts a leader it heard from that recently.
+    pub fn health(&self) -> Health {
+        self.health_from(&self.raft.metrics().borrow())
+    }
+
+    fn health_from(&self, metrics: &openraft::RaftMetrics<NodeId, CpNode>) -> Health {
+        let window = self.config.election_timeout.1.as_millis() as u64;
+        let healthy = match metrics.state {
+            ServerState::Leader => metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= window),
+            ServerState::Follower | ServerState::Learner => {
+                let last = self.last_leader_contact_ms.load(Ordering::Relaxed);
+                let now = self.started.elapsed().as_millis() as u64;
+                metrics.current_leader.is_some()
+                    && last != u64::MAX
+                    && now.saturating_sub(last) <= window
+            }
+            ServerState::Candidate | ServerState::Shutdown => false,
+        };
+        if healthy {
+            Health::Healthy
+        } else {
+            Health::Degraded
+        }
+    }
+
+    fn candidate(&self, initialized: bool) -> Candidate {
+        Candidate {
+            id: self.config.id,
+            name: self.config.name.clone(),
+            http_addr: self.config.http_addr.clone(),
+            initialized,
+        }
+    }
+
+    async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Answers a bootstrap hello and remembers the caller.
+    pub(crate) async fn hello(&self, caller: Option<Candidate>) -> Hello {
+        let me = self.candidate(self.is_initialized().await);
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = caller.filter(|c| c.id != self.config.id) {
+            known.insert(c.id, c);
+        }
+        let known = known.values().cloned().collect();
+        Hello { me, known }
+    }
+
+    /// Forms the cluster with `--bootstrap-expect` peers, unless Raft state already exists
+    /// (a restarted member never re-initializes). Returns once this member is initialized.
+    pub async fn run_bootstrap(self: Arc<Self>, cancel: CancellationToken) {
+        let mut last_reason = String::new();
+        loop {
+            if self.is_initialized().await {
+                tracing::info!("control plane initialized");
+                return;
+            }
+            if let Some(expect) = self.config.bootstrap_expect {
+                let others = self.discover().await;
+                match decide(&self.candidate(false), &others, expect) {
+                    Decision::Initialize(voters) => {
+                        tracing::info!(voters = ?voters.keys().map(|v| format!("{v:016x}")).collect::<Vec<_>>(), "initializing the control plane");
+                        if let Err(e) = self.raft.initialize(voters).await {
+                            tracing::warn!(error = %e, "initialize failed; retrying");
+                        }
+                    }
+                    Decision::Wait(reason) => {
+                        if reason != last_reason {
+                            tracing::info!(%reason, "bootstrap waiting");
+                            last_reason = reason;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    }
+
+    /// Says hello to every join address and every candidate heard of; returns the others.
+    async fn discover(&self) -> Vec<Candidate> {
+        let mut addrs: BTreeSet<String> = self.config.join.iter().cloned().collect();
+        addrs.extend(self.known_snapshot().into_iter().map(|c| c.http_addr));
+        addrs.remove(&self.config.http_addr);
+        let me = Some(self.candidate(false));
+        let calls = addrs.iter().map(|addr| {
+            self.client
+                .call::<_, Hello>(addr, paths::HELLO, &me, Duration::from_millis(500))
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for hello in answers.into_iter().flatten() {
+            for c in hello.known.into_iter().chain([hello.me]) {
+                if c.id != self.config.id {
+                    known.insert(c.id, c);
+                }
+            }
+        }
+        known.values().cloned().collect()
+    }
+
+    fn known_snapshot(&self) -> Vec<Candidate> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

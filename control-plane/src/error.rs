@@ -1,0 +1,46 @@
+//! [`CpError`]: every way a control-plane request can fail, serializable so that a forwarded
+//! request carries the leader's verdict back unchanged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::RegistryError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CpError {
+    /// No leader with a quorum answered in time. For a write this is ambiguous: it may still
+    /// commit later (like etcd's and Consul's timeouts).
+    #[error(
+        "no quorum: the control plane could not commit or confirm within {waited_ms} ms ({detail})"
+    )]
+    NoQuorum { waited_ms: u64, detail: String },
+    /// The registry rejected the command; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] RegistryError),
+    /// This member is not the leader; `leader` is the leader's HTTP address when known.
+    /// Used between CP members; clients see `NoQuorum` if no leader is found in time.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<String> },
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("Raft membership change failed: {0}")]
+    Membership(String),
+    #[error("control plane stopped: {0}")]
+    Fatal(String),
+}
+
+impl CpError {
+    /// The stable error code shown in the HTTP API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CpError::NoQuorum { .. } => "no_quorum",
+            CpError::Rejected(e) => e.code(),
+            CpError::NotLeader { .. } => "not_leader",
+            CpError::BadRequest(_) => "bad_request",
+            CpError::NotFound(_) => "not_found",
+            CpError::Membership(_) => "membership_change_failed",
+            CpError::Fatal(_) => "stopped",
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Internal routes between members: bincode bodies in and out. Raft RPC (append, vote,
+//! snapshot), writes and read-index requests forwarded to the leader, voter changes, bootstrap
+//! hello. When a cluster secret is configured every internal request must carry it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::ApiError;
+use crate::bootstrap::Candidate;
+use crate::control::{ControlPlane, VoterChange};
+use crate::error::CpError;
+use crate::network::{paths, CLUSTER_SECRET_HEADER};
+use crate::registry::Command;
+use crate::types::{NodeId, TypeConfig};
+
+type Cp = State<Arc<ControlPlane>>;
+
+pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
+    Router::new()
+        .route(paths::APPEND, post(append))
+        .route(paths::VOTE, post(vote))
+        .route(paths::SNAPSHOT, post(snapshot))
+        .route(paths::WRITE, post(write))
+        .route(paths::READ_INDEX, post(read_index))
+        .route(paths::ADMIN, post(admin))
+        .route(paths::HELLO, post(hello))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let secret = secret.clone();
+                async move {
+                    if let Some(secret) = secret {
+                        let given = req
+                            .headers()
+                            .get(CLUSTER_SECRET_HEADER)
+                            .map(|v| v.as_bytes());
+                        if given != Some(secret.as_bytes()) {
+                            return ApiError::new(
+                                StatusCode::UNAUTHORIZED,
+                                "bad_cluster_secret",
+                                "internal route needs the cluster secret",
+                            )
+                            .into_response();
+                        }
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    hivemind_common::decode(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed internal request: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        hivemind_common::encode(value),
+    )
+        .into_response()
+}
+
+async fn bounded<T>(
+    cp: &ControlPlane,
+    wait: Duration,
+    f: impl std::future::Future<Output = Result<T, CpError>>,
+) -> Result<T, CpError> {
+    tokio::time::timeout(wait, f).await.unwrap_or_else(|_| {
+        Err(CpError::NoQuorum {
+            waited_ms: wait.as_millis() as u64,
+            detail: format!("leader {} could not commit in time", cp.config().name),
+        })
+    })
+}
+
+async fn append(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let request: AppendEntriesRequest<TypeConfig> = decode(&body)?;
+    let result = cp.raft().append_entries(request).await;
+    if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        cp.note_leader_contact();
+    }
+    Ok(reply(&result))
+}
+
+async fn vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let request: VoteRequest<NodeId> = decode(&body)?;
+    Ok(reply(&cp.raft().vote(request).await))
+}
+
+async fn snapshot(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let request: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
+    let result = cp.raft().install_snapshot(request).await;
+    if result.is_ok() {
+        cp.note_leader_contact();
+    }
+    Ok(reply(&result))
+}
+
+async fn write(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let command: Command = decode(&body)?;
+    let wait = cp.config().request_timeout;
+    Ok(reply(&bounded(&cp, wait, cp.local_write(command)).await))
+}
+
+async fn read_index(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let () = decode(&body)?;
+    let wait = cp.config().request_timeout;
+    Ok(reply(&bounded(&cp, wait, cp.local_read_index()).await))
+}
+
+async fn admin(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let change: VoterChange = decode(&body)?;
+    // Adding a learner waits until it caught up: allow more than a plain write.
+    let wait = cp.config().request_timeout * 6;
+    Ok(reply(
+        &bounded(&cp, wait, cp.local_change_voters(change)).await,
+    ))
+}
+
+async fn hello(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let caller: Option<Candidate> = decode(&body)?;
+    Ok(reply(&cp.hello(caller).await))
+}

@@ -1,0 +1,193 @@
+//! Raft RPC, client side: bincode bodies POSTed to peers' internal HTTP routes over pooled
+//! keep-alive connections. The server side lives in [`crate::http::internal`].
+
+use std::error::Error;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{CpNode, NodeId, TypeConfig};
+
+/// Internal route paths, shared by client and server so they cannot drift apart.
+pub mod paths {
+    pub const APPEND: &str = "/internal/v1/raft/append";
+    pub const VOTE: &str = "/internal/v1/raft/vote";
+    pub const SNAPSHOT: &str = "/internal/v1/raft/snapshot";
+    pub const WRITE: &str = "/internal/v1/cp/write";
+    pub const READ_INDEX: &str = "/internal/v1/cp/read-index";
+    pub const ADMIN: &str = "/internal/v1/cp/admin";
+    pub const HELLO: &str = "/internal/v1/cp/hello";
+}
+
+/// Header carrying the cluster secret on internal routes (when one is configured).
+pub const CLUSTER_SECRET_HEADER: &str = "x-hivemind-cluster-secret";
+
+/// A bincode-over-HTTP client for internal routes, shared by Raft RPC, forwarding and bootstrap.
+#[derive(Clone)]
+pub struct InternalClient {
+    http: reqwest::Client,
+    secret: Option<String>,
+}
+
+/// Why an internal call failed. `Unreachable` means the request surely did not arrive.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{addr} is unreachable: {source}")]
+    Unreachable {
+        addr: String,
+        source: reqwest::Error,
+    },
+    #[error("call to {addr} failed: {reason}")]
+    Failed { addr: String, reason: String },
+}
+
+impl InternalClient {
+    pub fn new(secret: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .expect("reqwest client builds with static settings");
+        Self { http, secret }
+    }
+
+    /// POSTs `body` (bincode) to `http://addr{path}` and decodes a bincode answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let mut request = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .timeout(timeout)
+            .header("content-type", "application/octet-stream")
+            .body(hivemind_common::encode(body));
+        if let Some(secret) = &self.secret {
+            request = request.header(CLUSTER_SECRET_HEADER, secret);
+        }
+        let failed = |reason: String| CallError::Failed {
+            addr: addr.to_string(),
+            reason,
+        };
+        let response = request.send().await.map_err(|source| {
+            if source.is_connect() {
+                CallError::Unreachable {
+                    addr: addr.to_string(),
+                    source,
+                }
+            } else {
+                failed(source.to_string())
+            }
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+        if !status.is_success() {
+            return Err(failed(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        hivemind_common::decode(&bytes).map_err(|e| failed(e.to_string()))
+    }
+}
+
+/// Creates one [`Peer`] per Raft target.
+pub struct NetworkFactory {
+    client: InternalClient,
+}
+
+impl NetworkFactory {
+    pub fn new(client: InternalClient) -> Self {
+        Self { client }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &CpNode) -> Peer {
+        Peer {
+            target,
+            addr: node.http_addr.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// The connection to one Raft peer (connections are pooled inside the shared client).
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    client: InternalClient,
+}
+
+impl Peer {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, CpNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let answer: Result<Resp, RaftError<NodeId, E>> = self
+            .client
+            .call(&self.addr, path, request, option.hard_ttl())
+            .await
+            .map_err(|e| match &e {
+                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CpNode, RaftError<NodeId>>> {
+        self.rpc(paths::APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, CpNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc(paths::SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, CpNode, RaftError<NodeId>>> {
+        self.rpc(paths::VOTE, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // Retry an unreachable peer soon: a restarted CP member should catch up quickly.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
