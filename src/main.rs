@@ -1,1 +1,205 @@
-fn main() {}
+//! The `hivemind` binary: parses the command line and wires the crates together. Signals are
+//! handled here and only here; libraries take a cancellation token.
+
+mod bench;
+mod cli;
+mod client;
+mod config;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use base64::Engine;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use hivemind_common::names::is_valid_name;
+use hivemind_member::AgentConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AgentArgs, Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => Cli::command()
+            .error(ErrorKind::InvalidValue, message)
+            .exit(),
+    };
+    let cli = Cli::parse_from(args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let client = client::Client::new(&cli.client);
+    let result: Result<()> = match cli.command {
+        Command::Agent(args) => {
+            let (config, log_level, log_format) = agent_config(*args);
+            init_logging(&log_level, log_format);
+            runtime.block_on(run_agent(config))
+        }
+        Command::Keygen => {
+            let key: [u8; 32] = rand::random();
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            Ok(())
+        }
+        Command::Status => runtime.block_on(client::status(&client)),
+        Command::Cp { command } => runtime.block_on(client::cp(&client, command)),
+        Command::Kv { command } => runtime.block_on(client::kv(&client, command)),
+        Command::Events(args) => runtime.block_on(client::events(&client, args)),
+        Command::Snapshot { command } => runtime.block_on(client::snapshot(&client, command)),
+        Command::Bench { command } => match command {
+            cli::BenchCommand::Kv(args) => {
+                init_logging("warn", LogFormat::Text);
+                runtime.block_on(bench::kv(args, cli.client.json))
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`hivemind events -f | head`) is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(|io| io.kind())
+                == Some(std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag's value is unusable: name the flag, exit 2 (like clap's own errors).
+fn flag_error(message: String) -> ! {
+    Cli::command()
+        .error(ErrorKind::ValueValidation, message)
+        .exit()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "hivemind".to_string())
+}
+
+/// Validates agent flags and turns them into the member runtime's settings.
+fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
+    let name = args.name.unwrap_or_else(host_name);
+    if !is_valid_name(&name) {
+        flag_error(format!(
+            "--name: {name:?} is not a valid name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 63 bytes)"
+        ));
+    }
+    let node = args.node.unwrap_or_else(|| name.clone());
+    if !is_valid_name(&node) {
+        flag_error(format!("--node: {node:?} is not a valid name"));
+    }
+    if let Some(role) = args.roles.iter().find(|r| !is_valid_name(r)) {
+        flag_error(format!("--roles: {role:?} is not a valid role name"));
+    }
+    if let Some(kg) = args
+        .keygroup
+        .iter()
+        .find(|k| k.split('/').count() != 3 || !k.split('/').all(is_valid_name))
+    {
+        flag_error(format!("--keygroup: {kg:?} is not app/tenant/group"));
+    }
+    let advertise = match args.advertise {
+        Some(ip) if ip.is_unspecified() => flag_error(format!(
+            "--advertise: {ip} is not an address others can reach"
+        )),
+        Some(ip) => ip,
+        None if args.bind.is_unspecified() => {
+            flag_error("--advertise: required when --bind is 0.0.0.0 or ::".to_string())
+        }
+        None => args.bind,
+    };
+    if args.bootstrap_expect.is_some() && !args.control_plane {
+        flag_error(
+            "--bootstrap-expect: only control-plane members bootstrap (add --control-plane)"
+                .to_string(),
+        );
+    }
+    for join in &args.join {
+        let valid = join
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            flag_error(format!("--join: {join:?} is not HOST:PORT"));
+        }
+    }
+    if let Some(key) = &args.gossip_key {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+        if decoded.map(|k| k.len()) != Ok(32) {
+            flag_error(
+                "--gossip-key: must be 32 bytes in base64 (see `hivemind keygen`)".to_string(),
+            );
+        }
+    }
+    if args.request_timeout.is_zero() {
+        flag_error("--request-timeout: must be more than 0".to_string());
+    }
+    let config = AgentConfig {
+        name,
+        node,
+        data_dir: args.data_dir,
+        bind: args.bind,
+        advertise,
+        http_port: args.http_port,
+        gossip_port: args.gossip_port,
+        control_plane: args.control_plane,
+        bootstrap_expect: args.bootstrap_expect.map(usize::from),
+        join: args.join,
+        roles: args.roles,
+        admin_token: args.admin_token,
+        cluster_secret: None,
+        request_timeout: args.request_timeout,
+        raft_snapshot_every: args.raft_snapshot_every.max(1),
+    };
+    (config, args.log_level, args.log_format)
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    // openraft narrates every vote and append at info; keep it to warnings unless asked.
+    let directive =
+        if level.contains('=') || level.contains(',') || matches!(level, "debug" | "trace") {
+            level.to_string()
+        } else {
+            format!("{level},openraft=warn")
+        };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directive))
+        .unwrap_or_else(|_| {
+            flag_error(format!(
+                "--log-level: {level:?} is not a level or tracing directive"
+            ))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM, then stops it gracefully.
+async fn run_agent(config: AgentConfig) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+        signal_token.cancel();
+    });
+    hivemind_member::run(config, shutdown).await?;
+    Ok(())
+}

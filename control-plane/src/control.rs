@@ -221,7 +221,7 @@ impl ControlPlane {
         B: Serialize,
     {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut last_detail = String::from("no leader elected");
+        let mut last_detail = String::from("the leader did not reach a quorum");
         loop {
             let attempt = async {
                 match local().await {

@@ -1,0 +1,255 @@
+//! [`run`]: one agent process from start to graceful stop. Opens the identity store, starts the
+//! control-plane member, serves HTTP (CP routes, `/v1/status`, `/v1/members`, `/v1/nodes`)
+//! behind the admin-token check, forms or rejoins the cluster, and admits itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use hivemind_control_plane::http::{views, ApiError};
+use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo};
+use hivemind_control_plane::{ControlPlane, CpConfig, CpError, Health};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::auth::require_admin_token;
+use crate::identity::{Identity, IdentityError, MemberStore};
+
+/// Everything `hivemind agent` was told on the command line, in a config file or the env.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub node: String,
+    pub data_dir: PathBuf,
+    pub bind: IpAddr,
+    pub advertise: IpAddr,
+    pub http_port: u16,
+    pub gossip_port: u16,
+    pub control_plane: bool,
+    pub bootstrap_expect: Option<usize>,
+    pub join: Vec<String>,
+    pub roles: Vec<String>,
+    pub admin_token: Option<String>,
+    pub cluster_secret: Option<String>,
+    /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
+    pub request_timeout: Duration,
+    pub raft_snapshot_every: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("control plane: {0}")]
+    ControlPlane(#[from] CpError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Shared by the agent's HTTP handlers and background tasks.
+struct Agent {
+    config: AgentConfig,
+    identity: Identity,
+    cp: Arc<ControlPlane>,
+    store: MemberStore,
+    admitted: AtomicBool,
+}
+
+impl Agent {
+    fn info(&self) -> MemberInfo {
+        MemberInfo {
+            id: self.identity.id,
+            name: self.config.name.clone(),
+            node: self.config.node.clone(),
+            roles: self.config.roles.clone(),
+            http_addr: SocketAddr::new(self.config.advertise, self.config.http_port).to_string(),
+            gossip_addr: SocketAddr::new(self.config.advertise, self.config.gossip_port)
+                .to_string(),
+            generation: self.identity.generation,
+            control_plane: self.config.control_plane,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled, then stops it gracefully.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    if !config.control_plane {
+        return Err(AgentError::Unsupported(
+            "members without --control-plane need the gossip runtime, which is not built yet; start with --control-plane".into(),
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = MemberStore::open(&config.data_dir.join("member"))?;
+    let identity = store.start_incarnation(&mut rand::thread_rng())?;
+    let span = tracing::info_span!("member", member = %identity.id, name = %config.name);
+    async move {
+        tracing::info!(generation = identity.generation, "starting");
+        let http_addr = SocketAddr::new(config.advertise, config.http_port);
+        let mut cp_config = CpConfig::new(
+            identity.id.get(),
+            config.name.clone(),
+            http_addr.to_string(),
+            config.data_dir.join("cp"),
+        );
+        cp_config.bootstrap_expect = config.bootstrap_expect;
+        cp_config.join = config.join.clone();
+        cp_config.request_timeout = config.request_timeout;
+        cp_config.snapshot_every = config.raft_snapshot_every;
+        cp_config.cluster_secret = config.cluster_secret.clone();
+
+        let bind = SocketAddr::new(config.bind, config.http_port);
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|source| AgentError::Bind { addr: bind, source })?;
+        let cp = ControlPlane::start(cp_config).await?;
+        let agent = Arc::new(Agent {
+            config,
+            identity,
+            cp: cp.clone(),
+            store,
+            admitted: AtomicBool::new(false),
+        });
+
+        let tasks = TaskTracker::new();
+        tasks.spawn(
+            cp.clone()
+                .run_bootstrap(shutdown.child_token())
+                .in_current_span(),
+        );
+        tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
+
+        let token = agent.config.admin_token.clone();
+        let app = Router::new()
+            .route("/v1/status", get(status))
+            .route("/v1/members", get(members))
+            .route("/v1/nodes", get(nodes))
+            .route("/v1/nodes/{node}", get(node))
+            .with_state(agent.clone())
+            .merge(hivemind_control_plane::http::router(cp.clone()))
+            .layer(axum::middleware::from_fn(move |req, next| {
+                require_admin_token(token.clone(), req, next)
+            }));
+        tracing::info!(%bind, "serving HTTP");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        tasks.close();
+        tasks.wait().await;
+        cp.shutdown().await;
+        tracing::info!("stopped");
+        served.map_err(AgentError::Serve)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Commits this member's `Join` (its current incarnation) so that the registry lists it.
+async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let join = Command::Join {
+            member: agent.info(),
+            epoch: None,
+        };
+        match agent.cp.write(join).await {
+            Ok(applied) => {
+                if let CommandOutput::Joined { epoch, index } = applied.output {
+                    if let Err(e) = agent.store.set_epoch(epoch) {
+                        tracing::warn!(error = %e, "cannot persist the epoch");
+                    }
+                    tracing::info!(epoch, index, "admitted to the registry");
+                }
+                agent.admitted.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, code = e.code(), "admission failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let cp = agent.cp.status().await;
+    let admitted = agent.admitted.load(Ordering::Relaxed);
+    let mut waiting_for = Vec::new();
+    if cp.health != Health::Healthy {
+        waiting_for.push("control_plane_quorum");
+    }
+    if !admitted {
+        waiting_for.push("admission");
+    }
+    let epoch = agent.cp.state().read().registry.epoch();
+    let info = agent.info();
+    Json(json!({
+        "id": info.id.to_string(),
+        "name": info.name,
+        "node": info.node,
+        "roles": info.roles,
+        "generation": info.generation,
+        "epoch": epoch,
+        "http": info.http_addr,
+        "addr": info.gossip_addr,
+        "ready": waiting_for.is_empty(),
+        "waiting_for": waiting_for,
+        "control_plane": cp,
+    }))
+}
+
+/// `GET /v1/members` from this member's applied registry (the SWIM view joins in later).
+async fn members(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let state = agent.cp.state().read();
+    Json(Value::Array(
+        state
+            .registry
+            .members()
+            .values()
+            .map(views::member)
+            .collect(),
+    ))
+}
+
+async fn nodes(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let state = agent.cp.state().read();
+    Json(Value::Array(
+        state.registry.nodes().values().map(views::node).collect(),
+    ))
+}
+
+async fn node(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let state = agent.cp.state().read();
+    state
+        .registry
+        .nodes()
+        .get(&name)
+        .map(|n| Json(views::node(n)))
+        .ok_or_else(|| ApiError::not_found(format!("no node {name:?}")))
+}

@@ -1,0 +1,65 @@
+//! The admin token: when `--admin-token` is set, every `/v1/*` request must carry it as
+//! `Authorization: Bearer T` or `X-Hivemind-Token: T`; otherwise 401 `unauthorized`.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hivemind_control_plane::http::ApiError;
+
+pub const TOKEN_HEADER: &str = "x-hivemind-token";
+
+/// Whether `headers` carry `token` (sans-IO: the middleware only wraps this).
+pub fn carries_token(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let direct = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    [bearer, direct]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Middleware guarding `/v1/*` with the admin token (internal routes have their own secret).
+pub async fn require_admin_token(token: Option<String>, request: Request, next: Next) -> Response {
+    if let Some(token) = token {
+        if request.uri().path().starts_with("/v1/") && !carries_token(request.headers(), &token) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this member requires the admin token (Authorization: Bearer T or X-Hivemind-Token)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn token_is_accepted_in_either_header_and_only_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!carries_token(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert!(carries_token(&h, "s3cret"));
+        assert!(!carries_token(&h, "s3cre"));
+        let mut h = HeaderMap::new();
+        h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret"));
+        assert!(carries_token(&h, "s3cret"));
+        h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret2"));
+        assert!(!carries_token(&h, "s3cret"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Persistent identity in `<data-dir>/member` (sled): the member id, its generation (bumped at
+//! every start, so a restarted member is a new incarnation), and the last epoch it saw.
+
+use std::path::Path;
+
+use hivemind_common::MemberId;
+
+const ID: &[u8] = b"id";
+const GENERATION: &[u8] = b"generation";
+const EPOCH: &[u8] = b"epoch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("member store at {path}: {source}")]
+    Store { path: String, source: sled::Error },
+    #[error("member store holds a corrupt {what}")]
+    Corrupt { what: &'static str },
+}
+
+/// The member's durable identity store.
+pub struct MemberStore {
+    db: sled::Db,
+}
+
+/// Who this process is: a stable id and this run's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub id: MemberId,
+    pub generation: u64,
+}
+
+impl MemberStore {
+    pub fn open(dir: &Path) -> Result<Self, IdentityError> {
+        let db = sled::open(dir).map_err(|source| IdentityError::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(Self { db })
+    }
+
+    fn err(&self, source: sled::Error) -> IdentityError {
+        IdentityError::Store {
+            path: "member".into(),
+            source,
+        }
+    }
+
+    fn get_u64(&self, key: &[u8], what: &'static str) -> Result<Option<u64>, IdentityError> {
+        match self.db.get(key).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| IdentityError::Corrupt { what })?,
+            ))),
+        }
+    }
+
+    fn put_u64(&self, key: &[u8], value: u64) -> Result<(), IdentityError> {
+        self.db
+            .insert(key, &value.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Loads the id (creating a random one on first start) and bumps the generation.
+    pub fn start_incarnation<R: rand::Rng>(&self, rng: &mut R) -> Result<Identity, IdentityError> {
+        let id = match self.get_u64(ID, "id")? {
+            Some(raw) => MemberId::new(raw).map_err(|_| IdentityError::Corrupt { what: "id" })?,
+            None => {
+                let id = MemberId::random(rng);
+                self.put_u64(ID, id.get())?;
+                id
+            }
+        };
+        let generation = self.get_u64(GENERATION, "generation")?.unwrap_or(0) + 1;
+        self.put_u64(GENERATION, generation)?;
+        Ok(Identity { id, generation })
+    }
+
+    pub fn epoch(&self) -> Result<Option<u64>, IdentityError> {
+        self.get_u64(EPOCH, "epoch")
+    }
+
+    pub fn set_epoch(&self, epoch: u64) -> Result<(), IdentityError> {
+        self.put_u64(EPOCH, epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_id_and_bumps_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::thread_rng();
+        let first = MemberStore::open(dir.path())
+            .unwrap()
+            .start_incarnation(&mut rng)
+            .unwrap();
+        let second = MemberStore::open(dir.path())
+            .unwrap()
+            .start_incarnation(&mut rng)
+            .unwrap();
+        assert_eq!(first.id, second.id);
+        assert_eq!((first.generation, second.generation), (1, 2));
+    }
+
+    #[test]
+    fn the_epoch_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemberStore::open(dir.path()).unwrap();
+        assert_eq!(store.epoch().unwrap(), None);
+        store.set_epoch(3).unwrap();
+        drop(store);
+        assert_eq!(
+            MemberStore::open(dir.path()).unwrap().epoch().unwrap(),
+            Some(3)
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! `hivemind bench kv`: one load generator for hivemind and etcd (its v3 JSON gateway), so that
+//! both are measured the same way: N clients, each with a keep-alive connection to one
+//! endpoint (client i uses endpoint i mod n), writing 256-byte values for D seconds, then doing
+//! linearizable reads for D seconds. Prints throughput and latency percentiles.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use base64::Engine;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    Hivemind,
+    Etcd,
+}
+
+#[derive(Args, Debug)]
+pub struct KvBenchArgs {
+    /// HOST:PORT of each cluster member (hivemind HTTP port, or etcd client port).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Length of each phase (writes, then reads), e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = crate::cli::parse_duration)]
+    pub duration: Duration,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    #[arg(long, value_enum, default_value = "hivemind")]
+    pub target: Target,
+    /// Skip the read phase.
+    #[arg(long)]
+    pub writes_only: bool,
+    /// Instead of a load: retry one write until it succeeds and print how long that took
+    /// (leader-failover measurement right after the leader was killed).
+    #[arg(long)]
+    pub first_success: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Write,
+    Read,
+}
+
+struct Driver {
+    http: reqwest::Client,
+    target: Target,
+    value: Vec<u8>,
+}
+
+impl Driver {
+    async fn once(&self, endpoint: &str, op: Op, key: &str) -> Result<()> {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let request = match (self.target, op) {
+            (Target::Hivemind, Op::Write) => self
+                .http
+                .put(format!("http://{endpoint}/v1/kv/{key}"))
+                .body(self.value.clone()),
+            (Target::Hivemind, Op::Read) => self.http.get(format!("http://{endpoint}/v1/kv/{key}")),
+            (Target::Etcd, Op::Write) => self
+                .http
+                .post(format!("http://{endpoint}/v3/kv/put"))
+                .json(&json!({ "key": b64(key.as_bytes()), "value": b64(&self.value) })),
+            (Target::Etcd, Op::Read) => self
+                .http
+                .post(format!("http://{endpoint}/v3/kv/range"))
+                .json(&json!({ "key": b64(key.as_bytes()) })),
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+}
+
+struct PhaseResult {
+    ops: usize,
+    errors: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl PhaseResult {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+async fn phase(driver: Arc<Driver>, args: &KvBenchArgs, op: Op) -> PhaseResult {
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let driver = driver.clone();
+        let endpoint = args.endpoints[client % args.endpoints.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("bench/{client}/{}", i % 1000);
+                let t = Instant::now();
+                match driver.once(&endpoint, op, &key).await {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                i += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut result = PhaseResult {
+        ops: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies: Vec::new(),
+    };
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            result.errors += errors;
+            result.latencies.extend(latencies);
+        }
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result.ops = result.latencies.len();
+    result.latencies.sort();
+    result
+}
+
+pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
+    if args.clients == 0 {
+        bail!("--clients: must be at least 1");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let driver = Arc::new(Driver {
+        http,
+        target: args.target,
+        value: vec![b'x'; args.value_size],
+    });
+    if args.first_success {
+        let started = Instant::now();
+        let mut attempt = 0usize;
+        loop {
+            let endpoint = &args.endpoints[attempt % args.endpoints.len()];
+            if driver
+                .once(endpoint, Op::Write, "bench/failover")
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            attempt += 1;
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("no write succeeded within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if json_output {
+            println!(
+                "{}",
+                json!({ "first_success_ms": ms, "attempts": attempt + 1 })
+            );
+        } else {
+            println!(
+                "first successful write after {ms:.1} ms ({} attempts)",
+                attempt + 1
+            );
+        }
+        return Ok(());
+    }
+    let writes = phase(driver.clone(), &args, Op::Write).await;
+    let reads = if args.writes_only {
+        None
+    } else {
+        Some(phase(driver, &args, Op::Read).await)
+    };
+    let target = format!("{:?}", args.target).to_lowercase();
+    if json_output {
+        let summary = |r: &PhaseResult| json!({ "ops_per_sec": r.rate(), "p50_ms": r.percentile(0.5), "p99_ms": r.percentile(0.99), "errors": r.errors });
+        println!(
+            "{}",
+            json!({
+                "target": target, "clients": args.clients, "value_size": args.value_size,
+                "duration_s": args.duration.as_secs_f64(),
+                "writes": summary(&writes),
+                "reads": reads.as_ref().map(summary),
+            })
+        );
+    } else {
+        println!(
+            "target {target}, {} clients, {} s per phase, {} B values",
+            args.clients,
+            args.duration.as_secs_f64(),
+            args.value_size
+        );
+        for (name, r) in [("writes", Some(&writes)), ("reads", reads.as_ref())] {
+            if let Some(r) = r {
+                println!(
+                    "{name:<7} {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}",
+                    r.rate(),
+                    r.percentile(0.5),
+                    r.percentile(0.99),
+                    r.errors
+                );
+            }
+        }
+    }
+    Ok(())
+}

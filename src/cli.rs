@@ -1,0 +1,251 @@
+//! The command line: every subcommand and flag of `hivemind` (DESIGN.md §7). Agent flags may
+//! also come from `HIVEMIND_*` env vars and a TOML `--config` file (see [`crate::config`]).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hivemind",
+    version,
+    about = "Cluster coordination: a Raft control plane, SWIM members, pluggable roles"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client commands reach a member.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// HOST:PORT of any member's HTTP API.
+    #[arg(
+        long,
+        global = true,
+        env = "HIVEMIND_HTTP_ADDR",
+        default_value = "127.0.0.1:7700"
+    )]
+    pub http_addr: String,
+    /// Admin token, when the cluster requires one.
+    #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of human-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a member (with --control-plane: a control-plane member).
+    Agent(Box<AgentArgs>),
+    /// This member's status and the control plane's health.
+    Status,
+    /// Control-plane membership, health and epoch.
+    Cp {
+        #[command(subcommand)]
+        command: CpCommand,
+    },
+    /// The replicated key-value namespace.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// The committed event feed.
+    Events(EventsArgs),
+    /// Save the whole registry.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Print a new random 32-byte gossip key (base64).
+    Keygen,
+    /// Load generators that measure a running cluster.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CpCommand {
+    /// Leader, term, voters, commit index, health.
+    Status,
+    /// Add or remove control-plane voters.
+    Voters {
+        #[command(subcommand)]
+        command: VotersCommand,
+    },
+    /// Start a new epoch.
+    Epoch {
+        #[command(subcommand)]
+        command: EpochCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VotersCommand {
+    /// Add a started, uninitialized CP member (as learner, then voter).
+    Add {
+        /// The new member's HOST:HTTP_PORT.
+        addr: String,
+        /// Keep it a learner (non-voting).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a voter or learner by member id (16 hex digits).
+    Remove { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EpochCommand {
+    /// Start a new epoch now; members re-bootstrap.
+    Bump {
+        #[arg(long, default_value = "operator")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KvCommand {
+    /// Print a key's value (or, with --prefix, list keys).
+    Get {
+        /// The key (omit with --prefix).
+        key: Option<String>,
+        /// List every key starting with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Answer from the contacted member's local state (not linearizable).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Write a key. VALUE `-` reads standard input.
+    Put {
+        key: String,
+        value: String,
+        /// Compare-and-set: 0 = only if absent, N = only if its modify index is N.
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Only events with an index above this.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// Keep following the feed.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Write the registry (linearizable) as JSON to FILE.
+    Save { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// KV write and linearizable-read throughput and latency against hivemind or etcd.
+    Kv(crate::bench::KvBenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GossipProfile {
+    Lan,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// TOML file with agent settings (keys are flag names; flags and env vars take precedence).
+    #[arg(long, env = "HIVEMIND_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Member name, unique among live members (default: the host name).
+    #[arg(long, env = "HIVEMIND_NAME")]
+    pub name: Option<String>,
+    /// Node this member belongs to (default: its name).
+    #[arg(long, env = "HIVEMIND_NODE")]
+    pub node: Option<String>,
+    /// Where identity, Raft log and state live.
+    #[arg(long, env = "HIVEMIND_DATA_DIR", default_value = "hivemind-data")]
+    pub data_dir: PathBuf,
+    /// IP to listen on.
+    #[arg(long, env = "HIVEMIND_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// IP other members reach this one at (default: --bind; required when binding 0.0.0.0).
+    #[arg(long, env = "HIVEMIND_ADVERTISE")]
+    pub advertise: Option<IpAddr>,
+    #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
+    pub http_port: u16,
+    #[arg(long, env = "HIVEMIND_GOSSIP_PORT", default_value_t = 7701)]
+    pub gossip_port: u16,
+    #[arg(long, env = "HIVEMIND_DNS_PORT", default_value_t = 7753)]
+    pub dns_port: u16,
+    /// Be a control-plane member (a Raft voter or learner).
+    #[arg(long, env = "HIVEMIND_CONTROL_PLANE")]
+    pub control_plane: bool,
+    /// Form a new control plane once this many CP members know each other (3 or 5).
+    #[arg(long, env = "HIVEMIND_BOOTSTRAP_EXPECT", value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub bootstrap_expect: Option<u16>,
+    /// HOST:HTTP_PORT of another member; repeatable.
+    #[arg(long, env = "HIVEMIND_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Roles to load, e.g. host,dns.
+    #[arg(long, env = "HIVEMIND_ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Keygroups (app/tenant/group) the roles serve; repeatable.
+    #[arg(long, env = "HIVEMIND_KEYGROUP", value_delimiter = ',')]
+    pub keygroup: Vec<String>,
+    /// DNS domain the dns role is authoritative for.
+    #[arg(long, env = "HIVEMIND_DOMAIN", default_value = "hivemind.")]
+    pub domain: String,
+    /// 32-byte base64 key sealing gossip (see `hivemind keygen`).
+    #[arg(long, env = "HIVEMIND_GOSSIP_KEY", hide_env_values = true)]
+    pub gossip_key: Option<String>,
+    /// Token joiners must present.
+    #[arg(long, env = "HIVEMIND_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Token required on every /v1 route.
+    #[arg(long, env = "HIVEMIND_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(
+        long,
+        env = "HIVEMIND_GOSSIP_PROFILE",
+        value_enum,
+        default_value = "lan"
+    )]
+    pub gossip_profile: GossipProfile,
+    /// Bounded wait of writes and linearizable reads before 503 no_quorum (e.g. 5s, 500ms).
+    #[arg(long, env = "HIVEMIND_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Raft snapshot (and log purge) every this many entries.
+    #[arg(long, env = "HIVEMIND_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
+    pub raft_snapshot_every: u64,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, env = "HIVEMIND_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "HIVEMIND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    hivemind_control_plane::http::api::parse_wait(text)
+        .map_err(|e| e.trim_start_matches("wait: ").to_string())
+}

@@ -1,0 +1,409 @@
+//! Client commands: talk to a member's HTTP API the way a user would, print tables or JSON.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// `println!` that reports a closed stdout as an error instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
+use crate::cli::{
+    ClientArgs, CpCommand, EpochCommand, EventsArgs, KvCommand, SnapshotCommand, VotersCommand,
+};
+
+/// A member's HTTP API.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    pub json: bool,
+}
+
+/// An error answer of the API, printed as `error: CODE: message`.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (HTTP {})",
+            self.code,
+            self.message,
+            self.status.as_u16()
+        )
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(330))
+                .build()
+                .expect("static client settings"),
+            base: format!("http://{}", args.http_addr),
+            token: args.token.clone(),
+            json: args.json,
+        }
+    }
+
+    /// Sends a request; non-2xx answers become [`ApiFailure`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach hivemind at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v["error"][name].as_str())
+                .map(str::to_string)
+        };
+        Err(ApiFailure {
+            status,
+            code: field("code").unwrap_or_else(|| "http_error".into()),
+            message: field("message").unwrap_or(text),
+        }
+        .into())
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        Ok(self.send(Method::GET, path, None).await?.json().await?)
+    }
+
+    fn print(&self, value: &Value) -> std::io::Result<()> {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON values print")
+        )
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_cp(cp: &Value) -> std::io::Result<()> {
+    let leader = cp["leader"]
+        .as_object()
+        .map(|l| format!("{} ({})", s(&l["name"]), s(&l["id"])))
+        .unwrap_or_else(|| "none".into());
+    outln!(
+        "control plane: {}   leader: {}   term: {}   commit: {}   applied: {}",
+        s(&cp["health"]),
+        leader,
+        s(&cp["term"]),
+        s(&cp["commit_index"]),
+        s(&cp["applied_index"])
+    )?;
+    outln!("{:<18} {:<16} {:<22} {}", "ID", "NAME", "ADDR", "ROLE")?;
+    let leader_id = cp["leader"]["id"].as_str().unwrap_or("");
+    for (kind, list) in [("voter", &cp["voters"]), ("learner", &cp["learners"])] {
+        for v in list.as_array().into_iter().flatten() {
+            let id = s(&v["id"]);
+            let role = if id == leader_id {
+                "voter (leader)"
+            } else {
+                kind
+            };
+            outln!(
+                "{:<18} {:<16} {:<22} {}",
+                id,
+                s(&v["name"]),
+                s(&v["addr"]),
+                role
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(client: &Client) -> Result<()> {
+    let status = client.get_json("/v1/status").await?;
+    if client.json {
+        client.print(&status)?;
+        return Ok(());
+    }
+    outln!(
+        "member {} ({})   node {}   generation {}   epoch {}",
+        s(&status["name"]),
+        s(&status["id"]),
+        s(&status["node"]),
+        s(&status["generation"]),
+        s(&status["epoch"])
+    )?;
+    let waiting: Vec<String> = status["waiting_for"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    if status["ready"].as_bool() == Some(true) {
+        outln!("ready: yes")?;
+    } else {
+        outln!("ready: no (waiting for: {})", waiting.join(", "))?;
+    }
+    print_cp(&status["control_plane"])?;
+    if status["control_plane"]["health"] != "healthy" {
+        outln!(
+            "\nThe control plane is degraded: no leader has heard from a quorum recently. Writes and linearizable reads answer 503 no_quorum until a majority of voters is back."
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn cp(client: &Client, command: CpCommand) -> Result<()> {
+    let value = match command {
+        CpCommand::Status => client.get_json("/v1/cp/status").await?,
+        CpCommand::Voters { command } => match command {
+            VotersCommand::Add { addr, learner } => {
+                let body = serde_json::json!({ "addr": addr, "voter": !learner });
+                client
+                    .send(
+                        Method::POST,
+                        "/v1/cp/voters",
+                        Some(body.to_string().into_bytes()),
+                    )
+                    .await?
+                    .json()
+                    .await?
+            }
+            VotersCommand::Remove { id } => {
+                if id.parse::<hivemind_common::MemberId>().is_err() {
+                    bail!("ID: {id:?} is not a member id (16 hex digits)");
+                }
+                client
+                    .send(Method::DELETE, &format!("/v1/cp/voters?id={id}"), None)
+                    .await?
+                    .json()
+                    .await?
+            }
+        },
+        CpCommand::Epoch {
+            command: EpochCommand::Bump { reason },
+        } => {
+            let body = serde_json::json!({ "reason": reason });
+            let answer: Value = client
+                .send(
+                    Method::POST,
+                    "/v1/cp/epoch",
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?
+                .json()
+                .await?;
+            if !client.json {
+                outln!(
+                    "epoch {} started at index {}",
+                    s(&answer["epoch"]),
+                    s(&answer["index"])
+                )?;
+                return Ok(());
+            }
+            answer
+        }
+    };
+    if client.json {
+        client.print(&value)?;
+    } else {
+        print_cp(&value)?;
+    }
+    Ok(())
+}
+
+/// Keys go into the URL path: escape what would change its meaning.
+fn key_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub async fn kv(client: &Client, command: KvCommand) -> Result<()> {
+    match command {
+        KvCommand::Get { key, prefix, stale } => {
+            let stale = if stale { "stale=true" } else { "" };
+            match (key, prefix) {
+                (Some(_), Some(_)) => bail!("KEY and --prefix: give one, not both"),
+                (None, None) => bail!("KEY: give a key, or --prefix to list keys"),
+                (Some(key), None) => {
+                    let meta = if client.json { "meta=true&" } else { "" };
+                    let response = client
+                        .send(
+                            Method::GET,
+                            &format!("/v1/kv/{}?{meta}{stale}", key_path(&key)),
+                            None,
+                        )
+                        .await?;
+                    let bytes = response.bytes().await?;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes)?;
+                    out.write_all(b"\n")?;
+                }
+                (None, Some(prefix)) => {
+                    let list = client
+                        .get_json(&format!("/v1/kv?prefix={}&{stale}", key_path(&prefix)))
+                        .await?;
+                    if client.json {
+                        client.print(&list)?;
+                    } else {
+                        for entry in list.as_array().into_iter().flatten() {
+                            outln!("{}", s(&entry["key"]))?;
+                        }
+                    }
+                }
+            }
+        }
+        KvCommand::Put { key, value, cas } => {
+            let body = if value == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf)?;
+                buf
+            } else {
+                value.into_bytes()
+            };
+            let cas = cas.map(|c| format!("?cas={c}")).unwrap_or_default();
+            let answer: Value = client
+                .send(
+                    Method::PUT,
+                    &format!("/v1/kv/{}{cas}", key_path(&key)),
+                    Some(body),
+                )
+                .await?
+                .json()
+                .await?;
+            if client.json {
+                client.print(&answer)?;
+            } else {
+                outln!("OK (index {})", s(&answer["index"]))?;
+            }
+        }
+        KvCommand::Delete { key, cas } => {
+            let cas = cas.map(|c| format!("?cas={c}")).unwrap_or_default();
+            let answer: Value = client
+                .send(
+                    Method::DELETE,
+                    &format!("/v1/kv/{}{cas}", key_path(&key)),
+                    None,
+                )
+                .await?
+                .json()
+                .await?;
+            if client.json {
+                client.print(&answer)?;
+            } else if answer["deleted"] == true {
+                outln!("deleted (index {})", s(&answer["index"]))?;
+            } else {
+                outln!("no such key")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn events(client: &Client, args: EventsArgs) -> Result<()> {
+    let mut after = args.after;
+    loop {
+        let wait = if args.follow { "&wait=30s" } else { "" };
+        let page = match client
+            .get_json(&format!("/v1/events?after={after}{wait}"))
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => match e.downcast_ref::<ApiFailure>() {
+                Some(f) if f.code == "gone" && args.follow => {
+                    let status = client.get_json("/v1/cp/snapshot?stale=true").await?;
+                    after = status["epoch_start_index"].as_u64().unwrap_or(0);
+                    eprintln!("epoch changed; continuing from index {after}");
+                    continue;
+                }
+                _ => return Err(e),
+            },
+        };
+        for event in page["events"].as_array().into_iter().flatten() {
+            if client.json {
+                outln!("{event}")?;
+            } else {
+                let mut details = event.as_object().cloned().unwrap_or_default();
+                let (index, epoch, kind) = (
+                    details.remove("index"),
+                    details.remove("epoch"),
+                    details.remove("kind"),
+                );
+                outln!(
+                    "{:>8}  epoch {:<3} {:<24} {}",
+                    s(index.as_ref().unwrap_or(&Value::Null)),
+                    s(epoch.as_ref().unwrap_or(&Value::Null)),
+                    s(kind.as_ref().unwrap_or(&Value::Null)),
+                    Value::Object(details)
+                )?;
+            }
+        }
+        after = page["next_after"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("feed answer without next_after"))?;
+        if !args.follow {
+            return Ok(());
+        }
+    }
+}
+
+pub async fn snapshot(client: &Client, command: SnapshotCommand) -> Result<()> {
+    let SnapshotCommand::Save { file } = command;
+    let snapshot = client.get_json("/v1/cp/snapshot").await?;
+    let text = serde_json::to_string_pretty(&snapshot)?;
+    std::fs::write(&file, text)
+        .with_context(|| format!("FILE: cannot write {}", file.display()))?;
+    if client.json {
+        client.print(&serde_json::json!({ "file": file, "index": snapshot["index"] }))?;
+    } else {
+        outln!(
+            "saved the registry at index {} to {}",
+            s(&snapshot["index"]),
+            file.display()
+        )?;
+    }
+    Ok(())
+}
