@@ -1,0 +1,262 @@
+//! End-to-end: three real `hivemind agent --control-plane` processes on 127.0.0.1, driven
+//! through HTTP and the CLI: bootstrap, forwarding, failover, catch-up, quorum loss, restarts.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+async fn put(agent: &Agent, key: &str, value: &str) -> reqwest::Response {
+    client()
+        .put(agent.url(&format!("/v1/kv/{key}")))
+        .body(value.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(agent: &Agent, key: &str, query: &str) -> reqwest::Response {
+    client()
+        .get(agent.url(&format!("/v1/kv/{key}{query}")))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Polls until a stale read on `agent` returns `value` (catch-up without a read barrier).
+async fn wait_stale_value(agent: &Agent, key: &str, value: &str) {
+    wait_for(
+        &format!("{} to apply {key}={value}", agent.name),
+        || async {
+            let url = agent.url(&format!("/v1/kv/{key}?stale=true"));
+            let response = client().get(url).send().await.ok()?;
+            (response.status() == 200 && response.text().await.ok()? == value).then_some(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_members_bootstrap_one_leader_and_a_follower_write_is_read_everywhere() {
+    let cluster = Cluster::control_plane(3, &[]);
+    let leader = cluster.wait_healthy().await;
+
+    // Exactly one member considers itself leader, and all three are voters.
+    let mut leaders = 0;
+    for a in &cluster.agents {
+        let status = get_json(&a.url("/v1/cp/status")).await.unwrap();
+        assert_eq!(status["voters"].as_array().unwrap().len(), 3);
+        leaders += usize::from(status["state"] == "leader");
+    }
+    assert_eq!(leaders, 1);
+
+    // Every CP member admitted itself into the registry.
+    let members = wait_for("three members in the registry", || async {
+        let members = get_json(&cluster.agents[0].url("/v1/members")).await.ok()?;
+        (members.as_array()?.len() == 3).then_some(members)
+    })
+    .await;
+    assert!(members
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["state"] == "alive"));
+
+    let follower = &cluster.agents[(leader + 1) % 3];
+    let response = put(follower, "greeting", "hello").await;
+    assert_eq!(response.status(), 200);
+    let index: Value = response.json().await.unwrap();
+    assert!(index["index"].as_u64().unwrap() > 0);
+
+    for a in &cluster.agents {
+        // Linearizable by default: visible at once on every member.
+        let response = get(a, "greeting", "").await;
+        assert_eq!(response.status(), 200, "{}", a.name);
+        assert!(response.headers().contains_key("x-hivemind-index"));
+        assert_eq!(response.text().await.unwrap(), "hello");
+    }
+
+    // The CLI reads the same thing through any member.
+    let out = cli(&[
+        "kv",
+        "get",
+        "greeting",
+        "--http-addr",
+        &cluster.agents[leader].http_addr(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "hello");
+    let out = cli(&["status", "--http-addr", &follower.http_addr()]);
+    assert!(stdout(&out).contains("ready: yes"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_kill_keeps_acknowledged_writes_and_the_restarted_member_catches_up() {
+    let mut cluster = Cluster::control_plane(3, &[]);
+    let old_leader = cluster.wait_healthy().await;
+    assert_eq!(
+        put(&cluster.agents[old_leader], "k", "before")
+            .await
+            .status(),
+        200
+    );
+
+    cluster.agents[old_leader].kill9();
+    let new_leader = cluster.wait_healthy().await;
+    assert_ne!(new_leader, old_leader);
+    for a in cluster.running() {
+        assert_eq!(
+            get(a, "k", "").await.text().await.unwrap(),
+            "before",
+            "{}",
+            a.name
+        );
+    }
+    // The cluster keeps accepting writes with one member down.
+    assert_eq!(
+        put(&cluster.agents[new_leader], "k", "after")
+            .await
+            .status(),
+        200
+    );
+
+    let generation_before = 1;
+    cluster.agents[old_leader].start();
+    wait_stale_value(&cluster.agents[old_leader], "k", "after").await;
+    cluster.wait_healthy().await;
+    // It came back as the same member, a new incarnation.
+    let status = get_json(&cluster.agents[old_leader].url("/v1/status"))
+        .await
+        .unwrap();
+    assert!(status["generation"].as_u64().unwrap() > generation_before);
+    assert_eq!(status["name"], cluster.agents[old_leader].name.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_quorum_degrades_and_fails_fast_with_no_quorum_then_recovers() {
+    let mut cluster = Cluster::control_plane(3, &[]);
+    cluster.wait_healthy().await;
+    assert_eq!(put(&cluster.agents[0], "k", "v1").await.status(), 200);
+
+    cluster.agents[1].kill9();
+    cluster.agents[2].kill9();
+    let survivor = &cluster.agents[0];
+    wait_for("the survivor to report degraded", || async {
+        let status = get_json(&survivor.url("/v1/cp/status")).await.ok()?;
+        (status["health"] == "degraded").then_some(())
+    })
+    .await;
+    let status = get_json(&survivor.url("/v1/status")).await.unwrap();
+    assert_eq!(status["ready"], false);
+    assert!(status["waiting_for"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("control_plane_quorum")));
+
+    // Writes and linearizable reads fail fast (bounded wait of 5 s) with 503 no_quorum.
+    let started = Instant::now();
+    assert_eq!(
+        error_code(put(survivor, "k", "v2").await).await,
+        (503, "no_quorum".into())
+    );
+    assert_eq!(
+        error_code(get(survivor, "k", "").await).await,
+        (503, "no_quorum".into())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    // A stale read still answers from local state.
+    assert_eq!(
+        get(survivor, "k", "?stale=true")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "v1"
+    );
+    // The CLI says why.
+    let out = cli(&["kv", "put", "k", "v3", "--http-addr", &survivor.http_addr()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no_quorum"), "{}", stderr(&out));
+
+    cluster.agents[1].start();
+    cluster.agents[2].start();
+    let leader = cluster.wait_healthy().await;
+    assert_eq!(put(&cluster.agents[leader], "k", "v4").await.status(), 200);
+    for a in &cluster.agents {
+        assert_eq!(get(a, "k", "").await.text().await.unwrap(), "v4");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_cluster_restart_keeps_every_write_and_elects_one_leader() {
+    let mut cluster = Cluster::control_plane(3, &[]);
+    let leader = cluster.wait_healthy().await;
+    for i in 0..20 {
+        let target = &cluster.agents[(leader + i) % 3];
+        assert_eq!(
+            put(target, &format!("key/{i}"), &format!("value-{i}"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let before = get_json(&cluster.agents[leader].url("/v1/cp/status"))
+        .await
+        .unwrap();
+
+    for a in &mut cluster.agents {
+        a.kill9();
+    }
+    for a in &mut cluster.agents {
+        a.start();
+    }
+    let leader = cluster.wait_healthy().await;
+    let after = get_json(&cluster.agents[leader].url("/v1/cp/status"))
+        .await
+        .unwrap();
+    // Same cluster (same voters), no re-initialization. (The term may stay the same: a leader
+    // whose committed vote is on disk may resume it.)
+    assert_eq!(before["voters"].as_array().unwrap().len(), 3);
+    let ids = |s: &Value| {
+        let mut ids: Vec<String> = s["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&before), ids(&after));
+    assert!(after["term"].as_u64() >= before["term"].as_u64());
+    for i in 0..20 {
+        for a in &cluster.agents {
+            let response = get(a, &format!("key/{i}"), "").await;
+            assert_eq!(response.text().await.unwrap(), format!("value-{i}"));
+        }
+    }
+    let mut leaders = 0;
+    for a in &cluster.agents {
+        leaders +=
+            usize::from(get_json(&a.url("/v1/cp/status")).await.unwrap()["state"] == "leader");
+    }
+    assert_eq!(leaders, 1);
+}

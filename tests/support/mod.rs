@@ -1,0 +1,283 @@
+//! Test harness for end-to-end tests: real `hivemind` processes on 127.0.0.1, each with its own
+//! data dir and ports, stopped by PID; HTTP helpers; polling with generous deadlines.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hivemind");
+/// How long a condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+static USED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A free loopback port not handed out before in this test process.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if USED_PORTS.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// One `hivemind agent` process (or a stopped one that can be restarted from its data dir).
+pub struct Agent {
+    pub name: String,
+    pub http_port: u16,
+    pub gossip_port: u16,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("agent")
+            .args(&self.args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start hivemind agent");
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// kill -9 by PID, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// SIGTERM by PID; returns the exit status once it stopped.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                panic!("{} did not stop on SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last log lines of {} ----\n{}",
+                self.name,
+                self.log_tail(40)
+            );
+        }
+        self.kill9();
+    }
+}
+
+/// A set of agents sharing one temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub agents: Vec<Agent>,
+}
+
+impl Cluster {
+    /// `n` control-plane members that bootstrap together; `extra` is added to every agent's flags.
+    pub fn control_plane(n: usize, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let joins: Vec<String> = ports
+            .iter()
+            .map(|(h, _)| format!("127.0.0.1:{h}"))
+            .collect();
+        let mut agents = Vec::new();
+        for (i, (http_port, gossip_port)) in ports.into_iter().enumerate() {
+            let name = format!("cp{}", i + 1);
+            let data_dir = dir.path().join(&name);
+            let mut args = vec![
+                "--name".to_string(),
+                name.clone(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--http-port".into(),
+                http_port.to_string(),
+                "--gossip-port".into(),
+                gossip_port.to_string(),
+                "--control-plane".into(),
+                "--bootstrap-expect".into(),
+                n.to_string(),
+            ];
+            for j in &joins {
+                args.push("--join".into());
+                args.push(j.clone());
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            agents.push(Agent {
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                http_port,
+                gossip_port,
+                data_dir,
+                args,
+                child: None,
+            });
+        }
+        let mut cluster = Cluster { dir, agents };
+        for a in &mut cluster.agents {
+            a.start();
+        }
+        cluster
+    }
+
+    /// One more CP member that does not bootstrap (to be added with `cp voters add`).
+    pub fn add_standby(&mut self, name: &str) -> usize {
+        let (http_port, gossip_port) = (free_port(), free_port());
+        let data_dir = self.dir.path().join(name);
+        let args = vec![
+            "--name".to_string(),
+            name.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http-port".into(),
+            http_port.to_string(),
+            "--gossip-port".into(),
+            gossip_port.to_string(),
+            "--control-plane".into(),
+        ];
+        let mut agent = Agent {
+            log: self.dir.path().join(format!("{name}.log")),
+            name: name.to_string(),
+            http_port,
+            gossip_port,
+            data_dir,
+            args,
+            child: None,
+        };
+        agent.start();
+        self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.iter().filter(|a| a.is_running())
+    }
+
+    /// Waits until every running member is healthy and they agree on one leader that is itself
+    /// running (right after a kill, followers trust the dead leader for an election timeout);
+    /// returns the leader's index in `agents`.
+    pub async fn wait_healthy(&self) -> usize {
+        wait_for("a healthy control plane with one agreed leader", || async {
+            let mut leaders = BTreeSet::new();
+            for a in self.running() {
+                let status = get_json(&a.url("/v1/cp/status")).await.ok()?;
+                if status["health"] != "healthy" {
+                    return None;
+                }
+                leaders.insert(status["leader"]["name"].as_str()?.to_string());
+            }
+            if leaders.len() != 1 {
+                return None;
+            }
+            let leader = leaders.into_iter().next()?;
+            self.agents
+                .iter()
+                .position(|a| a.name == leader && a.is_running())
+        })
+        .await
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap()
+}
+
+pub async fn get_json(url: &str) -> anyhow::Result<Value> {
+    let response = client().get(url).send().await?;
+    anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+    Ok(response.json().await?)
+}
+
+/// Polls `condition` until it yields a value; fails the test after [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the CLI with `args` and returns its output.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("HIVEMIND_HTTP_ADDR")
+        .env_remove("HIVEMIND_TOKEN")
+        .output()
+        .expect("run hivemind")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
