@@ -5,6 +5,10 @@
 //! machine keeps the registry in memory and persists it as snapshots; after a restart openraft
 //! re-applies the committed log after the last snapshot, so applying needs no fsync of its own.
 
+// openraft's storage traits return its `StorageError` (224 bytes); our helpers return the same
+// type so that `?` works without conversions.
+#![allow(clippy::result_large_err)]
+
 mod log_store;
 mod state_machine;
 
