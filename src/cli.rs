@@ -42,6 +42,8 @@ pub struct ClientArgs {
 pub enum Command {
     /// Run a member (with --control-plane: a control-plane member).
     Agent(Box<AgentArgs>),
+    /// A whole cluster in one process on loopback, data in a temporary directory.
+    Dev(crate::dev::DevArgs),
     /// This member's status and the control plane's health.
     Status,
     /// Control-plane membership, health and epoch.

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod config;
+mod dev;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
             let (config, log_level, log_format) = agent_config(*args);
             init_logging(&log_level, log_format);
             runtime.block_on(run_agent(config))
+        }
+        Command::Dev(args) => {
+            init_logging(&args.log_level, LogFormat::Text);
+            runtime.block_on(dev::run(args))
         }
         Command::Keygen => {
             let key: [u8; 32] = rand::random();
@@ -187,8 +192,8 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-/// Runs the agent until SIGINT or SIGTERM, then stops it gracefully.
-async fn run_agent(config: AgentConfig) -> Result<()> {
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
@@ -200,6 +205,11 @@ async fn run_agent(config: AgentConfig) -> Result<()> {
         }
         signal_token.cancel();
     });
-    hivemind_member::run(config, shutdown).await?;
+    shutdown
+}
+
+/// Runs the agent until SIGINT or SIGTERM, then stops it gracefully.
+async fn run_agent(config: AgentConfig) -> Result<()> {
+    hivemind_member::run(config, shutdown_on_signal()).await?;
     Ok(())
 }

@@ -1,0 +1,155 @@
+//! `hivemind dev`: a whole cluster in one process on loopback, for trying hivemind out. Today:
+//! three control-plane members (the first serves HTTP on 127.0.0.1:7700, so client commands
+//! work without flags). Data lives in a temporary directory removed on exit, unless
+//! `--data-dir` keeps it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hivemind_member::AgentConfig;
+use tokio::task::JoinSet;
+
+const MEMBERS: u16 = 3;
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Keep the cluster's data here instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP port of the first member; member i uses base + 10*i (HTTP) and +1 (gossip).
+    #[arg(long, default_value_t = 7700)]
+    pub base_port: u16,
+    /// Log filter (openraft's election chatter is hidden by default).
+    #[arg(long, default_value = "warn,openraft=error")]
+    pub log_level: String,
+}
+
+pub async fn run(args: DevArgs) -> Result<()> {
+    if args.base_port.checked_add(10 * MEMBERS).is_none() {
+        bail!(
+            "--base-port: {} leaves no room for {MEMBERS} members",
+            args.base_port
+        );
+    }
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("hivemind-dev-").tempdir()?),
+    };
+    let root = match (&args.data_dir, &temp) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(temp)) => temp.path().to_path_buf(),
+        (None, None) => unreachable!("one of them is set"),
+    };
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let http_port = |i: u16| args.base_port + 10 * i;
+    let join: Vec<String> = (0..MEMBERS)
+        .map(|i| format!("127.0.0.1:{}", http_port(i)))
+        .collect();
+
+    let shutdown = crate::shutdown_on_signal();
+    let mut agents = JoinSet::new();
+    for i in 0..MEMBERS {
+        let name = format!("cp{}", i + 1);
+        let config = AgentConfig {
+            data_dir: root.join(&name),
+            node: name.clone(),
+            name,
+            bind: loopback,
+            advertise: loopback,
+            http_port: http_port(i),
+            gossip_port: http_port(i) + 1,
+            control_plane: true,
+            bootstrap_expect: Some(MEMBERS as usize),
+            join: join.clone(),
+            roles: Vec::new(),
+            admin_token: None,
+            cluster_secret: None,
+            request_timeout: Duration::from_secs(5),
+            raft_snapshot_every: 5000,
+        };
+        agents.spawn(hivemind_member::run(config, shutdown.child_token()));
+    }
+
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        let mut ready = 0;
+        for i in 0..MEMBERS {
+            let url = format!("http://127.0.0.1:{}/v1/status", http_port(i));
+            if let Ok(response) = http.get(url).send().await {
+                let status: serde_json::Value = response.json().await.unwrap_or_default();
+                ready += u16::from(status["ready"] == true);
+            }
+        }
+        if ready == MEMBERS {
+            break;
+        }
+        if let Some(result) = agents.try_join_next() {
+            shutdown.cancel();
+            result
+                .context("a member panicked")?
+                .context("a member failed to start")?;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            shutdown.cancel();
+            bail!("the dev cluster did not become ready within 30 s");
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    if !shutdown.is_cancelled() {
+        println!(
+            "hivemind dev cluster ready in {:.1} s: {MEMBERS} control-plane members, data in {}{}",
+            started.elapsed().as_secs_f64(),
+            root.display(),
+            if temp.is_some() {
+                " (removed on exit)"
+            } else {
+                ""
+            }
+        );
+        println!();
+        println!("  {:<6} {:<18} {:<18}", "MEMBER", "HTTP", "GOSSIP");
+        for i in 0..MEMBERS {
+            println!(
+                "  cp{:<4} 127.0.0.1:{:<8} 127.0.0.1:{:<8}",
+                i + 1,
+                http_port(i),
+                http_port(i) + 1
+            );
+        }
+        let flag = if args.base_port == 7700 {
+            String::new()
+        } else {
+            format!(" --http-addr 127.0.0.1:{}", args.base_port)
+        };
+        println!();
+        println!("Try:");
+        println!("  hivemind status{flag}");
+        println!("  hivemind kv put{flag} greeting hello && hivemind kv get{flag} greeting");
+        println!("  hivemind events{flag}");
+        println!();
+        println!("Stop with Ctrl-C.");
+    }
+
+    shutdown.cancelled().await;
+    let mut failures = Vec::new();
+    while let Some(result) = agents.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    drop(temp);
+    if !failures.is_empty() {
+        bail!("members stopped with errors: {}", failures.join("; "));
+    }
+    Ok(())
+}
