@@ -82,7 +82,12 @@ impl Driver {
     }
 }
 
+/// Keys each client cycles over while writing.
+const KEYS_PER_CLIENT: u64 = 1000;
+
 struct PhaseResult {
+    /// How many distinct keys each client wrote (reads stay within them).
+    keys_per_client: Vec<u64>,
     ops: usize,
     errors: usize,
     seconds: f64,
@@ -103,19 +108,30 @@ impl PhaseResult {
     }
 }
 
-async fn phase(driver: Arc<Driver>, args: &KvBenchArgs, op: Op) -> PhaseResult {
+/// Runs one phase; reads cycle over the `keys_per_client` keys the write phase wrote.
+async fn phase(
+    driver: Arc<Driver>,
+    args: &KvBenchArgs,
+    op: Op,
+    keys_per_client: &[u64],
+) -> PhaseResult {
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut tasks = Vec::new();
     for client in 0..args.clients {
         let driver = driver.clone();
         let endpoint = args.endpoints[client % args.endpoints.len()].clone();
+        let key_space = keys_per_client
+            .get(client)
+            .copied()
+            .unwrap_or(KEYS_PER_CLIENT)
+            .max(1);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let key = format!("bench/{client}/{}", i % 1000);
+                let key = format!("bench/{client}/{}", i % key_space);
                 let t = Instant::now();
                 match driver.once(&endpoint, op, &key).await {
                     Ok(()) => latencies.push(t.elapsed()),
@@ -123,7 +139,7 @@ async fn phase(driver: Arc<Driver>, args: &KvBenchArgs, op: Op) -> PhaseResult {
                 }
                 i += 1;
             }
-            (latencies, errors)
+            (latencies, errors, i.min(key_space))
         }));
     }
     let mut result = PhaseResult {
@@ -131,11 +147,13 @@ async fn phase(driver: Arc<Driver>, args: &KvBenchArgs, op: Op) -> PhaseResult {
         errors: 0,
         seconds: 0.0,
         latencies: Vec::new(),
+        keys_per_client: Vec::new(),
     };
     for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
+        if let Ok((latencies, errors, keys)) = task.await {
             result.errors += errors;
             result.latencies.extend(latencies);
+            result.keys_per_client.push(keys);
         }
     }
     result.seconds = started.elapsed().as_secs_f64();
@@ -190,11 +208,11 @@ pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let writes = phase(driver.clone(), &args, Op::Write).await;
+    let writes = phase(driver.clone(), &args, Op::Write, &[]).await;
     let reads = if args.writes_only {
         None
     } else {
-        Some(phase(driver, &args, Op::Read).await)
+        Some(phase(driver, &args, Op::Read, &writes.keys_per_client).await)
     };
     let target = format!("{:?}", args.target).to_lowercase();
     if json_output {

@@ -41,7 +41,7 @@ pub struct InternalClient {
 /// Why an internal call failed. `Unreachable` means the request surely did not arrive.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("{addr} is unreachable: {source}")]
+    #[error("{addr} is unreachable")]
     Unreachable {
         addr: String,
         source: reqwest::Error,

@@ -49,12 +49,12 @@ pub enum AgentError {
     Identity(#[from] IdentityError),
     #[error("control plane: {0}")]
     ControlPlane(#[from] CpError),
-    #[error("cannot create data dir {path}: {source}")]
+    #[error("cannot create data dir {path}")]
     DataDir {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -11,7 +11,7 @@ const EPOCH: &[u8] = b"epoch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("member store at {path}: {source}")]
+    #[error("member store at {path}")]
     Store { path: String, source: sled::Error },
     #[error("member store holds a corrupt {what}")]
     Corrupt { what: &'static str },

@@ -38,7 +38,7 @@ wait_http() { # url jq-ish python predicate
 }
 
 # --- hivemind ---
-HM_PORTS=(37700 37710 37720)
+HM_PORTS=(17700 17710 17720)
 HM_JOIN=""; for p in "${HM_PORTS[@]}"; do HM_JOIN="$HM_JOIN --join 127.0.0.1:$p"; done
 declare -A HM_PID
 start_hm() { # index
@@ -76,17 +76,17 @@ done
 for p in "${HM_PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 
 # --- etcd ---
-E_CLUSTER="e0=http://127.0.0.1:32380,e1=http://127.0.0.1:32390,e2=http://127.0.0.1:32400"
-E_EPS="127.0.0.1:32379,127.0.0.1:32389,127.0.0.1:32399"
+E_CLUSTER="e0=http://127.0.0.1:22380,e1=http://127.0.0.1:22390,e2=http://127.0.0.1:22400"
+E_EPS="127.0.0.1:22379,127.0.0.1:22389,127.0.0.1:22399"
 for i in 0 1 2; do
-  cp=$((32379 + 10*i)); pp=$((32380 + 10*i))
+  cp=$((22379 + 10*i)); pp=$((22380 + 10*i))
   etcd --name "e$i" --data-dir "$WORK/etcd$i" \
     --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
     --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
     --initial-cluster "$E_CLUSTER" --initial-cluster-state new --log-level error >"$WORK/etcd$i.log" 2>&1 &
   PIDS+=($!)
 done
-for _ in $(seq 1 100); do curl -fsS -X POST -d '{"key":"a2V5","value":"dg=="}' http://127.0.0.1:32379/v3/kv/put >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in $(seq 1 100); do curl -fsS -X POST -d '{"key":"a2V5","value":"dg=="}' http://127.0.0.1:22379/v3/kv/put >/dev/null 2>&1 && break; sleep 0.2; done
 for c in $CLIENTS; do
   echo "etcd, $c clients"; RESULT[etcd,$c]=$(run_bench etcd "$E_EPS" "$c"); echo "${RESULT[etcd,$c]}"
 done
@@ -132,7 +132,7 @@ Target (issue 2): at least 1.5x etcd's writes/s at every concurrency with p99 no
 kill -9 of the hivemind leader, then \`hivemind bench kv --first-success --endpoints <survivors>\`
 retries one write (5 ms apart) until it succeeds; the time includes starting that process.
 {len(fo)} trials: {', '.join(f'{x:.0f} ms' for x in fo)}; median **{statistics.median(fo):.0f} ms**.
-Target: under 1 s median. Settings: heartbeat 100 ms, election timeout 500–1000 ms.
+Target: under 1 s median. Settings: heartbeat 50 ms, election timeout 200–400 ms.
 """
 open(out, 'w').write(text)
 print(text)

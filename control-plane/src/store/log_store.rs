@@ -5,6 +5,7 @@ use std::ops::RangeBounds;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{read_err, write_err};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -19,15 +20,71 @@ pub struct LogStore {
     db: sled::Db,
     logs: sled::Tree,
     meta: sled::Tree,
+    flusher: mpsc::UnboundedSender<FlushJob>,
+}
+
+/// Work for the flusher task, done strictly in order.
+enum FlushJob {
+    /// Entries already written to sled: report them durable after the next flush.
+    Appended(LogFlushed<TypeConfig>),
+    /// Answered once every earlier job completed.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Group commit on a dedicated thread: waits for appended entries, flushes sled once (a
+/// blocking fsync, without hopping through sled's own thread pool) for everything queued since
+/// the last flush, then completes the callbacks in order. Raft's core never waits on the disk,
+/// and under load one fsync covers many appends.
+fn run_flusher(db: sled::Db, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+    let mut batch = Vec::new();
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while let Ok(next) = jobs.try_recv() {
+            batch.push(next);
+        }
+        let flushed = if batch.iter().any(|j| matches!(j, FlushJob::Appended(_))) {
+            db.flush().map(|_| ()).map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        for job in batch.drain(..) {
+            match job {
+                FlushJob::Appended(callback) => {
+                    callback.log_io_completed(flushed.clone().map_err(std::io::Error::other))
+                }
+                FlushJob::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
 }
 
 impl LogStore {
+    /// Opens the log trees and starts the flusher thread (it ends when the last clone drops).
     pub(super) fn new(db: &sled::Db) -> Result<Self, StorageError> {
+        let (flusher, jobs) = mpsc::unbounded_channel();
+        let flusher_db = db.clone();
+        std::thread::Builder::new()
+            .name("hivemind-log-flush".into())
+            .spawn(move || run_flusher(flusher_db, jobs))
+            .map_err(|e| write_err(&e))?;
         Ok(Self {
             db: db.clone(),
             logs: db.open_tree("raft_log").map_err(|e| read_err(&e))?,
             meta: db.open_tree("raft_meta").map_err(|e| read_err(&e))?,
+            flusher,
         })
+    }
+
+    /// Waits until every append queued before this call was reported to openraft.
+    async fn drain_flusher(&self) -> Result<(), StorageError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let stopped = || write_err(&std::io::Error::other("log flusher stopped"));
+        self.flusher
+            .send(FlushJob::Barrier(done_tx))
+            .map_err(|_| stopped())?;
+        done_rx.await.map_err(|_| stopped())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -139,19 +196,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             );
         }
         self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
-        // Group commit: one flush for the whole batch openraft handed us, and the append is
-        // acknowledged only once it is on disk.
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
-        callback.log_io_completed(flushed);
+        // Readable now (replication may send them), acknowledged as durable only by the
+        // flusher, after the flush that covers them.
+        self.flusher
+            .send(FlushJob::Appended(callback))
+            .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")))?;
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // No callback may report entries durable after they were removed.
+        self.drain_flusher().await?;
         let mut batch = sled::Batch::default();
         for item in self.logs.range(log_id.index.to_be_bytes()..) {
             let (key, _) = item.map_err(|e| read_err(&e))?;
