@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo};
@@ -122,7 +123,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let bind = SocketAddr::new(config.bind, config.http_port);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|source| AgentError::Bind { addr: bind, source })?;
+            .map_err(|source| AgentError::Bind { addr: bind, source })?
+            // Without TCP_NODELAY, small answers (Raft acks, forwarded writes) wait for the
+            // peer's delayed ACK: ~40 ms per replication round under load.
+            .tap_io(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
         let cp = ControlPlane::start(cp_config).await?;
         let agent = Arc::new(Agent {
             config,
