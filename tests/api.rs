@@ -378,3 +378,68 @@ async fn garbage_on_internal_routes_is_rejected_and_changes_nothing() {
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     assert_eq!(saved["members"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_are_batched_without_losing_an_update() {
+    let cluster = Cluster::control_plane(3, &[]);
+    cluster.wait_healthy().await;
+    let urls: Vec<String> = cluster.agents.iter().map(|a| a.url("")).collect();
+
+    // 24 clients increment one counter with compare-and-set, through all three members.
+    let c = client();
+    send(c.put(format!("{}/v1/kv/counter", urls[0])).body("0")).await;
+    let mut tasks = Vec::new();
+    for worker in 0..24 {
+        let base = urls[worker % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut done = 0;
+            while done < 5 {
+                let response = c.get(format!("{base}/v1/kv/counter")).send().await.unwrap();
+                let index = response.headers()["x-hivemind-index"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let value: u64 = response.text().await.unwrap().parse().unwrap();
+                let put = c
+                    .put(format!("{base}/v1/kv/counter?cas={index}"))
+                    .body((value + 1).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                match put.status().as_u16() {
+                    200 => done += 1,
+                    409 => {} // lost the race: read again
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            // Plus one plain write of its own key.
+            let put = c
+                .put(format!("{base}/v1/kv/own/{worker}"))
+                .body(worker.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status(), 200);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for url in &urls {
+        let counter = c
+            .get(format!("{url}/v1/kv/counter"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            counter, "120",
+            "every acknowledged increment counted exactly once"
+        );
+        let (_, list) = send(c.get(format!("{url}/v1/kv?prefix=own/"))).await;
+        assert_eq!(list.as_array().unwrap().len(), 24);
+    }
+}

@@ -2,7 +2,7 @@
 //! forwarded to the leader, linearizable read barriers, bounded waits, health, voter changes
 //! and the bootstrap loop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,17 +13,121 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{decide, Candidate, Decision, Hello};
 use crate::error::CpError;
 use crate::network::{paths, CallError, InternalClient, NetworkFactory};
-use crate::registry::{Command, CommandOutput};
+use crate::registry::{Command, CommandOutput, MAX_BATCH};
 use crate::store::{self, SharedState};
 use crate::types::{CpNode, NodeId, Raft};
 
 /// Pause between attempts while no leader is known.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Takes the KV writes waiting right now (up to [`MAX_BATCH`], never the same key twice; a
+/// repeated key waits for the next batch) and returns them as one batch.
+fn take_batch(
+    first: PendingWrite,
+    queue: &mut mpsc::Receiver<PendingWrite>,
+    held: &mut VecDeque<PendingWrite>,
+) -> Vec<PendingWrite> {
+    let mut batch = vec![first];
+    let mut keys: BTreeSet<String> = batch[0]
+        .command
+        .kv_key()
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    let mut deferred = VecDeque::new();
+    while batch.len() < MAX_BATCH {
+        let Some(next) = held.pop_front().or_else(|| queue.try_recv().ok()) else {
+            break;
+        };
+        if next.reply.is_closed() {
+            continue; // its caller gave up (bounded wait): never propose it
+        }
+        let key = next.command.kv_key().unwrap_or_default().to_string();
+        if keys.insert(key) {
+            batch.push(next);
+        } else {
+            deferred.push_back(next);
+        }
+    }
+    deferred.extend(held.drain(..));
+    *held = deferred;
+    batch
+}
+
+/// Group commit at the proposal layer: concurrent KV writes on this member become one
+/// `Command::Batch` entry, so one forward, one append, one fsync and one replication round
+/// carry them all. At most `max_batches_in_flight` batches (default 1) are in flight; the
+/// writes that arrive meanwhile form the next batch, so batches grow with the load by
+/// themselves. A lone write is proposed on its own at once.
+async fn run_batcher(cp: std::sync::Weak<ControlPlane>, mut queue: mpsc::Receiver<PendingWrite>) {
+    let mut held = VecDeque::new();
+    let in_flight = {
+        let Some(cp) = cp.upgrade() else { return };
+        Arc::new(tokio::sync::Semaphore::new(
+            cp.config.max_batches_in_flight.max(1),
+        ))
+    };
+    loop {
+        let first = match held.pop_front() {
+            Some(write) => write,
+            None => match queue.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
+        if first.reply.is_closed() {
+            continue;
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Writes that arrived while we waited for a slot join this batch.
+        let batch = take_batch(first, &mut queue, &mut held);
+        if batch.iter().all(|w| w.reply.is_closed()) {
+            continue;
+        }
+        let Some(cp) = cp.upgrade() else { return };
+        tokio::spawn(async move {
+            let _permit = permit;
+            if batch.len() == 1 {
+                let write = batch.into_iter().next().expect("one write");
+                let _ = write.reply.send(cp.propose(write.command).await);
+                return;
+            }
+            let (commands, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|w| (w.command, w.reply)).unzip();
+            match cp.propose(Command::Batch(commands)).await {
+                Ok(Applied {
+                    index,
+                    output: CommandOutput::Batch(results),
+                }) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(
+                            result
+                                .map(|output| Applied { index, output })
+                                .map_err(CpError::from),
+                        );
+                    }
+                }
+                Ok(other) => {
+                    let e = CpError::Fatal(format!("a batch was answered with {:?}", other.output));
+                    replies
+                        .into_iter()
+                        .for_each(|r| drop(r.send(Err(e.clone()))));
+                }
+                Err(e) => replies
+                    .into_iter()
+                    .for_each(|r| drop(r.send(Err(e.clone())))),
+            }
+        });
+    }
+}
 
 /// How a CP member is set up.
 #[derive(Debug, Clone)]
@@ -45,6 +149,9 @@ pub struct CpConfig {
     /// Take a Raft snapshot (and let the log be purged) every this many applied entries.
     pub snapshot_every: u64,
     pub cluster_secret: Option<String>,
+    /// Most KV-write batches of this member in flight at once (1 measured best: the writes
+    /// arriving during a round trip form the next batch).
+    pub max_batches_in_flight: usize,
 }
 
 impl CpConfig {
@@ -64,6 +171,7 @@ impl CpConfig {
             election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
             snapshot_every: 5000,
             cluster_secret: None,
+            max_batches_in_flight: 1,
         }
     }
 }
@@ -135,6 +243,14 @@ pub struct ControlPlane {
     last_leader_contact_ms: AtomicU64,
     /// Candidates heard of during bootstrap.
     known: Mutex<BTreeMap<NodeId, Candidate>>,
+    /// KV writes waiting to be proposed in a batch.
+    kv_writes: mpsc::Sender<PendingWrite>,
+}
+
+/// A KV write waiting for its batch, and where its verdict goes.
+struct PendingWrite {
+    command: Command,
+    reply: oneshot::Sender<Result<Applied, CpError>>,
 }
 
 impl ControlPlane {
@@ -165,7 +281,8 @@ impl ControlPlane {
         )
         .await
         .map_err(|e| CpError::Fatal(e.to_string()))?;
-        Ok(Arc::new(Self {
+        let (kv_writes, pending) = mpsc::channel(MAX_BATCH * 4);
+        let cp = Arc::new(Self {
             config,
             raft,
             state,
@@ -173,7 +290,10 @@ impl ControlPlane {
             started: Instant::now(),
             last_leader_contact_ms: AtomicU64::new(u64::MAX),
             known: Mutex::new(BTreeMap::new()),
-        }))
+            kv_writes,
+        });
+        tokio::spawn(run_batcher(Arc::downgrade(&cp), pending));
+        Ok(cp)
     }
 
     pub fn id(&self) -> NodeId {
@@ -271,8 +391,33 @@ impl ControlPlane {
     }
 
     /// Commits `command` through the leader (forwarding when needed) and returns its outcome.
+    /// KV writes are batched with concurrent ones into one log entry (see [`run_batcher`]).
     #[tracing::instrument(skip_all, fields(member = %format_args!("{:016x}", self.config.id), command = command.name()))]
     pub async fn write(&self, command: Command) -> Result<Applied, CpError> {
+        if command.kv_key().is_some() {
+            let (reply, verdict) = oneshot::channel();
+            let stopped = || CpError::Fatal("the write batcher stopped".into());
+            let wait = self.config.request_timeout;
+            let queued_and_answered = async {
+                self.kv_writes
+                    .send(PendingWrite { command, reply })
+                    .await
+                    .map_err(|_| stopped())?;
+                verdict.await.map_err(|_| stopped())?
+            };
+            // The bounded wait covers the time queued behind earlier batches too. A write that
+            // times out before its batch is taken is dropped there, never proposed.
+            return tokio::time::timeout(wait, queued_and_answered)
+                .await
+                .unwrap_or_else(
+                    |_| Err(self.no_quorum("the write waited for its batch too long")),
+                );
+        }
+        self.propose(command).await
+    }
+
+    /// Commits `command` as one log entry.
+    async fn propose(&self, command: Command) -> Result<Applied, CpError> {
         self.on_leader(
             self.config.request_timeout,
             || self.local_write(command.clone()),
@@ -564,5 +709,59 @@ impl ControlPlane {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(key: &str) -> (PendingWrite, oneshot::Receiver<Result<Applied, CpError>>) {
+        let (reply, verdict) = oneshot::channel();
+        let command = Command::KvPut {
+            key: key.to_string(),
+            value: Vec::new(),
+            cas: None,
+        };
+        (PendingWrite { command, reply }, verdict)
+    }
+
+    fn keys(batch: &[PendingWrite]) -> Vec<&str> {
+        batch.iter().map(|w| w.command.kv_key().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_never_holds_a_key_twice_and_keeps_arrival_order() {
+        let (tx, mut queue) = mpsc::channel(16);
+        let mut verdicts = Vec::new();
+        for key in ["b", "a", "b", "c", "a"] {
+            let (w, v) = write(key);
+            tx.send(w).await.unwrap();
+            verdicts.push(v);
+        }
+        let mut held = VecDeque::new();
+        let (first, _v) = write("a");
+        let batch = take_batch(first, &mut queue, &mut held);
+        assert_eq!(keys(&batch), ["a", "b", "c"]);
+        // The repeated keys wait, in order, for the next batch.
+        let next = held.pop_front().unwrap();
+        let batch = take_batch(next, &mut queue, &mut held);
+        assert_eq!(keys(&batch), ["a", "b"]);
+        let next = held.pop_front().unwrap();
+        assert_eq!(keys(&take_batch(next, &mut queue, &mut held)), ["a"]);
+        assert!(held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_whose_caller_gave_up_are_not_proposed() {
+        let (tx, mut queue) = mpsc::channel(16);
+        let (abandoned, verdict) = write("x");
+        drop(verdict);
+        tx.send(abandoned).await.unwrap();
+        let (kept, _v) = write("y");
+        tx.send(kept).await.unwrap();
+        let (first, _v1) = write("z");
+        let mut held = VecDeque::new();
+        assert_eq!(keys(&take_batch(first, &mut queue, &mut held)), ["z", "y"]);
     }
 }

@@ -35,6 +35,10 @@ pub enum Command {
     KvDelete { key: String, cas: Option<u64> },
     /// Start a new epoch: the event feed before it is dropped.
     EpochBump { reason: String },
+    /// Several KV writes proposed as one log entry (group commit at the proposal layer). Every
+    /// item is a `KvPut` or `KvDelete` and no key appears twice, so the items share the entry's
+    /// index without ambiguity: each key's modify index still names exactly one value.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -48,6 +52,15 @@ impl Command {
             Command::KvPut { .. } => "kv_put",
             Command::KvDelete { .. } => "kv_delete",
             Command::EpochBump { .. } => "epoch_bump",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// The key a KV write touches; `None` for every other command.
+    pub fn kv_key(&self) -> Option<&str> {
+        match self {
+            Command::KvPut { key, .. } | Command::KvDelete { key, .. } => Some(key),
+            _ => None,
         }
     }
 }
@@ -80,6 +93,8 @@ pub enum CommandOutput {
         epoch: u64,
         index: u64,
     },
+    /// One verdict per item of a `Batch`, in order; a rejected item changed nothing.
+    Batch(Vec<Result<CommandOutput, RegistryError>>),
 }
 
 /// Why the registry rejected a command. A rejected command changed nothing.

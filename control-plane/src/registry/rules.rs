@@ -9,7 +9,7 @@ use hivemind_common::MemberId;
 use super::command::{Command, CommandOutput, RegistryError};
 use super::event::{Event, EventKind};
 use super::state::{
-    validate_addr, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,
+    validate_addr, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry, MAX_BATCH,
     MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 
@@ -29,7 +29,41 @@ impl Registry {
             Command::KvPut { key, value, cas } => self.kv_put(index, key, value, *cas),
             Command::KvDelete { key, cas } => self.kv_delete(key, *cas),
             Command::EpochBump { reason } => Ok(self.epoch_bump(index, reason)),
+            Command::Batch(items) => self.batch(index, items),
         }
+    }
+
+    /// Applies each KV write of a batch at the same index. The batch as a whole is checked
+    /// first (only KV writes, distinct keys, bounded size); then each item succeeds or is
+    /// rejected on its own, exactly as if proposed alone.
+    fn batch(&mut self, index: u64, items: &[Command]) -> Result<CommandOutput, RegistryError> {
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(RegistryError::invalid(
+                "batch",
+                format!("must hold 1 to {MAX_BATCH} commands, not {}", items.len()),
+            ));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for item in items {
+            match item.kv_key() {
+                None => {
+                    return Err(RegistryError::invalid(
+                        "batch",
+                        format!("{} cannot be batched", item.name()),
+                    ))
+                }
+                Some(key) if !keys.insert(key) => {
+                    return Err(RegistryError::invalid(
+                        "batch",
+                        format!("key {key:?} appears twice"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(CommandOutput::Batch(
+            items.iter().map(|item| self.apply(index, item)).collect(),
+        ))
     }
 
     fn push_event(&mut self, index: u64, kind: EventKind) {

@@ -13,6 +13,8 @@ use super::event::Event;
 pub const MAX_KEY_BYTES: usize = 512;
 /// Largest accepted KV value, in bytes (the registry is a small namespace, not a blob store).
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+/// Most items in one `Command::Batch`.
+pub const MAX_BATCH: usize = 1024;
 
 /// What a member tells about itself when it joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

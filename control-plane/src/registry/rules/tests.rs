@@ -565,3 +565,78 @@ proptest! {
         let _ = hivemind_common::decode::<Command>(&bytes);
     }
 }
+
+// ---- batches ----
+
+#[test]
+fn a_batch_applies_each_write_at_one_index_and_rejects_items_individually() {
+    let mut reg = Registry::default();
+    apply(&mut reg, 1, put("taken", b"x", None)).unwrap();
+    let batch = Command::Batch(vec![
+        put("a", b"1", None),
+        put("taken", b"y", Some(0)), // CAS fails: only this item is rejected
+        Command::KvDelete {
+            key: "b".into(),
+            cas: None,
+        },
+    ]);
+    let CommandOutput::Batch(results) = apply(&mut reg, 7, batch).unwrap() else {
+        panic!("batch output");
+    };
+    assert_eq!(results[0], Ok(CommandOutput::KvWritten { modify_index: 7 }));
+    assert_eq!(results[1].as_ref().unwrap_err().code(), "cas_failed");
+    assert_eq!(results[2], Ok(CommandOutput::KvDeleted { deleted: false }));
+    assert_eq!(reg.kv_get("a").unwrap().modify_index, 7);
+    assert_eq!(reg.kv_get("taken").unwrap().value, b"x");
+}
+
+#[test]
+fn a_batch_with_a_repeated_key_or_a_non_kv_command_is_rejected_whole() {
+    let mut reg = Registry::default();
+    let repeated = Command::Batch(vec![put("k", b"1", None), put("k", b"2", None)]);
+    assert_eq!(apply(&mut reg, 1, repeated).unwrap_err().code(), "invalid");
+    let mixed = Command::Batch(vec![
+        put("k", b"1", None),
+        Command::EpochBump { reason: "x".into() },
+    ]);
+    assert_eq!(apply(&mut reg, 1, mixed).unwrap_err().code(), "invalid");
+    let nested = Command::Batch(vec![Command::Batch(vec![put("k", b"1", None)])]);
+    assert_eq!(apply(&mut reg, 1, nested).unwrap_err().code(), "invalid");
+    assert_eq!(
+        apply(&mut reg, 1, Command::Batch(vec![]))
+            .unwrap_err()
+            .code(),
+        "invalid"
+    );
+    let too_many = Command::Batch(
+        (0..=MAX_BATCH)
+            .map(|i| put(&format!("k{i}"), b"", None))
+            .collect(),
+    );
+    assert_eq!(apply(&mut reg, 1, too_many).unwrap_err().code(), "invalid");
+}
+
+proptest! {
+    #[test]
+    fn a_valid_batch_equals_its_items_applied_alone_at_the_same_index(
+        items in proptest::collection::btree_map("[a-d]", (any::<bool>(), proptest::option::of(0u64..4)), 1..4),
+        prior in proptest::collection::vec(command(), 0..10),
+    ) {
+        let mut base = Registry::default();
+        for (i, cmd) in prior.iter().enumerate() {
+            let _ = base.apply(i as u64 + 1, cmd);
+        }
+        let items: Vec<Command> = items
+            .into_iter()
+            .map(|(key, (is_put, cas))| if is_put { put(&key, b"v", cas) } else { Command::KvDelete { key, cas } })
+            .collect();
+        let index = 100;
+        let (mut batched, mut alone) = (base.clone(), base);
+        let CommandOutput::Batch(results) = batched.apply(index, &Command::Batch(items.clone())).unwrap() else {
+            panic!("batch output");
+        };
+        let singles: Vec<_> = items.iter().map(|item| alone.apply(index, item)).collect();
+        prop_assert_eq!(results, singles);
+        prop_assert_eq!(batched, alone);
+    }
+}
