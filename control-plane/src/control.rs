@@ -60,9 +60,9 @@ fn take_batch(
     batch
 }
 
-/// Group commit at the proposal layer: concurrent KV writes on this member become one
-/// `Command::Batch` entry, so one forward, one append, one fsync and one replication round
-/// carry them all. At most `max_batches_in_flight` batches (default 1) are in flight; the
+/// Group commit at the proposal layer, on the leader: concurrent KV writes (its own clients'
+/// and those forwarded by other members) become one `Command::Batch` entry, so one append, one
+/// fsync and one replication round carry them all. At most `max_batches_in_flight` batches (default 1) are in flight; the
 /// writes that arrive meanwhile form the next batch, so batches grow with the load by
 /// themselves. A lone write is proposed on its own at once.
 async fn run_batcher(cp: std::sync::Weak<ControlPlane>, mut queue: mpsc::Receiver<PendingWrite>) {
@@ -95,19 +95,24 @@ async fn run_batcher(cp: std::sync::Weak<ControlPlane>, mut queue: mpsc::Receive
         let Some(cp) = cp.upgrade() else { return };
         tokio::spawn(async move {
             let _permit = permit;
-            if batch.len() == 1 {
+            let (command, replies): (Command, Vec<_>) = if batch.len() == 1 {
                 let write = batch.into_iter().next().expect("one write");
-                let _ = write.reply.send(cp.propose(write.command).await);
-                return;
-            }
-            let (commands, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|w| (w.command, w.reply)).unzip();
-            match cp.propose(Command::Batch(commands)).await {
+                (write.command, vec![(write.reply, write.forwarded, None)])
+            } else {
+                let (commands, replies) = batch
+                    .into_iter()
+                    .map(|w| (w.command.clone(), (w.reply, w.forwarded, Some(w.command))))
+                    .unzip();
+                (Command::Batch(commands), replies)
+            };
+            let single = replies.len() == 1;
+            let retry = command.clone();
+            match cp.local_write(command).await {
                 Ok(Applied {
                     index,
                     output: CommandOutput::Batch(results),
-                }) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
+                }) if !single => {
+                    for ((reply, _, _), result) in replies.into_iter().zip(results) {
                         let _ = reply.send(
                             result
                                 .map(|output| Applied { index, output })
@@ -115,15 +120,28 @@ async fn run_batcher(cp: std::sync::Weak<ControlPlane>, mut queue: mpsc::Receive
                         );
                     }
                 }
-                Ok(other) => {
-                    let e = CpError::Fatal(format!("a batch was answered with {:?}", other.output));
-                    replies
-                        .into_iter()
-                        .for_each(|r| drop(r.send(Err(e.clone()))));
+                // Leadership moved: forwarded writes go back to their sender (it retries towards
+                // the new leader); this member's own clients' writes are forwarded from here.
+                Err(CpError::NotLeader { leader }) => {
+                    for (reply, forwarded, command) in replies {
+                        if forwarded {
+                            let _ = reply.send(Err(CpError::NotLeader {
+                                leader: leader.clone(),
+                            }));
+                        } else {
+                            let cp = cp.clone();
+                            let command = command.unwrap_or_else(|| retry.clone());
+                            tokio::spawn(
+                                async move { drop(reply.send(cp.propose(command).await)) },
+                            );
+                        }
+                    }
                 }
-                Err(e) => replies
-                    .into_iter()
-                    .for_each(|r| drop(r.send(Err(e.clone())))),
+                other => {
+                    for (reply, _, _) in replies {
+                        let _ = reply.send(other.clone());
+                    }
+                }
             }
         });
     }
@@ -251,6 +269,9 @@ pub struct ControlPlane {
 struct PendingWrite {
     command: Command,
     reply: oneshot::Sender<Result<Applied, CpError>>,
+    /// Forwarded by another member: if this member lost the leadership, answer `NotLeader` (the
+    /// sender retries towards the new leader) rather than forwarding again.
+    forwarded: bool,
 }
 
 impl ControlPlane {
@@ -391,29 +412,48 @@ impl ControlPlane {
     }
 
     /// Commits `command` through the leader (forwarding when needed) and returns its outcome.
-    /// KV writes are batched with concurrent ones into one log entry (see [`run_batcher`]).
+    /// On the leader, KV writes are batched with concurrent ones into one log entry (see
+    /// [`run_batcher`]); other members forward each write, so that all of the cluster's
+    /// concurrent writes meet in the leader's batches.
     #[tracing::instrument(skip_all, fields(member = %format_args!("{:016x}", self.config.id), command = command.name()))]
     pub async fn write(&self, command: Command) -> Result<Applied, CpError> {
-        if command.kv_key().is_some() {
-            let (reply, verdict) = oneshot::channel();
-            let stopped = || CpError::Fatal("the write batcher stopped".into());
-            let wait = self.config.request_timeout;
-            let queued_and_answered = async {
-                self.kv_writes
-                    .send(PendingWrite { command, reply })
-                    .await
-                    .map_err(|_| stopped())?;
-                verdict.await.map_err(|_| stopped())?
-            };
-            // The bounded wait covers the time queued behind earlier batches too. A write that
-            // times out before its batch is taken is dropped there, never proposed.
-            return tokio::time::timeout(wait, queued_and_answered)
-                .await
-                .unwrap_or_else(
-                    |_| Err(self.no_quorum("the write waited for its batch too long")),
-                );
+        if command.kv_key().is_some() && self.is_leader() {
+            return self.batched_write(command, false).await;
         }
         self.propose(command).await
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.config.id)
+    }
+
+    /// Queues a KV write for the leader's next batch and waits for its verdict, all within the
+    /// bounded wait (a write that times out before its batch is taken is never proposed).
+    async fn batched_write(&self, command: Command, forwarded: bool) -> Result<Applied, CpError> {
+        let (reply, verdict) = oneshot::channel();
+        let stopped = || CpError::Fatal("the write batcher stopped".into());
+        let queued_and_answered = async {
+            let pending = PendingWrite {
+                command,
+                reply,
+                forwarded,
+            };
+            self.kv_writes.send(pending).await.map_err(|_| stopped())?;
+            verdict.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(self.config.request_timeout, queued_and_answered)
+            .await
+            .unwrap_or_else(|_| Err(self.no_quorum("the write waited for its batch too long")))
+    }
+
+    /// A write forwarded to this member as the leader: KV writes join the batch, others are
+    /// proposed directly; never forwarded again.
+    pub(crate) async fn forwarded_write(&self, command: Command) -> Result<Applied, CpError> {
+        if command.kv_key().is_some() {
+            self.batched_write(command, true).await
+        } else {
+            self.local_write(command).await
+        }
     }
 
     /// Commits `command` as one log entry.
@@ -723,7 +763,14 @@ mod tests {
             value: Vec::new(),
             cas: None,
         };
-        (PendingWrite { command, reply }, verdict)
+        (
+            PendingWrite {
+                command,
+                reply,
+                forwarded: false,
+            },
+            verdict,
+        )
     }
 
     fn keys(batch: &[PendingWrite]) -> Vec<&str> {

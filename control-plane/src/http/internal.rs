@@ -113,7 +113,9 @@ async fn snapshot(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 async fn write(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let command: Command = decode(&body)?;
     let wait = cp.config().request_timeout;
-    Ok(reply(&bounded(&cp, wait, cp.local_write(command)).await))
+    Ok(reply(
+        &bounded(&cp, wait, cp.forwarded_write(command)).await,
+    ))
 }
 
 async fn read_index(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
