@@ -260,3 +260,54 @@ async fn whole_cluster_restart_keeps_every_write_and_elects_one_leader() {
     }
     assert_eq!(leaders, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_that_missed_many_large_batched_writes_catches_up() {
+    let mut cluster = Cluster::control_plane(3, &[]);
+    let leader = cluster.wait_healthy().await;
+    let lagging = (leader + 1) % 3;
+    cluster.agents[lagging].kill9();
+
+    // 24 concurrent 300 KiB writes: batched into ~1 MiB entries; catching up takes Raft RPCs far
+    // larger than an HTTP body's default limit.
+    let value = "v".repeat(300 * 1024);
+    let url = cluster.agents[leader].url("");
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (url, value) = (url.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = client()
+                .put(format!("{url}/v1/kv/big/{i}"))
+                .body(value)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            assert_eq!(status, 200, "{}", response.text().await.unwrap());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    cluster.agents[lagging].start();
+    let agent = &cluster.agents[lagging];
+    wait_for(
+        "the restarted follower to apply every large write",
+        || async {
+            let list = get_json(&agent.url("/v1/kv?prefix=big/&stale=true"))
+                .await
+                .ok()?;
+            (list.as_array()?.len() == 24).then_some(())
+        },
+    )
+    .await;
+    // And the cluster still commits new writes through it.
+    let response = client()
+        .put(agent.url("/v1/kv/after"))
+        .body("ok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

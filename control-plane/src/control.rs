@@ -19,15 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{decide, Candidate, Decision, Hello};
 use crate::error::CpError;
 use crate::network::{paths, CallError, InternalClient, NetworkFactory};
-use crate::registry::{Command, CommandOutput, MAX_BATCH};
+use crate::registry::{Command, CommandOutput, MAX_BATCH, MAX_BATCH_BYTES};
 use crate::store::{self, SharedState};
 use crate::types::{CpNode, NodeId, Raft};
 
 /// Pause between attempts while no leader is known.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Takes the KV writes waiting right now (up to [`MAX_BATCH`], never the same key twice; a
-/// repeated key waits for the next batch) and returns them as one batch.
+/// Takes the KV writes waiting right now (up to [`MAX_BATCH`] writes and [`MAX_BATCH_BYTES`]
+/// of values, never the same key twice; the rest waits for the next batch) as one batch.
 fn take_batch(
     first: PendingWrite,
     queue: &mut mpsc::Receiver<PendingWrite>,
@@ -40,6 +40,7 @@ fn take_batch(
         .map(str::to_string)
         .into_iter()
         .collect();
+    let mut bytes = batch[0].command.value_len();
     let mut deferred = VecDeque::new();
     while batch.len() < MAX_BATCH {
         let Some(next) = held.pop_front().or_else(|| queue.try_recv().ok()) else {
@@ -48,8 +49,14 @@ fn take_batch(
         if next.reply.is_closed() {
             continue; // its caller gave up (bounded wait): never propose it
         }
+        let size = next.command.value_len();
+        if bytes + size > MAX_BATCH_BYTES {
+            deferred.push_back(next);
+            break;
+        }
         let key = next.command.kv_key().unwrap_or_default().to_string();
         if keys.insert(key) {
+            bytes += size;
             batch.push(next);
         } else {
             deferred.push_back(next);
@@ -107,7 +114,13 @@ async fn run_batcher(cp: std::sync::Weak<ControlPlane>, mut queue: mpsc::Receive
             };
             let single = replies.len() == 1;
             let retry = command.clone();
-            match cp.local_write(command).await {
+            // Bounded like every other wait: a leader deposed mid-write may never hear back
+            // about its entry, and a stuck batch would hold the only slot forever.
+            let wait = cp.config.request_timeout;
+            let outcome = tokio::time::timeout(wait, cp.local_write(command))
+                .await
+                .unwrap_or_else(|_| Err(cp.no_quorum("the batch was not committed in time")));
+            match outcome {
                 Ok(Applied {
                     index,
                     output: CommandOutput::Batch(results),
@@ -287,7 +300,8 @@ impl ControlPlane {
             election_timeout_max: config.election_timeout.1.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
-            max_payload_entries: 512,
+            // Entries may be batches of up to 1 MiB: keep one AppendEntries well below that x 64.
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()
@@ -797,6 +811,35 @@ mod tests {
         let next = held.pop_front().unwrap();
         assert_eq!(keys(&take_batch(next, &mut queue, &mut held)), ["a"]);
         assert!(held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_stays_within_its_byte_budget() {
+        let (tx, mut queue) = mpsc::channel(16);
+        let mut verdicts = Vec::new();
+        for key in ["b", "c", "d"] {
+            let (reply, verdict) = oneshot::channel();
+            let command = Command::KvPut {
+                key: key.to_string(),
+                value: vec![0; MAX_BATCH_BYTES / 2 + 1],
+                cas: None,
+            };
+            tx.send(PendingWrite {
+                command,
+                reply,
+                forwarded: false,
+            })
+            .await
+            .unwrap();
+            verdicts.push(verdict);
+        }
+        let (first, _v) = write("a");
+        let mut held = VecDeque::new();
+        assert_eq!(keys(&take_batch(first, &mut queue, &mut held)), ["a", "b"]);
+        let next = held.pop_front().unwrap();
+        assert_eq!(keys(&take_batch(next, &mut queue, &mut held)), ["c"]);
+        let next = held.pop_front().unwrap();
+        assert_eq!(keys(&take_batch(next, &mut queue, &mut held)), ["d"]);
     }
 
     #[tokio::test]

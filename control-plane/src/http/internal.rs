@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -37,6 +37,11 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::ADMIN, post(admin))
         .route(paths::HELLO, post(hello))
+        // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
+        // default; the codec bounds what a body may decode into.
+        .layer(DefaultBodyLimit::max(
+            hivemind_common::codec::MAX_DECODE_BYTES,
+        ))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let secret = secret.clone();

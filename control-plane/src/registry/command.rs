@@ -28,6 +28,7 @@ pub enum Command {
     /// Write a key. `cas`: `Some(0)` = only if absent, `Some(i)` = only if its modify index is i.
     KvPut {
         key: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         cas: Option<u64>,
     },
@@ -53,6 +54,14 @@ impl Command {
             Command::KvDelete { .. } => "kv_delete",
             Command::EpochBump { .. } => "epoch_bump",
             Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Value bytes a KV write carries (0 for every other command).
+    pub fn value_len(&self) -> usize {
+        match self {
+            Command::KvPut { value, .. } => value.len(),
+            _ => 0,
         }
     }
 

@@ -14,5 +14,5 @@ pub use command::{Command, CommandOutput, RegistryError};
 pub use event::{Event, EventKind};
 pub use state::{
     FeedError, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry, MAX_BATCH,
-    MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };

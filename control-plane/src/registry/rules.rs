@@ -10,7 +10,7 @@ use super::command::{Command, CommandOutput, RegistryError};
 use super::event::{Event, EventKind};
 use super::state::{
     validate_addr, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry, MAX_BATCH,
-    MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 
 impl Registry {
@@ -41,6 +41,13 @@ impl Registry {
             return Err(RegistryError::invalid(
                 "batch",
                 format!("must hold 1 to {MAX_BATCH} commands, not {}", items.len()),
+            ));
+        }
+        let bytes: usize = items.iter().map(Command::value_len).sum();
+        if items.len() > 1 && bytes > MAX_BATCH_BYTES {
+            return Err(RegistryError::invalid(
+                "batch",
+                format!("{bytes} value bytes is more than the limit of {MAX_BATCH_BYTES}"),
             ));
         }
         let mut keys = std::collections::BTreeSet::new();

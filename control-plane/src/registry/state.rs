@@ -15,6 +15,8 @@ pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// Most items in one `Command::Batch`.
 pub const MAX_BATCH: usize = 1024;
+/// Most value bytes in one `Command::Batch` (keeps log entries and Raft RPCs small).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// What a member tells about itself when it joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +97,7 @@ pub struct NodeConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_index: u64,
     pub modify_index: u64,
