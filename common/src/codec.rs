@@ -19,6 +19,8 @@ pub enum CodecError {
     Decode(#[from] bincode::error::DecodeError),
     #[error("cannot decode: {trailing} trailing bytes after the value")]
     TrailingBytes { trailing: usize },
+    #[error("cannot encode: {needed} bytes do not fit in the {available} left in the buffer")]
+    BufferTooSmall { needed: usize, available: usize },
 }
 
 fn config() -> impl bincode::config::Config {
@@ -45,6 +47,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         });
     }
     Ok(value)
+}
+
+/// Decodes one value from the start of `bytes` and says how many bytes it used (for framings
+/// that put several values back to back, like gossip packets).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    Ok(bincode::serde::decode_from_slice(bytes, config())?)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod gossip;
 pub mod identity;
 
 pub use agent::{run, AgentConfig, AgentError};
