@@ -69,6 +69,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             cluster_secret: None,
             request_timeout: Duration::from_secs(5),
             raft_snapshot_every: 5000,
+            gossip_key: None,
+            gossip_profile: hivemind_member::gossip::Profile::Local,
         };
         agents.spawn(hivemind_member::run(config, shutdown.child_token()));
     }

@@ -137,14 +137,16 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
             flag_error(format!("--join: {join:?} is not HOST:PORT"));
         }
     }
-    if let Some(key) = &args.gossip_key {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(key);
-        if decoded.map(|k| k.len()) != Ok(32) {
+    let gossip_key = args.gossip_key.as_ref().map(|key| {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap_or_default();
+        <[u8; 32]>::try_from(decoded.as_slice()).unwrap_or_else(|_| {
             flag_error(
                 "--gossip-key: must be 32 bytes in base64 (see `hivemind keygen`)".to_string(),
-            );
-        }
-    }
+            )
+        })
+    });
     if args.request_timeout.is_zero() {
         flag_error("--request-timeout: must be more than 0".to_string());
     }
@@ -164,6 +166,11 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
         cluster_secret: None,
         request_timeout: args.request_timeout,
         raft_snapshot_every: args.raft_snapshot_every.max(1),
+        gossip_key,
+        gossip_profile: match args.gossip_profile {
+            cli::GossipProfile::Lan => hivemind_member::gossip::Profile::Lan,
+            cli::GossipProfile::Local => hivemind_member::gossip::Profile::Local,
+        },
     };
     (config, args.log_level, args.log_format)
 }

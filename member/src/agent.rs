@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +13,16 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_control_plane::http::{views, ApiError};
-use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo};
+use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo, MemberState};
 use hivemind_control_plane::{ControlPlane, CpConfig, CpError, Health};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::require_admin_token;
+use crate::gossip::{self, Gossip, GossipCommand, GossipEvent, GossipId, GossipSettings, Profile};
 use crate::identity::{Identity, IdentityError, MemberStore};
 
 /// Everything `hivemind agent` was told on the command line, in a config file or the env.
@@ -42,6 +44,9 @@ pub struct AgentConfig {
     /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
     pub request_timeout: Duration,
     pub raft_snapshot_every: u64,
+    /// Seals gossip packets when set.
+    pub gossip_key: Option<[u8; 32]>,
+    pub gossip_profile: Profile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +75,12 @@ pub enum AgentError {
 struct Agent {
     config: AgentConfig,
     identity: Identity,
+    /// Current generation: the start's, or higher after a renewal.
+    generation: AtomicU64,
     cp: Arc<ControlPlane>,
     store: MemberStore,
     admitted: AtomicBool,
+    gossip: Gossip,
 }
 
 impl Agent {
@@ -85,7 +93,7 @@ impl Agent {
             http_addr: SocketAddr::new(self.config.advertise, self.config.http_port).to_string(),
             gossip_addr: SocketAddr::new(self.config.advertise, self.config.gossip_port)
                 .to_string(),
-            generation: self.identity.generation,
+            generation: self.generation.load(Ordering::Relaxed),
             control_plane: self.config.control_plane,
         }
     }
@@ -131,13 +139,38 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
+        let gossip_bind = SocketAddr::new(config.bind, config.gossip_port);
+        let socket = tokio::net::UdpSocket::bind(gossip_bind)
+            .await
+            .map_err(|source| AgentError::Bind {
+                addr: gossip_bind,
+                source,
+            })?;
         let cp = ControlPlane::start(cp_config).await?;
+        let (gossip_events_tx, gossip_events) = mpsc::unbounded_channel();
+        let gossip = gossip::runtime::spawn(
+            GossipSettings {
+                identity: GossipId {
+                    id: identity.id,
+                    addr: SocketAddr::new(config.advertise, config.gossip_port),
+                    generation: identity.generation,
+                },
+                profile: config.gossip_profile,
+                key: config.gossip_key,
+                cluster_size_hint: 16,
+            },
+            socket,
+            gossip_events_tx,
+            shutdown.child_token(),
+        );
         let agent = Arc::new(Agent {
             config,
+            generation: AtomicU64::new(identity.generation),
             identity,
             cp: cp.clone(),
             store,
             admitted: AtomicBool::new(false),
+            gossip,
         });
 
         let tasks = TaskTracker::new();
@@ -147,6 +180,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 .in_current_span(),
         );
         tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
+        tasks.spawn(
+            announce_to_registry_members(agent.clone(), shutdown.child_token()).in_current_span(),
+        );
+        tasks.spawn(
+            handle_gossip_events(agent.clone(), gossip_events, shutdown.child_token())
+                .in_current_span(),
+        );
 
         let token = agent.config.admin_token.clone();
         let app = Router::new()
@@ -202,6 +242,98 @@ async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
     }
 }
 
+/// Keeps the SWIM view in step with the registry: every live registry member that gossip does
+/// not know (yet, or any more) is announced to, periodically.
+async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationToken) {
+    let every = match agent.config.gossip_profile {
+        Profile::Local => Duration::from_millis(500),
+        Profile::Lan => Duration::from_secs(2),
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let targets: Vec<GossipId> = {
+            let view = agent.gossip.view.borrow();
+            let state = agent.cp.state().read();
+            state
+                .registry
+                .members()
+                .values()
+                .filter(|m| m.state == MemberState::Alive && m.info.id != agent.identity.id)
+                .filter(|m| {
+                    !matches!(
+                        view.get(&m.info.id),
+                        Some((_, foca::State::Alive | foca::State::Suspect))
+                    )
+                })
+                .filter_map(|m| {
+                    Some(GossipId {
+                        id: m.info.id,
+                        addr: m.info.gossip_addr.parse().ok()?,
+                        generation: m.info.generation,
+                    })
+                })
+                .collect()
+        };
+        for target in targets {
+            let _ = agent
+                .gossip
+                .commands
+                .try_send(GossipCommand::Announce(target));
+        }
+    }
+}
+
+/// SWIM's verdicts, carried to the control plane: a member seen down is reported as
+/// `Fail{id, generation}` (the CP commits it once however many report it); when we ourselves
+/// were declared down and rejoined under a renewed identity, we are admitted again.
+async fn handle_gossip_events(
+    agent: Arc<Agent>,
+    mut events: mpsc::UnboundedReceiver<GossipEvent>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            event = events.recv() => match event { Some(e) => e, None => return },
+        };
+        match event {
+            GossipEvent::Down(id) => {
+                let fail = Command::Fail {
+                    id: id.id,
+                    generation: id.generation,
+                };
+                for attempt in 0..5u32 {
+                    match agent.cp.write(fail.clone()).await {
+                        Ok(applied) => {
+                            tracing::info!(member = %id.id, generation = id.generation, outcome = ?applied.output, "reported a down member");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(member = %id.id, error = %e, attempt, "cannot report a down member; retrying");
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                    }
+                }
+            }
+            GossipEvent::Renewed(id) => {
+                tracing::warn!(
+                    generation = id.generation,
+                    "declared down by the cluster; rejoining as a new incarnation"
+                );
+                agent.generation.fetch_max(id.generation, Ordering::Relaxed);
+                if let Err(e) = agent.store.set_generation(id.generation) {
+                    tracing::warn!(error = %e, "cannot persist the renewed generation");
+                }
+                agent.admitted.store(false, Ordering::Relaxed);
+                tokio::spawn(admit(agent.clone(), cancel.child_token()).in_current_span());
+            }
+        }
+    }
+}
+
 async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     let cp = agent.cp.status().await;
     let admitted = agent.admitted.load(Ordering::Relaxed);
@@ -224,6 +356,12 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "http": info.http_addr,
         "addr": info.gossip_addr,
         "ready": waiting_for.is_empty(),
+        "gossip": {
+            "members": agent.gossip.view.borrow().values().filter(|(_, s)| *s != foca::State::Down).count(),
+            "packets_in": agent.gossip.counters.packets_in.load(Ordering::Relaxed),
+            "packets_out": agent.gossip.counters.packets_out.load(Ordering::Relaxed),
+            "dropped_unopened": agent.gossip.counters.dropped_unopened.load(Ordering::Relaxed),
+        },
         "waiting_for": waiting_for,
         "control_plane": cp,
     }))

@@ -79,6 +79,11 @@ impl MemberStore {
         Ok(Identity { id, generation })
     }
 
+    /// Records a generation reached by renewal, so the next start begins above it.
+    pub fn set_generation(&self, generation: u64) -> Result<(), IdentityError> {
+        self.put_u64(GENERATION, generation)
+    }
+
     pub fn epoch(&self) -> Result<Option<u64>, IdentityError> {
         self.get_u64(EPOCH, "epoch")
     }

@@ -6,10 +6,14 @@
 mod codec;
 mod identity;
 mod profile;
+pub mod runtime;
+mod seal;
 
 pub use codec::BincodeCodec;
 pub use identity::GossipId;
 pub use profile::Profile;
+pub use runtime::{Gossip, GossipCommand, GossipEvent, GossipSettings, View};
+pub use seal::{OpenError, Sealer};
 
 #[cfg(test)]
 mod sim;

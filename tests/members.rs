@@ -1,0 +1,111 @@
+//! End-to-end: SWIM gossip among real control-plane processes: everyone sees everyone, a
+//! kill -9 is detected and recorded in the registry once, a restart comes back as a new
+//! generation, and sealed gossip drops packets that do not open.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+async fn states(agent: &Agent) -> Option<Vec<(String, String, u64)>> {
+    let members = get_json(&agent.url("/v1/members")).await.ok()?;
+    let mut out: Vec<_> = members
+        .as_array()?
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["state"].as_str().unwrap_or_default().to_string(),
+                m["generation"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_member_is_failed_once_everywhere_and_comes_back_as_a_new_generation() {
+    let mut cluster = Cluster::control_plane(3, &["--gossip-profile", "local"]);
+    cluster.wait_healthy().await;
+    // Everyone gossips with everyone.
+    for a in &cluster.agents {
+        wait_for(&format!("{} to gossip with 2 peers", a.name), || async {
+            let status = get_json(&a.url("/v1/status")).await.ok()?;
+            (status["gossip"]["members"] == 2).then_some(())
+        })
+        .await;
+    }
+
+    cluster.agents[2].kill9();
+    for a in cluster.running() {
+        wait_for(&format!("{} to see cp3 failed", a.name), || async {
+            let s = states(a).await?;
+            s.contains(&("cp3".to_string(), "failed".to_string(), 1))
+                .then_some(())
+        })
+        .await;
+    }
+    // The registry recorded the failure exactly once, though both survivors reported it.
+    let survivor = &cluster.agents[0];
+    let events = wait_for("member_failed in the feed", || async {
+        let page = get_json(&survivor.url("/v1/events?after=0")).await.ok()?;
+        let failed: Vec<Value> = page["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["kind"] == "member_failed")
+            .cloned()
+            .collect();
+        (!failed.is_empty()).then_some(failed)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["name"], "cp3");
+    assert_eq!(events[0]["generation"], 1);
+
+    cluster.agents[2].start();
+    for a in &cluster.agents {
+        wait_for(
+            &format!("{} to see cp3 alive as generation 2", a.name),
+            || async {
+                let s = states(a).await?;
+                s.contains(&("cp3".to_string(), "alive".to_string(), 2))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_gossip_drops_packets_that_do_not_open() {
+    let key = stdout(&cli(&["keygen"])).trim().to_string();
+    let cluster = Cluster::control_plane(3, &["--gossip-profile", "local", "--gossip-key", &key]);
+    cluster.wait_healthy().await;
+    let target = &cluster.agents[0];
+    wait_for("sealed gossip to connect the members", || async {
+        let status = get_json(&target.url("/v1/status")).await.ok()?;
+        (status["gossip"]["members"] == 2).then_some(())
+    })
+    .await;
+
+    // Packets sealed with another key, or not sealed at all, are dropped and counted.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for packet in [
+        vec![0u8; 8],
+        vec![0xab; 200],
+        b"plain foca-looking bytes".to_vec(),
+    ] {
+        socket
+            .send_to(&packet, ("127.0.0.1", target.gossip_port))
+            .unwrap();
+    }
+    wait_for("three unopened packets counted", || async {
+        let status = get_json(&target.url("/v1/status")).await.ok()?;
+        (status["gossip"]["dropped_unopened"].as_u64()? >= 3).then_some(())
+    })
+    .await;
+    let status = get_json(&target.url("/v1/status")).await.unwrap();
+    assert_eq!(status["gossip"]["members"], 2, "the cluster is undisturbed");
+    assert_eq!(status["ready"], true);
+}
