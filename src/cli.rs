@@ -46,6 +46,10 @@ pub enum Command {
     Dev(crate::dev::DevArgs),
     /// This member's status and the control plane's health.
     Status,
+    /// Members with their state, as SWIM and the registry see them.
+    Members,
+    /// Ask the member at --http-addr to leave the cluster gracefully and stop.
+    Leave,
     /// Control-plane membership, health and epoch.
     Cp {
         #[command(subcommand)]

@@ -188,6 +188,50 @@ pub async fn status(client: &Client) -> Result<()> {
     Ok(())
 }
 
+pub async fn members(client: &Client) -> Result<()> {
+    let members = client.get_json("/v1/members").await?;
+    if client.json {
+        return Ok(client.print(&members)?);
+    }
+    outln!(
+        "{:<18} {:<16} {:<12} {:<8} {:>4}  {:<22} {}",
+        "ID",
+        "NAME",
+        "NODE",
+        "STATE",
+        "GEN",
+        "GOSSIP",
+        "ROLES"
+    )?;
+    for m in members.as_array().into_iter().flatten() {
+        let mut roles: Vec<String> = m["roles"].as_array().into_iter().flatten().map(s).collect();
+        if m["control_plane"] == true {
+            roles.insert(0, "control-plane".into());
+        }
+        outln!(
+            "{:<18} {:<16} {:<12} {:<8} {:>4}  {:<22} {}",
+            s(&m["id"]),
+            s(&m["name"]),
+            s(&m["node"]),
+            s(&m["state"]),
+            s(&m["generation"]),
+            s(&m["addr"]),
+            roles.join(",")
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn leave(client: &Client) -> Result<()> {
+    client.send(Method::POST, "/v1/leave", None).await?;
+    if client.json {
+        client.print(&serde_json::json!({ "leaving": true }))?;
+    } else {
+        outln!("leaving: the member commits its Leave, leaves the gossip and stops")?;
+    }
+    Ok(())
+}
+
 pub async fn cp(client: &Client, command: CpCommand) -> Result<()> {
     let value = match command {
         CpCommand::Status => client.get_json("/v1/cp/status").await?,

@@ -48,6 +48,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Status => runtime.block_on(client::status(&client)),
+        Command::Members => runtime.block_on(client::members(&client)),
+        Command::Leave => runtime.block_on(client::leave(&client)),
         Command::Cp { command } => runtime.block_on(client::cp(&client, command)),
         Command::Kv { command } => runtime.block_on(client::kv(&client, command)),
         Command::Events(args) => runtime.block_on(client::events(&client, args)),

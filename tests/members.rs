@@ -109,3 +109,73 @@ async fn sealed_gossip_drops_packets_that_do_not_open() {
     assert_eq!(status["gossip"]["members"], 2, "the cluster is undisturbed");
     assert_eq!(status["ready"], true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_the_leave_command_commit_leave_first_and_exit_0() {
+    let mut cluster = Cluster::control_plane(3, &["--gossip-profile", "local"]);
+    cluster.wait_healthy().await;
+    for a in &cluster.agents {
+        wait_for("gossip among all three", || async {
+            (get_json(&a.url("/v1/status")).await.ok()?["gossip"]["members"] == 2).then_some(())
+        })
+        .await;
+    }
+
+    let status = cluster.agents[2].sigterm();
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    {
+        let cp1 = &cluster.agents[0];
+        wait_for("cp3 left", || async {
+            let s = states(cp1).await?;
+            s.contains(&("cp3".to_string(), "left".to_string(), 1))
+                .then_some(())
+        })
+        .await;
+    }
+
+    // `hivemind leave` asks a member to go; it commits Leave while the quorum (cp1, cp2) holds.
+    let out = cli(&["leave", "--http-addr", &cluster.agents[1].http_addr()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = cluster.agents[1].wait_exit();
+    assert!(status.success(), "leave exit: {status:?}");
+    let cp1 = &cluster.agents[0];
+    let members = get_json(&cp1.url("/v1/members")).await.unwrap();
+    let cp2 = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "cp2")
+        .unwrap();
+    assert_eq!(cp2["state"], "left");
+
+    // A graceful leave is not a failure: no member_failed in the feed.
+    let page = get_json(&cp1.url("/v1/events?after=0")).await.unwrap();
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "member_left").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"member_failed"), "{kinds:?}");
+
+    // The CLI's member table says the same.
+    let out = cli(&["members", "--http-addr", &cp1.http_addr()]);
+    let table = stdout(&out);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("cp2") && l.contains("left")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("cp1") && l.contains("alive")),
+        "{table}"
+    );
+}

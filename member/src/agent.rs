@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_control_plane::http::{views, ApiError};
@@ -81,6 +82,8 @@ struct Agent {
     store: MemberStore,
     admitted: AtomicBool,
     gossip: Gossip,
+    /// Cancelled to stop this member (signals, `POST /v1/leave`).
+    shutdown: CancellationToken,
 }
 
 impl Agent {
@@ -139,6 +142,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
+        let gossip_cancel = CancellationToken::new();
         let gossip_bind = SocketAddr::new(config.bind, config.gossip_port);
         let socket = tokio::net::UdpSocket::bind(gossip_bind)
             .await
@@ -161,7 +165,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             },
             socket,
             gossip_events_tx,
-            shutdown.child_token(),
+            // Not a child of `shutdown`: the member leaves the gossip only after its Leave
+            // is committed.
+            gossip_cancel.clone(),
         );
         let agent = Arc::new(Agent {
             config,
@@ -171,6 +177,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             store,
             admitted: AtomicBool::new(false),
             gossip,
+            shutdown: shutdown.clone(),
         });
 
         let tasks = TaskTracker::new();
@@ -192,6 +199,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let app = Router::new()
             .route("/v1/status", get(status))
             .route("/v1/members", get(members))
+            .route("/v1/leave", post(post_leave))
             .route("/v1/nodes", get(nodes))
             .route("/v1/nodes/{node}", get(node))
             .with_state(agent.clone())
@@ -203,6 +211,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
+        // Graceful leave: committed first, then gossiped, then the CP member stops.
+        leave(&agent).await;
+        gossip_cancel.cancel();
         tasks.close();
         tasks.wait().await;
         cp.shutdown().await;
@@ -211,6 +222,30 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     .instrument(span)
     .await
+}
+
+/// Commits `Leave` for this member (within the bounded wait; without a quorum the member leaves
+/// anyway and SWIM reports it down instead).
+async fn leave(agent: &Agent) {
+    if !agent.admitted.load(Ordering::Relaxed) {
+        return;
+    }
+    match agent
+        .cp
+        .write(Command::Leave {
+            id: agent.identity.id,
+        })
+        .await
+    {
+        Ok(_) => tracing::info!("left the cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not commit Leave; leaving anyway"),
+    }
+}
+
+/// `POST /v1/leave`: leave gracefully and stop; answers before the member goes.
+async fn post_leave(State(agent): State<Arc<Agent>>) -> (StatusCode, Json<Value>) {
+    agent.shutdown.cancel();
+    (StatusCode::ACCEPTED, Json(json!({ "leaving": true })))
 }
 
 /// Commits this member's `Join` (its current incarnation) so that the registry lists it.

@@ -85,11 +85,17 @@ impl Agent {
 
     /// SIGTERM by PID; returns the exit status once it stopped.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+        let child = self.child.as_ref().expect("running");
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
+        self.wait_exit()
+    }
+
+    /// Waits (up to the deadline) for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -97,7 +103,7 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 child.kill().ok();
-                panic!("{} did not stop on SIGTERM", self.name);
+                panic!("{} did not stop", self.name);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
