@@ -66,6 +66,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             join: join.clone(),
             roles: Vec::new(),
             admin_token: None,
+            join_token: None,
             cluster_secret: None,
             request_timeout: Duration::from_secs(5),
             raft_snapshot_every: 5000,

@@ -131,6 +131,9 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
                 .to_string(),
         );
     }
+    if !args.control_plane && args.join.is_empty() {
+        flag_error("--join: a member outside the control plane joins through at least one member (HOST:PORT)".to_string());
+    }
     for join in &args.join {
         let valid = join
             .rsplit_once(':')
@@ -165,6 +168,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
         join: args.join,
         roles: args.roles,
         admin_token: args.admin_token,
+        join_token: args.join_token,
         cluster_secret: None,
         request_timeout: args.request_timeout,
         raft_snapshot_every: args.raft_snapshot_every.max(1),

@@ -179,3 +179,108 @@ async fn sigterm_and_the_leave_command_commit_leave_first_and_exit_0() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace() {
+    let common = ["--gossip-profile", "local", "--join-token", "s3cret"];
+    let mut cluster = Cluster::control_plane(3, &common);
+    cluster.wait_healthy().await;
+    let via_cp = cluster.agents[1].http_addr();
+    let member_args = [
+        "--gossip-profile",
+        "local",
+        "--join-token",
+        "s3cret",
+        "--roles",
+        "host",
+    ];
+    let web1 = cluster.add_member("web-1", &via_cp, &member_args);
+    cluster.agents[web1].start();
+    wait_for("web-1 admitted", || async {
+        (get_json(&cluster.agents[web1].url("/v1/status"))
+            .await
+            .ok()?["ready"]
+            == true)
+            .then_some(())
+    })
+    .await;
+    // web-2 joins through web-1, which is not a control-plane member.
+    let via_member = cluster.agents[web1].http_addr();
+    let web2 = cluster.add_member("web-2", &via_member, &member_args);
+    cluster.agents[web2].start();
+
+    let everyone = |n: usize| {
+        move |s: Vec<(String, String, u64)>| {
+            s.len() == n && s.iter().all(|(_, state, _)| state == "alive")
+        }
+    };
+    for a in &cluster.agents {
+        wait_for(&format!("{} to list all 5 alive", a.name), || async {
+            let s = states(a).await?;
+            everyone(5)(s).then_some(())
+        })
+        .await;
+    }
+
+    // A wrong token is refused with its reason; nothing of the joiner appears anywhere.
+    let bad = cluster.add_member(
+        "intruder",
+        &via_member,
+        &["--gossip-profile", "local", "--join-token", "wrong"],
+    );
+    let out = cluster.agents[bad].run_to_exit();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad_token"), "{}", stderr(&out));
+    // A name held by a live member is refused too.
+    let dup = cluster.add_member("web-1", &via_cp, &member_args);
+    let out = cluster.agents[dup].run_to_exit();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("name_taken"), "{}", stderr(&out));
+    for a in cluster.agents.iter().filter(|a| a.is_running()) {
+        let s = states(a).await.unwrap();
+        assert_eq!(s.len(), 5, "{}: {s:?}", a.name);
+        assert!(!s.iter().any(|(name, _, _)| name == "intruder"));
+    }
+
+    // kill -9 of a role member: failed everywhere, once in the registry; back as generation 2.
+    cluster.agents[web2].kill9();
+    for a in cluster.running() {
+        wait_for(&format!("{} to see web-2 failed", a.name), || async {
+            states(a)
+                .await?
+                .contains(&("web-2".into(), "failed".into(), 1))
+                .then_some(())
+        })
+        .await;
+    }
+    let page = get_json(&cluster.agents[0].url("/v1/events?after=0"))
+        .await
+        .unwrap();
+    let failed = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "member_failed")
+        .count();
+    assert_eq!(failed, 1);
+    cluster.agents[web2].start();
+    for a in cluster.running() {
+        wait_for(&format!("{} to see web-2 alive again", a.name), || async {
+            states(a)
+                .await?
+                .contains(&("web-2".into(), "alive".into(), 2))
+                .then_some(())
+        })
+        .await;
+    }
+
+    // SIGTERM of a role member: left.
+    assert!(cluster.agents[web1].sigterm().success());
+    wait_for("web-1 left", || async {
+        states(&cluster.agents[0])
+            .await?
+            .contains(&("web-1".into(), "left".into(), 1))
+            .then_some(())
+    })
+    .await;
+}

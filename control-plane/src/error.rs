@@ -28,6 +28,9 @@ pub enum CpError {
     Membership(String),
     #[error("control plane stopped: {0}")]
     Fatal(String),
+    /// A join presented no or a wrong join token; nothing was proposed.
+    #[error("the join token is missing or wrong")]
+    BadToken,
 }
 
 impl CpError {
@@ -41,6 +44,7 @@ impl CpError {
             CpError::NotFound(_) => "not_found",
             CpError::Membership(_) => "membership_change_failed",
             CpError::Fatal(_) => "stopped",
+            CpError::BadToken => "bad_token",
         }
     }
 }

@@ -26,6 +26,12 @@ pub mod paths {
     pub const READ_INDEX: &str = "/internal/v1/cp/read-index";
     pub const ADMIN: &str = "/internal/v1/cp/admin";
     pub const HELLO: &str = "/internal/v1/cp/hello";
+    /// A command from a member that is not in the control plane (full write path).
+    pub const PROPOSE: &str = "/internal/v1/cp/propose";
+    /// The registry's membership as this CP member applied it (stale read).
+    pub const REGISTRY: &str = "/internal/v1/cp/registry";
+    /// A join request, on every member (forwarded to the control plane by non-CP members).
+    pub const JOIN: &str = "/internal/v1/join";
 }
 
 /// Header carrying the cluster secret on internal routes (when one is configured).

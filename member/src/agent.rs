@@ -10,12 +10,16 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_control_plane::http::{views, ApiError};
-use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo, MemberState};
-use hivemind_control_plane::{ControlPlane, CpConfig, CpError, Health};
+use hivemind_control_plane::network::{paths, InternalClient};
+use hivemind_control_plane::registry::{
+    Command, CommandOutput, MemberInfo, MemberState, RegistryDigest,
+};
+use hivemind_control_plane::{Applied, ControlPlane, CpConfig, CpError, Health};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,8 +27,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::require_admin_token;
+use crate::cp_access::{CpAccess, CpClient};
 use crate::gossip::{self, Gossip, GossipCommand, GossipEvent, GossipId, GossipSettings, Profile};
 use crate::identity::{Identity, IdentityError, MemberStore};
+use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
 
 /// Everything `hivemind agent` was told on the command line, in a config file or the env.
 #[derive(Debug, Clone)]
@@ -41,6 +47,8 @@ pub struct AgentConfig {
     pub join: Vec<String>,
     pub roles: Vec<String>,
     pub admin_token: Option<String>,
+    /// Joiners must present this token (checked by the CP member that receives the join).
+    pub join_token: Option<String>,
     pub cluster_secret: Option<String>,
     /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
     pub request_timeout: Duration,
@@ -68,8 +76,8 @@ pub enum AgentError {
     },
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("join rejected: {code}: {message}")]
+    JoinRejected { code: String, message: String },
 }
 
 /// Shared by the agent's HTTP handlers and background tasks.
@@ -78,7 +86,7 @@ struct Agent {
     identity: Identity,
     /// Current generation: the start's, or higher after a renewal.
     generation: AtomicU64,
-    cp: Arc<ControlPlane>,
+    cp: CpAccess,
     store: MemberStore,
     admitted: AtomicBool,
     gossip: Gossip,
@@ -88,27 +96,86 @@ struct Agent {
 
 impl Agent {
     fn info(&self) -> MemberInfo {
-        MemberInfo {
-            id: self.identity.id,
-            name: self.config.name.clone(),
-            node: self.config.node.clone(),
-            roles: self.config.roles.clone(),
-            http_addr: SocketAddr::new(self.config.advertise, self.config.http_port).to_string(),
-            gossip_addr: SocketAddr::new(self.config.advertise, self.config.gossip_port)
-                .to_string(),
-            generation: self.generation.load(Ordering::Relaxed),
-            control_plane: self.config.control_plane,
-        }
+        member_info(
+            &self.config,
+            &self.identity,
+            self.generation.load(Ordering::Relaxed),
+        )
     }
+}
+
+fn member_info(config: &AgentConfig, identity: &Identity, generation: u64) -> MemberInfo {
+    MemberInfo {
+        id: identity.id,
+        name: config.name.clone(),
+        node: config.node.clone(),
+        roles: config.roles.clone(),
+        http_addr: SocketAddr::new(config.advertise, config.http_port).to_string(),
+        gossip_addr: SocketAddr::new(config.advertise, config.gossip_port).to_string(),
+        generation,
+        control_plane: config.control_plane,
+    }
+}
+
+/// `/internal/v1/join` on every member: a CP member checks the token and commits `Join`; any
+/// other member forwards the request to the control plane.
+async fn join_route(
+    State(agent): State<Arc<Agent>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let request: JoinRequest = match hivemind_common::decode(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return ApiError::bad_request(format!("malformed join request: {e}")).into_response()
+        }
+    };
+    let answer: Result<JoinAccepted, CpError> = match &agent.cp {
+        CpAccess::Member(cp) => {
+            if agent.config.join_token.is_some() && request.token != agent.config.join_token {
+                Err(CpError::BadToken)
+            } else {
+                let join = Command::Join {
+                    member: request.member,
+                    epoch: request.epoch,
+                };
+                match cp.write(join).await {
+                    Ok(Applied {
+                        output: CommandOutput::Joined { epoch, index },
+                        ..
+                    }) => {
+                        let state = cp.state().read();
+                        let members = state
+                            .registry
+                            .members()
+                            .values()
+                            .filter(|m| m.state == MemberState::Alive)
+                            .map(|m| m.info.clone())
+                            .collect();
+                        Ok(JoinAccepted {
+                            epoch,
+                            index,
+                            members,
+                        })
+                    }
+                    Ok(other) => Err(CpError::Fatal(format!(
+                        "unexpected join outcome {:?}",
+                        other.output
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        CpAccess::Client(client) => client.forward_join(&request).await,
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        hivemind_common::encode(&answer),
+    )
+        .into_response()
 }
 
 /// Runs the agent until `shutdown` is cancelled, then stops it gracefully.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    if !config.control_plane {
-        return Err(AgentError::Unsupported(
-            "members without --control-plane need the gossip runtime, which is not built yet; start with --control-plane".into(),
-        ));
-    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -118,19 +185,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let span = tracing::info_span!("member", member = %identity.id, name = %config.name);
     async move {
         tracing::info!(generation = identity.generation, "starting");
-        let http_addr = SocketAddr::new(config.advertise, config.http_port);
-        let mut cp_config = CpConfig::new(
-            identity.id.get(),
-            config.name.clone(),
-            http_addr.to_string(),
-            config.data_dir.join("cp"),
-        );
-        cp_config.bootstrap_expect = config.bootstrap_expect;
-        cp_config.join = config.join.clone();
-        cp_config.request_timeout = config.request_timeout;
-        cp_config.snapshot_every = config.raft_snapshot_every;
-        cp_config.cluster_secret = config.cluster_secret.clone();
-
         let bind = SocketAddr::new(config.bind, config.http_port);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
@@ -150,7 +204,49 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 addr: gossip_bind,
                 source,
             })?;
-        let cp = ControlPlane::start(cp_config).await?;
+        let client = InternalClient::new(config.cluster_secret.clone());
+        // A CP member runs Raft here; any other member joins through the --join addresses.
+        let (cp, joined) = if config.control_plane {
+            let http_addr = SocketAddr::new(config.advertise, config.http_port);
+            let mut cp_config = CpConfig::new(
+                identity.id.get(),
+                config.name.clone(),
+                http_addr.to_string(),
+                config.data_dir.join("cp"),
+            );
+            cp_config.bootstrap_expect = config.bootstrap_expect;
+            cp_config.join = config.join.clone();
+            cp_config.request_timeout = config.request_timeout;
+            cp_config.snapshot_every = config.raft_snapshot_every;
+            cp_config.cluster_secret = config.cluster_secret.clone();
+            (
+                CpAccess::Member(ControlPlane::start(cp_config).await?),
+                None,
+            )
+        } else {
+            let request = JoinRequest {
+                member: member_info(&config, &identity, identity.generation),
+                token: config.join_token.clone(),
+                epoch: store.epoch()?,
+            };
+            let wait = config.request_timeout + Duration::from_secs(2);
+            let accepted = join_cluster(
+                &config.join,
+                request,
+                &client,
+                wait,
+                Duration::from_secs(60),
+                &shutdown,
+            )
+            .await
+            .map_err(|(code, message)| AgentError::JoinRejected { code, message })?;
+            if let Err(e) = store.set_epoch(accepted.epoch) {
+                tracing::warn!(error = %e, "cannot persist the epoch");
+            }
+            let endpoints = cp_endpoints(&accepted.members);
+            let cp_client = CpClient::new(client.clone(), endpoints, config.request_timeout);
+            (CpAccess::Client(cp_client), Some(accepted))
+        };
         let (gossip_events_tx, gossip_events) = mpsc::unbounded_channel();
         let gossip = gossip::runtime::spawn(
             GossipSettings {
@@ -173,20 +269,52 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             config,
             generation: AtomicU64::new(identity.generation),
             identity,
-            cp: cp.clone(),
+            cp,
             store,
-            admitted: AtomicBool::new(false),
+            admitted: AtomicBool::new(joined.is_some()),
             gossip,
             shutdown: shutdown.clone(),
         });
 
         let tasks = TaskTracker::new();
-        tasks.spawn(
-            cp.clone()
-                .run_bootstrap(shutdown.child_token())
-                .in_current_span(),
-        );
-        tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
+        let mut app = Router::new();
+        match (&agent.cp, &joined) {
+            (CpAccess::Member(cp), _) => {
+                tasks.spawn(
+                    cp.clone()
+                        .run_bootstrap(shutdown.child_token())
+                        .in_current_span(),
+                );
+                tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
+                app = app.merge(hivemind_control_plane::http::router(cp.clone()));
+            }
+            (CpAccess::Client(_), Some(accepted)) => {
+                tracing::info!(
+                    epoch = accepted.epoch,
+                    index = accepted.index,
+                    members = accepted.members.len(),
+                    "joined"
+                );
+                for member in accepted
+                    .members
+                    .iter()
+                    .filter(|m| m.id != agent.identity.id)
+                {
+                    if let Ok(addr) = member.gossip_addr.parse() {
+                        let target = GossipId {
+                            id: member.id,
+                            addr,
+                            generation: member.generation,
+                        };
+                        let _ = agent
+                            .gossip
+                            .commands
+                            .try_send(GossipCommand::Announce(target));
+                    }
+                }
+            }
+            (CpAccess::Client(_), None) => unreachable!("a client member has joined"),
+        }
         tasks.spawn(
             announce_to_registry_members(agent.clone(), shutdown.child_token()).in_current_span(),
         );
@@ -196,14 +324,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         );
 
         let token = agent.config.admin_token.clone();
-        let app = Router::new()
+        let member_routes = Router::new()
+            .route(paths::JOIN, post(join_route))
             .route("/v1/status", get(status))
             .route("/v1/members", get(members))
             .route("/v1/leave", post(post_leave))
             .route("/v1/nodes", get(nodes))
             .route("/v1/nodes/{node}", get(node))
-            .with_state(agent.clone())
-            .merge(hivemind_control_plane::http::router(cp.clone()))
+            .with_state(agent.clone());
+        let app = app
+            .merge(member_routes)
             .layer(axum::middleware::from_fn(move |req, next| {
                 require_admin_token(token.clone(), req, next)
             }));
@@ -216,7 +346,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         gossip_cancel.cancel();
         tasks.close();
         tasks.wait().await;
-        cp.shutdown().await;
+        if let CpAccess::Member(cp) = &agent.cp {
+            cp.shutdown().await;
+        }
         tracing::info!("stopped");
         served.map_err(AgentError::Serve)
     }
@@ -289,13 +421,23 @@ async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationTok
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        let Ok(registry) = agent.cp.registry().await else {
+            continue;
+        };
+        if let CpAccess::Client(client) = &agent.cp {
+            let infos: Vec<MemberInfo> = registry
+                .members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| m.info.clone())
+                .collect();
+            client.set_endpoints(cp_endpoints(&infos));
+        }
         let targets: Vec<GossipId> = {
             let view = agent.gossip.view.borrow();
-            let state = agent.cp.state().read();
-            state
-                .registry
-                .members()
-                .values()
+            registry
+                .members
+                .iter()
                 .filter(|m| m.state == MemberState::Alive && m.info.id != agent.identity.id)
                 .filter(|m| {
                     !matches!(
@@ -373,13 +515,13 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     let cp = agent.cp.status().await;
     let admitted = agent.admitted.load(Ordering::Relaxed);
     let mut waiting_for = Vec::new();
-    if cp.health != Health::Healthy {
+    if cp.as_ref().map(|s| s.health) != Some(Health::Healthy) {
         waiting_for.push("control_plane_quorum");
     }
     if !admitted {
         waiting_for.push("admission");
     }
-    let epoch = agent.cp.state().read().registry.epoch();
+    let epoch = agent.cp.registry().await.map(|r| r.epoch).ok();
     let info = agent.info();
     Json(json!({
         "id": info.id.to_string(),
@@ -402,35 +544,55 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     }))
 }
 
-/// `GET /v1/members` from this member's applied registry (the SWIM view joins in later).
-async fn members(State(agent): State<Arc<Agent>>) -> Json<Value> {
-    let state = agent.cp.state().read();
-    Json(Value::Array(
-        state
-            .registry
-            .members()
-            .values()
-            .map(views::member)
-            .collect(),
-    ))
+/// The registry, or a 503 when no control-plane member answers.
+async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> {
+    agent.cp.registry().await.map_err(ApiError::from)
 }
 
-async fn nodes(State(agent): State<Arc<Agent>>) -> Json<Value> {
-    let state = agent.cp.state().read();
-    Json(Value::Array(
-        state.registry.nodes().values().map(views::node).collect(),
-    ))
+/// `GET /v1/members`: the registry's members, with the state SWIM sees for the live ones
+/// (`suspect`, or `failed` before the registry recorded it).
+async fn members(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+    let registry = registry(&agent).await?;
+    let view = agent.gossip.view.borrow().clone();
+    let list = registry
+        .members
+        .iter()
+        .map(|m| {
+            let mut json = views::member(m);
+            if m.state == MemberState::Alive && m.info.id != agent.identity.id {
+                if let Some((seen, swim)) = view.get(&m.info.id) {
+                    if seen.generation >= m.info.generation {
+                        json["state"] = match swim {
+                            foca::State::Alive => "alive",
+                            foca::State::Suspect => "suspect",
+                            foca::State::Down => "failed",
+                        }
+                        .into();
+                    }
+                }
+            }
+            json
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+async fn nodes(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+    let registry = registry(&agent).await?;
+    Ok(Json(Value::Array(
+        registry.nodes.iter().map(views::node).collect(),
+    )))
 }
 
 async fn node(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let state = agent.cp.state().read();
-    state
-        .registry
-        .nodes()
-        .get(&name)
+    let registry = registry(&agent).await?;
+    registry
+        .nodes
+        .iter()
+        .find(|n| n.node == name)
         .map(|n| Json(views::node(n)))
         .ok_or_else(|| ApiError::not_found(format!("no node {name:?}")))
 }

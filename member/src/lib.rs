@@ -10,7 +10,9 @@
 
 pub mod agent;
 pub mod auth;
+pub mod cp_access;
 pub mod gossip;
 pub mod identity;
+pub mod join;
 
 pub use agent::{run, AgentConfig, AgentError};

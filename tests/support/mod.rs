@@ -71,6 +71,16 @@ impl Agent {
         self.child = Some(child);
     }
 
+    /// Runs the agent in the foreground until it exits (for joins that must fail).
+    pub fn run_to_exit(&self) -> Output {
+        Command::new(BIN)
+            .arg("agent")
+            .args(&self.args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run hivemind agent")
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -209,6 +219,36 @@ impl Cluster {
         };
         agent.start();
         self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
+    /// A member outside the control plane that joins through `via` (HOST:PORT); not started.
+    pub fn add_member(&mut self, name: &str, via: &str, extra: &[&str]) -> usize {
+        let (http_port, gossip_port) = (free_port(), free_port());
+        // Two members may share a name (a join that must be refused), never a data dir.
+        let data_dir = self.dir.path().join(format!("{name}-{http_port}"));
+        let mut args = vec![
+            "--name".to_string(),
+            name.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http-port".into(),
+            http_port.to_string(),
+            "--gossip-port".into(),
+            gossip_port.to_string(),
+            "--join".into(),
+            via.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.agents.push(Agent {
+            log: self.dir.path().join(format!("{name}-{http_port}.log")),
+            name: name.to_string(),
+            http_port,
+            gossip_port,
+            data_dir,
+            args,
+            child: None,
+        });
         self.agents.len() - 1
     }
 

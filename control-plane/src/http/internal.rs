@@ -23,7 +23,7 @@ use crate::bootstrap::Candidate;
 use crate::control::{ControlPlane, VoterChange};
 use crate::error::CpError;
 use crate::network::{paths, CLUSTER_SECRET_HEADER};
-use crate::registry::Command;
+use crate::registry::{Command, RegistryDigest};
 use crate::types::{NodeId, TypeConfig};
 
 type Cp = State<Arc<ControlPlane>>;
@@ -37,6 +37,8 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(paths::READ_INDEX, post(read_index))
         .route(paths::ADMIN, post(admin))
         .route(paths::HELLO, post(hello))
+        .route(paths::PROPOSE, post(propose))
+        .route(paths::REGISTRY, post(registry))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
         .layer(DefaultBodyLimit::max(
@@ -136,6 +138,19 @@ async fn admin(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     Ok(reply(
         &bounded(&cp, wait, cp.local_change_voters(change)).await,
     ))
+}
+
+/// A member outside the control plane proposes through any CP member (the full write path:
+/// batched, forwarded to the leader, bounded).
+async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let command: Command = decode(&body)?;
+    Ok(reply(&cp.write(command).await))
+}
+
+async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let () = decode(&body)?;
+    let state = cp.state().read();
+    Ok(reply(&RegistryDigest::of(&state.registry)))
 }
 
 async fn hello(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {

@@ -103,6 +103,24 @@ pub struct KvEntry {
     pub modify_index: u64,
 }
 
+/// The membership part of the registry, as members outside the control plane see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryDigest {
+    pub epoch: u64,
+    pub members: Vec<MemberRecord>,
+    pub nodes: Vec<NodeConfig>,
+}
+
+impl RegistryDigest {
+    pub fn of(registry: &Registry) -> Self {
+        Self {
+            epoch: registry.epoch,
+            members: registry.members.values().cloned().collect(),
+            nodes: registry.nodes.values().cloned().collect(),
+        }
+    }
+}
+
 /// Why the event feed cannot answer a read from where the reader stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedError {

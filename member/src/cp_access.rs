@@ -1,0 +1,129 @@
+//! [`CpAccess`]: how a member reaches the control plane. A CP member has it in process; any
+//! other member is a client of the CP members it learned from its join, tried in turn.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hivemind_control_plane::network::{paths, CallError, InternalClient};
+use hivemind_control_plane::registry::{Command, RegistryDigest};
+use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
+
+pub enum CpAccess {
+    Member(Arc<ControlPlane>),
+    Client(CpClient),
+}
+
+/// A client of the control plane for members outside it.
+pub struct CpClient {
+    client: InternalClient,
+    http: reqwest::Client,
+    /// CP members' HTTP addresses; the first that answers is used.
+    endpoints: Mutex<Vec<String>>,
+    timeout: Duration,
+}
+
+impl CpClient {
+    pub fn new(client: InternalClient, endpoints: Vec<String>, timeout: Duration) -> Self {
+        Self {
+            client,
+            http: reqwest::Client::new(),
+            endpoints: Mutex::new(endpoints),
+            timeout,
+        }
+    }
+
+    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+        if !endpoints.is_empty() {
+            *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints;
+        }
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Calls `path` on the CP members in turn until one answers (unreachable ones are skipped).
+    async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, CpError> {
+        let mut last = String::from("no control-plane member known");
+        for endpoint in self.endpoints() {
+            match self
+                .client
+                .call::<Req, Resp>(&endpoint, path, body, self.timeout + Duration::from_secs(1))
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(e @ CallError::Unreachable { .. }) => last = e.to_string(),
+                Err(e) => {
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(CpError::NoQuorum {
+            waited_ms: self.timeout.as_millis() as u64,
+            detail: last,
+        })
+    }
+}
+
+impl CpClient {
+    /// Passes a join request on to the control plane (this member cannot decide it).
+    pub async fn forward_join(
+        &self,
+        request: &crate::join::JoinRequest,
+    ) -> Result<crate::join::JoinAccepted, CpError> {
+        self.call::<_, Result<crate::join::JoinAccepted, CpError>>(paths::JOIN, request)
+            .await?
+    }
+}
+
+impl CpAccess {
+    pub async fn write(&self, command: Command) -> Result<Applied, CpError> {
+        match self {
+            CpAccess::Member(cp) => cp.write(command).await,
+            CpAccess::Client(client) => {
+                client
+                    .call::<_, Result<Applied, CpError>>(paths::PROPOSE, &command)
+                    .await?
+            }
+        }
+    }
+
+    /// The registry's members and nodes (a CP member's applied state; not linearizable).
+    pub async fn registry(&self) -> Result<RegistryDigest, CpError> {
+        match self {
+            CpAccess::Member(cp) => Ok(RegistryDigest::of(&cp.state().read().registry)),
+            CpAccess::Client(client) => client.call(paths::REGISTRY, &()).await,
+        }
+    }
+
+    /// The control plane's status as this member can see it (`None`: no CP member answered).
+    pub async fn status(&self) -> Option<CpStatus> {
+        match self {
+            CpAccess::Member(cp) => Some(cp.status().await),
+            CpAccess::Client(client) => {
+                for endpoint in client.endpoints() {
+                    let url = format!("http://{endpoint}/v1/cp/status");
+                    if let Ok(response) = client
+                        .http
+                        .get(url)
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await
+                    {
+                        if let Ok(status) = response.json::<CpStatus>().await {
+                            return Some(status);
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Joining through any member: the request and answer on the wire, and the joiner's loop over
+//! its `--join` addresses. The rules (epoch, name, generation) are the registry's; the token is
+//! checked by the CP member that receives the request, before anything is proposed.
+
+use std::time::Duration;
+
+use hivemind_control_plane::network::{paths, InternalClient};
+use hivemind_control_plane::registry::{MemberInfo, RegistryError};
+use hivemind_control_plane::CpError;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// A join request, sent to any member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub member: MemberInfo,
+    pub token: Option<String>,
+    /// The epoch the joiner last saw (`None` for a fresh member).
+    pub epoch: Option<u64>,
+}
+
+/// An accepted join: the epoch, the index of the `Join`, and the live members to gossip with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinAccepted {
+    pub epoch: u64,
+    pub index: u64,
+    pub members: Vec<MemberInfo>,
+}
+
+/// The control-plane members' HTTP addresses among `members`.
+pub fn cp_endpoints(members: &[MemberInfo]) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| m.control_plane)
+        .map(|m| m.http_addr.clone())
+        .collect()
+}
+
+/// What the joiner does with one answer (sans IO).
+#[derive(Debug, PartialEq)]
+pub enum NextStep {
+    Joined,
+    /// Our epoch is stale: re-bootstrap, i.e. join again as a fresh member.
+    RejoinFresh,
+    /// Rejected for good: print the reason, exit nonzero.
+    GiveUp {
+        code: String,
+        message: String,
+    },
+    /// No quorum, unreachable: try the next address, then again after a backoff.
+    Retry,
+}
+
+pub fn next_step(answer: &Result<JoinAccepted, CpError>) -> NextStep {
+    match answer {
+        Ok(_) => NextStep::Joined,
+        Err(CpError::Rejected(RegistryError::StaleEpoch { .. })) => NextStep::RejoinFresh,
+        Err(e @ (CpError::BadToken | CpError::Rejected(_))) => NextStep::GiveUp {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        },
+        Err(_) => NextStep::Retry,
+    }
+}
+
+/// Joins through `join` addresses in turn, with backoff, for at most `patience`.
+pub async fn join_cluster(
+    join: &[String],
+    mut request: JoinRequest,
+    client: &InternalClient,
+    wait: Duration,
+    patience: Duration,
+    cancel: &CancellationToken,
+) -> Result<JoinAccepted, (String, String)> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut backoff = Duration::from_millis(200);
+    let mut last = String::from("no --join address given");
+    loop {
+        for addr in join {
+            let answer = match client
+                .call::<_, Result<JoinAccepted, CpError>>(addr, paths::JOIN, &request, wait)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => {
+                    last = format!("{addr}: {e}");
+                    continue;
+                }
+            };
+            match next_step(&answer) {
+                NextStep::Joined => return Ok(answer.expect("joined")),
+                NextStep::RejoinFresh => {
+                    tracing::warn!("our epoch is stale: re-bootstrapping with a fresh join");
+                    request.epoch = None;
+                }
+                NextStep::GiveUp { code, message } => return Err((code, message)),
+                NextStep::Retry => {
+                    last = format!(
+                        "{addr}: {}",
+                        answer.err().map(|e| e.to_string()).unwrap_or_default()
+                    )
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline || cancel.is_cancelled() {
+            return Err((
+                "no_quorum".into(),
+                format!("no member admitted us within {patience:?}; last: {last}"),
+            ));
+        }
+        tracing::info!(%last, "join not answered yet; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hivemind_common::MemberId;
+
+    #[test]
+    fn rejections_end_the_join_and_only_a_stale_epoch_rejoins_fresh() {
+        let accepted = JoinAccepted {
+            epoch: 1,
+            index: 5,
+            members: vec![],
+        };
+        assert_eq!(next_step(&Ok(accepted)), NextStep::Joined);
+        let stale = CpError::Rejected(RegistryError::StaleEpoch {
+            current: 3,
+            given: 2,
+        });
+        assert_eq!(next_step(&Err(stale)), NextStep::RejoinFresh);
+        for (e, code) in [
+            (CpError::BadToken, "bad_token"),
+            (
+                CpError::Rejected(RegistryError::NameTaken {
+                    name: "a".into(),
+                    holder: MemberId::new(1).unwrap(),
+                }),
+                "name_taken",
+            ),
+        ] {
+            assert!(matches!(next_step(&Err(e)), NextStep::GiveUp { code: c, .. } if c == code));
+        }
+        let no_quorum = CpError::NoQuorum {
+            waited_ms: 5000,
+            detail: String::new(),
+        };
+        assert_eq!(next_step(&Err(no_quorum)), NextStep::Retry);
+    }
+}
