@@ -241,6 +241,9 @@ pub struct AgentArgs {
     /// Bounded wait of writes and linearizable reads before 503 no_quorum (e.g. 5s, 500ms).
     #[arg(long, env = "HIVEMIND_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// Events kept in the feed before the control-plane leader starts a new epoch.
+    #[arg(long, env = "HIVEMIND_EVENT_RETENTION", default_value_t = 10_000)]
+    pub event_retention: usize,
     /// Raft snapshot (and log purge) every this many entries.
     #[arg(long, env = "HIVEMIND_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub raft_snapshot_every: u64,

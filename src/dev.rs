@@ -70,6 +70,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             cluster_secret: None,
             request_timeout: Duration::from_secs(5),
             raft_snapshot_every: 5000,
+            event_retention: 10_000,
             gossip_key: None,
             gossip_profile: hivemind_member::gossip::Profile::Local,
         };

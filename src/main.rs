@@ -172,6 +172,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
         cluster_secret: None,
         request_timeout: args.request_timeout,
         raft_snapshot_every: args.raft_snapshot_every.max(1),
+        event_retention: args.event_retention.max(1),
         gossip_key,
         gossip_profile: match args.gossip_profile {
             cli::GossipProfile::Lan => hivemind_member::gossip::Profile::Lan,

@@ -138,17 +138,20 @@ async fn sigterm_and_the_leave_command_commit_leave_first_and_exit_0() {
     assert!(out.status.success(), "{}", stderr(&out));
     let status = cluster.agents[1].wait_exit();
     assert!(status.success(), "leave exit: {status:?}");
+    // cp2's Leave was committed (cp1 acknowledged it), but cp1, alone now, learns the commit
+    // index only once a quorum is back: restart cp3 and cp1's view shows the leave.
+    cluster.agents[2].start();
     let cp1 = &cluster.agents[0];
-    let members = get_json(&cp1.url("/v1/members")).await.unwrap();
-    let cp2 = members
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "cp2")
-        .unwrap();
-    assert_eq!(cp2["state"], "left");
+    wait_for("cp1 to show cp2 left", || async {
+        states(cp1)
+            .await?
+            .contains(&("cp2".into(), "left".into(), 1))
+            .then_some(())
+    })
+    .await;
 
-    // A graceful leave is not a failure: no member_failed in the feed.
+    // A graceful leave is not a failure: no member_failed in the feed (cp3's own restart is a
+    // new join, not a failure either).
     let page = get_json(&cp1.url("/v1/events?after=0")).await.unwrap();
     let kinds: Vec<&str> = page["events"]
         .as_array()
@@ -280,6 +283,78 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
         states(&cluster.agents[0])
             .await?
             .contains(&("web-1".into(), "left".into(), 1))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootstraps() {
+    let common = ["--gossip-profile", "local", "--event-retention", "12"];
+    let mut cluster = Cluster::control_plane(3, &common);
+    cluster.wait_healthy().await;
+    let via = cluster.agents[0].http_addr();
+    let web = cluster.add_member("web-1", &via, &["--gossip-profile", "local"]);
+    cluster.agents[web].start();
+    wait_for("web-1 admitted", || async {
+        (get_json(&cluster.agents[web].url("/v1/status"))
+            .await
+            .ok()?["ready"]
+            == true)
+            .then_some(())
+    })
+    .await;
+    let epoch = |a: &Agent| {
+        let url = a.url("/v1/cp/snapshot?stale=true");
+        async move { get_json(&url).await.ok()?["epoch"].as_u64() }
+    };
+    let first = epoch(&cluster.agents[0]).await.unwrap();
+
+    // web-1 is stopped (kill -9) while the cluster moves on: more events than the retention.
+    cluster.agents[web].kill9();
+    for i in 0..4 {
+        let extra = cluster.add_member(&format!("tmp-{i}"), &via, &["--gossip-profile", "local"]);
+        cluster.agents[extra].start();
+        wait_for("tmp admitted", || async {
+            (get_json(&cluster.agents[extra].url("/v1/status"))
+                .await
+                .ok()?["ready"]
+                == true)
+                .then_some(())
+        })
+        .await;
+        assert!(cluster.agents[extra].sigterm().success());
+    }
+    let later = wait_for("the leader to start a new epoch", || async {
+        let e = epoch(&cluster.agents[0]).await?;
+        (e > first).then_some(e)
+    })
+    .await;
+    // The feed of the old epoch is gone for its readers.
+    let response = client()
+        .get(cluster.agents[0].url(&format!("/v1/events?after=1&epoch={first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 410);
+
+    // Restarted, web-1 presents its old epoch, is told it is stale, and joins fresh.
+    cluster.agents[web].start();
+    let status = wait_for("web-1 back in the new epoch", || async {
+        let s = get_json(&cluster.agents[web].url("/v1/status"))
+            .await
+            .ok()?;
+        (s["ready"] == true).then_some(s)
+    })
+    .await;
+    assert!(status["epoch"].as_u64().unwrap() >= later);
+    assert!(cluster.agents[web]
+        .log_tail(200)
+        .contains("re-bootstrapping"));
+    wait_for("web-1 alive with a new generation", || async {
+        states(&cluster.agents[0])
+            .await?
+            .contains(&("web-1".into(), "alive".into(), 2))
             .then_some(())
     })
     .await;

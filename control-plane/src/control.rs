@@ -180,6 +180,8 @@ pub struct CpConfig {
     /// Take a Raft snapshot (and let the log be purged) every this many applied entries.
     pub snapshot_every: u64,
     pub cluster_secret: Option<String>,
+    /// The leader starts a new epoch once the event feed holds more events than this.
+    pub event_retention: usize,
     /// Most KV-write batches of this member in flight at once (1 measured best: the writes
     /// arriving during a round trip form the next batch).
     pub max_batches_in_flight: usize,
@@ -203,6 +205,7 @@ impl CpConfig {
             snapshot_every: 5000,
             cluster_secret: None,
             max_batches_in_flight: 1,
+            event_retention: 10_000,
         }
     }
 }
@@ -556,6 +559,9 @@ impl ControlPlane {
             &change,
         )
         .await?;
+        // Answer with this member's view once it applied the change (the change ran on the
+        // leader; a follower would otherwise report the voters of a moment ago).
+        self.read_barrier().await?;
         Ok(self.status().await)
     }
 
@@ -758,6 +764,31 @@ impl ControlPlane {
             .collect()
     }
 
+    /// While this member leads, starts a new epoch whenever the event feed outgrows the
+    /// retention (checked every second; the feed of the old epoch is dropped by the bump).
+    pub async fn run_retention(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let feed_len = self.state.read().registry.feed_len();
+            if !needs_new_epoch(feed_len, self.config.event_retention, self.is_leader()) {
+                continue;
+            }
+            let reason = format!(
+                "the feed holds {feed_len} events, retention {}",
+                self.config.event_retention
+            );
+            match self.write(Command::EpochBump { reason }).await {
+                Ok(applied) => {
+                    tracing::info!(outcome = ?applied.output, feed_len, "started a new epoch")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not start a new epoch; retrying"),
+            }
+        }
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
@@ -766,9 +797,21 @@ impl ControlPlane {
     }
 }
 
+/// Whether the leader should start a new epoch (sans IO).
+pub fn needs_new_epoch(feed_len: usize, retention: usize, is_leader: bool) -> bool {
+    is_leader && feed_len > retention
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_leader_bumps_and_only_past_the_retention() {
+        assert!(needs_new_epoch(11, 10, true));
+        assert!(!needs_new_epoch(10, 10, true));
+        assert!(!needs_new_epoch(11, 10, false));
+    }
 
     fn write(key: &str) -> (PendingWrite, oneshot::Receiver<Result<Applied, CpError>>) {
         let (reply, verdict) = oneshot::channel();

@@ -53,6 +53,8 @@ pub struct AgentConfig {
     /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
     pub request_timeout: Duration,
     pub raft_snapshot_every: u64,
+    /// Events kept in the feed before the CP leader starts a new epoch.
+    pub event_retention: usize,
     /// Seals gossip packets when set.
     pub gossip_key: Option<[u8; 32]>,
     pub gossip_profile: Profile,
@@ -219,6 +221,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             cp_config.request_timeout = config.request_timeout;
             cp_config.snapshot_every = config.raft_snapshot_every;
             cp_config.cluster_secret = config.cluster_secret.clone();
+            cp_config.event_retention = config.event_retention;
             (
                 CpAccess::Member(ControlPlane::start(cp_config).await?),
                 None,
@@ -286,6 +289,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                         .in_current_span(),
                 );
                 tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
+                tasks.spawn(
+                    cp.clone()
+                        .run_retention(shutdown.child_token())
+                        .in_current_span(),
+                );
                 app = app.merge(hivemind_control_plane::http::router(cp.clone()));
             }
             (CpAccess::Client(_), Some(accepted)) => {
