@@ -71,6 +71,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             request_timeout: Duration::from_secs(5),
             raft_snapshot_every: 5000,
             event_retention: 10_000,
+            // A throwaway cluster (temporary data) just stops; a kept one leaves properly.
+            leave_on_shutdown: args.data_dir.is_some(),
             gossip_key: None,
             gossip_profile: hivemind_member::gossip::Profile::Local,
         };

@@ -105,8 +105,19 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
     if !is_valid_name(&node) {
         flag_error(format!("--node: {node:?} is not a valid name"));
     }
-    if let Some(role) = args.roles.iter().find(|r| !is_valid_name(r)) {
-        flag_error(format!("--roles: {role:?} is not a valid role name"));
+    if let Some(role) = args
+        .roles
+        .iter()
+        .find(|r| hivemind_common::roles::spec(r).is_none())
+    {
+        let known: Vec<&str> = hivemind_common::roles::ROLES
+            .iter()
+            .map(|r| r.name)
+            .collect();
+        flag_error(format!(
+            "--roles: unknown role {role:?} (known: {})",
+            known.join(", ")
+        ));
     }
     if let Some(kg) = args
         .keygroup
@@ -173,6 +184,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
         request_timeout: args.request_timeout,
         raft_snapshot_every: args.raft_snapshot_every.max(1),
         event_retention: args.event_retention.max(1),
+        leave_on_shutdown: true,
         gossip_key,
         gossip_profile: match args.gossip_profile {
             cli::GossipProfile::Lan => hivemind_member::gossip::Profile::Lan,

@@ -33,6 +33,8 @@ fn bad_flags_name_the_flag_and_exit_2() {
             "--request-timeout",
         ),
         (&["--no-such-flag"], "--no-such-flag"),
+        (&["--roles", "nope", "--control-plane"], "--roles"),
+        (&["--name", "x"], "--join"),
     ];
     for (args, flag) in cases {
         let out = agent_with(args);

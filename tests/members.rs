@@ -199,18 +199,42 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     ];
     let web1 = cluster.add_member("web-1", &via_cp, &member_args);
     cluster.agents[web1].start();
-    wait_for("web-1 admitted", || async {
-        (get_json(&cluster.agents[web1].url("/v1/status"))
+    let status = wait_for("web-1 admitted", || async {
+        let s = get_json(&cluster.agents[web1].url("/v1/status"))
             .await
-            .ok()?["ready"]
-            == true)
-            .then_some(())
+            .ok()?;
+        (s["admitted"] == true).then_some(s)
     })
     .await;
+    // A host requires dns: not ready while no live member performs it.
+    assert_eq!(status["ready"], false);
+    assert_eq!(status["waiting_for"], serde_json::json!(["role:dns"]));
     // web-2 joins through web-1, which is not a control-plane member.
     let via_member = cluster.agents[web1].http_addr();
     let web2 = cluster.add_member("web-2", &via_member, &member_args);
     cluster.agents[web2].start();
+
+    // A member performing dns joins: the host is ready.
+    let ns = cluster.add_member(
+        "ns-1",
+        &via_cp,
+        &[
+            "--gossip-profile",
+            "local",
+            "--join-token",
+            "s3cret",
+            "--roles",
+            "dns",
+        ],
+    );
+    cluster.agents[ns].start();
+    wait_for("web-1 ready once a dns member is live", || async {
+        let s = get_json(&cluster.agents[web1].url("/v1/status"))
+            .await
+            .ok()?;
+        (s["ready"] == true).then_some(())
+    })
+    .await;
 
     let everyone = |n: usize| {
         move |s: Vec<(String, String, u64)>| {
@@ -218,9 +242,9 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
         }
     };
     for a in &cluster.agents {
-        wait_for(&format!("{} to list all 5 alive", a.name), || async {
+        wait_for(&format!("{} to list all 6 alive", a.name), || async {
             let s = states(a).await?;
-            everyone(5)(s).then_some(())
+            everyone(6)(s).then_some(())
         })
         .await;
     }
@@ -241,7 +265,7 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     assert!(stderr(&out).contains("name_taken"), "{}", stderr(&out));
     for a in cluster.agents.iter().filter(|a| a.is_running()) {
         let s = states(a).await.unwrap();
-        assert_eq!(s.len(), 5, "{}: {s:?}", a.name);
+        assert_eq!(s.len(), 6, "{}: {s:?}", a.name);
         assert!(!s.iter().any(|(name, _, _)| name == "intruder"));
     }
 

@@ -4,12 +4,14 @@
 //! - [`id`]: [`MemberId`], a nonzero u64 shown as 16 hex digits.
 //! - [`codec`]: the one binary encoding used between members, with bounded, total decoding.
 //! - [`names`]: validation of names (members, nodes, roles) shared by every crate.
+//! - [`roles`]: the known roles, what they perform and require, and the readiness rule.
 //!
 //! Invariant: no IO, no clocks; everything here is plain data and pure functions.
 
 pub mod codec;
 pub mod id;
 pub mod names;
+pub mod roles;
 
 pub use codec::{decode, encode, CodecError};
 pub use id::MemberId;

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub raft_snapshot_every: u64,
     /// Events kept in the feed before the CP leader starts a new epoch.
     pub event_retention: usize,
+    /// Commit `Leave` when stopping (off only for throwaway clusters such as `hivemind dev`).
+    pub leave_on_shutdown: bool,
     /// Seals gossip packets when set.
     pub gossip_key: Option<[u8; 32]>,
     pub gossip_profile: Profile,
@@ -346,11 +348,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 require_admin_token(token.clone(), req, next)
             }));
         tracing::info!(%bind, "serving HTTP");
+        // Graceful leave, in order: commit Leave (while this member still serves the others'
+        // Raft and forwarding traffic), leave the gossip, stop serving, stop the CP member.
+        let stopping = {
+            let (agent, shutdown, gossip_cancel) =
+                (agent.clone(), shutdown.clone(), gossip_cancel.clone());
+            async move {
+                shutdown.cancelled().await;
+                if agent.config.leave_on_shutdown {
+                    leave(&agent).await;
+                }
+                gossip_cancel.cancel();
+            }
+        };
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(stopping)
             .await;
-        // Graceful leave: committed first, then gossiped, then the CP member stops.
-        leave(&agent).await;
         gossip_cancel.cancel();
         tasks.close();
         tasks.wait().await;
@@ -524,10 +537,21 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     let admitted = agent.admitted.load(Ordering::Relaxed);
     let mut waiting_for = Vec::new();
     if cp.as_ref().map(|s| s.health) != Some(Health::Healthy) {
-        waiting_for.push("control_plane_quorum");
+        waiting_for.push("control_plane_quorum".to_string());
     }
     if !admitted {
-        waiting_for.push("admission");
+        waiting_for.push("admission".to_string());
+    }
+    if let Ok(registry) = agent.cp.registry().await {
+        let live = registry
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .flat_map(|m| m.info.roles.iter().map(String::as_str));
+        waiting_for.extend(hivemind_common::roles::missing_requirements(
+            &agent.config.roles,
+            live,
+        ));
     }
     let epoch = agent.cp.registry().await.map(|r| r.epoch).ok();
     let info = agent.info();
@@ -540,6 +564,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "epoch": epoch,
         "http": info.http_addr,
         "addr": info.gossip_addr,
+        "admitted": admitted,
         "ready": waiting_for.is_empty(),
         "gossip": {
             "members": agent.gossip.view.borrow().values().filter(|(_, s)| *s != foca::State::Down).count(),

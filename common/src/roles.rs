@@ -1,0 +1,90 @@
+//! The roles hivemind knows, what each performs and requires, and the readiness rule built on
+//! them: a member is ready only when every role it requires is performed by a live member.
+
+/// A role's declaration: the roles it performs, requires to operate, and needs to bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleSpec {
+    pub name: &'static str,
+    pub performs: &'static [&'static str],
+    pub requires: &'static [&'static str],
+    pub bootstrap: &'static [&'static str],
+}
+
+/// Every role this build can load.
+pub const ROLES: &[RoleSpec] = &[
+    RoleSpec {
+        name: "host",
+        performs: &["host"],
+        requires: &["dns"],
+        bootstrap: &[],
+    },
+    RoleSpec {
+        name: "dns",
+        performs: &["dns"],
+        requires: &[],
+        bootstrap: &[],
+    },
+];
+
+pub fn spec(name: &str) -> Option<&'static RoleSpec> {
+    ROLES.iter().find(|r| r.name == name)
+}
+
+/// What a member with `roles` still waits for, given the roles live members perform
+/// (`role:<name>` per missing required role, sorted, without duplicates).
+pub fn missing_requirements<'a>(
+    roles: &[String],
+    live_roles: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let performed: std::collections::BTreeSet<&str> = live_roles
+        .into_iter()
+        .flat_map(|r| spec(r).map(|s| s.performs).unwrap_or(&[]).iter().copied())
+        .collect();
+    let mut missing: Vec<String> = roles
+        .iter()
+        .filter_map(|r| spec(r))
+        .flat_map(|s| s.requires.iter())
+        .filter(|req| !performed.contains(*req))
+        .map(|req| format!("role:{req}"))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_host_waits_for_a_live_dns_member() {
+        assert_eq!(
+            missing_requirements(&roles(&["host"]), ["host"]),
+            ["role:dns"]
+        );
+        assert!(missing_requirements(&roles(&["host"]), ["host", "dns"]).is_empty());
+    }
+
+    #[test]
+    fn dns_and_role_less_members_wait_for_nothing() {
+        assert!(missing_requirements(&roles(&["dns"]), []).is_empty());
+        assert!(missing_requirements(&roles(&[]), []).is_empty());
+    }
+
+    #[test]
+    fn every_known_role_requires_only_known_roles() {
+        for role in ROLES {
+            for req in role.requires.iter().chain(role.bootstrap) {
+                assert!(
+                    ROLES.iter().any(|r| r.performs.contains(req)),
+                    "{} requires unknown {req}",
+                    role.name
+                );
+            }
+        }
+    }
+}
