@@ -139,6 +139,25 @@ impl Drop for Agent {
     }
 }
 
+/// The flags every test agent gets: its name, data dir and ports.
+fn base_args(
+    name: &str,
+    data_dir: &std::path::Path,
+    http_port: u16,
+    gossip_port: u16,
+) -> Vec<String> {
+    vec![
+        "--name".to_string(),
+        name.to_string(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--http-port".into(),
+        http_port.to_string(),
+        "--gossip-port".into(),
+        gossip_port.to_string(),
+    ]
+}
+
 /// A set of agents sharing one temp dir.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -158,19 +177,15 @@ impl Cluster {
         for (i, (http_port, gossip_port)) in ports.into_iter().enumerate() {
             let name = format!("cp{}", i + 1);
             let data_dir = dir.path().join(&name);
-            let mut args = vec![
-                "--name".to_string(),
-                name.clone(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--http-port".into(),
-                http_port.to_string(),
-                "--gossip-port".into(),
-                gossip_port.to_string(),
-                "--control-plane".into(),
-                "--bootstrap-expect".into(),
-                n.to_string(),
-            ];
+            let mut args = [
+                base_args(&name, &data_dir, http_port, gossip_port),
+                vec![
+                    "--control-plane".into(),
+                    "--bootstrap-expect".into(),
+                    n.to_string(),
+                ],
+            ]
+            .concat();
             for j in &joins {
                 args.push("--join".into());
                 args.push(j.clone());
@@ -197,17 +212,11 @@ impl Cluster {
     pub fn add_standby(&mut self, name: &str) -> usize {
         let (http_port, gossip_port) = (free_port(), free_port());
         let data_dir = self.dir.path().join(name);
-        let args = vec![
-            "--name".to_string(),
-            name.to_string(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--http-port".into(),
-            http_port.to_string(),
-            "--gossip-port".into(),
-            gossip_port.to_string(),
-            "--control-plane".into(),
-        ];
+        let args = [
+            base_args(name, &data_dir, http_port, gossip_port),
+            vec!["--control-plane".into()],
+        ]
+        .concat();
         let mut agent = Agent {
             log: self.dir.path().join(format!("{name}.log")),
             name: name.to_string(),
@@ -227,18 +236,11 @@ impl Cluster {
         let (http_port, gossip_port) = (free_port(), free_port());
         // Two members may share a name (a join that must be refused), never a data dir.
         let data_dir = self.dir.path().join(format!("{name}-{http_port}"));
-        let mut args = vec![
-            "--name".to_string(),
-            name.to_string(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--http-port".into(),
-            http_port.to_string(),
-            "--gossip-port".into(),
-            gossip_port.to_string(),
-            "--join".into(),
-            via.to_string(),
-        ];
+        let mut args = [
+            base_args(name, &data_dir, http_port, gossip_port),
+            vec!["--join".into(), via.to_string()],
+        ]
+        .concat();
         args.extend(extra.iter().map(|s| s.to_string()));
         self.agents.push(Agent {
             log: self.dir.path().join(format!("{name}-{http_port}.log")),
