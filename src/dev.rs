@@ -34,14 +34,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
             args.base_port
         );
     }
+    // With --data-dir the data is kept; otherwise a temporary directory, removed on exit.
     let temp = match &args.data_dir {
         Some(_) => None,
         None => Some(tempfile::Builder::new().prefix("hivemind-dev-").tempdir()?),
     };
-    let root = match (&args.data_dir, &temp) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(temp)) => temp.path().to_path_buf(),
-        (None, None) => unreachable!("one of them is set"),
+    let root = match &temp {
+        Some(temp) => temp.path().to_path_buf(),
+        None => args
+            .data_dir
+            .clone()
+            .expect("no temp dir means --data-dir was given"),
     };
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let http_port = |i: u16| args.base_port + 10 * i;

@@ -542,7 +542,10 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     if !admitted {
         waiting_for.push("admission".to_string());
     }
-    if let Ok(registry) = agent.cp.registry().await {
+    // One registry read serves both the epoch and the role requirements (for a member outside
+    // the control plane it is a remote call).
+    let registry = agent.cp.registry().await.ok();
+    if let Some(registry) = &registry {
         let live = registry
             .members
             .iter()
@@ -553,7 +556,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
             live,
         ));
     }
-    let epoch = agent.cp.registry().await.map(|r| r.epoch).ok();
+    let epoch = registry.map(|r| r.epoch);
     let info = agent.info();
     Json(json!({
         "id": info.id.to_string(),

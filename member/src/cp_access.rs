@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hivemind_control_plane::network::{paths, CallError, InternalClient};
+use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{Command, RegistryDigest};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
@@ -59,10 +59,8 @@ impl CpClient {
                 .await
             {
                 Ok(answer) => return Ok(answer),
-                Err(e @ CallError::Unreachable { .. }) => last = e.to_string(),
-                Err(e) => {
-                    last = e.to_string();
-                }
+                // Try the next CP member; report the last failure if none answers.
+                Err(e) => last = e.to_string(),
             }
         }
         Err(CpError::NoQuorum {

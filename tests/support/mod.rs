@@ -208,40 +208,12 @@ impl Cluster {
         cluster
     }
 
-    /// One more CP member that does not bootstrap (to be added with `cp voters add`).
-    pub fn add_standby(&mut self, name: &str) -> usize {
+    /// Adds an agent with fresh ports and its own data dir (two agents may share a name, as in
+    /// a join that must be refused, never a data dir); not started.
+    fn push_agent(&mut self, name: &str, flags: Vec<String>) -> usize {
         let (http_port, gossip_port) = (free_port(), free_port());
-        let data_dir = self.dir.path().join(name);
-        let args = [
-            base_args(name, &data_dir, http_port, gossip_port),
-            vec!["--control-plane".into()],
-        ]
-        .concat();
-        let mut agent = Agent {
-            log: self.dir.path().join(format!("{name}.log")),
-            name: name.to_string(),
-            http_port,
-            gossip_port,
-            data_dir,
-            args,
-            child: None,
-        };
-        agent.start();
-        self.agents.push(agent);
-        self.agents.len() - 1
-    }
-
-    /// A member outside the control plane that joins through `via` (HOST:PORT); not started.
-    pub fn add_member(&mut self, name: &str, via: &str, extra: &[&str]) -> usize {
-        let (http_port, gossip_port) = (free_port(), free_port());
-        // Two members may share a name (a join that must be refused), never a data dir.
         let data_dir = self.dir.path().join(format!("{name}-{http_port}"));
-        let mut args = [
-            base_args(name, &data_dir, http_port, gossip_port),
-            vec!["--join".into(), via.to_string()],
-        ]
-        .concat();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = [base_args(name, &data_dir, http_port, gossip_port), flags].concat();
         self.agents.push(Agent {
             log: self.dir.path().join(format!("{name}-{http_port}.log")),
             name: name.to_string(),
@@ -252,6 +224,20 @@ impl Cluster {
             child: None,
         });
         self.agents.len() - 1
+    }
+
+    /// One more CP member that does not bootstrap (to be added with `cp voters add`); started.
+    pub fn add_standby(&mut self, name: &str) -> usize {
+        let index = self.push_agent(name, vec!["--control-plane".into()]);
+        self.agents[index].start();
+        index
+    }
+
+    /// A member outside the control plane that joins through `via` (HOST:PORT); not started.
+    pub fn add_member(&mut self, name: &str, via: &str, extra: &[&str]) -> usize {
+        let mut flags = vec!["--join".to_string(), via.to_string()];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        self.push_agent(name, flags)
     }
 
     pub fn running(&self) -> impl Iterator<Item = &Agent> {
