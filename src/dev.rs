@@ -70,7 +70,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
             roles: Vec::new(),
             admin_token: None,
             join_token: None,
-            cluster_secret: None,
             request_timeout: Duration::from_secs(5),
             raft_snapshot_every: 5000,
             event_retention: 10_000,

@@ -180,7 +180,6 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
         roles: args.roles,
         admin_token: args.admin_token,
         join_token: args.join_token,
-        cluster_secret: None,
         request_timeout: args.request_timeout,
         raft_snapshot_every: args.raft_snapshot_every.max(1),
         event_retention: args.event_retention.max(1),

@@ -108,6 +108,19 @@ async fn sealed_gossip_drops_packets_that_do_not_open() {
     let status = get_json(&target.url("/v1/status")).await.unwrap();
     assert_eq!(status["gossip"]["members"], 2, "the cluster is undisturbed");
     assert_eq!(status["ready"], true);
+
+    // Internal routes require the cluster secret derived from the gossip key.
+    for path in ["/internal/v1/cp/registry", "/internal/v1/cp/propose"] {
+        let response = client()
+            .post(target.url(path))
+            .body(vec![0u8; 4])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_cluster_secret");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +198,15 @@ async fn sigterm_and_the_leave_command_commit_leave_first_and_exit_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace() {
-    let common = ["--gossip-profile", "local", "--join-token", "s3cret"];
+    let key = stdout(&cli(&["keygen"])).trim().to_string();
+    let common = [
+        "--gossip-profile",
+        "local",
+        "--join-token",
+        "s3cret",
+        "--gossip-key",
+        &key,
+    ];
     let mut cluster = Cluster::control_plane(3, &common);
     cluster.wait_healthy().await;
     let via_cp = cluster.agents[1].http_addr();
@@ -194,19 +215,32 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
         "local",
         "--join-token",
         "s3cret",
+        "--gossip-key",
+        &key,
         "--roles",
         "host",
     ];
+    let dns_args = [
+        "--gossip-profile",
+        "local",
+        "--join-token",
+        "s3cret",
+        "--gossip-key",
+        &key,
+        "--roles",
+        "dns",
+    ];
     let web1 = cluster.add_member("web-1", &via_cp, &member_args);
     cluster.agents[web1].start();
-    let status = wait_for("web-1 admitted", || async {
+    // Admitted and caught up with the feed, a host still waits: it requires dns, and no
+    // live member performs it.
+    let status = wait_for("web-1 admitted and caught up", || async {
         let s = get_json(&cluster.agents[web1].url("/v1/status"))
             .await
             .ok()?;
-        (s["admitted"] == true).then_some(s)
+        (s["admitted"] == true && s["feed"]["caught_up"] == true).then_some(s)
     })
     .await;
-    // A host requires dns: not ready while no live member performs it.
     assert_eq!(status["ready"], false);
     assert_eq!(status["waiting_for"], serde_json::json!(["role:dns"]));
     // web-2 joins through web-1, which is not a control-plane member.
@@ -215,19 +249,12 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     cluster.agents[web2].start();
 
     // A member performing dns joins: the host is ready.
-    let ns = cluster.add_member(
-        "ns-1",
-        &via_cp,
-        &[
-            "--gossip-profile",
-            "local",
-            "--join-token",
-            "s3cret",
-            "--roles",
-            "dns",
-        ],
-    );
+    let ns = cluster.add_member("ns-1", &via_cp, &dns_args);
     cluster.agents[ns].start();
+    // ns-2 joins through web-2: a member that itself joined through a non-CP member.
+    let via_web2 = cluster.agents[web2].http_addr();
+    let ns2 = cluster.add_member("ns-2", &via_web2, &dns_args);
+    cluster.agents[ns2].start();
     wait_for("web-1 ready once a dns member is live", || async {
         let s = get_json(&cluster.agents[web1].url("/v1/status"))
             .await
@@ -241,13 +268,21 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
             s.len() == n && s.iter().all(|(_, state, _)| state == "alive")
         }
     };
+    // 3 CP + 4 role members: everyone lists all 7 alive.
     for a in &cluster.agents {
-        wait_for(&format!("{} to list all 6 alive", a.name), || async {
+        wait_for(&format!("{} to list all 7 alive", a.name), || async {
             let s = states(a).await?;
-            everyone(6)(s).then_some(())
+            everyone(7)(s).then_some(())
         })
         .await;
     }
+    // The host role publishes its record with a seq (persisted; checked across a restart below).
+    let record = get_json(&cluster.agents[web2].url("/v1/roles/host/record"))
+        .await
+        .unwrap();
+    assert_eq!(record["host"], "web-2");
+    let first_seq = record["seq"].as_u64().unwrap();
+    assert!(first_seq >= 1);
 
     // A wrong token is refused with its reason; nothing of the joiner appears anywhere.
     let bad = cluster.add_member(
@@ -258,6 +293,23 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     let out = cluster.agents[bad].run_to_exit();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("bad_token"), "{}", stderr(&out));
+    // So is a joiner with another gossip key (it could not gossip with us), through any member.
+    let other_key = stdout(&cli(&["keygen"])).trim().to_string();
+    let bad_key = cluster.add_member(
+        "wrong-key",
+        &via_member,
+        &[
+            "--gossip-profile",
+            "local",
+            "--join-token",
+            "s3cret",
+            "--gossip-key",
+            &other_key,
+        ],
+    );
+    let out = cluster.agents[bad_key].run_to_exit();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad_gossip_key"), "{}", stderr(&out));
     // A name held by a live member is refused too.
     let dup = cluster.add_member("web-1", &via_cp, &member_args);
     let out = cluster.agents[dup].run_to_exit();
@@ -265,8 +317,10 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     assert!(stderr(&out).contains("name_taken"), "{}", stderr(&out));
     for a in cluster.agents.iter().filter(|a| a.is_running()) {
         let s = states(a).await.unwrap();
-        assert_eq!(s.len(), 6, "{}: {s:?}", a.name);
-        assert!(!s.iter().any(|(name, _, _)| name == "intruder"));
+        assert_eq!(s.len(), 7, "{}: {s:?}", a.name);
+        assert!(!s
+            .iter()
+            .any(|(name, _, _)| name == "intruder" || name == "wrong-key"));
     }
 
     // kill -9 of a role member: failed everywhere, once in the registry; back as generation 2.
@@ -300,6 +354,12 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
         })
         .await;
     }
+    // Its host record continues above the seq it used before the kill.
+    let record = get_json(&cluster.agents[web2].url("/v1/roles/host/record"))
+        .await
+        .unwrap();
+    assert!(record["seq"].as_u64().unwrap() > first_seq, "{record}");
+    assert_eq!(record["generation"], 2);
 
     // SIGTERM of a role member: left.
     assert!(cluster.agents[web1].sigterm().success());
@@ -372,6 +432,10 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
     })
     .await;
     assert!(status["epoch"].as_u64().unwrap() >= later);
+    // Its membership view was rebuilt from a snapshot of the new epoch and follows that feed.
+    assert!(status["feed"]["epoch"].as_u64().unwrap() >= later);
+    assert!(status["feed"]["rebootstraps"].as_u64().unwrap() >= 1);
+    assert_eq!(status["feed"]["caught_up"], true);
     assert!(cluster.agents[web]
         .log_tail(200)
         .contains("re-bootstrapping"));

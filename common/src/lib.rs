@@ -5,12 +5,15 @@
 //! - [`codec`]: the one binary encoding used between members, with bounded, total decoding.
 //! - [`names`]: validation of names (members, nodes, roles) shared by every crate.
 //! - [`roles`]: the known roles, what they perform and require, and the readiness rule.
+//! - [`role`]: the [`Role`](role::Role) trait and the context the member runtime hands a role.
 //!
-//! Invariant: no IO, no clocks; everything here is plain data and pure functions.
+//! Invariant: no IO, no clocks; everything here is plain data, pure functions, and the role
+//! interface (channels and traits, no sockets).
 
 pub mod codec;
 pub mod id;
 pub mod names;
+pub mod role;
 pub mod roles;
 
 pub use codec::{decode, encode, CodecError};

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{decide, Candidate, Decision, Hello};
 use crate::error::CpError;
 use crate::network::{paths, CallError, InternalClient, NetworkFactory};
-use crate::registry::{Command, CommandOutput, MAX_BATCH, MAX_BATCH_BYTES};
+use crate::registry::{
+    Command, CommandOutput, FeedError, FeedPage, RegistryDigest, MAX_BATCH, MAX_BATCH_BYTES,
+};
 use crate::store::{self, SharedState};
 use crate::types::{CpNode, NodeId, Raft};
 
@@ -605,6 +607,52 @@ impl ControlPlane {
             }
         }
         Ok(())
+    }
+
+    /// The event feed after `after`, from this member's applied state: long-polls up to `wait`
+    /// for events, then answers (possibly empty). `Gone` when the reader must re-bootstrap.
+    pub async fn feed(
+        &self,
+        after: u64,
+        epoch: Option<u64>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedPage, FeedError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.state.subscribe_applied();
+        loop {
+            applied.borrow_and_update();
+            {
+                let state = self.state.read();
+                let registry = &state.registry;
+                let applied_index = state.last_applied.map_or(0, |l| l.index);
+                let events = registry.events_after(after, epoch, limit)?;
+                if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+                    // Every event up to the applied index is in this page or before `after`,
+                    // unless the page is full: then the reader continues after its last event.
+                    let next_after = if events.len() >= limit {
+                        events.last().map_or(after, |e| e.index)
+                    } else {
+                        applied_index.max(after)
+                    };
+                    return Ok(FeedPage {
+                        epoch: registry.epoch(),
+                        first_index: registry.epoch_start_index(),
+                        applied_index,
+                        next_after,
+                        events: events.to_vec(),
+                    });
+                }
+            }
+            // At the deadline, answer (empty) on the next turn.
+            let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
+        }
+    }
+
+    /// The registry's membership at this member's applied index (a stale read).
+    pub fn digest(&self) -> RegistryDigest {
+        let state = self.state.read();
+        RegistryDigest::of(&state.registry, state.last_applied.map_or(0, |l| l.index))
     }
 
     /// Current Raft view of this member.

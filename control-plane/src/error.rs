@@ -31,6 +31,9 @@ pub enum CpError {
     /// A join presented no or a wrong join token; nothing was proposed.
     #[error("the join token is missing or wrong")]
     BadToken,
+    /// A joiner holds no or another gossip key than the cluster; nothing was proposed.
+    #[error("the joiner's gossip key is missing or differs from the cluster's")]
+    BadGossipKey,
 }
 
 impl CpError {
@@ -45,6 +48,7 @@ impl CpError {
             CpError::Membership(_) => "membership_change_failed",
             CpError::Fatal(_) => "stopped",
             CpError::BadToken => "bad_token",
+            CpError::BadGossipKey => "bad_gossip_key",
         }
     }
 }

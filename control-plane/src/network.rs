@@ -30,6 +30,10 @@ pub mod paths {
     pub const PROPOSE: &str = "/internal/v1/cp/propose";
     /// The registry's membership as this CP member applied it (stale read).
     pub const REGISTRY: &str = "/internal/v1/cp/registry";
+    /// The event feed for members outside the control plane (long-poll).
+    pub const FEED: &str = "/internal/v1/cp/feed";
+    /// This CP member's Raft status, for members outside the control plane.
+    pub const STATUS: &str = "/internal/v1/cp/status";
     /// A join request, on every member (forwarded to the control plane by non-CP members).
     pub const JOIN: &str = "/internal/v1/join";
 }

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use hivemind_common::role::Me;
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{
@@ -21,7 +22,7 @@ use hivemind_control_plane::registry::{
 };
 use hivemind_control_plane::{Applied, ControlPlane, CpConfig, CpError, Health};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -31,6 +32,8 @@ use crate::cp_access::{CpAccess, CpClient};
 use crate::gossip::{self, Gossip, GossipCommand, GossipEvent, GossipId, GossipSettings, Profile};
 use crate::identity::{Identity, IdentityError, MemberStore};
 use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
+use crate::role_runtime::Roles;
+use crate::view::MembershipView;
 
 /// Everything `hivemind agent` was told on the command line, in a config file or the env.
 #[derive(Debug, Clone)]
@@ -49,7 +52,6 @@ pub struct AgentConfig {
     pub admin_token: Option<String>,
     /// Joiners must present this token (checked by the CP member that receives the join).
     pub join_token: Option<String>,
-    pub cluster_secret: Option<String>,
     /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
     pub request_timeout: Duration,
     pub raft_snapshot_every: u64,
@@ -60,6 +62,13 @@ pub struct AgentConfig {
     /// Seals gossip packets when set.
     pub gossip_key: Option<[u8; 32]>,
     pub gossip_profile: Profile,
+}
+
+impl AgentConfig {
+    /// The secret internal routes require: derived from the gossip key, none without one.
+    pub fn cluster_secret(&self) -> Option<String> {
+        self.gossip_key.as_ref().map(gossip::seal::cluster_secret)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,17 +94,33 @@ pub enum AgentError {
 }
 
 /// Shared by the agent's HTTP handlers and background tasks.
-struct Agent {
-    config: AgentConfig,
-    identity: Identity,
+pub(crate) struct Agent {
+    pub(crate) config: AgentConfig,
+    pub(crate) identity: Identity,
     /// Current generation: the start's, or higher after a renewal.
-    generation: AtomicU64,
-    cp: CpAccess,
-    store: MemberStore,
-    admitted: AtomicBool,
-    gossip: Gossip,
+    pub(crate) generation: AtomicU64,
+    pub(crate) cp: CpAccess,
+    pub(crate) store: MemberStore,
+    pub(crate) admitted: AtomicBool,
+    /// Index of the `Join` that admitted the current incarnation.
+    pub(crate) admitted_index: AtomicU64,
+    pub(crate) gossip: Gossip,
+    /// The membership as the event feed built it; replaced whole on every change.
+    pub(crate) view: watch::Sender<Arc<MembershipView>>,
+    /// Whether the view reached the applied index of the CP member that answered last.
+    pub(crate) caught_up: AtomicBool,
+    pub(crate) roles: Roles,
+    pub(crate) counters: FeedCounters,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The feed follower's counters (in `/v1/status` and `/metrics`).
+#[derive(Default)]
+pub(crate) struct FeedCounters {
+    pub(crate) events_applied: AtomicU64,
+    pub(crate) feed_errors: AtomicU64,
+    pub(crate) rebootstraps: AtomicU64,
 }
 
 impl Agent {
@@ -105,6 +130,22 @@ impl Agent {
             &self.identity,
             self.generation.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// `info` as roles see themselves.
+fn me(info: &MemberInfo) -> Me {
+    let addr = |a: &str| {
+        a.parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    };
+    Me {
+        id: info.id,
+        name: info.name.clone(),
+        node: info.node.clone(),
+        generation: info.generation,
+        http_addr: addr(&info.http_addr),
+        gossip_addr: addr(&info.gossip_addr),
     }
 }
 
@@ -137,6 +178,10 @@ async fn join_route(
         CpAccess::Member(cp) => {
             if agent.config.join_token.is_some() && request.token != agent.config.join_token {
                 Err(CpError::BadToken)
+            } else if request.cluster_proof != agent.config.cluster_secret() {
+                // A member without our gossip key could not gossip with us: refuse it before
+                // anything is proposed, so it leaves no trace.
+                Err(CpError::BadGossipKey)
             } else {
                 let join = Command::Join {
                     member: request.member,
@@ -208,7 +253,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 addr: gossip_bind,
                 source,
             })?;
-        let client = InternalClient::new(config.cluster_secret.clone());
+        let client = InternalClient::new(config.cluster_secret());
         // A CP member runs Raft here; any other member joins through the --join addresses.
         let (cp, joined) = if config.control_plane {
             let http_addr = SocketAddr::new(config.advertise, config.http_port);
@@ -222,7 +267,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             cp_config.join = config.join.clone();
             cp_config.request_timeout = config.request_timeout;
             cp_config.snapshot_every = config.raft_snapshot_every;
-            cp_config.cluster_secret = config.cluster_secret.clone();
+            cp_config.cluster_secret = config.cluster_secret();
             cp_config.event_retention = config.event_retention;
             (
                 CpAccess::Member(ControlPlane::start(cp_config).await?),
@@ -232,6 +277,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             let request = JoinRequest {
                 member: member_info(&config, &identity, identity.generation),
                 token: config.join_token.clone(),
+                cluster_proof: config.cluster_secret(),
                 epoch: store.epoch()?,
             };
             let wait = config.request_timeout + Duration::from_secs(2);
@@ -270,6 +316,26 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             // is committed.
             gossip_cancel.clone(),
         );
+        let tasks = TaskTracker::new();
+        // Resume from the saved view; a member without one (or in an older epoch) is told
+        // `gone` by the feed and bootstraps from a snapshot.
+        let view = match store.view() {
+            Ok(Some(view)) => view,
+            Ok(None) => MembershipView::empty(),
+            Err(e) => {
+                tracing::warn!(error = %e, "saved membership view unreadable; bootstrapping");
+                MembershipView::empty()
+            }
+        };
+        let (roles, role_routes) = Roles::start(
+            &config.roles,
+            me(&member_info(&config, &identity, identity.generation)),
+            &view,
+            &store,
+            &shutdown,
+            &tasks,
+        )?;
+        let (view, _) = watch::channel(Arc::new(view));
         let agent = Arc::new(Agent {
             config,
             generation: AtomicU64::new(identity.generation),
@@ -277,12 +343,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             cp,
             store,
             admitted: AtomicBool::new(joined.is_some()),
+            admitted_index: AtomicU64::new(joined.as_ref().map_or(0, |j| j.index)),
             gossip,
+            view,
+            caught_up: AtomicBool::new(false),
+            roles,
+            counters: FeedCounters::default(),
             shutdown: shutdown.clone(),
         });
 
-        let tasks = TaskTracker::new();
-        let mut app = Router::new();
+        let mut app = role_routes;
         match (&agent.cp, &joined) {
             (CpAccess::Member(cp), _) => {
                 tasks.spawn(
@@ -332,6 +402,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             handle_gossip_events(agent.clone(), gossip_events, shutdown.child_token())
                 .in_current_span(),
         );
+        tasks.spawn(crate::feed::follow(agent.clone(), shutdown.child_token()).in_current_span());
 
         let token = agent.config.admin_token.clone();
         let member_routes = Router::new()
@@ -402,7 +473,7 @@ async fn post_leave(State(agent): State<Arc<Agent>>) -> (StatusCode, Json<Value>
 }
 
 /// Commits this member's `Join` (its current incarnation) so that the registry lists it.
-async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
+pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let join = Command::Join {
@@ -415,6 +486,7 @@ async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
                     if let Err(e) = agent.store.set_epoch(epoch) {
                         tracing::warn!(error = %e, "cannot persist the epoch");
                     }
+                    agent.admitted_index.store(index, Ordering::Relaxed);
                     tracing::info!(epoch, index, "admitted to the registry");
                 }
                 agent.admitted.store(true, Ordering::Relaxed);
@@ -542,6 +614,11 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     if !admitted {
         waiting_for.push("admission".to_string());
     }
+    let caught_up = agent.caught_up.load(Ordering::Relaxed);
+    if !caught_up {
+        waiting_for.push("event_feed".to_string());
+    }
+    waiting_for.extend(agent.roles.waiting_for());
     // One registry read serves both the epoch and the role requirements (for a member outside
     // the control plane it is a remote call).
     let registry = agent.cp.registry().await.ok();
@@ -558,6 +635,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     }
     let epoch = registry.map(|r| r.epoch);
     let info = agent.info();
+    let view = agent.view.borrow().clone();
     Json(json!({
         "id": info.id.to_string(),
         "name": info.name,
@@ -574,6 +652,14 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
             "packets_in": agent.gossip.counters.packets_in.load(Ordering::Relaxed),
             "packets_out": agent.gossip.counters.packets_out.load(Ordering::Relaxed),
             "dropped_unopened": agent.gossip.counters.dropped_unopened.load(Ordering::Relaxed),
+        },
+        "feed": {
+            "epoch": view.epoch,
+            "index": view.index,
+            "caught_up": caught_up,
+            "events_applied": agent.counters.events_applied.load(Ordering::Relaxed),
+            "errors": agent.counters.feed_errors.load(Ordering::Relaxed),
+            "rebootstraps": agent.counters.rebootstraps.load(Ordering::Relaxed),
         },
         "waiting_for": waiting_for,
         "control_plane": cp,

@@ -4,8 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
+use hivemind_control_plane::http::internal::FeedRequest;
 use hivemind_control_plane::network::{paths, InternalClient};
-use hivemind_control_plane::registry::{Command, RegistryDigest};
+use hivemind_control_plane::registry::{Command, FeedError, FeedPage, RegistryDigest};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
 pub enum CpAccess {
@@ -16,7 +18,6 @@ pub enum CpAccess {
 /// A client of the control plane for members outside it.
 pub struct CpClient {
     client: InternalClient,
-    http: reqwest::Client,
     /// CP members' HTTP addresses; the first that answers is used.
     endpoints: Mutex<Vec<String>>,
     timeout: Duration,
@@ -26,7 +27,6 @@ impl CpClient {
     pub fn new(client: InternalClient, endpoints: Vec<String>, timeout: Duration) -> Self {
         Self {
             client,
-            http: reqwest::Client::new(),
             endpoints: Mutex::new(endpoints),
             timeout,
         }
@@ -51,11 +51,21 @@ impl CpClient {
         path: &str,
         body: &Req,
     ) -> Result<Resp, CpError> {
+        self.call_within(path, body, self.timeout + Duration::from_secs(1))
+            .await
+    }
+
+    async fn call_within<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+        within: Duration,
+    ) -> Result<Resp, CpError> {
         let mut last = String::from("no control-plane member known");
         for endpoint in self.endpoints() {
             match self
                 .client
-                .call::<Req, Resp>(&endpoint, path, body, self.timeout + Duration::from_secs(1))
+                .call::<Req, Resp>(&endpoint, path, body, within)
                 .await
             {
                 Ok(answer) => return Ok(answer),
@@ -96,8 +106,31 @@ impl CpAccess {
     /// The registry's members and nodes (a CP member's applied state; not linearizable).
     pub async fn registry(&self) -> Result<RegistryDigest, CpError> {
         match self {
-            CpAccess::Member(cp) => Ok(RegistryDigest::of(&cp.state().read().registry)),
+            CpAccess::Member(cp) => Ok(cp.digest()),
             CpAccess::Client(client) => client.call(paths::REGISTRY, &()).await,
+        }
+    }
+
+    /// The event feed after `after` (long-polls up to `wait`); the inner error says the reader
+    /// must re-bootstrap.
+    pub async fn feed(
+        &self,
+        after: u64,
+        epoch: Option<u64>,
+        wait: Duration,
+    ) -> Result<Result<FeedPage, FeedError>, CpError> {
+        match self {
+            CpAccess::Member(cp) => Ok(cp.feed(after, epoch, MAX_EVENTS_PER_PAGE, wait).await),
+            CpAccess::Client(client) => {
+                let request = FeedRequest {
+                    after,
+                    epoch,
+                    wait_ms: wait.as_millis() as u64,
+                };
+                client
+                    .call_within(paths::FEED, &request, wait + client.timeout)
+                    .await
+            }
         }
     }
 
@@ -105,23 +138,11 @@ impl CpAccess {
     pub async fn status(&self) -> Option<CpStatus> {
         match self {
             CpAccess::Member(cp) => Some(cp.status().await),
-            CpAccess::Client(client) => {
-                for endpoint in client.endpoints() {
-                    let url = format!("http://{endpoint}/v1/cp/status");
-                    if let Ok(response) = client
-                        .http
-                        .get(url)
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                    {
-                        if let Ok(status) = response.json::<CpStatus>().await {
-                            return Some(status);
-                        }
-                    }
-                }
-                None
-            }
+            // Internal route: it needs the cluster secret, not the admin token.
+            CpAccess::Client(client) => client
+                .call_within::<_, CpStatus>(paths::STATUS, &(), Duration::from_secs(2))
+                .await
+                .ok(),
         }
     }
 }

@@ -1,13 +1,20 @@
-//! Persistent identity in `<data-dir>/member` (sled): the member id, its generation (bumped at
-//! every start, so a restarted member is a new incarnation), and the last epoch it saw.
+//! The member's durable state in `<data-dir>/member` (sled): the member id, its generation
+//! (bumped at every start, so a restarted member is a new incarnation), the last epoch it saw,
+//! its membership view with the feed position it reached, and each role's own key space.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use hivemind_common::role::{RoleStore, StoreError};
 
 use hivemind_common::MemberId;
+
+use crate::view::MembershipView;
 
 const ID: &[u8] = b"id";
 const GENERATION: &[u8] = b"generation";
 const EPOCH: &[u8] = b"epoch";
+const VIEW: &[u8] = b"view";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -91,6 +98,67 @@ impl MemberStore {
     pub fn set_epoch(&self, epoch: u64) -> Result<(), IdentityError> {
         self.put_u64(EPOCH, epoch)
     }
+
+    /// The membership view and feed position saved by the last run, if any.
+    pub fn view(&self) -> Result<Option<MembershipView>, IdentityError> {
+        match self.db.get(VIEW).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(bytes) => hivemind_common::decode(&bytes)
+                .map(Some)
+                .map_err(|_| IdentityError::Corrupt { what: "view" }),
+        }
+    }
+
+    /// Saves the view (and with it the feed position) durably.
+    pub fn set_view(&self, view: &MembershipView) -> Result<(), IdentityError> {
+        self.db
+            .insert(VIEW, hivemind_common::encode(view))
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The durable key space of role `name`.
+    pub fn role_store(&self, name: &str) -> Result<Arc<dyn RoleStore>, IdentityError> {
+        let tree = self
+            .db
+            .open_tree(format!("role/{name}"))
+            .map_err(|e| self.err(e))?;
+        Ok(Arc::new(SledRoleStore {
+            tree,
+            db: self.db.clone(),
+        }))
+    }
+}
+
+struct SledRoleStore {
+    tree: sled::Tree,
+    db: sled::Db,
+}
+
+impl RoleStore for SledRoleStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tree
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .insert(key, value)
+            .map_err(|e| StoreError(e.to_string()))?;
+        self.db.flush().map_err(|e| StoreError(e.to_string()))?;
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .remove(key)
+            .map_err(|e| StoreError(e.to_string()))?;
+        self.db.flush().map_err(|e| StoreError(e.to_string()))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +179,20 @@ mod tests {
             .unwrap();
         assert_eq!(first.id, second.id);
         assert_eq!((first.generation, second.generation), (1, 2));
+    }
+
+    #[test]
+    fn role_state_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemberStore::open(dir.path()).unwrap();
+        store.role_store("host").unwrap().put(b"seq", b"7").unwrap();
+        assert_eq!(store.role_store("dns").unwrap().get(b"seq").unwrap(), None);
+        drop(store);
+        let store = MemberStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.role_store("host").unwrap().get(b"seq").unwrap(),
+            Some(b"7".to_vec())
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct JoinRequest {
     pub member: MemberInfo,
     pub token: Option<String>,
+    /// The cluster secret derived from the joiner's gossip key: proves it holds the same key.
+    pub cluster_proof: Option<String>,
     /// The epoch the joiner last saw (`None` for a fresh member).
     pub epoch: Option<u64>,
 }
@@ -55,10 +57,12 @@ pub fn next_step(answer: &Result<JoinAccepted, CpError>) -> NextStep {
     match answer {
         Ok(_) => NextStep::Joined,
         Err(CpError::Rejected(RegistryError::StaleEpoch { .. })) => NextStep::RejoinFresh,
-        Err(e @ (CpError::BadToken | CpError::Rejected(_))) => NextStep::GiveUp {
-            code: e.code().to_string(),
-            message: e.to_string(),
-        },
+        Err(e @ (CpError::BadToken | CpError::BadGossipKey | CpError::Rejected(_))) => {
+            NextStep::GiveUp {
+                code: e.code().to_string(),
+                message: e.to_string(),
+            }
+        }
         Err(_) => NextStep::Retry,
     }
 }
@@ -134,6 +138,7 @@ mod tests {
         assert_eq!(next_step(&Err(stale)), NextStep::RejoinFresh);
         for (e, code) in [
             (CpError::BadToken, "bad_token"),
+            (CpError::BadGossipKey, "bad_gossip_key"),
             (
                 CpError::Rejected(RegistryError::NameTaken {
                     name: "a".into(),

@@ -1,18 +1,26 @@
-//! The member runtime: one `hivemind agent` process. Today it owns the persistent identity,
-//! the admin HTTP server (auth, `/v1/status`, the CP routes) and self-admission of
-//! control-plane members into the registry. SWIM gossip, joins of non-CP members, the event
-//! feed consumer and the role runtime arrive with the members issue.
+//! The member runtime: one `hivemind agent` process. It owns the persistent identity, SWIM
+//! gossip, joining through any member, leave and failure reports, the event-feed follower and
+//! the membership view it builds, the role runtime, and the admin HTTP server.
 //!
 //! Layout:
-//! - [`identity`]: `<data-dir>/member`: id and generation, bumped at every start.
+//! - [`identity`]: `<data-dir>/member`: id, generation, epoch, the saved view, role stores.
 //! - [`agent`]: [`AgentConfig`] and [`run`]: start, serve, stop.
 //! - [`auth`]: the admin-token check on `/v1/*`.
+//! - [`cp_access`]: how a member reaches the control plane (in process or as a client).
+//! - [`gossip`]: SWIM on foca: identity, codec, sealing, profiles, the UDP runtime.
+//! - [`join`]: the join request and the joiner's loop.
+//! - [`view`]: the membership view and how feed pages apply to it (sans IO).
+//! - [`feed`]: the follower that keeps the view current and re-bootstraps on `gone`.
+//! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
 pub mod agent;
 pub mod auth;
 pub mod cp_access;
+pub mod feed;
 pub mod gossip;
 pub mod identity;
 pub mod join;
+pub mod role_runtime;
+pub mod view;
 
 pub use agent::{run, AgentConfig, AgentError};

@@ -27,7 +27,7 @@ type Cp = State<Arc<ControlPlane>>;
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-hivemind-index");
 /// Longest long-poll wait accepted on `/v1/events`.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
-const MAX_EVENTS_PER_PAGE: usize = 1000;
+pub const MAX_EVENTS_PER_PAGE: usize = 1000;
 
 pub fn routes() -> Router<Arc<ControlPlane>> {
     Router::new()
@@ -309,49 +309,21 @@ async fn events(
         .limit
         .unwrap_or(MAX_EVENTS_PER_PAGE)
         .clamp(1, MAX_EVENTS_PER_PAGE);
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut applied = cp.state().subscribe_applied();
-    loop {
-        applied.borrow_and_update();
-        {
-            let state = cp.state().read();
-            let registry = &state.registry;
-            let applied_index = state.last_applied.map_or(0, |l| l.index);
-            match registry.events_after(q.after, q.epoch, limit) {
-                Err(FeedError::Gone { epoch, first_index }) => {
-                    return Err(ApiError::new(
-                        StatusCode::GONE,
-                        "gone",
-                        format!("the feed is at epoch {epoch} starting after index {first_index}; re-bootstrap from /v1/cp/snapshot"),
-                    )
-                    .with("epoch", epoch)
-                    .with("first_index", first_index));
-                }
-                Ok(events) if !events.is_empty() || tokio::time::Instant::now() >= deadline => {
-                    // Every event up to the applied index is in this answer or before `after`,
-                    // so a reader may continue from `next_after` without missing any.
-                    let next_after = if events.len() == limit {
-                        events.last().map_or(q.after, |e| e.index)
-                    } else {
-                        applied_index.max(q.after)
-                    };
-                    return Ok(Json(json!({
-                        "epoch": registry.epoch(),
-                        "first_index": registry.epoch_start_index(),
-                        "applied_index": applied_index,
-                        "next_after": next_after,
-                        "events": events.iter().map(views::event).collect::<Vec<_>>(),
-                    })));
-                }
-                Ok(_) => {}
-            }
-        }
-        if tokio::time::timeout_at(deadline, applied.changed())
-            .await
-            .is_err()
-        {
-            continue; // deadline: answer (empty) on the next turn
-        }
+    match cp.feed(q.after, q.epoch, limit, wait).await {
+        Err(FeedError::Gone { epoch, first_index }) => Err(ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            format!("the feed is at epoch {epoch} starting after index {first_index}; re-bootstrap from /v1/cp/snapshot"),
+        )
+        .with("epoch", epoch)
+        .with("first_index", first_index)),
+        Ok(page) => Ok(Json(json!({
+            "epoch": page.epoch,
+            "first_index": page.first_index,
+            "applied_index": page.applied_index,
+            "next_after": page.next_after,
+            "events": page.events.iter().map(views::event).collect::<Vec<_>>(),
+        }))),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::bootstrap::Candidate;
 use crate::control::{ControlPlane, VoterChange};
 use crate::error::CpError;
 use crate::network::{paths, CLUSTER_SECRET_HEADER};
-use crate::registry::{Command, RegistryDigest};
+use crate::registry::Command;
 use crate::types::{NodeId, TypeConfig};
 
 type Cp = State<Arc<ControlPlane>>;
@@ -39,6 +39,8 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(paths::HELLO, post(hello))
         .route(paths::PROPOSE, post(propose))
         .route(paths::REGISTRY, post(registry))
+        .route(paths::FEED, post(feed))
+        .route(paths::STATUS, post(status))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
         .layer(DefaultBodyLimit::max(
@@ -149,8 +151,36 @@ async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 
 async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let () = decode(&body)?;
-    let state = cp.state().read();
-    Ok(reply(&RegistryDigest::of(&state.registry)))
+    Ok(reply(&cp.digest()))
+}
+
+async fn status(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let () = decode(&body)?;
+    Ok(reply(&cp.status().await))
+}
+
+/// A feed request from a member outside the control plane.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FeedRequest {
+    pub after: u64,
+    pub epoch: Option<u64>,
+    pub wait_ms: u64,
+}
+
+/// The event feed for members outside the control plane (bincode; answers
+/// `Result<FeedPage, FeedError>`).
+async fn feed(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let request: FeedRequest = decode(&body)?;
+    let wait = Duration::from_millis(request.wait_ms).min(super::api::MAX_WAIT);
+    let page = cp
+        .feed(
+            request.after,
+            request.epoch,
+            super::api::MAX_EVENTS_PER_PAGE,
+            wait,
+        )
+        .await;
+    Ok(reply(&page))
 }
 
 async fn hello(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {

@@ -68,7 +68,7 @@ impl From<CpError> for ApiError {
             CpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CpError::NotFound(_) => StatusCode::NOT_FOUND,
             CpError::Membership(_) => StatusCode::CONFLICT,
-            CpError::BadToken => StatusCode::FORBIDDEN,
+            CpError::BadToken | CpError::BadGossipKey => StatusCode::FORBIDDEN,
             CpError::Rejected(r) => match r.code() {
                 "invalid" => StatusCode::BAD_REQUEST,
                 "unknown_member" => StatusCode::NOT_FOUND,

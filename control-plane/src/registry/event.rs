@@ -34,9 +34,11 @@ pub enum EventKind {
         http_addr: String,
         gossip_addr: String,
     },
+    /// The node's whole new config (so a follower of the feed needs nothing else).
     NodeConfigUpdated {
         node: String,
         version: u64,
+        machines: std::collections::BTreeSet<MemberId>,
     },
     EpochStarted {
         epoch: u64,

@@ -13,6 +13,6 @@ mod state;
 pub use command::{Command, CommandOutput, RegistryError};
 pub use event::{Event, EventKind};
 pub use state::{
-    FeedError, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,
+    FeedError, FeedPage, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,
     RegistryDigest, MAX_BATCH, MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };

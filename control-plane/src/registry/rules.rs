@@ -331,12 +331,13 @@ impl Registry {
             });
         if config.machines.insert(id) {
             config.version += 1;
-            let version = config.version;
+            let (version, machines) = (config.version, config.machines.clone());
             self.push_event(
                 index,
                 EventKind::NodeConfigUpdated {
                     node: node.to_string(),
                     version,
+                    machines,
                 },
             );
         }
@@ -348,12 +349,13 @@ impl Registry {
         if let Some(config) = self.nodes.get_mut(node) {
             if config.machines.remove(&id) {
                 config.version += 1;
-                let version = config.version;
+                let (version, machines) = (config.version, config.machines.clone());
                 self.push_event(
                     index,
                     EventKind::NodeConfigUpdated {
                         node: node.to_string(),
                         version,
+                        machines,
                     },
                 );
             }

@@ -103,18 +103,21 @@ pub struct KvEntry {
     pub modify_index: u64,
 }
 
-/// The membership part of the registry, as members outside the control plane see it.
+/// The membership part of the registry, as members outside the control plane see it, at the
+/// applied index `index` (a member that bootstraps from it follows the feed after `index`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryDigest {
     pub epoch: u64,
+    pub index: u64,
     pub members: Vec<MemberRecord>,
     pub nodes: Vec<NodeConfig>,
 }
 
 impl RegistryDigest {
-    pub fn of(registry: &Registry) -> Self {
+    pub fn of(registry: &Registry, index: u64) -> Self {
         Self {
             epoch: registry.epoch,
+            index,
             members: registry.members.values().cloned().collect(),
             nodes: registry.nodes.values().cloned().collect(),
         }
@@ -122,7 +125,7 @@ impl RegistryDigest {
 }
 
 /// Why the event feed cannot answer a read from where the reader stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FeedError {
     /// The reader is in another epoch, or behind the start of the current one: re-bootstrap.
     Gone { epoch: u64, first_index: u64 },
@@ -221,7 +224,27 @@ impl Registry {
             return Err(gone);
         }
         let start = self.events.partition_point(|e| e.index <= after);
-        let end = (start + limit).min(self.events.len());
+        let mut end = (start + limit).min(self.events.len());
+        // A page never splits the events of one command: the reader continues after the last
+        // index it saw, so a split group would lose its tail.
+        if end > start {
+            let last = self.events[end - 1].index;
+            end += self.events[end..].partition_point(|e| e.index == last);
+        }
         Ok(&self.events[start..end])
     }
+}
+
+/// One answer of the event feed: the events after the reader's position and where to continue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    pub epoch: u64,
+    /// The current epoch starts after this index.
+    pub first_index: u64,
+    /// The answering member's applied index: a reader at `next_after == applied_index` is
+    /// caught up with that member.
+    pub applied_index: u64,
+    /// Every event up to here is in `events` or before the reader's position.
+    pub next_after: u64,
+    pub events: Vec<Event>,
 }

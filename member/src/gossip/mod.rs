@@ -7,7 +7,7 @@ mod codec;
 mod identity;
 mod profile;
 pub mod runtime;
-mod seal;
+pub mod seal;
 
 pub use codec::BincodeCodec;
 pub use identity::GossipId;

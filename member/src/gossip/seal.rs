@@ -1,6 +1,9 @@
 //! Packet sealing with the gossip key: ChaCha20-Poly1305, `nonce (12 bytes) || ciphertext+tag`.
 //! Without a key packets travel as they are. A packet that fails to open is dropped by the
 //! caller and counted; it is never decoded.
+//!
+//! The same key also yields the cluster secret ([`cluster_secret`]) that internal HTTP routes
+//! require: whoever can gossip with the cluster can call its internal routes, nobody else.
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -84,5 +87,28 @@ mod tests {
     fn without_a_key_packets_pass_unchanged() {
         let s = Sealer::new(None);
         assert_eq!(s.open(&s.seal([0; 12], b"hi")).unwrap(), b"hi");
+    }
+}
+
+/// The cluster secret derived from the gossip key (HKDF-SHA256, its own context string, so the
+/// secret shown on the wire reveals nothing about the key that seals packets).
+pub fn cluster_secret(key: &[u8; 32]) -> String {
+    use base64::Engine;
+    let mut secret = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, key)
+        .expand(b"hivemind cluster secret v1", &mut secret)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::cluster_secret;
+
+    #[test]
+    fn the_cluster_secret_is_stable_per_key_and_differs_between_keys() {
+        assert_eq!(cluster_secret(&[7; 32]), cluster_secret(&[7; 32]));
+        assert_ne!(cluster_secret(&[7; 32]), cluster_secret(&[8; 32]));
+        assert_eq!(cluster_secret(&[7; 32]).len(), 43);
     }
 }

@@ -1,0 +1,166 @@
+//! The [`Role`] trait and the [`RoleContext`] the member runtime hands a role when it starts it.
+//! Roles (`host-role`, `dns-role`) depend on this module only, never on the member runtime or
+//! the control plane: everything they see of the cluster comes through the context.
+//!
+//! The runtime's promises to a role:
+//! - [`RoleContext::events`] delivers the cluster's membership changes in feed index order, each
+//!   once, after [`RoleContext::membership`] already reflects it; `Rebootstrapped` replaces
+//!   everything a role derived from earlier events.
+//! - [`RoleContext::me`] always holds this member's current advertised identity; an address
+//!   change is also delivered as an event, at once.
+//! - [`RoleContext::store`] is durable: what a role writes survives restarts of the member.
+//! - The role's routes are mounted under `/v1/roles/<name>/` behind the admin-token check.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::roles::RoleSpec;
+use crate::MemberId;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A pluggable role, loaded by `--roles`.
+pub trait Role: Send + 'static {
+    /// What the role is called, performs and requires.
+    fn spec(&self) -> &'static RoleSpec;
+
+    /// Starts the role: its HTTP routes (mounted under `/v1/roles/<name>/`) and its task,
+    /// which runs until `ctx.shutdown` is cancelled.
+    fn start(self: Box<Self>, ctx: RoleContext) -> Started;
+}
+
+pub struct Started {
+    pub routes: axum::Router,
+    pub task: BoxFuture<()>,
+}
+
+/// This member as the cluster knows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    pub id: MemberId,
+    pub name: String,
+    pub node: String,
+    pub generation: u64,
+    pub http_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Alive,
+    Failed,
+    Left,
+}
+
+/// A member as a role sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: MemberId,
+    pub name: String,
+    pub node: String,
+    pub roles: Vec<String>,
+    pub http_addr: String,
+    pub gossip_addr: String,
+    pub generation: u64,
+    pub state: PeerState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub node: String,
+    pub machines: BTreeSet<MemberId>,
+    pub version: u64,
+}
+
+/// The registry's membership at feed position `index` of `epoch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub epoch: u64,
+    pub index: u64,
+    pub peers: Vec<Peer>,
+    pub nodes: Vec<Node>,
+}
+
+impl Membership {
+    pub fn live(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter().filter(|p| p.state == PeerState::Alive)
+    }
+
+    /// Live members performing `role`.
+    pub fn performing<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Peer> + 'a {
+        self.live()
+            .filter(move |p| p.roles.iter().any(|r| r == role))
+    }
+}
+
+/// What a role hears from the runtime, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleEvent {
+    /// A member was admitted (or re-admitted under a new generation).
+    Joined { index: u64, peer: Peer },
+    /// A member left or was declared failed: its records must go now.
+    Gone {
+        index: u64,
+        id: MemberId,
+        state: PeerState,
+    },
+    /// A member's advertised address changed.
+    AddressChanged { index: u64, peer: Peer },
+    /// A node's machines changed.
+    NodeChanged { index: u64, node: Node },
+    /// The membership was rebuilt from a snapshot (new epoch): derive everything anew.
+    Rebootstrapped { membership: Arc<Membership> },
+    /// This member's own advertised address changed (the runtime already renewed it).
+    SelfAddressChanged { me: Me },
+}
+
+/// A role's durable key-value space (one per role, inside `<data-dir>/member`).
+pub trait RoleStore: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores durably: the value survives a crash once this returns.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("role store: {0}")]
+pub struct StoreError(pub String);
+
+/// What a role reports about itself: empty when it operates, else what it waits for.
+#[derive(Clone)]
+pub struct RoleHealth(Arc<watch::Sender<Vec<String>>>);
+
+impl RoleHealth {
+    pub fn new() -> (Self, watch::Receiver<Vec<String>>) {
+        let (tx, rx) = watch::channel(Vec::new());
+        (Self(Arc::new(tx)), rx)
+    }
+
+    pub fn waiting_for(&self, reasons: Vec<String>) {
+        self.0.send_if_modified(|current| {
+            let changed = *current != reasons;
+            *current = reasons;
+            changed
+        });
+    }
+
+    pub fn ready(&self) {
+        self.waiting_for(Vec::new());
+    }
+}
+
+/// Everything a running role gets from the member runtime.
+pub struct RoleContext {
+    pub me: watch::Receiver<Me>,
+    pub membership: watch::Receiver<Arc<Membership>>,
+    pub events: mpsc::UnboundedReceiver<RoleEvent>,
+    pub store: Arc<dyn RoleStore>,
+    pub health: RoleHealth,
+    pub shutdown: CancellationToken,
+}

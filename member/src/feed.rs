@@ -1,0 +1,139 @@
+//! The event-feed follower: keeps this member's [`MembershipView`] current by long-polling the
+//! control plane's feed from the persisted position, applying pages in order, persisting the
+//! view, and handing the changes to the roles. When the feed answers `gone` (a new epoch, or a
+//! position before the epoch's start) it re-bootstraps from a registry snapshot and, if the
+//! snapshot no longer lists this member alive, joins fresh.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hivemind_control_plane::registry::FeedError;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent::{admit, Agent};
+use crate::view::{MembershipView, PageOutcome};
+
+/// How long one feed request waits for new events.
+const LONG_POLL: Duration = Duration::from_secs(30);
+
+pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (after, epoch) = {
+            let view = agent.view.borrow();
+            (view.index, view.epoch)
+        };
+        // Until caught up, ask without waiting: the answer says how far the feed is.
+        let wait = if agent.caught_up.load(Ordering::Relaxed) {
+            LONG_POLL
+        } else {
+            Duration::ZERO
+        };
+        let answer = tokio::select! {
+            _ = cancel.cancelled() => return,
+            answer = agent.cp.feed(after, Some(epoch), wait) => answer,
+        };
+        let ok = match answer {
+            Ok(Ok(page)) => {
+                let mut view = agent.view.borrow().as_ref().clone();
+                match view.apply_page(&page) {
+                    PageOutcome::Applied(events) => {
+                        if !events.is_empty() || view.index != after {
+                            persist(&agent, &view);
+                            agent.view.send_replace(Arc::new(view.clone()));
+                            agent.roles.applied(&events, &view);
+                            agent
+                                .counters
+                                .events_applied
+                                .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        }
+                        agent
+                            .caught_up
+                            .store(view.index >= page.applied_index, Ordering::Relaxed);
+                        true
+                    }
+                    PageOutcome::EpochChanged { epoch: new } if new > epoch => {
+                        rebootstrap(&agent, &cancel).await
+                    }
+                    // The answering CP member lags behind an epoch we already saw.
+                    PageOutcome::EpochChanged { .. } => false,
+                }
+            }
+            Ok(Err(FeedError::Gone {
+                epoch: new,
+                first_index,
+            })) => {
+                if new > epoch || (new == epoch && first_index > after) {
+                    rebootstrap(&agent, &cancel).await
+                } else {
+                    false // a lagging CP member; ask again
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event feed; retrying");
+                false
+            }
+        };
+        if ok {
+            backoff = Duration::from_millis(100);
+        } else {
+            agent.counters.feed_errors.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Replaces the view with a registry snapshot newer than it; answers whether it did.
+async fn rebootstrap(agent: &Arc<Agent>, cancel: &CancellationToken) -> bool {
+    let digest = match agent.cp.registry().await {
+        Ok(digest) => digest,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a registry snapshot; retrying");
+            return false;
+        }
+    };
+    let current = agent.view.borrow().clone();
+    if (digest.epoch, digest.index) < (current.epoch, current.index) {
+        return false; // an older snapshot than what we hold: ask again
+    }
+    let view = MembershipView::from_digest(digest);
+    tracing::info!(
+        epoch = view.epoch,
+        index = view.index,
+        "re-bootstrapped the membership view from a snapshot"
+    );
+    persist(agent, &view);
+    if let Err(e) = agent.store.set_epoch(view.epoch) {
+        tracing::warn!(error = %e, "cannot persist the epoch");
+    }
+    agent.view.send_replace(Arc::new(view.clone()));
+    agent.caught_up.store(false, Ordering::Relaxed);
+    agent.roles.rebootstrapped(&view);
+    agent.counters.rebootstraps.fetch_add(1, Ordering::Relaxed);
+    let generation = agent.generation.load(Ordering::Relaxed);
+    // Only a snapshot that includes our admission can say we are gone from the registry.
+    let judged = view.index >= agent.admitted_index.load(Ordering::Relaxed);
+    if agent.admitted.load(Ordering::Relaxed)
+        && judged
+        && !view.admits(agent.identity.id, generation)
+    {
+        tracing::warn!("the new epoch does not list us alive: joining fresh");
+        agent.admitted.store(false, Ordering::Relaxed);
+        tokio::spawn(admit(agent.clone(), cancel.child_token()).in_current_span());
+    }
+    true
+}
+
+fn persist(agent: &Agent, view: &MembershipView) {
+    if let Err(e) = agent.store.set_view(view) {
+        // The view is rebuilt from the feed or a snapshot after a restart; losing the saved
+        // copy costs a re-bootstrap, never correctness.
+        tracing::warn!(error = %e, "cannot persist the membership view");
+    }
+}
