@@ -195,9 +195,13 @@ pub struct AgentArgs {
     /// IP to listen on.
     #[arg(long, env = "HIVEMIND_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// IP other members reach this one at (default: --bind; required when binding 0.0.0.0).
+    /// IP other members reach this one at (default: --bind; with --bind 0.0.0.0, the local IP
+    /// routed toward the --join members, re-checked every --address-check).
     #[arg(long, env = "HIVEMIND_ADVERTISE")]
     pub advertise: Option<IpAddr>,
+    /// How often the advertised address is compared with the current one (e.g. 5s).
+    #[arg(long, env = "HIVEMIND_ADDRESS_CHECK", default_value = "5s", value_parser = parse_duration)]
+    pub address_check: std::time::Duration,
     #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
     pub http_port: u16,
     #[arg(long, env = "HIVEMIND_GOSSIP_PORT", default_value_t = 7701)]

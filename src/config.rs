@@ -71,6 +71,24 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     Ok(out)
 }
 
+/// The `advertise` setting of the config file at `path` (re-read on SIGHUP: the address
+/// watchdog moves the member to it). `None` when the file has no such setting.
+pub fn advertise_in(path: &std::path::Path) -> Result<Option<std::net::IpAddr>, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {shown}: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("--config {shown}: {e}"))?;
+    match table.get("advertise") {
+        None => Ok(None),
+        Some(toml::Value::String(ip)) => ip
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("--config {shown}: advertise {ip:?} is not an IP address")),
+        Some(other) => Err(format!(
+            "--config {shown}: advertise must be a string, not {other}"
+        )),
+    }
+}
+
 fn flag_value(args: &[String], flag: &str) -> Option<String> {
     let prefix = format!("{flag}=");
     args.iter().enumerate().find_map(|(i, a)| {
@@ -132,6 +150,18 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.contains("`nmae`"), "{err}");
+    }
+
+    #[test]
+    fn the_advertise_setting_is_read_for_reloads() {
+        let file = write("name = \"a\"\nadvertise = \"127.0.0.2\"\n");
+        assert_eq!(
+            advertise_in(file.path()).unwrap(),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(advertise_in(write("name = \"a\"\n").path()).unwrap(), None);
+        let err = advertise_in(write("advertise = \"nope\"\n").path()).unwrap_err();
+        assert!(err.contains("advertise"), "{err}");
     }
 
     #[test]

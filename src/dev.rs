@@ -76,6 +76,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             // A throwaway cluster (temporary data) just stops; a kept one leaves properly.
             leave_on_shutdown: args.data_dir.is_some(),
             gossip_key: None,
+            advertise_forced: true,
+            advertise_updates: None,
+            address_check: Duration::from_secs(5),
             gossip_profile: hivemind_member::gossip::Profile::Local,
         };
         agents.spawn(hivemind_member::run(config, shutdown.child_token()));

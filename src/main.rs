@@ -34,9 +34,9 @@ fn main() -> ExitCode {
     let client = client::Client::new(&cli.client);
     let result: Result<()> = match cli.command {
         Command::Agent(args) => {
-            let (config, log_level, log_format) = agent_config(*args);
+            let (config, log_level, log_format, reload) = agent_config(*args);
             init_logging(&log_level, log_format);
-            runtime.block_on(run_agent(config))
+            runtime.block_on(run_agent(config, reload))
         }
         Command::Dev(args) => {
             init_logging(&args.log_level, LogFormat::Text);
@@ -94,7 +94,13 @@ fn host_name() -> String {
 }
 
 /// Validates agent flags and turns them into the member runtime's settings.
-fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
+/// Where a SIGHUP reads a new `advertise` from, and where it sends it.
+type AdvertiseReload = (
+    std::path::PathBuf,
+    tokio::sync::watch::Sender<Option<std::net::IpAddr>>,
+);
+
+fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<AdvertiseReload>) {
     let name = args.name.unwrap_or_else(host_name);
     if !is_valid_name(&name) {
         flag_error(format!(
@@ -126,15 +132,38 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
     {
         flag_error(format!("--keygroup: {kg:?} is not app/tenant/group"));
     }
-    let advertise = match args.advertise {
+    let (advertise, advertise_forced) = match args.advertise {
         Some(ip) if ip.is_unspecified() => flag_error(format!(
             "--advertise: {ip} is not an address others can reach"
         )),
-        Some(ip) => ip,
+        Some(ip) => (ip, true),
+        // Listening everywhere: advertise the IP routed toward the cluster, and keep checking.
         None if args.bind.is_unspecified() => {
-            flag_error("--advertise: required when --bind is 0.0.0.0 or ::".to_string())
+            let detected = args.join.iter().find_map(|peer| {
+                use std::net::ToSocketAddrs;
+                hivemind_member::address::route_to(peer.to_socket_addrs().ok()?.next()?)
+            });
+            match detected {
+                Some(ip) => (ip, false),
+                None => flag_error(
+                    "--advertise: required when --bind is 0.0.0.0 or :: and no --join address is routable"
+                        .to_string(),
+                ),
+            }
         }
-        None => args.bind,
+        None => (args.bind, true),
+    };
+    if args.address_check.is_zero() {
+        flag_error("--address-check: must be more than 0".to_string());
+    }
+    // A runtime change of --advertise: SIGHUP re-reads the config file's `advertise`, unless
+    // the command line or the environment fixed it.
+    let advertise_updates = match &args.config {
+        Some(path) if !advertise_fixed_outside_file() => {
+            let (tx, rx) = tokio::sync::watch::channel(advertise_forced.then_some(advertise));
+            Some((path.clone(), tx, rx))
+        }
+        _ => None,
     };
     if args.bootstrap_expect.is_some() && !args.control_plane {
         flag_error(
@@ -172,6 +201,9 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
         data_dir: args.data_dir,
         bind: args.bind,
         advertise,
+        advertise_forced,
+        advertise_updates: advertise_updates.as_ref().map(|(_, _, rx)| rx.clone()),
+        address_check: args.address_check,
         http_port: args.http_port,
         gossip_port: args.gossip_port,
         control_plane: args.control_plane,
@@ -190,7 +222,8 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat) {
             cli::GossipProfile::Local => hivemind_member::gossip::Profile::Local,
         },
     };
-    (config, args.log_level, args.log_format)
+    let reload = advertise_updates.map(|(path, tx, _)| (path, tx));
+    (config, args.log_level, args.log_format, reload)
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -233,8 +266,38 @@ pub fn shutdown_on_signal() -> CancellationToken {
     shutdown
 }
 
+/// Whether `--advertise` came from the command line or the environment (which a config
+/// reload must not override).
+fn advertise_fixed_outside_file() -> bool {
+    std::env::var_os("HIVEMIND_ADVERTISE").is_some()
+        || std::env::args().any(|a| a == "--advertise" || a.starts_with("--advertise="))
+}
+
+/// On every SIGHUP, re-reads the config file's `advertise` and hands it to the watchdog.
+fn reload_advertise_on_sighup((path, tx): AdvertiseReload) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot install the SIGHUP handler; config reloads are off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match config::advertise_in(&path) {
+                Ok(advertise) => {
+                    tracing::info!(?advertise, "SIGHUP: config reloaded");
+                    tx.send_replace(advertise);
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded"),
+            }
+        }
+    });
+}
+
 /// Runs the agent until SIGINT or SIGTERM, then stops it gracefully.
-async fn run_agent(config: AgentConfig) -> Result<()> {
+async fn run_agent(config: AgentConfig, reload: Option<AdvertiseReload>) -> Result<()> {
+    if let Some(reload) = reload {
+        reload_advertise_on_sighup(reload);
+    }
     hivemind_member::run(config, shutdown_on_signal()).await?;
     Ok(())
 }

@@ -447,3 +447,99 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
     })
     .await;
 }
+
+/// The address watchdog: `--advertise` changed at runtime (config file + SIGHUP) renews the
+/// member's identity, commits `UpdateAddress`, moves its gossip identity and republishes its
+/// host record, without the member ever being reported failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_changed_at_runtime_reaches_the_registry_gossip_and_roles() {
+    let mut cluster = Cluster::control_plane(3, &["--gossip-profile", "local"]);
+    cluster.wait_healthy().await;
+    let via = cluster.agents[0].http_addr();
+    let config = cluster.dir.path().join("web-1.toml");
+    std::fs::write(&config, "advertise = \"127.0.0.1\"\n").unwrap();
+    let config_path = config.display().to_string();
+    let web = cluster.add_member(
+        "web-1",
+        &via,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "host",
+            "--bind",
+            "0.0.0.0",
+            "--address-check",
+            "1s",
+            "--config",
+            &config_path,
+        ],
+    );
+    cluster.agents[web].start();
+    let before = wait_for("web-1 alive everywhere", || async {
+        for a in &cluster.agents {
+            states(a)
+                .await?
+                .contains(&("web-1".into(), "alive".into(), 1))
+                .then_some(())?;
+        }
+        get_json(&cluster.agents[web].url("/v1/roles/host/record"))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(before["addrs"], serde_json::json!(["127.0.0.1"]));
+
+    std::fs::write(&config, "advertise = \"127.0.0.2\"\n").unwrap();
+    cluster.agents[web].signal("HUP");
+
+    let port = cluster.agents[web].http_port;
+    for a in cluster.running() {
+        wait_for(
+            &format!("{} to list web-1 at 127.0.0.2", a.name),
+            || async {
+                let members = get_json(&a.url("/v1/members")).await.ok()?;
+                members.as_array()?.iter().find(|m| {
+                    m["name"] == "web-1"
+                        && m["http"] == format!("127.0.0.2:{port}")
+                        && m["state"] == "alive"
+                        && m["generation"] == 2
+                })?;
+                Some(())
+            },
+        )
+        .await;
+    }
+    // The registry recorded the change once, and never a failure of web-1.
+    let page = get_json(&cluster.agents[0].url("/v1/events?after=0"))
+        .await
+        .unwrap();
+    let events = page["events"].as_array().unwrap();
+    let of_web = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind && e["name"].as_str().is_none_or(|n| n == "web-1"))
+            .count()
+    };
+    assert_eq!(of_web("member_address_changed"), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "member_failed")
+            .count(),
+        0
+    );
+    // The host role republished at once with a higher seq.
+    let after = get_json(&cluster.agents[web].url("/v1/roles/host/record"))
+        .await
+        .unwrap();
+    assert_eq!(after["addrs"], serde_json::json!(["127.0.0.2"]));
+    assert!(after["seq"].as_u64() > before["seq"].as_u64());
+    // Gossip follows: the CP members see the new identity alive, and still after a while.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(states(&cluster.agents[0]).await.unwrap().contains(&(
+        "web-1".into(),
+        "alive".into(),
+        2
+    )));
+}

@@ -42,7 +42,15 @@ pub struct AgentConfig {
     pub node: String,
     pub data_dir: PathBuf,
     pub bind: IpAddr,
+    /// The address advertised at start.
     pub advertise: IpAddr,
+    /// Whether `advertise` was given (`--advertise`, or `--bind` of a specific IP); if not, the
+    /// address watchdog detects it.
+    pub advertise_forced: bool,
+    /// Runtime changes of the forced address (a config reload); `None` inside: detect.
+    pub advertise_updates: Option<watch::Receiver<Option<IpAddr>>>,
+    /// How often the address watchdog compares the advertised address with the current one.
+    pub address_check: Duration,
     pub http_port: u16,
     pub gossip_port: u16,
     pub control_plane: bool,
@@ -111,6 +119,8 @@ pub(crate) struct Agent {
     pub(crate) caught_up: AtomicBool,
     pub(crate) roles: Roles,
     pub(crate) counters: FeedCounters,
+    /// The address advertised now (changed by the address watchdog).
+    pub(crate) advertise: std::sync::RwLock<IpAddr>,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
     pub(crate) shutdown: CancellationToken,
 }
@@ -124,17 +134,26 @@ pub(crate) struct FeedCounters {
 }
 
 impl Agent {
-    fn info(&self) -> MemberInfo {
+    pub(crate) fn info(&self) -> MemberInfo {
         member_info(
             &self.config,
+            self.advertise(),
             &self.identity,
             self.generation.load(Ordering::Relaxed),
         )
     }
+
+    pub(crate) fn advertise(&self) -> IpAddr {
+        *self.advertise.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_advertise(&self, ip: IpAddr) {
+        *self.advertise.write().unwrap_or_else(|p| p.into_inner()) = ip;
+    }
 }
 
 /// `info` as roles see themselves.
-fn me(info: &MemberInfo) -> Me {
+pub(crate) fn me(info: &MemberInfo) -> Me {
     let addr = |a: &str| {
         a.parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -149,14 +168,19 @@ fn me(info: &MemberInfo) -> Me {
     }
 }
 
-fn member_info(config: &AgentConfig, identity: &Identity, generation: u64) -> MemberInfo {
+fn member_info(
+    config: &AgentConfig,
+    advertise: IpAddr,
+    identity: &Identity,
+    generation: u64,
+) -> MemberInfo {
     MemberInfo {
         id: identity.id,
         name: config.name.clone(),
         node: config.node.clone(),
         roles: config.roles.clone(),
-        http_addr: SocketAddr::new(config.advertise, config.http_port).to_string(),
-        gossip_addr: SocketAddr::new(config.advertise, config.gossip_port).to_string(),
+        http_addr: SocketAddr::new(advertise, config.http_port).to_string(),
+        gossip_addr: SocketAddr::new(advertise, config.gossip_port).to_string(),
         generation,
         control_plane: config.control_plane,
     }
@@ -275,7 +299,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             )
         } else {
             let request = JoinRequest {
-                member: member_info(&config, &identity, identity.generation),
+                member: member_info(&config, config.advertise, &identity, identity.generation),
                 token: config.join_token.clone(),
                 cluster_proof: config.cluster_secret(),
                 epoch: store.epoch()?,
@@ -329,13 +353,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         };
         let (roles, role_routes) = Roles::start(
             &config.roles,
-            me(&member_info(&config, &identity, identity.generation)),
+            me(&member_info(
+                &config,
+                config.advertise,
+                &identity,
+                identity.generation,
+            )),
             &view,
             &store,
             &shutdown,
             &tasks,
         )?;
         let (view, _) = watch::channel(Arc::new(view));
+        let config_advertise = config.advertise;
         let agent = Arc::new(Agent {
             config,
             generation: AtomicU64::new(identity.generation),
@@ -349,6 +379,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             caught_up: AtomicBool::new(false),
             roles,
             counters: FeedCounters::default(),
+            advertise: std::sync::RwLock::new(config_advertise),
             shutdown: shutdown.clone(),
         });
 
@@ -403,6 +434,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 .in_current_span(),
         );
         tasks.spawn(crate::feed::follow(agent.clone(), shutdown.child_token()).in_current_span());
+        tasks.spawn(crate::address::watch(agent.clone(), shutdown.child_token()).in_current_span());
 
         let token = agent.config.admin_token.clone();
         let member_routes = Router::new()

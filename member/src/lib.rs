@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`identity`]: `<data-dir>/member`: id, generation, epoch, the saved view, role stores.
+//! - [`address`]: the address watchdog: detect, decide (sans IO), renew and announce.
 //! - [`agent`]: [`AgentConfig`] and [`run`]: start, serve, stop.
 //! - [`auth`]: the admin-token check on `/v1/*`.
 //! - [`cp_access`]: how a member reaches the control plane (in process or as a client).
@@ -13,6 +14,7 @@
 //! - [`feed`]: the follower that keeps the view current and re-bootstraps on `gone`.
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
+pub mod address;
 pub mod agent;
 pub mod auth;
 pub mod cp_access;

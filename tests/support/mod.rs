@@ -93,6 +93,16 @@ impl Agent {
         }
     }
 
+    /// Sends `signal` (e.g. "HUP") by PID; the process keeps running.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// SIGTERM by PID; returns the exit status once it stopped.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_ref().expect("running");

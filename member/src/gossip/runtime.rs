@@ -31,6 +31,8 @@ pub enum GossipEvent {
 #[derive(Debug)]
 pub enum GossipCommand {
     Announce(GossipId),
+    /// Move to a renewed identity (a new address): foca tells the cluster at once.
+    ChangeIdentity(GossipId),
 }
 
 /// Counters for `/metrics` and `/v1/status`.
@@ -132,6 +134,11 @@ async fn run(
                 GossipCommand::Announce(target) => {
                     if let Err(e) = foca.announce(target, &mut runtime) {
                         tracing::debug!(error = %e, "announce failed");
+                    }
+                }
+                GossipCommand::ChangeIdentity(id) => {
+                    if let Err(e) = foca.change_identity(id, &mut runtime) {
+                        tracing::warn!(error = %e, "cannot change the gossip identity");
                     }
                 }
             },
