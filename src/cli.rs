@@ -164,6 +164,8 @@ pub enum SnapshotCommand {
 pub enum BenchCommand {
     /// KV write and linearizable-read throughput and latency against hivemind or etcd.
     Kv(crate::bench::KvBenchArgs),
+    /// Failure detection and join dissemination (and peak RSS) of N members, next to serf.
+    Gossip(crate::bench_gossip::GossipBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,6 +2,7 @@
 //! handled here and only here; libraries take a cancellation token.
 
 mod bench;
+mod bench_gossip;
 mod cli;
 mod client;
 mod config;
@@ -58,6 +59,10 @@ fn main() -> ExitCode {
             cli::BenchCommand::Kv(args) => {
                 init_logging("warn", LogFormat::Text);
                 runtime.block_on(bench::kv(args, cli.client.json))
+            }
+            cli::BenchCommand::Gossip(args) => {
+                init_logging("warn", LogFormat::Text);
+                runtime.block_on(bench_gossip::gossip(args, cli.client.json))
             }
         },
     };

@@ -109,6 +109,33 @@ async fn sealed_gossip_drops_packets_that_do_not_open() {
     assert_eq!(status["gossip"]["members"], 2, "the cluster is undisturbed");
     assert_eq!(status["ready"], true);
 
+    // ...and in /metrics, which parses as Prometheus text.
+    let text = client()
+        .get(target.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let unopened = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "hivemind_gossip_dropped_total"
+                && s.labels.get("reason") == Some("unopened")
+        })
+        .expect("the unopened counter is exported");
+    // (The text is OpenMetrics: the family is typed without `_total`, which this 0.0.4-format
+    // parser reports as untyped; the value is what matters here.)
+    assert!(
+        matches!(unopened.value,
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) if v >= 3.0),
+        "{:?}",
+        unopened.value
+    );
+
     // Internal routes require the cluster secret derived from the gossip key.
     for path in ["/internal/v1/cp/registry", "/internal/v1/cp/propose"] {
         let response = client()

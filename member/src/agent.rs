@@ -119,6 +119,7 @@ pub(crate) struct Agent {
     pub(crate) caught_up: AtomicBool,
     pub(crate) roles: Roles,
     pub(crate) counters: FeedCounters,
+    pub(crate) join_outcomes: crate::metrics::JoinOutcomes,
     /// The address advertised now (changed by the address watchdog).
     pub(crate) advertise: std::sync::RwLock<IpAddr>,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
@@ -240,6 +241,10 @@ async fn join_route(
         }
         CpAccess::Client(client) => client.forward_join(&request).await,
     };
+    agent.join_outcomes.record(match &answer {
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    });
     (
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         hivemind_common::encode(&answer),
@@ -379,6 +384,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             caught_up: AtomicBool::new(false),
             roles,
             counters: FeedCounters::default(),
+            join_outcomes: Default::default(),
             advertise: std::sync::RwLock::new(config_advertise),
             shutdown: shutdown.clone(),
         });
@@ -445,8 +451,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .route("/v1/nodes", get(nodes))
             .route("/v1/nodes/{node}", get(node))
             .with_state(agent.clone());
+        let metrics = Router::new()
+            .route("/metrics", get(crate::metrics::route))
+            .with_state(crate::metrics::registry(&agent));
         let app = app
             .merge(member_routes)
+            .merge(metrics)
             .layer(axum::middleware::from_fn(move |req, next| {
                 require_admin_token(token.clone(), req, next)
             }));

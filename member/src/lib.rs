@@ -12,6 +12,7 @@
 //! - [`join`]: the join request and the joiner's loop.
 //! - [`view`]: the membership view and how feed pages apply to it (sans IO).
 //! - [`feed`]: the follower that keeps the view current and re-bootstraps on `gone`.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps.
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
 pub mod address;
@@ -22,6 +23,7 @@ pub mod feed;
 pub mod gossip;
 pub mod identity;
 pub mod join;
+pub mod metrics;
 pub mod role_runtime;
 pub mod view;
 

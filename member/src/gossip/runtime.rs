@@ -163,7 +163,13 @@ async fn run(
         while let Some(notification) = runtime.to_notify() {
             changed = true;
             match notification {
-                OwnedNotification::MemberDown(id) => drop(events.send(GossipEvent::Down(id))),
+                OwnedNotification::MemberUp(id) => {
+                    tracing::info!(peer = %id.id, generation = id.generation, "swim: member up");
+                }
+                OwnedNotification::MemberDown(id) => {
+                    tracing::info!(peer = %id.id, generation = id.generation, "swim: member down");
+                    drop(events.send(GossipEvent::Down(id)));
+                }
                 OwnedNotification::Rejoin(id) => drop(events.send(GossipEvent::Renewed(id))),
                 _ => {}
             }

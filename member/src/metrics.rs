@@ -1,0 +1,260 @@
+//! `GET /metrics`: Prometheus text, encoded by `prometheus-client` from the counters the member
+//! already keeps (gossip, feed, joins, Raft), read at scrape time so that nothing on a hot path
+//! pays for metrics twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::agent::Agent;
+use crate::cp_access::CpAccess;
+
+/// Join answers this member gave, by outcome (`accepted` or the rejection's code).
+#[derive(Debug, Default)]
+pub struct JoinOutcomes(Mutex<BTreeMap<String, u64>>);
+
+impl JoinOutcomes {
+    pub fn record(&self, outcome: &str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome.to_string())
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Reads the agent at scrape time (weakly: the registry must not keep a stopped agent alive).
+struct AgentCollector(Weak<Agent>);
+
+impl std::fmt::Debug for AgentCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentCollector")
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labeled: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    if let [(&[], value)] = labeled {
+        return ConstCounter::new(*value).encode(family);
+    }
+    for (labels, value) in labeled {
+        let metric = ConstCounter::new(*value);
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labeled: &[(&[(&str, &str)], i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    if let [(&[], value)] = labeled {
+        return ConstGauge::new(*value).encode(family);
+    }
+    for (labels, value) in labeled {
+        let metric = ConstGauge::new(*value);
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(agent) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let e = &mut encoder;
+        let g = &agent.gossip.counters;
+        counter(
+            e,
+            "hivemind_gossip_packets",
+            "Gossip packets received and sent.",
+            &[
+                (&[("direction", "in")], g.packets_in.load(Ordering::Relaxed)),
+                (
+                    &[("direction", "out")],
+                    g.packets_out.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
+        counter(
+            e,
+            "hivemind_gossip_dropped",
+            "Gossip packets dropped: not sealed with our key (unopened) or refused by SWIM.",
+            &[
+                (
+                    &[("reason", "unopened")],
+                    g.dropped_unopened.load(Ordering::Relaxed),
+                ),
+                (
+                    &[("reason", "rejected")],
+                    g.rejected_by_foca.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
+        let (mut alive, mut suspect, mut down) = (0, 0, 0);
+        for (_, state) in agent.gossip.view.borrow().values() {
+            match state {
+                foca::State::Alive => alive += 1,
+                foca::State::Suspect => suspect += 1,
+                foca::State::Down => down += 1,
+            }
+        }
+        gauge(
+            e,
+            "hivemind_gossip_members",
+            "Other members in this member's SWIM view, by state.",
+            &[
+                (&[("state", "alive")], alive),
+                (&[("state", "suspect")], suspect),
+                (&[("state", "down")], down),
+            ],
+        )?;
+        let f = &agent.counters;
+        counter(
+            e,
+            "hivemind_feed_events_applied",
+            "Registry events applied to this member's membership view.",
+            &[(&[], f.events_applied.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            e,
+            "hivemind_feed_errors",
+            "Failed reads of the event feed (retried with backoff).",
+            &[(&[], f.feed_errors.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            e,
+            "hivemind_feed_rebootstraps",
+            "Membership view rebuilt from a registry snapshot (epoch changed).",
+            &[(&[], f.rebootstraps.load(Ordering::Relaxed))],
+        )?;
+        let view = agent.view.borrow().clone();
+        gauge(
+            e,
+            "hivemind_feed_index",
+            "Feed position of this member's membership view.",
+            &[(&[], view.index as i64)],
+        )?;
+        gauge(
+            e,
+            "hivemind_epoch",
+            "Epoch of this member's membership view.",
+            &[(&[], view.epoch as i64)],
+        )?;
+        let joins = agent.join_outcomes.snapshot();
+        let joins: Vec<([(&str, &str); 1], u64)> = joins
+            .iter()
+            .map(|(outcome, n)| ([("outcome", outcome.as_str())], *n))
+            .collect();
+        let joins: Vec<(&[(&str, &str)], u64)> = joins.iter().map(|(l, n)| (&l[..], *n)).collect();
+        counter(
+            e,
+            "hivemind_joins",
+            "Join requests this member answered, by outcome (accepted or the rejection code).",
+            &joins,
+        )?;
+        if let CpAccess::Member(cp) = &agent.cp {
+            let m = cp.raft().metrics().borrow().clone();
+            gauge(
+                e,
+                "hivemind_raft_term",
+                "Current Raft term.",
+                &[(&[], m.current_term as i64)],
+            )?;
+            gauge(
+                e,
+                "hivemind_raft_is_leader",
+                "1 on the Raft leader.",
+                &[(&[], i64::from(m.state == openraft::ServerState::Leader))],
+            )?;
+            gauge(
+                e,
+                "hivemind_raft_last_log_index",
+                "Index of the last entry in this member's Raft log.",
+                &[(&[], m.last_log_index.unwrap_or(0) as i64)],
+            )?;
+            gauge(
+                e,
+                "hivemind_raft_applied_index",
+                "Index of the last entry applied to the registry.",
+                &[(&[], m.last_applied.map_or(0, |l| l.index) as i64)],
+            )?;
+            gauge(
+                e,
+                "hivemind_control_plane_healthy",
+                "1 while the control plane is healthy as this member sees it.",
+                &[(
+                    &[],
+                    i64::from(cp.health() == hivemind_control_plane::Health::Healthy),
+                )],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry of one agent (several agents may share a process, as in `hivemind dev`).
+pub(crate) fn registry(agent: &Arc<Agent>) -> Arc<Registry> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(AgentCollector(Arc::downgrade(agent))));
+    Arc::new(registry)
+}
+
+pub(crate) async fn route(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode metrics");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
