@@ -302,7 +302,7 @@ impl Cluster {
     fn peak_rss_kib(&self, indexes: impl Iterator<Item = usize>) -> u64 {
         indexes
             .filter_map(|i| self.procs[i].child.as_ref().map(Child::id))
-            .filter_map(|pid| vm_hwm_kib(pid))
+            .filter_map(vm_hwm_kib)
             .max()
             .unwrap_or(0)
     }
