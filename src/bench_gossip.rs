@@ -175,6 +175,12 @@ impl Cluster {
 
     /// Starts (or restarts) process `index`, reading its log in a thread.
     fn spawn(&mut self, index: usize) -> Result<()> {
+        // A restarted process knows nothing yet: forget what its previous run saw.
+        self.observations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .retain(|s| s.observer != index);
         let proc = &mut self.procs[index];
         let mut command = Command::new(&proc.program);
         command
@@ -237,7 +243,7 @@ impl Cluster {
     }
 
     /// Waits until every running process holds every other running process up.
-    async fn wait_converged(&self, deadline: Duration) -> Result<()> {
+    async fn wait_converged(&mut self, deadline: Duration) -> Result<()> {
         let until = Instant::now() + deadline;
         loop {
             let running = self.running();
@@ -253,6 +259,17 @@ impl Cluster {
             });
             if converged {
                 return Ok(());
+            }
+            for i in &running {
+                if let Some(child) = &mut self.procs[*i].child {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        bail!(
+                            "{:?}: {} exited ({status})",
+                            self.system,
+                            self.procs[*i].key
+                        );
+                    }
+                }
             }
             if Instant::now() > until {
                 bail!(
@@ -283,7 +300,14 @@ impl Cluster {
                 .first_times(observers, peer, up, since);
             if times.len() == observers.len() {
                 let first = times.values().min().expect("nonempty");
-                let last = times.values().max().expect("nonempty");
+                let (slowest, last) = times.iter().max_by_key(|(_, t)| **t).expect("nonempty");
+                if *last - *first > Duration::from_secs(1) {
+                    eprintln!(
+                        "  slowest observer: process {slowest} ({}) after {:.0} ms",
+                        self.procs[*slowest].key,
+                        ms(*last - since)
+                    );
+                }
                 return Ok((*first - since, *last - since));
             }
             if Instant::now() > until {
@@ -467,6 +491,17 @@ async fn measure(system: System, args: &GossipBenchArgs) -> Result<GossipResult>
         if i == 2 && system == System::Hivemind {
             // Let the control plane form before members join through it.
             tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        if i == 0 && system == System::Serf {
+            // A serf agent whose -join is refused exits: the first must listen first.
+            let port = args.base_port + 1000;
+            let until = Instant::now() + startup;
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if Instant::now() > until {
+                    bail!("serf s0 does not listen on {port}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     cluster.wait_converged(startup).await?;

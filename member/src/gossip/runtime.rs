@@ -95,7 +95,8 @@ async fn run(
     counters: Arc<GossipCounters>,
     cancel: CancellationToken,
 ) {
-    let config = settings.profile.config(settings.cluster_size_hint);
+    let mut cluster_size = settings.cluster_size_hint;
+    let config = settings.profile.config(cluster_size);
     let mut foca = Foca::new(
         settings.identity,
         config,
@@ -158,6 +159,15 @@ async fn run(
         while let Some((after, timer)) = runtime.to_schedule() {
             seq += 1;
             timers.insert((Instant::now() + after, seq), timer);
+        }
+        // Suspicion time and retransmissions scale with the cluster (log10 of its size, as in
+        // memberlist), so keep foca's configuration sized to the members it knows.
+        let size = foca.num_members() + 1;
+        if size != cluster_size {
+            cluster_size = size;
+            if let Err(e) = foca.set_config(settings.profile.config(size)) {
+                tracing::warn!(error = %e, size, "cannot resize the SWIM configuration");
+            }
         }
         let mut changed = false;
         while let Some(notification) = runtime.to_notify() {
