@@ -120,6 +120,37 @@ pub enum RoleEvent {
     SelfAddressChanged { me: Me },
 }
 
+/// A value of the control plane's KV namespace with its modify index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvValue {
+    pub value: Vec<u8>,
+    pub modify_index: u64,
+}
+
+/// Why a control-plane call failed: the API's error code (`no_quorum`, `cas_failed`, ...)
+/// and its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CpCallError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The control plane as a role reaches it: in process on a control-plane member, over the
+/// internal routes on any other. Writes are committed by a quorum before they answer; reads
+/// are linearizable.
+pub trait ControlPlaneClient: Send + Sync {
+    fn kv_get(&self, key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>>;
+    /// Writes `key`; `cas`: `Some(0)` only if absent, `Some(i)` only if its modify index is
+    /// `i`. Answers the write's index.
+    fn kv_put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        cas: Option<u64>,
+    ) -> BoxFuture<Result<u64, CpCallError>>;
+}
+
 /// A role's durable key-value space (one per role, inside `<data-dir>/member`).
 pub trait RoleStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -160,6 +191,7 @@ pub struct RoleContext {
     pub me: watch::Receiver<Me>,
     pub membership: watch::Receiver<Arc<Membership>>,
     pub events: mpsc::UnboundedReceiver<RoleEvent>,
+    pub cp: Arc<dyn ControlPlaneClient>,
     pub store: Arc<dyn RoleStore>,
     pub health: RoleHealth,
     pub shutdown: CancellationToken,

@@ -20,7 +20,8 @@ use crate::bootstrap::{decide, Candidate, Decision, Hello};
 use crate::error::CpError;
 use crate::network::{paths, CallError, InternalClient, NetworkFactory};
 use crate::registry::{
-    Command, CommandOutput, FeedError, FeedPage, RegistryDigest, MAX_BATCH, MAX_BATCH_BYTES,
+    Command, CommandOutput, FeedError, FeedPage, KvEntry, RegistryDigest, MAX_BATCH,
+    MAX_BATCH_BYTES,
 };
 use crate::store::{self, SharedState};
 use crate::types::{CpNode, NodeId, Raft};
@@ -647,6 +648,12 @@ impl ControlPlane {
             // At the deadline, answer (empty) on the next turn.
             let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
         }
+    }
+
+    /// A linearizable read of one KV entry.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, CpError> {
+        self.read_barrier().await?;
+        Ok(self.state.read().registry.kv_get(key).cloned())
     }
 
     /// The registry's membership at this member's applied index (a stale read).

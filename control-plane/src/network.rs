@@ -34,6 +34,8 @@ pub mod paths {
     pub const FEED: &str = "/internal/v1/cp/feed";
     /// This CP member's Raft status, for members outside the control plane.
     pub const STATUS: &str = "/internal/v1/cp/status";
+    /// A linearizable KV read for members outside the control plane.
+    pub const KV_GET: &str = "/internal/v1/cp/kv-get";
     /// A join request, on every member (forwarded to the control plane by non-CP members).
     pub const JOIN: &str = "/internal/v1/join";
 }

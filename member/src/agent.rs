@@ -107,7 +107,7 @@ pub(crate) struct Agent {
     pub(crate) identity: Identity,
     /// Current generation: the start's, or higher after a renewal.
     pub(crate) generation: AtomicU64,
-    pub(crate) cp: CpAccess,
+    pub(crate) cp: Arc<CpAccess>,
     pub(crate) store: MemberStore,
     pub(crate) admitted: AtomicBool,
     /// Index of the `Join` that admitted the current incarnation.
@@ -199,7 +199,7 @@ async fn join_route(
             return ApiError::bad_request(format!("malformed join request: {e}")).into_response()
         }
     };
-    let answer: Result<JoinAccepted, CpError> = match &agent.cp {
+    let answer: Result<JoinAccepted, CpError> = match agent.cp.as_ref() {
         CpAccess::Member(cp) => {
             if agent.config.join_token.is_some() && request.token != agent.config.join_token {
                 Err(CpError::BadToken)
@@ -356,8 +356,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 MembershipView::empty()
             }
         };
+        let cp = Arc::new(cp);
         let (roles, role_routes) = Roles::start(
             &config.roles,
+            cp.clone(),
             me(&member_info(
                 &config,
                 config.advertise,
@@ -390,7 +392,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         });
 
         let mut app = role_routes;
-        match (&agent.cp, &joined) {
+        match (agent.cp.as_ref(), &joined) {
             (CpAccess::Member(cp), _) => {
                 tasks.spawn(
                     cp.clone()
@@ -480,7 +482,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         gossip_cancel.cancel();
         tasks.close();
         tasks.wait().await;
-        if let CpAccess::Member(cp) = &agent.cp {
+        if let CpAccess::Member(cp) = agent.cp.as_ref() {
             cp.shutdown().await;
         }
         tracing::info!("stopped");
@@ -559,7 +561,7 @@ async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationTok
         let Ok(registry) = agent.cp.registry().await else {
             continue;
         };
-        if let CpAccess::Client(client) = &agent.cp {
+        if let CpAccess::Client(client) = agent.cp.as_ref() {
             let infos: Vec<MemberInfo> = registry
                 .members
                 .iter()

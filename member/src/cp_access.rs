@@ -2,12 +2,16 @@
 //! other member is a client of the CP members it learned from its join, tried in turn.
 
 use std::sync::{Arc, Mutex};
+
+use hivemind_common::role::{BoxFuture, ControlPlaneClient, CpCallError, KvValue};
 use std::time::Duration;
 
 use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
 use hivemind_control_plane::http::internal::FeedRequest;
 use hivemind_control_plane::network::{paths, InternalClient};
-use hivemind_control_plane::registry::{Command, FeedError, FeedPage, RegistryDigest};
+use hivemind_control_plane::registry::{
+    Command, CommandOutput, FeedError, FeedPage, KvEntry, RegistryDigest,
+};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
 pub enum CpAccess {
@@ -111,6 +115,18 @@ impl CpAccess {
         }
     }
 
+    /// A linearizable read of one KV entry.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, CpError> {
+        match self {
+            CpAccess::Member(cp) => cp.kv_get(key).await,
+            CpAccess::Client(client) => {
+                client
+                    .call::<_, Result<Option<KvEntry>, CpError>>(paths::KV_GET, &key.to_string())
+                    .await?
+            }
+        }
+    }
+
     /// The event feed after `after` (long-polls up to `wait`); the inner error says the reader
     /// must re-bootstrap.
     pub async fn feed(
@@ -144,5 +160,50 @@ impl CpAccess {
                 .await
                 .ok(),
         }
+    }
+}
+
+/// The control plane as roles reach it ([`ControlPlaneClient`]), over this member's access.
+pub struct RoleCp(pub Arc<CpAccess>);
+
+fn call_error(e: CpError) -> CpCallError {
+    CpCallError {
+        code: e.code().to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl ControlPlaneClient for RoleCp {
+    fn kv_get(&self, key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>> {
+        let cp = self.0.clone();
+        Box::pin(async move {
+            let entry = cp.kv_get(&key).await.map_err(call_error)?;
+            Ok(entry.map(|e| KvValue {
+                value: e.value,
+                modify_index: e.modify_index,
+            }))
+        })
+    }
+
+    fn kv_put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        cas: Option<u64>,
+    ) -> BoxFuture<Result<u64, CpCallError>> {
+        let cp = self.0.clone();
+        Box::pin(async move {
+            let applied = cp
+                .write(Command::KvPut { key, value, cas })
+                .await
+                .map_err(call_error)?;
+            match applied.output {
+                CommandOutput::KvWritten { modify_index } => Ok(modify_index),
+                other => Err(CpCallError {
+                    code: "stopped".into(),
+                    message: format!("unexpected outcome {other:?}"),
+                }),
+            }
+        })
     }
 }

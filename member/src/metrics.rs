@@ -194,7 +194,7 @@ impl Collector for AgentCollector {
             "Join requests this member answered, by outcome (accepted or the rejection code).",
             &joins,
         )?;
-        if let CpAccess::Member(cp) = &agent.cp {
+        if let CpAccess::Member(cp) = agent.cp.as_ref() {
             let m = cp.raft().metrics().borrow().clone();
             gauge(
                 e,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::cp_access::{CpAccess, RoleCp};
 use crate::identity::{IdentityError, MemberStore};
 use crate::view::MembershipView;
 
@@ -133,6 +134,7 @@ impl Roles {
     /// every role's routes, nested under `/v1/roles/<name>`.
     pub fn start(
         names: &[String],
+        cp: Arc<CpAccess>,
         me: Me,
         view: &MembershipView,
         store: &MemberStore,
@@ -154,6 +156,7 @@ impl Roles {
                 me: me.subscribe(),
                 membership: membership.subscribe(),
                 events,
+                cp: Arc::new(RoleCp(cp.clone())),
                 store: store.role_store(name)?,
                 health,
                 shutdown: shutdown.child_token(),

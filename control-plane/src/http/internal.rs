@@ -41,6 +41,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(paths::REGISTRY, post(registry))
         .route(paths::FEED, post(feed))
         .route(paths::STATUS, post(status))
+        .route(paths::KV_GET, post(kv_get))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
         .layer(DefaultBodyLimit::max(
@@ -152,6 +153,12 @@ async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let () = decode(&body)?;
     Ok(reply(&cp.digest()))
+}
+
+/// A linearizable read of one key (answers `Result<Option<KvEntry>, CpError>`).
+async fn kv_get(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let key: String = decode(&body)?;
+    Ok(reply(&cp.kv_get(&key).await))
 }
 
 async fn status(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {

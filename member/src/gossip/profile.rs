@@ -16,6 +16,12 @@ impl Profile {
         let size = NonZeroU32::new(cluster_size.clamp(1, u32::MAX as usize) as u32)
             .expect("clamped to >= 1");
         let mut config = foca::Config::new_lan(size);
+        // foca sizes retransmissions like memberlist (4 x log10(n+1)), but it has no periodic
+        // push-pull to repair a member an update missed; a few more retransmissions make a
+        // straggler (one member hearing of a failure seconds after the rest) rare.
+        config.max_transmissions = config
+            .max_transmissions
+            .saturating_add(config.max_transmissions.get() / 2);
         // Down members stay known long enough for the registry to hear about them, then go.
         config.remove_down_after = Some(Duration::from_secs(120));
         if self == Profile::Local {
