@@ -62,6 +62,13 @@ pub enum Command {
     },
     /// The committed event feed.
     Events(EventsArgs),
+    /// Keygroups: named, versioned record sets replicated to nodes.
+    Keygroup {
+        #[command(subcommand)]
+        command: KeygroupCommand,
+    },
+    /// Who is responsible for each (node, keygroup).
+    Responsibilities,
     /// Save the whole registry.
     Snapshot {
         #[command(subcommand)]
@@ -74,6 +81,45 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeygroupCommand {
+    /// Create APP/TENANT/GROUP with the node of the member at --http-addr as its replica.
+    Create {
+        name: String,
+        /// Record TTL in seconds (DNS answers).
+        #[arg(long)]
+        ttl: Option<u32>,
+        /// Let any node add itself as a replica.
+        #[arg(long)]
+        open: bool,
+    },
+    /// One keygroup's config (with its secret if the asking node may see it).
+    Get { name: String },
+    /// Every keygroup.
+    List,
+    /// Change a keygroup; the given changes apply together or not at all.
+    Update {
+        name: String,
+        #[arg(long = "add-replica", value_name = "NODE")]
+        add_replicas: Vec<String>,
+        #[arg(long = "remove-replica", value_name = "NODE")]
+        remove_replicas: Vec<String>,
+        #[arg(long = "add-trigger", value_name = "NODE")]
+        add_triggers: Vec<String>,
+        #[arg(long = "remove-trigger", value_name = "NODE")]
+        remove_triggers: Vec<String>,
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long, value_name = "true|false")]
+        open: Option<bool>,
+        /// Replace the secret records are sealed with.
+        #[arg(long)]
+        rotate_secret: bool,
+    },
+    /// Tombstone a keygroup (irreversible).
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]

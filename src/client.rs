@@ -15,7 +15,8 @@ macro_rules! outln {
 }
 
 use crate::cli::{
-    ClientArgs, CpCommand, EpochCommand, EventsArgs, KvCommand, SnapshotCommand, VotersCommand,
+    ClientArgs, CpCommand, EpochCommand, EventsArgs, KeygroupCommand, KvCommand, SnapshotCommand,
+    VotersCommand,
 };
 
 /// A member's HTTP API.
@@ -447,6 +448,152 @@ pub async fn snapshot(client: &Client, command: SnapshotCommand) -> Result<()> {
             "saved the registry at index {} to {}",
             s(&snapshot["index"]),
             file.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// `APP/TENANT/GROUP` checked before it is put in a URL path.
+fn keygroup_path(name: &str) -> Result<String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() != 3
+        || !parts
+            .iter()
+            .all(|p| hivemind_common::names::is_valid_name(p))
+    {
+        bail!("NAME: {name:?} is not app/tenant/group");
+    }
+    Ok(format!("/v1/keygroups/{name}"))
+}
+
+fn print_keygroups(list: &[Value]) -> Result<()> {
+    outln!(
+        "{:<32} {:>4}  {:<5} {:>5}  {:<24} {:<16} {}",
+        "NAME",
+        "VER",
+        "OPEN",
+        "TTL",
+        "REPLICAS",
+        "TRIGGERS",
+        "STATE"
+    )?;
+    let join = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for k in list {
+        outln!(
+            "{:<32} {:>4}  {:<5} {:>5}  {:<24} {:<16} {}",
+            s(&k["name"]),
+            s(&k["version"]),
+            s(&k["open"]),
+            s(&k["ttl"]),
+            join(&k["replicas"]),
+            join(&k["triggers"]),
+            if k["tombstoned"] == true {
+                "tombstoned"
+            } else {
+                "live"
+            }
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn keygroup(client: &Client, command: KeygroupCommand) -> Result<()> {
+    let answer = match command {
+        KeygroupCommand::Create { name, ttl, open } => {
+            let mut body = serde_json::Map::new();
+            if let Some(ttl) = ttl {
+                body.insert("ttl".into(), ttl.into());
+            }
+            if open {
+                body.insert("open".into(), true.into());
+            }
+            let body = serde_json::to_vec(&body)?;
+            client
+                .send(Method::PUT, &keygroup_path(&name)?, Some(body))
+                .await?
+                .json::<Value>()
+                .await?
+        }
+        KeygroupCommand::Get { name } => client.get_json(&keygroup_path(&name)?).await?,
+        KeygroupCommand::List => {
+            let list = client.get_json("/v1/keygroups").await?;
+            if client.json {
+                return Ok(client.print(&list)?);
+            }
+            return print_keygroups(list.as_array().map_or(&[][..], Vec::as_slice));
+        }
+        KeygroupCommand::Update {
+            name,
+            add_replicas,
+            remove_replicas,
+            add_triggers,
+            remove_triggers,
+            ttl,
+            open,
+            rotate_secret,
+        } => {
+            let body = serde_json::json!({
+                "add_replicas": add_replicas,
+                "remove_replicas": remove_replicas,
+                "add_triggers": add_triggers,
+                "remove_triggers": remove_triggers,
+                "ttl": ttl,
+                "open": open,
+                "rotate_secret": rotate_secret,
+            });
+            client
+                .send(
+                    Method::PATCH,
+                    &keygroup_path(&name)?,
+                    Some(serde_json::to_vec(&body)?),
+                )
+                .await?
+                .json::<Value>()
+                .await?
+        }
+        KeygroupCommand::Delete { name } => {
+            client
+                .send(Method::DELETE, &keygroup_path(&name)?, None)
+                .await?
+                .json::<Value>()
+                .await?
+        }
+    };
+    if client.json {
+        Ok(client.print(&answer)?)
+    } else {
+        print_keygroups(std::slice::from_ref(&answer))
+    }
+}
+
+pub async fn responsibilities(client: &Client) -> Result<()> {
+    let list = client.get_json("/v1/responsibilities").await?;
+    if client.json {
+        return Ok(client.print(&list)?);
+    }
+    outln!(
+        "{:<16} {:<32} {:<18} {:<16} {:>8}",
+        "NODE",
+        "KEYGROUP",
+        "MACHINE",
+        "NAME",
+        "FENCE"
+    )?;
+    for r in list.as_array().into_iter().flatten() {
+        outln!(
+            "{:<16} {:<32} {:<18} {:<16} {:>8}",
+            s(&r["node"]),
+            s(&r["keygroup"]),
+            s(&r["machine"]),
+            s(&r["machine_name"]),
+            s(&r["fence"])
         )?;
     }
     Ok(())

@@ -54,6 +54,8 @@ fn main() -> ExitCode {
         Command::Cp { command } => runtime.block_on(client::cp(&client, command)),
         Command::Kv { command } => runtime.block_on(client::kv(&client, command)),
         Command::Events(args) => runtime.block_on(client::events(&client, args)),
+        Command::Keygroup { command } => runtime.block_on(client::keygroup(&client, command)),
+        Command::Responsibilities => runtime.block_on(client::responsibilities(&client)),
         Command::Snapshot { command } => runtime.block_on(client::snapshot(&client, command)),
         Command::Bench { command } => match command {
             cli::BenchCommand::Kv(args) => {

@@ -656,6 +656,23 @@ impl ControlPlane {
         Ok(self.state.read().registry.kv_get(key).cloned())
     }
 
+    /// The registry once this member applied `index` (waits within the request timeout), so a
+    /// writer reads its own write wherever it reads.
+    pub async fn digest_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
+        let mut applied = self.state.subscribe_applied();
+        let waited = tokio::time::timeout(
+            self.config.request_timeout,
+            applied.wait_for(|i| *i >= index),
+        )
+        .await
+        .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(self.digest()),
+            Ok(Err(_)) => Err(CpError::Fatal("state machine closed".into())),
+            Err(_) => Err(self.no_quorum(format!("did not apply index {index} in time"))),
+        }
+    }
+
     /// The registry's membership at this member's applied index (a stale read).
     pub fn digest(&self) -> RegistryDigest {
         let state = self.state.read();

@@ -458,6 +458,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .with_state(crate::metrics::registry(&agent));
         let app = app
             .merge(member_routes)
+            .merge(crate::keygroups_api::routes(agent.clone()))
             .merge(metrics)
             .layer(axum::middleware::from_fn(move |req, next| {
                 require_admin_token(token.clone(), req, next)

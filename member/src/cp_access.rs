@@ -111,7 +111,23 @@ impl CpAccess {
     pub async fn registry(&self) -> Result<RegistryDigest, CpError> {
         match self {
             CpAccess::Member(cp) => Ok(cp.digest()),
-            CpAccess::Client(client) => client.call(paths::REGISTRY, &()).await,
+            CpAccess::Client(client) => {
+                client
+                    .call::<_, Result<RegistryDigest, CpError>>(paths::REGISTRY, &0u64)
+                    .await?
+            }
+        }
+    }
+
+    /// The registry once the answering CP member applied `index` (read your own write).
+    pub async fn registry_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
+        match self {
+            CpAccess::Member(cp) => cp.digest_at(index).await,
+            CpAccess::Client(client) => {
+                client
+                    .call::<_, Result<RegistryDigest, CpError>>(paths::REGISTRY, &index)
+                    .await?
+            }
         }
     }
 

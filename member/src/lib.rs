@@ -12,6 +12,7 @@
 //! - [`join`]: the join request and the joiner's loop.
 //! - [`view`]: the membership view and how feed pages apply to it (sans IO).
 //! - [`feed`]: the follower that keeps the view current and re-bootstraps on `gone`.
+//! - [`keygroups_api`]: `/v1/keygroups...` and `/v1/responsibilities` on every member.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps.
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
@@ -23,6 +24,7 @@ pub mod feed;
 pub mod gossip;
 pub mod identity;
 pub mod join;
+pub mod keygroups_api;
 pub mod metrics;
 pub mod role_runtime;
 pub mod view;

@@ -111,6 +111,12 @@ pub fn role_events(events: &[Event], view: &MembershipView) -> Vec<RoleEvent> {
                 }),
                 // A new epoch reaches roles as `Rebootstrapped` once the view is rebuilt.
                 EventKind::EpochStarted { .. } => None,
+                // Keygroup and responsibility events reach roles with the keygroups issue.
+                EventKind::KeygroupCreated { .. }
+                | EventKind::KeygroupUpdated { .. }
+                | EventKind::KeygroupDeleted { .. }
+                | EventKind::ResponsibilityClaimed { .. }
+                | EventKind::ResponsibilityReleased { .. } => None,
             }
         })
         .collect()

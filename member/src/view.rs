@@ -120,6 +120,12 @@ impl MembershipView {
                 );
             }
             EventKind::EpochStarted { epoch, .. } => self.epoch = *epoch,
+            // Keygroups and responsibilities are not membership: roles read them from the CP.
+            EventKind::KeygroupCreated { .. }
+            | EventKind::KeygroupUpdated { .. }
+            | EventKind::KeygroupDeleted { .. }
+            | EventKind::ResponsibilityClaimed { .. }
+            | EventKind::ResponsibilityReleased { .. } => {}
         }
     }
 
@@ -149,6 +155,8 @@ impl MembershipView {
             index: self.index,
             members: self.members.values().cloned().collect(),
             nodes: self.nodes.values().cloned().collect(),
+            keygroups: Vec::new(),
+            responsibilities: Vec::new(),
         }
     }
 }

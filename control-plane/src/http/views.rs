@@ -4,7 +4,9 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use crate::registry::{Event, KvEntry, MemberRecord, NodeConfig, Registry};
+use crate::registry::{
+    Event, KeygroupConfig, KvEntry, MemberRecord, NodeConfig, Registry, Responsibility,
+};
 
 /// `{index, epoch, kind: "member_joined", ...fields}`.
 pub fn event(e: &Event) -> Value {
@@ -55,9 +57,46 @@ pub fn kv(key: &str, e: &KvEntry) -> Value {
     })
 }
 
-/// The whole registry at `index` (`GET /v1/cp/snapshot`).
+/// A keygroup config; its secret (base64) only when `show_secret` (admin, replica or trigger
+/// node), never for a tombstone.
+pub fn keygroup(k: &KeygroupConfig, show_secret: bool) -> Value {
+    let mut view = json!({
+        "name": k.name,
+        "version": k.version,
+        "replicas": k.replicas,
+        "triggers": k.triggers,
+        "ttl": k.ttl_secs,
+        "open": k.open,
+        "tombstoned": k.tombstoned,
+        "updated_index": k.updated_index,
+    });
+    if show_secret && !k.tombstoned {
+        view["secret_base64"] = base64::engine::general_purpose::STANDARD
+            .encode(&k.secret)
+            .into();
+    }
+    view
+}
+
+/// `{node, keygroup, machine, machine_name, fence}`.
+pub fn responsibility(r: &Responsibility, machine_name: Option<&str>) -> Value {
+    json!({
+        "node": r.node,
+        "keygroup": r.keygroup,
+        "machine": r.machine.to_string(),
+        "machine_name": machine_name,
+        "fence": r.fence,
+    })
+}
+
+/// The whole registry at `index` (`GET /v1/cp/snapshot`); keygroup secrets are not in it.
 pub fn registry(r: &Registry, index: u64) -> Value {
     json!({
+        "keygroups": r.keygroups().values().map(|k| keygroup(k, false)).collect::<Vec<_>>(),
+        "responsibilities": r
+            .responsibilities()
+            .map(|x| responsibility(x, r.member(x.machine).map(|m| m.info.name.as_str())))
+            .collect::<Vec<_>>(),
         "index": index,
         "epoch": r.epoch(),
         "epoch_start_index": r.epoch_start_index(),

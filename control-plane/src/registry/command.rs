@@ -3,6 +3,7 @@
 use hivemind_common::MemberId;
 use serde::{Deserialize, Serialize};
 
+use super::keygroups::{Actor, KeygroupDelta};
 use super::state::MemberInfo;
 
 /// A change proposed through Raft. Secrets never appear here: the join token is checked by the
@@ -40,6 +41,35 @@ pub enum Command {
     /// item is a `KvPut` or `KvDelete` and no key appears twice, so the items share the entry's
     /// index without ambiguity: each key's modify index still names exactly one value.
     Batch(Vec<Command>),
+    /// Create keygroup `name` with `creator` as its first replica node.
+    KeygroupCreate {
+        name: String,
+        creator: String,
+        ttl_secs: u32,
+        open: bool,
+        #[serde(with = "serde_bytes")]
+        secret: Vec<u8>,
+    },
+    /// Change a keygroup (all deltas or none).
+    KeygroupUpdate {
+        name: String,
+        by: Actor,
+        deltas: Vec<KeygroupDelta>,
+    },
+    /// Tombstone a keygroup, irreversibly.
+    KeygroupDelete { name: String, by: Actor },
+    /// `machine` becomes responsible for `keygroup` in `node`.
+    Claim {
+        node: String,
+        keygroup: String,
+        machine: MemberId,
+    },
+    /// `machine` gives up its responsibility.
+    Release {
+        node: String,
+        keygroup: String,
+        machine: MemberId,
+    },
 }
 
 impl Command {
@@ -54,6 +84,11 @@ impl Command {
             Command::KvDelete { .. } => "kv_delete",
             Command::EpochBump { .. } => "epoch_bump",
             Command::Batch(_) => "batch",
+            Command::KeygroupCreate { .. } => "keygroup_create",
+            Command::KeygroupUpdate { .. } => "keygroup_update",
+            Command::KeygroupDelete { .. } => "keygroup_delete",
+            Command::Claim { .. } => "claim",
+            Command::Release { .. } => "release",
         }
     }
 
@@ -104,6 +139,17 @@ pub enum CommandOutput {
     },
     /// One verdict per item of a `Batch`, in order; a rejected item changed nothing.
     Batch(Vec<Result<CommandOutput, RegistryError>>),
+    /// A keygroup's version after the command; `changed` is false for a retried or redundant one.
+    Keygroup {
+        version: u64,
+        changed: bool,
+    },
+    Claimed {
+        fence: u64,
+    },
+    Released {
+        changed: bool,
+    },
 }
 
 /// Why the registry rejected a command. A rejected command changed nothing.
@@ -131,6 +177,22 @@ pub enum RegistryError {
         expected: u64,
         actual: Option<u64>,
     },
+    #[error("no keygroup {name}")]
+    UnknownKeygroup { name: String },
+    #[error("keygroup {name} exists")]
+    KeygroupExists { name: String },
+    #[error("keygroup {name} is deleted (tombstoned); it cannot be changed or created again")]
+    Tombstoned { name: String },
+    #[error("node {node:?} is not a replica of {keygroup}")]
+    NotAReplica { node: String, keygroup: String },
+    #[error("the last replica of {keygroup} cannot be removed (delete the keygroup instead)")]
+    LastReplica { keygroup: String },
+    #[error("{keygroup} in node {node:?} is held by live machine {holder}")]
+    Held {
+        node: String,
+        keygroup: String,
+        holder: MemberId,
+    },
 }
 
 impl RegistryError {
@@ -144,6 +206,12 @@ impl RegistryError {
             RegistryError::NotAlive { .. } => "not_alive",
             RegistryError::Invalid { .. } => "invalid",
             RegistryError::CasFailed { .. } => "cas_failed",
+            RegistryError::UnknownKeygroup { .. } => "unknown_keygroup",
+            RegistryError::KeygroupExists { .. } => "keygroup_exists",
+            RegistryError::Tombstoned { .. } => "tombstoned",
+            RegistryError::NotAReplica { .. } => "not_a_replica",
+            RegistryError::LastReplica { .. } => "last_replica",
+            RegistryError::Held { .. } => "held",
         }
     }
 

@@ -44,6 +44,30 @@ pub enum EventKind {
         epoch: u64,
         reason: String,
     },
+    KeygroupCreated {
+        name: String,
+        version: u64,
+    },
+    KeygroupUpdated {
+        name: String,
+        version: u64,
+    },
+    /// Tombstoned: its records must go everywhere.
+    KeygroupDeleted {
+        name: String,
+        version: u64,
+    },
+    ResponsibilityClaimed {
+        node: String,
+        keygroup: String,
+        machine: MemberId,
+        fence: u64,
+    },
+    ResponsibilityReleased {
+        node: String,
+        keygroup: String,
+        machine: MemberId,
+    },
 }
 
 impl EventKind {
@@ -56,6 +80,11 @@ impl EventKind {
             EventKind::MemberAddressChanged { .. } => "member_address_changed",
             EventKind::NodeConfigUpdated { .. } => "node_config_updated",
             EventKind::EpochStarted { .. } => "epoch_started",
+            EventKind::KeygroupCreated { .. } => "keygroup_created",
+            EventKind::KeygroupUpdated { .. } => "keygroup_updated",
+            EventKind::KeygroupDeleted { .. } => "keygroup_deleted",
+            EventKind::ResponsibilityClaimed { .. } => "responsibility_claimed",
+            EventKind::ResponsibilityReleased { .. } => "responsibility_released",
         }
     }
 }

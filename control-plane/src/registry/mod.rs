@@ -7,11 +7,16 @@
 
 mod command;
 mod event;
+mod keygroups;
 mod rules;
 mod state;
 
 pub use command::{Command, CommandOutput, RegistryError};
 pub use event::{Event, EventKind};
+pub use keygroups::{
+    validate_keygroup_name, Actor, KeygroupConfig, KeygroupDelta, Responsibility, DEFAULT_TTL_SECS,
+    MAX_TTL_SECS, SECRET_BYTES,
+};
 pub use state::{
     FeedError, FeedPage, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,
     RegistryDigest, MAX_BATCH, MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,

@@ -30,6 +30,27 @@ impl Registry {
             Command::KvDelete { key, cas } => self.kv_delete(key, *cas),
             Command::EpochBump { reason } => Ok(self.epoch_bump(index, reason)),
             Command::Batch(items) => self.batch(index, items),
+            Command::KeygroupCreate {
+                name,
+                creator,
+                ttl_secs,
+                open,
+                secret,
+            } => self.keygroup_create(index, name, creator, *ttl_secs, *open, secret),
+            Command::KeygroupUpdate { name, by, deltas } => {
+                self.keygroup_update(index, name, by, deltas)
+            }
+            Command::KeygroupDelete { name, by } => self.keygroup_delete(index, name, by),
+            Command::Claim {
+                node,
+                keygroup,
+                machine,
+            } => self.claim(index, node, keygroup, *machine),
+            Command::Release {
+                node,
+                keygroup,
+                machine,
+            } => Ok(self.release(index, node, keygroup, *machine)),
         }
     }
 
@@ -73,7 +94,7 @@ impl Registry {
         ))
     }
 
-    fn push_event(&mut self, index: u64, kind: EventKind) {
+    pub(crate) fn push_event(&mut self, index: u64, kind: EventKind) {
         self.events.push(Event {
             index,
             epoch: self.epoch,
@@ -126,6 +147,8 @@ impl Registry {
         if let Some(prev) = &previous {
             if prev.info.node != member.node {
                 self.remove_machine(index, &prev.info.node.clone(), member.id);
+                // It is no machine of its old node any more: what it held there is free.
+                self.release_machine(index, member.id);
             }
         }
         self.members.insert(
@@ -161,6 +184,7 @@ impl Registry {
         self.set_state(index, id, MemberState::Left);
         self.push_event(index, EventKind::MemberLeft { id, name });
         self.remove_machine(index, &node, id);
+        self.release_machine(index, id);
         Ok(CommandOutput::Left { changed: true })
     }
 
@@ -190,6 +214,7 @@ impl Registry {
             },
         );
         self.remove_machine(index, &node, id);
+        self.release_machine(index, id);
         Ok(CommandOutput::Failed { changed: true })
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::RegistryError;
 use super::event::Event;
+use super::keygroups::{KeygroupConfig, Responsibility};
 
 /// Longest accepted KV key, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -111,6 +112,9 @@ pub struct RegistryDigest {
     pub index: u64,
     pub members: Vec<MemberRecord>,
     pub nodes: Vec<NodeConfig>,
+    /// With secrets: digests travel only on internal routes (cluster secret).
+    pub keygroups: Vec<KeygroupConfig>,
+    pub responsibilities: Vec<Responsibility>,
 }
 
 impl RegistryDigest {
@@ -120,6 +124,8 @@ impl RegistryDigest {
             index,
             members: registry.members.values().cloned().collect(),
             nodes: registry.nodes.values().cloned().collect(),
+            keygroups: registry.keygroups.values().cloned().collect(),
+            responsibilities: registry.responsibilities.values().cloned().collect(),
         }
     }
 }
@@ -140,6 +146,9 @@ pub struct Registry {
     pub(crate) members: BTreeMap<MemberId, MemberRecord>,
     pub(crate) nodes: BTreeMap<String, NodeConfig>,
     pub(crate) kv: BTreeMap<String, KvEntry>,
+    pub(crate) keygroups: BTreeMap<String, KeygroupConfig>,
+    /// Keyed by (node, keygroup): at most one holder each.
+    pub(crate) responsibilities: BTreeMap<(String, String), Responsibility>,
     /// The current epoch's events, in index order.
     pub(crate) events: Vec<Event>,
 }
@@ -152,6 +161,8 @@ impl Default for Registry {
             members: BTreeMap::new(),
             nodes: BTreeMap::new(),
             kv: BTreeMap::new(),
+            keygroups: BTreeMap::new(),
+            responsibilities: BTreeMap::new(),
             events: Vec::new(),
         }
     }

@@ -1,0 +1,233 @@
+//! Keygroup and responsibility routes on every member (DESIGN.md §7): `/v1/keygroups...` and
+//! `/v1/responsibilities`. A request acts as the admin when the member has an admin token (the
+//! middleware already checked it), otherwise as the member's node, as FBase's clients act
+//! through the node they talk to. Secrets are generated here, by the proposing member, so the
+//! registry's apply stays deterministic.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use hivemind_control_plane::http::{views, ApiError};
+use hivemind_control_plane::registry::{
+    validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta, RegistryDigest,
+    DEFAULT_TTL_SECS, SECRET_BYTES,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::agent::Agent;
+
+pub(crate) fn routes(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/keygroups", get(list))
+        .route(
+            "/v1/keygroups/{app}/{tenant}/{group}",
+            get(get_one).put(create).patch(update).delete(delete),
+        )
+        .route("/v1/responsibilities", get(responsibilities))
+        .with_state(agent)
+}
+
+fn actor(agent: &Agent) -> Actor {
+    if agent.config.admin_token.is_some() {
+        Actor::Admin
+    } else {
+        Actor::Node(agent.config.node.clone())
+    }
+}
+
+fn may_see_secret(agent: &Agent, replicas_or_triggers: impl Fn(&str) -> bool) -> bool {
+    match actor(agent) {
+        Actor::Admin => true,
+        Actor::Node(node) => replicas_or_triggers(&node),
+    }
+}
+
+fn new_secret() -> Vec<u8> {
+    let secret: [u8; SECRET_BYTES] = rand::random();
+    secret.to_vec()
+}
+
+fn name_of(app: &str, tenant: &str, group: &str) -> Result<String, ApiError> {
+    let name = format!("{app}/{tenant}/{group}");
+    validate_keygroup_name(&name)
+        .map_err(|e| ApiError::from(hivemind_control_plane::CpError::Rejected(e)))?;
+    Ok(name)
+}
+
+async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> {
+    agent.cp.registry().await.map_err(ApiError::from)
+}
+
+async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<Value, ApiError> {
+    let registry = agent.cp.registry_at(at).await.map_err(ApiError::from)?;
+    let k = registry
+        .keygroups
+        .iter()
+        .find(|k| k.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_keygroup",
+                format!("no keygroup {name}"),
+            )
+        })?;
+    Ok(views::keygroup(
+        k,
+        may_see_secret(agent, |n| k.is_member(n)),
+    ))
+}
+
+/// Proposes `command` and, on success, answers the keygroup as it stands after it (read from
+/// a CP member that applied the command).
+async fn write_and_show(agent: &Agent, name: &str, command: Command) -> Result<Value, ApiError> {
+    let applied = agent.cp.write(command).await?;
+    match applied.output {
+        CommandOutput::Keygroup { .. } => view_of(agent, name, applied.index).await,
+        other => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopped",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+async fn list(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+    let registry = registry(&agent).await?;
+    Ok(Json(Value::Array(
+        registry
+            .keygroups
+            .iter()
+            .map(|k| views::keygroup(k, may_see_secret(&agent, |n| k.is_member(n))))
+            .collect(),
+    )))
+}
+
+async fn get_one(
+    State(agent): State<Arc<Agent>>,
+    Path((app, tenant, group)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name_of(&app, &tenant, &group)?;
+    Ok(Json(view_of(&agent, &name, 0).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    ttl: Option<u32>,
+    open: Option<bool>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+async fn create(
+    State(agent): State<Arc<Agent>>,
+    Path((app, tenant, group)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = name_of(&app, &tenant, &group)?;
+    let body: CreateBody = parse_body(&body)?;
+    let command = Command::KeygroupCreate {
+        name: name.clone(),
+        creator: agent.config.node.clone(),
+        ttl_secs: body.ttl.unwrap_or(DEFAULT_TTL_SECS),
+        open: body.open.unwrap_or(false),
+        secret: new_secret(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(write_and_show(&agent, &name, command).await?),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    add_replicas: Vec<String>,
+    #[serde(default)]
+    remove_replicas: Vec<String>,
+    #[serde(default)]
+    add_triggers: Vec<String>,
+    #[serde(default)]
+    remove_triggers: Vec<String>,
+    ttl: Option<u32>,
+    open: Option<bool>,
+    #[serde(default)]
+    rotate_secret: bool,
+}
+
+impl UpdateBody {
+    fn deltas(self) -> Vec<KeygroupDelta> {
+        let mut deltas = Vec::new();
+        deltas.extend(self.add_replicas.into_iter().map(KeygroupDelta::AddReplica));
+        deltas.extend(
+            self.remove_replicas
+                .into_iter()
+                .map(KeygroupDelta::RemoveReplica),
+        );
+        deltas.extend(self.add_triggers.into_iter().map(KeygroupDelta::AddTrigger));
+        deltas.extend(
+            self.remove_triggers
+                .into_iter()
+                .map(KeygroupDelta::RemoveTrigger),
+        );
+        deltas.extend(self.ttl.map(KeygroupDelta::SetTtl));
+        deltas.extend(self.open.map(KeygroupDelta::SetOpen));
+        if self.rotate_secret {
+            deltas.push(KeygroupDelta::RotateSecret(new_secret()));
+        }
+        deltas
+    }
+}
+
+async fn update(
+    State(agent): State<Arc<Agent>>,
+    Path((app, tenant, group)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let name = name_of(&app, &tenant, &group)?;
+    let body: UpdateBody = parse_body(&body)?;
+    let command = Command::KeygroupUpdate {
+        name: name.clone(),
+        by: actor(&agent),
+        deltas: body.deltas(),
+    };
+    Ok(Json(write_and_show(&agent, &name, command).await?))
+}
+
+async fn delete(
+    State(agent): State<Arc<Agent>>,
+    Path((app, tenant, group)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name_of(&app, &tenant, &group)?;
+    let command = Command::KeygroupDelete {
+        name: name.clone(),
+        by: actor(&agent),
+    };
+    Ok(Json(write_and_show(&agent, &name, command).await?))
+}
+
+async fn responsibilities(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+    let registry = registry(&agent).await?;
+    let name_of = |id| {
+        registry
+            .members
+            .iter()
+            .find(|m| m.info.id == id)
+            .map(|m| m.info.name.as_str())
+    };
+    Ok(Json(json!(registry
+        .responsibilities
+        .iter()
+        .map(|r| views::responsibility(r, name_of(r.machine)))
+        .collect::<Vec<_>>())))
+}
