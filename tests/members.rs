@@ -473,6 +473,33 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
             .then_some(())
     })
     .await;
+
+    // An operator forces a new epoch while web-1 is stopped: restarted, it rejoins in it.
+    cluster.agents[web].kill9();
+    let addr = cluster.agents[1].http_addr();
+    let out = cli(&["--http-addr", &addr, "cp", "epoch", "bump"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let forced = wait_for("the forced epoch", || async {
+        let e = epoch(&cluster.agents[0]).await?;
+        (e > later).then_some(e)
+    })
+    .await;
+    cluster.agents[web].start();
+    let status = wait_for("web-1 back in the forced epoch", || async {
+        let s = get_json(&cluster.agents[web].url("/v1/status"))
+            .await
+            .ok()?;
+        (s["ready"] == true && s["feed"]["epoch"].as_u64()? >= forced).then_some(s)
+    })
+    .await;
+    assert_eq!(status["feed"]["caught_up"], true);
+    wait_for("web-1 alive as generation 3", || async {
+        states(&cluster.agents[0])
+            .await?
+            .contains(&("web-1".into(), "alive".into(), 3))
+            .then_some(())
+    })
+    .await;
 }
 
 /// The address watchdog: `--advertise` changed at runtime (config file + SIGHUP) renews the
