@@ -217,6 +217,18 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         bootstrap_expect: args.bootstrap_expect.map(usize::from),
         join: args.join,
         roles: args.roles,
+        keygroups: if args.keygroup.is_empty() {
+            vec!["hivemind/default/hosts".to_string()]
+        } else {
+            args.keygroup
+        },
+        domain: normalize_domain(&args.domain).unwrap_or_else(|| {
+            flag_error(format!(
+                "--domain: {:?} is not a DNS name (labels of letters, digits and '-')",
+                args.domain
+            ))
+        }),
+        dns_port: args.dns_port,
         admin_token: args.admin_token,
         join_token: args.join_token,
         request_timeout: args.request_timeout,
@@ -271,6 +283,22 @@ pub fn shutdown_on_signal() -> CancellationToken {
         signal_token.cancel();
     });
     shutdown
+}
+
+/// `--domain` in lower case with its trailing dot, if every label is letters, digits and `-`.
+fn normalize_domain(domain: &str) -> Option<String> {
+    let trimmed = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    let valid = !trimmed.is_empty()
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    valid.then(|| format!("{trimmed}."))
 }
 
 /// Whether `--advertise` came from the command line or the environment (which a config

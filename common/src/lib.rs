@@ -5,6 +5,7 @@
 //! - [`codec`]: the one binary encoding used between members, with bounded, total decoding.
 //! - [`names`]: validation of names (members, nodes, roles) shared by every crate.
 //! - [`roles`]: the known roles, what they perform and require, and the readiness rule.
+//! - [`records`]: host records, their sealing with keygroup secrets, stream frames, seq book.
 //! - [`role`]: the [`Role`](role::Role) trait and the context the member runtime hands a role.
 //!
 //! Invariant: no IO, no clocks; everything here is plain data, pure functions, and the role
@@ -13,6 +14,7 @@
 pub mod codec;
 pub mod id;
 pub mod names;
+pub mod records;
 pub mod role;
 pub mod roles;
 

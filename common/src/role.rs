@@ -36,8 +36,38 @@ pub trait Role: Send + 'static {
 }
 
 pub struct Started {
+    /// Mounted under `/v1/roles/<name>/` (admin token).
     pub routes: axum::Router,
+    /// Mounted under `/internal/v1/roles/<name>/` (cluster secret): what other members call.
+    pub internal: axum::Router,
     pub task: BoxFuture<()>,
+}
+
+/// What the member was told for its roles (`--keygroup`, `--domain`, `--dns-port`, `--bind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSettings {
+    pub keygroups: Vec<String>,
+    pub domain: String,
+    pub bind: std::net::IpAddr,
+    pub dns_port: u16,
+    /// Sent as `x-hivemind-cluster-secret` on calls to other members' internal routes.
+    pub cluster_secret: Option<String>,
+}
+
+/// The header carrying the cluster secret on internal routes.
+pub const CLUSTER_SECRET_HEADER: &str = "x-hivemind-cluster-secret";
+
+/// A keygroup as a role sees it: with its secret when this member's node may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeygroupInfo {
+    pub name: String,
+    pub version: u64,
+    pub replicas: BTreeSet<String>,
+    pub triggers: BTreeSet<String>,
+    pub ttl_secs: u32,
+    pub open: bool,
+    pub secret: Vec<u8>,
+    pub tombstoned: bool,
 }
 
 /// This member as the cluster knows it now.
@@ -149,6 +179,13 @@ pub trait ControlPlaneClient: Send + Sync {
         value: Vec<u8>,
         cas: Option<u64>,
     ) -> BoxFuture<Result<u64, CpCallError>>;
+    /// The keygroup's current config (from a control-plane member's applied state).
+    fn keygroup(&self, name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>>;
+    /// Makes this member's node a replica of `name`: creates it `open` if it does not exist,
+    /// adds the node if the keygroup is open. Answers the config as it then stands.
+    fn join_keygroup(&self, name: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>>;
+    /// Claims responsibility for `keygroup` in this member's node; answers the fence.
+    fn claim(&self, keygroup: String) -> BoxFuture<Result<u64, CpCallError>>;
 }
 
 /// A role's durable key-value space (one per role, inside `<data-dir>/member`).
@@ -192,6 +229,7 @@ pub struct RoleContext {
     pub membership: watch::Receiver<Arc<Membership>>,
     pub events: mpsc::UnboundedReceiver<RoleEvent>,
     pub cp: Arc<dyn ControlPlaneClient>,
+    pub settings: RoleSettings,
     pub store: Arc<dyn RoleStore>,
     pub health: RoleHealth,
     pub shutdown: CancellationToken,

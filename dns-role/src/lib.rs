@@ -1,14 +1,136 @@
-//! The `dns` role: subscribes to host records, keeps `map[host] -> (record, seq)`, and answers
-//! DNS for them with hickory-server.
+//! The `dns` role: for every keygroup it serves (`--keygroup`), makes its node a replica,
+//! claims responsibility for it, subscribes to every live host member of the keygroup's other
+//! replica nodes (each stream opens with the host's current record), keeps the newest record
+//! per host by seq, drops a host the moment the feed says it failed or left, drops a tombstoned
+//! keygroup, and answers DNS for all of it (hickory-server, UDP and TCP on `--dns-port`).
 //!
-//! Today the role is loadable (so that `--roles dns` members perform `dns` for readiness) but
-//! serves nothing: subscriptions and DNS answers arrive with the keygroups and roles issue
-//! (DESIGN.md §5, §6).
+//! Layout:
+//! - [`zone`]: names and answers, rebuilt whole on every change (sans IO).
+//! - [`subscriptions`]: which hosts to subscribe to (sans IO).
+//! - [`server`]: the hickory request handler.
+//! - [`DnsRole`]: the reconcile loop, subscriber tasks, `GET /v1/roles/dns/records`.
 
-use hivemind_common::role::{Role, RoleContext, Started};
+pub mod server;
+pub mod subscriptions;
+pub mod zone;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use hickory_proto::rr::Name;
+use hivemind_common::records::{self, HostRecord, OpenError, SeqBook};
+use hivemind_common::role::{
+    ControlPlaneClient, KeygroupInfo, Me, Membership, Role, RoleContext, RoleEvent, RoleHealth,
+    Started, CLUSTER_SECRET_HEADER,
+};
 use hivemind_common::roles::{self, RoleSpec};
+use hivemind_common::MemberId;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use subscriptions::Target;
+use zone::Zone;
+
+/// How often the role re-reads its keygroups and reconciles its subscriptions (besides every
+/// membership event).
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 pub struct DnsRole;
+
+#[derive(Default)]
+struct Counters {
+    applied: AtomicU64,
+    /// Records that did not open with the keygroup's secret even after re-reading it ([5]).
+    refused_sealed: AtomicU64,
+    stream_errors: AtomicU64,
+}
+
+struct Shared {
+    origin: Name,
+    book: Mutex<SeqBook>,
+    keygroups: RwLock<BTreeMap<String, KeygroupInfo>>,
+    membership: RwLock<Arc<Membership>>,
+    zone: Arc<RwLock<Arc<Zone>>>,
+    serial: AtomicU64,
+    counters: Counters,
+    queries: Arc<server::QueryCounts>,
+    cp: Arc<dyn ControlPlaneClient>,
+    cluster_secret: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Shared {
+    /// Rebuilds the zone from the book and the membership and swaps it in.
+    fn rebuild(&self) {
+        let book = self.book.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let keygroups = self.keygroups.read().unwrap_or_else(|p| p.into_inner());
+        let ttls: BTreeMap<String, u32> = keygroups
+            .values()
+            .map(|k| (k.name.clone(), k.ttl_secs))
+            .collect();
+        drop(keygroups);
+        let membership = self
+            .membership
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let records: Vec<&HostRecord> = book.records().collect();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) as u32 + 1;
+        let zone = Zone::build(&self.origin, &records, &ttls, &membership, serial);
+        *self.zone.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(zone);
+    }
+
+    fn secret(&self, keygroup: &str) -> Vec<u8> {
+        self.keygroups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(keygroup)
+            .map(|k| k.secret.clone())
+            .unwrap_or_default()
+    }
+
+    /// Opens a frame from `from`; on a seal failure re-reads the keygroup's config once (the
+    /// secret may have been rotated: seed event [5]) and retries.
+    async fn open(&self, keygroup: &str, sealed: &[u8]) -> Result<HostRecord, OpenError> {
+        match records::open(&self.secret(keygroup), sealed) {
+            Err(OpenError::Seal) => {
+                if let Ok(Some(info)) = self.cp.keygroup(keygroup.to_string()).await {
+                    self.keygroups
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(keygroup.to_string(), info);
+                }
+                records::open(&self.secret(keygroup), sealed)
+            }
+            other => other,
+        }
+    }
+
+    /// Applies a record received from `target`; answers whether the zone changed.
+    fn apply(&self, target: &Target, record: HostRecord) -> bool {
+        // A publisher speaks only for itself, in the keygroup it was asked for.
+        if record.member != target.member || record.keygroup != target.keygroup {
+            self.counters.refused_sealed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let applied = self
+            .book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(record);
+        if applied {
+            self.counters.applied.fetch_add(1, Ordering::Relaxed);
+            self.rebuild();
+        }
+        applied
+    }
+}
 
 impl Role for DnsRole {
     fn spec(&self) -> &'static RoleSpec {
@@ -16,9 +138,314 @@ impl Role for DnsRole {
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
+        let origin = Name::from_ascii(&ctx.settings.domain).unwrap_or_else(|_| Name::root());
+        let shared = Arc::new(Shared {
+            origin: origin.clone(),
+            book: Mutex::new(SeqBook::default()),
+            keygroups: RwLock::new(BTreeMap::new()),
+            membership: RwLock::new(ctx.membership.borrow().clone()),
+            zone: Arc::new(RwLock::new(Arc::new(Zone::build(
+                &origin,
+                &[],
+                &BTreeMap::new(),
+                &Membership::default(),
+                0,
+            )))),
+            serial: AtomicU64::new(0),
+            counters: Counters::default(),
+            queries: Arc::default(),
+            cp: ctx.cp.clone(),
+            cluster_secret: ctx.settings.cluster_secret.clone(),
+            http: reqwest::Client::new(),
+        });
+        shared.rebuild();
+        let routes = Router::new()
+            .route("/records", get(records_route))
+            .with_state(shared.clone());
+        let task = Box::pin(run(shared, ctx));
         Started {
-            routes: axum::Router::new(),
-            task: Box::pin(async move { ctx.shutdown.cancelled().await }),
+            routes,
+            internal: Router::new(),
+            task,
         }
     }
+}
+
+async fn records_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let book = shared
+        .book
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let records: Vec<Value> = book
+        .records()
+        .map(|r| {
+            json!({
+                "keygroup": r.keygroup,
+                "host": r.host,
+                "member": r.member.to_string(),
+                "seq": r.seq,
+                "generation": r.generation,
+                "addrs": r.addrs,
+                "services": r.services,
+            })
+        })
+        .collect();
+    Json(json!({
+        "records": records,
+        "applied": shared.counters.applied.load(Ordering::Relaxed),
+        "refused_sealed": shared.counters.refused_sealed.load(Ordering::Relaxed),
+        "stream_errors": shared.counters.stream_errors.load(Ordering::Relaxed),
+        "queries": shared.queries.snapshot(),
+    }))
+}
+
+/// Binds the DNS sockets and serves until `shutdown`.
+async fn serve_dns(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    health: RoleHealth,
+    shutdown: CancellationToken,
+) {
+    let udp = tokio::net::UdpSocket::bind(addr).await;
+    let tcp = tokio::net::TcpListener::bind(addr).await;
+    let (udp, tcp) = match (udp, tcp) {
+        (Ok(u), Ok(t)) => (u, t),
+        (u, t) => {
+            let error = u
+                .err()
+                .or(t.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::error!(%addr, %error, "cannot bind the DNS port; not serving DNS");
+            health.waiting_for(vec![format!("dns_port:{error}")]);
+            return;
+        }
+    };
+    let mut server = hickory_server::Server::new(server::Handler {
+        zone: shared.zone.clone(),
+        counts: shared.queries.clone(),
+    });
+    server.register_socket(udp);
+    server.register_listener(tcp, Duration::from_secs(5), 64);
+    tracing::info!(%addr, "serving DNS");
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            let _ = server.shutdown_gracefully().await;
+        }
+        result = server.block_until_done() => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the DNS server stopped");
+            }
+        }
+    }
+}
+
+/// The reconcile loop: keygroups joined and claimed, subscriptions matching the membership,
+/// records of gone members dropped at once.
+async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
+    let dns_addr = SocketAddr::new(ctx.settings.bind, ctx.settings.dns_port);
+    tokio::spawn(serve_dns(
+        shared.clone(),
+        dns_addr,
+        ctx.health.clone(),
+        ctx.shutdown.child_token(),
+    ));
+    let me: Me = ctx.me.borrow().clone();
+    let mut active: BTreeMap<Target, CancellationToken> = BTreeMap::new();
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                for token in active.values() {
+                    token.cancel();
+                }
+                return;
+            }
+            _ = tick.tick() => {}
+            event = ctx.events.recv() => {
+                let Some(event) = event else { return };
+                if let RoleEvent::Gone { id, .. } = event {
+                    // Seed: a host that failed or left is gone from the answers now.
+                    drop_member(&shared, &mut active, id);
+                }
+            }
+        }
+        *shared.membership.write().unwrap_or_else(|p| p.into_inner()) =
+            ctx.membership.borrow().clone();
+        let held = reconcile_keygroups(&shared, &ctx).await;
+        let membership = ctx.membership.borrow().clone();
+        let keygroups = shared
+            .keygroups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let wanted = subscriptions::targets(&me.node, &held, &keygroups, &membership);
+        // Stop what is no longer wanted (make-before-break: new ones start in the same turn).
+        active.retain(|target, token| {
+            let keep = wanted.contains(target);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for target in wanted {
+            if let std::collections::btree_map::Entry::Vacant(slot) = active.entry(target) {
+                let token = ctx.shutdown.child_token();
+                tokio::spawn(subscribe(shared.clone(), slot.key().clone(), token.clone()));
+                slot.insert(token);
+            }
+        }
+        // Records of members no longer alive, or of keygroups no longer served, go.
+        let live: BTreeSet<MemberId> = membership.live().map(|p| p.id).collect();
+        let stale: Vec<MemberId> = shared
+            .book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records()
+            .map(|r| r.member)
+            .filter(|m| !live.contains(m))
+            .collect();
+        for id in stale {
+            drop_member(&shared, &mut active, id);
+        }
+        shared.rebuild();
+    }
+}
+
+fn drop_member(shared: &Shared, active: &mut BTreeMap<Target, CancellationToken>, id: MemberId) {
+    active.retain(|target, token| {
+        let keep = target.member != id;
+        if !keep {
+            token.cancel();
+        }
+        keep
+    });
+    let removed = shared
+        .book
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove_member(id);
+    if removed {
+        tracing::info!(member = %id, "host gone: its records are dropped");
+        shared.rebuild();
+    }
+}
+
+/// Joins and claims every served keygroup; answers the ones this machine is responsible for.
+/// A tombstoned keygroup's records go.
+async fn reconcile_keygroups(shared: &Shared, ctx: &RoleContext) -> BTreeSet<String> {
+    let mut held = BTreeSet::new();
+    let mut waiting = Vec::new();
+    for name in &ctx.settings.keygroups {
+        match ctx.cp.join_keygroup(name.clone()).await {
+            Ok(info) => {
+                shared
+                    .keygroups
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), info);
+            }
+            Err(e) if e.code == "tombstoned" => {
+                let removed = shared
+                    .book
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove_keygroup(name);
+                shared
+                    .keygroups
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                if removed {
+                    tracing::info!(keygroup = %name, "keygroup tombstoned: its records are dropped");
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(keygroup = %name, error = %e, "cannot join the keygroup; retrying");
+                waiting.push(format!("keygroup:{name}"));
+                continue;
+            }
+        }
+        match ctx.cp.claim(name.clone()).await {
+            Ok(_fence) => {
+                held.insert(name.clone());
+            }
+            Err(e) if e.code == "held" => {
+                // Another machine of this node holds it (several machines per node: next issue).
+            }
+            Err(e) => {
+                tracing::warn!(keygroup = %name, error = %e, "cannot claim the keygroup; retrying");
+                waiting.push(format!("keygroup:{name}"));
+            }
+        }
+    }
+    ctx.health.waiting_for(waiting);
+    held
+}
+
+/// One subscription: streams `target`'s records until cancelled, reconnecting with backoff.
+async fn subscribe(shared: Arc<Shared>, target: Target, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let url = format!(
+            "http://{}/internal/v1/roles/host/subscribe?keygroup={}",
+            target.http_addr, target.keygroup
+        );
+        let mut request = shared.http.get(url);
+        if let Some(secret) = &shared.cluster_secret {
+            request = request.header(CLUSTER_SECRET_HEADER, secret);
+        }
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            outcome = stream(&shared, &target, request) => outcome,
+        };
+        if let Err(e) = outcome {
+            shared
+                .counters
+                .stream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(host = %target.member, error = %e, "subscription interrupted; reconnecting");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn stream(
+    shared: &Shared,
+    target: &Target,
+    request: reqwest::RequestBuilder,
+) -> Result<(), String> {
+    let mut response = request.send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("subscribe answered {}", response.status()));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        buf.extend_from_slice(&chunk);
+        let frames =
+            records::take_frames(&mut buf).map_err(|len| format!("frame of {len} bytes"))?;
+        for sealed in frames {
+            match shared.open(&target.keygroup, &sealed).await {
+                Ok(record) => {
+                    shared.apply(target, record);
+                }
+                Err(e) => {
+                    // Not interpretable even with the config re-read: dropped and counted.
+                    shared
+                        .counters
+                        .refused_sealed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(host = %target.member, keygroup = %target.keygroup, error = %e, "record refused");
+                }
+            }
+        }
+    }
+    Err("the stream ended".into())
 }

@@ -1,62 +1,102 @@
-//! The `host` role: publishes this machine's record (name, addresses, services) with a seq
-//! that only grows, and (with the keygroups issue) serves subscription streams to dns members.
+//! The `host` role: publishes this machine's record (name, addresses, services) into each of
+//! its keygroups with a seq that only grows, and serves subscription streams to the dns
+//! members responsible for those keygroups: a stream opens with the current record and then
+//! carries every update at once, each sealed with the keygroup's secret.
 //!
 //! Layout:
-//! - [`record`]: the host record and its seq bookkeeping (sans IO).
-//! - [`HostRole`]: the running role: keeps the record current with the member's address and
-//!   serves it at `GET /v1/roles/host/record`.
+//! - [`record`]: the record's change rules and service validation (sans IO).
+//! - [`HostRole`]: joins the keygroups, keeps the record current, serves
+//!   `GET/PUT /v1/roles/host/services`, `GET /v1/roles/host/record` and the internal stream
+//!   `GET /internal/v1/roles/host/subscribe?keygroup=K`.
 
 pub mod record;
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hivemind_common::records::{self, HostRecord, Service};
 use hivemind_common::role::{Me, Role, RoleContext, RoleEvent, RoleStore, Started};
 use hivemind_common::roles::{self, RoleSpec};
+use serde_json::{json, Value};
+use tokio::sync::watch;
 
-use record::HostRecord;
+use record::Published;
 
 const SEQ_KEY: &[u8] = b"seq";
+const SERVICES_KEY: &[u8] = b"services";
+/// How often keygroup configs (secrets) are re-read.
+const REFRESH: Duration = Duration::from_secs(5);
 
 pub struct HostRole;
 
 struct Shared {
-    record: Mutex<HostRecord>,
+    keygroups: Vec<String>,
     store: Arc<dyn RoleStore>,
+    /// The last published record; subscribers watch it.
+    published: watch::Sender<Published>,
+    /// Serialises changes so that seqs are persisted in order.
+    change: Mutex<()>,
+    /// Keygroup name -> its secret, once this node is a replica.
+    secrets: RwLock<BTreeMap<String, Vec<u8>>>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
 }
 
 impl Shared {
-    /// Persists the record's seq before anyone can see the record, so a restart never reuses it.
-    fn publish(&self, next: impl FnOnce(&HostRecord) -> Option<HostRecord>) {
-        let mut current = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(record) = next(&current) else { return };
-        if let Err(e) = self.store.put(SEQ_KEY, &record.seq.to_be_bytes()) {
-            tracing::error!(error = %e, "cannot persist the host record's seq; keeping the old record");
-            return;
-        }
-        tracing::info!(seq = record.seq, addrs = ?record.addrs, "host record published");
-        *current = record;
+    /// Publishes the next record if `next` changes something; the seq is persisted before any
+    /// subscriber can see it, so a restart never reuses one.
+    fn publish(&self, next: impl FnOnce(&Published) -> Option<Published>) -> Result<(), String> {
+        let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(record) = next(&self.published.borrow()) else {
+            return Ok(());
+        };
+        self.store
+            .put(SEQ_KEY, &record.seq.to_be_bytes())
+            .and_then(|()| {
+                self.store.put(
+                    SERVICES_KEY,
+                    &serde_json::to_vec(&record.services).expect("services serialize"),
+                )
+            })
+            .map_err(|e| e.to_string())?;
+        tracing::info!(seq = record.seq, addrs = ?record.addrs, services = record.services.len(), "host record published");
+        self.published.send_replace(record);
+        Ok(())
+    }
+
+    fn secret(&self, keygroup: &str) -> Option<Vec<u8>> {
+        self.secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(keygroup)
+            .cloned()
     }
 }
 
-fn stored_seq(store: &dyn RoleStore) -> u64 {
-    match store.get(SEQ_KEY) {
-        Ok(Some(bytes)) => bytes
-            .as_slice()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .unwrap_or_else(|_| {
-                tracing::error!("corrupt stored seq; starting above it is impossible, using 0");
-                0
-            }),
-        Ok(None) => 0,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the stored seq");
-            0
-        }
-    }
+fn stored(store: &dyn RoleStore) -> (u64, Vec<Service>) {
+    let seq = match store.get(SEQ_KEY) {
+        Ok(Some(bytes)) => bytes.as_slice().try_into().map(u64::from_be_bytes).ok(),
+        _ => None,
+    };
+    let services = match store.get(SERVICES_KEY) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+        _ => None,
+    };
+    (seq.unwrap_or(0), services.unwrap_or_default())
 }
 
 impl Role for HostRole {
@@ -66,37 +106,155 @@ impl Role for HostRole {
 
     fn start(self: Box<Self>, mut ctx: RoleContext) -> Started {
         let me: Me = ctx.me.borrow().clone();
+        let (seq, services) = stored(ctx.store.as_ref());
+        let (published, _) = watch::channel(Published::initial(&me, seq, services));
         let shared = Arc::new(Shared {
-            record: Mutex::new(HostRecord::initial(&me, stored_seq(ctx.store.as_ref()))),
+            keygroups: ctx.settings.keygroups.clone(),
             store: ctx.store.clone(),
+            published,
+            change: Mutex::new(()),
+            secrets: RwLock::new(BTreeMap::new()),
         });
         // The first record of this incarnation takes a fresh seq too.
-        shared.publish(|r| Some(r.next(&me)));
+        if let Err(e) = shared.publish(|r| Some(r.next(&me))) {
+            tracing::error!(error = %e, "cannot persist the host record's seq");
+        }
+        ctx.health.waiting_for(
+            shared
+                .keygroups
+                .iter()
+                .map(|k| format!("keygroup:{k}"))
+                .collect(),
+        );
         let routes = Router::new()
             .route("/record", get(record_route))
+            .route("/services", get(services_route).put(put_services))
+            .with_state(shared.clone());
+        let internal = Router::new()
+            .route("/subscribe", get(subscribe))
             .with_state(shared.clone());
         let task = Box::pin(async move {
+            let mut refresh = tokio::time::interval(REFRESH);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let event = tokio::select! {
+                tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
-                    event = ctx.events.recv() => match event { Some(e) => e, None => return },
-                };
-                if let RoleEvent::SelfAddressChanged { me } = event {
-                    // Republish at once rather than at the next periodic round.
-                    shared.publish(|r| r.changed_for(&me));
+                    _ = refresh.tick() => {
+                        let mut waiting = Vec::new();
+                        for keygroup in &shared.keygroups {
+                            // Joining also re-reads the config: a rotated secret is picked up.
+                            match ctx.cp.join_keygroup(keygroup.clone()).await {
+                                Ok(info) if !info.secret.is_empty() => {
+                                    shared
+                                        .secrets
+                                        .write()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .insert(keygroup.clone(), info.secret);
+                                }
+                                Ok(_) => waiting.push(format!("keygroup:{keygroup}")),
+                                Err(e) => {
+                                    tracing::warn!(%keygroup, error = %e, "cannot join the keygroup; retrying");
+                                    waiting.push(format!("keygroup:{keygroup}"));
+                                }
+                            }
+                        }
+                        ctx.health.waiting_for(waiting);
+                    }
+                    event = ctx.events.recv() => match event {
+                        None => return,
+                        Some(RoleEvent::SelfAddressChanged { me }) => {
+                            // Republish at once rather than at the next periodic round.
+                            if let Err(e) = shared.publish(|r| r.changed_for(&me)) {
+                                tracing::error!(error = %e, "cannot persist the host record's seq");
+                            }
+                        }
+                        Some(_) => {}
+                    },
                 }
             }
         });
-        Started { routes, task }
+        Started {
+            routes,
+            internal,
+            task,
+        }
     }
 }
 
-async fn record_route(State(shared): State<Arc<Shared>>) -> Json<HostRecord> {
-    Json(
-        shared
-            .record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-    )
+async fn record_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let r = shared.published.borrow().clone();
+    Json(json!({
+        "host": r.host,
+        "keygroups": shared.keygroups,
+        "addrs": r.addrs,
+        "services": r.services,
+        "seq": r.seq,
+        "generation": r.generation,
+    }))
+}
+
+async fn services_route(State(shared): State<Arc<Shared>>) -> Json<Vec<Service>> {
+    Json(shared.published.borrow().services.clone())
+}
+
+/// `PUT /v1/roles/host/services`: the whole list of this host's services.
+async fn put_services(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let services: Vec<Service> = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")),
+    };
+    if let Err(message) = record::validate_services(&services) {
+        return error(StatusCode::BAD_REQUEST, "invalid", message);
+    }
+    match shared.publish(|r| r.with_services(services)) {
+        Ok(()) => record_route(State(shared)).await.into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SubscribeQuery {
+    keygroup: String,
+}
+
+/// The subscription stream: frames of the sealed record, the current one first.
+async fn subscribe(State(shared): State<Arc<Shared>>, Query(q): Query<SubscribeQuery>) -> Response {
+    if !shared.keygroups.contains(&q.keygroup) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_keygroup",
+            format!("this host does not publish into {}", q.keygroup),
+        );
+    }
+    if shared.secret(&q.keygroup).is_none() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_joined",
+            format!("not a replica of {} yet", q.keygroup),
+        );
+    }
+    let mut updates = shared.published.subscribe();
+    updates.mark_changed();
+    let keygroup = q.keygroup;
+    let stream = futures::stream::unfold(
+        (updates, shared, keygroup),
+        |(mut updates, shared, keygroup)| async move {
+            updates.changed().await.ok()?;
+            let published = updates.borrow_and_update().clone();
+            let record = HostRecord {
+                member: published.member,
+                host: published.host,
+                keygroup: keygroup.clone(),
+                addrs: published.addrs,
+                services: published.services,
+                seq: published.seq,
+                generation: published.generation,
+            };
+            // Sealed with the secret as it is now (a rotation is picked up by the refresh).
+            let sealed = records::seal(&shared.secret(&keygroup)?, rand::random(), &record)?;
+            let frame: Result<Bytes, Infallible> = Ok(Bytes::from(records::frame(&sealed)));
+            Some((frame, (updates, shared, keygroup)))
+        },
+    );
+    Body::from_stream(stream).into_response()
 }

@@ -1,21 +1,18 @@
-//! The host record and its seq rules (sans IO): every change gets a seq above every seq this
-//! host ever used, including before a restart (the caller persists it before publishing).
+//! The host record as published (sans IO): every change gets a seq above every seq this host
+//! ever used, including before a restart (the caller persists it before publishing), and
+//! services are validated before they are accepted.
 
 use std::net::IpAddr;
 
+use hivemind_common::names::is_valid_name;
+use hivemind_common::records::Service;
 use hivemind_common::role::Me;
-use serde::{Deserialize, Serialize};
+use hivemind_common::MemberId;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Service {
-    pub name: String,
-    pub port: u16,
-    pub proto: String,
-    pub tags: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRecord {
+/// What this host publishes now (the keygroup is added per subscription stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub member: MemberId,
     pub host: String,
     pub addrs: Vec<IpAddr>,
     pub services: Vec<Service>,
@@ -23,13 +20,14 @@ pub struct HostRecord {
     pub generation: u64,
 }
 
-impl HostRecord {
-    /// The record before anything is published: no addresses, the last persisted seq.
-    pub fn initial(me: &Me, stored_seq: u64) -> Self {
+impl Published {
+    /// Before anything is published: no addresses, the persisted seq and services.
+    pub fn initial(me: &Me, stored_seq: u64, services: Vec<Service>) -> Self {
         Self {
+            member: me.id,
             host: me.name.clone(),
             addrs: Vec::new(),
-            services: Vec::new(),
+            services,
             seq: stored_seq,
             generation: me.generation,
         }
@@ -38,6 +36,7 @@ impl HostRecord {
     /// This record for `me`'s current address and generation, with the next seq.
     pub fn next(&self, me: &Me) -> Self {
         Self {
+            member: me.id,
             host: me.name.clone(),
             addrs: vec![me.http_addr.ip()],
             services: self.services.clone(),
@@ -48,15 +47,58 @@ impl HostRecord {
 
     /// The next record if `me` differs from what this record says, else `None`.
     pub fn changed_for(&self, me: &Me) -> Option<Self> {
-        let next = self.next(me);
-        (next.addrs != self.addrs || next.generation != self.generation).then_some(next)
+        let next = self.next_seq();
+        let moved = Self {
+            addrs: vec![me.http_addr.ip()],
+            generation: me.generation,
+            ..next
+        };
+        (moved.addrs != self.addrs || moved.generation != self.generation).then_some(moved)
     }
+
+    /// The next record with `services`, if they differ.
+    pub fn with_services(&self, services: Vec<Service>) -> Option<Self> {
+        (services != self.services).then(|| Self {
+            services,
+            ..self.next_seq()
+        })
+    }
+
+    fn next_seq(&self) -> Self {
+        Self {
+            seq: self.seq + 1,
+            ..self.clone()
+        }
+    }
+}
+
+/// Services must have DNS-label names, `tcp` or `udp`, a nonzero port, and be unique by
+/// (name, proto).
+pub fn validate_services(services: &[Service]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in services {
+        if !is_valid_name(&s.name) || s.name.len() > 62 {
+            return Err(format!("service name {:?} is not a DNS label", s.name));
+        }
+        if s.proto != "tcp" && s.proto != "udp" {
+            return Err(format!(
+                "service {:?}: proto must be tcp or udp, not {:?}",
+                s.name, s.proto
+            ));
+        }
+        if s.port == 0 {
+            return Err(format!("service {:?}: port must not be 0", s.name));
+        }
+        if !seen.insert((&s.name, &s.proto)) {
+            return Err(format!("service {}/{} is listed twice", s.name, s.proto));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hivemind_common::MemberId;
     use proptest::prelude::*;
 
     fn me(ip: [u8; 4], generation: u64) -> Me {
@@ -70,27 +112,66 @@ mod tests {
         }
     }
 
+    fn service(name: &str, port: u16) -> Service {
+        Service {
+            name: name.into(),
+            port,
+            proto: "tcp".into(),
+            tags: vec![],
+        }
+    }
+
     #[test]
-    fn a_restart_continues_above_the_persisted_seq() {
-        let record = HostRecord::initial(&me([127, 0, 0, 1], 2), 41).next(&me([127, 0, 0, 1], 2));
+    fn a_restart_continues_above_the_persisted_seq_with_its_services() {
+        let record = Published::initial(&me([127, 0, 0, 1], 2), 41, vec![service("http", 80)])
+            .next(&me([127, 0, 0, 1], 2));
         assert_eq!(record.seq, 42);
         assert_eq!(record.addrs, vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(record.services, vec![service("http", 80)]);
     }
 
     #[test]
     fn only_a_real_change_publishes() {
-        let record = HostRecord::initial(&me([127, 0, 0, 1], 1), 0).next(&me([127, 0, 0, 1], 1));
+        let record =
+            Published::initial(&me([127, 0, 0, 1], 1), 0, vec![]).next(&me([127, 0, 0, 1], 1));
         assert_eq!(record.changed_for(&me([127, 0, 0, 1], 1)), None);
+        assert_eq!(record.with_services(vec![]), None);
         let moved = record.changed_for(&me([127, 0, 0, 2], 2)).unwrap();
         assert_eq!((moved.seq, moved.generation), (2, 2));
+        let with = moved.with_services(vec![service("http", 80)]).unwrap();
+        assert_eq!(with.seq, 3);
+    }
+
+    #[test]
+    fn bad_services_are_refused_with_the_reason() {
+        assert!(validate_services(&[service("http", 80), service("dns", 53)]).is_ok());
+        assert!(validate_services(&[service("web server", 80)])
+            .unwrap_err()
+            .contains("DNS label"));
+        assert!(validate_services(&[service("http", 0)])
+            .unwrap_err()
+            .contains("port"));
+        let mut udp = service("http", 80);
+        udp.proto = "sctp".into();
+        assert!(validate_services(&[udp]).unwrap_err().contains("proto"));
+        assert!(
+            validate_services(&[service("http", 80), service("http", 81)])
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 
     proptest! {
         #[test]
-        fn seqs_only_grow(changes in proptest::collection::vec((0u8..3, 1u64..4), 1..30)) {
-            let mut record = HostRecord::initial(&me([127, 0, 0, 1], 1), 0);
-            for (ip, generation) in changes {
+        fn seqs_only_grow(changes in proptest::collection::vec((0u8..3, 1u64..4, 0u16..3), 1..30)) {
+            let mut record = Published::initial(&me([127, 0, 0, 1], 1), 0, vec![]);
+            for (ip, generation, port) in changes {
+                let services = if port == 0 { vec![] } else { vec![service("http", port)] };
                 if let Some(next) = record.changed_for(&me([127, 0, 0, ip], generation)) {
+                    prop_assert!(next.seq > record.seq);
+                    record = next;
+                }
+                if let Some(next) = record.with_services(services) {
                     prop_assert!(next.seq > record.seq);
                     record = next;
                 }

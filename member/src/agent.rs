@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use hivemind_common::role::Me;
+use hivemind_common::role::{Me, RoleSettings};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{
@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::require_admin_token;
-use crate::cp_access::{CpAccess, CpClient};
+use crate::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::gossip::{self, Gossip, GossipCommand, GossipEvent, GossipId, GossipSettings, Profile};
 use crate::identity::{Identity, IdentityError, MemberStore};
 use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
@@ -57,6 +57,11 @@ pub struct AgentConfig {
     pub bootstrap_expect: Option<usize>,
     pub join: Vec<String>,
     pub roles: Vec<String>,
+    /// Keygroups the roles serve (`--keygroup`; default `hivemind/default/hosts`).
+    pub keygroups: Vec<String>,
+    /// The domain the dns role answers for (`--domain`, e.g. `hivemind.`).
+    pub domain: String,
+    pub dns_port: u16,
     pub admin_token: Option<String>,
     /// Joiners must present this token (checked by the CP member that receives the join).
     pub join_token: Option<String>,
@@ -357,9 +362,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             }
         };
         let cp = Arc::new(cp);
+        let settings = RoleSettings {
+            keygroups: config.keygroups.clone(),
+            domain: config.domain.clone(),
+            bind: config.bind,
+            dns_port: config.dns_port,
+            cluster_secret: config.cluster_secret(),
+        };
         let (roles, role_routes) = Roles::start(
             &config.roles,
-            cp.clone(),
+            settings,
+            RoleCp {
+                cp: cp.clone(),
+                node: config.node.clone(),
+                id: identity.id,
+            },
             me(&member_info(
                 &config,
                 config.advertise,

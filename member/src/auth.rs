@@ -63,3 +63,27 @@ mod tests {
         assert!(!carries_token(&h, "s3cret"));
     }
 }
+
+/// Middleware guarding a member's own internal routes (role streams) with the cluster secret,
+/// as the control plane's internal routes are.
+pub async fn require_cluster_secret(
+    secret: Option<String>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(secret) = secret {
+        let given = request
+            .headers()
+            .get(hivemind_common::role::CLUSTER_SECRET_HEADER)
+            .map(|v| v.as_bytes());
+        if !given.is_some_and(|g| constant_time_eq(g, secret.as_bytes())) {
+            return hivemind_control_plane::http::ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "bad_cluster_secret",
+                "internal route needs the cluster secret",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}

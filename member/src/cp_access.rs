@@ -3,14 +3,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use hivemind_common::role::{BoxFuture, ControlPlaneClient, CpCallError, KvValue};
+use hivemind_common::role::{BoxFuture, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue};
 use std::time::Duration;
 
 use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
 use hivemind_control_plane::http::internal::FeedRequest;
 use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{
-    Command, CommandOutput, FeedError, FeedPage, KvEntry, RegistryDigest,
+    Actor, Command, CommandOutput, FeedError, FeedPage, KeygroupConfig, KeygroupDelta, KvEntry,
+    RegistryDigest, RegistryError, DEFAULT_TTL_SECS, SECRET_BYTES,
 };
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
@@ -179,8 +180,76 @@ impl CpAccess {
     }
 }
 
-/// The control plane as roles reach it ([`ControlPlaneClient`]), over this member's access.
-pub struct RoleCp(pub Arc<CpAccess>);
+/// The control plane as roles reach it ([`ControlPlaneClient`]), over this member's access,
+/// acting as this member's node.
+#[derive(Clone)]
+pub struct RoleCp {
+    pub cp: Arc<CpAccess>,
+    pub node: String,
+    pub id: hivemind_common::MemberId,
+}
+
+fn info(k: &KeygroupConfig, node: &str) -> KeygroupInfo {
+    KeygroupInfo {
+        name: k.name.clone(),
+        version: k.version,
+        replicas: k.replicas.clone(),
+        triggers: k.triggers.clone(),
+        ttl_secs: k.ttl_secs,
+        open: k.open,
+        // Only member nodes see the secret, as through the HTTP API.
+        secret: if k.is_member(node) {
+            k.secret.clone()
+        } else {
+            Vec::new()
+        },
+        tombstoned: k.tombstoned,
+    }
+}
+
+impl RoleCp {
+    async fn keygroup_at(&self, name: &str, index: u64) -> Result<Option<KeygroupInfo>, CpError> {
+        let registry = self.cp.registry_at(index).await?;
+        Ok(registry
+            .keygroups
+            .iter()
+            .find(|k| k.name == name)
+            .map(|k| info(k, &self.node)))
+    }
+
+    async fn join_keygroup(&self, name: &str) -> Result<KeygroupInfo, CpError> {
+        let mut at = 0;
+        for _ in 0..5 {
+            let command = match self.keygroup_at(name, at).await? {
+                Some(k) if k.tombstoned => {
+                    return Err(CpError::Rejected(RegistryError::Tombstoned {
+                        name: name.into(),
+                    }))
+                }
+                Some(k) if k.replicas.contains(&self.node) => return Ok(k),
+                Some(_) => Command::KeygroupUpdate {
+                    name: name.to_string(),
+                    by: Actor::Node(self.node.clone()),
+                    deltas: vec![KeygroupDelta::AddReplica(self.node.clone())],
+                },
+                None => Command::KeygroupCreate {
+                    name: name.to_string(),
+                    creator: self.node.clone(),
+                    ttl_secs: DEFAULT_TTL_SECS,
+                    open: true,
+                    secret: rand::random::<[u8; SECRET_BYTES]>().to_vec(),
+                },
+            };
+            match self.cp.write(command).await {
+                Ok(applied) => at = applied.index,
+                // Created by another member meanwhile: look again.
+                Err(CpError::Rejected(RegistryError::KeygroupExists { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CpError::Fatal(format!("could not join keygroup {name}")))
+    }
+}
 
 fn call_error(e: CpError) -> CpCallError {
     CpCallError {
@@ -190,8 +259,36 @@ fn call_error(e: CpError) -> CpCallError {
 }
 
 impl ControlPlaneClient for RoleCp {
+    fn keygroup(&self, name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>> {
+        let this = self.clone();
+        Box::pin(async move { this.keygroup_at(&name, 0).await.map_err(call_error) })
+    }
+
+    fn join_keygroup(&self, name: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>> {
+        let this = self.clone();
+        Box::pin(async move { this.join_keygroup(&name).await.map_err(call_error) })
+    }
+
+    fn claim(&self, keygroup: String) -> BoxFuture<Result<u64, CpCallError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let claim = Command::Claim {
+                node: this.node.clone(),
+                keygroup,
+                machine: this.id,
+            };
+            match this.cp.write(claim).await.map_err(call_error)?.output {
+                CommandOutput::Claimed { fence } => Ok(fence),
+                other => Err(CpCallError {
+                    code: "stopped".into(),
+                    message: format!("unexpected outcome {other:?}"),
+                }),
+            }
+        })
+    }
+
     fn kv_get(&self, key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>> {
-        let cp = self.0.clone();
+        let cp = self.cp.clone();
         Box::pin(async move {
             let entry = cp.kv_get(&key).await.map_err(call_error)?;
             Ok(entry.map(|e| KvValue {
@@ -207,7 +304,7 @@ impl ControlPlaneClient for RoleCp {
         value: Vec<u8>,
         cas: Option<u64>,
     ) -> BoxFuture<Result<u64, CpCallError>> {
-        let cp = self.0.clone();
+        let cp = self.cp.clone();
         Box::pin(async move {
             let applied = cp
                 .write(Command::KvPut { key, value, cas })

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use hivemind_common::role::{
-    Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent, RoleHealth,
+    Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent, RoleHealth, RoleSettings,
 };
 use hivemind_control_plane::registry::{Event, EventKind, MemberRecord, MemberState, NodeConfig};
 use tokio::sync::{mpsc, watch};
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cp_access::{CpAccess, RoleCp};
+use crate::cp_access::RoleCp;
 use crate::identity::{IdentityError, MemberStore};
 use crate::view::MembershipView;
 
@@ -140,7 +140,8 @@ impl Roles {
     /// every role's routes, nested under `/v1/roles/<name>`.
     pub fn start(
         names: &[String],
-        cp: Arc<CpAccess>,
+        settings: RoleSettings,
+        cp: RoleCp,
         me: Me,
         view: &MembershipView,
         store: &MemberStore,
@@ -149,6 +150,7 @@ impl Roles {
     ) -> Result<(Self, axum::Router), IdentityError> {
         let (membership, _) = watch::channel(Arc::new(membership(view)));
         let (me, _) = watch::channel(me);
+        let cp: Arc<RoleCp> = Arc::new(cp);
         let mut router = axum::Router::new();
         let mut running = Vec::new();
         for name in names {
@@ -162,7 +164,8 @@ impl Roles {
                 me: me.subscribe(),
                 membership: membership.subscribe(),
                 events,
-                cp: Arc::new(RoleCp(cp.clone())),
+                cp: cp.clone(),
+                settings: settings.clone(),
                 store: store.role_store(name)?,
                 health,
                 shutdown: shutdown.child_token(),
@@ -173,6 +176,15 @@ impl Roles {
                     .instrument(tracing::info_span!("role", role = %name)),
             );
             router = router.nest(&format!("/v1/roles/{name}"), started.routes);
+            let secret = settings.cluster_secret.clone();
+            router = router.nest(
+                &format!("/internal/v1/roles/{name}"),
+                started.internal.layer(axum::middleware::from_fn(
+                    move |request: axum::extract::Request, next: axum::middleware::Next| {
+                        crate::auth::require_cluster_secret(secret.clone(), request, next)
+                    },
+                )),
+            );
             running.push(Running {
                 name: name.clone(),
                 events: events_tx,
