@@ -32,7 +32,7 @@ use crate::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::gossip::{self, Gossip, GossipCommand, GossipEvent, GossipId, GossipSettings, Profile};
 use crate::identity::{Identity, IdentityError, MemberStore};
 use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
-use crate::role_runtime::Roles;
+use crate::role_runtime::{RoleBasis, Roles};
 use crate::view::MembershipView;
 
 /// Everything `hivemind agent` was told on the command line, in a config file or the env.
@@ -369,25 +369,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             dns_port: config.dns_port,
             cluster_secret: config.cluster_secret(),
         };
-        let (roles, role_routes) = Roles::start(
-            &config.roles,
+        let basis = RoleBasis {
+            names: config.roles.clone(),
             settings,
-            RoleCp {
+            cp: RoleCp {
                 cp: cp.clone(),
                 node: config.node.clone(),
                 id: identity.id,
             },
-            me(&member_info(
+            me: me(&member_info(
                 &config,
                 config.advertise,
                 &identity,
                 identity.generation,
             )),
-            &view,
-            &store,
-            &shutdown,
-            &tasks,
-        )?;
+        };
+        let (roles, role_routes) = Roles::start(basis, &view, &store, &shutdown, &tasks)?;
         let (view, _) = watch::channel(Arc::new(view));
         let config_advertise = config.advertise;
         let agent = Arc::new(Agent {

@@ -135,25 +135,37 @@ pub struct Roles {
     me: watch::Sender<Me>,
 }
 
+/// What every role of this member shares: who it is, how it reaches the CP, its settings.
+pub struct RoleBasis {
+    pub names: Vec<String>,
+    pub settings: RoleSettings,
+    pub cp: RoleCp,
+    pub me: Me,
+}
+
 impl Roles {
-    /// Starts `names` (validated by the CLI) on `tasks`; answers the runtime and the router of
-    /// every role's routes, nested under `/v1/roles/<name>`.
+    /// Starts the roles named in `basis` (validated by the CLI) on `tasks`; answers the
+    /// runtime and the router of every role's routes, nested under `/v1/roles/<name>` and
+    /// `/internal/v1/roles/<name>`.
     pub fn start(
-        names: &[String],
-        settings: RoleSettings,
-        cp: RoleCp,
-        me: Me,
+        basis: RoleBasis,
         view: &MembershipView,
         store: &MemberStore,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<(Self, axum::Router), IdentityError> {
+        let RoleBasis {
+            names,
+            settings,
+            cp,
+            me,
+        } = basis;
         let (membership, _) = watch::channel(Arc::new(membership(view)));
         let (me, _) = watch::channel(me);
         let cp: Arc<RoleCp> = Arc::new(cp);
         let mut router = axum::Router::new();
         let mut running = Vec::new();
-        for name in names {
+        for name in &names {
             let Some(role) = load(name) else {
                 tracing::error!(role = %name, "unknown role; not loaded");
                 continue;

@@ -1,0 +1,329 @@
+//! The host and dns roles end to end: 3 CP, 2 host members and 2 dns members (joined through
+//! members outside the control plane), queried with a real DNS client over UDP and TCP.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::{json, Value};
+use support::*;
+
+const ZONE: &str = "hosts.default.hivemind.hivemind.";
+
+/// What a DNS server answered: the code, the answers and additionals as text, whether the
+/// authority section holds the SOA.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    code: ResponseCode,
+    answers: Vec<String>,
+    additionals: Vec<String>,
+    soa: bool,
+    authoritative: bool,
+}
+
+fn render(data: &RData) -> String {
+    match data {
+        RData::A(a) => a.0.to_string(),
+        RData::SRV(srv) => format!("{} {}", srv.port, srv.target),
+        other => other.to_string(),
+    }
+}
+
+fn query_message(name: &str, rtype: RecordType) -> Vec<u8> {
+    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    message.to_vec().unwrap()
+}
+
+fn parse(bytes: &[u8]) -> Answer {
+    let message = Message::from_vec(bytes).unwrap();
+    let mut answers: Vec<String> = message.answers.iter().map(|r| render(&r.data)).collect();
+    answers.sort();
+    Answer {
+        code: message.metadata.response_code,
+        answers,
+        additionals: message
+            .additionals
+            .iter()
+            .map(|r| render(&r.data))
+            .collect(),
+        soa: message
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA),
+        authoritative: message.metadata.authoritative,
+    }
+}
+
+/// One query over UDP (a lost datagram answers `None`).
+fn udp(port: u16, name: &str, rtype: RecordType) -> Option<Answer> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    socket
+        .send_to(&query_message(name, rtype), (Ipv4Addr::LOCALHOST, port))
+        .ok()?;
+    let mut buf = [0u8; 4096];
+    let len = socket.recv(&mut buf).ok()?;
+    Some(parse(&buf[..len]))
+}
+
+/// One query over TCP (two-byte length prefix).
+fn tcp(port: u16, name: &str, rtype: RecordType) -> Answer {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let message = query_message(name, rtype);
+    stream
+        .write_all(&(message.len() as u16).to_be_bytes())
+        .unwrap();
+    stream.write_all(&message).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).unwrap();
+    parse(&buf)
+}
+
+async fn answers_on(ports: &[u16], name: &str, rtype: RecordType, want: &[&str]) {
+    for port in ports {
+        wait_for(&format!("{name} {rtype} = {want:?} on :{port}"), || async {
+            let a = udp(*port, name, rtype)?;
+            (a.code == ResponseCode::NoError && a.answers == want).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn nxdomain_on(ports: &[u16], name: &str) {
+    for port in ports {
+        wait_for(&format!("{name} NXDOMAIN on :{port}"), || async {
+            let a = udp(*port, name, RecordType::A)?;
+            (a.code == ResponseCode::NXDomain && a.soa).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
+    let local = ["--gossip-profile", "local"];
+    let mut cluster = Cluster::control_plane(3, &local);
+    cluster.wait_healthy().await;
+    let via_cp = cluster.agents[0].http_addr();
+
+    // web-1 listens everywhere and takes its advertised address from a reloadable config.
+    let config = cluster.dir.path().join("web-1.toml");
+    std::fs::write(&config, "advertise = \"127.0.0.1\"\n").unwrap();
+    let config_path = config.display().to_string();
+    let web1 = cluster.add_member(
+        "web-1",
+        &via_cp,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "host",
+            "--bind",
+            "0.0.0.0",
+            "--address-check",
+            "1s",
+            "--config",
+            &config_path,
+        ],
+    );
+    cluster.agents[web1].start();
+    let via_web1 = cluster.agents[web1].http_addr();
+    let web2 = cluster.add_member(
+        "web-2",
+        &via_web1,
+        &["--gossip-profile", "local", "--roles", "host"],
+    );
+    cluster.agents[web2].start();
+    let via_web2 = cluster.agents[web2].http_addr();
+    let mut dns_ports = Vec::new();
+    for (name, via) in [("ns-1", &via_web1), ("ns-2", &via_web2)] {
+        let port = free_port();
+        let p = port.to_string();
+        let ns = cluster.add_member(
+            name,
+            via,
+            &[
+                "--gossip-profile",
+                "local",
+                "--roles",
+                "dns",
+                "--dns-port",
+                &p,
+            ],
+        );
+        cluster.agents[ns].start();
+        dns_ports.push((ns, port));
+    }
+    let ports: Vec<u16> = dns_ports.iter().map(|(_, p)| *p).collect();
+
+    // Both name forms resolve on both dns members; answers are authoritative.
+    answers_on(
+        &ports,
+        "web-1.host.hivemind.",
+        RecordType::A,
+        &["127.0.0.1"],
+    )
+    .await;
+    answers_on(
+        &ports,
+        "web-2.host.hivemind.",
+        RecordType::A,
+        &["127.0.0.1"],
+    )
+    .await;
+    answers_on(
+        &ports,
+        &format!("web-1.{ZONE}"),
+        RecordType::A,
+        &["127.0.0.1"],
+    )
+    .await;
+    assert!(
+        udp(ports[0], "web-1.host.hivemind.", RecordType::A)
+            .unwrap()
+            .authoritative
+    );
+    assert_eq!(
+        tcp(ports[1], "web-2.host.hivemind.", RecordType::A).answers,
+        ["127.0.0.1"]
+    );
+    // The hosts wait for nothing once dns members are live.
+    wait_for("web-1 ready", || async {
+        let s = get_json(&cluster.agents[web1].url("/v1/status"))
+            .await
+            .ok()?;
+        (s["ready"] == true).then_some(())
+    })
+    .await;
+
+    // A registered service: SRV on both, with the target's address in the additional section.
+    let response = client()
+        .put(cluster.agents[web2].url("/v1/roles/host/services"))
+        .json(&json!([{"name": "http", "port": 8080, "proto": "tcp"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let srv = format!("_http._tcp.{ZONE}");
+    answers_on(
+        &ports,
+        &srv,
+        RecordType::SRV,
+        &[&format!("8080 web-2.{ZONE}")],
+    )
+    .await;
+    assert_eq!(
+        udp(ports[0], &srv, RecordType::SRV).unwrap().additionals,
+        ["127.0.0.1"]
+    );
+    let bad = client()
+        .put(cluster.agents[web2].url("/v1/roles/host/services"))
+        .json(&json!([{"name": "http", "port": 0, "proto": "tcp"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // An address change reaches both at once.
+    std::fs::write(&config, "advertise = \"127.0.0.2\"\n").unwrap();
+    cluster.agents[web1].signal("HUP");
+    answers_on(
+        &ports,
+        "web-1.host.hivemind.",
+        RecordType::A,
+        &["127.0.0.2"],
+    )
+    .await;
+
+    // The dns map shows the records with their seqs.
+    let map = get_json(&cluster.agents[dns_ports[0].0].url("/v1/roles/dns/records"))
+        .await
+        .unwrap();
+    let web2_seq = map["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "web-2")
+        .map(|r| r["seq"].as_u64().unwrap())
+        .unwrap();
+    assert!(web2_seq >= 2, "{map}");
+    assert_eq!(map["refused_sealed"], 0);
+
+    // kill -9 of a host: its names are NXDOMAIN (with the SOA) on every dns member.
+    cluster.agents[web2].kill9();
+    nxdomain_on(&ports, "web-2.host.hivemind.").await;
+    nxdomain_on(&ports, &format!("web-2.{ZONE}")).await;
+
+    // A dns member started after all of this answers the same.
+    let late_port = free_port();
+    let p = late_port.to_string();
+    let late = cluster.add_member(
+        "ns-3",
+        &via_cp,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "dns",
+            "--dns-port",
+            &p,
+        ],
+    );
+    cluster.agents[late].start();
+    answers_on(
+        &[late_port],
+        "web-1.host.hivemind.",
+        RecordType::A,
+        &["127.0.0.2"],
+    )
+    .await;
+    nxdomain_on(&[late_port], "web-2.host.hivemind.").await;
+    let all_ports = [ports[0], ports[1], late_port];
+
+    // Outside the domain: REFUSED; garbage: FORMERR; membership names answer too.
+    assert_eq!(
+        udp(late_port, "example.com.", RecordType::A).unwrap().code,
+        ResponseCode::Refused
+    );
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut garbage = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    garbage.extend_from_slice(&[0xff; 9]);
+    socket
+        .send_to(&garbage, (Ipv4Addr::LOCALHOST, late_port))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let len = socket.recv(&mut buf).unwrap();
+    let formerr = Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
+    answers_on(
+        &[late_port],
+        "cp1.member.hivemind.",
+        RecordType::A,
+        &["127.0.0.1"],
+    )
+    .await;
+
+    // A tombstoned keygroup's names go everywhere (deleted through a replica node's member).
+    let response = client()
+        .delete(cluster.agents[web1].url("/v1/keygroups/hivemind/default/hosts"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["tombstoned"], true, "{body}");
+    nxdomain_on(&all_ports, "web-1.host.hivemind.").await;
+    nxdomain_on(&all_ports, &format!("web-1.{ZONE}")).await;
+}
