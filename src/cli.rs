@@ -212,6 +212,10 @@ pub enum BenchCommand {
     Kv(crate::bench::KvBenchArgs),
     /// Failure detection and join dissemination (and peak RSS) of N members, next to serf.
     Gossip(crate::bench_gossip::GossipBenchArgs),
+    /// Time from a host's service change until every dns member answers it.
+    Propagation(crate::bench_dns::PropagationArgs),
+    /// Admit N synthetic hosts and serve their records (for a DNS query-rate benchmark).
+    DnsPublishers(crate::bench_dns::PublishersArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

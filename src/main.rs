@@ -2,6 +2,7 @@
 //! handled here and only here; libraries take a cancellation token.
 
 mod bench;
+mod bench_dns;
 mod bench_gossip;
 mod cli;
 mod client;
@@ -61,6 +62,14 @@ fn main() -> ExitCode {
             cli::BenchCommand::Kv(args) => {
                 init_logging("warn", LogFormat::Text);
                 runtime.block_on(bench::kv(args, cli.client.json))
+            }
+            cli::BenchCommand::Propagation(args) => {
+                init_logging("warn", LogFormat::Text);
+                runtime.block_on(bench_dns::propagation(args, cli.client.json))
+            }
+            cli::BenchCommand::DnsPublishers(args) => {
+                init_logging("warn", LogFormat::Text);
+                runtime.block_on(bench_dns::publishers(args))
             }
             cli::BenchCommand::Gossip(args) => {
                 init_logging("warn", LogFormat::Text);

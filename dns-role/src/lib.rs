@@ -266,9 +266,16 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
             _ = tick.tick() => {}
             event = ctx.events.recv() => {
                 let Some(event) = event else { return };
-                if let RoleEvent::Gone { id, .. } = event {
-                    // Seed: a host that failed or left is gone from the answers now.
-                    drop_member(&shared, &mut active, id);
+                // One reconcile for a burst of events (many joins at once).
+                let mut burst = vec![event];
+                while let Ok(more) = ctx.events.try_recv() {
+                    burst.push(more);
+                }
+                for event in burst {
+                    if let RoleEvent::Gone { id, .. } = event {
+                        // A host that failed or left is gone from the answers now.
+                        drop_member(&shared, &mut active, id);
+                    }
                 }
             }
         }
@@ -391,8 +398,8 @@ async fn subscribe(shared: Arc<Shared>, target: Target, cancel: CancellationToke
     let mut backoff = Duration::from_millis(100);
     loop {
         let url = format!(
-            "http://{}/internal/v1/roles/host/subscribe?keygroup={}",
-            target.http_addr, target.keygroup
+            "http://{}/internal/v1/roles/host/subscribe?keygroup={}&member={}",
+            target.http_addr, target.keygroup, target.member
         );
         let mut request = shared.http.get(url);
         if let Some(secret) = &shared.cluster_secret {

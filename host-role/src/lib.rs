@@ -215,10 +215,21 @@ async fn put_services(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
 #[derive(serde::Deserialize)]
 struct SubscribeQuery {
     keygroup: String,
+    /// The member the subscriber means to reach: an address reused by another member after a
+    /// restart must not serve the old one's subscribers.
+    member: Option<hivemind_common::MemberId>,
 }
 
 /// The subscription stream: frames of the sealed record, the current one first.
 async fn subscribe(State(shared): State<Arc<Shared>>, Query(q): Query<SubscribeQuery>) -> Response {
+    let me = shared.published.borrow().member;
+    if q.member.is_some_and(|m| m != me) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_member",
+            format!("this is member {me}, not the one asked for"),
+        );
+    }
     if !shared.keygroups.contains(&q.keygroup) {
         return error(
             StatusCode::NOT_FOUND,
