@@ -260,7 +260,7 @@ fn init_logging(level: &str, format: LogFormat) {
         if level.contains('=') || level.contains(',') || matches!(level, "debug" | "trace") {
             level.to_string()
         } else {
-            format!("{level},openraft=warn")
+            format!("{level},openraft=warn,hickory_server=warn")
         };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directive))

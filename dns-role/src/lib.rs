@@ -12,6 +12,7 @@
 
 pub mod server;
 pub mod subscriptions;
+pub mod wire;
 pub mod zone;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,6 +58,8 @@ struct Shared {
     keygroups: RwLock<BTreeMap<String, KeygroupInfo>>,
     membership: RwLock<Arc<Membership>>,
     zone: Arc<RwLock<Arc<Zone>>>,
+    /// The zone's finished UDP answers, swapped together with it.
+    wire: RwLock<Arc<wire::WireAnswers>>,
     serial: AtomicU64,
     counters: Counters,
     queries: Arc<server::QueryCounts>,
@@ -83,7 +86,11 @@ impl Shared {
         let records: Vec<&HostRecord> = book.records().collect();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) as u32 + 1;
         let zone = Zone::build(&self.origin, &records, &ttls, &membership, serial);
-        *self.zone.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(zone);
+        let answers = wire::WireAnswers::build(&zone);
+        // Swap both under the zone's lock, so a UDP answer never mixes two versions.
+        let mut current = self.zone.write().unwrap_or_else(|p| p.into_inner());
+        *self.wire.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(answers);
+        *current = Arc::new(zone);
     }
 
     fn secret(&self, keygroup: &str) -> Vec<u8> {
@@ -151,6 +158,7 @@ impl Role for DnsRole {
                 &Membership::default(),
                 0,
             )))),
+            wire: RwLock::new(Arc::default()),
             serial: AtomicU64::new(0),
             counters: Counters::default(),
             queries: Arc::default(),
@@ -200,14 +208,66 @@ async fn records_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
-/// Binds the DNS sockets and serves until `shutdown`.
+/// A UDP socket on `addr` that shares the port with its siblings (`SO_REUSEPORT`), so the
+/// kernel spreads queries over several receive loops.
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// One UDP receive loop: each datagram answered from the finished answers (fast path) or
+/// built with hickory-proto (everything else).
+async fn udp_loop(shared: Arc<Shared>, socket: tokio::net::UdpSocket, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (len, from) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS receive failed");
+                    continue;
+                }
+            },
+        };
+        let answer = {
+            let zone = shared
+                .zone
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let answers = shared
+                .wire
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            answers.respond(&zone, &buf[..len])
+        };
+        if let Some(answer) = answer {
+            shared.queries.count(wire::rcode_of(&answer));
+            if let Err(e) = socket.send_to(&answer, from).await {
+                tracing::debug!(error = %e, %from, "DNS answer not sent");
+            }
+        }
+    }
+}
+
+/// Binds the DNS sockets (one UDP receive loop per core) and serves until `shutdown`.
 async fn serve_dns(
     shared: Arc<Shared>,
     addr: SocketAddr,
     health: RoleHealth,
     shutdown: CancellationToken,
 ) {
-    let udp = tokio::net::UdpSocket::bind(addr).await;
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let udp: std::io::Result<Vec<_>> = (0..loops).map(|_| reuseport_udp(addr)).collect();
     let tcp = tokio::net::TcpListener::bind(addr).await;
     let (udp, tcp) = match (udp, tcp) {
         (Ok(u), Ok(t)) => (u, t),
@@ -226,7 +286,10 @@ async fn serve_dns(
         zone: shared.zone.clone(),
         counts: shared.queries.clone(),
     });
-    server.register_socket(udp);
+    for socket in udp {
+        tokio::spawn(udp_loop(shared.clone(), socket, shutdown.clone()));
+    }
+    // TCP (rare: truncated answers, zone tooling) goes through hickory-server.
     server.register_listener(tcp, Duration::from_secs(5), 64);
     tracing::info!(%addr, "serving DNS");
     tokio::select! {

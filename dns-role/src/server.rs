@@ -1,9 +1,10 @@
 //! The DNS server: hickory-server on UDP and TCP, answering from the current [`Zone`] (swapped
 //! whole when records change). hickory answers malformed messages with FORMERR itself; every
-//! answer here is authoritative; queries are counted by response code.
+//! answer here is authoritative; queries are counted by response code without a lock.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use hickory_proto::op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::Record;
@@ -13,22 +14,32 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use crate::zone::{Answer, Zone};
 
-/// Queries answered, by response code (`NoError`, `NXDomain`, `Refused`, ...).
+/// The response codes this server gives, in the order of [`QueryCounts`]' slots.
+const CODES: [ResponseCode; 5] = [
+    ResponseCode::NoError,
+    ResponseCode::NXDomain,
+    ResponseCode::Refused,
+    ResponseCode::FormErr,
+    ResponseCode::ServFail,
+];
+
+/// Queries answered, by response code.
 #[derive(Debug, Default)]
-pub struct QueryCounts(Mutex<BTreeMap<String, u64>>);
+pub struct QueryCounts([AtomicU64; CODES.len()]);
 
 impl QueryCounts {
-    fn count(&self, code: ResponseCode) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(format!("{code:?}"))
-            .or_default() += 1;
+    pub fn count(&self, code: ResponseCode) {
+        if let Some(i) = CODES.iter().position(|c| *c == code) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        CODES
+            .iter()
+            .zip(&self.0)
+            .map(|(code, n)| (format!("{code:?}"), n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -56,26 +67,27 @@ impl RequestHandler for Handler {
             [query] if request.metadata.op_code == OpCode::Query => Some(query),
             _ => None,
         };
-        let (code, answers, soa, additionals): (_, Vec<Record>, Vec<Record>, Vec<Record>) =
-            match query.map(|q| self.current().answer(q.name(), q.query_type())) {
-                None => (ResponseCode::FormErr, vec![], vec![], vec![]),
+        let zone = self.current();
+        let answer = query.map(|q| zone.answer(q.name(), q.query_type()));
+        let none: &[Record] = &[];
+        let (code, answers, soa, additionals): (_, &[Record], Option<&Record>, &[Record]) =
+            match &answer {
+                None => (ResponseCode::FormErr, none, None, none),
                 Some(Answer::Refused) => {
                     metadata.authoritative = false;
-                    (ResponseCode::Refused, vec![], vec![], vec![])
+                    (ResponseCode::Refused, none, None, none)
                 }
-                Some(Answer::NxDomain { soa }) => {
-                    (ResponseCode::NXDomain, vec![], vec![soa], vec![])
-                }
-                Some(Answer::NoData { soa }) => (ResponseCode::NoError, vec![], vec![soa], vec![]),
+                Some(Answer::NxDomain { soa }) => (ResponseCode::NXDomain, none, Some(soa), none),
+                Some(Answer::NoData { soa }) => (ResponseCode::NoError, none, Some(soa), none),
                 Some(Answer::Records {
                     answers,
                     additionals,
-                }) => (ResponseCode::NoError, answers, vec![], additionals),
+                }) => (ResponseCode::NoError, answers, None, additionals),
             };
         metadata.response_code = code;
         self.counts.count(code);
         let builder = MessageResponseBuilder::from_message_request(request);
-        let message = builder.build(metadata, answers.iter(), [], soa.iter(), additionals.iter());
+        let message = builder.build(metadata, answers.iter(), [], soa, additionals.iter());
         match response.send_response(message).await {
             Ok(info) => info,
             Err(e) => {

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -33,8 +34,8 @@ pub enum Answer {
         soa: Record,
     },
     Records {
-        answers: Vec<Record>,
-        additionals: Vec<Record>,
+        answers: Arc<[Record]>,
+        additionals: Arc<[Record]>,
     },
 }
 
@@ -42,9 +43,10 @@ pub enum Answer {
 pub struct Zone {
     origin: LowerName,
     soa: Record,
-    records: HashMap<(LowerName, RecordType), Vec<Record>>,
-    additionals: HashMap<LowerName, Vec<Record>>,
+    records: HashMap<(LowerName, RecordType), Arc<[Record]>>,
+    additionals: HashMap<LowerName, Arc<[Record]>>,
     names: HashSet<LowerName>,
+    empty: Arc<[Record]>,
 }
 
 /// `label` as one DNS label under `parent`, if it is one.
@@ -189,9 +191,18 @@ impl Zone {
         Self {
             origin: LowerName::from(origin),
             soa,
-            records: b.records,
-            additionals: b.additionals,
+            records: b
+                .records
+                .into_iter()
+                .map(|(k, v)| (k, Arc::from(v)))
+                .collect(),
+            additionals: b
+                .additionals
+                .into_iter()
+                .map(|(k, v)| (k, Arc::from(v)))
+                .collect(),
             names: b.names,
+            empty: Arc::from(Vec::new()),
         }
     }
 
@@ -201,24 +212,30 @@ impl Zone {
         }
         if qtype == RecordType::SOA && *name == self.origin {
             return Answer::Records {
-                answers: vec![self.soa.clone()],
-                additionals: vec![],
+                answers: Arc::from(vec![self.soa.clone()]),
+                additionals: self.empty.clone(),
             };
         }
-        let answers: Vec<Record> = if qtype == RecordType::ANY {
+        let answers: Arc<[Record]> = if qtype == RecordType::ANY {
             self.records
                 .iter()
                 .filter(|((n, _), _)| n == name)
                 .flat_map(|(_, r)| r.iter().cloned())
-                .collect()
+                .collect::<Vec<_>>()
+                .into()
         } else {
+            // The hot path: one hash lookup and a reference count, no copies.
             self.records
                 .get(&(name.clone(), qtype))
                 .cloned()
-                .unwrap_or_default()
+                .unwrap_or_else(|| self.empty.clone())
         };
         if !answers.is_empty() {
-            let additionals = self.additionals.get(name).cloned().unwrap_or_default();
+            let additionals = self
+                .additionals
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| self.empty.clone());
             return Answer::Records {
                 answers,
                 additionals,
@@ -235,9 +252,19 @@ impl Zone {
         }
     }
 
+    /// Every (name, type) with records, with the additional records of that name.
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = ((LowerName, RecordType), &[Record], &[Record])> + '_ {
+        self.records.iter().map(|((name, rtype), records)| {
+            let additionals = self.additionals.get(name).map_or(&[][..], |a| &a[..]);
+            ((name.clone(), *rtype), &records[..], additionals)
+        })
+    }
+
     /// Every name with its records, for `GET /v1/roles/dns/records` and debugging.
     pub fn len(&self) -> usize {
-        self.records.values().map(Vec::len).sum()
+        self.records.values().map(|r| r.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -561,6 +561,9 @@ pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
     }
 }
 
+/// Registry members unknown to SWIM announced to per round.
+const ANNOUNCES_PER_ROUND: usize = 4;
+
 /// Keeps the SWIM view in step with the registry: every live registry member that gossip does
 /// not know (yet, or any more) is announced to, periodically.
 async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationToken) {
@@ -606,11 +609,14 @@ async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationTok
                 })
                 .collect()
         };
-        for target in targets {
+        // One answered announce teaches SWIM the whole membership: a few random targets per
+        // round repair the view without flooding members that are not there.
+        use rand::seq::SliceRandom;
+        for target in targets.choose_multiple(&mut rand::thread_rng(), ANNOUNCES_PER_ROUND) {
             let _ = agent
                 .gossip
                 .commands
-                .try_send(GossipCommand::Announce(target));
+                .try_send(GossipCommand::Announce(*target));
         }
     }
 }
