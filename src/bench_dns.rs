@@ -144,6 +144,13 @@ pub struct PublishersArgs {
     /// Where their subscription streams are served (one address for all of them).
     #[arg(long, default_value = "127.0.0.1:7790")]
     pub listen: SocketAddr,
+    /// Seal the records with a random key instead of the keygroup's secret (subscribers must
+    /// refuse and count them).
+    #[arg(long)]
+    pub wrong_secret: bool,
+    /// Name prefix of the synthetic hosts.
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
 }
 
 struct Publishers {
@@ -196,9 +203,12 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
         );
     }
     let config: Value = http.get(&url).send().await?.json().await?;
-    let secret = base64::engine::general_purpose::STANDARD
+    let mut secret = base64::engine::general_purpose::STANDARD
         .decode(config["secret_base64"].as_str().unwrap_or_default())
         .context("--via: its node does not see the keygroup's secret")?;
+    if args.wrong_secret {
+        secret = rand::random::<[u8; 32]>().to_vec();
+    }
     let client = InternalClient::new(None);
     let mut records = std::collections::HashMap::new();
     let mut infos = Vec::new();
@@ -207,7 +217,7 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
         let ip = Ipv4Addr::new(10, 77, (i / 250) as u8, (i % 250) as u8 + 1);
         infos.push(MemberInfo {
             id,
-            name: format!("bench-{i}"),
+            name: format!("{}-{i}", args.prefix),
             node: node.to_string(),
             roles: vec!["host".into()],
             http_addr: args.listen.to_string(),
@@ -219,7 +229,7 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
             id,
             HostRecord {
                 member: id,
-                host: format!("bench-{i}"),
+                host: format!("{}-{i}", args.prefix),
                 keygroup: args.keygroup.clone(),
                 addrs: vec![ip.into()],
                 services: vec![],

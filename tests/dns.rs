@@ -316,6 +316,41 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
     )
     .await;
 
+    // A publisher sealing with another secret: its record is refused (after re-reading the
+    // keygroup's config) and counted, and its name never resolves.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let ns1_http = cluster.agents[dns_ports[0].0].http_addr();
+    let mut forger = std::process::Command::new(env!("CARGO_BIN_EXE_hivemind"))
+        .args([
+            "bench",
+            "dns-publishers",
+            "--via",
+            &ns1_http,
+            "--hosts",
+            "1",
+            "--prefix",
+            "forged",
+            "--listen",
+            &listen,
+            "--wrong-secret",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for (ns, _) in &dns_ports {
+        wait_for("the forged record refused and counted", || async {
+            let map = get_json(&cluster.agents[*ns].url("/v1/roles/dns/records"))
+                .await
+                .ok()?;
+            (map["refused_sealed"].as_u64()? >= 1).then_some(())
+        })
+        .await;
+    }
+    forger.kill().unwrap();
+    forger.wait().unwrap();
+    nxdomain_on(&ports, "forged-0.host.hivemind.").await;
+
     // A tombstoned keygroup's names go everywhere (deleted through a replica node's member).
     let response = client()
         .delete(cluster.agents[web1].url("/v1/keygroups/hivemind/default/hosts"))
