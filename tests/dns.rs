@@ -288,6 +288,11 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
     )
     .await;
     nxdomain_on(&[late_port], "web-2.host.hivemind.").await;
+    // ...having first copied the map from a sibling dns member (simple join).
+    let late_map = get_json(&cluster.agents[late].url("/v1/roles/dns/records"))
+        .await
+        .unwrap();
+    assert!(late_map["copied"].as_u64().unwrap() >= 1, "{late_map}");
     let all_ports = [ports[0], ports[1], late_port];
 
     // Outside the domain: REFUSED; garbage: FORMERR; membership names answer too.

@@ -50,6 +50,8 @@ struct Counters {
     /// Records that did not open with the keygroup's secret even after re-reading it ([5]).
     refused_sealed: AtomicU64,
     stream_errors: AtomicU64,
+    /// Records copied from another dns member when this one started (simple join).
+    copied: AtomicU64,
 }
 
 struct Shared {
@@ -62,6 +64,8 @@ struct Shared {
     wire: RwLock<Arc<wire::WireAnswers>>,
     serial: AtomicU64,
     counters: Counters,
+    /// Keygroups already seeded from a sibling (simple join happens once per keygroup).
+    copied_once: Mutex<BTreeSet<String>>,
     queries: Arc<server::QueryCounts>,
     cp: Arc<dyn ControlPlaneClient>,
     cluster_secret: Option<String>,
@@ -161,6 +165,7 @@ impl Role for DnsRole {
             wire: RwLock::new(Arc::default()),
             serial: AtomicU64::new(0),
             counters: Counters::default(),
+            copied_once: Mutex::new(BTreeSet::new()),
             queries: Arc::default(),
             cp: ctx.cp.clone(),
             cluster_secret: ctx.settings.cluster_secret.clone(),
@@ -170,10 +175,12 @@ impl Role for DnsRole {
         let routes = Router::new()
             .route("/records", get(records_route))
             .with_state(shared.clone());
-        let task = Box::pin(run(shared, ctx));
+        let task = Box::pin(run(shared.clone(), ctx));
         Started {
             routes,
-            internal: Router::new(),
+            internal: Router::new()
+                .route("/snapshot", get(snapshot_route))
+                .with_state(shared.clone()),
             task,
         }
     }
@@ -204,6 +211,7 @@ async fn records_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "applied": shared.counters.applied.load(Ordering::Relaxed),
         "refused_sealed": shared.counters.refused_sealed.load(Ordering::Relaxed),
         "stream_errors": shared.counters.stream_errors.load(Ordering::Relaxed),
+        "copied": shared.counters.copied.load(Ordering::Relaxed),
         "queries": shared.queries.snapshot(),
     }))
 }
@@ -257,6 +265,107 @@ async fn udp_loop(shared: Arc<Shared>, socket: tokio::net::UdpSocket, shutdown: 
             }
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotQuery {
+    keygroup: String,
+}
+
+/// `GET /internal/v1/roles/dns/snapshot?keygroup=K`: the records this member holds for K, as
+/// the frames of a subscription stream (each sealed with K's secret), for a dns member that
+/// starts (simple join).
+async fn snapshot_route(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let secret = shared.secret(&q.keygroup);
+    if secret.is_empty() {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    let book = shared
+        .book
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut body = Vec::new();
+    for record in book.records().filter(|r| r.keygroup == q.keygroup) {
+        if let Some(sealed) = records::seal(&secret, rand::random(), record) {
+            body.extend(records::frame(&sealed));
+        }
+    }
+    body.into_response()
+}
+
+/// Simple join: before subscribing, copy `keygroup`'s records from another live dns member
+/// whose node replicates it (the streams then bring anything newer; seqs make it safe).
+/// Answers whether the join is settled: copied, or no sibling exists in a known membership.
+async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) -> bool {
+    let membership = shared
+        .membership
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if membership.epoch == 0 {
+        return false; // the membership view is not bootstrapped yet
+    }
+    let replicas = shared
+        .keygroups
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(keygroup)
+        .map(|k| k.replicas.clone())
+        .unwrap_or_default();
+    for peer in membership
+        .performing("dns")
+        .filter(|p| p.id != me.id && replicas.contains(&p.node))
+    {
+        let url = format!(
+            "http://{}/internal/v1/roles/dns/snapshot?keygroup={keygroup}",
+            peer.http_addr
+        );
+        let mut request = shared.http.get(url).timeout(Duration::from_secs(5));
+        if let Some(secret) = &shared.cluster_secret {
+            request = request.header(CLUSTER_SECRET_HEADER, secret);
+        }
+        let Ok(response) = request.send().await else {
+            continue;
+        };
+        if !response.status().is_success() {
+            continue;
+        }
+        let Ok(body) = response.bytes().await else {
+            continue;
+        };
+        let mut buf = body.to_vec();
+        let Ok(frames) = records::take_frames(&mut buf) else {
+            continue;
+        };
+        let mut copied = 0;
+        for sealed in frames {
+            if let Ok(record) = shared.open(keygroup, &sealed).await {
+                if shared
+                    .book
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(record)
+                {
+                    copied += 1;
+                }
+            }
+        }
+        shared.counters.copied.fetch_add(copied, Ordering::Relaxed);
+        tracing::info!(%keygroup, from = %peer.name, copied, "copied records from a sibling dns member");
+        shared.rebuild();
+        return true;
+    }
+    // No sibling answered: settled only if there is none to ask.
+    let siblings = membership
+        .performing("dns")
+        .filter(|p| p.id != me.id && replicas.contains(&p.node))
+        .count();
+    siblings == 0
 }
 
 /// Binds the DNS sockets (one UDP receive loop per core) and serves until `shutdown`.
@@ -344,7 +453,13 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
         }
         *shared.membership.write().unwrap_or_else(|p| p.into_inner()) =
             ctx.membership.borrow().clone();
-        let held = reconcile_keygroups(&shared, &ctx).await;
+        let mut held = reconcile_keygroups(&shared, &ctx).await;
+        // Make-before-break for a starting member too: subscribe only once the keygroup was
+        // seeded from a sibling (or there is none).
+        {
+            let seeded = shared.copied_once.lock().unwrap_or_else(|p| p.into_inner());
+            held.retain(|k| seeded.contains(k));
+        }
         let membership = ctx.membership.borrow().clone();
         let keygroups = shared
             .keygroups
@@ -441,6 +556,21 @@ async fn reconcile_keygroups(shared: &Shared, ctx: &RoleContext) -> BTreeSet<Str
         }
         match ctx.cp.claim(name.clone()).await {
             Ok(_fence) => {
+                let seeded = shared
+                    .copied_once
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(name);
+                if !seeded {
+                    let me = ctx.me.borrow().clone();
+                    if copy_from_sibling(shared, &me, name).await {
+                        shared
+                            .copied_once
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name.clone());
+                    }
+                }
                 held.insert(name.clone());
             }
             Err(e) if e.code == "held" => {
