@@ -1,7 +1,8 @@
-//! `hivemind dev`: a whole cluster in one process on loopback, for trying hivemind out. Today:
-//! three control-plane members (the first serves HTTP on 127.0.0.1:7700, so client commands
-//! work without flags). Data lives in a temporary directory removed on exit, unless
-//! `--data-dir` keeps it.
+//! `hivemind dev`: a whole cluster in one process on loopback, for trying hivemind out: three
+//! control-plane members (the first serves HTTP on 127.0.0.1:7700, so client commands work
+//! without flags), two host members (`web-1` registers a sample service) and one dns member
+//! (DNS on base+53, 7753 by default), all with the `local` gossip profile. Data lives in a
+//! temporary directory removed on exit, unless `--data-dir` keeps it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -12,7 +13,16 @@ use clap::Args;
 use hivemind_member::AgentConfig;
 use tokio::task::JoinSet;
 
-const MEMBERS: u16 = 3;
+/// Control-plane members, then the role members: (name, roles).
+const MEMBERS: [(&str, &[&str]); 6] = [
+    ("cp1", &[]),
+    ("cp2", &[]),
+    ("cp3", &[]),
+    ("web-1", &["host"]),
+    ("web-2", &["host"]),
+    ("ns-1", &["dns"]),
+];
+const CONTROL_PLANE: usize = 3;
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -28,9 +38,10 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
-    if args.base_port.checked_add(10 * MEMBERS).is_none() {
+    let count = MEMBERS.len() as u16;
+    if args.base_port.checked_add(10 * count).is_none() {
         bail!(
-            "--base-port: {} leaves no room for {MEMBERS} members",
+            "--base-port: {} leaves no room for {count} members",
             args.base_port
         );
     }
@@ -48,14 +59,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let http_port = |i: u16| args.base_port + 10 * i;
-    let join: Vec<String> = (0..MEMBERS)
+    let dns_port = args.base_port + 53;
+    let join: Vec<String> = (0..CONTROL_PLANE as u16)
         .map(|i| format!("127.0.0.1:{}", http_port(i)))
         .collect();
 
     let shutdown = crate::shutdown_on_signal();
     let mut agents = JoinSet::new();
-    for i in 0..MEMBERS {
-        let name = format!("cp{}", i + 1);
+    for (i, (name, roles)) in MEMBERS.iter().enumerate() {
+        let (i, name) = (i as u16, name.to_string());
+        let control_plane = usize::from(i) < CONTROL_PLANE;
         let config = AgentConfig {
             data_dir: root.join(&name),
             node: name.clone(),
@@ -64,13 +77,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
             advertise: loopback,
             http_port: http_port(i),
             gossip_port: http_port(i) + 1,
-            control_plane: true,
-            bootstrap_expect: Some(MEMBERS as usize),
+            control_plane,
+            bootstrap_expect: control_plane.then_some(CONTROL_PLANE),
             join: join.clone(),
-            roles: Vec::new(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
             keygroups: vec!["hivemind/default/hosts".to_string()],
             domain: "hivemind.".to_string(),
-            dns_port: 0,
+            dns_port,
             admin_token: None,
             join_token: None,
             request_timeout: Duration::from_secs(5),
@@ -91,14 +104,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let http = reqwest::Client::new();
     loop {
         let mut ready = 0;
-        for i in 0..MEMBERS {
+        for i in 0..count {
             let url = format!("http://127.0.0.1:{}/v1/status", http_port(i));
             if let Ok(response) = http.get(url).send().await {
                 let status: serde_json::Value = response.json().await.unwrap_or_default();
                 ready += u16::from(status["ready"] == true);
             }
         }
-        if ready == MEMBERS {
+        if ready == count {
             break;
         }
         if let Some(result) = agents.try_join_next() {
@@ -118,8 +131,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
 
     if !shutdown.is_cancelled() {
+        // A sample service, so that SRV answers have something to show.
+        let web1 = format!("http://127.0.0.1:{}/v1/roles/host/services", http_port(3));
+        http.put(web1)
+            .json(&serde_json::json!([{"name": "http", "port": 8080, "proto": "tcp"}]))
+            .send()
+            .await
+            .context("cannot register web-1's sample service")?;
         println!(
-            "hivemind dev cluster ready in {:.1} s: {MEMBERS} control-plane members, data in {}{}",
+            "hivemind dev cluster ready in {:.1} s: {CONTROL_PLANE} control-plane members, 2 hosts, 1 dns member; data in {}{}",
             started.elapsed().as_secs_f64(),
             root.display(),
             if temp.is_some() {
@@ -129,15 +149,24 @@ pub async fn run(args: DevArgs) -> Result<()> {
             }
         );
         println!();
-        println!("  {:<6} {:<18} {:<18}", "MEMBER", "HTTP", "GOSSIP");
-        for i in 0..MEMBERS {
+        println!(
+            "  {:<7} {:<16} {:<18} {:<18}",
+            "MEMBER", "ROLES", "HTTP", "GOSSIP"
+        );
+        for (i, (name, roles)) in MEMBERS.iter().enumerate() {
+            let i = i as u16;
+            let roles = if usize::from(i) < CONTROL_PLANE {
+                "control-plane".to_string()
+            } else {
+                roles.join(",")
+            };
             println!(
-                "  cp{:<4} 127.0.0.1:{:<8} 127.0.0.1:{:<8}",
-                i + 1,
+                "  {name:<7} {roles:<16} 127.0.0.1:{:<8} 127.0.0.1:{:<8}",
                 http_port(i),
                 http_port(i) + 1
             );
         }
+        println!("  DNS: 127.0.0.1:{dns_port} (UDP and TCP, zone hivemind.)");
         let flag = if args.base_port == 7700 {
             String::new()
         } else {
@@ -145,9 +174,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         };
         println!();
         println!("Try:");
-        println!("  hivemind status{flag}");
+        println!("  dig @127.0.0.1 -p {dns_port} web-1.host.hivemind.");
+        println!("  dig @127.0.0.1 -p {dns_port} _http._tcp.hosts.default.hivemind.hivemind. SRV");
+        println!("  hivemind members{flag}");
         println!("  hivemind kv put{flag} greeting hello && hivemind kv get{flag} greeting");
-        println!("  hivemind events{flag}");
         println!();
         println!("Stop with Ctrl-C.");
     }

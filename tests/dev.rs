@@ -7,16 +7,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
 use support::*;
 
 #[test]
 fn dev_cluster_serves_clients_and_cleans_up_on_sigint() {
-    // Ten consecutive free ports are not guaranteed; pick a base whose three HTTP ports are free.
+    // Consecutive free ports are not guaranteed; pick a base whose six HTTP ports and DNS port
+    // are free.
     let base = loop {
         let candidate = free_port();
         if candidate < 60000
-            && (1..=2)
+            && (1..=5)
                 .all(|i| std::net::TcpListener::bind(("127.0.0.1", candidate + 10 * i)).is_ok())
+            && std::net::UdpSocket::bind(("127.0.0.1", candidate + 53)).is_ok()
         {
             break candidate;
         }
@@ -58,6 +62,33 @@ fn dev_cluster_serves_clients_and_cleans_up_on_sigint() {
     assert_eq!(stdout(&out).trim(), "hello");
     let out = cli(&["status", "--http-addr", &addr]);
     assert!(stdout(&out).contains("ready: yes"), "{}", stdout(&out));
+
+    // The sample host resolves through the dev cluster's dns member, with a real DNS client.
+    assert!(
+        printed.contains(&format!("dig @127.0.0.1 -p {}", base + 53)),
+        "{printed}"
+    );
+    let mut query = Message::new(7, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(
+        Name::from_ascii("web-1.host.hivemind.").unwrap(),
+        RecordType::A,
+    ));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), ("127.0.0.1", base + 53))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let len = socket.recv(&mut buf).unwrap();
+    let answer = Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+    assert_eq!(answer.answers[0].data.to_string(), "127.0.0.1");
+    // The CLI lists all six members alive.
+    let out = cli(&["members", "--http-addr", &addr]);
+    let table = stdout(&out);
+    assert_eq!(table.matches(" alive ").count(), 6, "{table}");
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
