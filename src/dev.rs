@@ -138,6 +138,29 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .send()
             .await
             .context("cannot register web-1's sample service")?;
+        // Ready means the dns member answers for both hosts, service included.
+        let records = format!("http://127.0.0.1:{}/v1/roles/dns/records", http_port(5));
+        loop {
+            let map: serde_json::Value = match http.get(&records).send().await {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let held = map["records"].as_array().cloned().unwrap_or_default();
+            let has = |host: &str, service: bool| {
+                held.iter().any(|r| {
+                    r["host"] == host
+                        && (!service || r["services"].as_array().is_some_and(|s| !s.is_empty()))
+                })
+            };
+            if has("web-1", true) && has("web-2", false) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                shutdown.cancel();
+                bail!("the dev cluster's dns member did not learn both hosts within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         println!(
             "hivemind dev cluster ready in {:.1} s: {CONTROL_PLANE} control-plane members, 2 hosts, 1 dns member; data in {}{}",
             started.elapsed().as_secs_f64(),

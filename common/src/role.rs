@@ -144,6 +144,20 @@ pub enum RoleEvent {
     AddressChanged { index: u64, peer: Peer },
     /// A node's machines changed.
     NodeChanged { index: u64, node: Node },
+    /// A keygroup's config changed (or it was tombstoned): re-read it from the CP.
+    KeygroupChanged {
+        index: u64,
+        name: String,
+        version: u64,
+        deleted: bool,
+    },
+    /// A responsibility was claimed or released (`machine` is `None` once released).
+    ResponsibilityChanged {
+        index: u64,
+        node: String,
+        keygroup: String,
+        machine: Option<MemberId>,
+    },
     /// The membership was rebuilt from a snapshot (new epoch): derive everything anew.
     Rebootstrapped { membership: Arc<Membership> },
     /// This member's own advertised address changed (the runtime already renewed it).

@@ -444,9 +444,27 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                     burst.push(more);
                 }
                 for event in burst {
-                    if let RoleEvent::Gone { id, .. } = event {
+                    match event {
                         // A host that failed or left is gone from the answers now.
-                        drop_member(&shared, &mut active, id);
+                        RoleEvent::Gone { id, .. } => drop_member(&shared, &mut active, id),
+                        // A tombstone: the keygroup's names go now (the reconcile below
+                        // then stops its subscriptions).
+                        RoleEvent::KeygroupChanged {
+                            name,
+                            deleted: true,
+                            ..
+                        } => {
+                            let removed = shared
+                                .book
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove_keygroup(&name);
+                            if removed {
+                                shared.rebuild();
+                            }
+                        }
+                        // Every other change is picked up by the reconcile of this turn.
+                        _ => {}
                     }
                 }
             }

@@ -111,12 +111,40 @@ pub fn role_events(events: &[Event], view: &MembershipView) -> Vec<RoleEvent> {
                 }),
                 // A new epoch reaches roles as `Rebootstrapped` once the view is rebuilt.
                 EventKind::EpochStarted { .. } => None,
-                // Keygroup and responsibility events reach roles with the keygroups issue.
-                EventKind::KeygroupCreated { .. }
-                | EventKind::KeygroupUpdated { .. }
-                | EventKind::KeygroupDeleted { .. }
-                | EventKind::ResponsibilityClaimed { .. }
-                | EventKind::ResponsibilityReleased { .. } => None,
+                EventKind::KeygroupCreated { name, version }
+                | EventKind::KeygroupUpdated { name, version } => {
+                    Some(RoleEvent::KeygroupChanged {
+                        index,
+                        name: name.clone(),
+                        version: *version,
+                        deleted: false,
+                    })
+                }
+                EventKind::KeygroupDeleted { name, version } => Some(RoleEvent::KeygroupChanged {
+                    index,
+                    name: name.clone(),
+                    version: *version,
+                    deleted: true,
+                }),
+                EventKind::ResponsibilityClaimed {
+                    node,
+                    keygroup,
+                    machine,
+                    ..
+                } => Some(RoleEvent::ResponsibilityChanged {
+                    index,
+                    node: node.clone(),
+                    keygroup: keygroup.clone(),
+                    machine: Some(*machine),
+                }),
+                EventKind::ResponsibilityReleased { node, keygroup, .. } => {
+                    Some(RoleEvent::ResponsibilityChanged {
+                        index,
+                        node: node.clone(),
+                        keygroup: keygroup.clone(),
+                        machine: None,
+                    })
+                }
             }
         })
         .collect()
