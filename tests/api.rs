@@ -443,3 +443,44 @@ async fn concurrent_writes_are_batched_without_losing_an_update() {
         assert_eq!(list.as_array().unwrap().len(), 24);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_is_one_self_contained_page_on_every_member() {
+    let cluster = Cluster::control_plane(3, &["--gossip-profile", "local", "--admin-token", "t0k"]);
+    // The page itself needs no token (it asks for one when the API answers 401).
+    for agent in &cluster.agents {
+        let response = wait_for("the dashboard", || async {
+            client().get(agent.url("/")).send().await.ok()
+        })
+        .await;
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        let page = response.text().await.unwrap();
+        for api in [
+            "/v1/members",
+            "/v1/status",
+            "/v1/keygroups",
+            "/v1/responsibilities",
+            "/v1/events",
+        ] {
+            assert!(page.contains(api), "the page reads {api}");
+        }
+        // Nothing is fetched from elsewhere at run time.
+        assert!(
+            !page.contains("src=\"http") && !page.contains("href=\"http"),
+            "external asset"
+        );
+    }
+    // The API behind it still wants the token.
+    let status = client()
+        .get(cluster.agents[0].url("/v1/members"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+}

@@ -468,6 +468,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .route("/v1/nodes/{node}", get(node))
             .with_state(agent.clone());
         let metrics = Router::new()
+            .route("/", get(dashboard))
             .route("/metrics", get(crate::metrics::route))
             .with_state(crate::metrics::registry(&agent));
         let app = app
@@ -491,9 +492,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 gossip_cancel.cancel();
             }
         };
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stopping)
-            .await;
+        // Requests in flight get a grace period to finish; long-polls and subscription streams
+        // of other members would otherwise hold the stop for as long as they wait.
+        let served = tokio::select! {
+            served = axum::serve(listener, app).with_graceful_shutdown(stopping) => served,
+            _ = async {
+                gossip_cancel.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!("open requests cut after the shutdown grace period");
+                Ok(())
+            }
+        };
         gossip_cancel.cancel();
         tasks.close();
         tasks.wait().await;
@@ -505,6 +515,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     .instrument(span)
     .await
+}
+
+/// `GET /`: the dashboard, one page served from the binary; it reads the `/v1` API (asking for
+/// the admin token when the API answers 401) and refreshes every second.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 /// Commits `Leave` for this member (within the bounded wait; without a quorum the member leaves
@@ -560,6 +576,9 @@ pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
+
+/// How long requests in flight may finish once the member stops serving.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Registry members unknown to SWIM announced to per round.
 const ANNOUNCES_PER_ROUND: usize = 4;
