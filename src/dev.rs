@@ -190,6 +190,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             );
         }
         println!("  DNS: 127.0.0.1:{dns_port} (UDP and TCP, zone hivemind.)");
+        println!("  Dashboard: http://127.0.0.1:{}/", args.base_port);
         let flag = if args.base_port == 7700 {
             String::new()
         } else {
