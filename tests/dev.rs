@@ -28,10 +28,12 @@ fn dev_cluster_serves_clients_and_cleans_up_on_sigint() {
             break candidate;
         }
     };
+    let logs = tempfile::tempdir().unwrap();
+    let stderr_log = logs.path().join("dev.stderr");
     let mut child = Command::new(BIN)
         .args(["dev", "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&stderr_log).unwrap()))
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -53,7 +55,14 @@ fn dev_cluster_serves_clients_and_cleans_up_on_sigint() {
             "dev did not print its table:\n{printed}"
         );
     }
-    let data_dir = data_dir.unwrap_or_else(|| panic!("no data dir in:\n{printed}"));
+    let data_dir = data_dir.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "no data dir in:\n{printed}\nstderr (last lines, newest first):\n{}",
+            tail.join("\n")
+        )
+    });
     assert!(std::path::Path::new(&data_dir).exists());
     assert!(printed.contains(&format!("127.0.0.1:{base}")), "{printed}");
 

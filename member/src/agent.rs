@@ -328,7 +328,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             if let Err(e) = store.set_epoch(accepted.epoch) {
                 tracing::warn!(error = %e, "cannot persist the epoch");
             }
-            let endpoints = cp_endpoints(&accepted.members);
+            // The control-plane members the join answer listed, then the --join addresses: a
+            // cluster that is still forming may not have admitted its CP members yet, and a
+            // member with no endpoint could never learn one.
+            let mut endpoints = cp_endpoints(&accepted.members);
+            for join in &config.join {
+                if !endpoints.contains(join) {
+                    endpoints.push(join.clone());
+                }
+            }
             let cp_client = CpClient::new(client.clone(), endpoints, config.request_timeout);
             (CpAccess::Client(cp_client), Some(accepted))
         };

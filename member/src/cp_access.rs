@@ -37,6 +37,7 @@ impl CpClient {
         }
     }
 
+    /// Replaces the endpoints with the CP members the registry lists (never with none).
     pub fn set_endpoints(&self, endpoints: Vec<String>) {
         if !endpoints.is_empty() {
             *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints;
