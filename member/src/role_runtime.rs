@@ -210,10 +210,18 @@ impl Roles {
                 health,
                 shutdown: shutdown.child_token(),
             });
+            // A role stops at shutdown even when it is awaiting something slow (a CP call
+            // while the control plane itself is stopping).
+            let stop = shutdown.clone();
+            let task = started.task;
             tasks.spawn(
-                started
-                    .task
-                    .instrument(tracing::info_span!("role", role = %name)),
+                async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = task => {}
+                    }
+                }
+                .instrument(tracing::info_span!("role", role = %name)),
             );
             router = router.nest(&format!("/v1/roles/{name}"), started.routes);
             let secret = settings.cluster_secret.clone();
