@@ -273,6 +273,15 @@ impl ControlPlaneClient for RoleCp {
     fn claim(&self, keygroup: String) -> BoxFuture<Result<u64, CpCallError>> {
         let this = self.clone();
         Box::pin(async move {
+            // Already the holder: nothing to commit (roles re-claim on every reconcile).
+            let registry = this.cp.registry_at(0).await.map_err(call_error)?;
+            if let Some(held) = registry
+                .responsibilities
+                .iter()
+                .find(|r| r.node == this.node && r.keygroup == keygroup && r.machine == this.id)
+            {
+                return Ok(held.fence);
+            }
             let claim = Command::Claim {
                 node: this.node.clone(),
                 keygroup,
