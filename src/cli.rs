@@ -76,6 +76,11 @@ pub enum Command {
     },
     /// Print a new random 32-byte gossip key (base64).
     Keygen,
+    /// Print a shell completion script: `hivemind completions bash > /etc/bash_completion.d/hivemind`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Load generators that measure a running cluster.
     Bench {
         #[command(subcommand)]

@@ -44,6 +44,15 @@ fn main() -> ExitCode {
             init_logging(&args.log_level, LogFormat::Text);
             runtime.block_on(dev::run(args))
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hivemind", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
         Command::Keygen => {
             let key: [u8; 32] = rand::random();
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));

@@ -124,3 +124,21 @@ fn client_commands_fail_clearly_when_no_member_answers() {
     let out = cli(&["kv", "get", "--http-addr", &addr]);
     assert!(stderr(&out).contains("KEY"), "{}", stderr(&out));
 }
+
+#[test]
+fn shell_completions_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cli(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for command in ["agent", "keygroup", "members", "kv"] {
+            assert!(
+                script.contains(command),
+                "{shell} completions lack {command}"
+            );
+        }
+    }
+    let out = cli(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("tcsh"), "{}", stderr(&out));
+}
