@@ -259,6 +259,43 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
     assert!(web2_seq >= 2, "{map}");
     assert_eq!(map["refused_sealed"], 0);
 
+    // The roles' counters are in /metrics: queries by rcode and records on the dns member,
+    // seq and open subscriber streams on a host (one per dns member).
+    let scrape = |url: String| async move {
+        let text = client().get(url).send().await.ok()?.text().await.ok()?;
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()
+    };
+    let value = |scrape: &prometheus_parse::Scrape, metric: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let ns_metrics = scrape(cluster.agents[dns_ports[0].0].url("/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        value(
+            &ns_metrics,
+            "hivemind_dns_queries_total",
+            Some(("rcode", "NoError"))
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(value(&ns_metrics, "hivemind_dns_records", None).unwrap() >= 2.0);
+    wait_for("web-2 serving a stream to each dns member", || async {
+        let m = scrape(cluster.agents[web2].url("/metrics")).await?;
+        (value(&m, "hivemind_host_subscribers", None)? >= 2.0).then_some(())
+    })
+    .await;
+
     // kill -9 of a host: its names are NXDOMAIN (with the SOA) on every dns member.
     cluster.agents[web2].kill9();
     nxdomain_on(&ports, "web-2.host.hivemind.").await;

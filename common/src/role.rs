@@ -38,9 +38,27 @@ pub trait Role: Send + 'static {
 pub struct Started {
     /// Mounted under `/v1/roles/<name>/` (admin token).
     pub routes: axum::Router,
+    /// Read at every scrape of `/metrics`.
+    pub metrics: Option<Arc<dyn RoleMetrics>>,
     /// Mounted under `/internal/v1/roles/<name>/` (cluster secret): what other members call.
     pub internal: axum::Router,
     pub task: BoxFuture<()>,
+}
+
+/// One metric sample a role reports: `hivemind_<role>_<name>` in `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A counter (only grows) or a gauge.
+    pub counter: bool,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
+}
+
+/// A role's metrics, read at scrape time from counters it keeps anyway.
+pub trait RoleMetrics: Send + Sync {
+    fn samples(&self) -> Vec<Sample>;
 }
 
 /// What the member was told for its roles (`--keygroup`, `--domain`, `--dns-port`, `--bind`).

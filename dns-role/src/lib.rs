@@ -28,7 +28,7 @@ use hickory_proto::rr::Name;
 use hivemind_common::records::{self, HostRecord, OpenError, SeqBook};
 use hivemind_common::role::{
     ControlPlaneClient, KeygroupInfo, Me, Membership, Role, RoleContext, RoleEvent, RoleHealth,
-    Started, CLUSTER_SECRET_HEADER,
+    RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
 };
 use hivemind_common::roles::{self, RoleSpec};
 use hivemind_common::MemberId;
@@ -52,6 +52,7 @@ struct Counters {
     stream_errors: AtomicU64,
     /// Records copied from another dns member when this one started (simple join).
     copied: AtomicU64,
+    streams_open: AtomicU64,
 }
 
 struct Shared {
@@ -177,12 +178,75 @@ impl Role for DnsRole {
             .with_state(shared.clone());
         let task = Box::pin(run(shared.clone(), ctx));
         Started {
+            metrics: Some(Arc::new(DnsMetrics(shared.clone()))),
             routes,
             internal: Router::new()
                 .route("/snapshot", get(snapshot_route))
                 .with_state(shared.clone()),
             task,
         }
+    }
+}
+
+/// The dns role's metrics: queries by response code, records held, record intake.
+struct DnsMetrics(Arc<Shared>);
+
+impl RoleMetrics for DnsMetrics {
+    fn samples(&self) -> Vec<Sample> {
+        let shared = &self.0;
+        let mut samples: Vec<Sample> = shared
+            .queries
+            .snapshot()
+            .into_iter()
+            .map(|(rcode, n)| Sample {
+                name: "queries",
+                help: "DNS queries answered, by response code.",
+                counter: true,
+                labels: vec![("rcode", rcode)],
+                value: n,
+            })
+            .collect();
+        let held = shared
+            .book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records()
+            .count() as u64;
+        let count = |name, help, counter, value| Sample {
+            name,
+            help,
+            counter,
+            labels: vec![],
+            value,
+        };
+        samples.extend([
+            count("records", "Host records held.", false, held),
+            count(
+                "records_applied",
+                "Host records applied (newer seq).",
+                true,
+                shared.counters.applied.load(Ordering::Relaxed),
+            ),
+            count(
+                "records_refused",
+                "Records refused: they did not open with the keygroup's secret.",
+                true,
+                shared.counters.refused_sealed.load(Ordering::Relaxed),
+            ),
+            count(
+                "stream_errors",
+                "Subscription streams interrupted (and reconnected).",
+                true,
+                shared.counters.stream_errors.load(Ordering::Relaxed),
+            ),
+            count(
+                "subscriptions",
+                "Subscription streams open now.",
+                false,
+                shared.counters.streams_open.load(Ordering::Relaxed),
+            ),
+        ]);
+        samples
     }
 }
 
@@ -635,6 +699,15 @@ async fn subscribe(shared: Arc<Shared>, target: Target, cancel: CancellationToke
     }
 }
 
+/// Counts a stream as open for as long as it lives.
+struct OpenStream<'a>(&'a AtomicU64);
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn stream(
     shared: &Shared,
     target: &Target,
@@ -644,6 +717,8 @@ async fn stream(
     if !response.status().is_success() {
         return Err(format!("subscribe answered {}", response.status()));
     }
+    shared.counters.streams_open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenStream(&shared.counters.streams_open);
     let mut buf = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
         buf.extend_from_slice(&chunk);

@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use hivemind_common::records::{self, HostRecord, Service};
-use hivemind_common::role::{Me, Role, RoleContext, RoleEvent, RoleStore, Started};
+use hivemind_common::role::{
+    Me, Role, RoleContext, RoleEvent, RoleMetrics, RoleStore, Sample, Started,
+};
 use hivemind_common::roles::{self, RoleSpec};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -133,6 +135,7 @@ impl Role for HostRole {
         let internal = Router::new()
             .route("/subscribe", get(subscribe))
             .with_state(shared.clone());
+        let metrics: Arc<dyn RoleMetrics> = Arc::new(HostMetrics(shared.clone()));
         let task = Box::pin(async move {
             let mut refresh = tokio::time::interval(REFRESH);
             refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,10 +177,35 @@ impl Role for HostRole {
             }
         });
         Started {
+            metrics: Some(metrics),
             routes,
             internal,
             task,
         }
+    }
+}
+
+struct HostMetrics(Arc<Shared>);
+
+impl RoleMetrics for HostMetrics {
+    fn samples(&self) -> Vec<Sample> {
+        let published = self.0.published.borrow();
+        vec![
+            Sample {
+                name: "seq",
+                help: "Seq of the host record published now.",
+                counter: false,
+                labels: vec![],
+                value: published.seq,
+            },
+            Sample {
+                name: "subscribers",
+                help: "Subscription streams this host serves now.",
+                counter: false,
+                labels: vec![],
+                value: self.0.published.receiver_count() as u64,
+            },
+        ]
     }
 }
 

@@ -15,6 +15,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use hivemind_common::role::Sample;
+
 use crate::agent::Agent;
 use crate::cp_access::CpAccess;
 
@@ -194,6 +196,35 @@ impl Collector for AgentCollector {
             "Join requests this member answered, by outcome (accepted or the rejection code).",
             &joins,
         )?;
+        // Each role's samples, one family per (role, name).
+        for (role, samples) in agent.roles.metrics() {
+            let mut families: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+            for sample in &samples {
+                families.entry(sample.name).or_default().push(sample);
+            }
+            for (name, samples) in families {
+                let first = samples[0];
+                let labeled: Vec<(Vec<(&str, &str)>, u64)> = samples
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+                            s.value,
+                        )
+                    })
+                    .collect();
+                let labeled: Vec<(&[(&str, &str)], u64)> =
+                    labeled.iter().map(|(l, v)| (&l[..], *v)).collect();
+                let name = format!("hivemind_{role}_{name}");
+                if first.counter {
+                    counter(e, &name, first.help, &labeled)?;
+                } else {
+                    let labeled: Vec<(&[(&str, &str)], i64)> =
+                        labeled.iter().map(|(l, v)| (*l, *v as i64)).collect();
+                    gauge(e, &name, first.help, &labeled)?;
+                }
+            }
+        }
         if let CpAccess::Member(cp) = agent.cp.as_ref() {
             let m = cp.raft().metrics().borrow().clone();
             gauge(

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use hivemind_common::role::{
-    Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent, RoleHealth, RoleSettings,
+    Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent, RoleHealth, RoleMetrics,
+    RoleSettings, Sample,
 };
 use hivemind_control_plane::registry::{Event, EventKind, MemberRecord, MemberState, NodeConfig};
 use tokio::sync::{mpsc, watch};
@@ -152,6 +153,7 @@ pub fn role_events(events: &[Event], view: &MembershipView) -> Vec<RoleEvent> {
 
 struct Running {
     name: String,
+    metrics: Option<Arc<dyn RoleMetrics>>,
     events: mpsc::UnboundedSender<RoleEvent>,
     health: watch::Receiver<Vec<String>>,
 }
@@ -235,6 +237,7 @@ impl Roles {
             );
             running.push(Running {
                 name: name.clone(),
+                metrics: started.metrics.clone(),
                 events: events_tx,
                 health: health_rx,
             });
@@ -274,6 +277,14 @@ impl Roles {
     pub fn address_changed(&self, me: Me) {
         self.me.send_replace(me.clone());
         self.send(&[RoleEvent::SelfAddressChanged { me }]);
+    }
+
+    /// Every role's metric samples, with the role's name.
+    pub fn metrics(&self) -> Vec<(String, Vec<Sample>)> {
+        self.running
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.metrics.as_ref()?.samples())))
+            .collect()
     }
 
     /// What the roles wait for, as `role:<name>:<reason>`.
