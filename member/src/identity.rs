@@ -165,6 +165,19 @@ impl RoleStore for SledRoleStore {
 mod tests {
     use super::*;
 
+    /// Opens the store again once the previous handle let go of it (sled releases its file
+    /// lock from a background thread, shortly after the last handle is dropped).
+    fn reopen(dir: &Path) -> MemberStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match MemberStore::open(dir) {
+                Ok(store) => return store,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
     #[test]
     fn a_restart_keeps_the_id_and_bumps_the_generation() {
         let dir = tempfile::tempdir().unwrap();
@@ -173,10 +186,7 @@ mod tests {
             .unwrap()
             .start_incarnation(&mut rng)
             .unwrap();
-        let second = MemberStore::open(dir.path())
-            .unwrap()
-            .start_incarnation(&mut rng)
-            .unwrap();
+        let second = reopen(dir.path()).start_incarnation(&mut rng).unwrap();
         assert_eq!(first.id, second.id);
         assert_eq!((first.generation, second.generation), (1, 2));
     }
@@ -188,7 +198,7 @@ mod tests {
         store.role_store("host").unwrap().put(b"seq", b"7").unwrap();
         assert_eq!(store.role_store("dns").unwrap().get(b"seq").unwrap(), None);
         drop(store);
-        let store = MemberStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(
             store.role_store("host").unwrap().get(b"seq").unwrap(),
             Some(b"7".to_vec())
@@ -202,9 +212,6 @@ mod tests {
         assert_eq!(store.epoch().unwrap(), None);
         store.set_epoch(3).unwrap();
         drop(store);
-        assert_eq!(
-            MemberStore::open(dir.path()).unwrap().epoch().unwrap(),
-            Some(3)
-        );
+        assert_eq!(reopen(dir.path()).epoch().unwrap(), Some(3));
     }
 }
