@@ -48,23 +48,20 @@ impl std::fmt::Debug for AgentCollector {
     }
 }
 
-fn counter(
+/// One metric family: a value per label set (an unlabeled family holds one value).
+fn family<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    labeled: &[(&[(&str, &str)], u64)],
+    kind: prometheus_client::metrics::MetricType,
+    labeled: Vec<(&[(&str, &str)], M)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    if let [(&[], value)] = labeled {
-        return ConstCounter::new(*value).encode(family);
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    if let [(&[], _)] = labeled.as_slice() {
+        let (_, metric) = labeled.into_iter().next().expect("one value");
+        return metric.encode(family);
     }
-    for (labels, value) in labeled {
-        let metric = ConstCounter::new(*value);
+    for (labels, metric) in labeled {
         let labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -74,30 +71,42 @@ fn counter(
     Ok(())
 }
 
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labeled: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let metrics = labeled
+        .iter()
+        .map(|(l, v)| (*l, ConstCounter::new(*v)))
+        .collect();
+    family(
+        encoder,
+        name,
+        help,
+        prometheus_client::metrics::MetricType::Counter,
+        metrics,
+    )
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     labeled: &[(&[(&str, &str)], i64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
+    let metrics = labeled
+        .iter()
+        .map(|(l, v)| (*l, ConstGauge::new(*v)))
+        .collect();
+    family(
+        encoder,
         name,
         help,
-        None,
         prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    if let [(&[], value)] = labeled {
-        return ConstGauge::new(*value).encode(family);
-    }
-    for (labels, value) in labeled {
-        let metric = ConstGauge::new(*value);
-        let labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        metric.encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+        metrics,
+    )
 }
 
 impl Collector for AgentCollector {
