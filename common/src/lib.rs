@@ -5,6 +5,7 @@
 //! - [`codec`]: the one binary encoding used between members, with bounded, total decoding.
 //! - [`names`]: validation of names (members, nodes, roles) shared by every crate.
 //! - [`roles`]: the known roles, what they perform and require, and the readiness rule.
+//! - [`seal`]: ChaCha20-Poly1305 sealing shared by gossip packets and host records.
 //! - [`records`]: host records, their sealing with keygroup secrets, stream frames, seq book.
 //! - [`role`]: the [`Role`](role::Role) trait and the context the member runtime hands a role.
 //!
@@ -17,6 +18,7 @@ pub mod names;
 pub mod records;
 pub mod role;
 pub mod roles;
+pub mod seal;
 
 pub use codec::{decode, encode, CodecError};
 pub use id::MemberId;

@@ -6,13 +6,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
+use crate::seal::{Cipher, NONCE_LEN};
 use crate::MemberId;
-
-const NONCE_LEN: usize = 12;
 /// Largest frame a subscriber accepts (a record is small; this bounds a hostile stream).
 pub const MAX_FRAME: usize = 64 * 1024;
 
@@ -46,31 +43,16 @@ pub enum OpenError {
     Decode(String),
 }
 
-fn cipher(secret: &[u8]) -> Option<ChaCha20Poly1305> {
-    (secret.len() == 32).then(|| ChaCha20Poly1305::new(Key::from_slice(secret)))
-}
-
 /// Seals `record` with the keygroup `secret` (32 bytes) and a caller-chosen random `nonce`.
 pub fn seal(secret: &[u8], nonce: [u8; NONCE_LEN], record: &HostRecord) -> Option<Vec<u8>> {
-    let cipher = cipher(secret)?;
-    let mut out = nonce.to_vec();
-    out.extend(
-        cipher
-            .encrypt(Nonce::from_slice(&nonce), crate::encode(record).as_slice())
-            .ok()?,
-    );
-    Some(out)
+    Some(Cipher::new(secret)?.seal(nonce, &crate::encode(record)))
 }
 
 /// Opens a sealed record; never decodes what did not open.
 pub fn open(secret: &[u8], sealed: &[u8]) -> Result<HostRecord, OpenError> {
-    let cipher = cipher(secret).ok_or(OpenError::Seal)?;
-    if sealed.len() < NONCE_LEN {
-        return Err(OpenError::Seal);
-    }
-    let (nonce, body) = sealed.split_at(NONCE_LEN);
-    let plain = cipher
-        .decrypt(Nonce::from_slice(nonce), body)
+    let plain = Cipher::new(secret)
+        .ok_or(OpenError::Seal)?
+        .open(sealed)
         .map_err(|_| OpenError::Seal)?;
     crate::decode(&plain).map_err(|e| OpenError::Decode(e.to_string()))
 }

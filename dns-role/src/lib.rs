@@ -489,6 +489,7 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
     ));
     let me: Me = ctx.me.borrow().clone();
     let mut active: BTreeMap<Target, CancellationToken> = BTreeMap::new();
+    let mut last_inputs = None;
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -577,7 +578,20 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
         for id in stale {
             drop_member(&shared, &mut active, id);
         }
-        shared.rebuild();
+        // Member, node and role names follow the membership, TTLs the keygroup configs:
+        // rebuild when either moved (record changes rebuild on their own).
+        let inputs = (
+            membership.epoch,
+            membership.index,
+            keygroups
+                .values()
+                .map(|k| (k.name.clone(), k.version))
+                .collect::<Vec<_>>(),
+        );
+        if last_inputs.as_ref() != Some(&inputs) {
+            shared.rebuild();
+            last_inputs = Some(inputs);
+        }
     }
 }
 

@@ -766,7 +766,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
 }
 
 /// The registry, or a 503 when no control-plane member answers.
-async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> {
+pub(crate) async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> {
     agent.cp.registry().await.map_err(ApiError::from)
 }
 

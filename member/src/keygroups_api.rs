@@ -12,13 +12,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::registry::{
-    validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta, RegistryDigest,
-    DEFAULT_TTL_SECS, SECRET_BYTES,
+    validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta, DEFAULT_TTL_SECS,
+    SECRET_BYTES,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::agent::Agent;
+use crate::agent::{registry, Agent};
 
 pub(crate) fn routes(agent: Arc<Agent>) -> Router {
     Router::new()
@@ -56,10 +56,6 @@ fn name_of(app: &str, tenant: &str, group: &str) -> Result<String, ApiError> {
     validate_keygroup_name(&name)
         .map_err(|e| ApiError::from(hivemind_control_plane::CpError::Rejected(e)))?;
     Ok(name)
-}
-
-async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> {
-    agent.cp.registry().await.map_err(ApiError::from)
 }
 
 async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<Value, ApiError> {

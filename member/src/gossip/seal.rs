@@ -5,24 +5,18 @@
 //! The same key also yields the cluster secret ([`cluster_secret`]) that internal HTTP routes
 //! require: whoever can gossip with the cluster can call its internal routes, nobody else.
 
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-
-const NONCE_LEN: usize = 12;
+pub use hivemind_common::seal::OpenError;
+use hivemind_common::seal::{Cipher, NONCE_LEN};
 
 #[derive(Clone)]
 pub struct Sealer {
-    cipher: Option<ChaCha20Poly1305>,
+    cipher: Option<Cipher>,
 }
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("packet does not open with the gossip key")]
-pub struct OpenError;
 
 impl Sealer {
     pub fn new(key: Option<[u8; 32]>) -> Self {
         Self {
-            cipher: key.map(|k| ChaCha20Poly1305::new(Key::from_slice(&k))),
+            cipher: key.and_then(|k| Cipher::new(&k)),
         }
     }
 
@@ -30,30 +24,14 @@ impl Sealer {
     pub fn seal(&self, nonce: [u8; NONCE_LEN], plain: &[u8]) -> Vec<u8> {
         match &self.cipher {
             None => plain.to_vec(),
-            Some(cipher) => {
-                let mut out = nonce.to_vec();
-                out.extend(
-                    cipher
-                        .encrypt(Nonce::from_slice(&nonce), plain)
-                        .expect("in-memory encryption cannot fail"),
-                );
-                out
-            }
+            Some(cipher) => cipher.seal(nonce, plain),
         }
     }
 
     pub fn open(&self, packet: &[u8]) -> Result<Vec<u8>, OpenError> {
         match &self.cipher {
             None => Ok(packet.to_vec()),
-            Some(cipher) => {
-                if packet.len() < NONCE_LEN {
-                    return Err(OpenError);
-                }
-                let (nonce, sealed) = packet.split_at(NONCE_LEN);
-                cipher
-                    .decrypt(Nonce::from_slice(nonce), sealed)
-                    .map_err(|_| OpenError)
-            }
+            Some(cipher) => cipher.open(packet),
         }
     }
 }
