@@ -24,6 +24,19 @@ async fn states(agent: &Agent) -> Option<Vec<(String, String, u64)>> {
     Some(out)
 }
 
+/// Waits until `agent` lists member `name` in `state` at `generation`.
+async fn sees(agent: &Agent, name: &str, state: &str, generation: u64) {
+    let want = (name.to_string(), state.to_string(), generation);
+    wait_for(
+        &format!(
+            "{} to see {name} {state} (generation {generation})",
+            agent.name
+        ),
+        || async { states(agent).await?.contains(&want).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_member_is_failed_once_everywhere_and_comes_back_as_a_new_generation() {
     let mut cluster = Cluster::control_plane(3, &["--gossip-profile", "local"]);
@@ -182,13 +195,7 @@ async fn sigterm_and_the_leave_command_commit_leave_first_and_exit_0() {
     // index only once a quorum is back: restart cp3 and cp1's view shows the leave.
     cluster.agents[2].start();
     let cp1 = &cluster.agents[0];
-    wait_for("cp1 to show cp2 left", || async {
-        states(cp1)
-            .await?
-            .contains(&("cp2".into(), "left".into(), 1))
-            .then_some(())
-    })
-    .await;
+    sees(cp1, "cp2", "left", 1).await;
 
     // A graceful leave is not a failure: no member_failed in the feed (cp3's own restart is a
     // new join, not a failure either).
@@ -353,13 +360,7 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     // kill -9 of a role member: failed everywhere, once in the registry; back as generation 2.
     cluster.agents[web2].kill9();
     for a in cluster.running() {
-        wait_for(&format!("{} to see web-2 failed", a.name), || async {
-            states(a)
-                .await?
-                .contains(&("web-2".into(), "failed".into(), 1))
-                .then_some(())
-        })
-        .await;
+        sees(a, "web-2", "failed", 1).await;
     }
     let page = get_json(&cluster.agents[0].url("/v1/events?after=0"))
         .await
@@ -373,13 +374,7 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     assert_eq!(failed, 1);
     cluster.agents[web2].start();
     for a in cluster.running() {
-        wait_for(&format!("{} to see web-2 alive again", a.name), || async {
-            states(a)
-                .await?
-                .contains(&("web-2".into(), "alive".into(), 2))
-                .then_some(())
-        })
-        .await;
+        sees(a, "web-2", "alive", 2).await;
     }
     // Its host record continues above the seq it used before the kill.
     let record = get_json(&cluster.agents[web2].url("/v1/roles/host/record"))
@@ -390,13 +385,7 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
 
     // SIGTERM of a role member: left.
     assert!(cluster.agents[web1].sigterm().success());
-    wait_for("web-1 left", || async {
-        states(&cluster.agents[0])
-            .await?
-            .contains(&("web-1".into(), "left".into(), 1))
-            .then_some(())
-    })
-    .await;
+    sees(&cluster.agents[0], "web-1", "left", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -466,13 +455,7 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
     assert!(cluster.agents[web]
         .log_tail(200)
         .contains("re-bootstrapping"));
-    wait_for("web-1 alive with a new generation", || async {
-        states(&cluster.agents[0])
-            .await?
-            .contains(&("web-1".into(), "alive".into(), 2))
-            .then_some(())
-    })
-    .await;
+    sees(&cluster.agents[0], "web-1", "alive", 2).await;
 
     // An operator forces a new epoch while web-1 is stopped: restarted, it rejoins in it.
     cluster.agents[web].kill9();
@@ -493,13 +476,7 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
     })
     .await;
     assert_eq!(status["feed"]["caught_up"], true);
-    wait_for("web-1 alive as generation 3", || async {
-        states(&cluster.agents[0])
-            .await?
-            .contains(&("web-1".into(), "alive".into(), 3))
-            .then_some(())
-    })
-    .await;
+    sees(&cluster.agents[0], "web-1", "alive", 3).await;
 }
 
 /// The address watchdog: `--advertise` changed at runtime (config file + SIGHUP) renews the
