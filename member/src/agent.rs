@@ -598,8 +598,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Registry members unknown to SWIM announced to per round.
 const ANNOUNCES_PER_ROUND: usize = 4;
 
-/// Keeps the SWIM view in step with the registry: every live registry member that gossip does
-/// not know (yet, or any more) is announced to, periodically.
+/// Keeps the SWIM view in step with the registry (as the feed's membership view holds it):
+/// live registry members that gossip does not know (yet, or any more) are announced to,
+/// periodically.
 async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationToken) {
     let every = match agent.config.gossip_profile {
         Profile::Local => Duration::from_millis(500),
@@ -610,24 +611,17 @@ async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationTok
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let Ok(registry) = agent.cp.registry().await else {
-            continue;
-        };
+        // The membership view the feed keeps current: no control-plane call per round.
+        let registry = agent.view.borrow().clone();
         if let CpAccess::Client(client) = agent.cp.as_ref() {
-            let infos: Vec<MemberInfo> = registry
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Alive)
-                .map(|m| m.info.clone())
-                .collect();
+            let infos: Vec<MemberInfo> = registry.live_members().map(|m| m.info.clone()).collect();
             client.set_endpoints(cp_endpoints(&infos));
         }
         let targets: Vec<GossipId> = {
             let view = agent.gossip.view.borrow();
             registry
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Alive && m.info.id != agent.identity.id)
+                .live_members()
+                .filter(|m| m.info.id != agent.identity.id)
                 .filter(|m| {
                     !matches!(
                         view.get(&m.info.id),
