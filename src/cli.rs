@@ -259,6 +259,10 @@ pub struct AgentArgs {
     /// How often the advertised address is compared with the current one (e.g. 5s).
     #[arg(long, env = "HIVEMIND_ADDRESS_CHECK", default_value = "5s", value_parser = parse_duration)]
     pub address_check: std::time::Duration,
+    /// How often roles re-read the configs of the keygroups they serve and of their nodes, to
+    /// converge even after missing events (seed event [6]; e.g. 60s).
+    #[arg(long, env = "HIVEMIND_REREAD_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub reread_every: std::time::Duration,
     #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
     pub http_port: u16,
     #[arg(long, env = "HIVEMIND_GOSSIP_PORT", default_value_t = 7701)]

@@ -229,6 +229,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         advertise_forced,
         advertise_updates: advertise_updates.as_ref().map(|(_, _, rx)| rx.clone()),
         address_check: args.address_check,
+        reread_every: args.reread_every,
         http_port: args.http_port,
         gossip_port: args.gossip_port,
         control_plane: args.control_plane,

@@ -68,6 +68,9 @@ pub struct RoleSettings {
     pub domain: String,
     pub bind: std::net::IpAddr,
     pub dns_port: u16,
+    /// How often a role re-reads the configs it derived from events (seed event [6]): a
+    /// member that missed events still converges.
+    pub reread_every: std::time::Duration,
     /// Sent as `x-hivemind-cluster-secret` on calls to other members' internal routes.
     pub cluster_secret: Option<String>,
 }
@@ -216,8 +219,19 @@ pub trait ControlPlaneClient: Send + Sync {
     /// Makes this member's node a replica of `name`: creates it `open` if it does not exist,
     /// adds the node if the keygroup is open. Answers the config as it then stands.
     fn join_keygroup(&self, name: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>>;
-    /// Claims responsibility for `keygroup` in this member's node; answers the fence.
-    fn claim(&self, keygroup: String) -> BoxFuture<Result<u64, CpCallError>>;
+    /// Claims responsibility for `keygroup` in this member's node: answers the fence when this
+    /// member holds it (already or now), or which live machine of the node does. Claiming what
+    /// this member already holds, or what another live machine holds, writes nothing.
+    fn claim(&self, keygroup: String) -> BoxFuture<Result<Claim, CpCallError>>;
+}
+
+/// The outcome of [`ControlPlaneClient::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This member is responsible, fenced by the claim's log index.
+    Mine { fence: u64 },
+    /// Another live machine of this node is: take the keygroup's records from it.
+    HeldBy { machine: MemberId },
 }
 
 /// A role's durable key-value space (one per role, inside `<data-dir>/member`).

@@ -1,14 +1,18 @@
-//! The `dns` role: for every keygroup it serves (`--keygroup`), makes its node a replica,
-//! claims responsibility for it, subscribes to every live host member of the keygroup's other
-//! replica nodes (each stream opens with the host's current record), keeps the newest record
-//! per host by seq, drops a host the moment the feed says it failed or left, drops a tombstoned
-//! keygroup, and answers DNS for all of it (hickory-server, UDP and TCP on `--dns-port`).
+//! The `dns` role: for every keygroup it serves (`--keygroup`), makes its node a replica and
+//! claims responsibility for it in its node. The one machine of the node that holds it
+//! subscribes to every live host member of the keygroup's other replica nodes (each stream
+//! opens with the host's current record); the node's other machines stream every record from
+//! the holder (intra-node stream) and take over when the control plane released it (seed
+//! events [1]/[2], DESIGN.md §5). Every machine keeps the newest record per host by seq, drops
+//! a host the moment the feed says it failed or left, drops a tombstoned keygroup, and answers
+//! DNS for all of it (UDP fast path and hickory-server, UDP and TCP on `--dns-port`).
 //!
 //! Layout:
 //! - [`zone`]: names and answers, rebuilt whole on every change (sans IO).
-//! - [`subscriptions`]: which hosts to subscribe to (sans IO).
-//! - [`server`]: the hickory request handler.
-//! - [`DnsRole`]: the reconcile loop, subscriber tasks, `GET /v1/roles/dns/records`.
+//! - [`subscriptions`]: which streams to hold (sans IO).
+//! - [`server`]: the hickory request handler; [`wire`]: the prebuilt UDP answers.
+//! - [`DnsRole`]: the reconcile loop, subscriber tasks, `GET /v1/roles/dns/records` and
+//!   `/status`, the internal `snapshot` and `stream` routes.
 
 pub mod server;
 pub mod subscriptions;
@@ -27,20 +31,23 @@ use axum::{Json, Router};
 use hickory_proto::rr::Name;
 use hivemind_common::records::{self, HostRecord, OpenError, SeqBook};
 use hivemind_common::role::{
-    ControlPlaneClient, KeygroupInfo, Me, Membership, Role, RoleContext, RoleEvent, RoleHealth,
-    RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
+    Claim, ControlPlaneClient, KeygroupInfo, Me, Membership, Role, RoleContext, RoleEvent,
+    RoleHealth, RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
 };
 use hivemind_common::roles::{self, RoleSpec};
 use hivemind_common::MemberId;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use subscriptions::Target;
+use subscriptions::{Target, Via};
 use zone::Zone;
 
-/// How often the role re-reads its keygroups and reconciles its subscriptions (besides every
-/// membership event).
-const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How soon a reconcile that could not finish (no quorum, a claim pending) is retried. A
+/// settled role reconciles on every event and every `--reread-every`.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Records queued for the intra-node streams; a stream that falls further behind ends and
+/// its follower reconnects (and gets the whole keygroup again).
+const RELAY_CAPACITY: usize = 4096;
 
 pub struct DnsRole;
 
@@ -53,6 +60,23 @@ struct Counters {
     /// Records copied from another dns member when this one started (simple join).
     copied: AtomicU64,
     streams_open: AtomicU64,
+    /// Records opened from host streams (whether newer or not): what a new holder's first
+    /// subscription delivers (the failover benchmark watches it).
+    received_from_hosts: AtomicU64,
+    /// Records opened from the holder's intra-node stream.
+    received_from_holder: AtomicU64,
+}
+
+/// Where this machine stands for one keygroup, for `GET /v1/roles/dns/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Position {
+    /// `mine`, `held_by` or `waiting`.
+    claim: &'static str,
+    fence: Option<u64>,
+    holder: Option<String>,
+    /// Streams held for the keygroup: host streams (holder) or the holder's stream.
+    subscriptions: usize,
+    version: u64,
 }
 
 struct Shared {
@@ -71,6 +95,9 @@ struct Shared {
     cp: Arc<dyn ControlPlaneClient>,
     cluster_secret: Option<String>,
     http: reqwest::Client,
+    /// Every record applied here, for the node's other machines (intra-node streams).
+    relay: tokio::sync::broadcast::Sender<HostRecord>,
+    positions: RwLock<BTreeMap<String, Position>>,
 }
 
 impl Shared {
@@ -126,19 +153,36 @@ impl Shared {
 
     /// Applies a record received from `target`; answers whether the zone changed.
     fn apply(&self, target: &Target, record: HostRecord) -> bool {
-        // A publisher speaks only for itself, in the keygroup it was asked for.
-        if record.member != target.member || record.keygroup != target.keygroup {
+        // A host speaks only for itself, and any stream only for the keygroup asked for.
+        let own = match target.via {
+            Via::Host => record.member == target.member,
+            Via::Holder => true,
+        };
+        if !own || record.keygroup != target.keygroup {
             self.counters.refused_sealed.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        let received = match target.via {
+            Via::Host => &self.counters.received_from_hosts,
+            Via::Holder => &self.counters.received_from_holder,
+        };
+        received.fetch_add(1, Ordering::Relaxed);
+        self.apply_record(record)
+    }
+
+    /// Keeps `record` if it is newer than what is held, rebuilds the zone and relays it to the
+    /// node's other machines; answers whether it was newer.
+    fn apply_record(&self, record: HostRecord) -> bool {
         let applied = self
             .book
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .apply(record);
+            .apply(record.clone());
         if applied {
             self.counters.applied.fetch_add(1, Ordering::Relaxed);
             self.rebuild();
+            // No receiver is fine: no sibling streams from this machine.
+            let _ = self.relay.send(record);
         }
         applied
     }
@@ -171,10 +215,13 @@ impl Role for DnsRole {
             cp: ctx.cp.clone(),
             cluster_secret: ctx.settings.cluster_secret.clone(),
             http: reqwest::Client::new(),
+            relay: tokio::sync::broadcast::channel(RELAY_CAPACITY).0,
+            positions: RwLock::new(BTreeMap::new()),
         });
         shared.rebuild();
         let routes = Router::new()
             .route("/records", get(records_route))
+            .route("/status", get(status_route))
             .with_state(shared.clone());
         let task = Box::pin(run(shared.clone(), ctx));
         Started {
@@ -182,6 +229,7 @@ impl Role for DnsRole {
             routes,
             internal: Router::new()
                 .route("/snapshot", get(snapshot_route))
+                .route("/stream", get(stream_route))
                 .with_state(shared.clone()),
             task,
         }
@@ -240,6 +288,18 @@ impl RoleMetrics for DnsMetrics {
                 shared.counters.stream_errors.load(Ordering::Relaxed),
             ),
             count(
+                "received_from_hosts",
+                "Records received on host streams (as the keygroup's holder).",
+                true,
+                shared.counters.received_from_hosts.load(Ordering::Relaxed),
+            ),
+            count(
+                "received_from_holder",
+                "Records received on the intra-node stream from the keygroup's holder.",
+                true,
+                shared.counters.received_from_holder.load(Ordering::Relaxed),
+            ),
+            count(
                 "subscriptions",
                 "Subscription streams open now.",
                 false,
@@ -276,7 +336,25 @@ async fn records_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "refused_sealed": shared.counters.refused_sealed.load(Ordering::Relaxed),
         "stream_errors": shared.counters.stream_errors.load(Ordering::Relaxed),
         "copied": shared.counters.copied.load(Ordering::Relaxed),
+        "received_from_hosts": shared.counters.received_from_hosts.load(Ordering::Relaxed),
+        "received_from_holder": shared.counters.received_from_holder.load(Ordering::Relaxed),
         "queries": shared.queries.snapshot(),
+    }))
+}
+
+/// `GET /v1/roles/dns/status`: per served keygroup, whether this machine holds it (and its
+/// fence), which machine does otherwise, and how many streams it holds for it.
+async fn status_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let positions = shared
+        .positions
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Json(json!({
+        "keygroups": positions,
+        "subscriptions": shared.counters.streams_open.load(Ordering::Relaxed),
+        "received_from_hosts": shared.counters.received_from_hosts.load(Ordering::Relaxed),
+        "received_from_holder": shared.counters.received_from_holder.load(Ordering::Relaxed),
     }))
 }
 
@@ -336,6 +414,64 @@ struct SnapshotQuery {
     keygroup: String,
 }
 
+/// The frames of every record held for `keygroup`, sealed with `secret`.
+fn sealed_frames(shared: &Shared, keygroup: &str, secret: &[u8]) -> Vec<u8> {
+    let book = shared
+        .book
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut body = Vec::new();
+    for record in book.records().filter(|r| r.keygroup == keygroup) {
+        if let Some(sealed) = records::seal(secret, rand::random(), record) {
+            body.extend(records::frame(&sealed));
+        }
+    }
+    body
+}
+
+/// `GET /internal/v1/roles/dns/stream?keygroup=K`: the intra-node stream. Every record held
+/// for K, then every record applied here from then on, each sealed with K's secret as it is
+/// when sent. A follower too far behind is cut off; it reconnects and starts over.
+async fn stream_route(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let secret = shared.secret(&q.keygroup);
+    if secret.is_empty() {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    // Subscribed before the snapshot is taken: nothing falls between the two.
+    let updates = shared.relay.subscribe();
+    let first = sealed_frames(&shared, &q.keygroup, &secret);
+    let keygroup = q.keygroup;
+    let live = futures::stream::unfold(
+        (updates, shared, keygroup),
+        |(mut updates, shared, keygroup)| async move {
+            loop {
+                // Lagged or closed: end the stream (the follower reconnects).
+                let record = updates.recv().await.ok()?;
+                if record.keygroup != keygroup {
+                    continue;
+                }
+                let Some(sealed) =
+                    records::seal(&shared.secret(&keygroup), rand::random(), &record)
+                else {
+                    continue;
+                };
+                let frame: Result<axum::body::Bytes, std::convert::Infallible> =
+                    Ok(records::frame(&sealed).into());
+                return Some((frame, (updates, shared, keygroup)));
+            }
+        },
+    );
+    let first = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(first))
+    });
+    axum::body::Body::from_stream(futures::StreamExt::chain(first, live)).into_response()
+}
+
 /// `GET /internal/v1/roles/dns/snapshot?keygroup=K`: the records this member holds for K, as
 /// the frames of a subscription stream (each sealed with K's secret), for a dns member that
 /// starts (simple join).
@@ -348,18 +484,7 @@ async fn snapshot_route(
     if secret.is_empty() {
         return axum::http::StatusCode::NOT_FOUND.into_response();
     }
-    let book = shared
-        .book
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let mut body = Vec::new();
-    for record in book.records().filter(|r| r.keygroup == q.keygroup) {
-        if let Some(sealed) = records::seal(&secret, rand::random(), record) {
-            body.extend(records::frame(&sealed));
-        }
-    }
-    body.into_response()
+    sealed_frames(&shared, &q.keygroup, &secret).into_response()
 }
 
 /// Simple join: before subscribing, copy `keygroup`'s records from another live dns member
@@ -409,19 +534,13 @@ async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) -> bool {
         let mut copied = 0;
         for sealed in frames {
             if let Ok(record) = shared.open(keygroup, &sealed).await {
-                if shared
-                    .book
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .apply(record)
-                {
+                if record.keygroup == keygroup && shared.apply_record(record) {
                     copied += 1;
                 }
             }
         }
         shared.counters.copied.fetch_add(copied, Ordering::Relaxed);
         tracing::info!(%keygroup, from = %peer.name, copied, "copied records from a sibling dns member");
-        shared.rebuild();
         return true;
     }
     // No sibling answered: settled only if there is none to ask.
@@ -490,8 +609,9 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
     let me: Me = ctx.me.borrow().clone();
     let mut active: BTreeMap<Target, CancellationToken> = BTreeMap::new();
     let mut last_inputs = None;
-    let mut tick = tokio::time::interval(RECONCILE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first turn runs at once; later ones on events, on `--reread-every` (seed event [6])
+    // and sooner while something is pending.
+    let mut next_turn = Duration::ZERO;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
@@ -500,7 +620,7 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                 }
                 return;
             }
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(next_turn) => {}
             event = ctx.events.recv() => {
                 let Some(event) = event else { return };
                 // One reconcile for a burst of events (many joins at once).
@@ -536,12 +656,17 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
         }
         *shared.membership.write().unwrap_or_else(|p| p.into_inner()) =
             ctx.membership.borrow().clone();
-        let mut held = reconcile_keygroups(&shared, &ctx).await;
-        // Make-before-break for a starting member too: subscribe only once the keygroup was
-        // seeded from a sibling (or there is none).
+        let (mut claims, settled) = reconcile_keygroups(&shared, &ctx).await;
+        next_turn = if settled {
+            ctx.settings.reread_every
+        } else {
+            RETRY_EVERY
+        };
+        // Make-before-break for a starting member too: subscribe to hosts only once the
+        // keygroup was seeded from a sibling (or there is none).
         {
             let seeded = shared.copied_once.lock().unwrap_or_else(|p| p.into_inner());
-            held.retain(|k| seeded.contains(k));
+            claims.retain(|k, claim| !matches!(claim, Claim::Mine { .. }) || seeded.contains(k));
         }
         let membership = ctx.membership.borrow().clone();
         let keygroups = shared
@@ -549,7 +674,7 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let wanted = subscriptions::targets(&me.node, &held, &keygroups, &membership);
+        let wanted = subscriptions::targets(me.id, &me.node, &claims, &keygroups, &membership);
         // Stop what is no longer wanted (make-before-break: new ones start in the same turn).
         active.retain(|target, token| {
             let keep = wanted.contains(target);
@@ -565,6 +690,7 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                 slot.insert(token);
             }
         }
+        publish_positions(&shared, &claims, &keygroups, &membership, &active);
         // Records of members no longer alive, or of keygroups no longer served, go.
         let live: BTreeSet<MemberId> = membership.live().map(|p| p.id).collect();
         let stale: Vec<MemberId> = shared
@@ -595,6 +721,46 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
     }
 }
 
+/// Records where this machine stands per keygroup for `GET /v1/roles/dns/status`.
+fn publish_positions(
+    shared: &Shared,
+    claims: &BTreeMap<String, Claim>,
+    keygroups: &BTreeMap<String, KeygroupInfo>,
+    membership: &Membership,
+    active: &BTreeMap<Target, CancellationToken>,
+) {
+    let positions = keygroups
+        .values()
+        .map(|k| {
+            let (claim, fence, holder) = match claims.get(&k.name) {
+                Some(Claim::Mine { fence }) => ("mine", Some(*fence), None),
+                Some(Claim::HeldBy { machine }) => (
+                    "held_by",
+                    None,
+                    Some(
+                        membership
+                            .peers
+                            .iter()
+                            .find(|p| p.id == *machine)
+                            .map_or_else(|| machine.to_string(), |p| p.name.clone()),
+                    ),
+                ),
+                None => ("waiting", None, None),
+            };
+            let subscriptions = active.keys().filter(|t| t.keygroup == k.name).count();
+            let position = Position {
+                claim,
+                fence,
+                holder,
+                subscriptions,
+                version: k.version,
+            };
+            (k.name.clone(), position)
+        })
+        .collect();
+    *shared.positions.write().unwrap_or_else(|p| p.into_inner()) = positions;
+}
+
 fn drop_member(shared: &Shared, active: &mut BTreeMap<Target, CancellationToken>, id: MemberId) {
     active.retain(|target, token| {
         let keep = target.member != id;
@@ -614,11 +780,16 @@ fn drop_member(shared: &Shared, active: &mut BTreeMap<Target, CancellationToken>
     }
 }
 
-/// Joins and claims every served keygroup; answers the ones this machine is responsible for.
-/// A tombstoned keygroup's records go.
-async fn reconcile_keygroups(shared: &Shared, ctx: &RoleContext) -> BTreeSet<String> {
-    let mut held = BTreeSet::new();
+/// Joins and claims every served keygroup (re-reading its config: B when it changed); answers
+/// the claim outcome per keygroup and whether everything settled. A tombstoned keygroup's
+/// records go.
+async fn reconcile_keygroups(
+    shared: &Shared,
+    ctx: &RoleContext,
+) -> (BTreeMap<String, Claim>, bool) {
+    let mut claims = BTreeMap::new();
     let mut waiting = Vec::new();
+    let mut settled = true;
     for name in &ctx.settings.keygroups {
         match ctx.cp.join_keygroup(name.clone()).await {
             Ok(info) => {
@@ -651,7 +822,7 @@ async fn reconcile_keygroups(shared: &Shared, ctx: &RoleContext) -> BTreeSet<Str
             }
         }
         match ctx.cp.claim(name.clone()).await {
-            Ok(_fence) => {
+            Ok(Claim::Mine { fence }) => {
                 let seeded = shared
                     .copied_once
                     .lock()
@@ -665,12 +836,20 @@ async fn reconcile_keygroups(shared: &Shared, ctx: &RoleContext) -> BTreeSet<Str
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(name.clone());
+                    } else {
+                        settled = false;
                     }
                 }
-                held.insert(name.clone());
+                claims.insert(name.clone(), Claim::Mine { fence });
             }
-            Err(e) if e.code == "held" => {
-                // Another machine of this node holds it (several machines per node: next issue).
+            Ok(held @ Claim::HeldBy { machine }) => {
+                // Another machine of this node is responsible: stream from it. If this view
+                // does not show it alive yet (or any more), try again soon.
+                let membership = ctx.membership.borrow().clone();
+                if !membership.live().any(|p| p.id == machine) {
+                    settled = false;
+                }
+                claims.insert(name.clone(), held);
             }
             Err(e) => {
                 tracing::warn!(keygroup = %name, error = %e, "cannot claim the keygroup; retrying");
@@ -678,18 +857,25 @@ async fn reconcile_keygroups(shared: &Shared, ctx: &RoleContext) -> BTreeSet<Str
             }
         }
     }
+    settled &= waiting.is_empty();
     ctx.health.waiting_for(waiting);
-    held
+    (claims, settled)
 }
 
 /// One subscription: streams `target`'s records until cancelled, reconnecting with backoff.
 async fn subscribe(shared: Arc<Shared>, target: Target, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let url = format!(
-            "http://{}/internal/v1/roles/host/subscribe?keygroup={}&member={}",
-            target.http_addr, target.keygroup, target.member
-        );
+        let url = match target.via {
+            Via::Host => format!(
+                "http://{}/internal/v1/roles/host/subscribe?keygroup={}&member={}",
+                target.http_addr, target.keygroup, target.member
+            ),
+            Via::Holder => format!(
+                "http://{}/internal/v1/roles/dns/stream?keygroup={}",
+                target.http_addr, target.keygroup
+            ),
+        };
         let mut request = shared.http.get(url);
         if let Some(secret) = &shared.cluster_secret {
             request = request.header(CLUSTER_SECRET_HEADER, secret);
@@ -733,6 +919,15 @@ async fn stream(
     }
     shared.counters.streams_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenStream(&shared.counters.streams_open);
+    if target.via == Via::Holder {
+        // The holder's stream opens with everything it holds: this machine is seeded, and
+        // takes over without a copy if it becomes the holder.
+        shared
+            .copied_once
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.keygroup.clone());
+    }
     let mut buf = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
         buf.extend_from_slice(&chunk);

@@ -34,8 +34,9 @@ use record::Published;
 
 const SEQ_KEY: &[u8] = b"seq";
 const SERVICES_KEY: &[u8] = b"services";
-/// How often keygroup configs (secrets) are re-read.
-const REFRESH: Duration = Duration::from_secs(5);
+/// How soon a keygroup join that failed is retried. Once joined, configs (secrets) are
+/// re-read on every keygroup event and every `--reread-every` (seed events [5], [6]).
+const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 pub struct HostRole;
 
@@ -137,12 +138,12 @@ impl Role for HostRole {
             .with_state(shared.clone());
         let metrics: Arc<dyn RoleMetrics> = Arc::new(HostMetrics(shared.clone()));
         let task = Box::pin(async move {
-            let mut refresh = tokio::time::interval(REFRESH);
-            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A deadline, not a sleep per turn: other events must not postpone the re-read.
+            let mut next_read = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
-                    _ = refresh.tick() => {
+                    _ = tokio::time::sleep_until(next_read) => {
                         let mut waiting = Vec::new();
                         for keygroup in &shared.keygroups {
                             // Joining also re-reads the config: a rotated secret is picked up.
@@ -161,6 +162,12 @@ impl Role for HostRole {
                                 }
                             }
                         }
+                        next_read = tokio::time::Instant::now()
+                            + if waiting.is_empty() {
+                                ctx.settings.reread_every
+                            } else {
+                                RETRY_EVERY
+                            };
                         ctx.health.waiting_for(waiting);
                     }
                     event = ctx.events.recv() => match event {
@@ -170,6 +177,11 @@ impl Role for HostRole {
                             if let Err(e) = shared.publish(|r| r.changed_for(&me)) {
                                 tracing::error!(error = %e, "cannot persist the host record's seq");
                             }
+                        }
+                        // A keygroup config changed (a rotated secret, seed event [5]): re-read
+                        // now rather than at the next periodic round.
+                        Some(RoleEvent::KeygroupChanged { .. } | RoleEvent::Rebootstrapped { .. }) => {
+                            next_read = tokio::time::Instant::now();
                         }
                         Some(_) => {}
                     },

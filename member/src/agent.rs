@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub advertise_updates: Option<watch::Receiver<Option<IpAddr>>>,
     /// How often the address watchdog compares the advertised address with the current one.
     pub address_check: Duration,
+    /// How often roles re-read their keygroup and node configs (seed event [6]).
+    pub reread_every: Duration,
     pub http_port: u16,
     pub gossip_port: u16,
     pub control_plane: bool,
@@ -375,6 +377,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             domain: config.domain.clone(),
             bind: config.bind,
             dns_port: config.dns_port,
+            reread_every: config.reread_every,
             cluster_secret: config.cluster_secret(),
         };
         let basis = RoleBasis {

@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use hivemind_common::role::{BoxFuture, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue};
+use hivemind_common::role::{
+    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue,
+};
+use hivemind_common::MemberId;
 use std::time::Duration;
 
 use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
@@ -11,7 +14,7 @@ use hivemind_control_plane::http::internal::FeedRequest;
 use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{
     Actor, Command, CommandOutput, FeedError, FeedPage, KeygroupConfig, KeygroupDelta, KvEntry,
-    RegistryDigest, RegistryError, DEFAULT_TTL_SECS, SECRET_BYTES,
+    MemberState, RegistryDigest, RegistryError, DEFAULT_TTL_SECS, SECRET_BYTES,
 };
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
@@ -270,29 +273,50 @@ impl ControlPlaneClient for RoleCp {
         Box::pin(async move { this.join_keygroup(&name).await.map_err(call_error) })
     }
 
-    fn claim(&self, keygroup: String) -> BoxFuture<Result<u64, CpCallError>> {
+    fn claim(&self, keygroup: String) -> BoxFuture<Result<Claim, CpCallError>> {
         let this = self.clone();
         Box::pin(async move {
-            // Already the holder: nothing to commit (roles re-claim on every reconcile).
+            // Roles re-claim on every reconcile: answer from the registry when it already
+            // decides (this member holds it, or another live machine of the node does), and
+            // write only to take over a free or released responsibility.
             let registry = this.cp.registry_at(0).await.map_err(call_error)?;
+            let live_in_node = |id: MemberId| {
+                registry.members.iter().any(|m| {
+                    m.info.id == id && m.state == MemberState::Alive && m.info.node == this.node
+                })
+            };
             if let Some(held) = registry
                 .responsibilities
                 .iter()
-                .find(|r| r.node == this.node && r.keygroup == keygroup && r.machine == this.id)
+                .find(|r| r.node == this.node && r.keygroup == keygroup)
             {
-                return Ok(held.fence);
+                if held.machine == this.id {
+                    return Ok(Claim::Mine { fence: held.fence });
+                }
+                if live_in_node(held.machine) {
+                    return Ok(Claim::HeldBy {
+                        machine: held.machine,
+                    });
+                }
             }
             let claim = Command::Claim {
                 node: this.node.clone(),
                 keygroup,
                 machine: this.id,
             };
-            match this.cp.write(claim).await.map_err(call_error)?.output {
-                CommandOutput::Claimed { fence } => Ok(fence),
-                other => Err(CpCallError {
-                    code: "stopped".into(),
-                    message: format!("unexpected outcome {other:?}"),
-                }),
+            match this.cp.write(claim).await {
+                Ok(applied) => match applied.output {
+                    CommandOutput::Claimed { fence } => Ok(Claim::Mine { fence }),
+                    other => Err(CpCallError {
+                        code: "stopped".into(),
+                        message: format!("unexpected outcome {other:?}"),
+                    }),
+                },
+                // Another machine claimed it first.
+                Err(CpError::Rejected(RegistryError::Held { holder, .. })) => {
+                    Ok(Claim::HeldBy { machine: holder })
+                }
+                Err(e) => Err(call_error(e)),
             }
         })
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
