@@ -235,6 +235,7 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
                 services: vec![],
                 seq: 1,
                 generation: 1,
+                keygroup_version: 1,
             },
         );
     }

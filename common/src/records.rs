@@ -33,6 +33,10 @@ pub struct HostRecord {
     /// Grows with every change of this host's records; persisted by the publisher.
     pub seq: u64,
     pub generation: u64,
+    /// The keygroup config version the publisher knew when it sealed this record: config
+    /// changes travel on the stream too (seed event [7]), so a subscriber that knows an older
+    /// version re-reads the config even if it missed the event.
+    pub keygroup_version: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +141,7 @@ mod tests {
             services: vec![],
             seq,
             generation: 1,
+            keygroup_version: 1,
         }
     }
 

@@ -98,6 +98,9 @@ struct Shared {
     /// Every record applied here, for the node's other machines (intra-node streams).
     relay: tokio::sync::broadcast::Sender<HostRecord>,
     positions: RwLock<BTreeMap<String, Position>>,
+    /// A stream carried a newer keygroup config version than the one held (seed event [7]):
+    /// the reconcile loop re-reads the configs now.
+    config_behind: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -132,6 +135,23 @@ impl Shared {
             .get(keygroup)
             .map(|k| k.secret.clone())
             .unwrap_or_default()
+    }
+
+    /// Notes the keygroup config version a received record was sealed under (seed event
+    /// [7]); answers whether it is newer than the config held, in which case the reconcile
+    /// loop re-reads it (B).
+    fn heard_version(&self, keygroup: &str, version: u64) -> bool {
+        let known = self
+            .keygroups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(keygroup)
+            .map(|k| k.version);
+        let behind = subscriptions::config_behind(known, version);
+        if behind {
+            self.config_behind.notify_one();
+        }
+        behind
     }
 
     /// Opens a frame from `from`; on a seal failure re-reads the keygroup's config once (the
@@ -194,6 +214,26 @@ impl Role for DnsRole {
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
+        let shared = Shared::new(&ctx);
+        let routes = Router::new()
+            .route("/records", get(records_route))
+            .route("/status", get(status_route))
+            .with_state(shared.clone());
+        let task = Box::pin(run(shared.clone(), ctx));
+        Started {
+            metrics: Some(Arc::new(DnsMetrics(shared.clone()))),
+            routes,
+            internal: Router::new()
+                .route("/snapshot", get(snapshot_route))
+                .route("/stream", get(stream_route))
+                .with_state(shared.clone()),
+            task,
+        }
+    }
+}
+
+impl Shared {
+    fn new(ctx: &RoleContext) -> Arc<Self> {
         let origin = Name::from_ascii(&ctx.settings.domain).unwrap_or_else(|_| Name::root());
         let shared = Arc::new(Shared {
             origin: origin.clone(),
@@ -217,22 +257,10 @@ impl Role for DnsRole {
             http: reqwest::Client::new(),
             relay: tokio::sync::broadcast::channel(RELAY_CAPACITY).0,
             positions: RwLock::new(BTreeMap::new()),
+            config_behind: tokio::sync::Notify::new(),
         });
         shared.rebuild();
-        let routes = Router::new()
-            .route("/records", get(records_route))
-            .route("/status", get(status_route))
-            .with_state(shared.clone());
-        let task = Box::pin(run(shared.clone(), ctx));
-        Started {
-            metrics: Some(Arc::new(DnsMetrics(shared.clone()))),
-            routes,
-            internal: Router::new()
-                .route("/snapshot", get(snapshot_route))
-                .route("/stream", get(stream_route))
-                .with_state(shared.clone()),
-            task,
-        }
+        shared
     }
 }
 
@@ -621,6 +649,7 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                 return;
             }
             _ = tokio::time::sleep(next_turn) => {}
+            _ = shared.config_behind.notified() => {}
             event = ctx.events.recv() => {
                 let Some(event) = event else { return };
                 // One reconcile for a burst of events (many joins at once).
@@ -936,6 +965,7 @@ async fn stream(
         for sealed in frames {
             match shared.open(&target.keygroup, &sealed).await {
                 Ok(record) => {
+                    shared.heard_version(&target.keygroup, record.keygroup_version);
                     shared.apply(target, record);
                 }
                 Err(e) => {
@@ -951,3 +981,6 @@ async fn stream(
     }
     Err("the stream ended".into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -84,6 +84,13 @@ pub fn targets(
     out
 }
 
+/// Seed event [7]: a record sealed under keygroup config `seen` while this machine holds
+/// `known` (none yet: nothing to compare, the reconcile reads it anyway) means this machine
+/// missed a config change and must re-read it.
+pub fn config_behind(known: Option<u64>, seen: u64) -> bool {
+    known.is_some_and(|known| seen > known)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +246,16 @@ mod tests {
         let m = members(vec![peer(2, "other", "dns", PeerState::Alive)]);
         assert!(targets(id(ME), "dns", &held_by(2), &k, &m).is_empty());
         assert!(targets(id(ME), "dns", &held_by(ME), &k, &m).is_empty());
+    }
+
+    #[test]
+    fn seed_event_7_a_newer_config_version_on_a_stream_asks_for_a_reread() {
+        assert!(config_behind(Some(3), 4));
+        assert!(!config_behind(Some(4), 4));
+        assert!(
+            !config_behind(Some(5), 4),
+            "an older publisher changes nothing"
+        );
+        assert!(!config_behind(None, 4));
     }
 }

@@ -213,6 +213,7 @@ mod tests {
             services: vec![],
             seq: 1,
             generation: 1,
+            keygroup_version: 1,
         };
         Zone::build(
             &Name::from_ascii("hivemind.").unwrap(),

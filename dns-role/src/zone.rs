@@ -296,6 +296,7 @@ mod tests {
             services,
             seq: 1,
             generation: 1,
+            keygroup_version: 1,
         }
     }
 

@@ -47,8 +47,8 @@ struct Shared {
     published: watch::Sender<Published>,
     /// Serialises changes so that seqs are persisted in order.
     change: Mutex<()>,
-    /// Keygroup name -> its secret, once this node is a replica.
-    secrets: RwLock<BTreeMap<String, Vec<u8>>>,
+    /// Keygroup name -> its config version and secret, once this node is a replica.
+    secrets: RwLock<BTreeMap<String, (u64, Vec<u8>)>>,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -81,12 +81,27 @@ impl Shared {
         Ok(())
     }
 
-    fn secret(&self, keygroup: &str) -> Option<Vec<u8>> {
+    /// The keygroup's config version and secret as this host knows them.
+    fn secret(&self, keygroup: &str) -> Option<(u64, Vec<u8>)> {
         self.secrets
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(keygroup)
             .cloned()
+    }
+
+    /// Records a keygroup's config as just read; a newer version is re-sent on every stream
+    /// (the current record, stamped with it: seed event [7]).
+    fn learn(&self, keygroup: &str, version: u64, secret: Vec<u8>) {
+        let previous = self
+            .secrets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(keygroup.to_string(), (version, secret));
+        if previous.is_some_and(|(v, _)| v < version) {
+            tracing::info!(%keygroup, version, "keygroup config changed; telling subscribers");
+            self.published.send_modify(|_| {});
+        }
     }
 }
 
@@ -149,11 +164,7 @@ impl Role for HostRole {
                             // Joining also re-reads the config: a rotated secret is picked up.
                             match ctx.cp.join_keygroup(keygroup.clone()).await {
                                 Ok(info) if !info.secret.is_empty() => {
-                                    shared
-                                        .secrets
-                                        .write()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .insert(keygroup.clone(), info.secret);
+                                    shared.learn(keygroup, info.version, info.secret);
                                 }
                                 Ok(_) => waiting.push(format!("keygroup:{keygroup}")),
                                 Err(e) => {
@@ -292,6 +303,7 @@ async fn subscribe(State(shared): State<Arc<Shared>>, Query(q): Query<SubscribeQ
         |(mut updates, shared, keygroup)| async move {
             updates.changed().await.ok()?;
             let published = updates.borrow_and_update().clone();
+            let (keygroup_version, secret) = shared.secret(&keygroup)?;
             let record = HostRecord {
                 member: published.member,
                 host: published.host,
@@ -300,9 +312,10 @@ async fn subscribe(State(shared): State<Arc<Shared>>, Query(q): Query<SubscribeQ
                 services: published.services,
                 seq: published.seq,
                 generation: published.generation,
+                keygroup_version,
             };
             // Sealed with the secret as it is now (a rotation is picked up by the refresh).
-            let sealed = records::seal(&shared.secret(&keygroup)?, rand::random(), &record)?;
+            let sealed = records::seal(&secret, rand::random(), &record)?;
             let frame: Result<Bytes, Infallible> = Ok(Bytes::from(records::frame(&sealed)));
             Some((frame, (updates, shared, keygroup)))
         },

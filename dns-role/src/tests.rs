@@ -1,0 +1,230 @@
+//! The dns role's reactions to keygroup config changes, against a control plane that answers
+//! from memory: it is the one way to show a member converging on configs it was never told
+//! about (no event is ever delivered here), which real processes cannot stage.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hivemind_common::records::{self, HostRecord};
+use hivemind_common::role::{
+    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue, Me, Membership,
+    RoleContext, RoleHealth, RoleSettings, RoleStore, StoreError,
+};
+use hivemind_common::MemberId;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{run, Shared};
+
+const KG: &str = "a/b/c";
+
+/// A control plane whose keygroup config the test changes at will; counts config reads.
+struct MemoryCp {
+    config: Mutex<KeygroupInfo>,
+    reads: AtomicU64,
+}
+
+impl MemoryCp {
+    fn new(version: u64, secret: u8) -> Arc<Self> {
+        Arc::new(Self {
+            config: Mutex::new(config(version, secret)),
+            reads: AtomicU64::new(0),
+        })
+    }
+
+    fn set(&self, version: u64, secret: u8) {
+        *self.config.lock().unwrap() = config(version, secret);
+    }
+
+    fn current(&self) -> KeygroupInfo {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.config.lock().unwrap().clone()
+    }
+}
+
+fn config(version: u64, secret: u8) -> KeygroupInfo {
+    KeygroupInfo {
+        name: KG.into(),
+        version,
+        replicas: ["ns".to_string(), "web".to_string()].into(),
+        triggers: Default::default(),
+        ttl_secs: 5,
+        open: true,
+        secret: vec![secret; 32],
+        tombstoned: false,
+    }
+}
+
+impl ControlPlaneClient for MemoryCp {
+    fn kv_get(&self, _key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn kv_put(&self, _: String, _: Vec<u8>, _: Option<u64>) -> BoxFuture<Result<u64, CpCallError>> {
+        Box::pin(async { Ok(1) })
+    }
+
+    fn keygroup(&self, _name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>> {
+        let config = self.current();
+        Box::pin(async move { Ok(Some(config)) })
+    }
+
+    fn join_keygroup(&self, _name: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>> {
+        let config = self.current();
+        Box::pin(async move { Ok(config) })
+    }
+
+    fn claim(&self, _keygroup: String) -> BoxFuture<Result<Claim, CpCallError>> {
+        Box::pin(async { Ok(Claim::Mine { fence: 1 }) })
+    }
+}
+
+#[derive(Default)]
+struct MemoryStore(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl RoleStore for MemoryStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.lock().unwrap().insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+/// A context with no peers and an event channel that never delivers (its sender is kept).
+fn context(
+    cp: Arc<MemoryCp>,
+    reread_every: Duration,
+) -> (RoleContext, mpsc::UnboundedSender<super::RoleEvent>) {
+    let id = MemberId::new(1).unwrap();
+    let me = Me {
+        id,
+        name: "ns-1".into(),
+        node: "ns".into(),
+        generation: 1,
+        http_addr: "127.0.0.1:1".parse().unwrap(),
+        gossip_addr: "127.0.0.1:2".parse().unwrap(),
+    };
+    let membership = Membership {
+        epoch: 1,
+        index: 1,
+        peers: vec![],
+        nodes: vec![],
+    };
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let ctx = RoleContext {
+        me: watch::channel(me).1,
+        membership: watch::channel(Arc::new(membership)).1,
+        events,
+        cp,
+        settings: RoleSettings {
+            keygroups: vec![KG.into()],
+            domain: "hivemind.".into(),
+            bind: "127.0.0.1".parse().unwrap(),
+            dns_port: 0,
+            reread_every,
+            cluster_secret: None,
+        },
+        store: Arc::new(MemoryStore::default()),
+        health: RoleHealth::new().0,
+        shutdown: CancellationToken::new(),
+    };
+    (ctx, events_tx)
+}
+
+fn version_held(shared: &Shared) -> Option<u64> {
+    shared.keygroups.read().unwrap().get(KG).map(|k| k.version)
+}
+
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn record(seq: u64, keygroup_version: u64) -> HostRecord {
+    HostRecord {
+        member: MemberId::new(9).unwrap(),
+        host: "web-1".into(),
+        keygroup: KG.into(),
+        addrs: vec!["10.0.0.1".parse().unwrap()],
+        services: vec![],
+        seq,
+        generation: 1,
+        keygroup_version,
+    }
+}
+
+/// [6]: with no event at all, a changed config is picked up by the periodic re-read.
+#[tokio::test]
+async fn seed_event_6_periodic_reread_converges_without_events() {
+    let cp = MemoryCp::new(1, 1);
+    let (ctx, _events) = context(cp.clone(), Duration::from_millis(200));
+    let shutdown = ctx.shutdown.clone();
+    let shared = Shared::new(&ctx);
+    tokio::spawn(run(shared.clone(), ctx));
+    eventually("version 1 held", || version_held(&shared) == Some(1)).await;
+    cp.set(2, 2);
+    eventually("version 2 held after a re-read", || {
+        version_held(&shared) == Some(2)
+    })
+    .await;
+    let position = shared.positions.read().unwrap().get(KG).cloned().unwrap();
+    assert_eq!((position.claim, position.version), ("mine", 2));
+    shutdown.cancel();
+}
+
+/// [5]: a record sealed with a rotated secret does not open with the held config; the role
+/// re-reads the config once, opens it, and keeps the new secret. One sealed with a secret the
+/// control plane does not know either stays refused.
+#[tokio::test]
+async fn seed_event_5_rotated_secret_is_reread_once_then_opens() {
+    let cp = MemoryCp::new(1, 1);
+    let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
+    let shared = Shared::new(&ctx);
+    shared
+        .keygroups
+        .write()
+        .unwrap()
+        .insert(KG.into(), config(1, 1));
+    cp.set(2, 2);
+    let reads = cp.reads.load(Ordering::Relaxed);
+    let sealed = records::seal(&[2; 32], [0; 12], &record(1, 2)).unwrap();
+    assert_eq!(shared.open(KG, &sealed).await.unwrap(), record(1, 2));
+    assert_eq!(cp.reads.load(Ordering::Relaxed), reads + 1);
+    assert_eq!(version_held(&shared), Some(2));
+    // Opening again needs no read.
+    shared.open(KG, &sealed).await.unwrap();
+    assert_eq!(cp.reads.load(Ordering::Relaxed), reads + 1);
+    let forged = records::seal(&[3; 32], [0; 12], &record(2, 2)).unwrap();
+    assert!(shared.open(KG, &forged).await.is_err());
+}
+
+/// [7] and B: a record stamped with a newer config version wakes the reconcile loop, which
+/// re-reads the config long before `--reread-every`.
+#[tokio::test]
+async fn seed_event_7_a_newer_version_on_the_stream_triggers_b() {
+    let cp = MemoryCp::new(1, 1);
+    let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
+    let shutdown = ctx.shutdown.clone();
+    let shared = Shared::new(&ctx);
+    tokio::spawn(run(shared.clone(), ctx));
+    eventually("version 1 held", || version_held(&shared) == Some(1)).await;
+    cp.set(2, 1);
+    assert!(!shared.heard_version(KG, 1));
+    assert!(shared.heard_version(KG, 2));
+    eventually("version 2 held after B", || {
+        version_held(&shared) == Some(2)
+    })
+    .await;
+    shutdown.cancel();
+}
