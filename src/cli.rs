@@ -219,6 +219,9 @@ pub enum BenchCommand {
     Gossip(crate::bench_gossip::GossipBenchArgs),
     /// Time from a host's service change until every dns member answers it.
     Propagation(crate::bench_dns::PropagationArgs),
+    /// Responsibility failover of a node of dns machines: kill -9 of the holder until another
+    /// machine receives from the host (starts its own cluster on loopback).
+    Failover(crate::bench_failover::FailoverArgs),
     /// Admit N synthetic hosts and serve their records (for a DNS query-rate benchmark).
     DnsPublishers(crate::bench_dns::PublishersArgs),
 }
@@ -263,6 +266,10 @@ pub struct AgentArgs {
     /// converge even after missing events (seed event [6]; e.g. 60s).
     #[arg(long, env = "HIVEMIND_REREAD_EVERY", default_value = "60s", value_parser = parse_duration)]
     pub reread_every: std::time::Duration,
+    /// With `--roles trigger`: POST every record change of the keygroups this machine is
+    /// responsible for to this URL (JSON, in order, retried with backoff).
+    #[arg(long, env = "HIVEMIND_TRIGGER_WEBHOOK")]
+    pub trigger_webhook: Option<String>,
     #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
     pub http_port: u16,
     #[arg(long, env = "HIVEMIND_GOSSIP_PORT", default_value_t = 7701)]

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dns;
+mod bench_failover;
 mod bench_gossip;
 mod cli;
 mod client;
@@ -79,6 +80,10 @@ fn main() -> ExitCode {
             cli::BenchCommand::DnsPublishers(args) => {
                 init_logging("warn", LogFormat::Text);
                 runtime.block_on(bench_dns::publishers(args))
+            }
+            cli::BenchCommand::Failover(args) => {
+                init_logging("warn", LogFormat::Text);
+                runtime.block_on(bench_failover::failover(args, cli.client.json))
             }
             cli::BenchCommand::Gossip(args) => {
                 init_logging("warn", LogFormat::Text);
@@ -230,6 +235,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         advertise_updates: advertise_updates.as_ref().map(|(_, _, rx)| rx.clone()),
         address_check: args.address_check,
         reread_every: args.reread_every,
+        trigger_webhook: args.trigger_webhook.clone(),
         http_port: args.http_port,
         gossip_port: args.gossip_port,
         control_plane: args.control_plane,

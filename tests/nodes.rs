@@ -369,3 +369,143 @@ async fn seed_event_3_a_partitioned_holder_that_comes_back_drops_its_stale_subsc
     )
     .await;
 }
+
+/// Trigger nodes: a `trigger` member of node `audit`, listed in the keygroup's triggers,
+/// receives every record change (no serving) as events and on its webhook.
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_node_receives_record_changes_as_events_and_on_a_webhook() {
+    let local = ["--gossip-profile", "local"];
+    let mut cluster = Cluster::control_plane(3, &local);
+    cluster.wait_healthy().await;
+    let via_cp = cluster.agents[0].http_addr();
+    let web1 = cluster.add_member(
+        "web-1",
+        &via_cp,
+        &["--gossip-profile", "local", "--roles", "host"],
+    );
+    cluster.agents[web1].start();
+    let ns = cluster.add_member(
+        "ns-1",
+        &via_cp,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "dns",
+            "--dns-port",
+            &free_port().to_string(),
+        ],
+    );
+    cluster.agents[ns].start();
+
+    // The webhook receiver: collects every POSTed change.
+    let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(r): axum::extract::State<
+                    Arc<std::sync::Mutex<Vec<Value>>>,
+                >,
+                 axum::Json(v): axum::Json<Value>| async move {
+                    r.lock().unwrap().push(v);
+                },
+            ),
+        )
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The keygroup names node `audit` as a trigger (asked through web-1, a replica node).
+    wait_for("web-1 joined the keygroup", || async {
+        let k = get_json(&cluster.agents[web1].url(&format!("/v1/keygroups/{KEYGROUP}")))
+            .await
+            .ok()?;
+        k["replicas"]
+            .as_array()?
+            .iter()
+            .any(|r| r == "web-1")
+            .then_some(())
+    })
+    .await;
+    let response = client()
+        .patch(cluster.agents[web1].url(&format!("/v1/keygroups/{KEYGROUP}")))
+        .json(&json!({"add_triggers": ["audit"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let audit = cluster.add_member(
+        "audit-1",
+        &via_cp,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "trigger",
+            "--node",
+            "audit",
+            "--trigger-webhook",
+            &hook,
+        ],
+    );
+    cluster.agents[audit].start();
+    wait_for("audit-1 holds the keygroup for node audit", || async {
+        let s = get_json(&cluster.agents[audit].url("/v1/roles/trigger/status"))
+            .await
+            .ok()?;
+        let k = &s["keygroups"][KEYGROUP];
+        (k["claim"] == "mine" && k["subscriptions"] == 1).then_some(())
+    })
+    .await;
+
+    // A change on the host: an `updated` event with the new services, and the same on the hook.
+    let response = client()
+        .put(cluster.agents[web1].url("/v1/roles/host/services"))
+        .json(&json!([{"name": "http", "port": 8080, "proto": "tcp"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events_url = cluster.agents[audit].url("/v1/roles/trigger/events?after=0&wait=10s");
+    let with_service = |changes: &Value| {
+        changes.as_array().is_some_and(|list| {
+            list.iter().any(|c| {
+                c["kind"] == "updated" && c["host"] == "web-1" && c["services"][0]["port"] == 8080
+            })
+        })
+    };
+    let page = wait_for("the change as an event", || async {
+        let page = get_json(&events_url).await.ok()?;
+        with_service(&page["changes"]).then_some(page)
+    })
+    .await;
+    wait_for("the change on the webhook", || async {
+        let got = Value::Array(received.lock().unwrap().clone());
+        with_service(&got).then_some(())
+    })
+    .await;
+    // A bad cursor or wait is a 400 with a code.
+    let bad = client()
+        .get(cluster.agents[audit].url("/v1/roles/trigger/events?wait=forever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // The host dies: a `removed` event after the cursor.
+    let after = page["next_after"].as_u64().unwrap();
+    cluster.agents[web1].kill9();
+    wait_for("a removed event for web-1", || async {
+        let url =
+            cluster.agents[audit].url(&format!("/v1/roles/trigger/events?after={after}&wait=10s"));
+        let page = get_json(&url).await.ok()?;
+        page["changes"]
+            .as_array()?
+            .iter()
+            .any(|c| c["kind"] == "removed" && c["host"] == "web-1")
+            .then_some(())
+    })
+    .await;
+}

@@ -122,6 +122,19 @@ impl SeqBook {
         self.records.len() != before
     }
 
+    /// Removes every record `select` picks; answers them.
+    pub fn remove_where(&mut self, select: impl Fn(&HostRecord) -> bool) -> Vec<HostRecord> {
+        let mut removed = Vec::new();
+        self.records.retain(|_, r| {
+            let keep = !select(r);
+            if !keep {
+                removed.push(r.clone());
+            }
+            keep
+        });
+        removed
+    }
+
     pub fn records(&self) -> impl Iterator<Item = &HostRecord> {
         self.records.values()
     }

@@ -68,6 +68,8 @@ pub struct RoleSettings {
     pub domain: String,
     pub bind: std::net::IpAddr,
     pub dns_port: u16,
+    /// Where the `trigger` role POSTs each change (`--trigger-webhook`).
+    pub trigger_webhook: Option<String>,
     /// How often a role re-reads the configs it derived from events (seed event [6]): a
     /// member that missed events still converges.
     pub reread_every: std::time::Duration,

@@ -24,6 +24,12 @@ pub const ROLES: &[RoleSpec] = &[
         requires: &[],
         bootstrap: &[],
     },
+    RoleSpec {
+        name: "trigger",
+        performs: &["trigger"],
+        requires: &[],
+        bootstrap: &[],
+    },
 ];
 
 pub fn spec(name: &str) -> Option<&'static RoleSpec> {

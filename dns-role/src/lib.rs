@@ -16,6 +16,7 @@
 
 pub mod server;
 pub mod subscriptions;
+pub mod trigger;
 pub mod wire;
 pub mod zone;
 
@@ -31,8 +32,8 @@ use axum::{Json, Router};
 use hickory_proto::rr::Name;
 use hivemind_common::records::{self, HostRecord, OpenError, SeqBook};
 use hivemind_common::role::{
-    Claim, ControlPlaneClient, KeygroupInfo, Me, Membership, Role, RoleContext, RoleEvent,
-    RoleHealth, RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
+    Claim, ControlPlaneClient, CpCallError, KeygroupInfo, Me, Membership, Role, RoleContext,
+    RoleEvent, RoleHealth, RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
 };
 use hivemind_common::roles::{self, RoleSpec};
 use hivemind_common::MemberId;
@@ -51,6 +52,26 @@ const RELAY_CAPACITY: usize = 4096;
 
 pub struct DnsRole;
 
+/// The `trigger` role: the same record intake as `dns` for the keygroups whose `triggers`
+/// list its node, turned into change events instead of DNS answers (see [`trigger`]).
+pub struct TriggerRole;
+
+/// What the record intake feeds: DNS answers or trigger events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Dns,
+    Trigger,
+}
+
+impl Mode {
+    fn role(self) -> &'static str {
+        match self {
+            Mode::Dns => "dns",
+            Mode::Trigger => "trigger",
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     applied: AtomicU64,
@@ -65,6 +86,9 @@ struct Counters {
     received_from_hosts: AtomicU64,
     /// Records opened from the holder's intra-node stream.
     received_from_holder: AtomicU64,
+    webhook_delivered: AtomicU64,
+    webhook_failures: AtomicU64,
+    webhook_dropped: AtomicU64,
 }
 
 /// Where this machine stands for one keygroup, for `GET /v1/roles/dns/status`.
@@ -80,6 +104,7 @@ struct Position {
 }
 
 struct Shared {
+    mode: Mode,
     origin: Name,
     book: Mutex<SeqBook>,
     keygroups: RwLock<BTreeMap<String, KeygroupInfo>>,
@@ -101,6 +126,9 @@ struct Shared {
     /// A stream carried a newer keygroup config version than the one held (seed event [7]):
     /// the reconcile loop re-reads the configs now.
     config_behind: tokio::sync::Notify,
+    /// Trigger mode: the record changes, numbered; `change_tx` carries the last index.
+    changes: Mutex<trigger::ChangeLog>,
+    change_tx: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -201,10 +229,43 @@ impl Shared {
         if applied {
             self.counters.applied.fetch_add(1, Ordering::Relaxed);
             self.rebuild();
+            self.changed("updated", std::slice::from_ref(&record));
             // No receiver is fine: no sibling streams from this machine.
             let _ = self.relay.send(record);
         }
         applied
+    }
+
+    /// Trigger mode: records `records` as changes of `kind` for the events and the webhook.
+    fn changed(&self, kind: &'static str, records: &[HostRecord]) {
+        if self.mode != Mode::Trigger || records.is_empty() {
+            return;
+        }
+        let mut log = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        for record in records {
+            log.push(trigger::Change::of(kind, record));
+        }
+        self.change_tx.send_replace(log.last());
+    }
+
+    /// Removes the records `drop` selects, as `removed` changes; answers whether any went.
+    fn remove_records(&self, select: impl Fn(&HostRecord) -> bool) -> bool {
+        let gone = self
+            .book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_where(select);
+        self.changed("removed", &gone);
+        !gone.is_empty()
+    }
+
+    /// Whether this machine is responsible for `keygroup` now.
+    fn holds(&self, keygroup: &str) -> bool {
+        self.positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(keygroup)
+            .is_some_and(|p| p.claim == "mine")
     }
 }
 
@@ -214,28 +275,45 @@ impl Role for DnsRole {
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
-        let shared = Shared::new(&ctx);
-        let routes = Router::new()
-            .route("/records", get(records_route))
-            .route("/status", get(status_route))
-            .with_state(shared.clone());
-        let task = Box::pin(run(shared.clone(), ctx));
-        Started {
-            metrics: Some(Arc::new(DnsMetrics(shared.clone()))),
-            routes,
-            internal: Router::new()
-                .route("/snapshot", get(snapshot_route))
-                .route("/stream", get(stream_route))
-                .with_state(shared.clone()),
-            task,
-        }
+        start(Mode::Dns, ctx)
+    }
+}
+
+impl Role for TriggerRole {
+    fn spec(&self) -> &'static RoleSpec {
+        roles::spec("trigger").expect("trigger is a known role")
+    }
+
+    fn start(self: Box<Self>, ctx: RoleContext) -> Started {
+        start(Mode::Trigger, ctx)
+    }
+}
+
+fn start(mode: Mode, ctx: RoleContext) -> Started {
+    let shared = Shared::new(mode, &ctx);
+    let mut routes = Router::new()
+        .route("/records", get(records_route))
+        .route("/status", get(status_route));
+    if mode == Mode::Trigger {
+        routes = routes.route("/events", get(trigger::events_route));
+    }
+    let task = Box::pin(run(shared.clone(), ctx));
+    Started {
+        metrics: Some(Arc::new(DnsMetrics(shared.clone()))),
+        routes: routes.with_state(shared.clone()),
+        internal: Router::new()
+            .route("/snapshot", get(snapshot_route))
+            .route("/stream", get(stream_route))
+            .with_state(shared.clone()),
+        task,
     }
 }
 
 impl Shared {
-    fn new(ctx: &RoleContext) -> Arc<Self> {
+    fn new(mode: Mode, ctx: &RoleContext) -> Arc<Self> {
         let origin = Name::from_ascii(&ctx.settings.domain).unwrap_or_else(|_| Name::root());
         let shared = Arc::new(Shared {
+            mode,
             origin: origin.clone(),
             book: Mutex::new(SeqBook::default()),
             keygroups: RwLock::new(BTreeMap::new()),
@@ -258,6 +336,8 @@ impl Shared {
             relay: tokio::sync::broadcast::channel(RELAY_CAPACITY).0,
             positions: RwLock::new(BTreeMap::new()),
             config_behind: tokio::sync::Notify::new(),
+            changes: Mutex::new(trigger::ChangeLog::default()),
+            change_tx: tokio::sync::watch::channel(0).0,
         });
         shared.rebuild();
         shared
@@ -326,6 +406,24 @@ impl RoleMetrics for DnsMetrics {
                 "Records received on the intra-node stream from the keygroup's holder.",
                 true,
                 shared.counters.received_from_holder.load(Ordering::Relaxed),
+            ),
+            count(
+                "webhook_delivered",
+                "Trigger changes POSTed to --trigger-webhook.",
+                true,
+                shared.counters.webhook_delivered.load(Ordering::Relaxed),
+            ),
+            count(
+                "webhook_failures",
+                "Failed webhook POSTs (each retried with backoff).",
+                true,
+                shared.counters.webhook_failures.load(Ordering::Relaxed),
+            ),
+            count(
+                "webhook_dropped",
+                "Trigger changes the webhook fell too far behind to deliver.",
+                true,
+                shared.counters.webhook_dropped.load(Ordering::Relaxed),
             ),
             count(
                 "subscriptions",
@@ -627,13 +725,25 @@ async fn serve_dns(
 /// The reconcile loop: keygroups joined and claimed, subscriptions matching the membership,
 /// records of gone members dropped at once.
 async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
-    let dns_addr = SocketAddr::new(ctx.settings.bind, ctx.settings.dns_port);
-    tokio::spawn(serve_dns(
-        shared.clone(),
-        dns_addr,
-        ctx.health.clone(),
-        ctx.shutdown.child_token(),
-    ));
+    match (shared.mode, &ctx.settings.trigger_webhook) {
+        (Mode::Dns, _) => {
+            let dns_addr = SocketAddr::new(ctx.settings.bind, ctx.settings.dns_port);
+            tokio::spawn(serve_dns(
+                shared.clone(),
+                dns_addr,
+                ctx.health.clone(),
+                ctx.shutdown.child_token(),
+            ));
+        }
+        (Mode::Trigger, Some(url)) => {
+            tokio::spawn(trigger::webhook(
+                shared.clone(),
+                url.clone(),
+                ctx.shutdown.child_token(),
+            ));
+        }
+        (Mode::Trigger, None) => {}
+    }
     let me: Me = ctx.me.borrow().clone();
     let mut active: BTreeMap<Target, CancellationToken> = BTreeMap::new();
     let mut last_inputs = None;
@@ -667,16 +777,7 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                             name,
                             deleted: true,
                             ..
-                        } => {
-                            let removed = shared
-                                .book
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove_keygroup(&name);
-                            if removed {
-                                shared.rebuild();
-                            }
-                        }
+                        } if shared.remove_records(|r| r.keygroup == name) => shared.rebuild(),
                         // Every other change is picked up by the reconcile of this turn.
                         _ => {}
                     }
@@ -703,7 +804,14 @@ async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let wanted = subscriptions::targets(me.id, &me.node, &claims, &keygroups, &membership);
+        let wanted = subscriptions::targets(
+            shared.mode.role(),
+            me.id,
+            &me.node,
+            &claims,
+            &keygroups,
+            &membership,
+        );
         // Stop what is no longer wanted (make-before-break: new ones start in the same turn).
         active.retain(|target, token| {
             let keep = wanted.contains(target);
@@ -798,14 +906,35 @@ fn drop_member(shared: &Shared, active: &mut BTreeMap<Target, CancellationToken>
         }
         keep
     });
-    let removed = shared
-        .book
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove_member(id);
-    if removed {
+    if shared.remove_records(|r| r.member == id) {
         tracing::info!(member = %id, "host gone: its records are dropped");
         shared.rebuild();
+    }
+}
+
+/// The keygroup's config for this machine: a dns machine makes its node a replica (joins);
+/// a trigger machine only reads it and waits until its node is one of the triggers.
+async fn acquire(mode: Mode, ctx: &RoleContext, name: &str) -> Result<KeygroupInfo, CpCallError> {
+    match mode {
+        Mode::Dns => ctx.cp.join_keygroup(name.to_string()).await,
+        Mode::Trigger => {
+            let node = ctx.me.borrow().node.clone();
+            match ctx.cp.keygroup(name.to_string()).await? {
+                None => Err(CpCallError {
+                    code: "unknown_keygroup".into(),
+                    message: format!("no keygroup {name}"),
+                }),
+                Some(info) if info.tombstoned => Err(CpCallError {
+                    code: "tombstoned".into(),
+                    message: format!("{name} is deleted"),
+                }),
+                Some(info) if !info.triggers.contains(&node) => Err(CpCallError {
+                    code: "not_a_trigger".into(),
+                    message: format!("node {node:?} is not a trigger node of {name}"),
+                }),
+                Some(info) => Ok(info),
+            }
+        }
     }
 }
 
@@ -820,7 +949,7 @@ async fn reconcile_keygroups(
     let mut waiting = Vec::new();
     let mut settled = true;
     for name in &ctx.settings.keygroups {
-        match ctx.cp.join_keygroup(name.clone()).await {
+        match acquire(shared.mode, ctx, name).await {
             Ok(info) => {
                 shared
                     .keygroups
@@ -829,11 +958,7 @@ async fn reconcile_keygroups(
                     .insert(name.clone(), info);
             }
             Err(e) if e.code == "tombstoned" => {
-                let removed = shared
-                    .book
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove_keygroup(name);
+                let removed = shared.remove_records(|r| &r.keygroup == name);
                 shared
                     .keygroups
                     .write()
@@ -857,7 +982,14 @@ async fn reconcile_keygroups(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .contains(name);
-                if !seeded {
+                // Triggers report changes from now on: nothing to copy first.
+                if !seeded && shared.mode == Mode::Trigger {
+                    shared
+                        .copied_once
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone());
+                } else if !seeded {
                     let me = ctx.me.borrow().clone();
                     if copy_from_sibling(shared, &me, name).await {
                         shared
@@ -901,8 +1033,10 @@ async fn subscribe(shared: Arc<Shared>, target: Target, cancel: CancellationToke
                 target.http_addr, target.keygroup, target.member
             ),
             Via::Holder => format!(
-                "http://{}/internal/v1/roles/dns/stream?keygroup={}",
-                target.http_addr, target.keygroup
+                "http://{}/internal/v1/roles/{}/stream?keygroup={}",
+                target.http_addr,
+                shared.mode.role(),
+                target.keygroup
             ),
         };
         let mut request = shared.http.get(url);

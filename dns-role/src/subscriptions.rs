@@ -36,6 +36,7 @@ pub struct Target {
 /// Every stream this machine (`me` in `own_node`) should hold given the claim outcome per
 /// served keygroup.
 pub fn targets(
+    role: &str,
     me: MemberId,
     own_node: &str,
     claims: &BTreeMap<String, Claim>,
@@ -66,7 +67,7 @@ pub fn targets(
             }
             Claim::HeldBy { machine } if machine != me => {
                 if let Some(holder) = membership
-                    .performing("dns")
+                    .performing(role)
                     .find(|p| p.id == machine && p.node == own_node)
                 {
                     out.insert(Target {
@@ -169,7 +170,7 @@ mod tests {
             false,
         ));
         // 2 failed, 3 is a trigger node, 4 is our own node, 5 performs no host, 6 no replica.
-        let t = targets(id(ME), "dns", &mine(), &k, &m);
+        let t = targets("dns", id(ME), "dns", &mine(), &k, &m);
         assert_eq!(ids(&t), [1]);
         assert!(t.iter().all(|t| t.via == Via::Host));
     }
@@ -178,9 +179,9 @@ mod tests {
     fn nothing_without_a_claim_or_for_a_tombstone() {
         let m = members(vec![peer(1, "web-1", "host", PeerState::Alive)]);
         let live = one(keygroup(&["dns", "web-1"], &[], false));
-        assert!(targets(id(ME), "dns", &BTreeMap::new(), &live, &m).is_empty());
+        assert!(targets("dns", id(ME), "dns", &BTreeMap::new(), &live, &m).is_empty());
         let dead = one(keygroup(&["dns", "web-1"], &[], true));
-        assert!(targets(id(ME), "dns", &mine(), &dead, &m).is_empty());
+        assert!(targets("dns", id(ME), "dns", &mine(), &dead, &m).is_empty());
     }
 
     #[test]
@@ -190,7 +191,7 @@ mod tests {
             peer(2, "dns", "dns", PeerState::Alive),
         ]);
         let k = one(keygroup(&["dns", "web-1"], &[], false));
-        let t = targets(id(ME), "dns", &held_by(2), &k, &m);
+        let t = targets("dns", id(ME), "dns", &held_by(2), &k, &m);
         assert_eq!(ids(&t), [2]);
         assert!(t.iter().all(|t| t.via == Via::Holder));
     }
@@ -204,8 +205,8 @@ mod tests {
             peer(1, "web-1", "host", PeerState::Alive),
             peer(2, "dns", "dns", PeerState::Failed),
         ]);
-        assert!(targets(id(ME), "dns", &held_by(2), &k, &failed).is_empty());
-        let t = targets(id(ME), "dns", &mine(), &k, &failed);
+        assert!(targets("dns", id(ME), "dns", &held_by(2), &k, &failed).is_empty());
+        let t = targets("dns", id(ME), "dns", &mine(), &k, &failed);
         assert_eq!(ids(&t), [1]);
         assert!(t.iter().all(|t| t.via == Via::Host));
     }
@@ -219,8 +220,8 @@ mod tests {
             peer(1, "web-1", "host", PeerState::Alive),
             peer(2, "dns", "dns", PeerState::Alive),
         ]);
-        let before = targets(id(ME), "dns", &mine(), &k, &m);
-        let after = targets(id(ME), "dns", &held_by(2), &k, &m);
+        let before = targets("dns", id(ME), "dns", &mine(), &k, &m);
+        let after = targets("dns", id(ME), "dns", &held_by(2), &k, &m);
         assert!(before.iter().all(|t| t.via == Via::Host));
         assert!(after.iter().all(|t| t.via == Via::Holder));
         assert!(before.is_disjoint(&after));
@@ -232,11 +233,11 @@ mod tests {
     fn seed_event_8_machines_and_replicas_changing_move_the_targets() {
         let mut m = members(vec![peer(1, "web-1", "host", PeerState::Alive)]);
         let k = one(keygroup(&["dns", "web-1"], &[], false));
-        assert_eq!(ids(&targets(id(ME), "dns", &mine(), &k, &m)), [1]);
+        assert_eq!(ids(&targets("dns", id(ME), "dns", &mine(), &k, &m)), [1]);
         m.peers.push(peer(7, "web-1", "host", PeerState::Alive));
-        assert_eq!(ids(&targets(id(ME), "dns", &mine(), &k, &m)), [1, 7]);
+        assert_eq!(ids(&targets("dns", id(ME), "dns", &mine(), &k, &m)), [1, 7]);
         let fewer = one(keygroup(&["dns"], &[], false));
-        assert!(targets(id(ME), "dns", &mine(), &fewer, &m).is_empty());
+        assert!(targets("dns", id(ME), "dns", &mine(), &fewer, &m).is_empty());
     }
 
     /// A holder in another node (it moved) or one that is this machine itself is no source.
@@ -244,8 +245,8 @@ mod tests {
     fn a_holder_elsewhere_is_no_source() {
         let k = one(keygroup(&["dns", "web-1"], &[], false));
         let m = members(vec![peer(2, "other", "dns", PeerState::Alive)]);
-        assert!(targets(id(ME), "dns", &held_by(2), &k, &m).is_empty());
-        assert!(targets(id(ME), "dns", &held_by(ME), &k, &m).is_empty());
+        assert!(targets("dns", id(ME), "dns", &held_by(2), &k, &m).is_empty());
+        assert!(targets("dns", id(ME), "dns", &held_by(ME), &k, &m).is_empty());
     }
 
     #[test]

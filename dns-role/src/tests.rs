@@ -130,6 +130,7 @@ fn context(
             bind: "127.0.0.1".parse().unwrap(),
             dns_port: 0,
             reread_every,
+            trigger_webhook: None,
             cluster_secret: None,
         },
         store: Arc::new(MemoryStore::default()),
@@ -170,7 +171,7 @@ async fn seed_event_6_periodic_reread_converges_without_events() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_millis(200));
     let shutdown = ctx.shutdown.clone();
-    let shared = Shared::new(&ctx);
+    let shared = Shared::new(super::Mode::Dns, &ctx);
     tokio::spawn(run(shared.clone(), ctx));
     eventually("version 1 held", || version_held(&shared) == Some(1)).await;
     cp.set(2, 2);
@@ -190,7 +191,7 @@ async fn seed_event_6_periodic_reread_converges_without_events() {
 async fn seed_event_5_rotated_secret_is_reread_once_then_opens() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
-    let shared = Shared::new(&ctx);
+    let shared = Shared::new(super::Mode::Dns, &ctx);
     shared
         .keygroups
         .write()
@@ -216,7 +217,7 @@ async fn seed_event_7_a_newer_version_on_the_stream_triggers_b() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
     let shutdown = ctx.shutdown.clone();
-    let shared = Shared::new(&ctx);
+    let shared = Shared::new(super::Mode::Dns, &ctx);
     tokio::spawn(run(shared.clone(), ctx));
     eventually("version 1 held", || version_held(&shared) == Some(1)).await;
     cp.set(2, 1);

@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub address_check: Duration,
     /// How often roles re-read their keygroup and node configs (seed event [6]).
     pub reread_every: Duration,
+    /// Where the `trigger` role POSTs each change.
+    pub trigger_webhook: Option<String>,
     pub http_port: u16,
     pub gossip_port: u16,
     pub control_plane: bool,
@@ -378,6 +380,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             bind: config.bind,
             dns_port: config.dns_port,
             reread_every: config.reread_every,
+            trigger_webhook: config.trigger_webhook.clone(),
             cluster_secret: config.cluster_secret(),
         };
         let basis = RoleBasis {

@@ -24,6 +24,7 @@ pub fn load(name: &str) -> Option<Box<dyn Role>> {
     match name {
         "host" => Some(Box::new(hivemind_host_role::HostRole)),
         "dns" => Some(Box::new(hivemind_dns_role::DnsRole)),
+        "trigger" => Some(Box::new(hivemind_dns_role::TriggerRole)),
         _ => None,
     }
 }
