@@ -122,11 +122,16 @@ async fn one_holder_the_rest_follow(cluster: &Cluster, node: &DnsNode, host: usi
                     return None;
                 }
             }
-            let host = get_json(&cluster.agents[host].url("/v1/roles/host/record"))
+            // /v1/responsibilities shows the holder's subscriptions too.
+            let list = get_json(&cluster.agents[host].url("/v1/responsibilities"))
                 .await
                 .ok()?;
-            host["seq"].as_u64()?;
-            Some(holder)
+            let row = list
+                .as_array()?
+                .iter()
+                .find(|r| r["node"] == "ns" && r["keygroup"] == KEYGROUP)?;
+            (row["machine_name"] == holder.as_str() && row["subscriptions"].as_u64()? >= 1)
+                .then_some(holder)
         },
     )
     .await

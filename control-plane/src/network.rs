@@ -116,6 +116,33 @@ impl InternalClient {
     }
 }
 
+impl InternalClient {
+    /// GETs a JSON document from another member's internal route (role status pages).
+    pub async fn get_json(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
+        let mut request = self
+            .http
+            .get(format!("http://{addr}{path}"))
+            .timeout(timeout);
+        if let Some(secret) = &self.secret {
+            request = request.header(CLUSTER_SECRET_HEADER, secret);
+        }
+        let failed = |reason: String| CallError::Failed {
+            addr: addr.to_string(),
+            reason,
+        };
+        let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("HTTP {}", response.status())));
+        }
+        response.json().await.map_err(|e| failed(e.to_string()))
+    }
+}
+
 /// Creates one [`Peer`] per Raft target.
 pub struct NetworkFactory {
     client: InternalClient,

@@ -304,6 +304,7 @@ fn start(mode: Mode, ctx: RoleContext) -> Started {
         internal: Router::new()
             .route("/snapshot", get(snapshot_route))
             .route("/stream", get(stream_route))
+            .route("/status", get(status_route))
             .with_state(shared.clone()),
         task,
     }

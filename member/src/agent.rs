@@ -117,6 +117,8 @@ pub(crate) struct Agent {
     /// Current generation: the start's, or higher after a renewal.
     pub(crate) generation: AtomicU64,
     pub(crate) cp: Arc<CpAccess>,
+    /// For calls to other members' internal routes (with the cluster secret).
+    pub(crate) internal: InternalClient,
     pub(crate) store: MemberStore,
     pub(crate) admitted: AtomicBool,
     /// Index of the `Join` that admitted the current incarnation.
@@ -402,6 +404,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let (view, _) = watch::channel(Arc::new(view));
         let config_advertise = config.advertise;
         let agent = Arc::new(Agent {
+            internal: client.clone(),
             config,
             generation: AtomicU64::new(identity.generation),
             identity,

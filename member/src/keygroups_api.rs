@@ -212,18 +212,53 @@ async fn delete(
     Ok(Json(write_and_show(&agent, &name, command).await?))
 }
 
+/// Every held (node, keygroup) with its holder and fence, and the subscriptions the holder
+/// reports holding for it (asked from each holder at once; `null` when it does not answer in
+/// time).
 async fn responsibilities(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
     let registry = registry(&agent).await?;
-    let name_of = |id| {
-        registry
-            .members
+    let holder = |id| registry.members.iter().find(|m| m.info.id == id);
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, r) in registry.responsibilities.iter().enumerate() {
+        let Some(m) = holder(r.machine) else { continue };
+        let Some(role) = m
+            .info
+            .roles
             .iter()
-            .find(|m| m.info.id == id)
-            .map(|m| m.info.name.as_str())
-    };
+            .find(|role| *role == "dns" || *role == "trigger")
+        else {
+            continue;
+        };
+        let (client, addr, keygroup) = (
+            agent.internal.clone(),
+            m.info.http_addr.clone(),
+            r.keygroup.clone(),
+        );
+        let path = format!("/internal/v1/roles/{role}/status");
+        asks.spawn(async move {
+            let status = client
+                .get_json(&addr, &path, std::time::Duration::from_secs(1))
+                .await
+                .ok();
+            (
+                i,
+                status.and_then(|s| s["keygroups"][&keygroup]["subscriptions"].as_u64()),
+            )
+        });
+    }
+    let mut subscriptions = vec![None; registry.responsibilities.len()];
+    while let Some(Ok((i, n))) = asks.join_next().await {
+        subscriptions[i] = n;
+    }
     Ok(Json(json!(registry
         .responsibilities
         .iter()
-        .map(|r| views::responsibility(r, name_of(r.machine)))
+        .zip(subscriptions)
+        .map(|(r, n)| {
+            let mut view =
+                views::responsibility(r, holder(r.machine).map(|m| m.info.name.as_str()));
+            view["subscriptions"] = json!(n);
+            view
+        })
         .collect::<Vec<_>>())))
 }
