@@ -183,6 +183,34 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
     let ns_metrics = scrape(cluster.agents[dns_ports[0].0].url("/metrics"))
         .await
         .unwrap();
+    // Latency histograms: DNS answers on the dns member, Raft appends on a CP member; each
+    // with buckets, a sum and a count that matches the +Inf bucket.
+    let histogram_count = |text: &str, name: &str| -> f64 {
+        let number = |suffix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{suffix}")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name}{suffix} in /metrics"))
+        };
+        let count = number("_count ");
+        assert_eq!(number("_bucket{le=\"+Inf\"} "), count, "{name}");
+        number("_sum ");
+        count
+    };
+    let text = |url: String| async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ns_text = text(cluster.agents[dns_ports[0].0].url("/metrics")).await;
+    assert!(histogram_count(&ns_text, "hivemind_dns_query_duration_seconds") >= 1.0);
+    let cp_text = text(cluster.agents[0].url("/metrics")).await;
+    assert!(histogram_count(&cp_text, "hivemind_raft_append_duration_seconds") >= 1.0);
     assert!(
         value(
             &ns_metrics,

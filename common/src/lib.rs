@@ -13,6 +13,7 @@
 //! interface (channels and traits, no sockets).
 
 pub mod codec;
+pub mod histogram;
 pub mod id;
 pub mod names;
 pub mod records;

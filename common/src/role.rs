@@ -56,9 +56,21 @@ pub struct Sample {
     pub value: u64,
 }
 
+/// A histogram a role reports: `hivemind_<role>_<name>` in `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub snapshot: crate::histogram::HistogramSnapshot,
+}
+
 /// A role's metrics, read at scrape time from counters it keeps anyway.
 pub trait RoleMetrics: Send + Sync {
     fn samples(&self) -> Vec<Sample>;
+
+    fn histograms(&self) -> Vec<HistogramSample> {
+        Vec::new()
+    }
 }
 
 /// What the member was told for its roles (`--keygroup`, `--domain`, `--dns-port`, `--bind`).

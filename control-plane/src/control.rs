@@ -282,6 +282,7 @@ pub struct ControlPlane {
     known: Mutex<BTreeMap<NodeId, Candidate>>,
     /// KV writes waiting to be proposed in a batch.
     kv_writes: mpsc::Sender<PendingWrite>,
+    append_latency: Arc<hivemind_common::histogram::LatencyHistogram>,
 }
 
 /// A KV write waiting for its batch, and where its verdict goes.
@@ -294,11 +295,17 @@ struct PendingWrite {
 }
 
 impl ControlPlane {
+    /// Raft log appends until durable, for `/metrics`.
+    pub fn append_latency(&self) -> &hivemind_common::histogram::LatencyHistogram {
+        &self.append_latency
+    }
+
     /// Opens the sled store and starts the Raft node. Does not initialize a cluster: see
     /// [`ControlPlane::run_bootstrap`].
     pub async fn start(config: CpConfig) -> Result<Arc<Self>, CpError> {
         let (log, sm) = store::open(&config.dir).map_err(|e| CpError::Fatal(e.to_string()))?;
         let state = sm.shared();
+        let append_latency = log.append_latency();
         let raft_config = openraft::Config {
             cluster_name: "hivemind".to_string(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
@@ -324,6 +331,7 @@ impl ControlPlane {
         .map_err(|e| CpError::Fatal(e.to_string()))?;
         let (kv_writes, pending) = mpsc::channel(MAX_BATCH * 4);
         let cp = Arc::new(Self {
+            append_latency,
             config,
             raft,
             state,

@@ -32,8 +32,8 @@ use axum::{Json, Router};
 use hickory_proto::rr::Name;
 use hivemind_common::records::{self, HostRecord, OpenError, SeqBook};
 use hivemind_common::role::{
-    Claim, ControlPlaneClient, CpCallError, KeygroupInfo, Me, Membership, Role, RoleContext,
-    RoleEvent, RoleHealth, RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
+    Claim, ControlPlaneClient, CpCallError, HistogramSample, KeygroupInfo, Me, Membership, Role,
+    RoleContext, RoleEvent, RoleHealth, RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
 };
 use hivemind_common::roles::{self, RoleSpec};
 use hivemind_common::MemberId;
@@ -349,6 +349,17 @@ impl Shared {
 struct DnsMetrics(Arc<Shared>);
 
 impl RoleMetrics for DnsMetrics {
+    fn histograms(&self) -> Vec<HistogramSample> {
+        if self.0.mode != Mode::Dns {
+            return Vec::new();
+        }
+        vec![HistogramSample {
+            name: "query_duration_seconds",
+            help: "Time from reading a DNS query to handing its answer to the socket.",
+            snapshot: self.0.queries.latency.snapshot(),
+        }]
+    }
+
     fn samples(&self) -> Vec<Sample> {
         let shared = &self.0;
         let mut samples: Vec<Sample> = shared
@@ -514,6 +525,7 @@ async fn udp_loop(shared: Arc<Shared>, socket: tokio::net::UdpSocket, shutdown: 
                 }
             },
         };
+        let received = std::time::Instant::now();
         let answer = {
             let zone = shared
                 .zone
@@ -528,8 +540,9 @@ async fn udp_loop(shared: Arc<Shared>, socket: tokio::net::UdpSocket, shutdown: 
             answers.respond(&zone, &buf[..len])
         };
         if let Some(answer) = answer {
-            shared.queries.count(wire::rcode_of(&answer));
-            if let Err(e) = socket.send_to(&answer, from).await {
+            let sent = socket.send_to(&answer, from).await;
+            shared.queries.answered(wire::rcode_of(&answer), received);
+            if let Err(e) = sent {
                 tracing::debug!(error = %e, %from, "DNS answer not sent");
             }
         }

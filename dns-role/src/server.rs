@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use hivemind_common::histogram::LatencyHistogram;
 
 use hickory_proto::op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::Record;
@@ -23,21 +26,31 @@ const CODES: [ResponseCode; 5] = [
     ResponseCode::ServFail,
 ];
 
-/// Queries answered, by response code.
+/// Queries answered, by response code, and how long answering took (from the query read to
+/// the answer handed to the socket).
 #[derive(Debug, Default)]
-pub struct QueryCounts([AtomicU64; CODES.len()]);
+pub struct QueryCounts {
+    codes: [AtomicU64; CODES.len()],
+    pub latency: LatencyHistogram,
+}
 
 impl QueryCounts {
     pub fn count(&self, code: ResponseCode) {
         if let Some(i) = CODES.iter().position(|c| *c == code) {
-            self.0[i].fetch_add(1, Ordering::Relaxed);
+            self.codes[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts an answer and the time it took since `received`.
+    pub fn answered(&self, code: ResponseCode, received: Instant) {
+        self.count(code);
+        self.latency.observe(received.elapsed());
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         CODES
             .iter()
-            .zip(&self.0)
+            .zip(&self.codes)
             .map(|(code, n)| (format!("{code:?}"), n.load(Ordering::Relaxed)))
             .collect()
     }
@@ -61,6 +74,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        let received = Instant::now();
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
         let query = match request.queries.queries() {
@@ -85,10 +99,11 @@ impl RequestHandler for Handler {
                 }) => (ResponseCode::NoError, answers, None, additionals),
             };
         metadata.response_code = code;
-        self.counts.count(code);
         let builder = MessageResponseBuilder::from_message_request(request);
         let message = builder.build(metadata, answers.iter(), [], soa, additionals.iter());
-        match response.send_response(message).await {
+        let sent = response.send_response(message).await;
+        self.counts.answered(code, received);
+        match sent {
             Ok(info) => info,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot send a DNS answer");

@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use hivemind_common::histogram::HistogramSnapshot;
 use hivemind_common::role::Sample;
 
 use crate::agent::Agent;
@@ -106,6 +107,26 @@ fn gauge(
         help,
         prometheus_client::metrics::MetricType::Gauge,
         metrics,
+    )
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    snapshot: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Histogram,
+    )?;
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        snapshot.sum,
+        snapshot.count,
+        &snapshot.buckets,
+        None,
     )
 }
 
@@ -234,7 +255,23 @@ impl Collector for AgentCollector {
                 }
             }
         }
+        for (role, histograms) in agent.roles.histograms() {
+            for h in histograms {
+                histogram(
+                    e,
+                    &format!("hivemind_{role}_{}", h.name),
+                    h.help,
+                    &h.snapshot,
+                )?;
+            }
+        }
         if let CpAccess::Member(cp) = agent.cp.as_ref() {
+            histogram(
+                e,
+                "hivemind_raft_append_duration_seconds",
+                "Time from a Raft log append to the flush that made it durable.",
+                &cp.append_latency().snapshot(),
+            )?;
             let m = cp.raft().metrics().borrow().clone();
             gauge(
                 e,

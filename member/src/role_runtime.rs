@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use hivemind_common::role::{
-    Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent, RoleHealth, RoleMetrics,
-    RoleSettings, Sample,
+    HistogramSample, Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent,
+    RoleHealth, RoleMetrics, RoleSettings, Sample,
 };
 use hivemind_control_plane::registry::{Event, EventKind, MemberRecord, MemberState, NodeConfig};
 use tokio::sync::{mpsc, watch};
@@ -285,6 +285,13 @@ impl Roles {
         self.running
             .iter()
             .filter_map(|r| Some((r.name.clone(), r.metrics.as_ref()?.samples())))
+            .collect()
+    }
+
+    pub fn histograms(&self) -> Vec<(String, Vec<HistogramSample>)> {
+        self.running
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.metrics.as_ref()?.histograms())))
             .collect()
     }
 

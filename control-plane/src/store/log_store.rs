@@ -2,6 +2,10 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hivemind_common::histogram::LatencyHistogram;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
@@ -21,12 +25,14 @@ pub struct LogStore {
     logs: sled::Tree,
     meta: sled::Tree,
     flusher: mpsc::UnboundedSender<FlushJob>,
+    /// Append → durable, per append (shown in `/metrics`).
+    latency: Arc<LatencyHistogram>,
 }
 
 /// Work for the flusher task, done strictly in order.
 enum FlushJob {
     /// Entries already written to sled: report them durable after the next flush.
-    Appended(LogFlushed<TypeConfig>),
+    Appended(LogFlushed<TypeConfig>, Instant),
     /// Answered once every earlier job completed.
     Barrier(oneshot::Sender<()>),
 }
@@ -35,21 +41,26 @@ enum FlushJob {
 /// blocking fsync, without hopping through sled's own thread pool) for everything queued since
 /// the last flush, then completes the callbacks in order. Raft's core never waits on the disk,
 /// and under load one fsync covers many appends.
-fn run_flusher(db: sled::Db, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+fn run_flusher(
+    db: sled::Db,
+    mut jobs: mpsc::UnboundedReceiver<FlushJob>,
+    latency: Arc<LatencyHistogram>,
+) {
     let mut batch = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
         while let Ok(next) = jobs.try_recv() {
             batch.push(next);
         }
-        let flushed = if batch.iter().any(|j| matches!(j, FlushJob::Appended(_))) {
+        let flushed = if batch.iter().any(|j| matches!(j, FlushJob::Appended(..))) {
             db.flush().map(|_| ()).map_err(|e| e.to_string())
         } else {
             Ok(())
         };
         for job in batch.drain(..) {
             match job {
-                FlushJob::Appended(callback) => {
+                FlushJob::Appended(callback, appended) => {
+                    latency.observe(appended.elapsed());
                     callback.log_io_completed(flushed.clone().map_err(std::io::Error::other))
                 }
                 FlushJob::Barrier(done) => {
@@ -65,16 +76,24 @@ impl LogStore {
     pub(super) fn new(db: &sled::Db) -> Result<Self, StorageError> {
         let (flusher, jobs) = mpsc::unbounded_channel();
         let flusher_db = db.clone();
+        let latency = Arc::new(LatencyHistogram::default());
+        let flusher_latency = latency.clone();
         std::thread::Builder::new()
             .name("hivemind-log-flush".into())
-            .spawn(move || run_flusher(flusher_db, jobs))
+            .spawn(move || run_flusher(flusher_db, jobs, flusher_latency))
             .map_err(|e| write_err(&e))?;
         Ok(Self {
             db: db.clone(),
             logs: db.open_tree("raft_log").map_err(|e| read_err(&e))?,
             meta: db.open_tree("raft_meta").map_err(|e| read_err(&e))?,
             flusher,
+            latency,
         })
+    }
+
+    /// The append latency histogram (append → durable).
+    pub fn append_latency(&self) -> Arc<LatencyHistogram> {
+        self.latency.clone()
     }
 
     /// Waits until every append queued before this call was reported to openraft.
@@ -188,6 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let appended = Instant::now();
         let mut batch = sled::Batch::default();
         for entry in entries {
             batch.insert(
@@ -199,7 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Readable now (replication may send them), acknowledged as durable only by the
         // flusher, after the flush that covers them.
         self.flusher
-            .send(FlushJob::Appended(callback))
+            .send(FlushJob::Appended(callback, appended))
             .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")))?;
         Ok(())
     }

@@ -110,7 +110,7 @@ fn create_validates_name_ttl_and_secret() {
 }
 
 #[test]
-fn only_replicas_or_the_admin_modify() {
+fn seed_event_4_only_replicas_or_the_admin_modify() {
     let mut reg = Registry::default();
     apply(&mut reg, 1, create(KG, "a", false)).unwrap();
     let outsider = update(node("x"), vec![KeygroupDelta::SetTtl(30)]);
@@ -240,7 +240,7 @@ fn with_machines() -> Registry {
 }
 
 #[test]
-fn a_claim_is_granted_once_and_fenced_by_its_index() {
+fn seed_event_2_a_claim_is_granted_once_and_fenced_by_its_index() {
     let mut reg = with_machines();
     let fence = |f| CommandOutput::Claimed { fence: f };
     assert_eq!(apply(&mut reg, 10, claim("dns", 1)).unwrap(), fence(10));
@@ -253,7 +253,7 @@ fn a_claim_is_granted_once_and_fenced_by_its_index() {
 }
 
 #[test]
-fn a_failed_holder_releases_and_a_sibling_claims_with_a_new_fence() {
+fn seed_event_1_task_a_a_failed_holder_releases_and_a_sibling_claims_with_a_new_fence() {
     let mut reg = with_machines();
     apply(&mut reg, 10, claim("dns", 1)).unwrap();
     let fail = Command::Fail {
@@ -273,7 +273,7 @@ fn a_failed_holder_releases_and_a_sibling_claims_with_a_new_fence() {
 }
 
 #[test]
-fn release_by_a_non_holder_changes_nothing_and_delete_releases_everything() {
+fn seed_event_4_release_by_a_non_holder_changes_nothing_and_delete_releases_everything() {
     let mut reg = with_machines();
     apply(&mut reg, 10, claim("dns", 1)).unwrap();
     let by_other = Command::Release {
@@ -291,7 +291,7 @@ fn release_by_a_non_holder_changes_nothing_and_delete_releases_everything() {
 }
 
 #[test]
-fn a_node_that_stops_replicating_gives_up_its_responsibility() {
+fn seed_event_8_task_c_a_node_that_stops_replicating_gives_up_its_responsibility() {
     let mut reg = with_machines();
     let add = update(
         Actor::Admin,
