@@ -167,7 +167,7 @@ fn record(seq: u64, keygroup_version: u64) -> HostRecord {
 
 /// [6]: with no event at all, a changed config is picked up by the periodic re-read.
 #[tokio::test]
-async fn seed_event_6_periodic_reread_converges_without_events() {
+async fn seed_event_6_task_b_periodic_reread_converges_without_events() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_millis(200));
     let shutdown = ctx.shutdown.clone();
