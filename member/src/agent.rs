@@ -494,7 +494,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .merge(metrics)
             .layer(axum::middleware::from_fn(move |req, next| {
                 require_admin_token(token.clone(), req, next)
-            }));
+            }))
+            .layer(crate::access_log::layer());
         tracing::info!(%bind, "serving HTTP");
         // Graceful leave, in order: commit Leave (while this member still serves the others'
         // Raft and forwarding traffic), leave the gossip, stop serving, stop the CP member.

@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`identity`]: `<data-dir>/member`: id, generation, epoch, the saved view, role stores.
+//! - [`access_log`]: request logging (tower-http), writes at INFO, the rest at DEBUG.
 //! - [`address`]: the address watchdog: detect, decide (sans IO), renew and announce.
 //! - [`agent`]: [`AgentConfig`] and [`run`]: start, serve, stop.
 //! - [`auth`]: the admin-token check on `/v1/*`.
@@ -16,6 +17,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps.
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
+pub mod access_log;
 pub mod address;
 pub mod agent;
 pub mod auth;
