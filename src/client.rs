@@ -155,12 +155,103 @@ fn print_cp(cp: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `hivemind status` found the cluster unhealthy; the reasons are printed already. Exit 3.
+#[derive(Debug)]
+pub struct Unhealthy;
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the cluster is not healthy")
+    }
+}
+
+impl std::error::Error for Unhealthy {}
+
+/// The one-screen verdict of `hivemind status`: what makes the cluster unhealthy (`problems`)
+/// and what an operator should know (`notes`), from `/v1/status` and `/v1/members` (`None`
+/// when the member list could not be read).
+pub fn verdict(status: &Value, members: Option<&Value>) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let cp = &status["control_plane"];
+    if cp["health"] != "healthy" {
+        let voters = cp["voters"].as_array().map_or(0, Vec::len);
+        problems.push(format!(
+            "control plane {}: no leader has heard from a quorum of the {voters} voters recently; writes and linearizable reads answer 503 no_quorum until a majority is back",
+            s(&cp["health"])
+        ));
+    }
+    if status["ready"] != true {
+        let waiting: Vec<String> = status["waiting_for"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        problems.push(format!(
+            "member {} is not ready: waiting for {}",
+            s(&status["name"]),
+            waiting.join(", ")
+        ));
+    }
+    match members.and_then(Value::as_array) {
+        None => notes.push("the member list could not be read".into()),
+        Some(list) => {
+            let named = |state: &str| -> Vec<String> {
+                list.iter()
+                    .filter(|m| m["state"] == state)
+                    .map(|m| s(&m["name"]))
+                    .collect()
+            };
+            let (alive, failed, left) = (named("alive"), named("failed"), named("left"));
+            notes.push(format!(
+                "members: {} alive, {} failed, {} left",
+                alive.len(),
+                failed.len(),
+                left.len()
+            ));
+            if !failed.is_empty() {
+                notes.push(format!(
+                    "failed (declared down by SWIM; they rejoin when they come back): {}",
+                    failed.join(", ")
+                ));
+            }
+        }
+    }
+    (problems, notes)
+}
+
 pub async fn status(client: &Client) -> Result<()> {
     let status = client.get_json("/v1/status").await?;
+    // Stale: a degraded control plane still lists what this member knows.
+    let members = client.get_json("/v1/members?stale=true").await.ok();
+    let (problems, notes) = verdict(&status, members.as_ref());
     if client.json {
+        let mut status = status;
+        status["cluster"] = serde_json::json!({
+            "healthy": problems.is_empty(),
+            "problems": problems,
+            "notes": notes,
+        });
         client.print(&status)?;
-        return Ok(());
+        return if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Unhealthy.into())
+        };
     }
+    if problems.is_empty() {
+        outln!("cluster: healthy")?;
+    } else {
+        outln!("cluster: NOT HEALTHY")?;
+        for p in &problems {
+            outln!("  - {p}")?;
+        }
+    }
+    for n in &notes {
+        outln!("  {n}")?;
+    }
+    outln!()?;
     outln!(
         "member {} ({})   node {}   generation {}   epoch {}",
         s(&status["name"]),
@@ -181,12 +272,11 @@ pub async fn status(client: &Client) -> Result<()> {
         outln!("ready: no (waiting for: {})", waiting.join(", "))?;
     }
     print_cp(&status["control_plane"])?;
-    if status["control_plane"]["health"] != "healthy" {
-        outln!(
-            "\nThe control plane is degraded: no leader has heard from a quorum recently. Writes and linearizable reads answer 503 no_quorum until a majority of voters is back."
-        )?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Unhealthy.into())
     }
-    Ok(())
 }
 
 pub async fn members(client: &Client) -> Result<()> {
@@ -597,4 +687,33 @@ pub async fn responsibilities(client: &Client) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+    use serde_json::json;
+
+    #[test]
+    fn a_healthy_cluster_has_no_problems_and_failed_members_are_noted() {
+        let status = json!({"name": "cp1", "ready": true, "waiting_for": [],
+            "control_plane": {"health": "healthy", "voters": [{}, {}, {}]}});
+        let members =
+            json!([{"name": "cp1", "state": "alive"}, {"name": "web-2", "state": "failed"}]);
+        let (problems, notes) = verdict(&status, Some(&members));
+        assert!(problems.is_empty());
+        assert_eq!(notes[0], "members: 1 alive, 1 failed, 0 left");
+        assert!(notes[1].ends_with("web-2"));
+    }
+
+    #[test]
+    fn no_quorum_and_waiting_roles_are_problems_with_their_reasons() {
+        let status = json!({"name": "web-1", "ready": false, "waiting_for": ["role:dns"],
+            "control_plane": {"health": "degraded", "voters": [{}, {}, {}]}});
+        let (problems, notes) = verdict(&status, None);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].contains("degraded") && problems[0].contains("no_quorum"));
+        assert!(problems[1].contains("waiting for role:dns"));
+        assert_eq!(notes, ["the member list could not be read"]);
+    }
 }

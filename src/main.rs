@@ -100,6 +100,8 @@ fn main() -> ExitCode {
         {
             ExitCode::SUCCESS
         }
+        // `hivemind status` printed why already.
+        Err(e) if e.downcast_ref::<client::Unhealthy>().is_some() => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -101,6 +101,12 @@ async fn three_members_bootstrap_one_leader_and_a_follower_write_is_read_everywh
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "hello");
     let out = cli(&["status", "--http-addr", &follower.http_addr()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("cluster: healthy"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("ready: yes"), "{}", stdout(&out));
 }
 
@@ -195,6 +201,11 @@ async fn losing_quorum_degrades_and_fails_fast_with_no_quorum_then_recovers() {
     let out = cli(&["kv", "put", "k", "v3", "--http-addr", &survivor.http_addr()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no_quorum"), "{}", stderr(&out));
+    // `hivemind status` says the cluster is not healthy, and why, with exit code 3.
+    let out = cli(&["status", "--http-addr", &survivor.http_addr()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(stdout(&out).contains("NOT HEALTHY"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("no_quorum"), "{}", stdout(&out));
 
     cluster.agents[1].start();
     cluster.agents[2].start();
