@@ -114,6 +114,27 @@ mod tests {
         file
     }
 
+    /// Every example config in `deploy/` is accepted by the agent's parser as it stands.
+    #[test]
+    fn the_example_configs_in_deploy_parse() {
+        use clap::Parser;
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(deploy).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let args = expand(os(&["hivemind", "agent", "--config", path.to_str().unwrap()]))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{}: {e}", path.display());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 4, "control-plane, host, dns and trigger examples");
+    }
+
     #[test]
     fn file_settings_become_flags_and_flags_win() {
         let file = write(
