@@ -125,14 +125,22 @@ mod tests {
             if path.extension().is_none_or(|e| e != "toml") {
                 continue;
             }
-            let args = expand(os(&["hivemind", "agent", "--config", path.to_str().unwrap()]))
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let args = expand(os(&[
+                "hivemind",
+                "agent",
+                "--config",
+                path.to_str().unwrap(),
+            ]))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if let Err(e) = Cli::try_parse_from(args) {
                 panic!("{}: {e}", path.display());
             }
             checked += 1;
         }
-        assert!(checked >= 4, "control-plane, host, dns and trigger examples");
+        assert!(
+            checked >= 4,
+            "control-plane, host, dns and trigger examples"
+        );
     }
 
     #[test]
