@@ -1,0 +1,188 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver (WebDriver)
+//! opens `GET /` of a running cluster, sees the members and the leader, sees a killed host turn
+//! `failed`, and saves a screenshot (`target/dashboard.png`). `.ci/run` installs `chromium` and
+//! `chromium-driver`; without them the test says so and passes.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use support::*;
+
+/// chromedriver on a free port, stopped by PID when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromium() -> Option<(String, String)> {
+    let find = |names: &[&str]| {
+        names.iter().find_map(|n| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("command -v {n}")])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+    };
+    Some((
+        find(&["chromedriver"])?,
+        find(&["chromium", "chromium-browser", "google-chrome"])?,
+    ))
+}
+
+async fn browser(driver_bin: &str, chrome: &str) -> (Driver, Client) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chrome,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1100"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let client = wait_for("chromedriver to start a session", || {
+        let (url, capabilities) = (url.clone(), capabilities.clone());
+        async move {
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&url)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    (driver, client)
+}
+
+/// The text of every row of one of the dashboard's tables.
+async fn rows(client: &Client, table: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rows) = client
+        .find_all(Locator::Css(&format!("#{table} tbody tr")))
+        .await
+    else {
+        return out;
+    };
+    for row in rows {
+        if let Ok(text) = row.text().await {
+            out.push(text);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_failed() {
+    let Some((driver_bin, chrome)) = chromium() else {
+        eprintln!(
+            "chromium and chromedriver not installed (.ci/run installs them): browser test skipped"
+        );
+        return;
+    };
+    let local = ["--gossip-profile", "local"];
+    let mut cluster = Cluster::control_plane(3, &local);
+    cluster.wait_healthy().await;
+    let via = cluster.agents[0].http_addr();
+    let web1 = cluster.add_member(
+        "web-1",
+        &via,
+        &["--gossip-profile", "local", "--roles", "host"],
+    );
+    cluster.agents[web1].start();
+    let ns = cluster.add_member(
+        "ns-1",
+        &via,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "dns",
+            "--dns-port",
+            &free_port().to_string(),
+        ],
+    );
+    cluster.agents[ns].start();
+
+    let (_driver, client) = browser(&driver_bin, &chrome).await;
+    client.goto(&cluster.agents[0].url("/")).await.unwrap();
+    assert_eq!(client.title().await.unwrap(), "hivemind");
+
+    // Every member listed alive, and the leader named in the summary and the CP table.
+    wait_for("every member alive on the dashboard", || async {
+        let members = rows(&client, "members").await;
+        let alive = |name: &str| {
+            members
+                .iter()
+                .any(|r| r.starts_with(&format!("{name} alive")))
+        };
+        ["cp1", "cp2", "cp3", "web-1", "ns-1"]
+            .iter()
+            .all(|n| alive(n))
+            .then_some(())
+    })
+    .await;
+    // The CP table marks one voter the leader, and the summary names the same one.
+    wait_for("the leader on the dashboard", || async {
+        let cp = rows(&client, "cp").await;
+        let leader = cp.iter().find(|r| r.ends_with(" leader"))?;
+        let name = leader.split_whitespace().next()?;
+        let summary = client
+            .find(Locator::Id("summary"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (cp.len() == 3 && summary.contains(&format!("leader: {name}"))).then_some(())
+    })
+    .await;
+    wait_for("the keygroup and its responsibility", || async {
+        let keygroups = rows(&client, "keygroups").await;
+        let held = rows(&client, "responsibilities").await;
+        (keygroups
+            .iter()
+            .any(|r| r.contains("hivemind/default/hosts"))
+            && held.iter().any(|r| r.contains("ns-1")))
+        .then_some(())
+    })
+    .await;
+
+    // kill -9 of the host: the page turns it failed by itself (it refreshes every second).
+    cluster.agents[web1].kill9();
+    wait_for("web-1 failed on the dashboard", || async {
+        rows(&client, "members")
+            .await
+            .iter()
+            .any(|r| r.starts_with("web-1 failed"))
+            .then_some(())
+    })
+    .await;
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    client.close().await.unwrap();
+}
