@@ -12,6 +12,7 @@
 //! Invariant: no IO, no clocks; everything here is plain data, pure functions, and the role
 //! interface (channels and traits, no sockets).
 
+pub mod api;
 pub mod codec;
 pub mod histogram;
 pub mod id;

@@ -13,7 +13,7 @@ use crate::MemberId;
 /// Largest frame a subscriber accepts (a record is small; this bounds a hostile stream).
 pub const MAX_FRAME: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Service {
     pub name: String,
     pub port: u16,

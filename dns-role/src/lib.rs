@@ -37,7 +37,6 @@ use hivemind_common::role::{
 };
 use hivemind_common::roles::{self, RoleSpec};
 use hivemind_common::MemberId;
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use subscriptions::{Target, Via};
@@ -92,14 +91,18 @@ struct Counters {
 }
 
 /// Where this machine stands for one keygroup, for `GET /v1/roles/dns/status`.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Position {
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Position {
     /// `mine`, `held_by` or `waiting`.
+    #[schema(value_type = String)]
     claim: &'static str,
+    /// The claim's fence when this machine holds it.
     fence: Option<u64>,
+    /// The holder's name when another machine holds it.
     holder: Option<String>,
     /// Streams held for the keygroup: host streams (holder) or the holder's stream.
     subscriptions: usize,
+    /// The keygroup config version this machine holds.
     version: u64,
 }
 
@@ -448,52 +451,132 @@ impl RoleMetrics for DnsMetrics {
     }
 }
 
-async fn records_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
+/// The dns (and trigger) role's routes, for the OpenAPI document (mounted only on members
+/// running the role; the trigger role's are the same under `/v1/roles/trigger/` plus its
+/// events, see [`openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(records_route, status_route),
+    components(schemas(DnsRecordsView, HeldRecordView, DnsStatusView, Position, hivemind_common::records::Service)),
+    tags((name = "dns role", description = "On members with --roles dns"))
+)]
+pub struct DnsApi;
+
+/// The OpenAPI document of `role`'s routes (`dns` or `trigger`).
+pub fn openapi(role: &str) -> Option<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    let mut doc = DnsApi::openapi();
+    match role {
+        "dns" => Some(doc),
+        "trigger" => {
+            let paths = std::mem::take(&mut doc.paths.paths);
+            for (path, item) in paths {
+                let mut item = item;
+                for op in [&mut item.get, &mut item.put, &mut item.post]
+                    .into_iter()
+                    .flatten()
+                {
+                    op.tags = Some(vec!["trigger role".into()]);
+                }
+                doc.paths
+                    .paths
+                    .insert(path.replace("/v1/roles/dns/", "/v1/roles/trigger/"), item);
+            }
+            doc.tags = None;
+            doc.merge(trigger::TriggerApi::openapi());
+            Some(doc)
+        }
+        _ => None,
+    }
+}
+
+/// One record held.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HeldRecordView {
+    pub keygroup: String,
+    pub host: String,
+    pub member: String,
+    pub seq: u64,
+    pub generation: u64,
+    #[schema(value_type = Vec<String>)]
+    pub addrs: Vec<std::net::IpAddr>,
+    pub services: Vec<hivemind_common::records::Service>,
+}
+
+/// `GET /v1/roles/dns/records`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DnsRecordsView {
+    pub records: Vec<HeldRecordView>,
+    pub applied: u64,
+    pub refused_sealed: u64,
+    pub stream_errors: u64,
+    pub copied: u64,
+    pub received_from_hosts: u64,
+    pub received_from_holder: u64,
+    /// Queries answered, by response code.
+    pub queries: BTreeMap<String, u64>,
+}
+
+/// The records this machine holds and its intake counters.
+#[utoipa::path(get, path = "/v1/roles/dns/records", tag = "dns role",
+    responses((status = 200, description = "The records held", body = DnsRecordsView)))]
+async fn records_route(State(shared): State<Arc<Shared>>) -> Json<DnsRecordsView> {
     let book = shared
         .book
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let records: Vec<Value> = book
-        .records()
-        .map(|r| {
-            json!({
-                "keygroup": r.keygroup,
-                "host": r.host,
-                "member": r.member.to_string(),
-                "seq": r.seq,
-                "generation": r.generation,
-                "addrs": r.addrs,
-                "services": r.services,
+    let c = &shared.counters;
+    Json(DnsRecordsView {
+        records: book
+            .records()
+            .map(|r| HeldRecordView {
+                keygroup: r.keygroup.clone(),
+                host: r.host.clone(),
+                member: r.member.to_string(),
+                seq: r.seq,
+                generation: r.generation,
+                addrs: r.addrs.clone(),
+                services: r.services.clone(),
             })
-        })
-        .collect();
-    Json(json!({
-        "records": records,
-        "applied": shared.counters.applied.load(Ordering::Relaxed),
-        "refused_sealed": shared.counters.refused_sealed.load(Ordering::Relaxed),
-        "stream_errors": shared.counters.stream_errors.load(Ordering::Relaxed),
-        "copied": shared.counters.copied.load(Ordering::Relaxed),
-        "received_from_hosts": shared.counters.received_from_hosts.load(Ordering::Relaxed),
-        "received_from_holder": shared.counters.received_from_holder.load(Ordering::Relaxed),
-        "queries": shared.queries.snapshot(),
-    }))
+            .collect(),
+        applied: c.applied.load(Ordering::Relaxed),
+        refused_sealed: c.refused_sealed.load(Ordering::Relaxed),
+        stream_errors: c.stream_errors.load(Ordering::Relaxed),
+        copied: c.copied.load(Ordering::Relaxed),
+        received_from_hosts: c.received_from_hosts.load(Ordering::Relaxed),
+        received_from_holder: c.received_from_holder.load(Ordering::Relaxed),
+        queries: shared.queries.snapshot(),
+    })
 }
 
-/// `GET /v1/roles/dns/status`: per served keygroup, whether this machine holds it (and its
-/// fence), which machine does otherwise, and how many streams it holds for it.
-async fn status_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
+/// `GET /v1/roles/dns/status`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DnsStatusView {
+    /// Per served keygroup.
+    pub keygroups: BTreeMap<String, Position>,
+    /// Streams open now.
+    pub subscriptions: u64,
+    pub received_from_hosts: u64,
+    pub received_from_holder: u64,
+}
+
+/// Per served keygroup: whether this machine holds it (and its fence), which machine does
+/// otherwise, and how many streams it holds for it.
+#[utoipa::path(get, path = "/v1/roles/dns/status", tag = "dns role",
+    responses((status = 200, description = "Where this machine stands per keygroup", body = DnsStatusView)))]
+async fn status_route(State(shared): State<Arc<Shared>>) -> Json<DnsStatusView> {
     let positions = shared
         .positions
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    Json(json!({
-        "keygroups": positions,
-        "subscriptions": shared.counters.streams_open.load(Ordering::Relaxed),
-        "received_from_hosts": shared.counters.received_from_hosts.load(Ordering::Relaxed),
-        "received_from_holder": shared.counters.received_from_holder.load(Ordering::Relaxed),
-    }))
+    Json(DnsStatusView {
+        keygroups: positions,
+        subscriptions: shared.counters.streams_open.load(Ordering::Relaxed),
+        received_from_hosts: shared.counters.received_from_hosts.load(Ordering::Relaxed),
+        received_from_holder: shared.counters.received_from_holder.load(Ordering::Relaxed),
+    })
 }
 
 /// A UDP socket on `addr` that shares the port with its siblings (`SO_REUSEPORT`), so the

@@ -27,18 +27,37 @@ pub const KEPT: usize = 10_000;
 const MAX_WAIT: Duration = Duration::from_secs(300);
 const MAX_PAGE: usize = 1000;
 
+/// The trigger role's own route, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(events_route),
+    components(schemas(Change, ChangesPage, hivemind_common::api::ErrorBody)),
+    tags((name = "trigger role", description = "On members with --roles trigger"))
+)]
+pub struct TriggerApi;
+
+/// A page of changes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChangesPage {
+    pub changes: Vec<Change>,
+    /// Pass as `after` to continue.
+    pub next_after: u64,
+}
+
 /// One change of a keygroup's records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Change {
     /// Numbers changes on this machine, from 1; `after` cursors use it.
     pub index: u64,
     /// `updated` (a newer record) or `removed` (the host failed or left, or the keygroup was
     /// deleted).
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub keygroup: String,
     pub host: String,
     pub member: String,
     pub seq: u64,
+    #[schema(value_type = Vec<String>)]
     pub addrs: Vec<std::net::IpAddr>,
     pub services: Vec<hivemind_common::records::Service>,
 }
@@ -112,19 +131,23 @@ impl ChangeLog {
     }
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// Changes after this index.
     #[serde(default)]
     after: u64,
+    /// Long-poll: wait up to this long for a change (`30s`, `500ms`; at most 300 s).
     wait: Option<String>,
+    /// At most this many changes (1..1000).
     limit: Option<usize>,
 }
 
 fn bad_request(message: String) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"error": {"code": "bad_request", "message": message}})),
+        Json(hivemind_common::api::ErrorBody::new("bad_request", message)),
     )
         .into_response()
 }
@@ -150,7 +173,11 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
     Ok(wait)
 }
 
-/// `GET /v1/roles/trigger/events?after=N&wait=D&limit=L`.
+/// The record changes this machine received, numbered; a long-poll.
+#[utoipa::path(get, path = "/v1/roles/trigger/events", tag = "trigger role", params(EventsQuery),
+    responses((status = 200, description = "A page of changes", body = ChangesPage),
+        (status = 400, description = "Bad query", body = hivemind_common::api::ErrorBody),
+        (status = 410, description = "The cursor is older than the changes kept (gone)", body = hivemind_common::api::ErrorBody)))]
 pub(crate) async fn events_route(
     State(shared): State<Arc<super::Shared>>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -184,7 +211,11 @@ pub(crate) async fn events_route(
                 changes,
                 next_after,
             } if !changes.is_empty() || tokio::time::Instant::now() >= deadline => {
-                return Json(json!({"changes": changes, "next_after": next_after})).into_response()
+                return Json(ChangesPage {
+                    changes,
+                    next_after,
+                })
+                .into_response()
             }
             Page::Changes { .. } => {}
         }

@@ -22,12 +22,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hivemind_common::api::ErrorBody;
 use hivemind_common::records::{self, HostRecord, Service};
 use hivemind_common::role::{
     Me, Role, RoleContext, RoleEvent, RoleMetrics, RoleStore, Sample, Started,
 };
 use hivemind_common::roles::{self, RoleSpec};
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use record::Published;
@@ -52,11 +52,29 @@ struct Shared {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+/// The host role's routes, for the OpenAPI document (mounted only on members running it).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(record_route, services_route, put_services),
+    components(schemas(RecordView, Service, ErrorBody)),
+    tags((name = "host role", description = "On members with --roles host"))
+)]
+pub struct HostApi;
+
+/// `GET /v1/roles/host/record`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RecordView {
+    pub host: String,
+    pub keygroups: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub addrs: Vec<std::net::IpAddr>,
+    pub services: Vec<Service>,
+    /// Persisted; grows with every change.
+    pub seq: u64,
+    pub generation: u64,
 }
 
 impl Shared {
@@ -232,23 +250,33 @@ impl RoleMetrics for HostMetrics {
     }
 }
 
-async fn record_route(State(shared): State<Arc<Shared>>) -> Json<Value> {
+/// This host's current record.
+#[utoipa::path(get, path = "/v1/roles/host/record", tag = "host role",
+    responses((status = 200, description = "The record published now", body = RecordView)))]
+async fn record_route(State(shared): State<Arc<Shared>>) -> Json<RecordView> {
     let r = shared.published.borrow().clone();
-    Json(json!({
-        "host": r.host,
-        "keygroups": shared.keygroups,
-        "addrs": r.addrs,
-        "services": r.services,
-        "seq": r.seq,
-        "generation": r.generation,
-    }))
+    Json(RecordView {
+        host: r.host,
+        keygroups: shared.keygroups.clone(),
+        addrs: r.addrs,
+        services: r.services,
+        seq: r.seq,
+        generation: r.generation,
+    })
 }
 
+/// This host's services.
+#[utoipa::path(get, path = "/v1/roles/host/services", tag = "host role",
+    responses((status = 200, description = "The services", body = [Service])))]
 async fn services_route(State(shared): State<Arc<Shared>>) -> Json<Vec<Service>> {
     Json(shared.published.borrow().services.clone())
 }
 
-/// `PUT /v1/roles/host/services`: the whole list of this host's services.
+/// Replaces this host's services; subscribers get the new record at once.
+#[utoipa::path(put, path = "/v1/roles/host/services", tag = "host role", request_body = [Service],
+    responses((status = 200, description = "The record after the change", body = RecordView),
+        (status = 400, description = "Bad body (bad_request) or service (invalid)", body = ErrorBody),
+        (status = 503, description = "The seq could not be persisted (store_failed)", body = ErrorBody)))]
 async fn put_services(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let services: Vec<Service> = match serde_json::from_slice(&body) {
         Ok(s) => s,

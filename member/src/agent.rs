@@ -15,13 +15,13 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_common::role::{Me, RoleSettings};
+use hivemind_control_plane::http::views::{ErrorBody, MemberView, NodeView};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{
     Command, CommandOutput, MemberInfo, MemberState, RegistryDigest,
 };
 use hivemind_control_plane::{Applied, ControlPlane, CpConfig, CpError, Health};
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -488,10 +488,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .route("/", get(dashboard))
             .route("/metrics", get(crate::metrics::route))
             .with_state(crate::metrics::registry(&agent));
+        let document = crate::openapi::document(agent.config.control_plane, &agent.config.roles);
+        let document = Router::new()
+            .route("/v1/openapi.json", get(crate::openapi::route))
+            .with_state(Arc::new(
+                serde_json::to_string(&document).expect("the OpenAPI document serializes"),
+            ));
         let app = app
             .merge(member_routes)
             .merge(crate::keygroups_api::routes(agent.clone()))
             .merge(metrics)
+            .merge(document)
             .layer(axum::middleware::from_fn(move |req, next| {
                 require_admin_token(token.clone(), req, next)
             }))
@@ -544,6 +551,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
 /// `GET /`: the dashboard, one page served from the binary; it reads the `/v1` API (asking for
 /// the admin token when the API answers 401) and refreshes every second.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "The dashboard (one self-contained HTML page)", content_type = "text/html", body = String)))]
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("dashboard.html"))
 }
@@ -566,10 +575,27 @@ async fn leave(agent: &Agent) {
     }
 }
 
-/// `POST /v1/leave`: leave gracefully and stop; answers before the member goes.
-async fn post_leave(State(agent): State<Arc<Agent>>) -> (StatusCode, Json<Value>) {
+/// The member's own routes, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(status, members, post_leave, nodes, node, dashboard, crate::metrics::route),
+    components(schemas(StatusView, GossipStatus, FeedStatus, Leaving, MemberView, NodeView, ErrorBody)),
+    tags((name = "members", description = "This member, the membership and nodes"), (name = "operations", description = "Dashboard and metrics"))
+)]
+pub struct MemberApi;
+
+/// Answer of `POST /v1/leave`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Leaving {
+    pub leaving: bool,
+}
+
+/// Leave gracefully and stop; answers before the member goes.
+#[utoipa::path(post, path = "/v1/leave", tag = "members",
+    responses((status = 202, description = "Leaving", body = Leaving)))]
+async fn post_leave(State(agent): State<Arc<Agent>>) -> (StatusCode, Json<Leaving>) {
     agent.shutdown.cancel();
-    (StatusCode::ACCEPTED, Json(json!({ "leaving": true })))
+    (StatusCode::ACCEPTED, Json(Leaving { leaving: true }))
 }
 
 /// Commits this member's `Join` (its current incarnation) so that the registry lists it.
@@ -707,7 +733,55 @@ async fn handle_gossip_events(
     }
 }
 
-async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
+/// This member's gossip counters in `/v1/status`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct GossipStatus {
+    /// Other members SWIM does not consider down.
+    pub members: usize,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub dropped_unopened: u64,
+}
+
+/// This member's feed position in `/v1/status`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FeedStatus {
+    pub epoch: u64,
+    pub index: u64,
+    pub caught_up: bool,
+    pub events_applied: u64,
+    pub errors: u64,
+    pub rebootstraps: u64,
+}
+
+/// `GET /v1/status`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusView {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub roles: Vec<String>,
+    pub generation: u64,
+    /// The registry's epoch (`null` when no control plane answered).
+    pub epoch: Option<u64>,
+    pub http: String,
+    pub addr: String,
+    pub admitted: bool,
+    /// True when `waiting_for` is empty.
+    pub ready: bool,
+    pub gossip: GossipStatus,
+    pub feed: FeedStatus,
+    /// `admission`, `control_plane_quorum`, `event_feed`, `role:<name>`,
+    /// `role:<name>:<reason>`.
+    pub waiting_for: Vec<String>,
+    /// The control plane as this member sees it (`null` when none answered).
+    pub control_plane: Option<hivemind_control_plane::CpStatus>,
+}
+
+/// This member: identity, readiness and why not, gossip, feed, control plane.
+#[utoipa::path(get, path = "/v1/status", tag = "members",
+    responses((status = 200, description = "This member's status", body = StatusView)))]
+async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> {
     let cp = agent.cp.status().await;
     let admitted = agent.admitted.load(Ordering::Relaxed);
     let mut waiting_for = Vec::new();
@@ -739,34 +813,41 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
     let epoch = registry.map(|r| r.epoch);
     let info = agent.info();
     let view = agent.view.borrow().clone();
-    Json(json!({
-        "id": info.id.to_string(),
-        "name": info.name,
-        "node": info.node,
-        "roles": info.roles,
-        "generation": info.generation,
-        "epoch": epoch,
-        "http": info.http_addr,
-        "addr": info.gossip_addr,
-        "admitted": admitted,
-        "ready": waiting_for.is_empty(),
-        "gossip": {
-            "members": agent.gossip.view.borrow().values().filter(|(_, s)| *s != foca::State::Down).count(),
-            "packets_in": agent.gossip.counters.packets_in.load(Ordering::Relaxed),
-            "packets_out": agent.gossip.counters.packets_out.load(Ordering::Relaxed),
-            "dropped_unopened": agent.gossip.counters.dropped_unopened.load(Ordering::Relaxed),
+    let g = &agent.gossip.counters;
+    Json(StatusView {
+        id: info.id.to_string(),
+        name: info.name,
+        node: info.node,
+        roles: info.roles,
+        generation: info.generation,
+        epoch,
+        http: info.http_addr,
+        addr: info.gossip_addr,
+        admitted,
+        ready: waiting_for.is_empty(),
+        gossip: GossipStatus {
+            members: agent
+                .gossip
+                .view
+                .borrow()
+                .values()
+                .filter(|(_, s)| *s != foca::State::Down)
+                .count(),
+            packets_in: g.packets_in.load(Ordering::Relaxed),
+            packets_out: g.packets_out.load(Ordering::Relaxed),
+            dropped_unopened: g.dropped_unopened.load(Ordering::Relaxed),
         },
-        "feed": {
-            "epoch": view.epoch,
-            "index": view.index,
-            "caught_up": caught_up,
-            "events_applied": agent.counters.events_applied.load(Ordering::Relaxed),
-            "errors": agent.counters.feed_errors.load(Ordering::Relaxed),
-            "rebootstraps": agent.counters.rebootstraps.load(Ordering::Relaxed),
+        feed: FeedStatus {
+            epoch: view.epoch,
+            index: view.index,
+            caught_up,
+            events_applied: agent.counters.events_applied.load(Ordering::Relaxed),
+            errors: agent.counters.feed_errors.load(Ordering::Relaxed),
+            rebootstraps: agent.counters.rebootstraps.load(Ordering::Relaxed),
         },
-        "waiting_for": waiting_for,
-        "control_plane": cp,
-    }))
+        waiting_for,
+        control_plane: cp,
+    })
 }
 
 /// The registry, or a 503 when no control-plane member answers.
@@ -776,18 +857,21 @@ pub(crate) async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> 
 
 /// `GET /v1/members`: the registry's members, with the state SWIM sees for the live ones
 /// (`suspect`, or `failed` before the registry recorded it).
-async fn members(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/members", tag = "members",
+    responses((status = 200, description = "Every member the registry knows", body = [MemberView]),
+        (status = 503, description = "No control plane reachable", body = ErrorBody)))]
+async fn members(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<MemberView>>, ApiError> {
     let registry = registry(&agent).await?;
-    let view = agent.gossip.view.borrow().clone();
+    let swim_view = agent.gossip.view.borrow().clone();
     let list = registry
         .members
         .iter()
         .map(|m| {
-            let mut json = views::member(m);
+            let mut view = views::member(m);
             if m.state == MemberState::Alive && m.info.id != agent.identity.id {
-                if let Some((seen, swim)) = view.get(&m.info.id) {
+                if let Some((seen, swim)) = swim_view.get(&m.info.id) {
                     if seen.generation >= m.info.generation {
-                        json["state"] = match swim {
+                        view.state = match swim {
                             foca::State::Alive => "alive",
                             foca::State::Suspect => "suspect",
                             foca::State::Down => "failed",
@@ -796,23 +880,28 @@ async fn members(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiErro
                     }
                 }
             }
-            json
+            view
         })
         .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Json(list))
 }
 
-async fn nodes(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/nodes", tag = "members",
+    responses((status = 200, description = "Every node and its machines", body = [NodeView]),
+        (status = 503, description = "No control plane reachable", body = ErrorBody)))]
+async fn nodes(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<NodeView>>, ApiError> {
     let registry = registry(&agent).await?;
-    Ok(Json(Value::Array(
-        registry.nodes.iter().map(views::node).collect(),
-    )))
+    Ok(Json(registry.nodes.iter().map(views::node).collect()))
 }
 
+#[utoipa::path(get, path = "/v1/nodes/{node}", tag = "members",
+    params(("node" = String, Path, description = "The node's name")),
+    responses((status = 200, description = "The node", body = NodeView),
+        (status = 404, description = "No such node", body = ErrorBody)))]
 async fn node(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeView>, ApiError> {
     let registry = registry(&agent).await?;
     registry
         .nodes

@@ -10,15 +10,25 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use hivemind_control_plane::http::views::{ErrorBody, KeygroupView, ResponsibilityView};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::registry::{
     validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta, DEFAULT_TTL_SECS,
     SECRET_BYTES,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::agent::{registry, Agent};
+
+/// The keygroup routes, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, get_one, create, update, delete, responsibilities),
+    components(schemas(KeygroupView, ResponsibilityView, CreateBody, UpdateBody, ErrorBody)),
+    tags((name = "keygroups", description = "Named, versioned, encrypted record sets and who serves them"))
+)]
+pub struct KeygroupsApi;
 
 pub(crate) fn routes(agent: Arc<Agent>) -> Router {
     Router::new()
@@ -58,7 +68,7 @@ fn name_of(app: &str, tenant: &str, group: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<Value, ApiError> {
+async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<KeygroupView, ApiError> {
     let registry = agent.cp.registry_at(at).await.map_err(ApiError::from)?;
     let k = registry
         .keygroups
@@ -79,7 +89,11 @@ async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<Value, ApiError> 
 
 /// Proposes `command` and, on success, answers the keygroup as it stands after it (read from
 /// a CP member that applied the command).
-async fn write_and_show(agent: &Agent, name: &str, command: Command) -> Result<Value, ApiError> {
+async fn write_and_show(
+    agent: &Agent,
+    name: &str,
+    command: Command,
+) -> Result<KeygroupView, ApiError> {
     let applied = agent.cp.write(command).await?;
     match applied.output {
         CommandOutput::Keygroup { .. } => view_of(agent, name, applied.index).await,
@@ -91,26 +105,36 @@ async fn write_and_show(agent: &Agent, name: &str, command: Command) -> Result<V
     }
 }
 
-async fn list(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+/// Every keygroup (tombstones too).
+#[utoipa::path(get, path = "/v1/keygroups", tag = "keygroups",
+    responses((status = 200, description = "The keygroups", body = [KeygroupView]),
+        (status = 503, description = "No control plane reachable", body = ErrorBody)))]
+async fn list(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<KeygroupView>>, ApiError> {
     let registry = registry(&agent).await?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         registry
             .keygroups
             .iter()
             .map(|k| views::keygroup(k, may_see_secret(&agent, |n| k.is_member(n))))
             .collect(),
-    )))
+    ))
 }
 
+/// One keygroup.
+#[utoipa::path(get, path = "/v1/keygroups/{app}/{tenant}/{group}", tag = "keygroups",
+    params(("app" = String, Path), ("tenant" = String, Path), ("group" = String, Path)),
+    responses((status = 200, description = "The keygroup", body = KeygroupView),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 404, description = "No such keygroup (unknown_keygroup)", body = ErrorBody)))]
 async fn get_one(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     Ok(Json(view_of(&agent, &name, 0).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     ttl: Option<u32>,
@@ -124,11 +148,18 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
+/// Creates a keygroup with this member's node as its first replica.
+#[utoipa::path(put, path = "/v1/keygroups/{app}/{tenant}/{group}", tag = "keygroups",
+    params(("app" = String, Path), ("tenant" = String, Path), ("group" = String, Path)),
+    request_body(content = Option<CreateBody>, description = "Optional settings"),
+    responses((status = 201, description = "Created", body = KeygroupView),
+        (status = 400, description = "Invalid name or body", body = ErrorBody),
+        (status = 409, description = "keygroup_exists or tombstoned", body = ErrorBody)))]
 async fn create(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<KeygroupView>), ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     let body: CreateBody = parse_body(&body)?;
     let command = Command::KeygroupCreate {
@@ -144,7 +175,7 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     #[serde(default)]
@@ -185,11 +216,20 @@ impl UpdateBody {
     }
 }
 
+/// Changes a keygroup: all the given changes or none (version+1).
+#[utoipa::path(patch, path = "/v1/keygroups/{app}/{tenant}/{group}", tag = "keygroups",
+    params(("app" = String, Path), ("tenant" = String, Path), ("group" = String, Path)),
+    request_body = UpdateBody,
+    responses((status = 200, description = "The keygroup after the change", body = KeygroupView),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 403, description = "Not a replica node (not_a_replica)", body = ErrorBody),
+        (status = 404, description = "No such keygroup", body = ErrorBody),
+        (status = 409, description = "last_replica or tombstoned", body = ErrorBody)))]
 async fn update(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     let body: UpdateBody = parse_body(&body)?;
     let command = Command::KeygroupUpdate {
@@ -200,10 +240,16 @@ async fn update(
     Ok(Json(write_and_show(&agent, &name, command).await?))
 }
 
+/// Tombstones a keygroup (irreversible).
+#[utoipa::path(delete, path = "/v1/keygroups/{app}/{tenant}/{group}", tag = "keygroups",
+    params(("app" = String, Path), ("tenant" = String, Path), ("group" = String, Path)),
+    responses((status = 200, description = "The tombstone", body = KeygroupView),
+        (status = 403, description = "Not a replica node", body = ErrorBody),
+        (status = 404, description = "No such keygroup", body = ErrorBody)))]
 async fn delete(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     let command = Command::KeygroupDelete {
         name: name.clone(),
@@ -215,7 +261,12 @@ async fn delete(
 /// Every held (node, keygroup) with its holder and fence, and the subscriptions the holder
 /// reports holding for it (asked from each holder at once; `null` when it does not answer in
 /// time).
-async fn responsibilities(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/responsibilities", tag = "keygroups",
+    responses((status = 200, description = "One row per held (node, keygroup)", body = [ResponsibilityView]),
+        (status = 503, description = "No control plane reachable", body = ErrorBody)))]
+async fn responsibilities(
+    State(agent): State<Arc<Agent>>,
+) -> Result<Json<Vec<ResponsibilityView>>, ApiError> {
     let registry = registry(&agent).await?;
     let holder = |id| registry.members.iter().find(|m| m.info.id == id);
     let mut asks = tokio::task::JoinSet::new();
@@ -250,15 +301,15 @@ async fn responsibilities(State(agent): State<Arc<Agent>>) -> Result<Json<Value>
     while let Some(Ok((i, n))) = asks.join_next().await {
         subscriptions[i] = n;
     }
-    Ok(Json(json!(registry
-        .responsibilities
-        .iter()
-        .zip(subscriptions)
-        .map(|(r, n)| {
-            let mut view =
-                views::responsibility(r, holder(r.machine).map(|m| m.info.name.as_str()));
-            view["subscriptions"] = json!(n);
-            view
-        })
-        .collect::<Vec<_>>())))
+    Ok(Json(
+        registry
+            .responsibilities
+            .iter()
+            .zip(subscriptions)
+            .map(|(r, n)| ResponsibilityView {
+                subscriptions: n,
+                ..views::responsibility(r, holder(r.machine).map(|m| m.info.name.as_str()))
+            })
+            .collect(),
+    ))
 }

@@ -15,6 +15,7 @@
 //! - [`feed`]: the follower that keeps the view current and re-bootstraps on `gone`.
 //! - [`keygroups_api`]: `/v1/keygroups...` and `/v1/responsibilities` on every member.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps.
+//! - [`openapi`]: `GET /v1/openapi.json`, derived from the handlers (utoipa).
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
 pub mod access_log;
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod join;
 pub mod keygroups_api;
 pub mod metrics;
+pub mod openapi;
 pub mod role_runtime;
 pub mod view;
 

@@ -318,6 +318,10 @@ pub(crate) fn registry(agent: &Arc<Agent>) -> Arc<Registry> {
     Arc::new(registry)
 }
 
+/// Prometheus text (OpenMetrics).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric of this member and its roles",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub(crate) async fn route(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {

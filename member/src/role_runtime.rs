@@ -29,6 +29,16 @@ pub fn load(name: &str) -> Option<Box<dyn Role>> {
     }
 }
 
+/// The OpenAPI document of a role's routes.
+pub fn openapi(name: &str) -> Option<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    match name {
+        "host" => Some(hivemind_host_role::HostApi::openapi()),
+        "dns" | "trigger" => hivemind_dns_role::openapi(name),
+        _ => None,
+    }
+}
+
 pub fn peer(record: &MemberRecord) -> Peer {
     Peer {
         id: record.info.id,

@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hivemind_common::MemberId;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::{views, ApiError, JsonBody, QueryParams};
+use super::views::{self, ErrorBody, EventView, KvView, RegistryView};
+use super::{ApiError, JsonBody, QueryParams};
 use crate::bootstrap::Hello;
-use crate::control::{ControlPlane, VoterChange};
+use crate::control::{ControlPlane, CpStatus, VoterChange};
 use crate::network::paths;
 use crate::registry::{Command, CommandOutput, FeedError};
 use crate::types::CpNode;
@@ -40,21 +41,70 @@ pub fn routes() -> Router<Arc<ControlPlane>> {
         .route("/v1/events", get(events))
 }
 
-#[derive(Deserialize, Default)]
+/// The control plane's public routes, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(cp_status, add_voter, remove_voter, epoch_bump, snapshot, kv_list, kv_get, kv_put, kv_delete, events),
+    components(schemas(ErrorBody, CpStatus, RegistryView, KvView, EventView, KvWritten, KvDeleted, EpochStarted, EventsPage, AddVoter, EpochBody)),
+    tags((name = "control plane", description = "Raft status, voters, epochs, snapshots"), (name = "kv", description = "The replicated KV namespace"), (name = "events", description = "The registry's event feed"))
+)]
+pub struct CpApi;
+
+/// Query of reads: unknown parameters are refused (400).
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReadQuery {
+    /// Answer from this member's applied state instead of a linearizable read.
     #[serde(default)]
     stale: bool,
+    /// `GET /v1/kv/{key}`: the entry as JSON (`KvView`) instead of the raw value.
     #[serde(default)]
     meta: bool,
+    /// `GET /v1/kv`: only keys with this prefix.
     #[serde(default)]
     prefix: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WriteQuery {
+    /// Compare-and-set: `0` only if absent, `i` only if the key's modify index is `i`.
     cas: Option<u64>,
+}
+
+/// Answer of a KV write.
+#[derive(Serialize, ToSchema)]
+pub struct KvWritten {
+    /// The modify index of the value written.
+    pub index: u64,
+}
+
+/// Answer of a KV delete.
+#[derive(Serialize, ToSchema)]
+pub struct KvDeleted {
+    pub deleted: bool,
+    pub index: u64,
+}
+
+/// Answer of an epoch bump.
+#[derive(Serialize, ToSchema)]
+pub struct EpochStarted {
+    pub epoch: u64,
+    pub index: u64,
+}
+
+/// A page of the event feed.
+#[derive(Serialize, ToSchema)]
+pub struct EventsPage {
+    pub epoch: u64,
+    /// The feed of this epoch starts after this index.
+    pub first_index: u64,
+    pub applied_index: u64,
+    /// Pass as `after` to continue.
+    pub next_after: u64,
+    pub events: Vec<EventView>,
 }
 
 /// Waits for a linearizable read point unless `stale`; returns the index the read is served at.
@@ -66,11 +116,14 @@ async fn read_point(cp: &ControlPlane, stale: bool) -> Result<u64, ApiError> {
     }
 }
 
-async fn cp_status(State(cp): Cp) -> Json<Value> {
-    Json(json!(cp.status().await))
+/// This member's view of the control plane.
+#[utoipa::path(get, path = "/v1/cp/status", tag = "control plane",
+    responses((status = 200, description = "Raft state, leader, voters, indexes, health", body = CpStatus)))]
+async fn cp_status(State(cp): Cp) -> Json<CpStatus> {
+    Json(cp.status().await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddVoter {
     /// `HOST:HTTP_PORT` of a started, not yet initialized CP member.
@@ -86,10 +139,16 @@ fn yes() -> bool {
     true
 }
 
+/// Adds a started, uninitialized CP member as a learner, then promotes it.
+#[utoipa::path(post, path = "/v1/cp/voters", tag = "control plane", request_body = AddVoter,
+    responses(
+        (status = 200, description = "The control plane after the change", body = CpStatus),
+        (status = 400, description = "Bad body or unreachable member", body = ErrorBody),
+        (status = 503, description = "No quorum", body = ErrorBody)))]
 async fn add_voter(
     State(cp): Cp,
     JsonBody(body): JsonBody<Option<AddVoter>>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<CpStatus>, ApiError> {
     let body = body.ok_or_else(|| {
         ApiError::bad_request("body must be {\"addr\": \"HOST:PORT\", \"voter\": true}")
     })?;
@@ -124,62 +183,91 @@ async fn add_voter(
         },
         voter: body.voter,
     };
-    Ok(Json(json!(cp.change_voters(change).await?)).into_response())
+    Ok(Json(cp.change_voters(change).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RemoveVoter {
+    /// The member id (16 hex digits).
     id: String,
 }
 
+/// Removes a voter or learner.
+#[utoipa::path(delete, path = "/v1/cp/voters", tag = "control plane", params(RemoveVoter),
+    responses(
+        (status = 200, description = "The control plane after the change", body = CpStatus),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 503, description = "No quorum", body = ErrorBody)))]
 async fn remove_voter(
     State(cp): Cp,
     QueryParams(q): QueryParams<RemoveVoter>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<CpStatus>, ApiError> {
     let id: MemberId =
         q.id.parse()
             .map_err(|e| ApiError::bad_request(format!("id: {e}")))?;
     let status = cp
         .change_voters(VoterChange::Remove { id: id.get() })
         .await?;
-    Ok(Json(json!(status)).into_response())
+    Ok(Json(status))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EpochBody {
     reason: Option<String>,
 }
 
+/// Starts a new epoch: members re-bootstrap from a snapshot.
+#[utoipa::path(post, path = "/v1/cp/epoch", tag = "control plane",
+    request_body(content = Option<EpochBody>, description = "Optional reason"),
+    responses(
+        (status = 200, description = "The new epoch", body = EpochStarted),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 503, description = "No quorum", body = ErrorBody)))]
 async fn epoch_bump(
     State(cp): Cp,
     JsonBody(body): JsonBody<Option<EpochBody>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EpochStarted>, ApiError> {
     let reason = body
         .and_then(|b| b.reason)
         .unwrap_or_else(|| "operator".to_string());
     let applied = cp.write(Command::EpochBump { reason }).await?;
     match applied.output {
-        CommandOutput::EpochStarted { epoch, index } => {
-            Ok(Json(json!({ "epoch": epoch, "index": index })))
-        }
+        CommandOutput::EpochStarted { epoch, index } => Ok(Json(EpochStarted { epoch, index })),
         other => Err(ApiError::bad_request(format!(
             "unexpected outcome {other:?}"
         ))),
     }
 }
 
+/// The whole registry (members, nodes, keygroups without secrets, responsibilities, KV,
+/// events) at one index.
+#[utoipa::path(get, path = "/v1/cp/snapshot", tag = "control plane", params(ReadQuery),
+    responses(
+        (status = 200, description = "The registry", body = RegistryView),
+        (status = 400, description = "Unknown query parameter", body = ErrorBody),
+        (status = 503, description = "No quorum (linearizable read)", body = ErrorBody)))]
 async fn snapshot(
     State(cp): Cp,
     QueryParams(q): QueryParams<ReadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RegistryView>, ApiError> {
     read_point(&cp, q.stale).await?;
     let state = cp.state().read();
     let index = state.last_applied.map_or(0, |l| l.index);
     Ok(Json(views::registry(&state.registry, index)))
 }
 
+/// One key: the raw value, or with `?meta=true` the entry as JSON.
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key (may contain /)"), ReadQuery),
+    responses(
+        (status = 200, description = "The value (raw) or the entry (meta=true)",
+            headers(("x-hivemind-index" = u64, description = "The modify index")),
+            content((Vec<u8> = "application/octet-stream"), (KvView = "application/json"))),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 503, description = "No quorum (linearizable read)", body = ErrorBody)))]
 async fn kv_get(
     State(cp): Cp,
     Path(key): Path<String>,
@@ -204,6 +292,13 @@ async fn kv_get(
     }
 }
 
+/// Every key (with `?prefix=`, those under it), values in base64.
+#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ReadQuery),
+    responses(
+        (status = 200, description = "The entries", body = [KvView],
+            headers(("x-hivemind-index" = u64, description = "The index the read was served at"))),
+        (status = 400, description = "Unknown query parameter", body = ErrorBody),
+        (status = 503, description = "No quorum (linearizable read)", body = ErrorBody)))]
 async fn kv_list(
     State(cp): Cp,
     QueryParams(q): QueryParams<ReadQuery>,
@@ -211,18 +306,22 @@ async fn kv_list(
     let at = read_point(&cp, q.stale).await?;
     let state = cp.state().read();
     let prefix = q.prefix.unwrap_or_default();
-    let entries: Vec<Value> = state
+    let entries: Vec<KvView> = state
         .registry
         .kv_prefix(&prefix)
         .map(|(k, e)| views::kv(k, e))
         .collect();
-    Ok((
-        [(INDEX_HEADER, at.to_string())],
-        Json(Value::Array(entries)),
-    )
-        .into_response())
+    Ok(([(INDEX_HEADER, at.to_string())], Json(entries)).into_response())
 }
 
+/// Writes the request body as the key's value.
+#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key"), WriteQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value"),
+    responses(
+        (status = 200, description = "Written", body = KvWritten),
+        (status = 409, description = "Compare-and-set failed (cas_failed)", body = ErrorBody),
+        (status = 503, description = "No quorum", body = ErrorBody)))]
 async fn kv_put(
     State(cp): Cp,
     Path(key): Path<String>,
@@ -244,16 +343,25 @@ async fn kv_put(
     };
     Ok((
         [(INDEX_HEADER, modify_index.to_string())],
-        Json(json!({ "index": modify_index })),
+        Json(KvWritten {
+            index: modify_index,
+        }),
     )
         .into_response())
 }
 
+/// Deletes a key (no error if absent: `deleted` says whether it existed).
+#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key"), WriteQuery),
+    responses(
+        (status = 200, description = "Done", body = KvDeleted),
+        (status = 409, description = "Compare-and-set failed (cas_failed)", body = ErrorBody),
+        (status = 503, description = "No quorum", body = ErrorBody)))]
 async fn kv_delete(
     State(cp): Cp,
     Path(key): Path<String>,
     QueryParams(q): QueryParams<WriteQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KvDeleted>, ApiError> {
     let applied = cp.write(Command::KvDelete { key, cas: q.cas }).await?;
     let CommandOutput::KvDeleted { deleted } = applied.output else {
         return Err(ApiError::bad_request(format!(
@@ -261,16 +369,24 @@ async fn kv_delete(
             applied.output
         )));
     };
-    Ok(Json(json!({ "deleted": deleted, "index": applied.index })))
+    Ok(Json(KvDeleted {
+        deleted,
+        index: applied.index,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Events after this index.
     #[serde(default)]
     after: u64,
+    /// Long-poll: wait up to this long for an event (`30s`, `500ms`, `2m`; at most 300 s).
     wait: Option<String>,
+    /// The epoch the caller follows (410 gone if it ended).
     epoch: Option<u64>,
+    /// At most this many events (1..1000).
     limit: Option<usize>,
 }
 
@@ -297,10 +413,15 @@ pub fn parse_wait(text: &str) -> Result<Duration, String> {
 }
 
 /// Long-poll of the event feed from this member's applied state.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events", body = EventsPage),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 410, description = "The epoch or position is gone: re-bootstrap from /v1/cp/snapshot", body = ErrorBody)))]
 async fn events(
     State(cp): Cp,
     QueryParams(q): QueryParams<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventsPage>, ApiError> {
     let wait = match &q.wait {
         Some(w) => parse_wait(w).map_err(ApiError::bad_request)?,
         None => Duration::ZERO,
@@ -317,13 +438,13 @@ async fn events(
         )
         .with("epoch", epoch)
         .with("first_index", first_index)),
-        Ok(page) => Ok(Json(json!({
-            "epoch": page.epoch,
-            "first_index": page.first_index,
-            "applied_index": page.applied_index,
-            "next_after": page.next_after,
-            "events": page.events.iter().map(views::event).collect::<Vec<_>>(),
-        }))),
+        Ok(page) => Ok(Json(EventsPage {
+            epoch: page.epoch,
+            first_index: page.first_index,
+            applied_index: page.applied_index,
+            next_after: page.next_after,
+            events: page.events.iter().map(views::event).collect(),
+        })),
     }
 }
 

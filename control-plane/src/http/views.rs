@@ -1,15 +1,46 @@
 //! JSON views of registry data for the HTTP API (the registry's own serde form is the binary
-//! snapshot format; these are the user-facing shapes of DESIGN.md §7).
+//! snapshot format; these are the user-facing shapes of DESIGN.md §7). Each is a type with a
+//! schema, so the OpenAPI document describes exactly what the handlers send.
 
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
 
 use crate::registry::{
     Event, KeygroupConfig, KvEntry, MemberRecord, NodeConfig, Registry, Responsibility,
 };
 
-/// `{index, epoch, kind: "member_joined", ...fields}`.
-pub fn event(e: &Event) -> Value {
+/// A registry event: `{index, epoch, kind: "member_joined", ...the kind's fields}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct EventView(pub Value);
+
+impl utoipa::PartialSchema for EventView {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property("index", ObjectBuilder::new().schema_type(Type::Integer))
+            .property("epoch", ObjectBuilder::new().schema_type(Type::Integer))
+            .property(
+                "kind",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("member_joined, member_left, member_failed, member_address_changed, node_config_updated, epoch_started, keygroup_created, keygroup_updated, keygroup_deleted, responsibility_claimed, responsibility_released")),
+            )
+            .required("index")
+            .required("epoch")
+            .required("kind")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .description(Some("The event's own fields follow index, epoch and kind."))
+            .into()
+    }
+}
+
+impl ToSchema for EventView {}
+
+pub fn event(e: &Event) -> EventView {
     let mut object = Map::new();
     object.insert("index".into(), e.index.into());
     object.insert("epoch".into(), e.epoch.into());
@@ -22,87 +53,174 @@ pub fn event(e: &Event) -> Value {
             }
         }
     }
-    Value::Object(object)
+    EventView(Value::Object(object))
 }
 
-pub fn member(m: &MemberRecord) -> Value {
-    json!({
-        "id": m.info.id.to_string(),
-        "name": m.info.name,
-        "node": m.info.node,
-        "roles": m.info.roles,
-        "addr": m.info.gossip_addr,
-        "http": m.info.http_addr,
-        "state": m.state.as_str(),
-        "generation": m.info.generation,
-        "control_plane": m.info.control_plane,
-        "updated_index": m.updated_index,
-    })
+/// A member as the registry records it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberView {
+    /// 16 hex digits.
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub roles: Vec<String>,
+    /// Gossip address (`IP:PORT`).
+    pub addr: String,
+    /// HTTP address (`IP:PORT`).
+    pub http: String,
+    /// `alive`, `failed` or `left` (`/v1/members` also says `suspect` for what SWIM suspects).
+    pub state: String,
+    pub generation: u64,
+    pub control_plane: bool,
+    pub updated_index: u64,
 }
 
-pub fn node(n: &NodeConfig) -> Value {
-    json!({
-        "node": n.node,
-        "machines": n.machines.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-        "version": n.version,
-    })
+pub fn member(m: &MemberRecord) -> MemberView {
+    MemberView {
+        id: m.info.id.to_string(),
+        name: m.info.name.clone(),
+        node: m.info.node.clone(),
+        roles: m.info.roles.clone(),
+        addr: m.info.gossip_addr.clone(),
+        http: m.info.http_addr.clone(),
+        state: m.state.as_str().to_string(),
+        generation: m.info.generation,
+        control_plane: m.info.control_plane,
+        updated_index: m.updated_index,
+    }
 }
 
-pub fn kv(key: &str, e: &KvEntry) -> Value {
-    json!({
-        "key": key,
-        "value_base64": base64::engine::general_purpose::STANDARD.encode(&e.value),
-        "create_index": e.create_index,
-        "modify_index": e.modify_index,
-    })
+/// A node: the machines (member ids) it groups.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodeView {
+    pub node: String,
+    pub machines: Vec<String>,
+    pub version: u64,
+}
+
+pub fn node(n: &NodeConfig) -> NodeView {
+    NodeView {
+        node: n.node.clone(),
+        machines: n.machines.iter().map(|m| m.to_string()).collect(),
+        version: n.version,
+    }
+}
+
+/// A KV entry with its value in base64 (`?meta=true` and listings).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KvView {
+    pub key: String,
+    pub value_base64: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+pub fn kv(key: &str, e: &KvEntry) -> KvView {
+    KvView {
+        key: key.to_string(),
+        value_base64: base64::engine::general_purpose::STANDARD.encode(&e.value),
+        create_index: e.create_index,
+        modify_index: e.modify_index,
+    }
+}
+
+/// A keygroup's config.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeygroupView {
+    /// `APP/TENANT/GROUP`.
+    pub name: String,
+    pub version: u64,
+    pub replicas: Vec<String>,
+    pub triggers: Vec<String>,
+    /// Record TTL in seconds.
+    pub ttl: u32,
+    pub open: bool,
+    pub tombstoned: bool,
+    pub updated_index: u64,
+    /// Only for the admin or a replica or trigger node, never for a tombstone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_base64: Option<String>,
 }
 
 /// A keygroup config; its secret (base64) only when `show_secret` (admin, replica or trigger
 /// node), never for a tombstone.
-pub fn keygroup(k: &KeygroupConfig, show_secret: bool) -> Value {
-    let mut view = json!({
-        "name": k.name,
-        "version": k.version,
-        "replicas": k.replicas,
-        "triggers": k.triggers,
-        "ttl": k.ttl_secs,
-        "open": k.open,
-        "tombstoned": k.tombstoned,
-        "updated_index": k.updated_index,
-    });
-    if show_secret && !k.tombstoned {
-        view["secret_base64"] = base64::engine::general_purpose::STANDARD
-            .encode(&k.secret)
-            .into();
+pub fn keygroup(k: &KeygroupConfig, show_secret: bool) -> KeygroupView {
+    KeygroupView {
+        name: k.name.clone(),
+        version: k.version,
+        replicas: k.replicas.iter().cloned().collect(),
+        triggers: k.triggers.iter().cloned().collect(),
+        ttl: k.ttl_secs,
+        open: k.open,
+        tombstoned: k.tombstoned,
+        updated_index: k.updated_index,
+        secret_base64: (show_secret && !k.tombstoned)
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&k.secret)),
     }
-    view
 }
 
-/// `{node, keygroup, machine, machine_name, fence}`.
-pub fn responsibility(r: &Responsibility, machine_name: Option<&str>) -> Value {
-    json!({
-        "node": r.node,
-        "keygroup": r.keygroup,
-        "machine": r.machine.to_string(),
-        "machine_name": machine_name,
-        "fence": r.fence,
-    })
+/// Who is responsible for a keygroup in a node.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ResponsibilityView {
+    pub node: String,
+    pub keygroup: String,
+    /// The holder's member id.
+    pub machine: String,
+    pub machine_name: Option<String>,
+    /// The log index of the claim.
+    pub fence: u64,
+    /// The streams the holder reports holding for it (`/v1/responsibilities` only; `null`
+    /// when it did not answer).
+    pub subscriptions: Option<u64>,
 }
 
-/// The whole registry at `index` (`GET /v1/cp/snapshot`); keygroup secrets are not in it.
-pub fn registry(r: &Registry, index: u64) -> Value {
-    json!({
-        "keygroups": r.keygroups().values().map(|k| keygroup(k, false)).collect::<Vec<_>>(),
-        "responsibilities": r
+pub fn responsibility(r: &Responsibility, machine_name: Option<&str>) -> ResponsibilityView {
+    ResponsibilityView {
+        node: r.node.clone(),
+        keygroup: r.keygroup.clone(),
+        machine: r.machine.to_string(),
+        machine_name: machine_name.map(str::to_string),
+        fence: r.fence,
+        subscriptions: None,
+    }
+}
+
+/// The whole registry at one index (`GET /v1/cp/snapshot`); keygroup secrets are not in it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RegistryView {
+    pub keygroups: Vec<KeygroupView>,
+    pub responsibilities: Vec<ResponsibilityView>,
+    pub index: u64,
+    pub epoch: u64,
+    pub epoch_start_index: u64,
+    pub members: Vec<MemberView>,
+    pub nodes: Vec<NodeView>,
+    pub kv: Vec<KvView>,
+    pub events: Vec<EventView>,
+}
+
+pub fn registry(r: &Registry, index: u64) -> RegistryView {
+    RegistryView {
+        keygroups: r.keygroups().values().map(|k| keygroup(k, false)).collect(),
+        responsibilities: r
             .responsibilities()
             .map(|x| responsibility(x, r.member(x.machine).map(|m| m.info.name.as_str())))
-            .collect::<Vec<_>>(),
-        "index": index,
-        "epoch": r.epoch(),
-        "epoch_start_index": r.epoch_start_index(),
-        "members": r.members().values().map(member).collect::<Vec<_>>(),
-        "nodes": r.nodes().values().map(node).collect::<Vec<_>>(),
-        "kv": r.kv_prefix("").map(|(k, e)| kv(k, e)).collect::<Vec<_>>(),
-        "events": r.events().iter().map(event).collect::<Vec<_>>(),
-    })
+            .collect(),
+        index,
+        epoch: r.epoch(),
+        epoch_start_index: r.epoch_start_index(),
+        members: r.members().values().map(member).collect(),
+        nodes: r.nodes().values().map(node).collect(),
+        kv: r.kv_prefix("").map(|(k, e)| kv(k, e)).collect(),
+        events: r.events().iter().map(event).collect(),
+    }
+}
+
+pub use hivemind_common::api::{ErrorBody, ErrorDetail};
+
+/// Used where a schema must say "any JSON object".
+pub fn free_form() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
 }
