@@ -266,17 +266,19 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     ];
     let web1 = cluster.add_member("web-1", &via_cp, &member_args);
     cluster.agents[web1].start();
-    // Admitted and caught up with the feed, a host still waits: it requires dns, and no
-    // live member performs it.
-    let status = wait_for("web-1 admitted and caught up", || async {
+    // Admitted, caught up with the feed and its keygroup joined, a host still waits: it
+    // requires dns, and no live member performs it.
+    let status = wait_for("web-1 waiting for dns only", || async {
         let s = get_json(&cluster.agents[web1].url("/v1/status"))
             .await
             .ok()?;
-        (s["admitted"] == true && s["feed"]["caught_up"] == true).then_some(s)
+        (s["admitted"] == true
+            && s["feed"]["caught_up"] == true
+            && s["waiting_for"] == serde_json::json!(["role:dns"]))
+        .then_some(s)
     })
     .await;
     assert_eq!(status["ready"], false);
-    assert_eq!(status["waiting_for"], serde_json::json!(["role:dns"]));
     // web-2 joins through web-1, which is not a control-plane member.
     let via_member = cluster.agents[web1].http_addr();
     let web2 = cluster.add_member("web-2", &via_member, &member_args);
