@@ -211,6 +211,18 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
     assert!(histogram_count(&ns_text, "hivemind_dns_query_duration_seconds") >= 1.0);
     let cp_text = text(cluster.agents[0].url("/metrics")).await;
     assert!(histogram_count(&cp_text, "hivemind_raft_append_duration_seconds") >= 1.0);
+    // Raft's commit index and leader changes (at least the first election), the dns member's
+    // responsibility claims.
+    let number = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    assert!(number(&cp_text, "hivemind_raft_commit_index") >= 1.0);
+    assert!(number(&cp_text, "hivemind_raft_leader_changes_total") >= 1.0);
+    assert!(number(&ns_text, "hivemind_dns_responsibility_claims_total") >= 1.0);
+    assert_eq!(number(&ns_text, "hivemind_dns_keygroups_held"), 1.0);
     assert!(
         value(
             &ns_metrics,

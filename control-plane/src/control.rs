@@ -283,6 +283,26 @@ pub struct ControlPlane {
     /// KV writes waiting to be proposed in a batch.
     kv_writes: mpsc::Sender<PendingWrite>,
     append_latency: Arc<hivemind_common::histogram::LatencyHistogram>,
+    leader_changes: AtomicU64,
+    committed: Arc<AtomicU64>,
+}
+
+/// Counts leader changes from openraft's metrics until the control plane is dropped.
+async fn count_leader_changes(cp: std::sync::Weak<ControlPlane>) {
+    let Some(mut metrics) = cp.upgrade().map(|cp| cp.raft.metrics()) else {
+        return;
+    };
+    let mut leader = metrics.borrow().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_leader;
+        if now != leader {
+            leader = now;
+            match cp.upgrade() {
+                Some(cp) => cp.leader_changes.fetch_add(1, Ordering::Relaxed),
+                None => return,
+            };
+        }
+    }
 }
 
 /// A KV write waiting for its batch, and where its verdict goes.
@@ -306,6 +326,7 @@ impl ControlPlane {
         let (log, sm) = store::open(&config.dir).map_err(|e| CpError::Fatal(e.to_string()))?;
         let state = sm.shared();
         let append_latency = log.append_latency();
+        let committed = log.committed_index();
         let raft_config = openraft::Config {
             cluster_name: "hivemind".to_string(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
@@ -340,9 +361,23 @@ impl ControlPlane {
             last_leader_contact_ms: AtomicU64::new(u64::MAX),
             known: Mutex::new(BTreeMap::new()),
             kv_writes,
+            leader_changes: AtomicU64::new(0),
+            committed,
         });
         tokio::spawn(run_batcher(Arc::downgrade(&cp), pending));
+        tokio::spawn(count_leader_changes(Arc::downgrade(&cp)));
         Ok(cp)
+    }
+
+    /// The last commit index this member saved (for `/metrics`; `status` asks Raft itself).
+    pub fn commit_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Times this member saw the leader change (to another member or to none), for
+    /// `/metrics`.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
     }
 
     pub fn id(&self) -> NodeId {

@@ -85,6 +85,9 @@ struct Counters {
     received_from_hosts: AtomicU64,
     /// Records opened from the holder's intra-node stream.
     received_from_holder: AtomicU64,
+    /// Times this machine became responsible for a keygroup (a claim granted, or found held
+    /// by this machine when it was not before).
+    claims: AtomicU64,
     webhook_delivered: AtomicU64,
     webhook_failures: AtomicU64,
     webhook_dropped: AtomicU64,
@@ -421,6 +424,24 @@ impl RoleMetrics for DnsMetrics {
                 "Records received on the intra-node stream from the keygroup's holder.",
                 true,
                 shared.counters.received_from_holder.load(Ordering::Relaxed),
+            ),
+            count(
+                "responsibility_claims",
+                "Times this machine became responsible for a keygroup.",
+                true,
+                shared.counters.claims.load(Ordering::Relaxed),
+            ),
+            count(
+                "keygroups_held",
+                "Keygroups this machine is responsible for now.",
+                false,
+                shared
+                    .positions
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|p| p.claim == "mine")
+                    .count() as u64,
             ),
             count(
                 "webhook_delivered",
@@ -1074,6 +1095,10 @@ async fn reconcile_keygroups(
         }
         match ctx.cp.claim(name.clone()).await {
             Ok(Claim::Mine { fence }) => {
+                if !shared.holds(name) {
+                    shared.counters.claims.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(keygroup = %name, fence, "responsible for the keygroup in this node");
+                }
                 let seeded = shared
                     .copied_once
                     .lock()

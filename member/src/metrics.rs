@@ -285,6 +285,18 @@ impl Collector for AgentCollector {
                 "1 on the Raft leader.",
                 &[(&[], i64::from(m.state == openraft::ServerState::Leader))],
             )?;
+            counter(
+                e,
+                "hivemind_raft_leader_changes",
+                "Times this member saw the Raft leader change.",
+                &[(&[], cp.leader_changes())],
+            )?;
+            gauge(
+                e,
+                "hivemind_raft_commit_index",
+                "Index of the last entry known committed.",
+                &[(&[], cp.commit_index() as i64)],
+            )?;
             gauge(
                 e,
                 "hivemind_raft_last_log_index",

@@ -27,6 +27,8 @@ pub struct LogStore {
     flusher: mpsc::UnboundedSender<FlushJob>,
     /// Append → durable, per append (shown in `/metrics`).
     latency: Arc<LatencyHistogram>,
+    /// The last commit index openraft saved (shown in `/metrics`).
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Work for the flusher task, done strictly in order.
@@ -88,7 +90,13 @@ impl LogStore {
             meta: db.open_tree("raft_meta").map_err(|e| read_err(&e))?,
             flusher,
             latency,
+            committed: Arc::default(),
         })
+    }
+
+    /// The commit index as last saved, shared.
+    pub fn committed_index(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.committed.clone()
     }
 
     /// The append latency histogram (append → durable).
@@ -191,6 +199,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed: losing it only means re-applying from the last snapshot is delayed until
         // the leader tells us the commit index again.
+        if let Some(c) = committed {
+            self.committed
+                .store(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
         self.put_meta(COMMITTED, &committed)
     }
 
