@@ -433,7 +433,13 @@ impl ControlPlane {
         let mut last_detail = String::from("the leader did not reach a quorum");
         loop {
             let attempt = async {
-                match local().await {
+                // A follower that knows the leader forwards at once, without first asking its
+                // own Raft core (a round trip through a task that is busy with appends).
+                let first = match self.leader_elsewhere() {
+                    Some(addr) => Err(CpError::NotLeader { leader: Some(addr) }),
+                    None => local().await,
+                };
+                match first {
                     Err(CpError::NotLeader { leader: Some(addr) })
                         if addr != self.config.http_addr =>
                     {
@@ -484,6 +490,21 @@ impl ControlPlane {
             return self.batched_write(command, false).await;
         }
         self.propose(command).await
+    }
+
+    /// The leader's HTTP address when this member's metrics name another member as leader.
+    fn leader_elsewhere(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        if leader == self.config.id {
+            return None;
+        }
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.http_addr.clone())
     }
 
     fn is_leader(&self) -> bool {
