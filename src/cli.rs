@@ -327,6 +327,5 @@ pub struct AgentArgs {
 }
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    hivemind_control_plane::http::api::parse_wait(text)
-        .map_err(|e| e.trim_start_matches("wait: ").to_string())
+    hivemind_common::duration::parse(text)
 }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod duration;
 pub mod histogram;
 pub mod id;
 pub mod names;

@@ -152,27 +152,6 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-/// `30s`, `500ms`, `2m` or plain seconds, at most [`MAX_WAIT`].
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("wait: {text:?} is not a duration like 30s or 500ms"))?;
-    let wait = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("wait: unknown unit in {text:?} (use ms, s or m)")),
-    };
-    if wait > MAX_WAIT {
-        return Err(format!("wait: at most {}s", MAX_WAIT.as_secs()));
-    }
-    Ok(wait)
-}
-
 /// The record changes this machine received, numbered; a long-poll.
 #[utoipa::path(get, path = "/v1/roles/trigger/events", tag = "trigger role", params(EventsQuery),
     responses((status = 200, description = "A page of changes", body = ChangesPage),
@@ -185,7 +164,12 @@ pub(crate) async fn events_route(
     let Ok(Query(q)) = query else {
         return bad_request("query: expected after=N, wait=D, limit=L".into());
     };
-    let wait = match q.wait.as_deref().map(parse_wait).transpose() {
+    let wait = match q
+        .wait
+        .as_deref()
+        .map(|w| hivemind_common::duration::parse_wait(w, MAX_WAIT))
+        .transpose()
+    {
         Ok(w) => w.unwrap_or(Duration::ZERO),
         Err(e) => return bad_request(e),
     };

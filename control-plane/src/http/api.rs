@@ -390,26 +390,9 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-/// Parses `30s`, `500ms`, `2m` or a plain number of seconds.
+/// The `wait` of a long-poll: `30s`, `500ms`, `2m`, at most [`MAX_WAIT`].
 pub fn parse_wait(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("wait: {text:?} is not a duration like 30s or 500ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("wait: unknown unit in {text:?} (use ms, s or m)")),
-    };
-    if d > MAX_WAIT {
-        return Err(format!("wait: at most {}s", MAX_WAIT.as_secs()));
-    }
-    Ok(d)
+    hivemind_common::duration::parse_wait(text, MAX_WAIT)
 }
 
 /// Long-poll of the event feed from this member's applied state.
@@ -445,22 +428,5 @@ async fn events(
             next_after: page.next_after,
             events: page.events.iter().map(views::event).collect(),
         })),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_wait;
-    use std::time::Duration;
-
-    #[test]
-    fn wait_durations() {
-        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_wait("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_wait("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_wait("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_wait("10h").is_err());
-        assert!(parse_wait("abc").is_err());
-        assert!(parse_wait("301s").is_err());
     }
 }
