@@ -100,29 +100,9 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
         );
         return;
     };
-    let local = ["--gossip-profile", "local"];
-    let mut cluster = Cluster::control_plane(3, &local);
-    cluster.wait_healthy().await;
-    let via = cluster.agents[0].http_addr();
-    let web1 = cluster.add_member(
-        "web-1",
-        &via,
-        &["--gossip-profile", "local", "--roles", "host"],
-    );
-    cluster.agents[web1].start();
-    let ns = cluster.add_member(
-        "ns-1",
-        &via,
-        &[
-            "--gossip-profile",
-            "local",
-            "--roles",
-            "dns",
-            "--dns-port",
-            &free_port().to_string(),
-        ],
-    );
-    cluster.agents[ns].start();
+    let mut cluster = Cluster::local_control_plane().await;
+    let web1 = cluster.start_role_member("web-1", "host", &[]);
+    cluster.start_dns_member("ns-1", &[]);
 
     let (_driver, client) = browser(&driver_bin, &chrome).await;
     client.goto(&cluster.agents[0].url("/")).await.unwrap();

@@ -48,37 +48,12 @@ async fn dns_status(cluster: &Cluster, agent: usize) -> Option<Value> {
 
 /// 3 CP members, host web-1 and three dns machines in node `ns`, all answering for web-1.
 async fn start() -> (Cluster, DnsNode, usize) {
-    let local = ["--gossip-profile", "local"];
-    let mut cluster = Cluster::control_plane(3, &local);
-    cluster.wait_healthy().await;
-    let via_cp = cluster.agents[0].http_addr();
-    let web1 = cluster.add_member(
-        "web-1",
-        &via_cp,
-        &["--gossip-profile", "local", "--roles", "host"],
-    );
-    cluster.agents[web1].start();
-    let mut machines = Vec::new();
-    for name in ["ns-a", "ns-b", "ns-c"] {
-        let port = free_port();
-        let p = port.to_string();
-        let i = cluster.add_member(
-            name,
-            &via_cp,
-            &[
-                "--gossip-profile",
-                "local",
-                "--roles",
-                "dns",
-                "--node",
-                "ns",
-                "--dns-port",
-                &p,
-            ],
-        );
-        cluster.agents[i].start();
-        machines.push((i, port));
-    }
+    let mut cluster = Cluster::local_control_plane().await;
+    let web1 = cluster.start_role_member("web-1", "host", &[]);
+    let machines = ["ns-a", "ns-b", "ns-c"]
+        .into_iter()
+        .map(|name| cluster.start_dns_member(name, &["--node", "ns"]))
+        .collect::<Vec<_>>();
     let ports: Vec<u16> = machines.iter().map(|(_, p)| *p).collect();
     answers_on(
         &ports,
@@ -142,20 +117,7 @@ async fn seed_events_1_2_and_task_a_holder_killed_another_machine_claims_and_ans
     let (mut cluster, node, web1) = start().await;
     let first = one_holder_the_rest_follow(&cluster, &node, web1).await;
     // The host serves exactly one stream: the holder's.
-    wait_for("web-1 serves one subscriber", || async {
-        let text = client()
-            .get(cluster.agents[web1].url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .any(|l| l == "hivemind_host_subscribers 1")
-            .then_some(())
-    })
-    .await;
+    wait_metric_line(&cluster.agents[web1], "hivemind_host_subscribers 1").await;
 
     // Survivors are queried all through the failover: every answer must be right.
     let killed = index_of(&cluster, &node, &first);
@@ -301,20 +263,7 @@ async fn seed_events_4_5_7_and_8_config_changes_rotation_and_a_machine_added_to_
 
     // [8]/C and D: a machine added to the host node `web-1` (AddMachineToNode) is subscribed
     // to by the holder without a restart, and its name resolves on every machine.
-    let via_cp = cluster.agents[0].http_addr();
-    let web1b = cluster.add_member(
-        "web-1b",
-        &via_cp,
-        &[
-            "--gossip-profile",
-            "local",
-            "--roles",
-            "host",
-            "--node",
-            "web-1",
-        ],
-    );
-    cluster.agents[web1b].start();
+    let web1b = cluster.start_role_member("web-1b", "host", &["--node", "web-1"]);
     answers_on(
         &ports,
         "web-1b.host.hivemind.",
@@ -351,20 +300,7 @@ async fn seed_event_3_a_partitioned_holder_that_comes_back_drops_its_stale_subsc
     cluster.agents[frozen].signal("CONT");
     let holder_now = one_holder_the_rest_follow(&cluster, &node, web1).await;
     assert_eq!(holder_now, second);
-    wait_for("web-1 serves one subscriber again", || async {
-        let text = client()
-            .get(cluster.agents[web1].url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .any(|l| l == "hivemind_host_subscribers 1")
-            .then_some(())
-    })
-    .await;
+    wait_metric_line(&cluster.agents[web1], "hivemind_host_subscribers 1").await;
     let port = node.machines.iter().find(|(i, _)| *i == frozen).unwrap().1;
     answers_on(
         &[port],
@@ -379,29 +315,9 @@ async fn seed_event_3_a_partitioned_holder_that_comes_back_drops_its_stale_subsc
 /// receives every record change (no serving) as events and on its webhook.
 #[tokio::test(flavor = "multi_thread")]
 async fn trigger_node_receives_record_changes_as_events_and_on_a_webhook() {
-    let local = ["--gossip-profile", "local"];
-    let mut cluster = Cluster::control_plane(3, &local);
-    cluster.wait_healthy().await;
-    let via_cp = cluster.agents[0].http_addr();
-    let web1 = cluster.add_member(
-        "web-1",
-        &via_cp,
-        &["--gossip-profile", "local", "--roles", "host"],
-    );
-    cluster.agents[web1].start();
-    let ns = cluster.add_member(
-        "ns-1",
-        &via_cp,
-        &[
-            "--gossip-profile",
-            "local",
-            "--roles",
-            "dns",
-            "--dns-port",
-            &free_port().to_string(),
-        ],
-    );
-    cluster.agents[ns].start();
+    let mut cluster = Cluster::local_control_plane().await;
+    let web1 = cluster.start_role_member("web-1", "host", &[]);
+    cluster.start_dns_member("ns-1", &[]);
 
     // The webhook receiver: collects every POSTed change.
     let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
@@ -441,21 +357,11 @@ async fn trigger_node_receives_record_changes_as_events_and_on_a_webhook() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let audit = cluster.add_member(
+    let audit = cluster.start_role_member(
         "audit-1",
-        &via_cp,
-        &[
-            "--gossip-profile",
-            "local",
-            "--roles",
-            "trigger",
-            "--node",
-            "audit",
-            "--trigger-webhook",
-            &hook,
-        ],
+        "trigger",
+        &["--node", "audit", "--trigger-webhook", &hook],
     );
-    cluster.agents[audit].start();
     wait_for("audit-1 holds the keygroup for node audit", || async {
         let s = get_json(&cluster.agents[audit].url("/v1/roles/trigger/status"))
             .await

@@ -142,43 +142,10 @@ async fn check_member(agent: &Agent, skip: &BTreeSet<String>) -> BTreeSet<String
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_route_exists_and_answers_its_declared_shapes() {
-    let local = ["--gossip-profile", "local"];
-    let mut cluster = Cluster::control_plane(3, &local);
-    cluster.wait_healthy().await;
-    let via = cluster.agents[0].http_addr();
-    let web1 = cluster.add_member(
-        "web-1",
-        &via,
-        &["--gossip-profile", "local", "--roles", "host"],
-    );
-    cluster.agents[web1].start();
-    let dns_port = free_port().to_string();
-    let ns = cluster.add_member(
-        "ns-1",
-        &via,
-        &[
-            "--gossip-profile",
-            "local",
-            "--roles",
-            "dns",
-            "--dns-port",
-            &dns_port,
-        ],
-    );
-    cluster.agents[ns].start();
-    let audit = cluster.add_member(
-        "audit-1",
-        &via,
-        &[
-            "--gossip-profile",
-            "local",
-            "--roles",
-            "trigger",
-            "--node",
-            "audit",
-        ],
-    );
-    cluster.agents[audit].start();
+    let mut cluster = Cluster::local_control_plane().await;
+    let web1 = cluster.start_role_member("web-1", "host", &[]);
+    let (ns, _) = cluster.start_dns_member("ns-1", &[]);
+    let audit = cluster.start_role_member("audit-1", "trigger", &["--node", "audit"]);
     for i in [web1, ns, audit] {
         wait_for("the member admitted", || async {
             let s = get_json(&cluster.agents[i].url("/v1/status")).await.ok()?;

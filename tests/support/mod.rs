@@ -252,6 +252,34 @@ impl Cluster {
         self.push_agent(name, flags)
     }
 
+    /// A member outside the control plane with the `local` gossip profile and `--roles
+    /// roles` (plus `extra`), joined through the first agent; started.
+    pub fn start_role_member(&mut self, name: &str, roles: &str, extra: &[&str]) -> usize {
+        let via = self.agents[0].http_addr();
+        let mut flags = vec!["--gossip-profile", "local", "--roles", roles];
+        flags.extend_from_slice(extra);
+        let index = self.add_member(name, &via, &flags);
+        self.agents[index].start();
+        index
+    }
+
+    /// A dns member on a fresh DNS port (see [`Cluster::start_role_member`]); answers its index
+    /// and DNS port.
+    pub fn start_dns_member(&mut self, name: &str, extra: &[&str]) -> (usize, u16) {
+        let port = free_port();
+        let port_text = port.to_string();
+        let mut flags = vec!["--dns-port", port_text.as_str()];
+        flags.extend_from_slice(extra);
+        (self.start_role_member(name, "dns", &flags), port)
+    }
+
+    /// 3 control-plane members with the `local` gossip profile, healthy.
+    pub async fn local_control_plane() -> Self {
+        let cluster = Cluster::control_plane(3, &["--gossip-profile", "local"]);
+        cluster.wait_healthy().await;
+        cluster
+    }
+
     pub fn running(&self) -> impl Iterator<Item = &Agent> {
         self.agents.iter().filter(|a| a.is_running())
     }
@@ -311,6 +339,16 @@ where
 }
 
 /// Runs the CLI with `args` and returns its output.
+/// Waits until `agent`'s `/metrics` holds exactly the line `line` (e.g. `name 1`).
+pub async fn wait_metric_line(agent: &Agent, line: &str) {
+    let url = agent.url("/metrics");
+    wait_for(&format!("{} /metrics: {line}", agent.name), || async {
+        let text = client().get(&url).send().await.ok()?.text().await.ok()?;
+        text.lines().any(|l| l == line).then_some(())
+    })
+    .await;
+}
+
 pub fn cli(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
