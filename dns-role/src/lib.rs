@@ -386,88 +386,91 @@ impl RoleMetrics for DnsMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .records()
             .count() as u64;
-        let count = |name, help, counter, value| Sample {
+        let keygroups_held = shared
+            .positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| p.claim == "mine")
+            .count() as u64;
+        let c = &shared.counters;
+        let counters: [(&'static str, &'static str, &AtomicU64); 9] = [
+            (
+                "records_applied",
+                "Host records applied (newer seq).",
+                &c.applied,
+            ),
+            (
+                "records_refused",
+                "Records refused: they did not open with the keygroup's secret.",
+                &c.refused_sealed,
+            ),
+            (
+                "stream_errors",
+                "Subscription streams interrupted (and reconnected).",
+                &c.stream_errors,
+            ),
+            (
+                "received_from_hosts",
+                "Records received on host streams (as the keygroup's holder).",
+                &c.received_from_hosts,
+            ),
+            (
+                "received_from_holder",
+                "Records received on the intra-node stream from the keygroup's holder.",
+                &c.received_from_holder,
+            ),
+            (
+                "responsibility_claims",
+                "Times this machine became responsible for a keygroup.",
+                &c.claims,
+            ),
+            (
+                "webhook_delivered",
+                "Trigger changes POSTed to --trigger-webhook.",
+                &c.webhook_delivered,
+            ),
+            (
+                "webhook_failures",
+                "Failed webhook POSTs (each retried with backoff).",
+                &c.webhook_failures,
+            ),
+            (
+                "webhook_dropped",
+                "Trigger changes the webhook fell too far behind to deliver.",
+                &c.webhook_dropped,
+            ),
+        ];
+        let gauges = [
+            ("records", "Host records held.", held),
+            (
+                "keygroups_held",
+                "Keygroups this machine is responsible for now.",
+                keygroups_held,
+            ),
+            (
+                "subscriptions",
+                "Subscription streams open now.",
+                c.streams_open.load(Ordering::Relaxed),
+            ),
+        ];
+        let sample = |name, help, counter, value| Sample {
             name,
             help,
             counter,
             labels: vec![],
             value,
         };
-        samples.extend([
-            count("records", "Host records held.", false, held),
-            count(
-                "records_applied",
-                "Host records applied (newer seq).",
-                true,
-                shared.counters.applied.load(Ordering::Relaxed),
-            ),
-            count(
-                "records_refused",
-                "Records refused: they did not open with the keygroup's secret.",
-                true,
-                shared.counters.refused_sealed.load(Ordering::Relaxed),
-            ),
-            count(
-                "stream_errors",
-                "Subscription streams interrupted (and reconnected).",
-                true,
-                shared.counters.stream_errors.load(Ordering::Relaxed),
-            ),
-            count(
-                "received_from_hosts",
-                "Records received on host streams (as the keygroup's holder).",
-                true,
-                shared.counters.received_from_hosts.load(Ordering::Relaxed),
-            ),
-            count(
-                "received_from_holder",
-                "Records received on the intra-node stream from the keygroup's holder.",
-                true,
-                shared.counters.received_from_holder.load(Ordering::Relaxed),
-            ),
-            count(
-                "responsibility_claims",
-                "Times this machine became responsible for a keygroup.",
-                true,
-                shared.counters.claims.load(Ordering::Relaxed),
-            ),
-            count(
-                "keygroups_held",
-                "Keygroups this machine is responsible for now.",
-                false,
-                shared
-                    .positions
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .filter(|p| p.claim == "mine")
-                    .count() as u64,
-            ),
-            count(
-                "webhook_delivered",
-                "Trigger changes POSTed to --trigger-webhook.",
-                true,
-                shared.counters.webhook_delivered.load(Ordering::Relaxed),
-            ),
-            count(
-                "webhook_failures",
-                "Failed webhook POSTs (each retried with backoff).",
-                true,
-                shared.counters.webhook_failures.load(Ordering::Relaxed),
-            ),
-            count(
-                "webhook_dropped",
-                "Trigger changes the webhook fell too far behind to deliver.",
-                true,
-                shared.counters.webhook_dropped.load(Ordering::Relaxed),
-            ),
-            count(
-                "subscriptions",
-                "Subscription streams open now.",
-                false,
-                shared.counters.streams_open.load(Ordering::Relaxed),
-            ),
-        ]);
+        samples.extend(
+            counters
+                .into_iter()
+                .map(|(name, help, value)| sample(name, help, true, value.load(Ordering::Relaxed))),
+        );
+        samples.extend(
+            gauges
+                .into_iter()
+                .map(|(name, help, value)| sample(name, help, false, value)),
+        );
         samples
     }
 }
