@@ -385,6 +385,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             trigger_webhook: config.trigger_webhook.clone(),
             cluster_secret: config.cluster_secret(),
         };
+        let (view_tx, view_rx) = watch::channel(Arc::new(view.clone()));
         let basis = RoleBasis {
             names: config.roles.clone(),
             settings,
@@ -392,6 +393,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 cp: cp.clone(),
                 node: config.node.clone(),
                 id: identity.id,
+                seen: view_rx,
             },
             me: me(&member_info(
                 &config,
@@ -401,7 +403,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             )),
         };
         let (roles, role_routes) = Roles::start(basis, &view, &store, &shutdown, &tasks)?;
-        let (view, _) = watch::channel(Arc::new(view));
+        let view = view_tx;
         let config_advertise = config.advertise;
         let agent = Arc::new(Agent {
             internal: client.clone(),

@@ -191,6 +191,9 @@ pub struct RoleCp {
     pub cp: Arc<CpAccess>,
     pub node: String,
     pub id: hivemind_common::MemberId,
+    /// This member's membership view: every registry read a role makes is at least as new as
+    /// the events it was handed (a CP member that lags behind waits until it applied them).
+    pub seen: tokio::sync::watch::Receiver<Arc<crate::view::MembershipView>>,
 }
 
 fn info(k: &KeygroupConfig, node: &str) -> KeygroupInfo {
@@ -212,8 +215,14 @@ fn info(k: &KeygroupConfig, node: &str) -> KeygroupInfo {
 }
 
 impl RoleCp {
+    /// The registry at `index` or later, and never older than this member's view.
+    async fn registry_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
+        let seen = self.seen.borrow().index;
+        self.cp.registry_at(index.max(seen)).await
+    }
+
     async fn keygroup_at(&self, name: &str, index: u64) -> Result<Option<KeygroupInfo>, CpError> {
-        let registry = self.cp.registry_at(index).await?;
+        let registry = self.registry_at(index).await?;
         Ok(registry
             .keygroups
             .iter()
@@ -279,7 +288,7 @@ impl ControlPlaneClient for RoleCp {
             // Roles re-claim on every reconcile: answer from the registry when it already
             // decides (this member holds it, or another live machine of the node does), and
             // write only to take over a free or released responsibility.
-            let registry = this.cp.registry_at(0).await.map_err(call_error)?;
+            let registry = this.registry_at(0).await.map_err(call_error)?;
             let live_in_node = |id: MemberId| {
                 registry.members.iter().any(|m| {
                     m.info.id == id && m.state == MemberState::Alive && m.info.node == this.node
