@@ -228,7 +228,8 @@ pub trait ControlPlaneClient: Send + Sync {
         value: Vec<u8>,
         cas: Option<u64>,
     ) -> BoxFuture<Result<u64, CpCallError>>;
-    /// The keygroup's current config (from a control-plane member's applied state).
+    /// The keygroup's current config (a linearizable read: it includes every committed change,
+    /// e.g. a rotation a publisher already seals with).
     fn keygroup(&self, name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>>;
     /// Makes this member's node a replica of `name`: creates it `open` if it does not exist,
     /// adds the node if the keygroup is open. Answers the config as it then stands.

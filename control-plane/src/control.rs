@@ -722,6 +722,12 @@ impl ControlPlane {
 
     /// The registry once this member applied `index` (waits within the request timeout), so a
     /// writer reads its own write wherever it reads.
+    /// A linearizable read of the registry's membership (read index, then local apply).
+    pub async fn digest_now(&self) -> Result<RegistryDigest, CpError> {
+        let index = self.read_barrier().await?;
+        self.digest_at(index).await
+    }
+
     pub async fn digest_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
         let mut applied = self.state.subscribe_applied();
         let waited = tokio::time::timeout(

@@ -30,6 +30,8 @@ pub mod paths {
     pub const PROPOSE: &str = "/internal/v1/cp/propose";
     /// The registry's membership as this CP member applied it (stale read).
     pub const REGISTRY: &str = "/internal/v1/cp/registry";
+    /// A linearizable read of the registry (answers `Result<RegistryDigest, CpError>`).
+    pub const REGISTRY_NOW: &str = "/internal/v1/cp/registry-now";
     /// The event feed for members outside the control plane (long-poll).
     pub const FEED: &str = "/internal/v1/cp/feed";
     /// This CP member's Raft status, for members outside the control plane.

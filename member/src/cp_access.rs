@@ -136,6 +136,18 @@ impl CpAccess {
         }
     }
 
+    /// A linearizable read of the registry.
+    pub async fn registry_now(&self) -> Result<RegistryDigest, CpError> {
+        match self {
+            CpAccess::Member(cp) => cp.digest_now().await,
+            CpAccess::Client(client) => {
+                client
+                    .call::<_, Result<RegistryDigest, CpError>>(paths::REGISTRY_NOW, &())
+                    .await?
+            }
+        }
+    }
+
     /// A linearizable read of one KV entry.
     pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, CpError> {
         match self {
@@ -274,7 +286,16 @@ fn call_error(e: CpError) -> CpCallError {
 impl ControlPlaneClient for RoleCp {
     fn keygroup(&self, name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>> {
         let this = self.clone();
-        Box::pin(async move { this.keygroup_at(&name, 0).await.map_err(call_error) })
+        Box::pin(async move {
+            // Linearizable: a subscriber that cannot open a record re-reads here, and must see
+            // a rotation that a publisher already sealed with (seed event [5]).
+            let registry = this.cp.registry_now().await.map_err(call_error)?;
+            Ok(registry
+                .keygroups
+                .iter()
+                .find(|k| k.name == name)
+                .map(|k| info(k, &this.node)))
+        })
     }
 
     fn join_keygroup(&self, name: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>> {

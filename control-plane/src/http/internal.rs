@@ -39,6 +39,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(paths::HELLO, post(hello))
         .route(paths::PROPOSE, post(propose))
         .route(paths::REGISTRY, post(registry))
+        .route(paths::REGISTRY_NOW, post(registry_now))
         .route(paths::FEED, post(feed))
         .route(paths::STATUS, post(status))
         .route(paths::KV_GET, post(kv_get))
@@ -155,6 +156,12 @@ async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let index: u64 = decode(&body)?;
     Ok(reply(&cp.digest_at(index).await))
+}
+
+/// A linearizable read of the registry: after the leader's read index is applied here.
+async fn registry_now(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let () = decode(&body)?;
+    Ok(reply(&cp.digest_now().await))
 }
 
 /// A linearizable read of one key (answers `Result<Option<KvEntry>, CpError>`).
