@@ -188,6 +188,9 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
     if args.address_check.is_zero() {
         flag_error("--address-check: must be more than 0".to_string());
     }
+    if args.reread_every.is_zero() {
+        flag_error("--reread-every: must be more than 0".to_string());
+    }
     // A runtime change of --advertise: SIGHUP re-reads the config file's `advertise`, unless
     // the command line or the environment fixed it.
     let advertise_updates = match &args.config {

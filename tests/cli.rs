@@ -32,6 +32,14 @@ fn bad_flags_name_the_flag_and_exit_2() {
             &["--request-timeout", "5h", "--control-plane"],
             "--request-timeout",
         ),
+        (
+            &["--reread-every", "0s", "--control-plane"],
+            "--reread-every",
+        ),
+        (
+            &["--reread-every", "often", "--control-plane"],
+            "--reread-every",
+        ),
         (&["--no-such-flag"], "--no-such-flag"),
         (&["--roles", "nope", "--control-plane"], "--roles"),
         (&["--name", "x"], "--join"),

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::routing::get;
@@ -135,6 +135,11 @@ struct Shared {
     /// Trigger mode: the record changes, numbered; `change_tx` carries the last index.
     changes: Mutex<trigger::ChangeLog>,
     change_tx: tokio::sync::watch::Sender<u64>,
+    /// Per keygroup, the secret a rotation replaced and when.
+    previous_secrets: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
+    /// How long a replaced secret still opens records: twice `--reread-every`, by which time
+    /// every publisher re-read the config even if it missed the event.
+    rotation_grace: Duration,
 }
 
 impl Shared {
@@ -188,18 +193,51 @@ impl Shared {
         behind
     }
 
-    /// Opens a frame from `from`; on a seal failure re-reads the keygroup's config once (the
-    /// secret may have been rotated: seed event [5]) and retries.
-    async fn open(&self, keygroup: &str, sealed: &[u8]) -> Result<HostRecord, OpenError> {
+    /// Takes `info` as the keygroup's config. A secret it replaces stays acceptable for the
+    /// rotation grace: a publisher may seal with it until it learned the rotation itself.
+    fn set_keygroup(&self, info: KeygroupInfo) {
+        let mut keygroups = self.keygroups.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = keygroups.get(&info.name) {
+            if old.secret != info.secret && !old.secret.is_empty() {
+                self.previous_secrets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(info.name.clone(), (old.secret.clone(), Instant::now()));
+            }
+        }
+        keygroups.insert(info.name.clone(), info);
+    }
+
+    /// Opens with the secrets held: the current one, then the one it replaced while within
+    /// the rotation grace.
+    fn open_held(&self, keygroup: &str, sealed: &[u8]) -> Result<HostRecord, OpenError> {
         match records::open(&self.secret(keygroup), sealed) {
             Err(OpenError::Seal) => {
-                if let Ok(Some(info)) = self.cp.keygroup(keygroup.to_string()).await {
-                    self.keygroups
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(keygroup.to_string(), info);
+                let previous = self
+                    .previous_secrets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(keygroup)
+                    .filter(|(_, replaced)| replaced.elapsed() <= self.rotation_grace)
+                    .map(|(secret, _)| secret.clone());
+                match previous {
+                    Some(secret) => records::open(&secret, sealed),
+                    None => Err(OpenError::Seal),
                 }
-                records::open(&self.secret(keygroup), sealed)
+            }
+            other => other,
+        }
+    }
+
+    /// Opens a frame; on a seal failure re-reads the keygroup's config once (the secret may
+    /// have been rotated: seed event [5]) and retries.
+    async fn open(&self, keygroup: &str, sealed: &[u8]) -> Result<HostRecord, OpenError> {
+        match self.open_held(keygroup, sealed) {
+            Err(OpenError::Seal) => {
+                if let Ok(Some(info)) = self.cp.keygroup(keygroup.to_string()).await {
+                    self.set_keygroup(info);
+                }
+                self.open_held(keygroup, sealed)
             }
             other => other,
         }
@@ -345,6 +383,8 @@ impl Shared {
             config_behind: tokio::sync::Notify::new(),
             changes: Mutex::new(trigger::ChangeLog::default()),
             change_tx: tokio::sync::watch::channel(0).0,
+            previous_secrets: Mutex::new(BTreeMap::new()),
+            rotation_grace: ctx.settings.reread_every * 2,
         });
         shared.rebuild();
         shared
@@ -1071,13 +1111,7 @@ async fn reconcile_keygroups(
     let mut settled = true;
     for name in &ctx.settings.keygroups {
         match acquire(shared.mode, ctx, name).await {
-            Ok(info) => {
-                shared
-                    .keygroups
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), info);
-            }
+            Ok(info) => shared.set_keygroup(info),
             Err(e) if e.code == "tombstoned" => {
                 let removed = shared.remove_records(|r| &r.keygroup == name);
                 shared

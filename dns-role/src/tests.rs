@@ -229,3 +229,26 @@ async fn seed_event_7_a_newer_version_on_the_stream_triggers_b() {
     .await;
     shutdown.cancel();
 }
+
+/// [5], the other order: this subscriber learned the rotation before a publisher did. A record
+/// still sealed with the replaced secret opens within the rotation grace; after it, or with a
+/// secret the keygroup never had, it is refused.
+#[tokio::test]
+async fn seed_event_5_a_publisher_behind_the_rotation_is_accepted_within_the_grace() {
+    let cp = MemoryCp::new(2, 2);
+    let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
+    let shared = Shared::new(super::Mode::Dns, &ctx);
+    shared.set_keygroup(config(1, 1));
+    shared.set_keygroup(config(2, 2));
+    let old = records::seal(&[1; 32], [0; 12], &record(3, 1)).unwrap();
+    assert_eq!(shared.open(KG, &old).await.unwrap(), record(3, 1));
+    let never = records::seal(&[9; 32], [0; 12], &record(4, 1)).unwrap();
+    assert!(shared.open(KG, &never).await.is_err());
+
+    let (ctx, _events) = context(cp.clone(), Duration::ZERO);
+    let strict = Shared::new(super::Mode::Dns, &ctx);
+    strict.set_keygroup(config(1, 1));
+    strict.set_keygroup(config(2, 2));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(strict.open(KG, &old).await.is_err(), "past the grace");
+}

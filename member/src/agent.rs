@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_common::role::{Me, RoleSettings};
-use hivemind_control_plane::http::views::{ErrorBody, MemberView, NodeView};
+use hivemind_control_plane::http::views::{ErrorBody, MachineView, MemberView, NodeView};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::network::{paths, InternalClient};
 use hivemind_control_plane::registry::{
@@ -581,7 +581,7 @@ async fn leave(agent: &Agent) {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(status, members, post_leave, nodes, node, dashboard, crate::metrics::route),
-    components(schemas(StatusView, GossipStatus, FeedStatus, Leaving, MemberView, NodeView, ErrorBody)),
+    components(schemas(StatusView, GossipStatus, FeedStatus, Leaving, MemberView, NodeView, MachineView, ErrorBody)),
     tags((name = "members", description = "This member, the membership and nodes"), (name = "operations", description = "Dashboard and metrics"))
 )]
 pub struct MemberApi;
@@ -888,12 +888,29 @@ async fn members(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<MemberView>
     Ok(Json(list))
 }
 
+/// A member's name as the registry lists it.
+fn name_in(registry: &RegistryDigest) -> impl Fn(hivemind_common::MemberId) -> Option<String> + '_ {
+    |id| {
+        registry
+            .members
+            .iter()
+            .find(|m| m.info.id == id)
+            .map(|m| m.info.name.clone())
+    }
+}
+
 #[utoipa::path(get, path = "/v1/nodes", tag = "members",
     responses((status = 200, description = "Every node and its machines", body = [NodeView]),
         (status = 503, description = "No control plane reachable", body = ErrorBody)))]
 async fn nodes(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<NodeView>>, ApiError> {
     let registry = registry(&agent).await?;
-    Ok(Json(registry.nodes.iter().map(views::node).collect()))
+    Ok(Json(
+        registry
+            .nodes
+            .iter()
+            .map(|n| views::node(n, name_in(&registry)))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{node}", tag = "members",
@@ -909,6 +926,6 @@ async fn node(
         .nodes
         .iter()
         .find(|n| n.node == name)
-        .map(|n| Json(views::node(n)))
+        .map(|n| Json(views::node(n, name_in(&registry))))
         .ok_or_else(|| ApiError::not_found(format!("no node {name:?}")))
 }

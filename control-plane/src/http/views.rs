@@ -9,6 +9,8 @@ use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, T
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
+use hivemind_common::MemberId;
+
 use crate::registry::{
     Event, KeygroupConfig, KvEntry, MemberRecord, NodeConfig, Registry, Responsibility,
 };
@@ -90,18 +92,34 @@ pub fn member(m: &MemberRecord) -> MemberView {
     }
 }
 
-/// A node: the machines (member ids) it groups.
+/// A node: the machines it groups (DESIGN.md §7: `{node, machines:[{id,name}], version}`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NodeView {
     pub node: String,
-    pub machines: Vec<String>,
+    pub machines: Vec<MachineView>,
     pub version: u64,
 }
 
-pub fn node(n: &NodeConfig) -> NodeView {
+/// One machine of a node.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MachineView {
+    pub id: String,
+    /// `null` if the registry no longer lists the member.
+    pub name: Option<String>,
+}
+
+/// `name_of` finds a member's name.
+pub fn node(n: &NodeConfig, name_of: impl Fn(MemberId) -> Option<String>) -> NodeView {
     NodeView {
         node: n.node.clone(),
-        machines: n.machines.iter().map(|m| m.to_string()).collect(),
+        machines: n
+            .machines
+            .iter()
+            .map(|m| MachineView {
+                id: m.to_string(),
+                name: name_of(*m),
+            })
+            .collect(),
         version: n.version,
     }
 }
@@ -210,7 +228,11 @@ pub fn registry(r: &Registry, index: u64) -> RegistryView {
         epoch: r.epoch(),
         epoch_start_index: r.epoch_start_index(),
         members: r.members().values().map(member).collect(),
-        nodes: r.nodes().values().map(node).collect(),
+        nodes: r
+            .nodes()
+            .values()
+            .map(|n| node(n, |id| r.member(id).map(|m| m.info.name.clone())))
+            .collect(),
         kv: r.kv_prefix("").map(|(k, e)| kv(k, e)).collect(),
         events: r.events().iter().map(event).collect(),
     }
