@@ -110,13 +110,14 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
     .await;
 
     // A registered service: SRV on both, with the target's address in the additional section.
-    let response = client()
-        .put(cluster.agents[web2].url("/v1/roles/host/services"))
-        .json(&json!([{"name": "http", "port": 8080, "proto": "tcp"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(
+        put_services(
+            &cluster.agents[web2],
+            json!([{"name": "http", "port": 8080, "proto": "tcp"}])
+        )
+        .await,
+        200
+    );
     let srv = format!("_http._tcp.{ZONE}");
     answers_on(
         &ports,
@@ -129,13 +130,14 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
         udp(ports[0], &srv, RecordType::SRV).unwrap().additionals,
         ["127.0.0.1"]
     );
-    let bad = client()
-        .put(cluster.agents[web2].url("/v1/roles/host/services"))
-        .json(&json!([{"name": "http", "port": 0, "proto": "tcp"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        put_services(
+            &cluster.agents[web2],
+            json!([{"name": "http", "port": 0, "proto": "tcp"}])
+        )
+        .await,
+        400
+    );
 
     // An address change reaches both at once.
     std::fs::write(&config, "advertise = \"127.0.0.2\"\n").unwrap();

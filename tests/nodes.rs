@@ -173,13 +173,14 @@ async fn seed_events_1_2_and_task_a_holder_killed_another_machine_claims_and_ans
     assert_ne!(second, first);
 
     // A change on the host reaches both survivors through the new holder.
-    let response = client()
-        .put(cluster.agents[web1].url("/v1/roles/host/services"))
-        .json(&json!([{"name": "http", "port": 8080, "proto": "tcp"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(
+        put_services(
+            &cluster.agents[web1],
+            json!([{"name": "http", "port": 8080, "proto": "tcp"}])
+        )
+        .await,
+        200
+    );
     answers_on(
         &survivors,
         &format!("_http._tcp.{ZONE}"),
@@ -240,13 +241,14 @@ async fn seed_events_4_5_7_and_8_config_changes_rotation_and_a_machine_added_to_
     // what it receives (a subscriber on the old secret re-reads the config and retries).
     let response = update(json!({"rotate_secret": true})).await;
     assert_eq!(response.status(), 200);
-    let response = client()
-        .put(cluster.agents[web1].url("/v1/roles/host/services"))
-        .json(&json!([{"name": "ssh", "port": 22, "proto": "tcp"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(
+        put_services(
+            &cluster.agents[web1],
+            json!([{"name": "ssh", "port": 22, "proto": "tcp"}])
+        )
+        .await,
+        200
+    );
     answers_on(
         &ports,
         &format!("_ssh._tcp.{ZONE}"),
@@ -379,13 +381,14 @@ async fn trigger_node_receives_record_changes_as_events_and_on_a_webhook() {
     .await;
 
     // A change on the host: an `updated` event with the new services, and the same on the hook.
-    let response = client()
-        .put(cluster.agents[web1].url("/v1/roles/host/services"))
-        .json(&json!([{"name": "http", "port": 8080, "proto": "tcp"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(
+        put_services(
+            &cluster.agents[web1],
+            json!([{"name": "http", "port": 8080, "proto": "tcp"}])
+        )
+        .await,
+        200
+    );
     let events_url = cluster.agents[audit].url("/v1/roles/trigger/events?after=0&wait=10s");
     let with_service = |changes: &Value| {
         changes.as_array().is_some_and(|list| {

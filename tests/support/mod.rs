@@ -339,6 +339,18 @@ where
 }
 
 /// Runs the CLI with `args` and returns its output.
+/// `PUT /v1/roles/host/services` on a host member; answers the status code.
+pub async fn put_services(agent: &Agent, services: Value) -> u16 {
+    client()
+        .put(agent.url("/v1/roles/host/services"))
+        .json(&services)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Waits until `agent`'s `/metrics` holds exactly the line `line` (e.g. `name 1`).
 pub async fn wait_metric_line(agent: &Agent, line: &str) {
     let url = agent.url("/metrics");
