@@ -120,6 +120,11 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The items of a JSON array as text (none if `v` is not an array).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(s).collect()
+}
+
 fn print_cp(cp: &Value) -> std::io::Result<()> {
     let leader = cp["leader"]
         .as_object()
@@ -182,12 +187,7 @@ pub fn verdict(status: &Value, members: Option<&Value>) -> (Vec<String>, Vec<Str
         ));
     }
     if status["ready"] != true {
-        let waiting: Vec<String> = status["waiting_for"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect();
+        let waiting = strings(&status["waiting_for"]);
         problems.push(format!(
             "member {} is not ready: waiting for {}",
             s(&status["name"]),
@@ -260,12 +260,7 @@ pub async fn status(client: &Client) -> Result<()> {
         s(&status["generation"]),
         s(&status["epoch"])
     )?;
-    let waiting: Vec<String> = status["waiting_for"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(s)
-        .collect();
+    let waiting = strings(&status["waiting_for"]);
     if status["ready"].as_bool() == Some(true) {
         outln!("ready: yes")?;
     } else {
@@ -295,7 +290,7 @@ pub async fn members(client: &Client) -> Result<()> {
         "ROLES"
     )?;
     for m in members.as_array().into_iter().flatten() {
-        let mut roles: Vec<String> = m["roles"].as_array().into_iter().flatten().map(s).collect();
+        let mut roles = strings(&m["roles"]);
         if m["control_plane"] == true {
             roles.insert(0, "control-plane".into());
         }
@@ -567,14 +562,7 @@ fn print_keygroups(list: &[Value]) -> Result<()> {
         "TRIGGERS",
         "STATE"
     )?;
-    let join = |v: &Value| {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let join = |v: &Value| strings(v).join(",");
     for k in list {
         outln!(
             "{:<32} {:>4}  {:<5} {:>5}  {:<24} {:<16} {}",

@@ -93,12 +93,20 @@ struct Counters {
     webhook_dropped: AtomicU64,
 }
 
+/// Whether this machine holds a keygroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    Mine,
+    HeldBy,
+    /// No claim outcome yet (the control plane did not answer).
+    Waiting,
+}
+
 /// Where this machine stands for one keygroup, for `GET /v1/roles/dns/status`.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Position {
-    /// `mine`, `held_by` or `waiting`.
-    #[schema(value_type = String)]
-    claim: &'static str,
+    claim: ClaimState,
     /// The claim's fence when this machine holds it.
     fence: Option<u64>,
     /// The holder's name when another machine holds it.
@@ -309,7 +317,7 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(keygroup)
-            .is_some_and(|p| p.claim == "mine")
+            .is_some_and(|p| p.claim == ClaimState::Mine)
     }
 }
 
@@ -431,7 +439,7 @@ impl RoleMetrics for DnsMetrics {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|p| p.claim == "mine")
+            .filter(|p| p.claim == ClaimState::Mine)
             .count() as u64;
         let c = &shared.counters;
         let counters: [(&'static str, &'static str, &AtomicU64); 9] = [
@@ -521,7 +529,7 @@ impl RoleMetrics for DnsMetrics {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(records_route, status_route),
-    components(schemas(DnsRecordsView, HeldRecordView, DnsStatusView, Position, hivemind_common::records::Service)),
+    components(schemas(DnsRecordsView, HeldRecordView, DnsStatusView, Position, ClaimState, hivemind_common::records::Service)),
     tags((name = "dns role", description = "On members with --roles dns"))
 )]
 pub struct DnsApi;
@@ -1031,9 +1039,9 @@ fn publish_positions(
         .values()
         .map(|k| {
             let (claim, fence, holder) = match claims.get(&k.name) {
-                Some(Claim::Mine { fence }) => ("mine", Some(*fence), None),
+                Some(Claim::Mine { fence }) => (ClaimState::Mine, Some(*fence), None),
                 Some(Claim::HeldBy { machine }) => (
-                    "held_by",
+                    ClaimState::HeldBy,
                     None,
                     Some(
                         membership
@@ -1043,7 +1051,7 @@ fn publish_positions(
                             .map_or_else(|| machine.to_string(), |p| p.name.clone()),
                     ),
                 ),
-                None => ("waiting", None, None),
+                None => (ClaimState::Waiting, None, None),
             };
             let subscriptions = active.keys().filter(|t| t.keygroup == k.name).count();
             let position = Position {

@@ -180,7 +180,10 @@ async fn seed_event_6_task_b_periodic_reread_converges_without_events() {
     })
     .await;
     let position = shared.positions.read().unwrap().get(KG).cloned().unwrap();
-    assert_eq!((position.claim, position.version), ("mine", 2));
+    assert_eq!(
+        (position.claim, position.version),
+        (super::ClaimState::Mine, 2)
+    );
     shutdown.cancel();
 }
 

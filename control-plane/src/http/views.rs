@@ -5,7 +5,7 @@
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
@@ -239,10 +239,3 @@ pub fn registry(r: &Registry, index: u64) -> RegistryView {
 }
 
 pub use hivemind_common::api::{ErrorBody, ErrorDetail};
-
-/// Used where a schema must say "any JSON object".
-pub fn free_form() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Object))
-        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-}
