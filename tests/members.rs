@@ -161,6 +161,16 @@ async fn sealed_gossip_drops_packets_that_do_not_open() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bad_cluster_secret");
     }
+    // So does the Raft replication stream (the members above replicate through it with the
+    // secret: the control plane is healthy).
+    let response = client()
+        .get(target.url("/internal/v1/raft/append-stream"))
+        .header("connection", "upgrade")
+        .header("upgrade", "hivemind-frames/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,9 @@
 //! - [`bootstrap`]: who initializes the cluster (sans-IO decision).
 //! - [`types`]: the openraft type configuration.
 //! - [`store`]: the sled-backed Raft log store and state machine.
-//! - [`network`]: Raft RPC and forwarding, client side (bincode over HTTP).
+//! - [`network`]: Raft RPC and forwarding, client side (bincode over HTTP, AppendEntries over
+//!   a [`stream`]).
+//! - [`stream`]: request/answer frames on an upgraded HTTP connection, both ends.
 //! - [`control`]: [`ControlPlane`], one CP member: writes via the leader, read barriers,
 //!   bounded waits, health, voter changes, the bootstrap loop.
 //! - [`http`]: public JSON routes and internal bincode routes.
@@ -21,6 +23,7 @@ pub mod http;
 pub mod network;
 pub mod registry;
 pub mod store;
+pub mod stream;
 pub mod types;
 
 pub use control::{Applied, ControlPlane, CpConfig, CpStatus, Health, VoterChange};

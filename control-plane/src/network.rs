@@ -1,5 +1,6 @@
-//! Raft RPC, client side: bincode bodies POSTed to peers' internal HTTP routes over pooled
-//! keep-alive connections. The server side lives in [`crate::http::internal`].
+//! Raft RPC, client side: AppendEntries as bincode frames on one [`crate::stream`] per peer;
+//! votes, snapshots and everything else as bincode bodies POSTed to peers' internal HTTP routes
+//! over pooled keep-alive connections. The server side lives in [`crate::http::internal`].
 
 use std::error::Error;
 use std::time::Duration;
@@ -15,11 +16,14 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::stream::{FrameClient, StreamError};
 use crate::types::{CpNode, NodeId, TypeConfig};
 
 /// Internal route paths, shared by client and server so they cannot drift apart.
 pub mod paths {
     pub const APPEND: &str = "/internal/v1/raft/append";
+    /// AppendEntries as a [`crate::stream`]: one upgraded connection per leader and follower.
+    pub const APPEND_STREAM: &str = "/internal/v1/raft/append-stream";
     pub const VOTE: &str = "/internal/v1/raft/vote";
     pub const SNAPSHOT: &str = "/internal/v1/raft/snapshot";
     pub const WRITE: &str = "/internal/v1/cp/write";
@@ -164,15 +168,25 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.http_addr.clone(),
             client: self.client.clone(),
+            append: FrameClient::new(
+                node.http_addr.clone(),
+                paths::APPEND_STREAM,
+                self.client.secret.clone(),
+            ),
+            append_over_http: false,
         }
     }
 }
 
-/// The connection to one Raft peer (connections are pooled inside the shared client).
+/// The connection to one Raft peer. AppendEntries (every replicated entry and heartbeat) travels
+/// on this peer's own stream; votes and snapshots, which are rare, as plain internal requests.
 pub struct Peer {
     target: NodeId,
     addr: String,
     client: InternalClient,
+    append: FrameClient,
+    /// The peer predates the stream route: AppendEntries as plain requests instead.
+    append_over_http: bool,
 }
 
 impl Peer {
@@ -205,7 +219,28 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CpNode, RaftError<NodeId>>> {
-        self.rpc(paths::APPEND, &rpc, &option).await
+        if self.append_over_http {
+            return self.rpc(paths::APPEND, &rpc, &option).await;
+        }
+        let frame = hivemind_common::encode(&rpc).into();
+        let answer = match self.append.call(frame, option.hard_ttl()).await {
+            Ok(answer) => answer,
+            Err(StreamError::Unsupported { .. }) => {
+                tracing::info!(peer = %self.addr, "peer has no AppendEntries stream: using plain requests");
+                self.append_over_http = true;
+                return self.rpc(paths::APPEND, &rpc, &option).await;
+            }
+            Err(e @ StreamError::Unreachable { .. }) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e @ StreamError::Failed { .. }) => {
+                return Err(RPCError::Network(NetworkError::new(&e)))
+            }
+        };
+        let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            hivemind_common::decode(&answer)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
     }
 
     async fn install_snapshot(

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
@@ -31,6 +31,7 @@ type Cp = State<Arc<ControlPlane>>;
 pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
     Router::new()
         .route(paths::APPEND, post(append))
+        .route(paths::APPEND_STREAM, get(append_stream))
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::WRITE, post(write))
@@ -100,11 +101,37 @@ async fn bounded<T>(
 
 async fn append(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let request: AppendEntriesRequest<TypeConfig> = decode(&body)?;
+    Ok(reply(&append_entries(&cp, request).await))
+}
+
+/// The leader's replication stream to this member: AppendEntries frames in, answers out.
+async fn append_stream(State(cp): Cp, request: Request) -> Response {
+    crate::stream::accept(request, move |frame| {
+        let cp = cp.clone();
+        async move {
+            match hivemind_common::decode::<AppendEntriesRequest<TypeConfig>>(&frame) {
+                Ok(request) => {
+                    let answer = append_entries(&cp, request).await;
+                    Some(hivemind_common::encode(&answer).into())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed AppendEntries frame: closing the stream");
+                    None
+                }
+            }
+        }
+    })
+}
+
+async fn append_entries(
+    cp: &ControlPlane,
+    request: AppendEntriesRequest<TypeConfig>,
+) -> Result<AppendEntriesResponse<NodeId>, openraft::error::RaftError<NodeId>> {
     let result = cp.raft().append_entries(request).await;
     if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
         cp.note_leader_contact();
     }
-    Ok(reply(&result))
+    result
 }
 
 async fn vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
