@@ -170,7 +170,7 @@ pub struct CpConfig {
     pub name: String,
     /// Advertised `IP:PORT` of this member's HTTP server (Raft RPC travels over it).
     pub http_addr: String,
-    /// Where the sled database lives (`<data-dir>/cp`).
+    /// Where the Raft storage (a fjall database) lives (`<data-dir>/cp`).
     pub dir: PathBuf,
     /// Form a new cluster once this many candidates know each other; `None`: wait to be added.
     pub bootstrap_expect: Option<usize>,
@@ -320,7 +320,7 @@ impl ControlPlane {
         &self.append_latency
     }
 
-    /// Opens the sled store and starts the Raft node. Does not initialize a cluster: see
+    /// Opens the Raft storage and starts the Raft node. Does not initialize a cluster: see
     /// [`ControlPlane::run_bootstrap`].
     pub async fn start(config: CpConfig) -> Result<Arc<Self>, CpError> {
         let (log, sm) = store::open(&config.dir).map_err(|e| CpError::Fatal(e.to_string()))?;

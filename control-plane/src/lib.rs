@@ -1,11 +1,11 @@
 //! The control plane: hivemind's Raft-replicated registry (membership, node configs, KV, epoch,
-//! event feed) on openraft 0.9 with sled storage, and its HTTP surface.
+//! event feed) on openraft 0.9 with fjall storage, and its HTTP surface.
 //!
 //! Layout:
 //! - [`registry`]: the state machine's data and deterministic rules (sans-IO).
 //! - [`bootstrap`]: who initializes the cluster (sans-IO decision).
 //! - [`types`]: the openraft type configuration.
-//! - [`store`]: the sled-backed Raft log store and state machine.
+//! - [`store`]: the fjall-backed Raft log store and state machine.
 //! - [`network`]: Raft RPC and forwarding, client side (bincode over HTTP, AppendEntries over
 //!   a [`stream`]).
 //! - [`stream`]: request/answer frames on an upgraded HTTP connection, both ends.

@@ -1,4 +1,4 @@
-//! The Raft log on sled: entries keyed by big-endian index, plus vote, committed and purged ids.
+//! The Raft log on fjall: entries keyed by big-endian index, plus vote, committed and purged ids.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -11,19 +11,19 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{read_err, write_err};
+use super::{persist, read_err, write_err};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
-/// The log store. Cloning is cheap (sled trees are shared handles); clones are log readers.
+/// The log store. Cloning is cheap (fjall handles are shared); clones are log readers.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    logs: sled::Tree,
-    meta: sled::Tree,
+    db: fjall::Database,
+    logs: fjall::Keyspace,
+    meta: fjall::Keyspace,
     flusher: mpsc::UnboundedSender<FlushJob>,
     /// Append → durable, per append (shown in `/metrics`).
     latency: Arc<LatencyHistogram>,
@@ -33,18 +33,17 @@ pub struct LogStore {
 
 /// Work for the flusher task, done strictly in order.
 enum FlushJob {
-    /// Entries already written to sled: report them durable after the next flush.
+    /// Entries already written to the journal: report them durable after the next persist.
     Appended(LogFlushed<TypeConfig>, Instant),
     /// Answered once every earlier job completed.
     Barrier(oneshot::Sender<()>),
 }
 
-/// Group commit on a dedicated thread: waits for appended entries, flushes sled once (a
-/// blocking fsync, without hopping through sled's own thread pool) for everything queued since
-/// the last flush, then completes the callbacks in order. Raft's core never waits on the disk,
-/// and under load one fsync covers many appends.
+/// Group commit on a dedicated thread: waits for appended entries, persists the journal once
+/// (one `fdatasync`) for everything queued since the last time, then completes the callbacks in
+/// order. Raft's core never waits on the disk, and under load one fsync covers many appends.
 fn run_flusher(
-    db: sled::Db,
+    db: fjall::Database,
     mut jobs: mpsc::UnboundedReceiver<FlushJob>,
     latency: Arc<LatencyHistogram>,
 ) {
@@ -55,7 +54,7 @@ fn run_flusher(
             batch.push(next);
         }
         let flushed = if batch.iter().any(|j| matches!(j, FlushJob::Appended(..))) {
-            db.flush().map(|_| ()).map_err(|e| e.to_string())
+            persist(&db).map_err(|e| e.to_string())
         } else {
             Ok(())
         };
@@ -75,7 +74,7 @@ fn run_flusher(
 
 impl LogStore {
     /// Opens the log trees and starts the flusher thread (it ends when the last clone drops).
-    pub(super) fn new(db: &sled::Db) -> Result<Self, StorageError> {
+    pub(super) fn new(db: &fjall::Database) -> Result<Self, StorageError> {
         let (flusher, jobs) = mpsc::unbounded_channel();
         let flusher_db = db.clone();
         let latency = Arc::new(LatencyHistogram::default());
@@ -86,8 +85,12 @@ impl LogStore {
             .map_err(|e| write_err(&e))?;
         Ok(Self {
             db: db.clone(),
-            logs: db.open_tree("raft_log").map_err(|e| read_err(&e))?,
-            meta: db.open_tree("raft_meta").map_err(|e| read_err(&e))?,
+            logs: db
+                .keyspace("raft_log", fjall::KeyspaceCreateOptions::default)
+                .map_err(|e| read_err(&e))?,
+            meta: db
+                .keyspace("raft_meta", fjall::KeyspaceCreateOptions::default)
+                .map_err(|e| read_err(&e))?,
             flusher,
             latency,
             committed: Arc::default(),
@@ -133,9 +136,20 @@ impl LogStore {
         Ok(())
     }
 
-    async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map_err(|e| write_err(&e))?;
-        Ok(())
+    /// Makes everything written so far durable. Blocking, but only votes, truncations and
+    /// purges wait on it (appends go through the flusher).
+    fn flush(&self) -> Result<(), StorageError> {
+        persist(&self.db).map_err(|e| write_err(&e))
+    }
+
+    /// Removes the entries whose index lies in `range`, in one atomic batch.
+    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError> {
+        let mut batch = self.db.batch();
+        for item in self.logs.range(range) {
+            let key = item.key().map_err(|e| read_err(&e))?;
+            batch.remove(&self.logs, key);
+        }
+        batch.commit().map_err(|e| write_err(&e))
     }
 }
 
@@ -156,7 +170,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut entries = Vec::new();
         for item in self.logs.range(start.to_be_bytes()..) {
-            let (key, value) = item.map_err(|e| read_err(&e))?;
+            let (key, value) = item.into_inner().map_err(|e| read_err(&e))?;
             let index = u64::from_be_bytes(key.as_ref().try_into().expect("8-byte keys"));
             if !range.contains(&index) {
                 break;
@@ -172,8 +186,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last_in_log = match self.logs.last().map_err(|e| read_err(&e))? {
-            Some((_, bytes)) => Some(decode_entry(&bytes)?.log_id),
+        let last_in_log = match self.logs.last_key_value() {
+            Some(item) => {
+                let bytes = item.value().map_err(|e| read_err(&e))?;
+                Some(decode_entry(&bytes)?.log_id)
+            }
             None => None,
         };
         Ok(LogState {
@@ -189,7 +206,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.put_meta(VOTE, vote)?;
         // A vote must be durable before it is acted on, like a log append.
-        self.flush().await
+        self.flush()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -220,14 +237,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let appended = Instant::now();
-        let mut batch = sled::Batch::default();
+        let mut batch = self.db.batch();
         for entry in entries {
             batch.insert(
-                &entry.log_id.index.to_be_bytes(),
+                &self.logs,
+                &entry.log_id.index.to_be_bytes()[..],
                 hivemind_common::encode(&entry),
             );
         }
-        self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
+        batch.commit().map_err(|e| write_err(&e))?;
         // Readable now (replication may send them), acknowledged as durable only by the
         // flusher, after the flush that covers them.
         self.flusher
@@ -239,25 +257,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // No callback may report entries durable after they were removed.
         self.drain_flusher().await?;
-        let mut batch = sled::Batch::default();
-        for item in self.logs.range(log_id.index.to_be_bytes()..) {
-            let (key, _) = item.map_err(|e| read_err(&e))?;
-            batch.remove(key);
-        }
-        self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
-        self.flush().await
+        self.remove_entries(log_id.index.to_be_bytes()..)?;
+        self.flush()
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash between the two steps leaves extra entries
         // (harmless), never a log whose start is unknown.
         self.put_meta(LAST_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for item in self.logs.range(..=log_id.index.to_be_bytes()) {
-            let (key, _) = item.map_err(|e| read_err(&e))?;
-            batch.remove(key);
-        }
-        self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
-        self.flush().await
+        self.remove_entries(..=log_id.index.to_be_bytes())?;
+        self.flush()
     }
 }

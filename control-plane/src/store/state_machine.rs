@@ -1,4 +1,4 @@
-//! The Raft state machine: the registry in memory, persisted as sled-stored snapshots.
+//! The Raft state machine: the registry in memory, persisted as snapshots in the store.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -8,7 +8,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{read_err, write_err};
+use super::{persist, read_err, write_err};
 use crate::registry::{CommandOutput, Registry};
 use crate::types::{
     CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
@@ -66,13 +66,15 @@ impl SharedState {
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<SharedState>,
-    db: sled::Db,
-    snapshots: sled::Tree,
+    db: fjall::Database,
+    snapshots: fjall::Keyspace,
 }
 
 impl StateMachine {
-    pub(super) fn new(db: &sled::Db) -> Result<Self, StorageError> {
-        let snapshots = db.open_tree("sm_snapshot").map_err(|e| read_err(&e))?;
+    pub(super) fn new(db: &fjall::Database) -> Result<Self, StorageError> {
+        let snapshots = db
+            .keyspace("sm_snapshot", fjall::KeyspaceCreateOptions::default)
+            .map_err(|e| read_err(&e))?;
         let (applied_tx, _) = watch::channel(0);
         let sm = Self {
             shared: Arc::new(SharedState {
@@ -110,8 +112,7 @@ impl StateMachine {
         self.snapshots
             .insert(CURRENT_SNAPSHOT, hivemind_common::encode(stored))
             .map_err(|e| write_err(&e))?;
-        self.db.flush_async().await.map_err(|e| write_err(&e))?;
-        Ok(())
+        persist(&self.db).map_err(|e| write_err(&e))
     }
 }
 
