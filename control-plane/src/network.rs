@@ -16,7 +16,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::stream::{FrameClient, StreamError};
+use crate::stream::{FramePool, StreamError};
 use crate::types::{CpNode, NodeId, TypeConfig};
 
 /// Internal route paths, shared by client and server so they cannot drift apart.
@@ -54,6 +54,8 @@ pub const CLUSTER_SECRET_HEADER: &str = "x-hivemind-cluster-secret";
 pub struct InternalClient {
     http: reqwest::Client,
     secret: Option<String>,
+    /// Upgraded connections for the hot paths (AppendEntries), shared by every Raft client.
+    streams: FramePool,
 }
 
 /// Why an internal call failed. `Unreachable` means the request surely did not arrive.
@@ -76,7 +78,12 @@ impl InternalClient {
             .connect_timeout(Duration::from_secs(1))
             .build()
             .expect("reqwest client builds with static settings");
-        Self { http, secret }
+        let streams = FramePool::new(secret.clone());
+        Self {
+            http,
+            secret,
+            streams,
+        }
     }
 
     /// POSTs `body` (bincode) to `http://addr{path}` and decodes a bincode answer.
@@ -168,11 +175,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.http_addr.clone(),
             client: self.client.clone(),
-            append: FrameClient::new(
-                node.http_addr.clone(),
-                paths::APPEND_STREAM,
-                self.client.secret.clone(),
-            ),
+            streams: self.client.streams.clone(),
             append_over_http: false,
         }
     }
@@ -184,7 +187,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     client: InternalClient,
-    append: FrameClient,
+    streams: FramePool,
     /// The peer predates the stream route: AppendEntries as plain requests instead.
     append_over_http: bool,
 }
@@ -223,7 +226,11 @@ impl RaftNetwork<TypeConfig> for Peer {
             return self.rpc(paths::APPEND, &rpc, &option).await;
         }
         let frame = hivemind_common::encode(&rpc).into();
-        let answer = match self.append.call(frame, option.hard_ttl()).await {
+        let answer = match self
+            .streams
+            .call(&self.addr, paths::APPEND_STREAM, frame, option.hard_ttl())
+            .await
+        {
             Ok(answer) => answer,
             Err(StreamError::Unsupported { .. }) => {
                 tracing::info!(peer = %self.addr, "peer has no AppendEntries stream: using plain requests");

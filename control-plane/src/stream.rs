@@ -7,7 +7,9 @@
 //! client this saves, per RPC, the request and header encoding on both ends and the hop through
 //! the HTTP client's connection task, which on a loaded machine is most of an RPC's cost.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -166,6 +168,56 @@ impl FrameClient {
     }
 }
 
+/// Open streams kept for reuse, per peer address and route: openraft opens a new network client
+/// for every leadership check (each linearizable read), so streams must outlive the client that
+/// opened them or every read would pay for a new connection.
+#[derive(Clone)]
+pub struct FramePool {
+    idle: Arc<Mutex<IdleStreams>>,
+    secret: Option<String>,
+}
+
+/// Idle streams by peer address and route.
+type IdleStreams = HashMap<(String, &'static str), Vec<FrameClient>>;
+
+/// Idle streams kept per peer and route (more are opened while more calls are concurrent).
+const MAX_IDLE: usize = 32;
+
+impl FramePool {
+    pub fn new(secret: Option<String>) -> Self {
+        Self {
+            idle: Arc::default(),
+            secret,
+        }
+    }
+
+    /// One call on an idle stream to `addr`'s `path` (or a new one). The stream goes back to the
+    /// pool only after a complete exchange.
+    pub async fn call(
+        &self,
+        addr: &str,
+        path: &'static str,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, StreamError> {
+        let key = (addr.to_string(), path);
+        let reused = self.lock().get_mut(&key).and_then(Vec::pop);
+        let mut client =
+            reused.unwrap_or_else(|| FrameClient::new(addr.to_string(), path, self.secret.clone()));
+        let answer = client.call(request, timeout).await?;
+        let mut idle = self.lock();
+        let streams = idle.entry(key).or_default();
+        if streams.len() < MAX_IDLE {
+            streams.push(client);
+        }
+        Ok(answer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleStreams> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The answering end: accepts the upgrade carried by `request` and serves its frames with
 /// `handle` (one at a time, in order) until the peer hangs up or `handle` answers `None`
 /// (a request it cannot decode: the stream is closed rather than left out of step).
@@ -263,6 +315,42 @@ mod tests {
         let big = Bytes::from(vec![7u8; 1 << 20]);
         assert_eq!(client.call(big, WAIT).await.unwrap().len(), 3 + (1 << 20));
         assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_pool_reuses_idle_streams_and_opens_more_only_for_concurrent_calls() {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let addr = serve(echo(connections.clone())).await;
+        let pool = FramePool::new(None);
+        for i in 0..20 {
+            let answer = pool
+                .call(&addr, PATH, Bytes::from(format!("{i}")), WAIT)
+                .await;
+            assert_eq!(answer.unwrap(), Bytes::from(format!("re:{i}")));
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "sequential calls share one stream"
+        );
+        let calls = (0..4).map(|i| pool.call(&addr, PATH, Bytes::from(format!("{i}")), WAIT));
+        for (i, answer) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(answer.unwrap(), Bytes::from(format!("re:{i}")));
+        }
+        assert!(connections.load(Ordering::SeqCst) <= 4);
+        let before = connections.load(Ordering::SeqCst);
+        pool.call(&addr, PATH, Bytes::from_static(b"x"), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            before,
+            "idle streams were kept"
+        );
     }
 
     #[tokio::test]
