@@ -161,16 +161,21 @@ async fn sealed_gossip_drops_packets_that_do_not_open() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bad_cluster_secret");
     }
-    // So does the Raft replication stream (the members above replicate through it with the
+    // So do the streams (the members above replicate and forward through them with the
     // secret: the control plane is healthy).
-    let response = client()
-        .get(target.url("/internal/v1/raft/append-stream"))
-        .header("connection", "upgrade")
-        .header("upgrade", "hivemind-frames/1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    for path in [
+        "/internal/v1/raft/append-stream",
+        "/internal/v1/call-stream",
+    ] {
+        let response = client()
+            .get(target.url(path))
+            .header("connection", "upgrade")
+            .header("upgrade", "hivemind-frames/1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -74,15 +74,14 @@ fn take_batch(
 /// and those forwarded by other members) become one `Command::Batch` entry, so one append, one
 /// fsync and one replication round carry them all. At most `max_batches_in_flight` batches (default 1) are in flight; the
 /// writes that arrive meanwhile form the next batch, so batches grow with the load by
-/// themselves. A lone write is proposed on its own at once.
-async fn run_batcher(cp: std::sync::Weak<ControlPlane>, mut queue: mpsc::Receiver<PendingWrite>) {
+/// themselves. A write that finds no batch in flight is proposed at once on its caller's task
+/// (see [`ControlPlane::batched_write`]).
+async fn run_batcher(
+    cp: std::sync::Weak<ControlPlane>,
+    mut queue: mpsc::Receiver<PendingWrite>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+) {
     let mut held = VecDeque::new();
-    let in_flight = {
-        let Some(cp) = cp.upgrade() else { return };
-        Arc::new(tokio::sync::Semaphore::new(
-            cp.config.max_batches_in_flight.max(1),
-        ))
-    };
     loop {
         let first = match held.pop_front() {
             Some(write) => write,
@@ -282,6 +281,9 @@ pub struct ControlPlane {
     known: Mutex<BTreeMap<NodeId, Candidate>>,
     /// KV writes waiting to be proposed in a batch.
     kv_writes: mpsc::Sender<PendingWrite>,
+    /// Batches in flight (at most `max_batches_in_flight`); a write that finds a slot free
+    /// proposes itself at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
     append_latency: Arc<hivemind_common::histogram::LatencyHistogram>,
     leader_changes: AtomicU64,
     committed: Arc<AtomicU64>,
@@ -351,6 +353,9 @@ impl ControlPlane {
         .await
         .map_err(|e| CpError::Fatal(e.to_string()))?;
         let (kv_writes, pending) = mpsc::channel(MAX_BATCH * 4);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            config.max_batches_in_flight.max(1),
+        ));
         let cp = Arc::new(Self {
             append_latency,
             config,
@@ -361,10 +366,11 @@ impl ControlPlane {
             last_leader_contact_ms: AtomicU64::new(u64::MAX),
             known: Mutex::new(BTreeMap::new()),
             kv_writes,
+            in_flight: in_flight.clone(),
             leader_changes: AtomicU64::new(0),
             committed,
         });
-        tokio::spawn(run_batcher(Arc::downgrade(&cp), pending));
+        tokio::spawn(run_batcher(Arc::downgrade(&cp), pending, in_flight));
         tokio::spawn(count_leader_changes(Arc::downgrade(&cp)));
         Ok(cp)
     }
@@ -447,7 +453,7 @@ impl ControlPlane {
                             deadline.saturating_duration_since(tokio::time::Instant::now());
                         match self
                             .client
-                            .call::<B, Result<T, CpError>>(&addr, path, body, remaining)
+                            .call_framed::<B, Result<T, CpError>>(&addr, path, body, remaining)
                             .await
                         {
                             Ok(answer) => answer,
@@ -514,6 +520,24 @@ impl ControlPlane {
     /// Queues a KV write for the leader's next batch and waits for its verdict, all within the
     /// bounded wait (a write that times out before its batch is taken is never proposed).
     async fn batched_write(&self, command: Command, forwarded: bool) -> Result<Applied, CpError> {
+        // No batch in flight: this write is a batch of one, proposed on this task rather than
+        // handed to the batcher and on to a task of its own. (The semaphore is fair: while the
+        // batcher waits for a slot, released slots go to it, so queued writes never starve.)
+        if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
+            let outcome = tokio::time::timeout(
+                self.config.request_timeout,
+                self.local_write(command.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(self.no_quorum("the write was not committed in time")));
+            drop(slot);
+            return match outcome {
+                // Leadership moved: as in the batcher, a forwarded write goes back to its sender,
+                // this member's own client's write is forwarded from here.
+                Err(CpError::NotLeader { .. }) if !forwarded => self.propose(command).await,
+                other => other,
+            };
+        }
         let (reply, verdict) = oneshot::channel();
         let stopped = || CpError::Fatal("the write batcher stopped".into());
         let queued_and_answered = async {

@@ -22,9 +22,10 @@ use super::ApiError;
 use crate::bootstrap::Candidate;
 use crate::control::{ControlPlane, VoterChange};
 use crate::error::CpError;
-use crate::network::{paths, CLUSTER_SECRET_HEADER};
+use crate::network::{paths, FramedAnswer, FramedCall, CLUSTER_SECRET_HEADER};
 use crate::registry::Command;
 use crate::types::{NodeId, TypeConfig};
+use tower::ServiceExt;
 
 type Cp = State<Arc<ControlPlane>>;
 
@@ -32,6 +33,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
     Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::APPEND_STREAM, get(append_stream))
+        .route(paths::CALL_STREAM, get(call_stream))
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::WRITE, post(write))
@@ -119,6 +121,45 @@ async fn append_stream(State(cp): Cp, request: Request) -> Response {
                     None
                 }
             }
+        }
+    })
+}
+
+/// Internal calls as frames: each names a route of this router and carries its body; it is
+/// served by the same handler a plain request would reach (the stream was authenticated when it
+/// was opened, so the frames are not checked again).
+async fn call_stream(State(cp): Cp, request: Request) -> Response {
+    let router: Router = routes(None).with_state(cp);
+    crate::stream::accept(request, move |frame| {
+        let router = router.clone();
+        async move {
+            let call: FramedCall = match hivemind_common::decode(&frame) {
+                Ok(call) => call,
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed call frame: closing the stream");
+                    return None;
+                }
+            };
+            let request = Request::post(call.path)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(axum::body::Body::from(call.body))
+                .ok()?;
+            let response = match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(
+                response.into_body(),
+                hivemind_common::codec::MAX_DECODE_BYTES,
+            )
+            .await
+            .ok()?;
+            let answer = FramedAnswer {
+                status,
+                body: body.to_vec(),
+            };
+            Some(hivemind_common::encode(&answer).into())
         }
     })
 }
