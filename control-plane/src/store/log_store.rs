@@ -86,10 +86,10 @@ impl LogStore {
         Ok(Self {
             db: db.clone(),
             logs: db
-                .keyspace("raft_log", fjall::KeyspaceCreateOptions::default)
+                .keyspace("raft_log", super::keyspace_options)
                 .map_err(|e| read_err(&e))?,
             meta: db
-                .keyspace("raft_meta", fjall::KeyspaceCreateOptions::default)
+                .keyspace("raft_meta", super::keyspace_options)
                 .map_err(|e| read_err(&e))?,
             flusher,
             latency,

@@ -37,7 +37,10 @@ pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StorageE
     let db = fjall::Database::builder(path)
         // Durability is ours to decide: the log flusher persists once per group commit.
         .manual_journal_persist(true)
+        // The registry is small: bound memory and the journal's disk use well below fjall's
+        // defaults (64 MiB memtables, 512 MiB of journal).
         .cache_size(16 << 20)
+        .max_journaling_size(64 << 20)
         .open()
         .map_err(|e| read_err(&e))?;
     let log = LogStore::new(&db)?;
@@ -47,6 +50,11 @@ pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StorageE
 
 fn read_err<E: std::error::Error + 'static>(e: &E) -> StorageError {
     StorageIOError::read(AnyError::new(e)).into()
+}
+
+/// Keyspace settings: memtables of at most 8 MiB (written out to tables beyond that).
+fn keyspace_options() -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default().max_memtable_size(8 << 20)
 }
 
 fn write_err<E: std::error::Error + 'static>(e: &E) -> StorageError {

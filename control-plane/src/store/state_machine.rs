@@ -73,7 +73,7 @@ pub struct StateMachine {
 impl StateMachine {
     pub(super) fn new(db: &fjall::Database) -> Result<Self, StorageError> {
         let snapshots = db
-            .keyspace("sm_snapshot", fjall::KeyspaceCreateOptions::default)
+            .keyspace("sm_snapshot", super::keyspace_options)
             .map_err(|e| read_err(&e))?;
         let (applied_tx, _) = watch::channel(0);
         let sm = Self {
