@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
@@ -90,6 +90,14 @@ impl FrameClient {
     }
 
     async fn exchange(&mut self, request: Bytes) -> Result<Bytes, StreamError> {
+        // A stream the peer closed while it sat idle (the peer restarted, say) reads as ended
+        // or as holding bytes nobody asked for: nothing was sent on it yet, so open a new one
+        // instead of failing a request that never left.
+        if let Some(connection) = &mut self.connection {
+            if connection.next().now_or_never().is_some() {
+                self.connection = None;
+            }
+        }
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => self.connection.insert(self.connect().await?),
@@ -367,6 +375,50 @@ mod tests {
         let answer = client.call(Bytes::from_static(b"b"), WAIT).await.unwrap();
         assert_eq!(answer, Bytes::from_static(b"re:b"));
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// A peer that upgrades by hand, answers one frame per connection and then hangs up
+    /// (as a restarted process would have).
+    /// Reports each hang-up on the returned channel.
+    async fn one_answer_per_connection() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (hung_up, hang_ups) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8];
+                    if tcp.read_exact(&mut byte).await.is_err() {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {PROTOCOL}\r\n\r\n"
+                );
+                tcp.write_all(answer.as_bytes()).await.unwrap();
+                let mut frames = Framed::new(tcp, codec());
+                if let Some(Ok(frame)) = frames.next().await {
+                    frames.send(frame.freeze()).await.unwrap();
+                }
+                drop(frames);
+                let _ = hung_up.send(());
+            }
+        });
+        (addr, hang_ups)
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_peer_closed_while_idle_is_replaced_before_sending() {
+        let (addr, mut hang_ups) = one_answer_per_connection().await;
+        let mut client = FrameClient::new(addr, PATH, None);
+        for i in 0..3 {
+            let answer = client.call(Bytes::from(format!("{i}")), WAIT).await;
+            assert_eq!(answer.unwrap(), Bytes::from(format!("{i}")), "call {i}");
+            hang_ups.recv().await.expect("the peer hung up");
+        }
     }
 
     #[tokio::test]
