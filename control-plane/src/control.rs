@@ -116,12 +116,7 @@ async fn run_batcher(
             };
             let single = replies.len() == 1;
             let retry = command.clone();
-            // Bounded like every other wait: a leader deposed mid-write may never hear back
-            // about its entry, and a stuck batch would hold the only slot forever.
-            let wait = cp.config.request_timeout;
-            let outcome = tokio::time::timeout(wait, cp.local_write(command))
-                .await
-                .unwrap_or_else(|_| Err(cp.no_quorum("the batch was not committed in time")));
+            let outcome = cp.bounded_local_write(command).await;
             match outcome {
                 Ok(Applied {
                     index,
@@ -524,12 +519,7 @@ impl ControlPlane {
         // handed to the batcher and on to a task of its own. (The semaphore is fair: while the
         // batcher waits for a slot, released slots go to it, so queued writes never starve.)
         if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
-            let outcome = tokio::time::timeout(
-                self.config.request_timeout,
-                self.local_write(command.clone()),
-            )
-            .await
-            .unwrap_or_else(|_| Err(self.no_quorum("the write was not committed in time")));
+            let outcome = self.bounded_local_write(command.clone()).await;
             drop(slot);
             return match outcome {
                 // Leadership moved: as in the batcher, a forwarded write goes back to its sender,
@@ -573,6 +563,15 @@ impl ControlPlane {
             &command,
         )
         .await
+    }
+
+    /// [`ControlPlane::local_write`] of a KV write or batch, bounded like every other wait: a
+    /// leader deposed mid-write may never hear back about its entry, and a stuck write would
+    /// hold a batch slot forever.
+    async fn bounded_local_write(&self, command: Command) -> Result<Applied, CpError> {
+        tokio::time::timeout(self.config.request_timeout, self.local_write(command))
+            .await
+            .unwrap_or_else(|_| Err(self.no_quorum("the write was not committed in time")))
     }
 
     /// Proposes on this member; `NotLeader` when it is not the leader.

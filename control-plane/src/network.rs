@@ -71,6 +71,15 @@ pub enum CallError {
     Failed { addr: String, reason: String },
 }
 
+impl CallError {
+    fn failed(addr: &str, reason: String) -> Self {
+        Self::Failed {
+            addr: addr.to_string(),
+            reason,
+        }
+    }
+}
+
 impl InternalClient {
     pub fn new(secret: Option<String>) -> Self {
         let http = reqwest::Client::builder()
@@ -104,10 +113,7 @@ impl InternalClient {
         if let Some(secret) = &self.secret {
             request = request.header(CLUSTER_SECRET_HEADER, secret);
         }
-        let failed = |reason: String| CallError::Failed {
-            addr: addr.to_string(),
-            reason,
-        };
+        let failed = |reason: String| CallError::failed(addr, reason);
         let response = request.send().await.map_err(|source| {
             if source.is_connect() {
                 CallError::Unreachable {
@@ -118,16 +124,26 @@ impl InternalClient {
                 failed(source.to_string())
             }
         })?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
-        if !status.is_success() {
-            return Err(failed(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )));
-        }
-        hivemind_common::decode(&bytes).map_err(|e| failed(e.to_string()))
+        decode_answer(addr, status, &bytes)
     }
+}
+
+/// An internal route's answer, however it travelled: the bincode body of a 2xx, or why not.
+fn decode_answer<Resp: DeserializeOwned>(
+    addr: &str,
+    status: u16,
+    body: &[u8],
+) -> Result<Resp, CallError> {
+    let failed = |reason: String| CallError::failed(addr, reason);
+    if !(200..300).contains(&status) {
+        return Err(failed(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(body)
+        )));
+    }
+    hivemind_common::decode(body).map_err(|e| failed(e.to_string()))
 }
 
 /// A call on [`paths::CALL_STREAM`]: the route and its bincode body.
@@ -162,10 +178,7 @@ impl InternalClient {
             body: hivemind_common::encode(body),
         };
         let frame = hivemind_common::encode(&call).into();
-        let failed = |reason: String| CallError::Failed {
-            addr: addr.to_string(),
-            reason,
-        };
+        let failed = |reason: String| CallError::failed(addr, reason);
         let answer = match self
             .streams
             .call(addr, paths::CALL_STREAM, frame, timeout)
@@ -185,14 +198,7 @@ impl InternalClient {
         };
         let answer: FramedAnswer =
             hivemind_common::decode(&answer).map_err(|e| failed(e.to_string()))?;
-        if !(200..300).contains(&answer.status) {
-            return Err(failed(format!(
-                "HTTP {}: {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-            )));
-        }
-        hivemind_common::decode(&answer.body).map_err(|e| failed(e.to_string()))
+        decode_answer(addr, answer.status, &answer.body)
     }
 
     /// GETs a JSON document from another member's internal route (role status pages).
@@ -209,10 +215,7 @@ impl InternalClient {
         if let Some(secret) = &self.secret {
             request = request.header(CLUSTER_SECRET_HEADER, secret);
         }
-        let failed = |reason: String| CallError::Failed {
-            addr: addr.to_string(),
-            reason,
-        };
+        let failed = |reason: String| CallError::failed(addr, reason);
         let response = request.send().await.map_err(|e| failed(e.to_string()))?;
         if !response.status().is_success() {
             return Err(failed(format!("HTTP {}", response.status())));

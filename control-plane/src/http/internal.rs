@@ -140,10 +140,16 @@ async fn call_stream(State(cp): Cp, request: Request) -> Response {
                     return None;
                 }
             };
-            let request = Request::post(call.path)
+            let request = match Request::post(&call.path)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .body(axum::body::Body::from(call.body))
-                .ok()?;
+            {
+                Ok(request) => request,
+                Err(e) => {
+                    tracing::warn!(path = %call.path, error = %e, "bad route in a call frame: closing the stream");
+                    return None;
+                }
+            };
             let response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
