@@ -282,6 +282,8 @@ pub struct ControlPlane {
     append_latency: Arc<hivemind_common::histogram::LatencyHistogram>,
     leader_changes: AtomicU64,
     committed: Arc<AtomicU64>,
+    /// How far this member's Raft log is on disk (see `store::durable`).
+    durable: Arc<store::durable::Durable>,
 }
 
 /// Counts leader changes from openraft's metrics until the control plane is dropped.
@@ -298,6 +300,24 @@ async fn count_leader_changes(cp: std::sync::Weak<ControlPlane>) {
                 Some(cp) => cp.leader_changes.fetch_add(1, Ordering::Relaxed),
                 None => return,
             };
+        }
+    }
+}
+
+/// Sends a heartbeat as soon as a commit index that AppendEntries withheld from followers (it
+/// was not yet on this member's disk, see `store::durable`) becomes durable, so that followers
+/// apply it now rather than at the next regular heartbeat.
+async fn release_withheld_commits(cp: std::sync::Weak<ControlPlane>) {
+    let Some(mut durable_moved) = cp.upgrade().map(|cp| cp.durable.subscribe()) else {
+        return;
+    };
+    while durable_moved.changed().await.is_ok() {
+        let Some(cp) = cp.upgrade() else { return };
+        if cp.durable.take_released() {
+            if let Err(e) = cp.raft.trigger().heartbeat().await {
+                tracing::debug!(error = %e, "no heartbeat for a released commit: Raft stopped");
+                return;
+            }
         }
     }
 }
@@ -320,7 +340,9 @@ impl ControlPlane {
     /// Opens the Raft storage and starts the Raft node. Does not initialize a cluster: see
     /// [`ControlPlane::run_bootstrap`].
     pub async fn start(config: CpConfig) -> Result<Arc<Self>, CpError> {
-        let (log, sm) = store::open(&config.dir).map_err(|e| CpError::Fatal(e.to_string()))?;
+        let (log, sm) =
+            store::open(&config.dir, config.id).map_err(|e| CpError::Fatal(e.to_string()))?;
+        let durable = log.durable();
         let state = sm.shared();
         let append_latency = log.append_latency();
         let committed = log.committed_index();
@@ -341,7 +363,7 @@ impl ControlPlane {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            NetworkFactory::new(client.clone()),
+            NetworkFactory::new(client.clone(), durable.clone()),
             log,
             sm,
         )
@@ -364,15 +386,23 @@ impl ControlPlane {
             in_flight: in_flight.clone(),
             leader_changes: AtomicU64::new(0),
             committed,
+            durable,
         });
         tokio::spawn(run_batcher(Arc::downgrade(&cp), pending, in_flight));
         tokio::spawn(count_leader_changes(Arc::downgrade(&cp)));
+        tokio::spawn(release_withheld_commits(Arc::downgrade(&cp)));
         Ok(cp)
     }
 
     /// The last commit index this member saved (for `/metrics`; `status` asks Raft itself).
     pub fn commit_index(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)
+    }
+
+    /// AppendEntries whose commit index was lowered to what this member had on disk (it led
+    /// and its own fsync was slower than a follower's), for `/metrics`.
+    pub fn commits_withheld(&self) -> u64 {
+        self.durable.withheld_total()
     }
 
     /// Times this member saw the leader change (to another member or to none), for

@@ -16,6 +16,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::store::durable::Durable;
 use crate::stream::{FramePool, StreamError};
 use crate::types::{CpNode, NodeId, TypeConfig};
 
@@ -227,11 +228,14 @@ impl InternalClient {
 /// Creates one [`Peer`] per Raft target.
 pub struct NetworkFactory {
     client: InternalClient,
+    durable: std::sync::Arc<Durable>,
 }
 
 impl NetworkFactory {
-    pub fn new(client: InternalClient) -> Self {
-        Self { client }
+    /// `durable` is how far this member's log is on disk: no AppendEntries tells a follower of
+    /// a commit beyond it.
+    pub fn new(client: InternalClient, durable: std::sync::Arc<Durable>) -> Self {
+        Self { client, durable }
     }
 }
 
@@ -245,6 +249,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             client: self.client.clone(),
             streams: self.client.streams.clone(),
             append_over_http: false,
+            durable: self.durable.clone(),
         }
     }
 }
@@ -258,6 +263,7 @@ pub struct Peer {
     streams: FramePool,
     /// The peer predates the stream route: AppendEntries as plain requests instead.
     append_over_http: bool,
+    durable: std::sync::Arc<Durable>,
 }
 
 impl Peer {
@@ -287,9 +293,11 @@ impl Peer {
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CpNode, RaftError<NodeId>>> {
+        // Rule 2 of `store::durable`: followers hear of no commit that is not on this disk.
+        rpc.leader_commit = self.durable.clamp_commit(rpc.leader_commit);
         if self.append_over_http {
             return self.rpc(paths::APPEND, &rpc, &option).await;
         }

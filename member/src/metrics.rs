@@ -291,6 +291,13 @@ impl Collector for AgentCollector {
                 "Times this member saw the Raft leader change.",
                 &[(&[], cp.leader_changes())],
             )?;
+            counter(
+                e,
+                "hivemind_raft_commits_withheld",
+                "AppendEntries whose commit index was lowered to this leader's durable log end \
+                 (its own fsync was slower than a follower's).",
+                &[(&[], cp.commits_withheld())],
+            )?;
             gauge(
                 e,
                 "hivemind_raft_commit_index",

@@ -11,8 +11,9 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::durable::{acknowledge_early, Durable};
 use super::{persist, read_err, write_err};
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -29,12 +30,23 @@ pub struct LogStore {
     latency: Arc<LatencyHistogram>,
     /// The last commit index openraft saved (shown in `/metrics`).
     committed: Arc<std::sync::atomic::AtomicU64>,
+    /// This member's node id: its own appends, as leader, are acknowledged before the fsync.
+    me: NodeId,
+    /// The vote as last saved, to tell the leader's own appends from a follower's.
+    vote: Arc<std::sync::Mutex<Option<Vote>>>,
+    /// How far the log is on disk (see [`super::durable`]).
+    durable: Arc<Durable>,
 }
 
 /// Work for the flusher task, done strictly in order.
 enum FlushJob {
-    /// Entries already written to the journal: report them durable after the next persist.
-    Appended(LogFlushed<TypeConfig>, Instant),
+    /// Entries up to `last` already written to the journal: record them durable after the next
+    /// persist, and then report them to openraft unless that was done when they were written.
+    Appended {
+        last: LogId,
+        callback: Option<LogFlushed<TypeConfig>>,
+        appended: Instant,
+    },
     /// Answered once every earlier job completed.
     Barrier(oneshot::Sender<()>),
 }
@@ -46,6 +58,7 @@ fn run_flusher(
     db: fjall::Database,
     mut jobs: mpsc::UnboundedReceiver<FlushJob>,
     latency: Arc<LatencyHistogram>,
+    durable: Arc<Durable>,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
@@ -53,16 +66,37 @@ fn run_flusher(
         while let Ok(next) = jobs.try_recv() {
             batch.push(next);
         }
-        let flushed = if batch.iter().any(|j| matches!(j, FlushJob::Appended(..))) {
-            persist(&db).map_err(|e| e.to_string())
-        } else {
-            Ok(())
+        let last = batch
+            .iter()
+            .filter_map(|j| match j {
+                FlushJob::Appended { last, .. } => Some(*last),
+                FlushJob::Barrier(_) => None,
+            })
+            .max_by_key(|l| l.index);
+        let flushed = match last {
+            Some(last) => {
+                let flushed = persist(&db).map_err(|e| e.to_string());
+                // Durable first, then reported: whoever hears of an append can wait for it.
+                match &flushed {
+                    Ok(()) => durable.advance(last),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the Raft log could not be made durable");
+                        durable.fail(e.clone());
+                    }
+                }
+                flushed
+            }
+            None => Ok(()),
         };
         for job in batch.drain(..) {
             match job {
-                FlushJob::Appended(callback, appended) => {
+                FlushJob::Appended {
+                    callback, appended, ..
+                } => {
                     latency.observe(appended.elapsed());
-                    callback.log_io_completed(flushed.clone().map_err(std::io::Error::other))
+                    if let Some(callback) = callback {
+                        callback.log_io_completed(flushed.clone().map_err(std::io::Error::other))
+                    }
                 }
                 FlushJob::Barrier(done) => {
                     let _ = done.send(());
@@ -74,27 +108,56 @@ fn run_flusher(
 
 impl LogStore {
     /// Opens the log trees and starts the flusher thread (it ends when the last clone drops).
-    pub(super) fn new(db: &fjall::Database) -> Result<Self, StorageError> {
+    /// `me` is this member's node id.
+    pub(super) fn new(db: &fjall::Database, me: NodeId) -> Result<Self, StorageError> {
+        let logs = db
+            .keyspace("raft_log", super::keyspace_options)
+            .map_err(|e| read_err(&e))?;
+        let meta = db
+            .keyspace("raft_meta", super::keyspace_options)
+            .map_err(|e| read_err(&e))?;
+        // What was recovered may have reached only the page cache before a crash of the
+        // process: one fsync makes all of it durable before anything is built on it.
+        persist(db).map_err(|e| write_err(&e))?;
         let (flusher, jobs) = mpsc::unbounded_channel();
-        let flusher_db = db.clone();
         let latency = Arc::new(LatencyHistogram::default());
-        let flusher_latency = latency.clone();
+        let store = Self {
+            db: db.clone(),
+            logs,
+            meta,
+            flusher,
+            latency: latency.clone(),
+            committed: Arc::default(),
+            me,
+            vote: Arc::default(),
+            durable: Arc::new(Durable::new(None)),
+        };
+        store.durable.reset(store.last_log_id()?);
+        *store.vote.lock().unwrap_or_else(|p| p.into_inner()) = store.get_meta(VOTE)?;
+        let (flusher_db, durable) = (db.clone(), store.durable.clone());
         std::thread::Builder::new()
             .name("hivemind-log-flush".into())
-            .spawn(move || run_flusher(flusher_db, jobs, flusher_latency))
+            .spawn(move || run_flusher(flusher_db, jobs, latency, durable))
             .map_err(|e| write_err(&e))?;
-        Ok(Self {
-            db: db.clone(),
-            logs: db
-                .keyspace("raft_log", super::keyspace_options)
-                .map_err(|e| read_err(&e))?,
-            meta: db
-                .keyspace("raft_meta", super::keyspace_options)
-                .map_err(|e| read_err(&e))?,
-            flusher,
-            latency,
-            committed: Arc::default(),
-        })
+        Ok(store)
+    }
+
+    /// How far the log is on disk, shared with the state machine and the Raft network.
+    pub fn durable(&self) -> Arc<Durable> {
+        self.durable.clone()
+    }
+
+    /// The id of the last entry in the log, or of the last purged one if the log is empty.
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        let last_in_log = match self.logs.last_key_value() {
+            Some(item) => {
+                let bytes = item.value().map_err(|e| read_err(&e))?;
+                Some(decode_entry(&bytes)?.log_id)
+            }
+            None => None,
+        };
+        Ok(last_in_log.or(last_purged))
     }
 
     /// The commit index as last saved, shared.
@@ -185,17 +248,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last_in_log = match self.logs.last_key_value() {
-            Some(item) => {
-                let bytes = item.value().map_err(|e| read_err(&e))?;
-                Some(decode_entry(&bytes)?.log_id)
-            }
-            None => None,
-        };
         Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last_in_log.or(last_purged_log_id),
+            last_purged_log_id: self.get_meta(LAST_PURGED)?,
+            last_log_id: self.last_log_id()?,
         })
     }
 
@@ -206,7 +261,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.put_meta(VOTE, vote)?;
         // A vote must be durable before it is acted on, like a log append.
-        self.flush()
+        self.flush()?;
+        *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -237,19 +294,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let appended = Instant::now();
+        if let Some(reason) = self.durable.failure() {
+            return Err(write_err(&std::io::Error::other(reason)));
+        }
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
         let mut batch = self.db.batch();
-        for entry in entries {
+        for entry in &entries {
             batch.insert(
                 &self.logs,
                 &entry.log_id.index.to_be_bytes()[..],
-                hivemind_common::encode(&entry),
+                hivemind_common::encode(entry),
             );
         }
         batch.commit().map_err(|e| write_err(&e))?;
-        // Readable now (replication may send them), acknowledged as durable only by the
-        // flusher, after the flush that covers them.
+        // Readable now, so replication may send them. A follower's append is reported only by
+        // the flusher, after the flush that covers it. The leader's own is reported at once so
+        // that openraft replicates it while the leader's fsync runs (see `super::durable` for
+        // why no one sees it committed before it is durable).
+        let early = {
+            let vote = self.vote.lock().unwrap_or_else(|p| p.into_inner());
+            acknowledge_early(self.me, vote.as_ref(), &entries)
+        };
+        let callback = if early {
+            callback.log_io_completed(Ok(()));
+            None
+        } else {
+            Some(callback)
+        };
         self.flusher
-            .send(FlushJob::Appended(callback, appended))
+            .send(FlushJob::Appended {
+                last,
+                callback,
+                appended,
+            })
             .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")))?;
         Ok(())
     }
@@ -258,7 +339,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // No callback may report entries durable after they were removed.
         self.drain_flusher().await?;
         self.remove_entries(log_id.index.to_be_bytes()..)?;
-        self.flush()
+        self.flush()?;
+        self.durable.reset(self.last_log_id()?);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

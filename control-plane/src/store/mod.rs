@@ -4,6 +4,8 @@
 //! durable part: an append is acknowledged only after the journal was `fdatasync`ed. The state
 //! machine keeps the registry in memory and persists it as snapshots; after a restart openraft
 //! re-applies the committed log after the last snapshot, so applying needs no fsync of its own.
+//! The leader's own appends are reported to openraft before their fsync so that replication
+//! does not wait for it; [`durable`] holds the rules that keep this safe.
 //!
 //! Why fjall and not sled (DESIGN §2 keeps the engine swappable for this): every sled flush
 //! hands the write to sled's IO thread pool, whose `notify_all` wakes all seven of its threads
@@ -14,6 +16,7 @@
 // type so that `?` works without conversions.
 #![allow(clippy::result_large_err)]
 
+pub mod durable;
 mod log_store;
 mod state_machine;
 
@@ -22,10 +25,11 @@ use openraft::{AnyError, StorageIOError};
 pub use log_store::LogStore;
 pub use state_machine::{SharedState, StateMachine};
 
-use crate::types::StorageError;
+use crate::types::{NodeId, StorageError};
 
-/// Opens (or creates) the CP's database and returns both halves of the Raft storage.
-pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StorageError> {
+/// Opens (or creates) the CP's database and returns both halves of the Raft storage, for the
+/// member whose node id is `me`.
+pub fn open(path: &std::path::Path, me: NodeId) -> Result<(LogStore, StateMachine), StorageError> {
     if path.join("conf").is_file() && path.join("db").is_file() {
         let message = format!(
             "{} holds a sled store written by an older hivemind: remove it and start the member \
@@ -43,8 +47,8 @@ pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StorageE
         .max_journaling_size(64 << 20)
         .open()
         .map_err(|e| read_err(&e))?;
-    let log = LogStore::new(&db)?;
-    let sm = StateMachine::new(&db)?;
+    let log = LogStore::new(&db, me)?;
+    let sm = StateMachine::new(&db, log.durable())?;
     Ok((log, sm))
 }
 

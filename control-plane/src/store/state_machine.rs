@@ -8,6 +8,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::durable::Durable;
 use super::{persist, read_err, write_err};
 use crate::registry::{CommandOutput, Registry};
 use crate::types::{
@@ -68,10 +69,13 @@ pub struct StateMachine {
     shared: Arc<SharedState>,
     db: fjall::Database,
     snapshots: fjall::Keyspace,
+    /// How far the log is on disk: nothing is applied beyond it (rule 1 of
+    /// [`super::durable`]).
+    durable: Arc<Durable>,
 }
 
 impl StateMachine {
-    pub(super) fn new(db: &fjall::Database) -> Result<Self, StorageError> {
+    pub(super) fn new(db: &fjall::Database, durable: Arc<Durable>) -> Result<Self, StorageError> {
         let snapshots = db
             .keyspace("sm_snapshot", super::keyspace_options)
             .map_err(|e| read_err(&e))?;
@@ -83,6 +87,7 @@ impl StateMachine {
             }),
             db: db.clone(),
             snapshots,
+            durable,
         };
         if let Some(stored) = sm.load_snapshot()? {
             let data: SmData = hivemind_common::decode(&stored.data).map_err(|e| read_err(&e))?;
@@ -150,6 +155,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            // The leader may have counted its own copy toward the commit before its fsync:
+            // nothing is answered or readable before it is on this disk too.
+            self.durable
+                .wait_for(last.log_id.index)
+                .await
+                .map_err(|reason| write_err(&std::io::Error::other(reason)))?;
+        }
         let mut responses = Vec::new();
         let last_index = {
             let mut state = self.shared.data.write().unwrap_or_else(|p| p.into_inner());

@@ -1,7 +1,7 @@
 //! openraft's storage conformance suite against the fjall store, restart durability, and the
 //! refusal of a data dir an older version wrote with sled.
 
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, RaftLogReader};
 
@@ -13,7 +13,11 @@ struct FjallBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FjallBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm) = super::open(&dir.path().join("cp"))?;
+        let (log, sm) = super::open(&dir.path().join("cp"), 1)?;
+        // The suite applies entries to the state machine that were never appended to the log;
+        // in a member the state machine applies only what the log holds on disk (tested below).
+        log.durable()
+            .advance(LogId::new(CommittedLeaderId::new(0, 0), u64::MAX));
         Ok((dir, log, sm))
     }
 }
@@ -32,7 +36,7 @@ async fn votes_entries_and_purges_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cp");
     {
-        let (mut log, _sm) = super::open(&path).unwrap();
+        let (mut log, _sm) = super::open(&path, 1).unwrap();
         log.save_vote(&Vote::new(3, 1)).await.unwrap();
         let entries: Vec<_> = (1..=20)
             .map(|i| crate::types::Entry {
@@ -44,7 +48,7 @@ async fn votes_entries_and_purges_survive_a_reopen() {
         log.purge(log_id(3, 5)).await.unwrap();
         log.truncate(log_id(3, 18)).await.unwrap();
     }
-    let (mut log, _sm) = super::open(&path).unwrap();
+    let (mut log, _sm) = super::open(&path, 1).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(3, 5)));
@@ -66,8 +70,78 @@ fn a_data_dir_written_by_sled_is_refused_with_a_message() {
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join("conf"), b"segment_size: 524288").unwrap();
     std::fs::write(path.join("db"), b"").unwrap();
-    let Err(error) = super::open(&path) else {
+    let Err(error) = super::open(&path, 1) else {
         panic!("a sled data dir was opened");
     };
     assert!(error.to_string().contains("older hivemind"), "{error}");
+}
+
+fn entries(
+    term: u64,
+    leader: u64,
+    indexes: std::ops::RangeInclusive<u64>,
+) -> Vec<crate::types::Entry> {
+    indexes
+        .map(|i| crate::types::Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), i),
+            payload: openraft::EntryPayload::Blank,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_followers_append_is_reported_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = super::open(&dir.path().join("cp"), 2).unwrap();
+    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    log.blocking_append(entries(3, 1, 1..=5)).await.unwrap();
+    assert_eq!(log.durable().last().map(|l| l.index), Some(5));
+}
+
+#[tokio::test]
+async fn the_leaders_own_entries_are_applied_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut sm) = super::open(&dir.path().join("cp"), 1).unwrap();
+    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    for round in 0..20 {
+        let batch = entries(3, 1, round * 5 + 1..=round * 5 + 5);
+        // Reported at once (the leader's own); durable only after the flusher's fsync.
+        log.blocking_append(batch.clone()).await.unwrap();
+        sm.apply(batch).await.unwrap();
+        assert!(log.durable().last().map(|l| l.index) >= Some(round * 5 + 5));
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_applied_after_the_log_failed_to_become_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut sm) = super::open(&dir.path().join("cp"), 1).unwrap();
+    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    log.blocking_append(entries(3, 1, 1..=2)).await.unwrap();
+    sm.apply(entries(3, 1, 1..=2)).await.unwrap();
+    log.durable().fail("disk full".into());
+    let error = sm.apply(entries(3, 1, 3..=3)).await.unwrap_err();
+    assert!(error.to_string().contains("disk full"), "{error}");
+    let error = log.blocking_append(entries(3, 1, 3..=3)).await.unwrap_err();
+    assert!(error.to_string().contains("disk full"), "{error}");
+}
+
+#[tokio::test]
+async fn what_was_recovered_is_durable_and_a_truncation_moves_the_end_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp");
+    {
+        let (mut log, _sm) = super::open(&path, 2).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        log.blocking_append(entries(3, 1, 1..=9)).await.unwrap();
+    }
+    let (mut log, _sm) = super::open(&path, 2).unwrap();
+    assert_eq!(log.durable().last().map(|l| l.index), Some(9));
+    log.truncate(log_id(3, 7)).await.unwrap();
+    assert_eq!(log.durable().last().map(|l| l.index), Some(6));
+    log.blocking_append(entries(4, 1, 7..=7)).await.unwrap();
+    assert_eq!(
+        log.durable().last(),
+        Some(LogId::new(CommittedLeaderId::new(4, 1), 7))
+    );
 }
