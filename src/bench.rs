@@ -99,6 +99,14 @@ impl PhaseResult {
         self.ops as f64 / self.seconds
     }
 
+    fn mean_ms(&self) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let total: Duration = self.latencies.iter().sum();
+        total.as_secs_f64() * 1000.0 / self.latencies.len() as f64
+    }
+
     fn percentile(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
@@ -216,7 +224,13 @@ pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
     };
     let target = format!("{:?}", args.target).to_lowercase();
     if json_output {
-        let summary = |r: &PhaseResult| json!({ "ops_per_sec": r.rate(), "p50_ms": r.percentile(0.5), "p99_ms": r.percentile(0.99), "errors": r.errors });
+        let summary = |r: &PhaseResult| {
+            json!({
+                "ops_per_sec": r.rate(), "mean_ms": r.mean_ms(), "p50_ms": r.percentile(0.5),
+                "p90_ms": r.percentile(0.9), "p99_ms": r.percentile(0.99),
+                "p999_ms": r.percentile(0.999), "max_ms": r.percentile(1.0), "errors": r.errors,
+            })
+        };
         println!(
             "{}",
             json!({
