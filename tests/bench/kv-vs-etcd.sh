@@ -5,10 +5,11 @@
 # TRIALS times. Writes the results into BENCHMARKS.md (or $OUT) between the kv-vs-etcd markers.
 #
 # Both clusters run for the whole benchmark and are driven in turn, ROUNDS times: for each round
-# and client count, hivemind and then etcd. This machine's disk moves between fast and slow
-# periods (fsync 0.2-0.5 ms mean), so measuring one system entirely after the other compares
-# disks as much as systems; interleaved rounds see the same periods. The idle cluster only sends
-# heartbeats. Both clusters' endpoints are ordered followers first, so client i talks to the
+# and client count, both systems back to back (hivemind first in odd rounds, etcd first in even
+# ones), each phase starting once all six processes are idle. This machine's disk moves between
+# fast and slow periods (fsync 0.2-0.5 ms mean), so measuring one system entirely after the
+# other compares disks as much as systems; interleaved rounds see the same periods. The idle
+# cluster only sends heartbeats. Both clusters' endpoints are ordered followers first, so client i talks to the
 # same role (follower or leader) in both, and a single client writes through a follower.
 #
 # Needs: etcd (Debian etcd-server), fio. Usage: tests/bench/kv-vs-etcd.sh
@@ -95,10 +96,30 @@ echo "hivemind leader cp$HM_L, endpoints $HM_EPS; etcd leader e$E_L, endpoints $
 run_bench() { # target endpoints clients
   $BIN bench kv --target "$1" --endpoints "$2" --clients "$3" --duration "${DURATION}s" --value-size 256 --json
 }
+wait_idle() { # until the given processes used under 20% of a core over one second (30 s at most)
+  python3 - "$@" <<'IDLE'
+import sys, time
+def ticks():
+    total = 0
+    for pid in sys.argv[1:]:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total
+for _ in range(30):
+    before = ticks(); time.sleep(1)
+    if ticks() - before < 20:
+        break
+IDLE
+}
 RESULTS=$WORK/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do
+  order="hivemind etcd"; [ $((r % 2)) = 0 ] && order="etcd hivemind"
   for c in $CLIENTS; do
-    for t in hivemind etcd; do
+    for t in $order; do
+      wait_idle "${PIDS[@]}"
       eps=$HM_EPS; [ "$t" = etcd ] && eps=$E_EPS
       echo "round $r, $t, $c clients"
       run_bench "$t" "$eps" "$c" | python3 -c "import json,sys; d=json.load(sys.stdin); d['round']=$r; print(json.dumps(d))" | tee -a "$RESULTS"
@@ -154,7 +175,8 @@ text = f"""<!-- kv-vs-etcd:begin (written by tests/bench/kv-vs-etcd.sh) -->
 Command: `tests/bench/kv-vs-etcd.sh` (DURATION={duration} s per phase, ROUNDS={rounds}), on this
 project's 2-core machine, {datetime.date.today()}. Both 3-member clusters run on 127.0.0.1 for
 the whole benchmark and are driven in turn by the same load generator: in each round, for each
-client count, hivemind and then etcd. Each client has one keep-alive connection to one member
+client count, both back to back (hivemind first in odd rounds, etcd in even ones), each phase
+starting once all six processes are idle. Each client has one keep-alive connection to one member
 (client i -> member i mod 3), members ordered followers first in both systems (so 1 client writes
 through a follower), 256-byte values; a write phase, then a linearizable-read phase of the same
 keys. Per client count and target:
