@@ -116,6 +116,11 @@ impl Durable {
             self.withheld_total.fetch_add(1, Ordering::Relaxed);
             if let Some(c) = commit {
                 self.withheld.fetch_max(c.index, Ordering::Relaxed);
+                // The flush may have caught up between the clamp and the record, and then no
+                // later change would wake whoever releases it: wake them now.
+                if index_of(self.last()) >= Some(c.index) {
+                    self.state.send_modify(|_| {});
+                }
             }
         }
         clamped
