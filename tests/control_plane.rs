@@ -157,6 +157,9 @@ async fn losing_quorum_degrades_and_fails_fast_with_no_quorum_then_recovers() {
     let mut cluster = Cluster::control_plane(3, &[]);
     cluster.wait_healthy().await;
     assert_eq!(put(&cluster.agents[0], "k", "v1").await.status(), 200);
+    // A stale read answers from what this member applied, which may trail the leader by one
+    // AppendEntries even for a write made through it: let it catch up before the quorum goes.
+    wait_stale_value(&cluster.agents[0], "k", "v1").await;
 
     cluster.agents[1].kill9();
     cluster.agents[2].kill9();
