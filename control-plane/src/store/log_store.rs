@@ -36,6 +36,9 @@ pub struct LogStore {
     vote: Arc<std::sync::Mutex<Option<Vote>>>,
     /// How far the log is on disk (see [`super::durable`]).
     durable: Arc<Durable>,
+    /// Tests hold it to keep the flusher from persisting.
+    #[cfg(test)]
+    pub(super) flush_gate: Arc<std::sync::Mutex<()>>,
 }
 
 /// Work for the flusher task, done strictly in order.
@@ -59,6 +62,7 @@ fn run_flusher(
     mut jobs: mpsc::UnboundedReceiver<FlushJob>,
     latency: Arc<LatencyHistogram>,
     durable: Arc<Durable>,
+    before_persist: impl Fn(),
 ) {
     let mut batch = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
@@ -75,6 +79,7 @@ fn run_flusher(
             .max_by_key(|l| l.index);
         let flushed = match last {
             Some(last) => {
+                before_persist();
                 let flushed = persist(&db).map_err(|e| e.to_string());
                 // Durable first, then reported: whoever hears of an append can wait for it.
                 match &flushed {
@@ -131,13 +136,22 @@ impl LogStore {
             me,
             vote: Arc::default(),
             durable: Arc::new(Durable::new(None)),
+            #[cfg(test)]
+            flush_gate: Arc::default(),
         };
         store.durable.reset(store.last_log_id()?);
         *store.vote.lock().unwrap_or_else(|p| p.into_inner()) = store.get_meta(VOTE)?;
         let (flusher_db, durable) = (db.clone(), store.durable.clone());
+        #[cfg(not(test))]
+        let before_persist = || {};
+        #[cfg(test)]
+        let before_persist = {
+            let gate = store.flush_gate.clone();
+            move || drop(gate.lock().unwrap_or_else(|p| p.into_inner()))
+        };
         std::thread::Builder::new()
             .name("hivemind-log-flush".into())
-            .spawn(move || run_flusher(flusher_db, jobs, latency, durable))
+            .spawn(move || run_flusher(flusher_db, jobs, latency, durable, before_persist))
             .map_err(|e| write_err(&e))?;
         Ok(store)
     }

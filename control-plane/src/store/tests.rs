@@ -145,3 +145,54 @@ async fn what_was_recovered_is_durable_and_a_truncation_moves_the_end_back() {
         Some(LogId::new(CommittedLeaderId::new(4, 1), 7))
     );
 }
+
+#[tokio::test]
+// The gate is held across awaits on purpose: it holds back the flusher thread, not a task.
+#[allow(clippy::await_holding_lock)]
+async fn the_leader_replicates_before_its_fsync_but_applies_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut sm) = super::open(&dir.path().join("cp"), 1).unwrap();
+    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    log.blocking_append(entries(3, 1, 1..=1)).await.unwrap();
+    sm.apply(entries(3, 1, 1..=1)).await.unwrap();
+
+    // The disk is slow: the flusher cannot persist.
+    let gate = log.flush_gate.clone();
+    let held = gate.lock().unwrap();
+    // The leader's own append is reported at once (openraft goes on to replicate it)...
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        log.blocking_append(entries(3, 1, 2..=3)),
+    )
+    .await
+    .expect("the leader's own append waited for the disk")
+    .unwrap();
+    // ...and readable for replication, but not durable.
+    assert_eq!(log.try_get_log_entries(2..=3).await.unwrap().len(), 2);
+    assert_eq!(log.durable().last().map(|l| l.index), Some(1));
+    // Say a follower's acknowledgement committed it: it is not applied before the fsync, and
+    // followers are told of no commit beyond the durable end.
+    let mut applying = tokio::spawn({
+        let mut sm = sm.clone();
+        async move { sm.apply(entries(3, 1, 2..=3)).await }
+    });
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut applying)
+            .await
+            .is_err(),
+        "applied before the leader's fsync"
+    );
+    assert_eq!(
+        log.durable().clamp_commit(Some(log_id(3, 3))),
+        Some(log_id(3, 1))
+    );
+
+    drop(held);
+    applying.await.unwrap().unwrap();
+    assert_eq!(log.durable().last().map(|l| l.index), Some(3));
+    assert_eq!(
+        log.durable().clamp_commit(Some(log_id(3, 3))),
+        Some(log_id(3, 3))
+    );
+    assert!(log.durable().take_released());
+}
