@@ -38,13 +38,7 @@ async fn votes_entries_and_purges_survive_a_reopen() {
     {
         let (mut log, _sm) = super::open(&path, 1).unwrap();
         log.save_vote(&Vote::new(3, 1)).await.unwrap();
-        let entries: Vec<_> = (1..=20)
-            .map(|i| crate::types::Entry {
-                log_id: log_id(3, i),
-                payload: openraft::EntryPayload::Blank,
-            })
-            .collect();
-        log.blocking_append(entries).await.unwrap();
+        log.blocking_append(entries(3, 1, 1..=20)).await.unwrap();
         log.purge(log_id(3, 5)).await.unwrap();
         log.truncate(log_id(3, 18)).await.unwrap();
     }
