@@ -263,6 +263,7 @@ pub struct Peer {
     streams: FramePool,
     /// The peer predates the stream route: AppendEntries as plain requests instead.
     append_over_http: bool,
+    /// How far this member's log is on disk: the commit index sent never goes beyond it.
     durable: std::sync::Arc<Durable>,
 }
 

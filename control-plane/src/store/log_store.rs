@@ -163,7 +163,11 @@ impl LogStore {
 
     /// The id of the last entry in the log, or of the last purged one if the log is empty.
     fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        self.last_log_id_after(self.get_meta(LAST_PURGED)?)
+    }
+
+    /// [`LogStore::last_log_id`] when the last purged id is already at hand.
+    fn last_log_id_after(&self, last_purged: Option<LogId>) -> Result<Option<LogId>, StorageError> {
         let last_in_log = match self.logs.last_key_value() {
             Some(item) => {
                 let bytes = item.value().map_err(|e| read_err(&e))?;
@@ -262,9 +266,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.get_meta(LAST_PURGED)?;
         Ok(LogState {
-            last_purged_log_id: self.get_meta(LAST_PURGED)?,
-            last_log_id: self.last_log_id()?,
+            last_purged_log_id,
+            last_log_id: self.last_log_id_after(last_purged_log_id)?,
         })
     }
 
