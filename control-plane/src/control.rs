@@ -280,6 +280,8 @@ pub struct ControlPlane {
     /// proposes itself at once.
     in_flight: Arc<tokio::sync::Semaphore>,
     append_latency: Arc<hivemind_common::histogram::LatencyHistogram>,
+    /// Purges of the Raft log the background purger could not complete.
+    purge_failures: Arc<AtomicU64>,
     leader_changes: AtomicU64,
     committed: Arc<AtomicU64>,
     /// How far this member's Raft log is on disk (see `store::durable`).
@@ -345,6 +347,7 @@ impl ControlPlane {
         let durable = log.durable();
         let state = sm.shared();
         let append_latency = log.append_latency();
+        let purge_failures = log.purge_failures();
         let committed = log.committed_index();
         let raft_config = openraft::Config {
             cluster_name: "hivemind".to_string(),
@@ -375,6 +378,7 @@ impl ControlPlane {
         ));
         let cp = Arc::new(Self {
             append_latency,
+            purge_failures,
             config,
             raft,
             state,
@@ -397,6 +401,11 @@ impl ControlPlane {
     /// The last commit index this member saved (for `/metrics`; `status` asks Raft itself).
     pub fn commit_index(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Removals of purged log entries that failed (the next purge retries), for `/metrics`.
+    pub fn purge_failures(&self) -> u64 {
+        self.purge_failures.load(Ordering::Relaxed)
     }
 
     /// AppendEntries whose commit index was lowered to what this member had on disk (it led

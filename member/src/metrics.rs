@@ -298,6 +298,12 @@ impl Collector for AgentCollector {
                  (its own fsync was slower than a follower's).",
                 &[(&[], cp.commits_withheld())],
             )?;
+            counter(
+                e,
+                "hivemind_raft_purge_failures",
+                "Removals of purged Raft log entries that failed (logged; the next purge retries).",
+                &[(&[], cp.purge_failures())],
+            )?;
             gauge(
                 e,
                 "hivemind_raft_commit_index",

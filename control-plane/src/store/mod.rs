@@ -48,7 +48,7 @@ pub fn open(path: &std::path::Path, me: NodeId) -> Result<(LogStore, StateMachin
         .open()
         .map_err(|e| read_err(&e))?;
     let log = LogStore::new(&db, me)?;
-    let sm = StateMachine::new(&db, log.durable())?;
+    let sm = StateMachine::new(path, &db, log.durable())?;
     Ok((log, sm))
 }
 

@@ -1,6 +1,12 @@
-//! The Raft state machine: the registry in memory, persisted as snapshots in the store.
+//! The Raft state machine: the registry in memory, persisted as snapshots in a file of its own.
+//!
+//! The snapshot lives in `<cp dir>/snapshot.bin` (a CRC32 and the encoded [`StoredSnapshot`]),
+//! replaced atomically, not in fjall: fjall holds its journal, which every log append needs, for
+//! the whole of an fsync, so a snapshot written through it (hundreds of KiB to many MiB) stalled
+//! the log for as long as it took to reach the disk.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -9,14 +15,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::durable::Durable;
-use super::{persist, read_err, write_err};
+use super::{read_err, write_err};
 use crate::registry::{CommandOutput, Registry};
 use crate::types::{
     CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
 
-const CURRENT_SNAPSHOT: &[u8] = b"current";
+/// The snapshot's file in the CP's directory.
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// Where builds before the snapshot file kept it: moved to the file on open.
+const LEGACY_KEYSPACE: &str = "sm_snapshot";
+const LEGACY_KEY: &[u8] = b"current";
 
 /// Everything a snapshot holds: the registry and where in the log it stands.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,28 +77,30 @@ impl SharedState {
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<SharedState>,
-    db: fjall::Database,
-    snapshots: fjall::Keyspace,
+    /// The current snapshot's file ([`SNAPSHOT_FILE`]).
+    snapshot_path: Arc<PathBuf>,
     /// How far the log is on disk: nothing is applied beyond it (rule 1 of
     /// [`super::durable`]).
     durable: Arc<Durable>,
 }
 
 impl StateMachine {
-    pub(super) fn new(db: &fjall::Database, durable: Arc<Durable>) -> Result<Self, StorageError> {
-        let snapshots = db
-            .keyspace("sm_snapshot", super::keyspace_options)
-            .map_err(|e| read_err(&e))?;
+    /// Opens the state machine of the CP whose directory (and fjall database) is `dir`.
+    pub(super) fn new(
+        dir: &Path,
+        db: &fjall::Database,
+        durable: Arc<Durable>,
+    ) -> Result<Self, StorageError> {
         let (applied_tx, _) = watch::channel(0);
         let sm = Self {
             shared: Arc::new(SharedState {
                 data: RwLock::new(SmData::default()),
                 applied_tx,
             }),
-            db: db.clone(),
-            snapshots,
+            snapshot_path: Arc::new(dir.join(SNAPSHOT_FILE)),
             durable,
         };
+        sm.move_legacy_snapshot(db)?;
         if let Some(stored) = sm.load_snapshot()? {
             let data: SmData = hivemind_common::decode(&stored.data).map_err(|e| read_err(&e))?;
             sm.shared.replace(data);
@@ -100,25 +112,84 @@ impl StateMachine {
         self.shared.clone()
     }
 
-    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self
-            .snapshots
-            .get(CURRENT_SNAPSHOT)
-            .map_err(|e| read_err(&e))?
-        {
-            None => Ok(None),
-            Some(bytes) => hivemind_common::decode(&bytes)
-                .map(Some)
-                .map_err(|e| read_err(&e)),
+    /// A data dir written before snapshots had their own file keeps its snapshot in fjall:
+    /// moved to the file (durably) before the keyspace goes.
+    fn move_legacy_snapshot(&self, db: &fjall::Database) -> Result<(), StorageError> {
+        if !db.keyspace_exists(LEGACY_KEYSPACE) {
+            return Ok(());
         }
+        let legacy = db
+            .keyspace(LEGACY_KEYSPACE, super::keyspace_options)
+            .map_err(|e| read_err(&e))?;
+        if let Some(bytes) = legacy.get(LEGACY_KEY).map_err(|e| read_err(&e))? {
+            if !self.snapshot_path.exists() {
+                write_snapshot_file(&self.snapshot_path, &bytes).map_err(|e| write_err(&e))?;
+            }
+        }
+        db.delete_keyspace(legacy).map_err(|e| write_err(&e))
     }
 
-    async fn store_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        self.snapshots
-            .insert(CURRENT_SNAPSHOT, hivemind_common::encode(stored))
-            .map_err(|e| write_err(&e))?;
-        persist(&self.db).map_err(|e| write_err(&e))
+    /// The current snapshot, read from its file (blocking: at start and when a follower needs
+    /// it, which is rare).
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let bytes = match read_snapshot_file(&self.snapshot_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_err(&e)),
+        };
+        hivemind_common::decode(&bytes)
+            .map(Some)
+            .map_err(|e| read_err(&e))
     }
+
+    /// Makes `stored` the current snapshot, on a blocking thread (it ends with two fsyncs).
+    async fn store_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let bytes = hivemind_common::encode(stored);
+        let path = self.snapshot_path.clone();
+        tokio::task::spawn_blocking(move || write_snapshot_file(&path, &bytes))
+            .await
+            .map_err(|e| write_err(&std::io::Error::other(e.to_string())))?
+            .map_err(|e| write_err(&e))
+    }
+}
+
+/// Replaces the snapshot file at `path` with `payload` (after its CRC32), atomically and
+/// durably: written to a temporary file and fsynced, renamed over `path`, and the directory
+/// fsynced so that the rename survives a crash too. A crash leaves the old file or the new one.
+fn write_snapshot_file(path: &Path, payload: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+        file.write_all(payload)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The payload of the snapshot file at `path`; `InvalidData` if its checksum does not match.
+fn read_snapshot_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    let corrupt = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: checksum mismatch (the file is damaged)",
+                path.display()
+            ),
+        )
+    };
+    if bytes.len() < 4 {
+        return Err(corrupt());
+    }
+    let payload = bytes.split_off(4);
+    let stored = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
+    if crc32fast::hash(&payload) != stored {
+        return Err(corrupt());
+    }
+    Ok(payload)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -213,7 +284,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.load_snapshot()?.map(|stored| Snapshot {
+        let sm = self.clone();
+        let stored = tokio::task::spawn_blocking(move || sm.load_snapshot())
+            .await
+            .map_err(|e| read_err(&std::io::Error::other(e.to_string())))??;
+        Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))

@@ -191,3 +191,155 @@ async fn the_leader_replicates_before_its_fsync_but_applies_after_it() {
     );
     assert!(log.durable().take_released());
 }
+
+/// Polls `condition` every 10 ms until it holds; fails after 10 s.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn indexes(log: &mut LogStore) -> Vec<u64> {
+    log.try_get_log_entries(0..1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect()
+}
+
+#[tokio::test]
+// The gate is held across awaits on purpose: it holds back the purger thread, not a task.
+#[allow(clippy::await_holding_lock)]
+async fn a_purge_hides_entries_at_once_and_the_purger_removes_them_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = super::open(&dir.path().join("cp"), 2).unwrap();
+    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    log.blocking_append(entries(3, 1, 1..=10)).await.unwrap();
+
+    let gate = log.purge_gate.clone();
+    let held = gate.lock().unwrap();
+    log.purge(log_id(3, 6)).await.unwrap();
+    // Gone for every reader before anything is removed from disk.
+    assert_eq!(indexes(&mut log).await, (7..=10).collect::<Vec<_>>());
+    assert_eq!(log.stored_indexes(), (1..=10).collect::<Vec<_>>());
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(3, 6)));
+    assert_eq!(state.last_log_id, Some(log_id(3, 10)));
+    // Purging everything: the log's end is the purge point, though the entries are still there.
+    log.purge(log_id(3, 10)).await.unwrap();
+    assert!(indexes(&mut log).await.is_empty());
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(3, 10)));
+
+    drop(held);
+    eventually("the purger removed the entries", || {
+        log.stored_indexes().is_empty()
+    })
+    .await;
+    log.blocking_append(entries(3, 1, 11..=12)).await.unwrap();
+    assert_eq!(indexes(&mut log).await, vec![11, 12]);
+}
+
+#[tokio::test]
+async fn a_purge_cut_short_by_a_crash_is_finished_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp");
+    {
+        let (mut log, _sm) = super::open(&path, 2).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        log.blocking_append(entries(3, 1, 1..=5)).await.unwrap();
+        log.record_purge_point_only(log_id(3, 3));
+    }
+    let (mut log, _sm) = super::open(&path, 2).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(3, 3)));
+    assert_eq!(state.last_log_id, Some(log_id(3, 5)));
+    assert_eq!(indexes(&mut log).await, vec![4, 5]);
+    eventually("the purger removed the leftovers", || {
+        log.stored_indexes() == vec![4, 5]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_commit_index_is_recorded_with_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp");
+    {
+        let (mut log, _sm) = super::open(&path, 2).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        log.blocking_append(entries(3, 1, 1..=3)).await.unwrap();
+        log.save_committed(Some(log_id(3, 2))).await.unwrap();
+        // Not written yet, but read back as saved.
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(3, 2)));
+        log.blocking_append(entries(3, 1, 4..=4)).await.unwrap();
+    }
+    let (mut log, _sm) = super::open(&path, 2).unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(3, 2)));
+}
+
+/// Opens a store, applies entries 1..=3 and builds a snapshot of them.
+async fn store_with_a_snapshot(path: &std::path::Path) {
+    use openraft::RaftSnapshotBuilder;
+    let (mut log, mut sm) = super::open(path, 1).unwrap();
+    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    log.blocking_append(entries(3, 1, 1..=3)).await.unwrap();
+    sm.apply(entries(3, 1, 1..=3)).await.unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(3, 3)));
+}
+
+#[tokio::test]
+async fn a_snapshot_survives_a_reopen_and_a_damaged_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp");
+    store_with_a_snapshot(&path).await;
+    {
+        let (_log, mut sm) = super::open(&path, 1).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3, 3)));
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(log_id(3, 3)));
+    }
+    let file = path.join("snapshot.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    *bytes.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let Err(error) = super::open(&path, 1) else {
+        panic!("a damaged snapshot was loaded");
+    };
+    assert!(error.to_string().contains("checksum"), "{error}");
+}
+
+#[tokio::test]
+async fn a_snapshot_kept_in_fjall_by_an_older_build_moves_to_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp");
+    store_with_a_snapshot(&path).await;
+    // Put the data dir back the way older builds left it: the snapshot in a keyspace.
+    let file = path.join("snapshot.bin");
+    let payload = std::fs::read(&file).unwrap().split_off(4);
+    std::fs::remove_file(&file).unwrap();
+    {
+        let db = fjall::Database::builder(&path).open().unwrap();
+        let legacy = db
+            .keyspace("sm_snapshot", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        legacy.insert(b"current", payload).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    {
+        let (_log, mut sm) = super::open(&path, 1).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3, 3)));
+        assert!(file.is_file());
+    }
+    let db = fjall::Database::builder(&path).open().unwrap();
+    assert!(!db.keyspace_exists("sm_snapshot"));
+}
