@@ -299,6 +299,14 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CpNode, RaftError<NodeId>>> {
         // Rule 2 of `store::durable`: followers hear of no commit that is not on this disk.
         rpc.leader_commit = self.durable.clamp_commit(rpc.leader_commit);
+        if rpc.entries.is_empty() {
+            // Nothing to replicate, at most news of a commit: let the tasks already woken by
+            // that commit run first (the state machine applying it, then the write's answer),
+            // rather than queue them behind this send. Followers need the news only to apply
+            // it themselves, which no client of the leader waits for. (Traced: the leader's
+            // apply started 65-80 µs after the commit without this, 16-32 µs with it.)
+            tokio::task::yield_now().await;
+        }
         if self.append_over_http {
             return self.rpc(paths::APPEND, &rpc, &option).await;
         }
