@@ -83,10 +83,21 @@ fn entries(
         .collect()
 }
 
+/// On the current-thread runtime a follower's append is persisted by the flusher thread.
 #[tokio::test]
-// The gate is held across awaits on purpose: it holds back the flusher thread, not a task.
-#[allow(clippy::await_holding_lock)]
 async fn a_followers_append_is_reported_only_once_durable() {
+    followers_append_is_reported_only_once_durable().await;
+}
+
+/// On the multi-threaded runtime (as in a member) it is persisted in place by the appending task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_append_persisted_in_place_is_reported_only_once_durable() {
+    followers_append_is_reported_only_once_durable().await;
+}
+
+// The gate is held across awaits on purpose: it holds back the thread that persists, not a task.
+#[allow(clippy::await_holding_lock)]
+async fn followers_append_is_reported_only_once_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _sm) = super::open(&dir.path().join("cp"), 2).unwrap();
     log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
