@@ -1,9 +1,10 @@
 //! Raft storage on fjall: the log store ([`LogStore`]) and the state machine ([`StateMachine`]).
 //!
-//! Both live in one fjall database under `<data-dir>/cp`, in separate keyspaces. The log is the
-//! durable part: an append is acknowledged only after the journal was `fdatasync`ed. The state
-//! machine keeps the registry in memory and persists it as snapshots; after a restart openraft
-//! re-applies the committed log after the last snapshot, so applying needs no fsync of its own.
+//! The log lives in a fjall database under `<data-dir>/cp`, the state machine's snapshot in a
+//! file beside it (`snapshot.bin`, see `state_machine.rs`). The log is the durable part: an
+//! append is acknowledged only after the journal was `fdatasync`ed. The state machine keeps
+//! the registry in memory and persists it as snapshots; after a restart openraft re-applies the
+//! committed log after the last snapshot, so applying needs no fsync of its own.
 //! The leader's own appends are reported to openraft before their fsync so that replication
 //! does not wait for it; [`durable`] holds the rules that keep this safe.
 //!
