@@ -54,12 +54,32 @@ pub struct LogStore {
     first_kept: Arc<AtomicU64>,
     /// Purges the purger could not complete (shown in `/metrics`; the next purge retries).
     purge_failures: Arc<AtomicU64>,
-    /// Tests hold it to keep the flusher from persisting.
+    /// Passed before every persist of the log (tests hold it to stand for a slow disk).
+    pub(super) flush_gate: TestGate,
+    /// Passed before the purger removes entries (tests hold it to delay the removal).
+    pub(super) purge_gate: TestGate,
+}
+
+/// A point a background thread passes before it touches the disk. Tests hold it to stop the
+/// thread there; in a build without tests it is nothing.
+#[derive(Clone, Default)]
+pub(super) struct TestGate {
     #[cfg(test)]
-    pub(super) flush_gate: Arc<std::sync::Mutex<()>>,
-    /// Tests hold it to keep the purger from removing entries.
+    gate: Arc<std::sync::Mutex<()>>,
+}
+
+impl TestGate {
+    /// Waits while a test holds the gate.
+    fn pass(&self) {
+        #[cfg(test)]
+        drop(self.gate.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Stops every thread at the gate until the guard drops.
     #[cfg(test)]
-    pub(super) purge_gate: Arc<std::sync::Mutex<()>>,
+    pub(super) fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Work for the flusher task, done strictly in order.
@@ -150,7 +170,7 @@ fn run_flusher(
     latency: Arc<LatencyHistogram>,
     durable: Arc<Durable>,
     commits: CommitRecord,
-    before_persist: impl Fn(),
+    gate: TestGate,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = jobs.blocking_recv() {
@@ -167,7 +187,7 @@ fn run_flusher(
             .max_by_key(|l| l.index);
         let flushed = match last {
             Some(last) => {
-                before_persist();
+                gate.pass();
                 persist_through(&db, &commits, &durable, last)
             }
             None => Ok(()),
@@ -223,43 +243,35 @@ impl LogStore {
             purger,
             first_kept: Arc::default(),
             purge_failures: Arc::default(),
-            #[cfg(test)]
-            flush_gate: Arc::default(),
-            #[cfg(test)]
-            purge_gate: Arc::default(),
+            flush_gate: TestGate::default(),
+            purge_gate: TestGate::default(),
         };
         if let Some(purged) = store.get_meta::<LogId>(LAST_PURGED)? {
             store.first_kept.store(purged.index + 1, Ordering::Relaxed);
             // A purge the previous run did not finish: its entries are removed in the background.
             let _ = store.purger.send(purged.index);
         }
-        let (purge_db, purge_logs, failures) =
-            (db.clone(), store.logs.clone(), store.purge_failures.clone());
-        #[cfg(not(test))]
-        let before_removal = || {};
-        #[cfg(test)]
-        let before_removal = {
-            let gate = store.purge_gate.clone();
-            move || drop(gate.lock().unwrap_or_else(|p| p.into_inner()))
-        };
+        let (purge_db, purge_logs, failures, gate) = (
+            db.clone(),
+            store.logs.clone(),
+            store.purge_failures.clone(),
+            store.purge_gate.clone(),
+        );
         std::thread::Builder::new()
             .name("hivemind-log-purge".into())
-            .spawn(move || run_purger(purge_db, purge_logs, purge_points, failures, before_removal))
+            .spawn(move || run_purger(purge_db, purge_logs, purge_points, failures, gate))
             .map_err(|e| write_err(&e))?;
         store.durable.reset(store.last_log_id()?);
         *store.vote.lock().unwrap_or_else(|p| p.into_inner()) = store.get_meta(VOTE)?;
-        let (flusher_db, durable, commits) =
-            (db.clone(), store.durable.clone(), store.commits.clone());
-        #[cfg(not(test))]
-        let before_persist = || {};
-        #[cfg(test)]
-        let before_persist = {
-            let gate = store.flush_gate.clone();
-            move || drop(gate.lock().unwrap_or_else(|p| p.into_inner()))
-        };
+        let (flusher_db, durable, commits, gate) = (
+            db.clone(),
+            store.durable.clone(),
+            store.commits.clone(),
+            store.flush_gate.clone(),
+        );
         std::thread::Builder::new()
             .name("hivemind-log-flush".into())
-            .spawn(move || run_flusher(flusher_db, jobs, latency, durable, commits, before_persist))
+            .spawn(move || run_flusher(flusher_db, jobs, latency, durable, commits, gate))
             .map_err(|e| write_err(&e))?;
         Ok(store)
     }
@@ -381,10 +393,10 @@ fn run_purger(
     logs: fjall::Keyspace,
     points: std::sync::mpsc::Receiver<u64>,
     failures: Arc<AtomicU64>,
-    before_removal: impl Fn(),
+    gate: TestGate,
 ) {
     while let Ok(upto) = points.recv() {
-        before_removal();
+        gate.pass();
         if let Err(e) = remove_through(&db, &logs, upto, &points) {
             failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, upto, "purged Raft log entries could not be removed; the next purge retries");
@@ -539,8 +551,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // the flusher and then the core (about 50-100 µs per AppendEntries, traced).
             // `block_in_place` hands this worker's other tasks to another thread meanwhile.
             let flushed = tokio::task::block_in_place(|| {
-                #[cfg(test)]
-                drop(self.flush_gate.lock().unwrap_or_else(|p| p.into_inner()));
+                self.flush_gate.pass();
                 persist_through(&self.db, &self.commits, &self.durable, last)
             });
             self.latency.observe(appended.elapsed());

@@ -102,7 +102,7 @@ async fn followers_append_is_reported_only_once_durable() {
     let (mut log, _sm) = super::open(&dir.path().join("cp"), 2).unwrap();
     log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
     let gate = log.flush_gate.clone();
-    let held = gate.lock().unwrap();
+    let held = gate.hold();
     let mut appending = tokio::spawn({
         let mut log = log.clone();
         async move { log.blocking_append(entries(3, 1, 1..=5)).await }
@@ -164,7 +164,7 @@ async fn the_leader_replicates_before_its_fsync_but_applies_after_it() {
 
     // The disk is slow: the flusher cannot persist.
     let gate = log.flush_gate.clone();
-    let held = gate.lock().unwrap();
+    let held = gate.hold();
     // The leader's own append is reported at once (openraft goes on to replicate it)...
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -231,7 +231,7 @@ async fn a_purge_hides_entries_at_once_and_the_purger_removes_them_later() {
     log.blocking_append(entries(3, 1, 1..=10)).await.unwrap();
 
     let gate = log.purge_gate.clone();
-    let held = gate.lock().unwrap();
+    let held = gate.hold();
     log.purge(log_id(3, 6)).await.unwrap();
     // Gone for every reader before anything is removed from disk.
     assert_eq!(indexes(&mut log).await, (7..=10).collect::<Vec<_>>());
