@@ -154,6 +154,15 @@ fn persist_through(
     flushed
 }
 
+/// Starts one of the store's background threads (it ends when the last store clone drops).
+fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), StorageError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map(drop)
+        .map_err(|e| write_err(&e))
+}
+
 /// Whether the caller runs on tokio's multi-threaded runtime (members do), where
 /// `block_in_place` is allowed.
 fn in_multi_thread_runtime() -> bool {
@@ -257,10 +266,9 @@ impl LogStore {
             store.purge_failures.clone(),
             store.purge_gate.clone(),
         );
-        std::thread::Builder::new()
-            .name("hivemind-log-purge".into())
-            .spawn(move || run_purger(purge_db, purge_logs, purge_points, failures, gate))
-            .map_err(|e| write_err(&e))?;
+        spawn_thread("hivemind-log-purge", move || {
+            run_purger(purge_db, purge_logs, purge_points, failures, gate)
+        })?;
         store.durable.reset(store.last_log_id()?);
         *store.vote.lock().unwrap_or_else(|p| p.into_inner()) = store.get_meta(VOTE)?;
         let (flusher_db, durable, commits, gate) = (
@@ -269,10 +277,9 @@ impl LogStore {
             store.commits.clone(),
             store.flush_gate.clone(),
         );
-        std::thread::Builder::new()
-            .name("hivemind-log-flush".into())
-            .spawn(move || run_flusher(flusher_db, jobs, latency, durable, commits, gate))
-            .map_err(|e| write_err(&e))?;
+        spawn_thread("hivemind-log-flush", move || {
+            run_flusher(flusher_db, jobs, latency, durable, commits, gate)
+        })?;
         Ok(store)
     }
 

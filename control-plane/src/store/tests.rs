@@ -70,6 +70,12 @@ fn a_data_dir_written_by_sled_is_refused_with_a_message() {
     assert!(error.to_string().contains("older hivemind"), "{error}");
 }
 
+/// Fails with `otherwise` if `task` finishes within 200 ms (it should be held back).
+async fn assert_still_waiting<T>(task: &mut tokio::task::JoinHandle<T>, otherwise: &str) {
+    let finished = tokio::time::timeout(std::time::Duration::from_millis(200), task).await;
+    assert!(finished.is_err(), "{otherwise}");
+}
+
 fn entries(
     term: u64,
     leader: u64,
@@ -107,12 +113,11 @@ async fn followers_append_is_reported_only_once_durable() {
         let mut log = log.clone();
         async move { log.blocking_append(entries(3, 1, 1..=5)).await }
     });
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(200), &mut appending)
-            .await
-            .is_err(),
-        "a follower's append was reported before its fsync"
-    );
+    assert_still_waiting(
+        &mut appending,
+        "a follower's append was reported before its fsync",
+    )
+    .await;
     drop(held);
     appending.await.unwrap().unwrap();
     assert_eq!(log.durable().last().map(|l| l.index), Some(5));
@@ -182,12 +187,7 @@ async fn the_leader_replicates_before_its_fsync_but_applies_after_it() {
         let mut sm = sm.clone();
         async move { sm.apply(entries(3, 1, 2..=3)).await }
     });
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(200), &mut applying)
-            .await
-            .is_err(),
-        "applied before the leader's fsync"
-    );
+    assert_still_waiting(&mut applying, "applied before the leader's fsync").await;
     assert_eq!(
         log.durable().clamp_commit(Some(log_id(3, 3))),
         Some(log_id(3, 1))
