@@ -319,6 +319,10 @@ pub struct AgentArgs {
     /// Raft snapshot (and log purge) every this many entries.
     #[arg(long, env = "HIVEMIND_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub raft_snapshot_every: u64,
+    /// Threads that run the agent's tasks; 1 is a single-threaded event loop (default: 1 on a
+    /// control-plane member without the dns role, one per core otherwise).
+    #[arg(long, env = "HIVEMIND_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, env = "HIVEMIND_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -30,15 +30,22 @@ fn main() -> ExitCode {
             .exit(),
     };
     let cli = Cli::parse_from(args);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let threads = match &cli.command {
+        Command::Agent(args) => {
+            agent_worker_threads(args.worker_threads, args.control_plane, &args.roles)
+        }
+        _ => None,
+    };
+    let runtime = build_runtime(threads);
     let client = client::Client::new(&cli.client);
     let result: Result<()> = match cli.command {
         Command::Agent(args) => {
             let (config, log_level, log_format, reload) = agent_config(*args);
             init_logging(&log_level, log_format);
+            tracing::info!(
+                worker_threads = threads.unwrap_or_else(|| runtime.metrics().num_workers()),
+                "task runtime"
+            );
             runtime.block_on(run_agent(config, reload))
         }
         Command::Dev(args) => {
@@ -107,6 +114,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How many threads run an agent's tasks (`None`: tokio's default, one per core). A
+/// control-plane member's work is one pipeline (HTTP, then Raft's core, the disk and the
+/// network, each step waiting for the one before), so on a single thread its hand-offs are
+/// queue pushes instead of cross-thread wake-ups, each a pair of context switches (measured on
+/// 2 cores: half the context switches per write, and more writes per second at 1 to 64
+/// clients; see BENCHMARKS.md). The dns role answers on one socket per core and wants every core.
+fn agent_worker_threads(flag: Option<u16>, control_plane: bool, roles: &[String]) -> Option<usize> {
+    match flag {
+        Some(threads) => Some(threads.into()),
+        None if control_plane && !roles.iter().any(|r| r == "dns") => Some(1),
+        None => None,
+    }
+}
+
+/// One thread: a current-thread runtime (its tasks run on the thread that blocks on it).
+fn build_runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().expect("tokio runtime")
 }
 
 /// A flag's value is unusable: name the flag, exit 2 (like clap's own errors).
@@ -365,4 +400,42 @@ async fn run_agent(config: AgentConfig, reload: Option<AdvertiseReload>) -> Resu
     }
     hivemind_member::run(config, shutdown_on_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[&str]) -> Vec<String> {
+        names.iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn a_control_plane_member_runs_on_one_thread_unless_it_serves_dns_or_is_told_otherwise() {
+        assert_eq!(agent_worker_threads(None, true, &[]), Some(1));
+        assert_eq!(agent_worker_threads(None, true, &roles(&["host"])), Some(1));
+        assert_eq!(
+            agent_worker_threads(None, true, &roles(&["host", "dns"])),
+            None
+        );
+        assert_eq!(agent_worker_threads(None, false, &[]), None);
+        assert_eq!(agent_worker_threads(None, false, &roles(&["host"])), None);
+        assert_eq!(agent_worker_threads(Some(4), true, &[]), Some(4));
+        assert_eq!(
+            agent_worker_threads(Some(1), false, &roles(&["dns"])),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn one_thread_is_a_current_thread_runtime() {
+        use tokio::runtime::RuntimeFlavor;
+        assert_eq!(
+            build_runtime(Some(1)).handle().runtime_flavor(),
+            RuntimeFlavor::CurrentThread
+        );
+        let two = build_runtime(Some(2));
+        assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(two.metrics().num_workers(), 2);
+    }
 }

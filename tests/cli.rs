@@ -42,6 +42,10 @@ fn bad_flags_name_the_flag_and_exit_2() {
         ),
         (&["--no-such-flag"], "--no-such-flag"),
         (&["--roles", "nope", "--control-plane"], "--roles"),
+        (
+            &["--worker-threads", "0", "--control-plane"],
+            "--worker-threads",
+        ),
         (&["--name", "x"], "--join"),
     ];
     for (args, flag) in cases {

@@ -84,13 +84,9 @@ impl TestGate {
 
 /// Work for the flusher task, done strictly in order.
 enum FlushJob {
-    /// Entries up to `last` already written to the journal: record them durable after the next
-    /// persist, and then report them to openraft unless that was done when they were written.
-    Appended {
-        last: LogId,
-        callback: Option<LogFlushed<TypeConfig>>,
-        appended: Instant,
-    },
+    /// The leader's own entries up to `last`, already written to the journal (and reported to
+    /// openraft, which replicates them meanwhile): record them durable after the next persist.
+    Appended { last: LogId, appended: Instant },
     /// Answered once every earlier job completed.
     Barrier(oneshot::Sender<()>),
 }
@@ -170,9 +166,10 @@ fn in_multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// Group commit on a dedicated thread: waits for appended entries, persists the journal once
-/// (one `fdatasync`) for everything queued since the last time, then completes the callbacks in
-/// order. Raft's core never waits on the disk, and under load one fsync covers many appends.
+/// Group commit of the leader's own appends on a dedicated thread: waits for appended entries,
+/// persists the journal once (one `fdatasync`) for everything queued since the last time, and
+/// records how far the log is durable. The leader's core never waits on the disk (it replicates
+/// meanwhile), and under load one fsync covers many appends. Barriers are answered in order.
 fn run_flusher(
     db: fjall::Database,
     mut jobs: mpsc::UnboundedReceiver<FlushJob>,
@@ -194,23 +191,14 @@ fn run_flusher(
                 FlushJob::Barrier(_) => None,
             })
             .max_by_key(|l| l.index);
-        let flushed = match last {
-            Some(last) => {
-                gate.pass();
-                persist_through(&db, &commits, &durable, last)
-            }
-            None => Ok(()),
-        };
+        if let Some(last) = last {
+            gate.pass();
+            // A failure is recorded in `durable` (and logged): every later append refuses.
+            let _ = persist_through(&db, &commits, &durable, last);
+        }
         for job in batch.drain(..) {
             match job {
-                FlushJob::Appended {
-                    callback, appended, ..
-                } => {
-                    latency.observe(appended.elapsed());
-                    if let Some(callback) = callback {
-                        callback.log_io_completed(flushed.clone().map_err(std::io::Error::other))
-                    }
-                }
+                FlushJob::Appended { appended, .. } => latency.observe(appended.elapsed()),
                 FlushJob::Barrier(done) => {
                     let _ = done.send(());
                 }
@@ -541,39 +529,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             );
         }
         batch.commit().map_err(|e| write_err(&e))?;
-        // Readable now, so replication may send them. A follower's append is reported only by
-        // the flusher, after the flush that covers it. The leader's own is reported at once so
-        // that openraft replicates it while the leader's fsync runs (see `super::durable` for
-        // why no one sees it committed before it is durable).
+        // Readable now, so replication may send them. A follower's append is reported only
+        // after the persist that covers it (below). The leader's own is reported at once so
+        // that openraft replicates it while the flusher fsyncs (see `super::durable` for why
+        // no one sees it committed before it is durable).
         let early = {
             let vote = self.vote.lock().unwrap_or_else(|p| p.into_inner());
             acknowledge_early(self.me, vote.as_ref(), &entries)
         };
-        let callback = if early {
+        if early {
             callback.log_io_completed(Ok(()));
-            None
-        } else if in_multi_thread_runtime() {
-            // A follower's append. openraft's core awaits its report before it does anything
-            // else, so the fsync runs right here rather than on the flusher: that saves waking
-            // the flusher and then the core (about 50-100 µs per AppendEntries, traced).
-            // `block_in_place` hands this worker's other tasks to another thread meanwhile.
-            let flushed = tokio::task::block_in_place(|| {
-                self.flush_gate.pass();
-                persist_through(&self.db, &self.commits, &self.durable, last)
-            });
-            self.latency.observe(appended.elapsed());
-            callback.log_io_completed(flushed.map_err(std::io::Error::other));
-            return Ok(());
-        } else {
-            Some(callback)
+            return self
+                .flusher
+                .send(FlushJob::Appended { last, appended })
+                .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")));
+        }
+        // A follower's append. openraft's core awaits its report before it does anything else,
+        // so the fsync runs right here rather than on the flusher: that saves waking the
+        // flusher and then the core (about 50-100 µs per AppendEntries, traced).
+        let persist = || {
+            self.flush_gate.pass();
+            persist_through(&self.db, &self.commits, &self.durable, last)
         };
-        self.flusher
-            .send(FlushJob::Appended {
-                last,
-                callback,
-                appended,
-            })
-            .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")))?;
+        let flushed = if in_multi_thread_runtime() {
+            // Hands this worker's other tasks to another thread meanwhile.
+            tokio::task::block_in_place(persist)
+        } else {
+            // A single-threaded member: nothing else could run on this thread anyway.
+            persist()
+        };
+        self.latency.observe(appended.elapsed());
+        callback.log_io_completed(flushed.map_err(std::io::Error::other));
         Ok(())
     }
 

@@ -40,7 +40,7 @@ pub fn open(path: &std::path::Path, me: NodeId) -> Result<(LogStore, StateMachin
         return Err(read_err(&std::io::Error::other(message)));
     }
     let db = fjall::Database::builder(path)
-        // Durability is ours to decide: the log flusher persists once per group commit.
+        // Durability is ours to decide: one persist per follower append or per group commit.
         .manual_journal_persist(true)
         // The registry is small: bound memory and the journal's disk use well below fjall's
         // defaults (64 MiB memtables, 512 MiB of journal).

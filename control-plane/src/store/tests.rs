@@ -89,37 +89,43 @@ fn entries(
         .collect()
 }
 
-/// On the current-thread runtime a follower's append is persisted by the flusher thread.
-#[tokio::test]
-async fn a_followers_append_is_reported_only_once_durable() {
-    followers_append_is_reported_only_once_durable().await;
+/// A single-threaded member persists a follower's append on its one thread.
+#[test]
+fn a_followers_append_on_one_thread_is_reported_only_once_durable() {
+    followers_append_is_reported_only_once_durable(tokio::runtime::Builder::new_current_thread());
 }
 
-/// On the multi-threaded runtime (as in a member) it is persisted in place by the appending task.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_followers_append_persisted_in_place_is_reported_only_once_durable() {
-    followers_append_is_reported_only_once_durable().await;
+/// A multi-threaded member persists it on the appending worker (`block_in_place`).
+#[test]
+fn a_followers_append_on_many_threads_is_reported_only_once_durable() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.worker_threads(2);
+    followers_append_is_reported_only_once_durable(runtime);
 }
 
-// The gate is held across awaits on purpose: it holds back the thread that persists, not a task.
-#[allow(clippy::await_holding_lock)]
-async fn followers_append_is_reported_only_once_durable() {
+/// The disk is held back (the persist gate) while a follower's append runs on a runtime of its
+/// own, in another thread: the append is not reported until the gate opens.
+fn followers_append_is_reported_only_once_durable(mut runtime: tokio::runtime::Builder) {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _sm) = super::open(&dir.path().join("cp"), 2).unwrap();
-    log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    let runtime = runtime.enable_all().build().unwrap();
+    runtime
+        .block_on(log.save_vote(&Vote::new_committed(3, 1)))
+        .unwrap();
     let gate = log.flush_gate.clone();
     let held = gate.hold();
-    let mut appending = tokio::spawn({
+    let appending = std::thread::spawn({
         let mut log = log.clone();
-        async move { log.blocking_append(entries(3, 1, 1..=5)).await }
+        move || runtime.block_on(log.blocking_append(entries(3, 1, 1..=5)))
     });
-    assert_still_waiting(
-        &mut appending,
-        "a follower's append was reported before its fsync",
-    )
-    .await;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !appending.is_finished(),
+        "a follower's append was reported before its fsync"
+    );
+    assert_eq!(log.durable().last(), None);
     drop(held);
-    appending.await.unwrap().unwrap();
+    appending.join().unwrap().unwrap();
     assert_eq!(log.durable().last().map(|l| l.index), Some(5));
 }
 
