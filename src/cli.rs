@@ -319,8 +319,8 @@ pub struct AgentArgs {
     /// Raft snapshot (and log purge) every this many entries.
     #[arg(long, env = "HIVEMIND_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub raft_snapshot_every: u64,
-    /// Threads that run the agent's tasks; 1 is a single-threaded event loop (default: 1 on a
-    /// control-plane member without the dns role, one per core otherwise).
+    /// Threads that run the agent's tasks (default: one per core); 1 is a single-threaded
+    /// event loop (fewer context switches per Raft write, slower concurrent linearizable reads).
     #[arg(long, env = "HIVEMIND_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.

@@ -31,9 +31,7 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     let threads = match &cli.command {
-        Command::Agent(args) => {
-            agent_worker_threads(args.worker_threads, args.control_plane, &args.roles)
-        }
+        Command::Agent(args) => agent_worker_threads(args.worker_threads),
         _ => None,
     };
     let runtime = build_runtime(threads);
@@ -116,18 +114,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// How many threads run an agent's tasks (`None`: tokio's default, one per core). A
-/// control-plane member's work is one pipeline (HTTP, then Raft's core, the disk and the
-/// network, each step waiting for the one before), so on a single thread its hand-offs are
-/// queue pushes instead of cross-thread wake-ups, each a pair of context switches (measured on
-/// 2 cores: half the context switches per write, and more writes per second at 1 to 64
-/// clients; see BENCHMARKS.md). The dns role answers on one socket per core and wants every core.
-fn agent_worker_threads(flag: Option<u16>, control_plane: bool, roles: &[String]) -> Option<usize> {
-    match flag {
-        Some(threads) => Some(threads.into()),
-        None if control_plane && !roles.iter().any(|r| r == "dns") => Some(1),
-        None => None,
-    }
+/// How many threads run an agent's tasks (`None`: tokio's default, one per core). One thread
+/// (`--worker-threads 1`) suits a write-heavy control-plane member on a small machine: its
+/// work is one pipeline, and on one thread each hand-off is a queue push instead of a
+/// cross-thread wake-up (measured on 2 cores: half the context switches per write and far more
+/// writes/s at 64 clients). It is not the default because every linearizable read is a quorum
+/// round of its own, and 64 concurrent readers on one thread tripled the read p99, and because
+/// a follower's fsync then holds up everything else on that member (BENCHMARKS.md).
+fn agent_worker_threads(flag: Option<u16>) -> Option<usize> {
+    flag.map(usize::from)
 }
 
 /// One thread: a current-thread runtime (its tasks run on the thread that blocks on it).
@@ -406,25 +401,11 @@ async fn run_agent(config: AgentConfig, reload: Option<AdvertiseReload>) -> Resu
 mod tests {
     use super::*;
 
-    fn roles(names: &[&str]) -> Vec<String> {
-        names.iter().map(|r| r.to_string()).collect()
-    }
-
     #[test]
-    fn a_control_plane_member_runs_on_one_thread_unless_it_serves_dns_or_is_told_otherwise() {
-        assert_eq!(agent_worker_threads(None, true, &[]), Some(1));
-        assert_eq!(agent_worker_threads(None, true, &roles(&["host"])), Some(1));
-        assert_eq!(
-            agent_worker_threads(None, true, &roles(&["host", "dns"])),
-            None
-        );
-        assert_eq!(agent_worker_threads(None, false, &[]), None);
-        assert_eq!(agent_worker_threads(None, false, &roles(&["host"])), None);
-        assert_eq!(agent_worker_threads(Some(4), true, &[]), Some(4));
-        assert_eq!(
-            agent_worker_threads(Some(1), false, &roles(&["dns"])),
-            Some(1)
-        );
+    fn the_agent_runs_on_one_thread_per_core_unless_told_otherwise() {
+        assert_eq!(agent_worker_threads(None), None);
+        assert_eq!(agent_worker_threads(Some(1)), Some(1));
+        assert_eq!(agent_worker_threads(Some(4)), Some(4));
     }
 
     #[test]
