@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     let threads = match &cli.command {
-        Command::Agent(args) => agent_worker_threads(args.worker_threads),
+        Command::Agent(args) => args.worker_threads.map(usize::from),
         _ => None,
     };
     let runtime = build_runtime(threads);
@@ -114,18 +114,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// How many threads run an agent's tasks (`None`: tokio's default, one per core). One thread
-/// (`--worker-threads 1`) suits a write-heavy control-plane member on a small machine: its
-/// work is one pipeline, and on one thread each hand-off is a queue push instead of a
+/// The task runtime: `threads` workers (`None`: tokio's default, one per core), and for one
+/// thread a current-thread runtime (its tasks run on the thread that blocks on it). One thread
+/// (`agent --worker-threads 1`) suits a write-heavy control-plane member on a small machine:
+/// its work is one pipeline, and on one thread each hand-off is a queue push instead of a
 /// cross-thread wake-up (measured on 2 cores: half the context switches per write and far more
 /// writes/s at 64 clients). It is not the default because every linearizable read is a quorum
 /// round of its own, and 64 concurrent readers on one thread tripled the read p99, and because
 /// a follower's fsync then holds up everything else on that member (BENCHMARKS.md).
-fn agent_worker_threads(flag: Option<u16>) -> Option<usize> {
-    flag.map(usize::from)
-}
-
-/// One thread: a current-thread runtime (its tasks run on the thread that blocks on it).
 fn build_runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -400,13 +396,6 @@ async fn run_agent(config: AgentConfig, reload: Option<AdvertiseReload>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_agent_runs_on_one_thread_per_core_unless_told_otherwise() {
-        assert_eq!(agent_worker_threads(None), None);
-        assert_eq!(agent_worker_threads(Some(1)), Some(1));
-        assert_eq!(agent_worker_threads(Some(4)), Some(4));
-    }
 
     #[test]
     fn one_thread_is_a_current_thread_runtime() {
