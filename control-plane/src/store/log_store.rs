@@ -159,8 +159,8 @@ fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), S
         .map_err(|e| write_err(&e))
 }
 
-/// Whether the caller runs on tokio's multi-threaded runtime (members do), where
-/// `block_in_place` is allowed.
+/// Whether the caller runs on tokio's multi-threaded runtime (members do, unless started with
+/// `--worker-threads 1`), where `block_in_place` is allowed.
 fn in_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
