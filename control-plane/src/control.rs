@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{decide, Candidate, Decision, Hello};
 use crate::error::CpError;
 use crate::network::{paths, CallError, InternalClient, NetworkFactory};
+use crate::read_rounds::{Arrival, ReadRounds};
 use crate::registry::{
     Command, CommandOutput, FeedError, FeedPage, KvEntry, RegistryDigest, MAX_BATCH,
     MAX_BATCH_BYTES,
@@ -286,6 +287,51 @@ pub struct ControlPlane {
     committed: Arc<AtomicU64>,
     /// How far this member's Raft log is on disk (see `store::durable`).
     durable: Arc<store::durable::Durable>,
+    /// Linearizable reads waiting for a read-index round (see [`ReadRounds`]).
+    read_rounds: Mutex<ReadRounds<ReadWaiter>>,
+    /// Linearizable reads of this member's clients, and the rounds that answered them.
+    reads: AtomicU64,
+    read_index_rounds: AtomicU64,
+    /// This member, for the tasks it spawns.
+    me: std::sync::Weak<ControlPlane>,
+}
+
+/// Where a linearizable read waits for its read index.
+type ReadWaiter = oneshot::Sender<Result<u64, CpError>>;
+
+/// Runs read-index rounds one after the other while reads wait for one (see [`ReadRounds`]),
+/// answering each round's reads with its outcome.
+async fn run_read_rounds(cp: Arc<ControlPlane>) {
+    // Should this task be dropped mid-round (the runtime shuts down), the waiting reads are
+    // told so and the next read starts rounds afresh, rather than waiting behind a round that
+    // will never finish.
+    struct Abandon<'a>(&'a ControlPlane);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            let abandoned = self.0.read_rounds.lock().expect("read rounds").abandon();
+            drop(abandoned); // their callers see the channel closed
+        }
+    }
+    let guard = Abandon(&cp);
+    loop {
+        cp.read_index_rounds.fetch_add(1, Ordering::Relaxed);
+        let outcome = cp
+            .on_leader(
+                cp.config.request_timeout,
+                || cp.local_read_index(),
+                paths::READ_INDEX,
+                &(),
+            )
+            .await;
+        let finished = cp.read_rounds.lock().expect("read rounds").finish();
+        for read in finished.answered {
+            let _ = read.send(outcome.clone());
+        }
+        if !finished.start_next {
+            break;
+        }
+    }
+    std::mem::forget(guard);
 }
 
 /// Counts leader changes from openraft's metrics until the control plane is dropped.
@@ -376,7 +422,11 @@ impl ControlPlane {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(
             config.max_batches_in_flight.max(1),
         ));
-        let cp = Arc::new(Self {
+        let cp = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            read_rounds: Mutex::new(ReadRounds::default()),
+            reads: AtomicU64::new(0),
+            read_index_rounds: AtomicU64::new(0),
             append_latency,
             purge_failures,
             config,
@@ -412,6 +462,17 @@ impl ControlPlane {
     /// and its own fsync was slower than a follower's), for `/metrics`.
     pub fn commits_withheld(&self) -> u64 {
         self.durable.withheld_total()
+    }
+
+    /// Linearizable reads of this member's clients, for `/metrics`.
+    pub fn linearizable_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Read-index rounds this member ran for them (fewer than the reads when reads arrive
+    /// together, see [`ReadRounds`]), for `/metrics`.
+    pub fn read_index_rounds(&self) -> u64 {
+        self.read_index_rounds.load(Ordering::Relaxed)
     }
 
     /// Times this member saw the leader change (to another member or to none), for
@@ -652,16 +713,26 @@ impl ControlPlane {
 
     /// Linearizable read barrier: obtains the leader's read index (a quorum-confirmed commit
     /// index) and waits until this member has applied it. Returns the index.
+    ///
+    /// Concurrent reads share read-index rounds (see [`ReadRounds`]): one round in flight per
+    /// member, and the reads that arrive meanwhile share the next.
     pub async fn read_barrier(&self) -> Result<u64, CpError> {
         let started = tokio::time::Instant::now();
-        let index = self
-            .on_leader(
-                self.config.request_timeout,
-                || self.local_read_index(),
-                paths::READ_INDEX,
-                &(),
-            )
-            .await?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let cp = self
+            .me
+            .upgrade()
+            .ok_or_else(|| CpError::Fatal("the control plane stopped".into()))?;
+        let (reply, index) = oneshot::channel();
+        let arrival = self.read_rounds.lock().expect("read rounds").arrive(reply);
+        if arrival == Arrival::StartRound {
+            tokio::spawn(run_read_rounds(cp));
+        }
+        let index = match tokio::time::timeout(self.config.request_timeout, index).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(CpError::Fatal("the read-index rounds stopped".into())),
+            Err(_) => return Err(self.no_quorum("no read index in time")),
+        };
         let remaining = self
             .config
             .request_timeout

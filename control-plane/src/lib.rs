@@ -11,6 +11,7 @@
 //! - [`stream`]: request/answer frames on an upgraded HTTP connection, both ends.
 //! - [`control`]: [`ControlPlane`], one CP member: writes via the leader, read barriers,
 //!   bounded waits, health, voter changes, the bootstrap loop.
+//! - [`read_rounds`]: which quorum round answers which linearizable read (sans-IO).
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
 //! Invariant: the registry is changed only by applying committed log entries; everything a
@@ -21,6 +22,7 @@ pub mod control;
 pub mod error;
 pub mod http;
 pub mod network;
+pub mod read_rounds;
 pub mod registry;
 pub mod store;
 pub mod stream;

@@ -293,6 +293,18 @@ impl Collector for AgentCollector {
             )?;
             counter(
                 e,
+                "hivemind_raft_linearizable_reads",
+                "Linearizable reads of this member's clients (each waits for a read-index round).",
+                &[(&[], cp.linearizable_reads())],
+            )?;
+            counter(
+                e,
+                "hivemind_raft_read_index_rounds",
+                "Read-index rounds this member ran; concurrent linearizable reads share one.",
+                &[(&[], cp.read_index_rounds())],
+            )?;
+            counter(
+                e,
                 "hivemind_raft_commits_withheld",
                 "AppendEntries whose commit index was lowered to this leader's durable log end \
                  (its own fsync was slower than a follower's).",
