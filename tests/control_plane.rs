@@ -328,3 +328,63 @@ async fn a_follower_that_missed_many_large_batched_writes_catches_up() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The value of an unlabelled counter in a member's `/metrics`.
+async fn counter(agent: &Agent, name: &str) -> u64 {
+    let text = client()
+        .get(agent.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", agent.name))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_linearizable_reads_see_every_acknowledged_write_and_share_rounds() {
+    let cluster = Cluster::control_plane(3, &[]);
+    cluster.wait_healthy().await;
+    let urls: Vec<String> = cluster.agents.iter().map(|a| a.url("")).collect();
+
+    // 16 clients each write their own key through one member and, once acknowledged, read it
+    // through another: a linearizable read that began after the write was acknowledged must
+    // see it, however many reads share its read-index round.
+    const CLIENTS: usize = 16;
+    const ROUNDS: usize = 25;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let urls = urls.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            for n in 0..ROUNDS {
+                let (writer, reader) = (&urls[(c + n) % 3], &urls[(c + n + 1) % 3]);
+                let key = format!("{writer}/v1/kv/client/{c}");
+                let response = http.put(&key).body(n.to_string()).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+                let url = format!("{reader}/v1/kv/client/{c}");
+                let response = http.get(&url).send().await.unwrap();
+                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+                assert_eq!(response.text().await.unwrap(), n.to_string(), "client {c}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // Every read was counted; with 16 clients reading at once, reads shared rounds.
+    let (mut reads, mut rounds) = (0, 0);
+    for a in &cluster.agents {
+        reads += counter(a, "hivemind_raft_linearizable_reads_total").await;
+        rounds += counter(a, "hivemind_raft_read_index_rounds_total").await;
+    }
+    assert!(reads >= (CLIENTS * ROUNDS) as u64, "{reads} reads counted");
+    assert!(
+        (1..reads).contains(&rounds),
+        "{rounds} read-index rounds for {reads} reads"
+    );
+}
