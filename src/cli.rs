@@ -319,10 +319,13 @@ pub struct AgentArgs {
     /// Raft snapshot (and log purge) every this many entries.
     #[arg(long, env = "HIVEMIND_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub raft_snapshot_every: u64,
-    /// Threads that run the agent's tasks (default: one per core); 1 is a single-threaded
-    /// event loop (fewer context switches per Raft write, slower concurrent linearizable reads).
-    #[arg(long, env = "HIVEMIND_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub worker_threads: Option<u16>,
+    /// Threads that run the agent's tasks. 1 (the default) is a single-threaded event loop:
+    /// a member's work is a pipeline of small steps, and on one thread each hand-off is a
+    /// queue push rather than a cross-thread wake-up. Disk syncs and DNS over UDP have
+    /// threads of their own either way; more workers help a member whose HTTP clients need
+    /// more than one core.
+    #[arg(long, env = "HIVEMIND_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, env = "HIVEMIND_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

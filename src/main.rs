@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     let threads = match &cli.command {
-        Command::Agent(args) => args.worker_threads.map(usize::from),
+        Command::Agent(args) => Some(usize::from(args.worker_threads)),
         _ => None,
     };
     let runtime = build_runtime(threads);
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             let (config, log_level, log_format, reload) = agent_config(*args);
             init_logging(&log_level, log_format);
             tracing::info!(
-                worker_threads = threads.unwrap_or_else(|| runtime.metrics().num_workers()),
+                worker_threads = runtime.metrics().num_workers(),
                 "task runtime"
             );
             runtime.block_on(run_agent(config, reload))
@@ -114,14 +114,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The task runtime: `threads` workers (`None`: tokio's default, one per core), and for one
-/// thread a current-thread runtime (its tasks run on the thread that blocks on it). One thread
-/// (`agent --worker-threads 1`) suits a write-heavy control-plane member on a small machine:
-/// its work is one pipeline, and on one thread each hand-off is a queue push instead of a
-/// cross-thread wake-up (measured on 2 cores: half the context switches per write and far more
-/// writes/s at 64 clients). It is not the default because every linearizable read is a quorum
-/// round of its own, and 64 concurrent readers on one thread tripled the read p99, and because
-/// a follower's fsync then holds up everything else on that member (BENCHMARKS.md).
+/// The task runtime: `threads` workers (`None`: tokio's default, one per core, for `dev`'s many
+/// members in one process), and for one thread a current-thread runtime (its tasks run on the
+/// thread that blocks on it). An agent runs on one thread unless `--worker-threads` says
+/// otherwise: a member's work is one pipeline, and on one thread each hand-off is a queue push
+/// instead of a cross-thread wake-up (measured on 2 cores: half the context switches per write,
+/// more writes/s and reads/s at every concurrency, BENCHMARKS.md). What must not wait behind
+/// it has threads of its own: the Raft log's fsyncs (the store's flusher) and the dns role's
+/// UDP receive loops.
 fn build_runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

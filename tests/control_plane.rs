@@ -112,9 +112,10 @@ async fn three_members_bootstrap_one_leader_and_a_follower_write_is_read_everywh
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_kill_keeps_acknowledged_writes_and_the_restarted_member_catches_up() {
-    // Members default to one thread per core; this test runs them on one, so that both ways a
-    // follower persists its appends (under `block_in_place`, or directly) run for real.
-    let mut cluster = Cluster::control_plane(3, &["--worker-threads", "1"]);
+    // Members default to one thread; this test runs them on two, so that both ways a follower
+    // persists its appends (on the flusher thread, or in place under `block_in_place`) run for
+    // real.
+    let mut cluster = Cluster::control_plane(3, &["--worker-threads", "2"]);
     let old_leader = cluster.wait_healthy().await;
     assert_eq!(
         put(&cluster.agents[old_leader], "k", "before")

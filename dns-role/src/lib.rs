@@ -652,33 +652,46 @@ async fn status_route(State(shared): State<Arc<Shared>>) -> Json<DnsStatusView> 
 }
 
 /// A UDP socket on `addr` that shares the port with its siblings (`SO_REUSEPORT`), so the
-/// kernel spreads queries over several receive loops.
-fn reuseport_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+/// kernel spreads queries over several receive loops. Blocking, with a read timeout of
+/// [`UDP_SHUTDOWN_CHECK`] so that its loop notices a shutdown.
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(UDP_SHUTDOWN_CHECK))?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
-/// One UDP receive loop: each datagram answered from the finished answers (fast path) or
-/// built with hickory-proto (everything else).
-async fn udp_loop(shared: Arc<Shared>, socket: tokio::net::UdpSocket, shutdown: CancellationToken) {
+/// How long a UDP loop blocks in a receive before it looks at the shutdown token.
+const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
+
+/// One UDP receive loop on a thread of its own: each datagram answered from the finished
+/// answers (fast path) or built with hickory-proto (everything else). The query path needs no
+/// async runtime, so it never waits behind the agent's tasks (the runtime may be one thread)
+/// and costs no wake-ups: one blocking receive and one send per query, as in nsd.
+fn udp_loop(shared: Arc<Shared>, socket: std::net::UdpSocket, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 4096];
-    loop {
-        let (len, from) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "DNS receive failed");
-                    continue;
-                }
-            },
+    while !shutdown.is_cancelled() {
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS receive failed");
+                continue;
+            }
         };
         let received = std::time::Instant::now();
         let answer = {
@@ -695,7 +708,7 @@ async fn udp_loop(shared: Arc<Shared>, socket: tokio::net::UdpSocket, shutdown: 
             answers.respond(&zone, &buf[..len])
         };
         if let Some(answer) = answer {
-            let sent = socket.send_to(&answer, from).await;
+            let sent = socket.send_to(&answer, from);
             shared.queries.answered(wire::rcode_of(&answer), received);
             if let Err(e) = sent {
                 tracing::debug!(error = %e, %from, "DNS answer not sent");
@@ -846,7 +859,8 @@ async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) -> bool {
     siblings == 0
 }
 
-/// Binds the DNS sockets (one UDP receive loop per core) and serves until `shutdown`.
+/// Binds the DNS sockets (one UDP receive loop per core, each on its own thread) and serves
+/// until `shutdown`.
 async fn serve_dns(
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -873,8 +887,17 @@ async fn serve_dns(
         zone: shared.zone.clone(),
         counts: shared.queries.clone(),
     });
-    for socket in udp {
-        tokio::spawn(udp_loop(shared.clone(), socket, shutdown.clone()));
+    for (n, socket) in udp.into_iter().enumerate() {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let span = tracing::Span::current();
+        let started = std::thread::Builder::new()
+            .name(format!("hivemind-dns-udp-{n}"))
+            .spawn(move || span.in_scope(|| udp_loop(shared, socket, shutdown)));
+        if let Err(e) = started {
+            tracing::error!(%addr, error = %e, "cannot start a DNS receive thread");
+            health.waiting_for(vec![format!("dns_thread:{e}")]);
+            return;
+        }
     }
     // TCP (rare: truncated answers, zone tooling) goes through hickory-server.
     server.register_listener(tcp, Duration::from_secs(5), 64);

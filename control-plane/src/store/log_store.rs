@@ -87,6 +87,14 @@ enum FlushJob {
     /// The leader's own entries up to `last`, already written to the journal (and reported to
     /// openraft, which replicates them meanwhile): record them durable after the next persist.
     Appended { last: LogId, appended: Instant },
+    /// A follower's entries up to `last`, written to the journal on a single-threaded member:
+    /// report them to openraft (`reported`) after the next persist, so that the member's one
+    /// thread goes on serving (gossip, HTTP, relayed answers) while the disk works.
+    Followed {
+        last: LogId,
+        appended: Instant,
+        reported: LogFlushed<TypeConfig>,
+    },
     /// Answered once every earlier job completed.
     Barrier(oneshot::Sender<()>),
 }
@@ -159,17 +167,18 @@ fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), S
         .map_err(|e| write_err(&e))
 }
 
-/// Whether the caller runs on tokio's multi-threaded runtime (members do, unless started with
-/// `--worker-threads 1`), where `block_in_place` is allowed.
+/// Whether the caller runs on tokio's multi-threaded runtime (`--worker-threads` above 1), where
+/// `block_in_place` is allowed.
 fn in_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// Group commit of the leader's own appends on a dedicated thread: waits for appended entries,
-/// persists the journal once (one `fdatasync`) for everything queued since the last time, and
-/// records how far the log is durable. The leader's core never waits on the disk (it replicates
-/// meanwhile), and under load one fsync covers many appends. Barriers are answered in order.
+/// Group commit on a dedicated thread: waits for appended entries (the leader's own, and a
+/// single-threaded follower's), persists the journal once (one `fdatasync`) for everything
+/// queued since the last time, records how far the log is durable, then reports the follower's
+/// appends. The leader's core never waits on the disk (it replicates meanwhile), and under load
+/// one fsync covers many appends. Barriers are answered in order.
 fn run_flusher(
     db: fjall::Database,
     mut jobs: mpsc::UnboundedReceiver<FlushJob>,
@@ -187,18 +196,27 @@ fn run_flusher(
         let last = batch
             .iter()
             .filter_map(|j| match j {
-                FlushJob::Appended { last, .. } => Some(*last),
+                FlushJob::Appended { last, .. } | FlushJob::Followed { last, .. } => Some(*last),
                 FlushJob::Barrier(_) => None,
             })
             .max_by_key(|l| l.index);
-        if let Some(last) = last {
-            gate.pass();
-            // A failure is recorded in `durable` (and logged): every later append refuses.
-            let _ = persist_through(&db, &commits, &durable, last);
-        }
+        // A failure is recorded in `durable` (and logged): every later append refuses.
+        let persisted = match last {
+            Some(last) => {
+                gate.pass();
+                persist_through(&db, &commits, &durable, last)
+            }
+            None => Ok(()),
+        };
         for job in batch.drain(..) {
             match job {
                 FlushJob::Appended { appended, .. } => latency.observe(appended.elapsed()),
+                FlushJob::Followed {
+                    appended, reported, ..
+                } => {
+                    latency.observe(appended.elapsed());
+                    reported.log_io_completed(persisted.clone().map_err(std::io::Error::other));
+                }
                 FlushJob::Barrier(done) => {
                     let _ = done.send(());
                 }
@@ -544,21 +562,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .send(FlushJob::Appended { last, appended })
                 .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")));
         }
-        // A follower's append. openraft's core awaits its report before it does anything else,
-        // so the fsync runs right here rather than on the flusher: that saves waking the
-        // flusher and then the core (about 50-100 µs per AppendEntries, traced).
-        let persist = || {
+        // A follower's append, reported only once it is durable.
+        if !in_multi_thread_runtime() {
+            // A single-threaded member: the flusher persists it, and the member's one thread
+            // serves its other tasks meanwhile rather than stalling on the disk.
+            return self
+                .flusher
+                .send(FlushJob::Followed {
+                    last,
+                    appended,
+                    reported: callback,
+                })
+                .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")));
+        }
+        // openraft's core awaits the report before it does anything else, so on a multi-threaded
+        // member the fsync runs right here (its worker's other tasks move to another thread
+        // meanwhile) rather than on the flusher: that saves waking the flusher and then the
+        // core (about 50-100 µs per AppendEntries, traced).
+        let flushed = tokio::task::block_in_place(|| {
             self.flush_gate.pass();
             persist_through(&self.db, &self.commits, &self.durable, last)
-        };
-        let flushed = if in_multi_thread_runtime() {
-            // Hands this worker's other tasks to another thread meanwhile.
-            tokio::task::block_in_place(persist)
-        } else {
-            // A single-threaded member (`--worker-threads 1`): its other tasks wait for the
-            // fsync, which measured better than handing it to the flusher and back.
-            persist()
-        };
+        });
         self.latency.observe(appended.elapsed());
         callback.log_io_completed(flushed.map_err(std::io::Error::other));
         Ok(())

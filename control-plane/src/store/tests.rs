@@ -89,7 +89,7 @@ fn entries(
         .collect()
 }
 
-/// A single-threaded member persists a follower's append on its one thread.
+/// A single-threaded member hands a follower's append to the flusher thread.
 #[test]
 fn a_followers_append_on_one_thread_is_reported_only_once_durable() {
     followers_append_is_reported_only_once_durable(tokio::runtime::Builder::new_current_thread());
