@@ -308,7 +308,7 @@ async fn run_read_rounds(cp: Arc<ControlPlane>) {
     struct Abandon<'a>(&'a ControlPlane);
     impl Drop for Abandon<'_> {
         fn drop(&mut self) {
-            let abandoned = self.0.read_rounds.lock().expect("read rounds").abandon();
+            let abandoned = self.0.read_rounds().abandon();
             drop(abandoned); // their callers see the channel closed
         }
     }
@@ -323,7 +323,7 @@ async fn run_read_rounds(cp: Arc<ControlPlane>) {
                 &(),
             )
             .await;
-        let finished = cp.read_rounds.lock().expect("read rounds").finish();
+        let finished = cp.read_rounds().finish();
         for read in finished.answered {
             let _ = read.send(outcome.clone());
         }
@@ -462,6 +462,11 @@ impl ControlPlane {
     /// and its own fsync was slower than a follower's), for `/metrics`.
     pub fn commits_withheld(&self) -> u64 {
         self.durable.withheld_total()
+    }
+
+    fn read_rounds(&self) -> std::sync::MutexGuard<'_, ReadRounds<ReadWaiter>> {
+        // Its methods do not panic, so a poisoned lock still holds consistent state.
+        self.read_rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Linearizable reads of this member's clients, for `/metrics`.
@@ -724,7 +729,7 @@ impl ControlPlane {
             .upgrade()
             .ok_or_else(|| CpError::Fatal("the control plane stopped".into()))?;
         let (reply, index) = oneshot::channel();
-        let arrival = self.read_rounds.lock().expect("read rounds").arrive(reply);
+        let arrival = self.read_rounds().arrive(reply);
         if arrival == Arrival::StartRound {
             tokio::spawn(run_read_rounds(cp));
         }

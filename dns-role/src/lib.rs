@@ -690,6 +690,8 @@ fn udp_loop(shared: Arc<Shared>, socket: std::net::UdpSocket, shutdown: Cancella
             }
             Err(e) => {
                 tracing::debug!(error = %e, "DNS receive failed");
+                // Not a spin on an error that repeats: the socket is polled again shortly.
+                std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
