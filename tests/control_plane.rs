@@ -332,15 +332,9 @@ async fn a_follower_that_missed_many_large_batched_writes_catches_up() {
 
 /// The value of an unlabelled counter in a member's `/metrics`.
 async fn counter(agent: &Agent, name: &str) -> u64 {
-    let text = client()
-        .get(agent.url("/metrics"))
-        .send()
+    metrics_text(agent)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", agent.name))
 }

@@ -123,14 +123,7 @@ async fn sealed_gossip_drops_packets_that_do_not_open() {
     assert_eq!(status["ready"], true);
 
     // ...and in /metrics, which parses as Prometheus text.
-    let text = client()
-        .get(target.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(target).await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     let unopened = scrape
         .samples

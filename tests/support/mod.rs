@@ -351,6 +351,13 @@ pub async fn put_services(agent: &Agent, services: Value) -> u16 {
         .as_u16()
 }
 
+/// `agent`'s `/metrics` as it stands (Prometheus text).
+pub async fn metrics_text(agent: &Agent) -> String {
+    let response = client().get(agent.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}'s /metrics", agent.name);
+    response.text().await.unwrap()
+}
+
 /// Waits until `agent`'s `/metrics` holds exactly the line `line` (e.g. `name 1`).
 pub async fn wait_metric_line(agent: &Agent, line: &str) {
     let url = agent.url("/metrics");
