@@ -724,14 +724,13 @@ impl ControlPlane {
     pub async fn read_barrier(&self) -> Result<u64, CpError> {
         let started = tokio::time::Instant::now();
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let cp = self
-            .me
-            .upgrade()
-            .ok_or_else(|| CpError::Fatal("the control plane stopped".into()))?;
         let (reply, index) = oneshot::channel();
-        let arrival = self.read_rounds().arrive(reply);
-        if arrival == Arrival::StartRound {
-            tokio::spawn(run_read_rounds(cp));
+        if self.read_rounds().arrive(reply) == Arrival::StartRound {
+            match self.me.upgrade() {
+                Some(cp) => drop(tokio::spawn(run_read_rounds(cp))),
+                // Only while the last handle drops: no round will run, release the read.
+                None => drop(self.read_rounds().abandon()),
+            }
         }
         let index = match tokio::time::timeout(self.config.request_timeout, index).await {
             Ok(Ok(answer)) => answer?,
