@@ -289,7 +289,8 @@ pub struct ControlPlane {
     durable: Arc<store::durable::Durable>,
     /// Linearizable reads waiting for a read-index round (see [`ReadRounds`]).
     read_rounds: Mutex<ReadRounds<ReadWaiter>>,
-    /// Linearizable reads of this member's clients, and the rounds that answered them.
+    /// Linearizable reads on this member (its clients' and its own read barriers), and the
+    /// rounds that answered them.
     reads: AtomicU64,
     read_index_rounds: AtomicU64,
     /// This member, for the tasks it spawns.
@@ -469,7 +470,8 @@ impl ControlPlane {
         self.read_rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Linearizable reads of this member's clients, for `/metrics`.
+    /// Linearizable reads on this member (its clients' and its own read barriers), for
+    /// `/metrics`.
     pub fn linearizable_reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }

@@ -294,7 +294,7 @@ impl Collector for AgentCollector {
             counter(
                 e,
                 "hivemind_raft_linearizable_reads",
-                "Linearizable reads of this member's clients (each waits for a read-index round).",
+                "Linearizable reads on this member (each waits for a read-index round).",
                 &[(&[], cp.linearizable_reads())],
             )?;
             counter(

@@ -158,6 +158,10 @@ fn persist_through(
     flushed
 }
 
+fn flusher_stopped() -> StorageError {
+    write_err(&std::io::Error::other("log flusher stopped"))
+}
+
 /// Starts one of the store's background threads (it ends when the last store clone drops).
 fn spawn_thread(name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), StorageError> {
     std::thread::Builder::new()
@@ -349,11 +353,13 @@ impl LogStore {
     /// Waits until every append queued before this call was reported to openraft.
     async fn drain_flusher(&self) -> Result<(), StorageError> {
         let (done_tx, done_rx) = oneshot::channel();
-        let stopped = || write_err(&std::io::Error::other("log flusher stopped"));
-        self.flusher
-            .send(FlushJob::Barrier(done_tx))
-            .map_err(|_| stopped())?;
-        done_rx.await.map_err(|_| stopped())
+        self.to_flusher(FlushJob::Barrier(done_tx))?;
+        done_rx.await.map_err(|_| flusher_stopped())
+    }
+
+    /// Queues `job` for the flusher thread.
+    fn to_flusher(&self, job: FlushJob) -> Result<(), StorageError> {
+        self.flusher.send(job).map_err(|_| flusher_stopped())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -557,23 +563,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         if early {
             callback.log_io_completed(Ok(()));
-            return self
-                .flusher
-                .send(FlushJob::Appended { last, appended })
-                .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")));
+            return self.to_flusher(FlushJob::Appended { last, appended });
         }
         // A follower's append, reported only once it is durable.
         if !in_multi_thread_runtime() {
             // A single-threaded member: the flusher persists it, and the member's one thread
             // serves its other tasks meanwhile rather than stalling on the disk.
-            return self
-                .flusher
-                .send(FlushJob::Followed {
-                    last,
-                    appended,
-                    reported: callback,
-                })
-                .map_err(|_| write_err(&std::io::Error::other("log flusher stopped")));
+            return self.to_flusher(FlushJob::Followed {
+                last,
+                appended,
+                reported: callback,
+            });
         }
         // openraft's core awaits the report before it does anything else, so on a multi-threaded
         // member the fsync runs right here (its worker's other tasks move to another thread
