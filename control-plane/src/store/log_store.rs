@@ -280,7 +280,8 @@ impl LogStore {
             run_purger(purge_db, purge_logs, purge_points, failures, gate)
         })?;
         store.durable.reset(store.last_log_id()?);
-        *store.vote.lock().unwrap_or_else(|p| p.into_inner()) = store.get_meta(VOTE)?;
+        *store.vote.lock().unwrap_or_else(|p| p.into_inner()) =
+            store.get_meta(VOTE)?.map(super::restart::restored_vote);
         let (flusher_db, durable, commits, gate) = (
             db.clone(),
             store.durable.clone(),
@@ -505,8 +506,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// openraft reads the vote only when it starts: a leader's authority does not survive the
+    /// restart (see `super::restart`).
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta(VOTE)
+        Ok(self.get_meta(VOTE)?.map(super::restart::restored_vote))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {

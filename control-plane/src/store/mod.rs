@@ -19,6 +19,7 @@
 
 pub mod durable;
 mod log_store;
+pub mod restart;
 mod state_machine;
 
 use openraft::{AnyError, StorageIOError};

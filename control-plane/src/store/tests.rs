@@ -27,6 +27,37 @@ fn fjall_store_passes_the_openraft_suite() {
     Suite::test_all(FjallBuilder).unwrap();
 }
 
+/// Regression (issue 16): a leader killed with every other member must not resume its term
+/// after the restart. openraft resumes leadership when the vote it starts from is committed and
+/// names the member, and a resumed leader's read index is the commit index saved on disk, which
+/// lags the writes it had acknowledged. The state openraft starts from must not be a leader's.
+#[tokio::test]
+async fn a_leader_restarts_as_a_follower_of_its_old_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp");
+    {
+        let (mut log, _sm) = super::open(&path, 1).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        log.blocking_append(entries(3, 1, 0..=10)).await.unwrap();
+        // The commit of the last entries was learned but never recorded before the kill.
+        log.save_committed(Some(log_id(3, 4))).await.unwrap();
+    }
+    let (mut log, mut sm) = super::open(&path, 1).unwrap();
+    let state = openraft::storage::StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    assert_eq!(
+        state.vote_ref(),
+        &Vote::new(3, 1),
+        "term and candidate kept"
+    );
+    assert!(
+        !state.vote_ref().is_committed(),
+        "a restarted leader must win a new election before it serves a read index"
+    );
+}
+
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
