@@ -273,6 +273,12 @@ pub struct ControlPlane {
     started: Instant,
     /// Milliseconds since `started` of the last AppendEntries accepted from a leader.
     last_leader_contact_ms: AtomicU64,
+    /// Pre-votes and whether this follower is cut off (see `elections.rs`).
+    elections: crate::elections::ElectionState,
+    /// Requests answered `no_quorum` at once because this member knew it was cut off.
+    cut_off_answers: AtomicU64,
+    /// Forwarded requests given up because leadership moved while they were with the leader.
+    abandoned_forwards: AtomicU64,
     /// Candidates heard of during bootstrap.
     known: Mutex<BTreeMap<NodeId, Candidate>>,
     /// KV writes waiting to be proposed in a batch.
@@ -405,6 +411,8 @@ impl ControlPlane {
             max_in_snapshot_log_to_keep: 1000,
             // Entries may be batches of up to 1 MiB: keep one AppendEntries well below that x 64.
             max_payload_entries: 64,
+            // Elections are started by `elections.rs`, after a pre-vote.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -436,6 +444,9 @@ impl ControlPlane {
             client,
             started: Instant::now(),
             last_leader_contact_ms: AtomicU64::new(u64::MAX),
+            elections: Default::default(),
+            cut_off_answers: AtomicU64::new(0),
+            abandoned_forwards: AtomicU64::new(0),
             known: Mutex::new(BTreeMap::new()),
             kv_writes,
             in_flight: in_flight.clone(),
@@ -446,6 +457,7 @@ impl ControlPlane {
         tokio::spawn(run_batcher(Arc::downgrade(&cp), pending, in_flight));
         tokio::spawn(count_leader_changes(Arc::downgrade(&cp)));
         tokio::spawn(release_withheld_commits(Arc::downgrade(&cp)));
+        tokio::spawn(crate::elections::run(Arc::downgrade(&cp)));
         Ok(cp)
     }
 
@@ -509,10 +521,51 @@ impl ControlPlane {
         &self.client
     }
 
-    /// Called by the internal AppendEntries route when a leader's append was accepted.
+    /// Called by the internal AppendEntries route when a leader's append was accepted (and by
+    /// the election driver while this member leads).
     pub(crate) fn note_leader_contact(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_leader_contact_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since this member last heard from a leader; `None` if it never did.
+    pub(crate) fn leader_silence_ms(&self) -> Option<u64> {
+        let last = self.last_leader_contact_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        (last != u64::MAX).then(|| now.saturating_sub(last))
+    }
+
+    /// Requests answered `no_quorum` at once because this member knew it was cut off, and
+    /// forwarded requests given up because leadership moved away from their leader.
+    pub fn fast_failures(&self) -> (u64, u64) {
+        (
+            self.cut_off_answers.load(Ordering::Relaxed),
+            self.abandoned_forwards.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The election driver's state: pre-votes and whether this follower is cut off.
+    pub fn elections(&self) -> &crate::elections::ElectionState {
+        &self.elections
+    }
+
+    /// Whether this member knows it is cut off from a majority, so that a request fails with
+    /// `no_quorum` at once rather than after the bounded wait (see `crate::pre_vote`).
+    fn cut_off(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let lease = crate::elections::lease_ms(self);
+        match metrics.state {
+            ServerState::Leader => {
+                metrics.membership_config.membership().voter_ids().count() > 1
+                    && crate::pre_vote::leader_cut_off(metrics.millis_since_quorum_ack, lease)
+            }
+            // A leader heard since the last failed pre-vote round outweighs it.
+            _ => {
+                self.elections.follower_cut_off()
+                    && self.leader_silence_ms().is_none_or(|ms| ms >= lease)
+            }
+        }
     }
 
     fn no_quorum(&self, detail: impl Into<String>) -> CpError {
@@ -540,6 +593,10 @@ impl ControlPlane {
         let deadline = tokio::time::Instant::now() + wait;
         let mut last_detail = String::from("the leader did not reach a quorum");
         loop {
+            if self.cut_off() {
+                self.cut_off_answers.fetch_add(1, Ordering::Relaxed);
+                return Err(self.no_quorum("this member is cut off from a majority of the voters"));
+            }
             let attempt = async {
                 // A follower that knows the leader forwards at once, without first asking its
                 // own Raft core (a round trip through a task that is busy with appends).
@@ -553,18 +610,32 @@ impl ControlPlane {
                     {
                         let remaining =
                             deadline.saturating_duration_since(tokio::time::Instant::now());
-                        match self
+                        let call = self
                             .client
-                            .call_framed::<B, Result<T, CpError>>(&addr, path, body, remaining)
-                            .await
-                        {
-                            Ok(answer) => answer,
-                            // Surely not delivered: safe to retry once a leader is known again.
-                            Err(e @ CallError::Unreachable { .. }) => {
-                                tracing::debug!(error = %e, "leader unreachable");
-                                Err(CpError::NotLeader { leader: None })
+                            .call_framed::<B, Result<T, CpError>>(&addr, path, body, remaining);
+                        tokio::select! {
+                            answer = call => match answer {
+                                Ok(answer) => answer,
+                                // Surely not delivered: safe to retry once a leader is known again.
+                                Err(e @ CallError::Unreachable { .. }) => {
+                                    tracing::debug!(error = %e, "leader unreachable");
+                                    Err(CpError::NotLeader { leader: None })
+                                }
+                                Err(e @ CallError::Failed { .. }) => Err(self.no_quorum(e.to_string())),
+                            },
+                            // The request may sit with a leader that is gone (paused, isolated):
+                            // a read asks the new one; a write's fate is unknown.
+                            () = self.leader_moved_from(&addr) => {
+                                self.abandoned_forwards.fetch_add(1, Ordering::Relaxed);
+                                if path == paths::READ_INDEX {
+                                    Err(CpError::NotLeader { leader: None })
+                                } else {
+                                    Err(self.no_quorum(format!(
+                                        "leadership moved away from {addr} while the request was \
+                                         with it: it may or may not take effect"
+                                    )))
+                                }
                             }
-                            Err(e @ CallError::Failed { .. }) => Err(self.no_quorum(e.to_string())),
                         }
                     }
                     other => other,
@@ -585,6 +656,25 @@ impl ControlPlane {
                 }
                 Ok(result) => return result,
             }
+        }
+    }
+
+    /// Resolves once this member knows a leader other than the one at `addr` (itself included).
+    async fn leader_moved_from(&self, addr: &str) {
+        let mut metrics = self.raft.metrics();
+        let stopped = metrics
+            .wait_for(|m| {
+                let Some(leader) = m.current_leader else {
+                    return false;
+                };
+                let leader_addr = m.membership_config.membership().get_node(&leader);
+                leader_addr.is_some_and(|n| n.http_addr != addr)
+            })
+            .await
+            .is_err();
+        if stopped {
+            // Raft stopped: nothing will move any more.
+            std::future::pending::<()>().await;
         }
     }
 

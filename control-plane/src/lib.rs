@@ -12,6 +12,8 @@
 //! - [`control`]: [`ControlPlane`], one CP member: writes via the leader, read barriers,
 //!   bounded waits, health, voter changes, the bootstrap loop.
 //! - [`read_rounds`]: which quorum round answers which linearizable read (sans-IO).
+//! - [`pre_vote`]: who may campaign and when a member knows it is cut off (sans-IO);
+//!   [`elections`] drives it (openraft's own election timer is off).
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
 //! Invariant: the registry is changed only by applying committed log entries; everything a
@@ -19,9 +21,11 @@
 
 pub mod bootstrap;
 pub mod control;
+pub mod elections;
 pub mod error;
 pub mod http;
 pub mod network;
+pub mod pre_vote;
 pub mod read_rounds;
 pub mod registry;
 pub mod store;

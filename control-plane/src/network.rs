@@ -30,6 +30,8 @@ pub mod paths {
     /// forwarded to the leader travel this way.
     pub const CALL_STREAM: &str = "/internal/v1/call-stream";
     pub const VOTE: &str = "/internal/v1/raft/vote";
+    /// "Would you vote for me?" before a real election (see `crate::pre_vote`).
+    pub const PRE_VOTE: &str = "/internal/v1/raft/pre-vote";
     pub const SNAPSHOT: &str = "/internal/v1/raft/snapshot";
     pub const WRITE: &str = "/internal/v1/cp/write";
     pub const READ_INDEX: &str = "/internal/v1/cp/read-index";

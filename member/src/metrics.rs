@@ -303,6 +303,35 @@ impl Collector for AgentCollector {
                 "Read-index rounds this member ran; concurrent linearizable reads share one.",
                 &[(&[], cp.read_index_rounds())],
             )?;
+            let (pre_votes, pre_votes_won) = cp.elections().pre_votes();
+            counter(
+                e,
+                "hivemind_raft_pre_votes",
+                "Pre-vote rounds this member ran because its leader was silent (a real election \
+                 follows only when a majority would grant it).",
+                &[(&[], pre_votes)],
+            )?;
+            counter(
+                e,
+                "hivemind_raft_pre_votes_won",
+                "Pre-vote rounds a majority granted; each started a real election.",
+                &[(&[], pre_votes_won)],
+            )?;
+            let (cut_off, abandoned) = cp.fast_failures();
+            counter(
+                e,
+                "hivemind_raft_cut_off_answers",
+                "Requests answered no_quorum at once because this member knew it was cut off \
+                 from a majority.",
+                &[(&[], cut_off)],
+            )?;
+            counter(
+                e,
+                "hivemind_raft_abandoned_forwards",
+                "Requests forwarded to a leader and given up because leadership moved meanwhile \
+                 (reads retried on the new leader, writes answered no_quorum).",
+                &[(&[], abandoned)],
+            )?;
             counter(
                 e,
                 "hivemind_raft_commits_withheld",

@@ -35,6 +35,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(paths::APPEND_STREAM, get(append_stream))
         .route(paths::CALL_STREAM, get(call_stream))
         .route(paths::VOTE, post(vote))
+        .route(paths::PRE_VOTE, post(pre_vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::WRITE, post(write))
         .route(paths::READ_INDEX, post(read_index))
@@ -184,6 +185,11 @@ async fn append_entries(
 async fn vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let request: VoteRequest<NodeId> = decode(&body)?;
     Ok(reply(&cp.raft().vote(request).await))
+}
+
+async fn pre_vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let request: crate::pre_vote::PreVoteRequest = decode(&body)?;
+    Ok(reply(&crate::elections::answer(&cp, &request)))
 }
 
 async fn snapshot(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {

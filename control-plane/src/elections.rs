@@ -1,0 +1,156 @@
+//! The election driver: when a CP member campaigns (IO edge of [`crate::pre_vote`]).
+//!
+//! openraft's own election timer is off (`enable_elect: false`). One task per member checks
+//! every heartbeat interval whether its leader has been silent for the lease plus a randomized
+//! election timeout; if so it asks every other voter for a pre-vote and triggers a real
+//! election only when a majority of every voter configuration would grant it. The voters answer
+//! on the internal route `paths::PRE_VOTE` ([`answer`]). The outcome also tells whether a
+//! follower is cut off from a majority (see [`ElectionState::follower_cut_off`]).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Weak;
+use std::time::Duration;
+
+use openraft::ServerState;
+use rand::Rng;
+
+use crate::control::ControlPlane;
+use crate::network::paths;
+use crate::pre_vote::{self, PreVoteAnswer, PreVoteRequest, VoterView};
+
+/// What the driver learned, for the request paths and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ElectionState {
+    /// The last pre-vote round of this follower found no majority (cleared once it hears a
+    /// leader or leads).
+    follower_cut_off: AtomicBool,
+    pre_votes: AtomicU64,
+    pre_votes_won: AtomicU64,
+}
+
+impl ElectionState {
+    /// Whether this follower's last pre-vote round found no majority: it is cut off from one.
+    pub fn follower_cut_off(&self) -> bool {
+        self.follower_cut_off.load(Ordering::Relaxed)
+    }
+
+    /// Pre-vote rounds this member ran, and those a majority granted (each became an election).
+    pub fn pre_votes(&self) -> (u64, u64) {
+        (
+            self.pre_votes.load(Ordering::Relaxed),
+            self.pre_votes_won.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A voter's answer to a pre-vote request.
+pub(crate) fn answer(cp: &ControlPlane, request: &PreVoteRequest) -> PreVoteAnswer {
+    let lease = lease_ms(cp);
+    let metrics = cp.raft().metrics().borrow().clone();
+    let leader_heard_ms_ago = match metrics.state {
+        ServerState::Leader => metrics.millis_since_quorum_ack,
+        _ => cp.leader_silence_ms(),
+    };
+    let voter = VoterView {
+        last_log: cp.raft().data_metrics().borrow().last_log,
+        leader_heard_ms_ago,
+    };
+    let granted = pre_vote::grant(request, &voter, lease);
+    tracing::debug!(candidate = request.candidate, granted, "pre-vote asked");
+    PreVoteAnswer { granted }
+}
+
+/// The leader lease of openraft's engine (its maximum election timeout), in milliseconds.
+pub(crate) fn lease_ms(cp: &ControlPlane) -> u64 {
+    cp.config().election_timeout.1.as_millis() as u64
+}
+
+/// Runs until the control plane is dropped.
+pub(crate) async fn run(cp: Weak<ControlPlane>) {
+    let mut timeout_ms = None;
+    let mut last_attempt: Option<tokio::time::Instant> = None;
+    loop {
+        let Some(cp) = cp.upgrade() else { return };
+        let tick = cp.config().heartbeat_interval;
+        let (min, max) = cp.config().election_timeout;
+        let timeout = *timeout_ms.get_or_insert_with(|| random_timeout(min, max));
+        let metrics = cp.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let me = cp.config().id;
+        let state = cp.elections();
+        if metrics.state == ServerState::Leader || !membership.voter_ids().any(|v| v == me) {
+            // A leader is its own leader contact: once deposed it waits a full timeout.
+            if metrics.state == ServerState::Leader {
+                cp.note_leader_contact();
+            }
+            state.follower_cut_off.store(false, Ordering::Relaxed);
+        } else {
+            let silent = cp.leader_silence_ms().unwrap_or(u64::MAX);
+            if silent < lease_ms(&cp) {
+                state.follower_cut_off.store(false, Ordering::Relaxed);
+            }
+            let since_attempt = last_attempt.map(|t| t.elapsed().as_millis() as u64);
+            if pre_vote::election_due(silent, since_attempt, lease_ms(&cp), timeout) {
+                last_attempt = Some(tokio::time::Instant::now());
+                timeout_ms = None;
+                let configs = membership.get_joint_config().clone();
+                let won = pre_vote_round(&cp, &configs, min).await;
+                state.pre_votes.fetch_add(1, Ordering::Relaxed);
+                state.follower_cut_off.store(!won, Ordering::Relaxed);
+                if won {
+                    state.pre_votes_won.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(silent_ms = silent, "pre-vote won: starting an election");
+                    if let Err(e) = cp.raft().trigger().elect().await {
+                        tracing::debug!(error = %e, "no election: Raft stopped");
+                        return;
+                    }
+                } else {
+                    tracing::debug!(silent_ms = silent, "pre-vote found no majority");
+                }
+            }
+        }
+        drop(cp);
+        tokio::time::sleep(tick).await;
+    }
+}
+
+fn random_timeout(min: Duration, max: Duration) -> u64 {
+    let (min, max) = (min.as_millis() as u64, max.as_millis() as u64);
+    rand::thread_rng().gen_range(min..=max.max(min))
+}
+
+/// Asks every other voter (each within `wait`); whether a majority of every configuration,
+/// this member included, would grant.
+async fn pre_vote_round(cp: &ControlPlane, configs: &[BTreeSet<u64>], wait: Duration) -> bool {
+    let me = cp.config().id;
+    let request = PreVoteRequest {
+        candidate: me,
+        last_log: cp.raft().data_metrics().borrow().last_log,
+    };
+    let membership = cp.raft().metrics().borrow().membership_config.clone();
+    let others: BTreeSet<u64> = configs
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| *v != me)
+        .collect();
+    let asks = others.iter().filter_map(|id| {
+        let addr = membership.membership().get_node(id)?.http_addr.clone();
+        let request = &request;
+        Some(async move {
+            let answer: Result<PreVoteAnswer, _> = cp
+                .client()
+                .call(&addr, paths::PRE_VOTE, request, wait)
+                .await;
+            answer.is_ok_and(|a| a.granted).then_some(*id)
+        })
+    });
+    let mut granted: BTreeSet<u64> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    granted.insert(me);
+    pre_vote::majority_of_every_config(configs, &granted)
+}

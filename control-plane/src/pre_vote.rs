@@ -1,0 +1,182 @@
+//! Pre-vote and knowing when a member is cut off (Raft thesis §9.6), sans-IO.
+//!
+//! openraft 0.9 has no pre-vote: a follower that stops hearing from its leader raises its term
+//! and campaigns, and keeps doing so while it is partitioned away (measured: term 57 → 76 in a
+//! 7.3 s partition). When it rejoins, its higher term deposes a healthy leader. So elections
+//! are not left to openraft's timer (`enable_elect` is off): the member's election driver
+//! (`elections.rs`) asks the voters first whether they *would* vote for it, and triggers a real
+//! election only when a majority of every voter configuration says yes. A voter says yes only
+//! when it has not heard from a leader within the leader lease (so a healthy leader is never
+//! deposed by a rejoining member) and the asker's log is at least as up-to-date as its own
+//! (so the asker could win). Pre-votes change no state anywhere: safety still rests on openraft's
+//! real vote.
+//!
+//! The same facts tell when a member knows it is cut off from a majority, so that it answers
+//! `no_quorum` at once rather than after the bounded wait: a leader that has not heard from a
+//! quorum for [`CUT_OFF_LEASES`] leases, a follower whose last pre-vote found no majority.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{LogId, NodeId};
+
+/// "Would you vote for me?": sent to every other voter before a real election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    pub candidate: NodeId,
+    /// The asker's last log entry (the Raft up-to-date rule compares it with the voter's).
+    pub last_log: Option<LogId>,
+}
+
+/// A voter's answer to a [`PreVoteRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteAnswer {
+    pub granted: bool,
+}
+
+/// What a voter knows when it answers a pre-vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoterView {
+    pub last_log: Option<LogId>,
+    /// Milliseconds since this voter last heard from a leader (a leader: since a quorum last
+    /// acknowledged it); `None` if it never did.
+    pub leader_heard_ms_ago: Option<u64>,
+}
+
+/// Whether a voter grants a pre-vote: no leader heard within `lease_ms`, and the asker's log
+/// is at least as up-to-date as the voter's.
+pub fn grant(request: &PreVoteRequest, voter: &VoterView, lease_ms: u64) -> bool {
+    let leader_alive = voter.leader_heard_ms_ago.is_some_and(|ms| ms < lease_ms);
+    !leader_alive && request.last_log >= voter.last_log
+}
+
+/// Whether the members in `granted` (the asker included) form a majority of every voter
+/// configuration (two of them during a joint membership change).
+pub fn majority_of_every_config(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
+    !configs.is_empty()
+        && configs
+            .iter()
+            .all(|voters| voters.intersection(granted).count() * 2 > voters.len())
+}
+
+/// When a follower asks for pre-votes: once it has heard nothing from a leader for the lease
+/// plus its (randomized) election timeout, and at least that timeout after its last attempt.
+pub fn election_due(
+    silent_ms: u64,
+    since_last_attempt_ms: Option<u64>,
+    lease_ms: u64,
+    timeout_ms: u64,
+) -> bool {
+    silent_ms >= lease_ms + timeout_ms && since_last_attempt_ms.is_none_or(|ms| ms >= timeout_ms)
+}
+
+/// A leader that has not heard from a quorum for this many leader leases knows it is cut off.
+/// (More than one: a busy machine delaying one heartbeat is not a lost quorum.)
+pub const CUT_OFF_LEASES: u64 = 2;
+
+/// Whether a leader knows it is cut off from a majority (see [`CUT_OFF_LEASES`]). A leader
+/// that was never acknowledged yet (just elected) is not.
+pub fn leader_cut_off(millis_since_quorum_ack: Option<u64>, lease_ms: u64) -> bool {
+    millis_since_quorum_ack.is_some_and(|ms| ms > CUT_OFF_LEASES * lease_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use proptest::prelude::*;
+
+    fn log(term: u64, index: u64) -> Option<LogId> {
+        Some(LogId::new(CommittedLeaderId::new(term, 0), index))
+    }
+
+    fn ask(last_log: Option<LogId>) -> PreVoteRequest {
+        PreVoteRequest {
+            candidate: 2,
+            last_log,
+        }
+    }
+
+    #[test]
+    fn a_voter_that_hears_its_leader_refuses() {
+        let voter = VoterView {
+            last_log: log(3, 10),
+            leader_heard_ms_ago: Some(50),
+        };
+        assert!(!grant(&ask(log(3, 10)), &voter, 400));
+        assert!(
+            !grant(&ask(log(9, 99)), &voter, 400),
+            "not even for a longer log"
+        );
+    }
+
+    #[test]
+    fn a_voter_without_a_leader_grants_an_up_to_date_asker_only() {
+        for heard in [None, Some(400), Some(5_000)] {
+            let voter = VoterView {
+                last_log: log(3, 10),
+                leader_heard_ms_ago: heard,
+            };
+            assert!(grant(&ask(log(3, 10)), &voter, 400), "same log");
+            assert!(grant(&ask(log(3, 11)), &voter, 400), "longer log");
+            assert!(grant(&ask(log(4, 2)), &voter, 400), "later term");
+            assert!(!grant(&ask(log(3, 9)), &voter, 400), "shorter log");
+            assert!(!grant(&ask(log(2, 50)), &voter, 400), "earlier term");
+            assert!(!grant(&ask(None), &voter, 400), "empty log");
+        }
+    }
+
+    #[test]
+    fn majorities_count_every_configuration() {
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        let three = set(&[1, 2, 3]);
+        assert!(majority_of_every_config(
+            std::slice::from_ref(&three),
+            &set(&[1, 2])
+        ));
+        assert!(!majority_of_every_config(
+            std::slice::from_ref(&three),
+            &set(&[1, 9])
+        ));
+        assert!(majority_of_every_config(&[set(&[1])], &set(&[1])));
+        // Joint: {1,2,3} → {3,4,5}: 1, 2, 3 are a majority of the old config only.
+        let joint = [three, set(&[3, 4, 5])];
+        assert!(!majority_of_every_config(&joint, &set(&[1, 2, 3])));
+        assert!(majority_of_every_config(&joint, &set(&[1, 3, 4])));
+        assert!(!majority_of_every_config(&[], &set(&[1])));
+    }
+
+    #[test]
+    fn an_election_is_due_after_lease_plus_timeout_and_not_twice_within_a_timeout() {
+        assert!(!election_due(599, None, 400, 200));
+        assert!(election_due(600, None, 400, 200));
+        assert!(!election_due(10_000, Some(199), 400, 200));
+        assert!(election_due(10_000, Some(200), 400, 200));
+    }
+
+    #[test]
+    fn a_leader_is_cut_off_after_two_leases_without_a_quorum() {
+        assert!(!leader_cut_off(None, 400));
+        assert!(!leader_cut_off(Some(800), 400));
+        assert!(leader_cut_off(Some(801), 400));
+    }
+
+    proptest! {
+        /// Two voters that both still hear a leader never grant; and a grant never goes to a
+        /// log shorter than the voter's, whatever the timing.
+        #[test]
+        fn a_grant_needs_a_silent_voter_and_an_up_to_date_log(
+            voter_term in 0u64..5, voter_index in 0u64..20,
+            asker_term in 0u64..5, asker_index in 0u64..20,
+            heard in proptest::option::of(0u64..2_000), lease in 1u64..1_000,
+        ) {
+            let voter = VoterView { last_log: log(voter_term, voter_index), leader_heard_ms_ago: heard };
+            let granted = grant(&ask(log(asker_term, asker_index)), &voter, lease);
+            if granted {
+                prop_assert!(heard.is_none_or(|h| h >= lease));
+                prop_assert!((asker_term, asker_index) >= (voter_term, voter_index));
+            }
+        }
+    }
+}
