@@ -1,0 +1,276 @@
+//! Per-key linearizability of KV histories against a register with compare-and-set and delete
+//! (sans-IO).
+//!
+//! The search is Wing–Gong's with Lowe's memoization, as in porcupine: the history becomes a
+//! list of call and return entries ordered by time; the search linearizes pending calls one at
+//! a time (removing an operation's call and return from the list), backtracks when it meets the
+//! return of an operation it has not linearized, and remembers every (set of linearized
+//! operations, register state) it has seen so that no configuration is explored twice. An
+//! operation whose outcome is unknown has no return entry: it may be linearized anywhere after
+//! its call, or never. Operations that surely had no effect are dropped first.
+//!
+//! Ties: an operation that completes at the instant another is invoked is taken as concurrent
+//! with it (calls sort before returns), which never reports a violation that is not one.
+
+use std::collections::HashSet;
+
+use crate::history::{Event, Op, Outcome};
+
+/// The register: the key's value, `None` while absent.
+type State = Option<String>;
+
+/// The register's rule: the state after `op` with `outcome`, or `None` if that outcome is
+/// impossible in `state`. An unknown outcome is taken as "it took effect" here; "it never did"
+/// is the search leaving it out.
+fn step(state: &State, op: &Op, outcome: &Outcome) -> Option<State> {
+    match (op, outcome) {
+        (Op::Read, Outcome::Read(seen)) => (seen == state).then(|| state.clone()),
+        (Op::Write(v), Outcome::Done | Outcome::Unknown) => Some(Some(v.clone())),
+        (Op::Cas { expect, new }, Outcome::Done | Outcome::Unknown) => {
+            (state.as_ref() == Some(expect)).then(|| Some(new.clone()))
+        }
+        (Op::Cas { expect, .. }, Outcome::CasRefused) => {
+            (state.as_ref() != Some(expect)).then(|| state.clone())
+        }
+        (Op::Delete, Outcome::Deleted(existed)) => (*existed == state.is_some()).then_some(None),
+        (Op::Delete, Outcome::Unknown | Outcome::Done) => Some(None),
+        _ => None,
+    }
+}
+
+/// A history of one key that no order explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub key: String,
+    /// The operation whose completion no linearization of the operations before it reached.
+    pub stuck_at: Event,
+    /// A sub-history that is not linearizable either: observers (reads, refused CAS) that are
+    /// not needed to show it were removed. Removing an observer only relaxes constraints, so
+    /// this sub-history failing proves the whole one fails.
+    pub minimal: Vec<Event>,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "key {:?} is not linearizable: no order of its operations reaches the completion of {}",
+            self.key,
+            describe(&self.stuck_at)
+        )?;
+        writeln!(
+            f,
+            "a sub-history that shows it ({} operations):",
+            self.minimal.len()
+        )?;
+        for e in &self.minimal {
+            writeln!(f, "  {}", describe(e))?;
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: &Event) -> String {
+    format!(
+        "client {} {:?} -> {:?} [{:.3} ms .. {:.3} ms]",
+        e.client,
+        e.op,
+        e.outcome,
+        e.invoked_ns as f64 / 1e6,
+        e.completed_ns as f64 / 1e6
+    )
+}
+
+/// Checks every key of `history` (keys start absent); the violations found, one per key.
+pub fn check(history: &[Event]) -> Vec<Violation> {
+    let mut keys: Vec<&str> = history.iter().map(|e| e.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let ops: Vec<Event> = history
+                .iter()
+                .filter(|e| e.key == key && !e.had_no_effect())
+                .cloned()
+                .collect();
+            let stuck = search(&ops).err()?;
+            Some(Violation {
+                key: key.to_string(),
+                stuck_at: ops[stuck].clone(),
+                minimal: minimize(ops),
+            })
+        })
+        .collect()
+}
+
+/// Whether one key's operations are linearizable.
+pub fn linearizable(ops: &[Event]) -> bool {
+    search(ops).is_ok()
+}
+
+/// Drops observers one at a time while what is left still fails.
+fn minimize(mut ops: Vec<Event>) -> Vec<Event> {
+    let mut i = ops.len();
+    while i > 0 {
+        i -= 1;
+        let observer =
+            matches!(ops[i].op, Op::Read) || matches!(ops[i].outcome, Outcome::CasRefused);
+        if !observer {
+            continue;
+        }
+        let removed = ops.remove(i);
+        if search(&ops).is_ok() {
+            ops.insert(i, removed);
+        }
+    }
+    ops
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    op: usize,
+    is_call: bool,
+}
+
+/// The search; `Err(op)` names the operation whose return the deepest attempt could not pass.
+fn search(ops: &[Event]) -> Result<(), usize> {
+    let mut entries: Vec<(u64, u8, Entry)> = Vec::with_capacity(ops.len() * 2);
+    for (i, e) in ops.iter().enumerate() {
+        entries.push((
+            e.invoked_ns,
+            0,
+            Entry {
+                op: i,
+                is_call: true,
+            },
+        ));
+        if e.outcome != Outcome::Unknown {
+            entries.push((
+                e.completed_ns,
+                1,
+                Entry {
+                    op: i,
+                    is_call: false,
+                },
+            ));
+        }
+    }
+    entries.sort_by_key(|(t, kind, e)| (*t, *kind, e.op));
+    let entries: Vec<Entry> = entries.into_iter().map(|(_, _, e)| e).collect();
+    let n = entries.len();
+    // A doubly linked list over the entries; index n is the head sentinel and the end.
+    let next0 = |i: usize| if i == n { 0 } else { i + 1 };
+    let mut next: Vec<usize> = (0..=n).map(next0).collect();
+    let mut prev: Vec<usize> = (0..=n).map(|i| if i == 0 { n } else { i - 1 }).collect();
+    let mut return_of = vec![None; ops.len()];
+    for (i, e) in entries.iter().enumerate() {
+        if !e.is_call {
+            return_of[e.op] = Some(i);
+        }
+    }
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
+        let (p, q) = (prev[i], next[i]);
+        next[p] = q;
+        prev[q] = p;
+    };
+    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
+        let (p, q) = (prev[i], next[i]);
+        next[p] = i;
+        prev[q] = i;
+    };
+
+    let mut returns_left = return_of.iter().filter(|r| r.is_some()).count();
+    let mut state: State = None;
+    let mut linearized = vec![0u64; ops.len().div_ceil(64)];
+    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut stack: Vec<(usize, State)> = Vec::new();
+    let mut deepest = (0usize, None::<usize>);
+    let mut cur = next[n];
+    while returns_left > 0 {
+        if cur == n {
+            // Only calls of unknown outcome were left to try, and none could go: backtrack.
+            let Some((call, before)) = stack.pop() else {
+                return Err(deepest.1.unwrap_or(0));
+            };
+            (state, cur) = undo(
+                call,
+                before,
+                &entries,
+                &return_of,
+                &mut linearized,
+                &mut next,
+                &mut prev,
+                &mut returns_left,
+                relink,
+            );
+            continue;
+        }
+        let entry = entries[cur];
+        if entry.is_call {
+            let e = &ops[entry.op];
+            if let Some(after) = step(&state, &e.op, &e.outcome) {
+                let mut bits = linearized.clone();
+                bits[entry.op / 64] |= 1 << (entry.op % 64);
+                if seen.insert((bits.clone(), after.clone())) {
+                    stack.push((cur, std::mem::replace(&mut state, after)));
+                    linearized = bits;
+                    unlink(&mut next, &mut prev, cur);
+                    if let Some(r) = return_of[entry.op] {
+                        unlink(&mut next, &mut prev, r);
+                        returns_left -= 1;
+                    }
+                    cur = next[n];
+                    continue;
+                }
+            }
+            cur = next[cur];
+        } else {
+            // This operation completed before anything else could be linearized: back up.
+            if stack.len() >= deepest.0 {
+                deepest = (stack.len(), Some(entry.op));
+            }
+            let Some((call, before)) = stack.pop() else {
+                return Err(deepest.1.unwrap_or(entry.op));
+            };
+            (state, cur) = undo(
+                call,
+                before,
+                &entries,
+                &return_of,
+                &mut linearized,
+                &mut next,
+                &mut prev,
+                &mut returns_left,
+                relink,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Takes back the linearization of the call at entry `call`; returns the state before it and
+/// the entry to try next (the one after the call).
+#[allow(clippy::too_many_arguments)]
+fn undo(
+    call: usize,
+    before: State,
+    entries: &[Entry],
+    return_of: &[Option<usize>],
+    linearized: &mut [u64],
+    next: &mut Vec<usize>,
+    prev: &mut Vec<usize>,
+    returns_left: &mut usize,
+    relink: impl Fn(&mut Vec<usize>, &mut Vec<usize>, usize),
+) -> (State, usize) {
+    let op = entries[call].op;
+    if let Some(r) = return_of[op] {
+        relink(next, prev, r);
+        *returns_left += 1;
+    }
+    relink(next, prev, call);
+    linearized[op / 64] &= !(1 << (op % 64));
+    (before, next[call])
+}
+
+#[cfg(test)]
+mod tests;
