@@ -1,9 +1,29 @@
-//! Fault testing for hivemind: the histories a workload records, the linearizability checker
-//! that judges them, and (in the IO modules) the harness that runs real `hivemind` processes
-//! under faults.
+//! Fault testing for hivemind: real `hivemind agent` processes under kill -9, pauses, network
+//! partitions and power loss, a workload of concurrent clients, and a linearizability checker
+//! that judges what they saw.
 //!
+//! Sans-IO (unit- and property-tested):
 //! - [`history`]: operations with invoke/complete times and outcomes (ok / fail / unknown).
-//! - [`checker`]: per-key linearizability against a register with CAS and delete (sans-IO).
+//! - [`checker`]: per-key linearizability against a register with CAS and delete.
+//! - [`nemesis`]: the fault repertoire, the seeded schedule, partition shapes as cut links.
+//! - [`report`]: per-fault tallies and unavailability, end-state findings.
+//!
+//! IO:
+//! - [`net`]: a network namespace per member on a bridge (root), nftables cuts; or loopback.
+//! - [`powerfs`]: a FUSE filesystem that drops unsynced data on power loss.
+//! - [`cluster`]: the member processes, killed, paused, power-failed by PID.
+//! - [`workload`]: the clients.
+//! - [`run`]: one run, start to report.
+//!
+//! The short form runs in `cargo test` (`tests/chaos.rs` in the root package); the long form is
+//! the `hivemind-chaos` binary (see RELIABILITY.md).
 
 pub mod checker;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod powerfs;
+pub mod report;
+pub mod run;
+pub mod workload;

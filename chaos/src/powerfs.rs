@@ -1,0 +1,522 @@
+//! A filesystem that loses what was not synced when the power fails (in the style of LazyFS),
+//! for a member's data directory (IO: FUSE through the `fuser` crate).
+//!
+//! Files live in memory. Every write is visible to readers at once, but survives a power loss
+//! only once the file was `fsync`ed or `fdatasync`ed: [`PowerFs::lose_unsynced`] puts every
+//! file back to its content at its last sync (longer or shorter, as it was then). Directory
+//! operations (create, rename, unlink, mkdir) are durable at once, as LazyFS passes them
+//! through; so the model is a disk that reorders nothing but forgets unsynced data. Pages are
+//! never cached by the kernel (`direct_io`, attributes with no lifetime), so what a restarted
+//! member reads is exactly what survived.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+const ROOT: u64 = 1;
+const NO_CACHE: Duration = Duration::ZERO;
+
+/// One file or directory.
+struct Inode {
+    kind: FileType,
+    perm: u16,
+    nlink: u32,
+    open: u32,
+    children: BTreeMap<OsString, u64>,
+    /// What readers see.
+    data: Vec<u8>,
+    /// What a power loss leaves.
+    synced: Vec<u8>,
+    /// Byte ranges written since the last sync (appends merge into one).
+    dirty: Vec<(usize, usize)>,
+    mtime: SystemTime,
+}
+
+impl Inode {
+    fn new(kind: FileType, perm: u16) -> Self {
+        Self {
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            open: 0,
+            children: BTreeMap::new(),
+            data: Vec::new(),
+            synced: Vec::new(),
+            dirty: Vec::new(),
+            mtime: SystemTime::now(),
+        }
+    }
+
+    fn write(&mut self, offset: usize, bytes: &[u8]) {
+        let end = offset + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[offset..end].copy_from_slice(bytes);
+        let full = self.dirty.len() >= 64;
+        match self.dirty.last_mut() {
+            Some(last) if last.0 <= end && offset <= last.1 => {
+                *last = (last.0.min(offset), last.1.max(end));
+            }
+            _ if full => {
+                let lo = self.dirty.iter().map(|r| r.0).min().unwrap_or(offset);
+                let hi = self.dirty.iter().map(|r| r.1).max().unwrap_or(end);
+                self.dirty = vec![(lo.min(offset), hi.max(end))];
+            }
+            _ => self.dirty.push((offset, end)),
+        }
+        self.mtime = SystemTime::now();
+    }
+
+    /// `fsync`: what readers see now survives a power loss.
+    fn sync(&mut self) {
+        self.synced.resize(self.data.len(), 0);
+        for (lo, hi) in self.dirty.drain(..) {
+            let hi = hi.min(self.data.len());
+            if lo < hi {
+                self.synced[lo..hi].copy_from_slice(&self.data[lo..hi]);
+            }
+        }
+    }
+
+    fn lose_unsynced(&mut self) {
+        self.data.clone_from(&self.synced);
+        self.dirty.clear();
+    }
+}
+
+#[derive(Default)]
+struct Tree {
+    inodes: HashMap<u64, Inode>,
+    next: u64,
+    /// Bytes written that a power loss dropped, over the mount's life (for reports).
+    lost_bytes: u64,
+}
+
+impl Tree {
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        let i = self.inodes.get(&ino)?;
+        Some(FileAttr {
+            ino: INodeNo(ino),
+            size: i.data.len() as u64,
+            blocks: (i.data.len() as u64).div_ceil(512),
+            atime: i.mtime,
+            mtime: i.mtime,
+            ctime: i.mtime,
+            crtime: i.mtime,
+            kind: i.kind,
+            perm: i.perm,
+            nlink: i.nlink,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+
+    fn child(&self, parent: u64, name: &OsStr) -> Result<u64, Errno> {
+        let dir = self.inodes.get(&parent).ok_or(Errno::ENOENT)?;
+        dir.children.get(name).copied().ok_or(Errno::ENOENT)
+    }
+
+    fn add(&mut self, parent: u64, name: &OsStr, kind: FileType, perm: u16) -> Result<u64, Errno> {
+        let dir = self.inodes.get(&parent).ok_or(Errno::ENOENT)?;
+        if dir.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        if dir.children.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        self.next += 1;
+        let ino = self.next;
+        self.inodes.insert(ino, Inode::new(kind, perm));
+        let dir = self.inodes.get_mut(&parent).ok_or(Errno::ENOENT)?;
+        dir.children.insert(name.to_owned(), ino);
+        if kind == FileType::Directory {
+            dir.nlink += 1;
+        }
+        Ok(ino)
+    }
+
+    /// Drops a name; the inode goes once no name and no open handle is left.
+    fn unlink(&mut self, parent: u64, name: &OsStr, dirs: bool) -> Result<(), Errno> {
+        let ino = self.child(parent, name)?;
+        let node = self.inodes.get(&ino).ok_or(Errno::ENOENT)?;
+        match (node.kind == FileType::Directory, dirs) {
+            (true, false) => return Err(Errno::EISDIR),
+            (false, true) => return Err(Errno::ENOTDIR),
+            (true, true) if !node.children.is_empty() => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+        if let Some(dir) = self.inodes.get_mut(&parent) {
+            dir.children.remove(name);
+            if dirs {
+                dir.nlink -= 1;
+            }
+        }
+        self.release_name(ino);
+        Ok(())
+    }
+
+    fn release_name(&mut self, ino: u64) {
+        if let Some(node) = self.inodes.get_mut(&ino) {
+            node.nlink = node.nlink.saturating_sub(if node.kind == FileType::Directory { 2 } else { 1 });
+            if node.nlink == 0 && node.open == 0 {
+                self.inodes.remove(&ino);
+            }
+        }
+    }
+
+    fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr), flags: RenameFlags) -> Result<(), Errno> {
+        let ino = self.child(from.0, from.1)?;
+        if let Ok(existing) = self.child(to.0, to.1) {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            if existing != ino {
+                let dirs = self.inodes.get(&existing).is_some_and(|n| n.kind == FileType::Directory);
+                self.unlink(to.0, to.1, dirs)?;
+            }
+        }
+        let is_dir = self.inodes.get(&ino).is_some_and(|n| n.kind == FileType::Directory);
+        let source = self.inodes.get_mut(&from.0).ok_or(Errno::ENOENT)?;
+        source.children.remove(from.1);
+        if is_dir {
+            source.nlink -= 1;
+        }
+        let target = self.inodes.get_mut(&to.0).ok_or(Errno::ENOENT)?;
+        target.children.insert(to.1.to_owned(), ino);
+        if is_dir {
+            target.nlink += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The filesystem as FUSE serves it.
+struct PowerFsImpl {
+    tree: Arc<Mutex<Tree>>,
+}
+
+impl PowerFsImpl {
+    fn tree(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry(&self, result: Result<u64, Errno>, reply: ReplyEntry) {
+        let tree = self.tree();
+        match result.and_then(|ino| tree.attr(ino).ok_or(Errno::ENOENT)) {
+            Ok(attr) => reply.entry(&NO_CACHE, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+fn done(result: Result<(), Errno>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+impl Filesystem for PowerFsImpl {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = self.tree().child(parent.0, name);
+        self.entry(found, reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree().attr(ino.0) {
+            Some(attr) => reply.attr(&NO_CACHE, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut tree = self.tree();
+        let Some(node) = tree.inodes.get_mut(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if let Some(mode) = mode {
+            node.perm = (mode & 0o7777) as u16;
+        }
+        if let Some(size) = size {
+            // A truncation is data: it survives a power loss only once synced.
+            let size = size as usize;
+            if size > node.data.len() {
+                let old = node.data.len();
+                node.write(old, &vec![0; size - old]);
+            } else {
+                node.data.truncate(size);
+                node.dirty.push((size, size));
+            }
+        }
+        node.mtime = SystemTime::now();
+        match tree.attr(ino.0) {
+            Some(attr) => reply.attr(&NO_CACHE, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        let made = self.tree().add(parent.0, name, FileType::RegularFile, (mode & 0o7777) as u16);
+        self.entry(made, reply);
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let made = self.tree().add(parent.0, name, FileType::Directory, (mode & 0o7777) as u16);
+        self.entry(made, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        done(self.tree().unlink(parent.0, name, false), reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        done(self.tree().unlink(parent.0, name, true), reply);
+    }
+
+    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        done(self.tree().rename((parent.0, name), (newparent.0, newname), flags), reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree().inodes.get_mut(&ino.0) {
+            Some(node) => {
+                node.open += 1;
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        let mut tree = self.tree();
+        let made = tree.add(parent.0, name, FileType::RegularFile, (mode & 0o7777) as u16);
+        match made.and_then(|ino| tree.attr(ino).ok_or(Errno::ENOENT).map(|a| (ino, a))) {
+            Ok((ino, attr)) => {
+                if let Some(node) = tree.inodes.get_mut(&ino) {
+                    node.open += 1;
+                }
+                reply.created(&NO_CACHE, &attr, Generation(0), FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        let tree = self.tree();
+        let Some(node) = tree.inodes.get(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let start = (offset as usize).min(node.data.len());
+        let end = (start + size as usize).min(node.data.len());
+        reply.data(&node.data[start..end]);
+    }
+
+    fn write(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+        match self.tree().inodes.get_mut(&ino.0) {
+            Some(node) => {
+                node.write(offset as usize, data);
+                reply.written(data.len() as u32);
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        reply.ok(); // close() is not a sync
+    }
+
+    fn release(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        let mut tree = self.tree();
+        if let Some(node) = tree.inodes.get_mut(&ino.0) {
+            node.open = node.open.saturating_sub(1);
+            if node.open == 0 && node.nlink == 0 {
+                tree.inodes.remove(&ino.0);
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.tree().inodes.get_mut(&ino.0) {
+            Some(node) => {
+                node.sync();
+                reply.ok();
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok(); // directory operations are durable at once
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let tree = self.tree();
+        let Some(dir) = tree.inodes.get(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut entries = vec![(ino.0, FileType::Directory, OsString::from(".")), (ROOT, FileType::Directory, OsString::from(".."))];
+        for (name, child) in &dir.children {
+            let kind = tree.inodes.get(child).map_or(FileType::RegularFile, |n| n.kind);
+            entries.push((*child, kind, name.clone()));
+        }
+        for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(1 << 24, 1 << 23, 1 << 23, 1 << 20, 1 << 19, 4096, 255, 4096);
+    }
+
+    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, _mode: i32, reply: ReplyEmpty) {
+        match self.tree().inodes.get_mut(&ino.0) {
+            Some(node) => {
+                let end = (offset + length) as usize;
+                if node.data.len() < end {
+                    let old = node.data.len();
+                    node.write(old, &vec![0; end - old]);
+                }
+                reply.ok();
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+}
+
+/// A mounted power-loss filesystem; unmounted on drop.
+pub struct PowerFs {
+    tree: Arc<Mutex<Tree>>,
+    _session: fuser::BackgroundSession,
+}
+
+impl PowerFs {
+    /// Mounts an empty filesystem on `dir` (an existing empty directory).
+    pub fn mount(dir: &Path) -> std::io::Result<Self> {
+        let mut tree = Tree {
+            next: ROOT,
+            ..Tree::default()
+        };
+        tree.inodes.insert(ROOT, Inode::new(FileType::Directory, 0o755));
+        let tree = Arc::new(Mutex::new(tree));
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::FSName("hivemind-powerfs".into()),
+            fuser::MountOption::DefaultPermissions,
+        ];
+        let session = fuser::spawn_mount(PowerFsImpl { tree: tree.clone() }, dir, &config)?;
+        Ok(Self {
+            tree,
+            _session: session,
+        })
+    }
+
+    /// The power fails: every file goes back to what it held at its last sync. Call only
+    /// while no process uses the filesystem (the member was killed first).
+    pub fn lose_unsynced(&self) -> u64 {
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lost = 0;
+        for node in tree.inodes.values_mut() {
+            lost += node.dirty.iter().map(|(lo, hi)| (hi - lo) as u64).sum::<u64>();
+            node.lose_unsynced();
+        }
+        tree.lost_bytes += lost;
+        lost
+    }
+
+    /// Bytes written that power losses dropped so far.
+    pub fn lost_bytes(&self) -> u64 {
+        self.tree.lock().unwrap_or_else(|p| p.into_inner()).lost_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_writes_and_truncations_are_lost_and_synced_ones_kept() {
+        let mut f = Inode::new(FileType::RegularFile, 0o644);
+        f.write(0, b"hello ");
+        f.sync();
+        f.write(6, b"world");
+        assert_eq!(f.data, b"hello world");
+        f.lose_unsynced();
+        assert_eq!(f.data, b"hello ");
+        f.write(6, b"again");
+        f.write(0, b"J");
+        f.sync();
+        f.data.truncate(2);
+        f.dirty.push((2, 2));
+        f.lose_unsynced();
+        assert_eq!(f.data, b"Jello again");
+    }
+
+    #[test]
+    fn many_scattered_writes_are_all_synced() {
+        let mut f = Inode::new(FileType::RegularFile, 0o644);
+        for i in 0..200usize {
+            f.write(i * 10, &[i as u8; 3]);
+        }
+        f.sync();
+        f.write(5000, b"x");
+        f.lose_unsynced();
+        assert_eq!(f.data.len(), 1993);
+        for i in 0..200usize {
+            assert_eq!(&f.data[i * 10..i * 10 + 3], &[i as u8; 3]);
+        }
+    }
+
+    #[test]
+    fn renames_replace_and_unlinks_remove_names() {
+        let mut t = Tree {
+            next: ROOT,
+            ..Tree::default()
+        };
+        t.inodes.insert(ROOT, Inode::new(FileType::Directory, 0o755));
+        let a = t.add(ROOT, OsStr::new("a"), FileType::RegularFile, 0o644).unwrap();
+        let b = t.add(ROOT, OsStr::new("b"), FileType::RegularFile, 0o644).unwrap();
+        t.rename((ROOT, OsStr::new("a")), (ROOT, OsStr::new("b")), RenameFlags::empty()).unwrap();
+        assert_eq!(t.child(ROOT, OsStr::new("b")), Ok(a));
+        assert!(!t.inodes.contains_key(&b));
+        assert_eq!(t.child(ROOT, OsStr::new("a")), Err(Errno::ENOENT));
+        let d = t.add(ROOT, OsStr::new("d"), FileType::Directory, 0o755).unwrap();
+        t.add(d, OsStr::new("x"), FileType::RegularFile, 0o644).unwrap();
+        assert_eq!(t.unlink(ROOT, OsStr::new("d"), true), Err(Errno::ENOTEMPTY));
+        t.unlink(d, OsStr::new("x"), false).unwrap();
+        t.unlink(ROOT, OsStr::new("d"), true).unwrap();
+        assert_eq!(t.inodes.len(), 2);
+    }
+}

@@ -1,0 +1,284 @@
+//! One fault-injection run: start the members, run the workload, inject and heal faults cycle
+//! after cycle, then check the history and the end state (IO; the rules it applies live in
+//! [`crate::nemesis`], [`crate::checker`] and [`crate::report`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::checker;
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::nemesis::{self, Abilities, Fault, Schedule};
+use crate::net::{self, Net};
+use crate::report::{Report, Window};
+use crate::workload::{self, Recorder};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub members: usize,
+    pub cycles: usize,
+    pub seed: u64,
+    pub clients: usize,
+    /// The `hivemind` binary under test.
+    pub bin: PathBuf,
+    /// Where data directories and logs go.
+    pub dir: PathBuf,
+    /// How long a fault is held (milliseconds, drawn between the two).
+    pub hold_ms: (u64, u64),
+    /// Quiet time after the cluster recovered from one fault, before the next.
+    pub gap: Duration,
+    /// Members in network namespaces (root): partitions. Otherwise loopback.
+    pub namespaces: bool,
+    /// Data directories on the power-loss filesystem: power-loss faults.
+    pub power_loss: bool,
+    /// Only these faults (empty: the whole repertoire the abilities allow).
+    pub only: Vec<Fault>,
+    /// Extra flags for every member.
+    pub extra_args: Vec<String>,
+}
+
+/// Why a run could not be carried out (its findings are in the [`Report`], not here).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("network: {0}")]
+    Net(#[from] net::NetError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the cluster never became healthy: {0}")]
+    NeverHealthy(String),
+}
+
+/// Runs the configured cycles and reports what was found.
+pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
+    let run_id = (std::process::id() % 200 + 1) as u8;
+    let net = if config.namespaces {
+        Net::namespaces(config.members, run_id)?
+    } else {
+        Net::loopback(config.members)
+    };
+    let abilities = Abilities {
+        members: config.members,
+        partitions: net.in_namespaces(),
+        power_loss: config.power_loss,
+    };
+    let spec = ClusterSpec {
+        members: config.members,
+        bin: &config.bin,
+        dir: &config.dir,
+        power_loss: config.power_loss,
+        extra_args: config.extra_args.clone(),
+    };
+    let mut cluster = Cluster::start(net, &spec)?;
+    let addrs: Vec<String> = cluster.members.iter().map(|m| m.http_addr.clone()).collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("static client settings");
+    wait_healthy(&http, &addrs, Duration::from_secs(60))
+        .await
+        .map_err(RunError::NeverHealthy)?;
+
+    let started = Instant::now();
+    let recorder = Recorder::new(started);
+    let stop = CancellationToken::new();
+    let clients: Vec<_> = (0..config.clients)
+        .map(|c| {
+            tokio::spawn(workload::client(
+                c,
+                addrs.clone(),
+                config.seed,
+                recorder.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let mut schedule = Schedule::new(config.seed, abilities);
+    let mut windows = Vec::new();
+    let mut unrecovered = Vec::new();
+    tokio::time::sleep(config.gap).await;
+    for cycle in 0..config.cycles {
+        let fault = next_fault(&mut schedule, &config.only);
+        let leader = find_leader(&http, &addrs).await.unwrap_or(0);
+        let start_ns = recorder.now_ns();
+        inject(&mut cluster, &mut schedule, fault, leader)?;
+        let hold = schedule.hold_ms(config.hold_ms.0, config.hold_ms.1);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        cluster.net.heal()?;
+        cluster.restore_all()?;
+        let healed_ns = recorder.now_ns();
+        if let Err(e) = wait_healthy(&http, &addrs, Duration::from_secs(60)).await {
+            unrecovered.push(format!("cycle {cycle} ({fault:?}): {e}"));
+        }
+        windows.push(Window {
+            fault,
+            start_ns,
+            healed_ns,
+            recovered_ns: recorder.now_ns(),
+        });
+        tokio::time::sleep(config.gap).await;
+    }
+    stop.cancel();
+    for c in clients {
+        let _ = c.await;
+    }
+
+    // Every key once more, now that everything healed: acknowledged writes must be there.
+    let keys: BTreeSet<String> = recorder.events().into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = keys.into_iter().collect();
+    let _ = wait_healthy(&http, &addrs, Duration::from_secs(60)).await;
+    workload::final_reads(&addrs[0], &keys, &recorder).await;
+    let history = recorder.events();
+    let violations = checker::check(&history);
+    let mut end_state = unrecovered;
+    end_state.extend(converged(&http, &addrs).await.err());
+    let logs = cluster.logs();
+    let power_lost_bytes = cluster.power_lost_bytes();
+    drop(cluster);
+    Ok(Report::new(
+        config.members,
+        abilities,
+        &history,
+        windows,
+        violations,
+        end_state,
+        &logs,
+        power_lost_bytes,
+    ))
+}
+
+fn next_fault(schedule: &mut Schedule, only: &[Fault]) -> Fault {
+    loop {
+        let fault = schedule.next_fault();
+        if only.is_empty() || only.contains(&fault) {
+            return fault;
+        }
+    }
+}
+
+fn inject(
+    cluster: &mut Cluster,
+    schedule: &mut Schedule,
+    fault: Fault,
+    leader: usize,
+) -> Result<(), RunError> {
+    let n = cluster.members.len();
+    let random = schedule.pick(n, 1)[0];
+    match fault {
+        Fault::KillLeader => cluster.kill9(leader),
+        Fault::KillRandom => cluster.kill9(random),
+        Fault::KillMinority => {
+            for m in schedule.pick(n, nemesis::minority(n)) {
+                cluster.kill9(m);
+            }
+        }
+        Fault::KillAll => (0..n).for_each(|m| cluster.kill9(m)),
+        Fault::PauseLeader => cluster.pause(leader, true),
+        Fault::PauseRandom => cluster.pause(random, true),
+        Fault::IsolateLeader => cluster.net.cut(&nemesis::isolate(n, &[leader]))?,
+        Fault::RandomHalves => {
+            let minority = schedule.pick(n, nemesis::minority(n));
+            cluster.net.cut(&nemesis::isolate(n, &minority))?
+        }
+        Fault::Bridge => {
+            let other = (leader + 1 + schedule.pick(n - 1, 1)[0]) % n;
+            cluster.net.cut(&nemesis::bridge(n, leader, other))?
+        }
+        Fault::Ring => cluster.net.cut(&nemesis::ring(n))?,
+        Fault::PowerLossAll => (0..n).for_each(|m| cluster.power_fail(m)),
+        Fault::PowerLossRandom => cluster.power_fail(random),
+    }
+    Ok(())
+}
+
+async fn status(http: &reqwest::Client, addr: &str) -> Option<serde_json::Value> {
+    let response = http
+        .get(format!("http://{addr}/v1/cp/status"))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+async fn find_leader(http: &reqwest::Client, addrs: &[String]) -> Option<usize> {
+    for (m, addr) in addrs.iter().enumerate() {
+        if status(http, addr).await.is_some_and(|s| s["state"] == "leader") {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// Waits until every member is healthy and names the same leader.
+async fn wait_healthy(
+    http: &reqwest::Client,
+    addrs: &[String],
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut leaders = BTreeSet::new();
+        let mut healthy = true;
+        for addr in addrs {
+            match status(http, addr).await {
+                Some(s) if s["health"] == "healthy" => {
+                    leaders.insert(s["leader"]["name"].as_str().unwrap_or("").to_string());
+                }
+                Some(s) => {
+                    healthy = false;
+                    last = format!("{addr}: {}", s["health"]);
+                }
+                None => {
+                    healthy = false;
+                    last = format!("{addr}: no answer");
+                }
+            }
+        }
+        if healthy && leaders.len() == 1 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("not healthy within {within:?} ({last})"))
+}
+
+/// Every member's registry equal at the same applied index (the workload stopped): the whole
+/// registry (members, nodes, keygroups, responsibilities, KV, events) as each applied it.
+async fn converged(http: &reqwest::Client, addrs: &[String]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut seen = BTreeMap::new();
+        for addr in addrs {
+            let Some(s) = status(http, addr).await else {
+                continue;
+            };
+            let applied = s["applied_index"].as_u64().unwrap_or(0);
+            let registry = fetch(http, &format!("http://{addr}/v1/cp/snapshot?stale=true")).await;
+            seen.insert(addr.clone(), (applied, registry));
+        }
+        let distinct: BTreeSet<_> = seen.values().collect();
+        if seen.len() == addrs.len() && distinct.len() == 1 {
+            return Ok(());
+        }
+        last = format!(
+            "{} distinct states among {} members (applied: {:?})",
+            distinct.len(),
+            seen.len(),
+            seen.values().map(|v| v.0).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("the members' registries did not converge: {last}"))
+}
+
+async fn fetch(http: &reqwest::Client, url: &str) -> String {
+    match http.get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => format!("error: {e}"),
+    }
+}

@@ -1,0 +1,228 @@
+//! Concurrent clients doing linearizable reads, writes, compare-and-set and deletes over a
+//! small rotating key set through any member's HTTP API, recording every operation (IO).
+//!
+//! Each client sends each operation to a member chosen at random. Keys rotate every
+//! [`KEY_EPOCH`] (`k<epoch>-<n>`), so every key's history stays short enough to check, and
+//! every write puts a value no one wrote before (`c<client>-<n>`). A CAS replaces the value
+//! the client just read, by the modify index that read returned.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::{Event, Op, Outcome};
+
+/// How long one set of keys is in use.
+pub const KEY_EPOCH: Duration = Duration::from_secs(5);
+/// Keys in use at once.
+pub const KEYS: usize = 4;
+/// How long a client waits for an answer before it calls the outcome unknown (longer than the
+/// members' bounded wait, so a 503 usually comes first).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The shared record of a run's operations.
+#[derive(Clone)]
+pub struct Recorder {
+    started: Instant,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Recorder {
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            events: Arc::default(),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn record(&self, event: Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What an HTTP exchange came to, before it is read as an outcome.
+enum Answer {
+    Status(u16, Vec<u8>),
+    /// Connection refused: the request surely never arrived.
+    Refused,
+    /// Timeout, reset, or anything else after the request may have left.
+    Lost,
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Ok(body) => Answer::Status(status, body.to_vec()),
+                Err(_) => Answer::Lost,
+            }
+        }
+        Err(e) if e.is_connect() => Answer::Refused,
+        Err(_) => Answer::Lost,
+    }
+}
+
+/// The outcome of a write-like answer: 2xx as `ok`, 409 as a refused CAS, other 4xx and a
+/// refused connection as surely without effect, everything else unknown.
+fn write_outcome(answer: &Answer, ok: impl Fn(&[u8]) -> Outcome) -> Outcome {
+    match answer {
+        Answer::Status(200, body) => ok(body),
+        Answer::Status(409, _) => Outcome::CasRefused,
+        Answer::Status(s, _) if (400..500).contains(s) => Outcome::Fail,
+        Answer::Refused => Outcome::Fail,
+        _ => Outcome::Unknown,
+    }
+}
+
+/// Runs one client until `stop`.
+pub async fn client(
+    id: usize,
+    members: Vec<String>,
+    seed: u64,
+    recorder: Recorder,
+    stop: CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("static client settings");
+    let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9));
+    let mut n = 0u64;
+    while !stop.is_cancelled() {
+        let epoch = recorder.now_ns() / KEY_EPOCH.as_nanos() as u64;
+        let key = format!("k{epoch}-{}", rng.gen_range(0..KEYS));
+        let member = &members[rng.gen_range(0..members.len())];
+        let url = format!("http://{member}/v1/kv/{key}");
+        n += 1;
+        let value = format!("c{id}-{n}");
+        let roll = rng.gen_range(0..100);
+        let invoked = recorder.now_ns();
+        let (op, outcome) = if roll < 40 {
+            let answer = send(http.get(&url)).await;
+            (Op::Read, read_outcome(&answer))
+        } else if roll < 75 {
+            let answer = send(http.put(&url).body(value.clone())).await;
+            (Op::Write(value), write_outcome(&answer, |_| Outcome::Done))
+        } else if roll < 90 {
+            // Read with the entry's meta, then CAS on its modify index.
+            let answer = send(http.get(format!("{url}?meta=true"))).await;
+            let read = read_meta(&answer);
+            let outcome = match (&read, &answer) {
+                (Some((v, _)), _) => Outcome::Read(Some(v.clone())),
+                (None, Answer::Status(404, _)) => Outcome::Read(None),
+                _ => Outcome::Unknown,
+            };
+            recorder.record(Event {
+                client: id,
+                key: key.clone(),
+                op: Op::Read,
+                invoked_ns: invoked,
+                completed_ns: recorder.now_ns(),
+                outcome,
+            });
+            let Some((expect, index)) = read else {
+                continue;
+            };
+            let invoked = recorder.now_ns();
+            let answer = send(http.put(format!("{url}?cas={index}")).body(value.clone())).await;
+            let op = Op::Cas {
+                expect,
+                new: value,
+            };
+            recorder.record(Event {
+                client: id,
+                key,
+                op,
+                invoked_ns: invoked,
+                completed_ns: recorder.now_ns(),
+                outcome: write_outcome(&answer, |_| Outcome::Done),
+            });
+            continue;
+        } else {
+            let answer = send(http.delete(&url)).await;
+            let deleted = |body: &[u8]| {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                match v["deleted"].as_bool() {
+                    Some(d) => Outcome::Deleted(d),
+                    None => Outcome::Unknown,
+                }
+            };
+            (Op::Delete, write_outcome(&answer, deleted))
+        };
+        let pause = matches!(outcome, Outcome::Fail | Outcome::Unknown);
+        recorder.record(Event {
+            client: id,
+            key,
+            op,
+            invoked_ns: invoked,
+            completed_ns: recorder.now_ns(),
+            outcome,
+        });
+        if pause {
+            // Do not hammer a member that is down.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A plain read: 200 with the value, 404 for none, anything else unknown (and dropped).
+fn read_outcome(answer: &Answer) -> Outcome {
+    match answer {
+        Answer::Status(200, body) => Outcome::Read(Some(String::from_utf8_lossy(body).into_owned())),
+        Answer::Status(404, _) => Outcome::Read(None),
+        _ => Outcome::Unknown,
+    }
+}
+
+/// A `?meta=true` read: the value and its modify index.
+fn read_meta(answer: &Answer) -> Option<(String, u64)> {
+    let Answer::Status(200, body) = answer else {
+        return None;
+    };
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(v["value_base64"].as_str()?)
+        .ok()?;
+    Some((String::from_utf8(value).ok()?, v["modify_index"].as_u64()?))
+}
+
+/// Reads every key the run used once more through `member`, after the faults healed, so that
+/// every acknowledged write is checked against what the cluster finally holds.
+pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) {
+    let http = reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .expect("static client settings");
+    for key in keys {
+        let invoked = recorder.now_ns();
+        let answer = send(http.get(format!("http://{member}/v1/kv/{key}"))).await;
+        recorder.record(Event {
+            client: usize::MAX,
+            key: key.clone(),
+            op: Op::Read,
+            invoked_ns: invoked,
+            completed_ns: recorder.now_ns(),
+            outcome: read_outcome(&answer),
+        });
+    }
+}
