@@ -79,6 +79,8 @@ impl Cluster {
                 &n.to_string(),
                 "--gossip-profile",
                 "local",
+                "--log-format",
+                "json",
             ]
             .iter()
             .map(|s| s.to_string())

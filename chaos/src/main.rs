@@ -42,6 +42,9 @@ struct Args {
     /// No power-loss filesystem.
     #[arg(long)]
     no_power_loss: bool,
+    /// Only these faults (repeatable; default: every fault the machine allows).
+    #[arg(long, value_enum)]
+    only: Vec<hivemind_chaos::nemesis::Fault>,
     /// Extra flags passed to every member (repeatable), e.g. `--member-arg=--worker-threads=2`.
     #[arg(long = "member-arg", allow_hyphen_values = true)]
     member_args: Vec<String>,
@@ -68,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         gap: Duration::from_secs(1),
         namespaces: !args.loopback && hivemind_chaos::net::namespaces_available(),
         power_loss: !args.no_power_loss && std::path::Path::new("/dev/fuse").exists(),
-        only: Vec::new(),
+        only: args.only,
         extra_args: args.member_args,
     };
     eprintln!("data and logs in {}", dir.display());

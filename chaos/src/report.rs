@@ -78,8 +78,8 @@ impl Report {
                 if line.contains("panicked at") {
                     panics.push(format!("{member}: {line}"));
                 }
-                error_lines += usize::from(line.contains(" ERROR "));
-                warn_lines += usize::from(line.contains(" WARN "));
+                error_lines += usize::from(line.contains(r#""level":"ERROR""#));
+                warn_lines += usize::from(line.contains(r#""level":"WARN""#));
             }
         }
         Self {
@@ -238,7 +238,10 @@ mod tests {
             partitions: true,
             power_loss: false,
         };
-        let log = [("cp1".to_string(), "x ERROR y\nthread 'main' panicked at src/x.rs".to_string())];
+        let log = [(
+            "cp1".to_string(),
+            "{\"level\":\"ERROR\"}\nthread 'main' panicked at src/x.rs".to_string(),
+        )];
         let r = Report::new(3, abilities, &h, windows.to_vec(), vec![], vec![], &log, 0);
         assert_eq!(r.calm.ok, 1);
         assert_eq!(r.per_fault[&Fault::KillAll].ops.unknown, 1);

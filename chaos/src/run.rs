@@ -103,8 +103,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     for cycle in 0..config.cycles {
         let fault = next_fault(&mut schedule, &config.only);
         let leader = find_leader(&http, &addrs).await.unwrap_or(0);
-        let start_ns = recorder.now_ns();
         inject(&mut cluster, &mut schedule, fault, leader)?;
+        // From when the fault is fully in force (a partition takes one nft call per member).
+        let start_ns = recorder.now_ns();
         let hold = schedule.hold_ms(config.hold_ms.0, config.hold_ms.1);
         tokio::time::sleep(Duration::from_millis(hold)).await;
         cluster.net.heal()?;

@@ -1,7 +1,8 @@
 //! Concurrent clients doing linearizable reads, writes, compare-and-set and deletes over a
 //! small rotating key set through any member's HTTP API, recording every operation (IO).
 //!
-//! Each client sends each operation to a member chosen at random. Keys rotate every
+//! Each client stays with one member until an operation fails or times out there (and moves
+//! on now and then anyway), as a client library does. Keys rotate every
 //! [`KEY_EPOCH`] (`k<epoch>-<n>`), so every key's history stays short enough to check, and
 //! every write puts a value no one wrote before (`c<client>-<n>`). A CAS replaces the value
 //! the client just read, by the modify index that read returned.
@@ -108,10 +109,11 @@ pub async fn client(
         .expect("static client settings");
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9));
     let mut n = 0u64;
+    let mut current = rng.gen_range(0..members.len());
     while !stop.is_cancelled() {
         let epoch = recorder.now_ns() / KEY_EPOCH.as_nanos() as u64;
         let key = format!("k{epoch}-{}", rng.gen_range(0..KEYS));
-        let member = &members[rng.gen_range(0..members.len())];
+        let member = &members[current];
         let url = format!("http://{member}/v1/kv/{key}");
         n += 1;
         let value = format!("c{id}-{n}");
@@ -141,6 +143,9 @@ pub async fn client(
                 outcome,
             });
             let Some((expect, index)) = read else {
+                if !matches!(answer, Answer::Status(404, _)) {
+                    current = (current + 1) % members.len();
+                }
                 continue;
             };
             let invoked = recorder.now_ns();
@@ -178,9 +183,13 @@ pub async fn client(
             completed_ns: recorder.now_ns(),
             outcome,
         });
-        if pause {
-            // Do not hammer a member that is down.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if pause || rng.gen_range(0..100) < 5 {
+            // Like a client library: another member after a failure (and now and then anyway,
+            // to spread the load); a short pause so as not to hammer a member that is down.
+            current = (current + rng.gen_range(1..members.len())) % members.len();
+            if pause {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 }

@@ -521,18 +521,21 @@ impl ControlPlane {
         &self.client
     }
 
-    /// Called by the internal AppendEntries route when a leader's append was accepted (and by
-    /// the election driver while this member leads).
+    /// Called by the internal AppendEntries route when a leader's append was accepted, by the
+    /// vote route when this member granted a vote, and by the election driver while this
+    /// member leads: each restarts the election timer.
     pub(crate) fn note_leader_contact(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_leader_contact_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Milliseconds since this member last heard from a leader; `None` if it never did.
-    pub(crate) fn leader_silence_ms(&self) -> Option<u64> {
+    /// Milliseconds since this member last heard from a leader, or since it started if it never
+    /// did (a member just started waits a full election timeout before it campaigns, and does
+    /// not grant pre-votes within a lease of starting, while its peers may still be starting).
+    pub(crate) fn leader_silence_ms(&self) -> u64 {
         let last = self.last_leader_contact_ms.load(Ordering::Relaxed);
         let now = self.started.elapsed().as_millis() as u64;
-        (last != u64::MAX).then(|| now.saturating_sub(last))
+        now.saturating_sub(if last == u64::MAX { 0 } else { last })
     }
 
     /// Requests answered `no_quorum` at once because this member knew it was cut off, and
@@ -562,8 +565,7 @@ impl ControlPlane {
             }
             // A leader heard since the last failed pre-vote round outweighs it.
             _ => {
-                self.elections.follower_cut_off()
-                    && self.leader_silence_ms().is_none_or(|ms| ms >= lease)
+                self.elections.follower_cut_off() && self.leader_silence_ms() >= lease
             }
         }
     }

@@ -27,9 +27,15 @@ pub struct ElectionState {
     follower_cut_off: AtomicBool,
     pre_votes: AtomicU64,
     pre_votes_won: AtomicU64,
+    /// This member's pre-vote request while it asks for pre-votes.
+    asking: std::sync::Mutex<Option<PreVoteRequest>>,
 }
 
 impl ElectionState {
+    fn asking(&self) -> std::sync::MutexGuard<'_, Option<PreVoteRequest>> {
+        self.asking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether this follower's last pre-vote round found no majority: it is cut off from one.
     pub fn follower_cut_off(&self) -> bool {
         self.follower_cut_off.load(Ordering::Relaxed)
@@ -49,12 +55,23 @@ pub(crate) fn answer(cp: &ControlPlane, request: &PreVoteRequest) -> PreVoteAnsw
     let lease = lease_ms(cp);
     let metrics = cp.raft().metrics().borrow().clone();
     let leader_heard_ms_ago = match metrics.state {
-        ServerState::Leader => metrics.millis_since_quorum_ack,
-        _ => cp.leader_silence_ms(),
+        // A leader is a leader heard: it never helps to depose itself.
+        ServerState::Leader => Some(0),
+        _ => Some(cp.leader_silence_ms()),
+    };
+    let last_log = cp.raft().data_metrics().borrow().last_log;
+    // A candidate campaigns as much as a member asking for pre-votes does.
+    let asking = match metrics.state {
+        ServerState::Candidate => Some(PreVoteRequest {
+            candidate: cp.config().id,
+            last_log,
+        }),
+        _ => cp.elections().asking().clone(),
     };
     let voter = VoterView {
-        last_log: cp.raft().data_metrics().borrow().last_log,
+        last_log,
         leader_heard_ms_ago,
+        asking,
     };
     let granted = pre_vote::grant(request, &voter, lease);
     tracing::debug!(candidate = request.candidate, granted, "pre-vote asked");
@@ -86,7 +103,7 @@ pub(crate) async fn run(cp: Weak<ControlPlane>) {
             }
             state.follower_cut_off.store(false, Ordering::Relaxed);
         } else {
-            let silent = cp.leader_silence_ms().unwrap_or(u64::MAX);
+            let silent = cp.leader_silence_ms();
             if silent < lease_ms(&cp) {
                 state.follower_cut_off.store(false, Ordering::Relaxed);
             }
@@ -95,7 +112,9 @@ pub(crate) async fn run(cp: Weak<ControlPlane>) {
                 last_attempt = Some(tokio::time::Instant::now());
                 timeout_ms = None;
                 let configs = membership.get_joint_config().clone();
-                let won = pre_vote_round(&cp, &configs, min).await;
+                let won = pre_vote_round(&cp, &configs, min).await
+                    // A leader heard, or a vote granted, while the round ran: stand down.
+                    && cp.leader_silence_ms() >= silent;
                 state.pre_votes.fetch_add(1, Ordering::Relaxed);
                 state.follower_cut_off.store(!won, Ordering::Relaxed);
                 if won {
@@ -128,6 +147,7 @@ async fn pre_vote_round(cp: &ControlPlane, configs: &[BTreeSet<u64>], wait: Dura
         candidate: me,
         last_log: cp.raft().data_metrics().borrow().last_log,
     };
+    *cp.elections().asking() = Some(request.clone());
     let membership = cp.raft().metrics().borrow().membership_config.clone();
     let others: BTreeSet<u64> = configs
         .iter()
@@ -151,6 +171,7 @@ async fn pre_vote_round(cp: &ControlPlane, configs: &[BTreeSet<u64>], wait: Dura
         .into_iter()
         .flatten()
         .collect();
+    *cp.elections().asking() = None;
     granted.insert(me);
     pre_vote::majority_of_every_config(configs, &granted)
 }

@@ -36,19 +36,26 @@ pub struct PreVoteAnswer {
 }
 
 /// What a voter knows when it answers a pre-vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoterView {
     pub last_log: Option<LogId>,
     /// Milliseconds since this voter last heard from a leader (a leader: since a quorum last
     /// acknowledged it); `None` if it never did.
     pub leader_heard_ms_ago: Option<u64>,
+    /// Set while this voter asks for pre-votes itself: its own request.
+    pub asking: Option<PreVoteRequest>,
 }
 
 /// Whether a voter grants a pre-vote: no leader heard within `lease_ms`, and the asker's log
-/// is at least as up-to-date as the voter's.
+/// is at least as up-to-date as the voter's. Two voters asking each other at once would both
+/// win and then split the real vote, so a voter that is asking itself grants only an asker
+/// ahead of it in (last log, id): of two such voters exactly one grants the other.
 pub fn grant(request: &PreVoteRequest, voter: &VoterView, lease_ms: u64) -> bool {
     let leader_alive = voter.leader_heard_ms_ago.is_some_and(|ms| ms < lease_ms);
-    !leader_alive && request.last_log >= voter.last_log
+    let yields = voter.asking.as_ref().is_none_or(|mine| {
+        (request.last_log, request.candidate) > (mine.last_log, mine.candidate)
+    });
+    !leader_alive && request.last_log >= voter.last_log && yields
 }
 
 /// Whether the members in `granted` (the asker included) form a majority of every voter
@@ -103,6 +110,7 @@ mod tests {
         let voter = VoterView {
             last_log: log(3, 10),
             leader_heard_ms_ago: Some(50),
+            asking: None,
         };
         assert!(!grant(&ask(log(3, 10)), &voter, 400));
         assert!(
@@ -117,6 +125,7 @@ mod tests {
             let voter = VoterView {
                 last_log: log(3, 10),
                 leader_heard_ms_ago: heard,
+                asking: None,
             };
             assert!(grant(&ask(log(3, 10)), &voter, 400), "same log");
             assert!(grant(&ask(log(3, 11)), &voter, 400), "longer log");
@@ -124,6 +133,22 @@ mod tests {
             assert!(!grant(&ask(log(3, 9)), &voter, 400), "shorter log");
             assert!(!grant(&ask(log(2, 50)), &voter, 400), "earlier term");
             assert!(!grant(&ask(None), &voter, 400), "empty log");
+        }
+    }
+
+    #[test]
+    fn of_two_voters_asking_each_other_at_once_exactly_one_grants() {
+        for (a_log, b_log) in [(log(3, 10), log(3, 10)), (log(3, 11), log(3, 10)), (log(2, 40), log(3, 1))] {
+            let a = PreVoteRequest { candidate: 1, last_log: a_log };
+            let b = PreVoteRequest { candidate: 2, last_log: b_log };
+            let view = |me: &PreVoteRequest| VoterView {
+                last_log: me.last_log,
+                leader_heard_ms_ago: None,
+                asking: Some(me.clone()),
+            };
+            let a_grants_b = grant(&b, &view(&a), 400);
+            let b_grants_a = grant(&a, &view(&b), 400);
+            assert!(a_grants_b != b_grants_a, "{a_log:?} {b_log:?}");
         }
     }
 
@@ -171,7 +196,7 @@ mod tests {
             asker_term in 0u64..5, asker_index in 0u64..20,
             heard in proptest::option::of(0u64..2_000), lease in 1u64..1_000,
         ) {
-            let voter = VoterView { last_log: log(voter_term, voter_index), leader_heard_ms_ago: heard };
+            let voter = VoterView { last_log: log(voter_term, voter_index), leader_heard_ms_ago: heard, asking: None };
             let granted = grant(&ask(log(asker_term, asker_index)), &voter, lease);
             if granted {
                 prop_assert!(heard.is_none_or(|h| h >= lease));

@@ -184,7 +184,13 @@ async fn append_entries(
 
 async fn vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let request: VoteRequest<NodeId> = decode(&body)?;
-    Ok(reply(&cp.raft().vote(request).await))
+    let answer = cp.raft().vote(request).await;
+    // As in Raft: granting a vote restarts the election timer, so a voter neither campaigns
+    // nor grants a pre-vote while the candidate it voted for may be taking office.
+    if matches!(&answer, Ok(a) if a.vote_granted) {
+        cp.note_leader_contact();
+    }
+    Ok(reply(&answer))
 }
 
 async fn pre_vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
