@@ -319,6 +319,11 @@ pub struct AgentArgs {
     /// Raft snapshot (and log purge) every this many entries.
     #[arg(long, env = "HIVEMIND_RAFT_SNAPSHOT_EVERY", default_value_t = 5000)]
     pub raft_snapshot_every: u64,
+    /// TEST ONLY, unsafe: a follower reports its Raft appends before they are on disk. Exists
+    /// so the fault harness can show that its power-loss nemesis catches a missing fsync
+    /// (RELIABILITY.md); never set it on a cluster whose data matters.
+    #[arg(long, hide = true)]
+    pub unsafe_ack_before_persist: bool,
     /// Threads that run the agent's tasks. 1 (the default) is a single-threaded event loop:
     /// a member's work is a pipeline of small steps, and on one thread each hand-off is a
     /// queue push rather than a cross-thread wake-up. Disk syncs and DNS over UDP have

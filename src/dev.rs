@@ -88,6 +88,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             join_token: None,
             request_timeout: Duration::from_secs(5),
             raft_snapshot_every: 5000,
+            unsafe_ack_before_persist: false,
             event_retention: 10_000,
             // A throwaway cluster (temporary data) just stops; a kept one leaves properly.
             leave_on_shutdown: args.data_dir.is_some(),

@@ -289,6 +289,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         join_token: args.join_token,
         request_timeout: args.request_timeout,
         raft_snapshot_every: args.raft_snapshot_every.max(1),
+        unsafe_ack_before_persist: args.unsafe_ack_before_persist,
         event_retention: args.event_retention.max(1),
         leave_on_shutdown: true,
         gossip_key,

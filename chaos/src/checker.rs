@@ -44,9 +44,8 @@ pub struct Violation {
     pub key: String,
     /// The operation whose completion no linearization of the operations before it reached.
     pub stuck_at: Event,
-    /// A sub-history that is not linearizable either: observers (reads, refused CAS) that are
-    /// not needed to show it were removed. Removing an observer only relaxes constraints, so
-    /// this sub-history failing proves the whole one fails.
+    /// A sub-history that is not linearizable either, shrunk by relaxations only (see
+    /// `minimize`), so it failing proves the whole history fails.
     pub minimal: Vec<Event>,
 }
 
@@ -93,7 +92,10 @@ pub fn check(history: &[Event]) -> Vec<Violation> {
                 .filter(|e| e.key == key && !e.had_no_effect())
                 .cloned()
                 .collect();
-            let stuck = search(&ops).err()?;
+            let stuck = match search(&ops, usize::MAX) {
+                Err(Found::Stuck(op)) => op,
+                _ => return None,
+            };
             Some(Violation {
                 key: key.to_string(),
                 stuck_at: ops[stuck].clone(),
@@ -105,26 +107,57 @@ pub fn check(history: &[Event]) -> Vec<Violation> {
 
 /// Whether one key's operations are linearizable.
 pub fn linearizable(ops: &[Event]) -> bool {
-    search(ops).is_ok()
+    search(ops, usize::MAX).is_ok()
 }
 
-/// Drops observers one at a time while what is left still fails.
+/// Whether a shrunk history surely still fails (a search that ran out of budget does not say).
+fn still_fails(ops: &[Event]) -> bool {
+    matches!(search(ops, SHRINK_BUDGET), Err(Found::Stuck(_)))
+}
+
+/// Configurations one shrinking step may explore (a history with many operations of unknown
+/// outcome can take exponentially many; the step is then not taken).
+const SHRINK_BUDGET: usize = 20_000;
+
+/// Why a search did not find a linearization.
+enum Found {
+    /// No linearization: the operation whose return the deepest attempt could not pass.
+    Stuck(usize),
+    /// The budget ran out first.
+    OutOfBudget,
+}
+
+/// Shrinks a failing history by relaxations only: each step turns a history into one that is
+/// linearizable whenever the original is, and is kept only if the result still fails. So the
+/// result failing proves the whole history fails. The steps: drop an observer (a read, a
+/// refused CAS: a linearization without it is still one), and make a state change optional
+/// (its outcome unknown: a linearization that had it still is one). Operations of unknown
+/// outcome stay: one of them may be what explains a value a read saw.
 fn minimize(mut ops: Vec<Event>) -> Vec<Event> {
+    if ops.len() > MINIMIZE_UP_TO {
+        return ops;
+    }
     let mut i = ops.len();
     while i > 0 {
         i -= 1;
-        let observer =
-            matches!(ops[i].op, Op::Read) || matches!(ops[i].outcome, Outcome::CasRefused);
-        if !observer {
-            continue;
-        }
-        let removed = ops.remove(i);
-        if search(&ops).is_ok() {
-            ops.insert(i, removed);
+        let observer = ops[i].op == Op::Read || ops[i].outcome == Outcome::CasRefused;
+        if observer {
+            let removed = ops.remove(i);
+            if !still_fails(&ops) {
+                ops.insert(i, removed);
+            }
+        } else if ops[i].outcome != Outcome::Unknown {
+            let known = std::mem::replace(&mut ops[i].outcome, Outcome::Unknown);
+            if !still_fails(&ops) {
+                ops[i].outcome = known;
+            }
         }
     }
     ops
 }
+
+/// Larger histories are reported whole (each shrinking step is a full search).
+const MINIMIZE_UP_TO: usize = 3000;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -132,8 +165,8 @@ struct Entry {
     is_call: bool,
 }
 
-/// The search; `Err(op)` names the operation whose return the deepest attempt could not pass.
-fn search(ops: &[Event]) -> Result<(), usize> {
+/// The search, exploring at most `budget` configurations.
+fn search(ops: &[Event], budget: usize) -> Result<(), Found> {
     let mut entries: Vec<(u64, u8, Entry)> = Vec::with_capacity(ops.len() * 2);
     for (i, e) in ops.iter().enumerate() {
         entries.push((
@@ -190,7 +223,7 @@ fn search(ops: &[Event]) -> Result<(), usize> {
         if cur == n {
             // Only calls of unknown outcome were left to try, and none could go: backtrack.
             let Some((call, before)) = stack.pop() else {
-                return Err(deepest.1.unwrap_or(0));
+                return Err(Found::Stuck(deepest.1.unwrap_or(0)));
             };
             (state, cur) = undo(
                 call,
@@ -211,6 +244,9 @@ fn search(ops: &[Event]) -> Result<(), usize> {
             if let Some(after) = step(&state, &e.op, &e.outcome) {
                 let mut bits = linearized.clone();
                 bits[entry.op / 64] |= 1 << (entry.op % 64);
+                if seen.len() >= budget {
+                    return Err(Found::OutOfBudget);
+                }
                 if seen.insert((bits.clone(), after.clone())) {
                     stack.push((cur, std::mem::replace(&mut state, after)));
                     linearized = bits;
@@ -230,7 +266,7 @@ fn search(ops: &[Event]) -> Result<(), usize> {
                 deepest = (stack.len(), Some(entry.op));
             }
             let Some((call, before)) = stack.pop() else {
-                return Err(deepest.1.unwrap_or(entry.op));
+                return Err(Found::Stuck(deepest.1.unwrap_or(entry.op)));
             };
             (state, cur) = undo(
                 call,

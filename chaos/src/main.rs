@@ -75,7 +75,14 @@ async fn main() -> anyhow::Result<()> {
         extra_args: args.member_args,
     };
     eprintln!("data and logs in {}", dir.display());
-    let report = run(&config).await?;
+    // On SIGINT or SIGTERM the run is dropped: its members are killed by PID, the filesystems
+    // unmounted and the namespaces removed.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = run(&config) => report?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    };
     println!("{report}");
     if !report.passed() {
         std::process::exit(1);

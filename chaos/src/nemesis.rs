@@ -14,7 +14,17 @@ use serde::{Deserialize, Serialize};
 
 /// One kind of fault. Each is injected, held for a while, then healed.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 pub enum Fault {
     /// `kill -9` of the leader, restarted when healed.
@@ -120,13 +130,11 @@ impl Schedule {
         self.rng.gen_range(min..=max.max(min))
     }
 
-    /// Members chosen for a fault that targets some of them (never the whole set unless
-    /// `count == members`).
+    /// `count` members chosen at random, in a random order.
     pub fn pick(&mut self, members: usize, count: usize) -> Vec<usize> {
         let mut all: Vec<usize> = (0..members).collect();
         all.shuffle(&mut self.rng);
         all.truncate(count);
-        all.sort_unstable();
         all
     }
 }
@@ -159,7 +167,9 @@ pub fn isolate(members: usize, group: &[usize]) -> BTreeSet<Link> {
 pub fn bridge(members: usize, leader: usize, other: usize) -> BTreeSet<Link> {
     // Split the members that are not the bridge into two sides around the leader and `other`.
     // The first of the rest is the bridge: it stays on neither side.
-    let rest: Vec<usize> = (0..members).filter(|m| *m != leader && *m != other).collect();
+    let rest: Vec<usize> = (0..members)
+        .filter(|m| *m != leader && *m != other)
+        .collect();
     let (mut side_a, mut side_b) = (vec![leader], vec![other]);
     for (i, m) in rest.iter().skip(1).enumerate() {
         if i % 2 == 0 {
@@ -275,7 +285,9 @@ mod tests {
             partitions: false,
             power_loss: false,
         });
-        assert!(no_net.iter().all(|f| !f.is_partition() && !f.is_power_loss()));
+        assert!(no_net
+            .iter()
+            .all(|f| !f.is_partition() && !f.is_power_loss()));
     }
 
     #[test]

@@ -100,12 +100,28 @@ impl Net {
         net.teardown(); // leftovers of a run that died
         let bridge = net.bridge();
         sh("ip", &["link", "add", &bridge, "type", "bridge"], None)?;
-        sh("ip", &["addr", "add", &format!("{}/24", net.harness_ip()), "dev", &bridge], None)?;
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", net.harness_ip()),
+                "dev",
+                &bridge,
+            ],
+            None,
+        )?;
         sh("ip", &["link", "set", &bridge, "up"], None)?;
         for m in 0..members {
             let (ns, host_end) = (net.namespace(m), net.veth(m));
             sh("ip", &["netns", "add", &ns], None)?;
-            sh("ip", &["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns], None)?;
+            sh(
+                "ip",
+                &[
+                    "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+                None,
+            )?;
             sh("ip", &["link", "set", &host_end, "master", &bridge], None)?;
             sh("ip", &["link", "set", &host_end, "up"], None)?;
             let ip = format!("{}/24", net.member_ip(m));
@@ -149,7 +165,8 @@ impl Net {
         match self.run {
             Some(_) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &self.namespace(member)]).arg(program);
+                c.args(["netns", "exec", &self.namespace(member)])
+                    .arg(program);
                 c
             }
             None => Command::new(program),
@@ -178,7 +195,13 @@ impl Net {
                 })
                 .collect();
             let ns = self.namespace(m);
-            let _ = sh("ip", &["netns", "exec", &ns, "nft", "delete", "table", "inet", "chaos"], None);
+            let _ = sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "nft", "delete", "table", "inet", "chaos",
+                ],
+                None,
+            );
             if peers.is_empty() {
                 continue;
             }
@@ -189,7 +212,11 @@ impl Net {
                  chain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n\
                  }}\n"
             );
-            sh("ip", &["netns", "exec", &ns, "nft", "-f", "-"], Some(&rules))?;
+            sh(
+                "ip",
+                &["netns", "exec", &ns, "nft", "-f", "-"],
+                Some(&rules),
+            )?;
         }
         Ok(())
     }

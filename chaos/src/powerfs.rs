@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 const ROOT: u64 = 1;
@@ -169,25 +169,42 @@ impl Tree {
 
     fn release_name(&mut self, ino: u64) {
         if let Some(node) = self.inodes.get_mut(&ino) {
-            node.nlink = node.nlink.saturating_sub(if node.kind == FileType::Directory { 2 } else { 1 });
+            node.nlink = node
+                .nlink
+                .saturating_sub(if node.kind == FileType::Directory {
+                    2
+                } else {
+                    1
+                });
             if node.nlink == 0 && node.open == 0 {
                 self.inodes.remove(&ino);
             }
         }
     }
 
-    fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr), flags: RenameFlags) -> Result<(), Errno> {
+    fn rename(
+        &mut self,
+        from: (u64, &OsStr),
+        to: (u64, &OsStr),
+        flags: RenameFlags,
+    ) -> Result<(), Errno> {
         let ino = self.child(from.0, from.1)?;
         if let Ok(existing) = self.child(to.0, to.1) {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return Err(Errno::EEXIST);
             }
             if existing != ino {
-                let dirs = self.inodes.get(&existing).is_some_and(|n| n.kind == FileType::Directory);
+                let dirs = self
+                    .inodes
+                    .get(&existing)
+                    .is_some_and(|n| n.kind == FileType::Directory);
                 self.unlink(to.0, to.1, dirs)?;
             }
         }
-        let is_dir = self.inodes.get(&ino).is_some_and(|n| n.kind == FileType::Directory);
+        let is_dir = self
+            .inodes
+            .get(&ino)
+            .is_some_and(|n| n.kind == FileType::Directory);
         let source = self.inodes.get_mut(&from.0).ok_or(Errno::ENOENT)?;
         source.children.remove(from.1);
         if is_dir {
@@ -284,13 +301,37 @@ impl Filesystem for PowerFsImpl {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
-        let made = self.tree().add(parent.0, name, FileType::RegularFile, (mode & 0o7777) as u16);
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let made = self.tree().add(
+            parent.0,
+            name,
+            FileType::RegularFile,
+            (mode & 0o7777) as u16,
+        );
         self.entry(made, reply);
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        let made = self.tree().add(parent.0, name, FileType::Directory, (mode & 0o7777) as u16);
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let made = self
+            .tree()
+            .add(parent.0, name, FileType::Directory, (mode & 0o7777) as u16);
         self.entry(made, reply);
     }
 
@@ -302,8 +343,21 @@ impl Filesystem for PowerFsImpl {
         done(self.tree().unlink(parent.0, name, true), reply);
     }
 
-    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
-        done(self.tree().rename((parent.0, name), (newparent.0, newname), flags), reply);
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        done(
+            self.tree()
+                .rename((parent.0, name), (newparent.0, newname), flags),
+            reply,
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -316,21 +370,51 @@ impl Filesystem for PowerFsImpl {
         }
     }
 
-    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         let mut tree = self.tree();
-        let made = tree.add(parent.0, name, FileType::RegularFile, (mode & 0o7777) as u16);
+        let made = tree.add(
+            parent.0,
+            name,
+            FileType::RegularFile,
+            (mode & 0o7777) as u16,
+        );
         match made.and_then(|ino| tree.attr(ino).ok_or(Errno::ENOENT).map(|a| (ino, a))) {
             Ok((ino, attr)) => {
                 if let Some(node) = tree.inodes.get_mut(&ino) {
                     node.open += 1;
                 }
-                reply.created(&NO_CACHE, &attr, Generation(0), FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+                reply.created(
+                    &NO_CACHE,
+                    &attr,
+                    Generation(0),
+                    FileHandle(0),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                );
             }
             Err(e) => reply.error(e),
         }
     }
 
-    fn read(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let tree = self.tree();
         let Some(node) = tree.inodes.get(&ino.0) else {
             return reply.error(Errno::ENOENT);
@@ -340,7 +424,18 @@ impl Filesystem for PowerFsImpl {
         reply.data(&node.data[start..end]);
     }
 
-    fn write(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
         match self.tree().inodes.get_mut(&ino.0) {
             Some(node) => {
                 node.write(offset as usize, data);
@@ -350,11 +445,27 @@ impl Filesystem for PowerFsImpl {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok(); // close() is not a sync
     }
 
-    fn release(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let mut tree = self.tree();
         if let Some(node) = tree.inodes.get_mut(&ino.0) {
             node.open = node.open.saturating_sub(1);
@@ -365,7 +476,14 @@ impl Filesystem for PowerFsImpl {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.tree().inodes.get_mut(&ino.0) {
             Some(node) => {
                 node.sync();
@@ -375,18 +493,38 @@ impl Filesystem for PowerFsImpl {
         }
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok(); // directory operations are durable at once
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let tree = self.tree();
         let Some(dir) = tree.inodes.get(&ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        let mut entries = vec![(ino.0, FileType::Directory, OsString::from(".")), (ROOT, FileType::Directory, OsString::from(".."))];
+        let mut entries = vec![
+            (ino.0, FileType::Directory, OsString::from(".")),
+            (ROOT, FileType::Directory, OsString::from("..")),
+        ];
         for (name, child) in &dir.children {
-            let kind = tree.inodes.get(child).map_or(FileType::RegularFile, |n| n.kind);
+            let kind = tree
+                .inodes
+                .get(child)
+                .map_or(FileType::RegularFile, |n| n.kind);
             entries.push((*child, kind, name.clone()));
         }
         for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
@@ -401,7 +539,16 @@ impl Filesystem for PowerFsImpl {
         reply.statfs(1 << 24, 1 << 23, 1 << 23, 1 << 20, 1 << 19, 4096, 255, 4096);
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, _mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
         match self.tree().inodes.get_mut(&ino.0) {
             Some(node) => {
                 let end = (offset + length) as usize;
@@ -429,7 +576,8 @@ impl PowerFs {
             next: ROOT,
             ..Tree::default()
         };
-        tree.inodes.insert(ROOT, Inode::new(FileType::Directory, 0o755));
+        tree.inodes
+            .insert(ROOT, Inode::new(FileType::Directory, 0o755));
         let tree = Arc::new(Mutex::new(tree));
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -449,7 +597,11 @@ impl PowerFs {
         let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
         let mut lost = 0;
         for node in tree.inodes.values_mut() {
-            lost += node.dirty.iter().map(|(lo, hi)| (hi - lo) as u64).sum::<u64>();
+            lost += node
+                .dirty
+                .iter()
+                .map(|(lo, hi)| (hi - lo) as u64)
+                .sum::<u64>();
             node.lose_unsynced();
         }
         tree.lost_bytes += lost;
@@ -458,7 +610,10 @@ impl PowerFs {
 
     /// Bytes written that power losses dropped so far.
     pub fn lost_bytes(&self) -> u64 {
-        self.tree.lock().unwrap_or_else(|p| p.into_inner()).lost_bytes
+        self.tree
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lost_bytes
     }
 }
 
@@ -505,15 +660,28 @@ mod tests {
             next: ROOT,
             ..Tree::default()
         };
-        t.inodes.insert(ROOT, Inode::new(FileType::Directory, 0o755));
-        let a = t.add(ROOT, OsStr::new("a"), FileType::RegularFile, 0o644).unwrap();
-        let b = t.add(ROOT, OsStr::new("b"), FileType::RegularFile, 0o644).unwrap();
-        t.rename((ROOT, OsStr::new("a")), (ROOT, OsStr::new("b")), RenameFlags::empty()).unwrap();
+        t.inodes
+            .insert(ROOT, Inode::new(FileType::Directory, 0o755));
+        let a = t
+            .add(ROOT, OsStr::new("a"), FileType::RegularFile, 0o644)
+            .unwrap();
+        let b = t
+            .add(ROOT, OsStr::new("b"), FileType::RegularFile, 0o644)
+            .unwrap();
+        t.rename(
+            (ROOT, OsStr::new("a")),
+            (ROOT, OsStr::new("b")),
+            RenameFlags::empty(),
+        )
+        .unwrap();
         assert_eq!(t.child(ROOT, OsStr::new("b")), Ok(a));
         assert!(!t.inodes.contains_key(&b));
         assert_eq!(t.child(ROOT, OsStr::new("a")), Err(Errno::ENOENT));
-        let d = t.add(ROOT, OsStr::new("d"), FileType::Directory, 0o755).unwrap();
-        t.add(d, OsStr::new("x"), FileType::RegularFile, 0o644).unwrap();
+        let d = t
+            .add(ROOT, OsStr::new("d"), FileType::Directory, 0o755)
+            .unwrap();
+        t.add(d, OsStr::new("x"), FileType::RegularFile, 0o644)
+            .unwrap();
         assert_eq!(t.unlink(ROOT, OsStr::new("d"), true), Err(Errno::ENOTEMPTY));
         t.unlink(d, OsStr::new("x"), false).unwrap();
         t.unlink(ROOT, OsStr::new("d"), true).unwrap();

@@ -146,14 +146,29 @@ impl std::fmt::Display for Report {
             f,
             "{} members ({}, {}), {} fault cycles",
             self.members,
-            if self.abilities.partitions { "network namespaces" } else { "loopback" },
-            if self.abilities.power_loss { "power-loss filesystem" } else { "no power loss" },
+            if self.abilities.partitions {
+                "network namespaces"
+            } else {
+                "loopback"
+            },
+            if self.abilities.power_loss {
+                "power-loss filesystem"
+            } else {
+                "no power loss"
+            },
             self.cycles()
         )?;
         writeln!(f)?;
-        writeln!(f, "| fault | cycles | ok | fail | unknown | unavailable median ms | unavailable max ms |")?;
+        writeln!(
+            f,
+            "| fault | cycles | ok | fail | unknown | unavailable median ms | unavailable max ms |"
+        )?;
         writeln!(f, "|---|---:|---:|---:|---:|---:|---:|")?;
-        writeln!(f, "| (none) | - | {} | {} | {} | - | - |", self.calm.ok, self.calm.fail, self.calm.unknown)?;
+        writeln!(
+            f,
+            "| (none) | - | {} | {} | {} | - | - |",
+            self.calm.ok, self.calm.fail, self.calm.unknown
+        )?;
         for (fault, s) in &self.per_fault {
             let (median, max) = median_and_max(&s.unavailable_ms);
             writeln!(
@@ -175,9 +190,17 @@ impl std::fmt::Display for Report {
         for p in self.panics.iter().take(10) {
             writeln!(f, "  {p}")?;
         }
-        writeln!(f, "ERROR lines: {}, WARN lines: {}", self.error_lines, self.warn_lines)?;
+        writeln!(
+            f,
+            "ERROR lines: {}, WARN lines: {}",
+            self.error_lines, self.warn_lines
+        )?;
         if self.abilities.power_loss {
-            writeln!(f, "unsynced bytes dropped by power losses: {}", self.power_lost_bytes)?;
+            writeln!(
+                f,
+                "unsynced bytes dropped by power losses: {}",
+                self.power_lost_bytes
+            )?;
         }
         Ok(())
     }

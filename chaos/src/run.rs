@@ -72,7 +72,11 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         extra_args: config.extra_args.clone(),
     };
     let mut cluster = Cluster::start(net, &spec)?;
-    let addrs: Vec<String> = cluster.members.iter().map(|m| m.http_addr.clone()).collect();
+    let addrs: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.http_addr.clone())
+        .collect();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -109,9 +113,28 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         let hold = schedule.hold_ms(config.hold_ms.0, config.hold_ms.1);
         tokio::time::sleep(Duration::from_millis(hold)).await;
         cluster.net.heal()?;
+        // After a power loss of everyone the old leader, which held the newest log, boots last,
+        // two seconds after the others: long enough for them to elect one of themselves from
+        // what their disks kept. Otherwise killed members come back in a random order, up to
+        // half a second apart; a kill of all restarts them at once.
+        let mut order = schedule.pick(config.members, config.members);
+        if fault == Fault::PowerLossAll {
+            order.retain(|m| *m != leader);
+            order.push(leader);
+        }
+        for m in order {
+            if !cluster.is_running(m) && fault != Fault::KillAll {
+                let pause = match fault == Fault::PowerLossAll && m == leader {
+                    true => 2000,
+                    false => schedule.hold_ms(0, 500),
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            cluster.start_member(m)?;
+        }
         cluster.restore_all()?;
         let healed_ns = recorder.now_ns();
-        if let Err(e) = wait_healthy(&http, &addrs, Duration::from_secs(60)).await {
+        if let Err(e) = wait_healthy(&http, &addrs, Duration::from_secs(30)).await {
             unrecovered.push(format!("cycle {cycle} ({fault:?}): {e}"));
         }
         windows.push(Window {
@@ -130,7 +153,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     // Every key once more, now that everything healed: acknowledged writes must be there.
     let keys: BTreeSet<String> = recorder.events().into_iter().map(|e| e.key).collect();
     let keys: Vec<String> = keys.into_iter().collect();
-    let _ = wait_healthy(&http, &addrs, Duration::from_secs(60)).await;
+    let _ = wait_healthy(&http, &addrs, Duration::from_secs(30)).await;
     workload::final_reads(&addrs[0], &keys, &recorder).await;
     let history = recorder.events();
     let violations = checker::check(&history);
@@ -206,7 +229,10 @@ async fn status(http: &reqwest::Client, addr: &str) -> Option<serde_json::Value>
 
 async fn find_leader(http: &reqwest::Client, addrs: &[String]) -> Option<usize> {
     for (m, addr) in addrs.iter().enumerate() {
-        if status(http, addr).await.is_some_and(|s| s["state"] == "leader") {
+        if status(http, addr)
+            .await
+            .is_some_and(|s| s["state"] == "leader")
+        {
             return Some(m);
         }
     }

@@ -150,10 +150,7 @@ pub async fn client(
             };
             let invoked = recorder.now_ns();
             let answer = send(http.put(format!("{url}?cas={index}")).body(value.clone())).await;
-            let op = Op::Cas {
-                expect,
-                new: value,
-            };
+            let op = Op::Cas { expect, new: value };
             recorder.record(Event {
                 client: id,
                 key,
@@ -197,7 +194,9 @@ pub async fn client(
 /// A plain read: 200 with the value, 404 for none, anything else unknown (and dropped).
 fn read_outcome(answer: &Answer) -> Outcome {
     match answer {
-        Answer::Status(200, body) => Outcome::Read(Some(String::from_utf8_lossy(body).into_owned())),
+        Answer::Status(200, body) => {
+            Outcome::Read(Some(String::from_utf8_lossy(body).into_owned()))
+        }
         Answer::Status(404, _) => Outcome::Read(None),
         _ => Outcome::Unknown,
     }

@@ -183,6 +183,9 @@ pub struct CpConfig {
     /// Most KV-write batches of this member in flight at once (1 measured best: the writes
     /// arriving during a round trip form the next batch).
     pub max_batches_in_flight: usize,
+    /// TEST ONLY, unsafe: a follower reports its appends before they are on disk (a missing
+    /// fsync, for the fault harness to catch: RELIABILITY.md).
+    pub unsafe_ack_before_persist: bool,
 }
 
 impl CpConfig {
@@ -203,6 +206,7 @@ impl CpConfig {
             snapshot_every: 5000,
             cluster_secret: None,
             max_batches_in_flight: 1,
+            unsafe_ack_before_persist: false,
             event_retention: 10_000,
         }
     }
@@ -395,8 +399,12 @@ impl ControlPlane {
     /// Opens the Raft storage and starts the Raft node. Does not initialize a cluster: see
     /// [`ControlPlane::run_bootstrap`].
     pub async fn start(config: CpConfig) -> Result<Arc<Self>, CpError> {
-        let (log, sm) =
+        let (mut log, sm) =
             store::open(&config.dir, config.id).map_err(|e| CpError::Fatal(e.to_string()))?;
+        if config.unsafe_ack_before_persist {
+            tracing::warn!("--unsafe-ack-before-persist: follower appends are acknowledged before they are durable, persisted about once a second (test only)");
+            log.acknowledge_before_persist();
+        }
         let durable = log.durable();
         let state = sm.shared();
         let append_latency = log.append_latency();
@@ -564,9 +572,7 @@ impl ControlPlane {
                     && crate::pre_vote::leader_cut_off(metrics.millis_since_quorum_ack, lease)
             }
             // A leader heard since the last failed pre-vote round outweighs it.
-            _ => {
-                self.elections.follower_cut_off() && self.leader_silence_ms() >= lease
-            }
+            _ => self.elections.follower_cut_off() && self.leader_silence_ms() >= lease,
         }
     }
 

@@ -52,9 +52,10 @@ pub struct VoterView {
 /// ahead of it in (last log, id): of two such voters exactly one grants the other.
 pub fn grant(request: &PreVoteRequest, voter: &VoterView, lease_ms: u64) -> bool {
     let leader_alive = voter.leader_heard_ms_ago.is_some_and(|ms| ms < lease_ms);
-    let yields = voter.asking.as_ref().is_none_or(|mine| {
-        (request.last_log, request.candidate) > (mine.last_log, mine.candidate)
-    });
+    let yields = voter
+        .asking
+        .as_ref()
+        .is_none_or(|mine| (request.last_log, request.candidate) > (mine.last_log, mine.candidate));
     !leader_alive && request.last_log >= voter.last_log && yields
 }
 
@@ -138,9 +139,19 @@ mod tests {
 
     #[test]
     fn of_two_voters_asking_each_other_at_once_exactly_one_grants() {
-        for (a_log, b_log) in [(log(3, 10), log(3, 10)), (log(3, 11), log(3, 10)), (log(2, 40), log(3, 1))] {
-            let a = PreVoteRequest { candidate: 1, last_log: a_log };
-            let b = PreVoteRequest { candidate: 2, last_log: b_log };
+        for (a_log, b_log) in [
+            (log(3, 10), log(3, 10)),
+            (log(3, 11), log(3, 10)),
+            (log(2, 40), log(3, 1)),
+        ] {
+            let a = PreVoteRequest {
+                candidate: 1,
+                last_log: a_log,
+            };
+            let b = PreVoteRequest {
+                candidate: 2,
+                last_log: b_log,
+            };
             let view = |me: &PreVoteRequest| VoterView {
                 last_log: me.last_log,
                 leader_heard_ms_ago: None,

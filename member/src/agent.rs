@@ -72,6 +72,8 @@ pub struct AgentConfig {
     /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
     pub request_timeout: Duration,
     pub raft_snapshot_every: u64,
+    /// Test only: see `CpConfig::unsafe_ack_before_persist`.
+    pub unsafe_ack_before_persist: bool,
     /// Events kept in the feed before the CP leader starts a new epoch.
     pub event_retention: usize,
     /// Commit `Leave` when stopping (off only for throwaway clusters such as `hivemind dev`).
@@ -307,6 +309,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             cp_config.join = config.join.clone();
             cp_config.request_timeout = config.request_timeout;
             cp_config.snapshot_every = config.raft_snapshot_every;
+            cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
             cp_config.cluster_secret = config.cluster_secret();
             cp_config.event_retention = config.event_retention;
             (

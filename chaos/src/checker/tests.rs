@@ -240,6 +240,11 @@ proptest! {
         let h = generated(&spec, None);
         prop_assert!(check(&h).is_empty(), "{:?}", check(&h));
     }
+}
+
+proptest! {
+    // Each case shrinks its violation (a search per operation): fewer cases.
+    #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
     fn a_read_of_a_value_never_written_is_caught(spec in spec(), which in 0usize..60) {

@@ -56,6 +56,11 @@ pub struct LogStore {
     purge_failures: Arc<AtomicU64>,
     /// Passed before every persist of the log (tests hold it to stand for a slow disk).
     pub(super) flush_gate: TestGate,
+    /// Test only (`--unsafe-ack-before-persist`): report a follower's appends before they
+    /// are persisted (they are, about once a second), as a store that acknowledged writes on
+    /// a periodic fsync would.
+    unsafe_early_ack: bool,
+    unsafe_synced: Option<Instant>,
     /// Passed before the purger removes entries (tests hold it to delay the removal).
     pub(super) purge_gate: TestGate,
 }
@@ -98,6 +103,9 @@ enum FlushJob {
     /// Answered once every earlier job completed.
     Barrier(oneshot::Sender<()>),
 }
+
+/// How often a member under `--unsafe-ack-before-persist` persists its follower appends.
+const UNSAFE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The commit index openraft last saved, recorded in the journal by the flusher just before
 /// its next persist rather than on the Raft core. It is only a hint for the next start (how far
@@ -230,6 +238,12 @@ fn run_flusher(
 }
 
 impl LogStore {
+    /// Test only (`--unsafe-ack-before-persist`): from now on a follower's appends are
+    /// reported before their persist, breaking this store's durability on purpose.
+    pub fn acknowledge_before_persist(&mut self) {
+        self.unsafe_early_ack = true;
+    }
+
     /// Opens the log trees and starts the flusher thread (it ends when the last clone drops).
     /// `me` is this member's node id.
     pub(super) fn new(db: &fjall::Database, me: NodeId) -> Result<Self, StorageError> {
@@ -263,6 +277,8 @@ impl LogStore {
             first_kept: Arc::default(),
             purge_failures: Arc::default(),
             flush_gate: TestGate::default(),
+            unsafe_early_ack: false,
+            unsafe_synced: None,
             purge_gate: TestGate::default(),
         };
         if let Some(purged) = store.get_meta::<LogId>(LAST_PURGED)? {
@@ -564,6 +580,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let vote = self.vote.lock().unwrap_or_else(|p| p.into_inner());
             acknowledge_early(self.me, vote.as_ref(), &entries)
         };
+        if self.unsafe_early_ack && !early {
+            // The bug this switch plants: a follower's append reported at once and persisted
+            // only about once a second (a "periodic fsync" setting).
+            let due = self
+                .unsafe_synced
+                .is_none_or(|t| t.elapsed() > UNSAFE_SYNC_EVERY);
+            if due {
+                persist_through(&self.db, &self.commits, &self.durable, last)
+                    .map_err(|e| write_err(&std::io::Error::other(e)))?;
+                self.unsafe_synced = Some(Instant::now());
+            }
+            self.durable.advance(last);
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         if early {
             callback.log_io_completed(Ok(()));
             return self.to_flusher(FlushJob::Appended { last, appended });
