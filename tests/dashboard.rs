@@ -95,9 +95,7 @@ async fn rows(client: &Client, table: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_failed() {
     let Some((driver_bin, chrome)) = chromium() else {
-        eprintln!(
-            "chromium and chromedriver not installed (.ci/run installs them): browser test skipped"
-        );
+        cannot_run("chromium and chromedriver not installed (.ci/run installs them)");
         return;
     };
     let mut cluster = Cluster::local_control_plane().await;

@@ -115,7 +115,7 @@ fn netns_cluster_script_runs_each_member_in_its_own_namespace() {
                 .status();
         }
         _ => {
-            eprintln!("network namespaces unavailable here (not root?): netns-cluster.sh not run");
+            cannot_run("network namespaces unavailable here (not root?): netns-cluster.sh");
             return;
         }
     }
@@ -192,10 +192,10 @@ fn kubernetes_manifests_lint_and_use_only_real_flags() {
         .output()
     {
         Ok(out) => assert!(out.status.success(), "yamllint: {}", text(&out)),
-        Err(_) => eprintln!("yamllint not installed (.ci/run installs it): lint skipped"),
+        Err(_) => cannot_run("yamllint not installed (.ci/run installs it)"),
     }
     let Some(docs) = manifests() else {
-        eprintln!("python3 with yaml not available (.ci/run installs it): structure not checked");
+        cannot_run("python3 with yaml not available (.ci/run installs it)");
         return;
     };
     let flags = agent_flags();

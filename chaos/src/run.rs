@@ -53,7 +53,10 @@ pub enum RunError {
 
 /// Runs the configured cycles and reports what was found.
 pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
-    let run_id = (std::process::id() % 200 + 1) as u8;
+    // Runs in one process (tests) and concurrent processes get namespaces of their own.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run_id = ((std::process::id() + 37 * run) % 200 + 1) as u8;
     let net = if config.namespaces {
         Net::namespaces(config.members, run_id)?
     } else {
