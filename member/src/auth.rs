@@ -41,29 +41,6 @@ pub async fn require_admin_token(token: Option<String>, request: Request, next: 
     next.run(request).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn token_is_accepted_in_either_header_and_only_exactly() {
-        let mut h = HeaderMap::new();
-        assert!(!carries_token(&h, "s3cret"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret"),
-        );
-        assert!(carries_token(&h, "s3cret"));
-        assert!(!carries_token(&h, "s3cre"));
-        let mut h = HeaderMap::new();
-        h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret"));
-        assert!(carries_token(&h, "s3cret"));
-        h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret2"));
-        assert!(!carries_token(&h, "s3cret"));
-    }
-}
-
 /// Middleware guarding a member's own internal routes (role streams) with the cluster secret,
 /// as the control plane's internal routes are.
 pub async fn require_cluster_secret(
@@ -86,4 +63,27 @@ pub async fn require_cluster_secret(
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn token_is_accepted_in_either_header_and_only_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!carries_token(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert!(carries_token(&h, "s3cret"));
+        assert!(!carries_token(&h, "s3cre"));
+        let mut h = HeaderMap::new();
+        h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret"));
+        assert!(carries_token(&h, "s3cret"));
+        h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret2"));
+        assert!(!carries_token(&h, "s3cret"));
+    }
 }
