@@ -14,6 +14,7 @@
 //! - [`read_rounds`]: which quorum round answers which linearizable read (sans-IO).
 //! - [`pre_vote`]: who may campaign and when a member knows it is cut off (sans-IO);
 //!   [`elections`] drives it (openraft's own election timer is off).
+//! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
 //! Invariant: the registry is changed only by applying committed log entries; everything a
@@ -26,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod network;
 pub mod pre_vote;
+pub mod raft_log;
 pub mod read_rounds;
 pub mod registry;
 pub mod store;
