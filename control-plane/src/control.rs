@@ -571,8 +571,11 @@ impl ControlPlane {
                 metrics.membership_config.membership().voter_ids().count() > 1
                     && crate::pre_vote::leader_cut_off(metrics.millis_since_quorum_ack, lease)
             }
-            // A leader heard since the last failed pre-vote round outweighs it.
-            _ => self.elections.follower_cut_off() && self.leader_silence_ms() >= lease,
+            _ => crate::pre_vote::follower_cut_off(
+                self.elections.last_round_failed(),
+                self.leader_silence_ms(),
+                lease,
+            ),
         }
     }
 

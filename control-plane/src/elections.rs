@@ -5,7 +5,7 @@
 //! election timeout; if so it asks every other voter for a pre-vote and triggers a real
 //! election only when a majority of every voter configuration would grant it. The voters answer
 //! on the internal route `paths::PRE_VOTE` ([`answer`]). The outcome also tells whether a
-//! follower is cut off from a majority (see [`ElectionState::follower_cut_off`]).
+//! follower is cut off from a majority (`pre_vote::follower_cut_off`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,13 +18,15 @@ use rand::Rng;
 use crate::control::ControlPlane;
 use crate::network::paths;
 use crate::pre_vote::{self, PreVoteAnswer, PreVoteRequest, VoterView};
+use crate::types::{CpNode, NodeId};
+use openraft::Membership;
 
 /// What the driver learned, for the request paths and `/metrics`.
 #[derive(Debug, Default)]
 pub struct ElectionState {
-    /// The last pre-vote round of this follower found no majority (cleared once it hears a
-    /// leader or leads).
-    follower_cut_off: AtomicBool,
+    /// The last pre-vote round of this member found no majority (cleared once it hears a
+    /// leader, leads, or stops being a voter).
+    last_round_failed: AtomicBool,
     pre_votes: AtomicU64,
     pre_votes_won: AtomicU64,
     /// This member's pre-vote request while it asks for pre-votes.
@@ -36,9 +38,9 @@ impl ElectionState {
         self.asking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this follower's last pre-vote round found no majority: it is cut off from one.
-    pub fn follower_cut_off(&self) -> bool {
-        self.follower_cut_off.load(Ordering::Relaxed)
+    /// Whether this member's last pre-vote round found no majority.
+    pub fn last_round_failed(&self) -> bool {
+        self.last_round_failed.load(Ordering::Relaxed)
     }
 
     /// Pre-vote rounds this member ran, and those a majority granted (each became an election).
@@ -56,8 +58,8 @@ pub(crate) fn answer(cp: &ControlPlane, request: &PreVoteRequest) -> PreVoteAnsw
     let metrics = cp.raft().metrics().borrow().clone();
     let leader_heard_ms_ago = match metrics.state {
         // A leader is a leader heard: it never helps to depose itself.
-        ServerState::Leader => Some(0),
-        _ => Some(cp.leader_silence_ms()),
+        ServerState::Leader => 0,
+        _ => cp.leader_silence_ms(),
     };
     let last_log = cp.raft().data_metrics().borrow().last_log;
     // A candidate campaigns as much as a member asking for pre-votes does.
@@ -93,7 +95,7 @@ pub(crate) async fn run(cp: Weak<ControlPlane>) {
         let (min, max) = cp.config().election_timeout;
         let timeout = *timeout_ms.get_or_insert_with(|| random_timeout(min, max));
         let metrics = cp.raft().metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
+        let membership = metrics.membership_config.membership();
         let me = cp.config().id;
         let state = cp.elections();
         if metrics.state == ServerState::Leader || !membership.voter_ids().any(|v| v == me) {
@@ -101,22 +103,22 @@ pub(crate) async fn run(cp: Weak<ControlPlane>) {
             if metrics.state == ServerState::Leader {
                 cp.note_leader_contact();
             }
-            state.follower_cut_off.store(false, Ordering::Relaxed);
+            state.last_round_failed.store(false, Ordering::Relaxed);
         } else {
             let silent = cp.leader_silence_ms();
             if silent < lease_ms(&cp) {
-                state.follower_cut_off.store(false, Ordering::Relaxed);
+                // A leader heard since the failed round: that round is history.
+                state.last_round_failed.store(false, Ordering::Relaxed);
             }
             let since_attempt = last_attempt.map(|t| t.elapsed().as_millis() as u64);
             if pre_vote::election_due(silent, since_attempt, lease_ms(&cp), timeout) {
                 last_attempt = Some(tokio::time::Instant::now());
                 timeout_ms = None;
-                let configs = membership.get_joint_config().clone();
-                let won = pre_vote_round(&cp, &configs, min).await
+                let won = pre_vote_round(&cp, membership, min).await
                     // A leader heard, or a vote granted, while the round ran: stand down.
                     && cp.leader_silence_ms() >= silent;
                 state.pre_votes.fetch_add(1, Ordering::Relaxed);
-                state.follower_cut_off.store(!won, Ordering::Relaxed);
+                state.last_round_failed.store(!won, Ordering::Relaxed);
                 if won {
                     state.pre_votes_won.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(silent_ms = silent, "pre-vote won: starting an election");
@@ -139,16 +141,20 @@ fn random_timeout(min: Duration, max: Duration) -> u64 {
     rand::thread_rng().gen_range(min..=max.max(min))
 }
 
-/// Asks every other voter (each within `wait`); whether a majority of every configuration,
-/// this member included, would grant.
-async fn pre_vote_round(cp: &ControlPlane, configs: &[BTreeSet<u64>], wait: Duration) -> bool {
+/// Asks every other voter of `membership` (each within `wait`); whether a majority of every
+/// configuration, this member included, would grant.
+async fn pre_vote_round(
+    cp: &ControlPlane,
+    membership: &Membership<NodeId, CpNode>,
+    wait: Duration,
+) -> bool {
     let me = cp.config().id;
     let request = PreVoteRequest {
         candidate: me,
         last_log: cp.raft().data_metrics().borrow().last_log,
     };
     *cp.elections().asking() = Some(request.clone());
-    let membership = cp.raft().metrics().borrow().membership_config.clone();
+    let configs = membership.get_joint_config();
     let others: BTreeSet<u64> = configs
         .iter()
         .flatten()
@@ -156,7 +162,7 @@ async fn pre_vote_round(cp: &ControlPlane, configs: &[BTreeSet<u64>], wait: Dura
         .filter(|v| *v != me)
         .collect();
     let asks = others.iter().filter_map(|id| {
-        let addr = membership.membership().get_node(id)?.http_addr.clone();
+        let addr = membership.get_node(id)?.http_addr.clone();
         let request = &request;
         Some(async move {
             let answer: Result<PreVoteAnswer, _> = cp

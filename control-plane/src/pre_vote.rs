@@ -39,9 +39,9 @@ pub struct PreVoteAnswer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoterView {
     pub last_log: Option<LogId>,
-    /// Milliseconds since this voter last heard from a leader (a leader: since a quorum last
-    /// acknowledged it); `None` if it never did.
-    pub leader_heard_ms_ago: Option<u64>,
+    /// Milliseconds since this voter last heard from a leader, or since it started if it never
+    /// did (a leader is its own leader: 0).
+    pub leader_heard_ms_ago: u64,
     /// Set while this voter asks for pre-votes itself: its own request.
     pub asking: Option<PreVoteRequest>,
 }
@@ -51,7 +51,7 @@ pub struct VoterView {
 /// win and then split the real vote, so a voter that is asking itself grants only an asker
 /// ahead of it in (last log, id): of two such voters exactly one grants the other.
 pub fn grant(request: &PreVoteRequest, voter: &VoterView, lease_ms: u64) -> bool {
-    let leader_alive = voter.leader_heard_ms_ago.is_some_and(|ms| ms < lease_ms);
+    let leader_alive = voter.leader_heard_ms_ago < lease_ms;
     let yields = voter
         .asking
         .as_ref()
@@ -89,6 +89,12 @@ pub fn leader_cut_off(millis_since_quorum_ack: Option<u64>, lease_ms: u64) -> bo
     millis_since_quorum_ack.is_some_and(|ms| ms > CUT_OFF_LEASES * lease_ms)
 }
 
+/// Whether a follower knows it is cut off from a majority: its last pre-vote round found no
+/// majority, and no leader was heard within the lease since (a leader heard outweighs it).
+pub fn follower_cut_off(last_round_failed: bool, leader_heard_ms_ago: u64, lease_ms: u64) -> bool {
+    last_round_failed && leader_heard_ms_ago >= lease_ms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +116,7 @@ mod tests {
     fn a_voter_that_hears_its_leader_refuses() {
         let voter = VoterView {
             last_log: log(3, 10),
-            leader_heard_ms_ago: Some(50),
+            leader_heard_ms_ago: 50,
             asking: None,
         };
         assert!(!grant(&ask(log(3, 10)), &voter, 400));
@@ -122,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_voter_without_a_leader_grants_an_up_to_date_asker_only() {
-        for heard in [None, Some(400), Some(5_000)] {
+        for heard in [400, 5_000] {
             let voter = VoterView {
                 last_log: log(3, 10),
                 leader_heard_ms_ago: heard,
@@ -154,7 +160,7 @@ mod tests {
             };
             let view = |me: &PreVoteRequest| VoterView {
                 last_log: me.last_log,
-                leader_heard_ms_ago: None,
+                leader_heard_ms_ago: u64::MAX,
                 asking: Some(me.clone()),
             };
             let a_grants_b = grant(&b, &view(&a), 400);
@@ -192,6 +198,16 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_is_cut_off_after_a_failed_round_until_it_hears_a_leader() {
+        assert!(follower_cut_off(true, 400, 400));
+        assert!(!follower_cut_off(true, 399, 400), "a leader heard since");
+        assert!(
+            !follower_cut_off(false, 5_000, 400),
+            "its last round found a majority"
+        );
+    }
+
+    #[test]
     fn a_leader_is_cut_off_after_two_leases_without_a_quorum() {
         assert!(!leader_cut_off(None, 400));
         assert!(!leader_cut_off(Some(800), 400));
@@ -205,12 +221,12 @@ mod tests {
         fn a_grant_needs_a_silent_voter_and_an_up_to_date_log(
             voter_term in 0u64..5, voter_index in 0u64..20,
             asker_term in 0u64..5, asker_index in 0u64..20,
-            heard in proptest::option::of(0u64..2_000), lease in 1u64..1_000,
+            heard in 0u64..2_000, lease in 1u64..1_000,
         ) {
             let voter = VoterView { last_log: log(voter_term, voter_index), leader_heard_ms_ago: heard, asking: None };
             let granted = grant(&ask(log(asker_term, asker_index)), &voter, lease);
             if granted {
-                prop_assert!(heard.is_none_or(|h| h >= lease));
+                prop_assert!(heard >= lease);
                 prop_assert!((asker_term, asker_index) >= (voter_term, voter_index));
             }
         }
