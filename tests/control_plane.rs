@@ -435,7 +435,12 @@ async fn a_write_acknowledged_before_a_whole_cluster_kill_is_read_first_thing_af
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The followers start once the old leader serves HTTP (and so takes read requests).
+        let old_leader = &cluster.agents[leader];
+        wait_for("the old leader to answer", || async {
+            get_json(&old_leader.url("/v1/cp/status")).await.ok()
+        })
+        .await;
         for (i, a) in cluster.agents.iter_mut().enumerate() {
             if i != leader {
                 a.start();

@@ -159,87 +159,108 @@ fn minimize(mut ops: Vec<Event>) -> Vec<Event> {
 /// Larger histories are reported whole (each shrinking step is a full search).
 const MINIMIZE_UP_TO: usize = 3000;
 
+/// An operation's call or return, in time order.
 #[derive(Clone, Copy)]
 struct Entry {
     op: usize,
     is_call: bool,
 }
 
+/// The call and return entries of a history as a doubly linked list (index `entries.len()` is
+/// the head sentinel and the end), from which linearized operations are lifted and put back.
+struct Entries {
+    entries: Vec<Entry>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// Each operation's return entry; `None` for an unknown outcome.
+    return_of: Vec<Option<usize>>,
+}
+
+impl Entries {
+    /// Calls sort before returns at the same instant (see the module doc).
+    fn new(ops: &[Event]) -> Self {
+        let mut timed: Vec<(u64, bool, usize)> = Vec::with_capacity(ops.len() * 2);
+        for (i, e) in ops.iter().enumerate() {
+            timed.push((e.invoked_ns, false, i));
+            if e.outcome != Outcome::Unknown {
+                timed.push((e.completed_ns, true, i));
+            }
+        }
+        timed.sort_unstable();
+        let entries: Vec<Entry> = timed
+            .into_iter()
+            .map(|(_, is_return, op)| Entry {
+                op,
+                is_call: !is_return,
+            })
+            .collect();
+        let n = entries.len();
+        let mut return_of = vec![None; ops.len()];
+        for (i, e) in entries.iter().enumerate() {
+            if !e.is_call {
+                return_of[e.op] = Some(i);
+            }
+        }
+        Self {
+            next: (0..=n).map(|i| if i == n { 0 } else { i + 1 }).collect(),
+            prev: (0..=n).map(|i| if i == 0 { n } else { i - 1 }).collect(),
+            entries,
+            return_of,
+        }
+    }
+
+    fn head(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn first(&self) -> usize {
+        self.next[self.head()]
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (p, q) = (self.prev[i], self.next[i]);
+        self.next[p] = q;
+        self.prev[q] = p;
+    }
+
+    fn relink(&mut self, i: usize) {
+        let (p, q) = (self.prev[i], self.next[i]);
+        self.next[p] = i;
+        self.prev[q] = i;
+    }
+
+    /// Takes the call at `call` and its return out of the list.
+    fn lift(&mut self, call: usize) {
+        self.unlink(call);
+        if let Some(r) = self.return_of[self.entries[call].op] {
+            self.unlink(r);
+        }
+    }
+
+    /// Puts back what [`Entries::lift`] took out (in the reverse order).
+    fn unlift(&mut self, call: usize) {
+        if let Some(r) = self.return_of[self.entries[call].op] {
+            self.relink(r);
+        }
+        self.relink(call);
+    }
+}
+
 /// The search, exploring at most `budget` configurations.
 fn search(ops: &[Event], budget: usize) -> Result<(), Found> {
-    let mut entries: Vec<(u64, u8, Entry)> = Vec::with_capacity(ops.len() * 2);
-    for (i, e) in ops.iter().enumerate() {
-        entries.push((
-            e.invoked_ns,
-            0,
-            Entry {
-                op: i,
-                is_call: true,
-            },
-        ));
-        if e.outcome != Outcome::Unknown {
-            entries.push((
-                e.completed_ns,
-                1,
-                Entry {
-                    op: i,
-                    is_call: false,
-                },
-            ));
-        }
-    }
-    entries.sort_by_key(|(t, kind, e)| (*t, *kind, e.op));
-    let entries: Vec<Entry> = entries.into_iter().map(|(_, _, e)| e).collect();
-    let n = entries.len();
-    // A doubly linked list over the entries; index n is the head sentinel and the end.
-    let next0 = |i: usize| if i == n { 0 } else { i + 1 };
-    let mut next: Vec<usize> = (0..=n).map(next0).collect();
-    let mut prev: Vec<usize> = (0..=n).map(|i| if i == 0 { n } else { i - 1 }).collect();
-    let mut return_of = vec![None; ops.len()];
-    for (i, e) in entries.iter().enumerate() {
-        if !e.is_call {
-            return_of[e.op] = Some(i);
-        }
-    }
-    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
-        let (p, q) = (prev[i], next[i]);
-        next[p] = q;
-        prev[q] = p;
-    };
-    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
-        let (p, q) = (prev[i], next[i]);
-        next[p] = i;
-        prev[q] = i;
-    };
-
-    let mut returns_left = return_of.iter().filter(|r| r.is_some()).count();
+    let mut list = Entries::new(ops);
+    let mut returns_left = list.return_of.iter().filter(|r| r.is_some()).count();
     let mut state: State = None;
     let mut linearized = vec![0u64; ops.len().div_ceil(64)];
     let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut deepest = (0usize, None::<usize>);
-    let mut cur = next[n];
+    let mut cur = list.first();
     while returns_left > 0 {
-        if cur == n {
-            // Only calls of unknown outcome were left to try, and none could go: backtrack.
-            let Some((call, before)) = stack.pop() else {
-                return Err(Found::Stuck(deepest.1.unwrap_or(0)));
-            };
-            (state, cur) = undo(
-                call,
-                before,
-                &entries,
-                &return_of,
-                &mut linearized,
-                &mut next,
-                &mut prev,
-                &mut returns_left,
-                relink,
-            );
-            continue;
-        }
-        let entry = entries[cur];
-        if entry.is_call {
+        // (`cur` cannot reach the end while returns are left: every return still listed
+        // follows the last call linearized; treated as a return all the same.)
+        let entry = (cur != list.head()).then(|| list.entries[cur]);
+        if let Some(entry) = entry.filter(|e| e.is_call) {
             let e = &ops[entry.op];
             if let Some(after) = step(&state, &e.op, &e.outcome) {
                 let mut bits = linearized.clone();
@@ -250,62 +271,32 @@ fn search(ops: &[Event], budget: usize) -> Result<(), Found> {
                 if seen.insert((bits.clone(), after.clone())) {
                     stack.push((cur, std::mem::replace(&mut state, after)));
                     linearized = bits;
-                    unlink(&mut next, &mut prev, cur);
-                    if let Some(r) = return_of[entry.op] {
-                        unlink(&mut next, &mut prev, r);
-                        returns_left -= 1;
-                    }
-                    cur = next[n];
+                    list.lift(cur);
+                    returns_left -= usize::from(list.return_of[entry.op].is_some());
+                    cur = list.first();
                     continue;
                 }
             }
-            cur = next[cur];
-        } else {
-            // This operation completed before anything else could be linearized: back up.
+            cur = list.next[cur];
+            continue;
+        }
+        // An operation completed before anything else could be linearized: back up.
+        if let Some(entry) = entry {
             if stack.len() >= deepest.0 {
                 deepest = (stack.len(), Some(entry.op));
             }
-            let Some((call, before)) = stack.pop() else {
-                return Err(Found::Stuck(deepest.1.unwrap_or(entry.op)));
-            };
-            (state, cur) = undo(
-                call,
-                before,
-                &entries,
-                &return_of,
-                &mut linearized,
-                &mut next,
-                &mut prev,
-                &mut returns_left,
-                relink,
-            );
         }
+        let Some((call, before)) = stack.pop() else {
+            return Err(Found::Stuck(deepest.1.unwrap_or(0)));
+        };
+        let op = list.entries[call].op;
+        list.unlift(call);
+        returns_left += usize::from(list.return_of[op].is_some());
+        linearized[op / 64] &= !(1 << (op % 64));
+        state = before;
+        cur = list.next[call];
     }
     Ok(())
-}
-
-/// Takes back the linearization of the call at entry `call`; returns the state before it and
-/// the entry to try next (the one after the call).
-#[allow(clippy::too_many_arguments)]
-fn undo(
-    call: usize,
-    before: State,
-    entries: &[Entry],
-    return_of: &[Option<usize>],
-    linearized: &mut [u64],
-    next: &mut Vec<usize>,
-    prev: &mut Vec<usize>,
-    returns_left: &mut usize,
-    relink: impl Fn(&mut Vec<usize>, &mut Vec<usize>, usize),
-) -> (State, usize) {
-    let op = entries[call].op;
-    if let Some(r) = return_of[op] {
-        relink(next, prev, r);
-        *returns_left += 1;
-    }
-    relink(next, prev, call);
-    linearized[op / 64] &= !(1 << (op % 64));
-    (before, next[call])
 }
 
 #[cfg(test)]

@@ -46,6 +46,18 @@ impl PowerFsImpl {
     }
 }
 
+/// The permission bits of a `mode`.
+fn perm(mode: u32) -> u16 {
+    (mode & 0o7777) as u16
+}
+
+fn reply_attr(tree: &Tree, ino: u64, reply: ReplyAttr) {
+    match tree.attr(ino) {
+        Some(attr) => reply.attr(&NO_CACHE, &attr),
+        None => reply.error(Errno::ENOENT),
+    }
+}
+
 fn done(result: Result<(), Errno>, reply: ReplyEmpty) {
     match result {
         Ok(()) => reply.ok(),
@@ -60,10 +72,7 @@ impl Filesystem for PowerFsImpl {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.tree().attr(ino.0) {
-            Some(attr) => reply.attr(&NO_CACHE, &attr),
-            None => reply.error(Errno::ENOENT),
-        }
+        reply_attr(&self.tree(), ino.0, reply);
     }
 
     fn setattr(
@@ -89,7 +98,7 @@ impl Filesystem for PowerFsImpl {
             return reply.error(Errno::ENOENT);
         };
         if let Some(mode) = mode {
-            node.perm = (mode & 0o7777) as u16;
+            node.perm = perm(mode);
         }
         if let Some(size) = size {
             // A truncation is data: it survives a power loss only once synced.
@@ -103,10 +112,7 @@ impl Filesystem for PowerFsImpl {
             }
         }
         node.mtime = SystemTime::now();
-        match tree.attr(ino.0) {
-            Some(attr) => reply.attr(&NO_CACHE, &attr),
-            None => reply.error(Errno::ENOENT),
-        }
+        reply_attr(&tree, ino.0, reply);
     }
 
     fn mknod(
@@ -119,12 +125,9 @@ impl Filesystem for PowerFsImpl {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let made = self.tree().add(
-            parent.0,
-            name,
-            FileType::RegularFile,
-            (mode & 0o7777) as u16,
-        );
+        let made = self
+            .tree()
+            .add(parent.0, name, FileType::RegularFile, perm(mode));
         self.entry(made, reply);
     }
 
@@ -139,7 +142,7 @@ impl Filesystem for PowerFsImpl {
     ) {
         let made = self
             .tree()
-            .add(parent.0, name, FileType::Directory, (mode & 0o7777) as u16);
+            .add(parent.0, name, FileType::Directory, perm(mode));
         self.entry(made, reply);
     }
 
@@ -189,12 +192,7 @@ impl Filesystem for PowerFsImpl {
         reply: ReplyCreate,
     ) {
         let mut tree = self.tree();
-        let made = tree.add(
-            parent.0,
-            name,
-            FileType::RegularFile,
-            (mode & 0o7777) as u16,
-        );
+        let made = tree.add(parent.0, name, FileType::RegularFile, perm(mode));
         match made.and_then(|ino| tree.attr(ino).ok_or(Errno::ENOENT).map(|a| (ino, a))) {
             Ok((ino, attr)) => {
                 if let Some(node) = tree.inodes.get_mut(&ino) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::checker::Violation;
 use crate::history::{Event, Op, Outcome, Tally};
 use crate::nemesis::{Abilities, Fault};
+use crate::workload::FINAL_READER;
 
 /// When one fault was injected, healed, and the cluster was healthy again (ns since start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl Report {
     ) -> Self {
         let mut per_fault: BTreeMap<Fault, FaultStats> = BTreeMap::new();
         let mut calm = Tally::default();
-        for e in history.iter().filter(|e| e.client != usize::MAX) {
+        for e in history.iter().filter(|e| e.client != FINAL_READER) {
             match window_of(&windows, e.invoked_ns) {
                 Some(w) => per_fault.entry(w.fault).or_default().ops.add(&e.outcome),
                 None => calm.add(&e.outcome),

@@ -25,6 +25,9 @@ pub const KEYS: usize = 4;
 /// members' bounded wait, so a 503 usually comes first).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// The client id of the reads after the last fault (not counted toward any fault).
+pub const FINAL_READER: usize = usize::MAX;
+
 /// The shared record of a run's operations.
 #[derive(Clone)]
 pub struct Recorder {
@@ -44,7 +47,16 @@ impl Recorder {
         self.started.elapsed().as_nanos() as u64
     }
 
-    fn record(&self, event: Event) {
+    /// Records an operation that completed just now.
+    fn record(&self, client: usize, key: &str, op: Op, invoked_ns: u64, outcome: Outcome) {
+        let event = Event {
+            client,
+            key: key.to_string(),
+            op,
+            invoked_ns,
+            completed_ns: self.now_ns(),
+            outcome,
+        };
         self.events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -119,47 +131,34 @@ pub async fn client(
         let value = format!("c{id}-{n}");
         let roll = rng.gen_range(0..100);
         let invoked = recorder.now_ns();
-        let (op, outcome) = if roll < 40 {
+        let (op, invoked, outcome) = if roll < 40 {
             let answer = send(http.get(&url)).await;
-            (Op::Read, read_outcome(&answer))
+            (Op::Read, invoked, read_outcome(&answer))
         } else if roll < 75 {
             let answer = send(http.put(&url).body(value.clone())).await;
-            (Op::Write(value), write_outcome(&answer, |_| Outcome::Done))
+            let outcome = write_outcome(&answer, |_| Outcome::Done);
+            (Op::Write(value), invoked, outcome)
         } else if roll < 90 {
             // Read with the entry's meta, then CAS on its modify index.
             let answer = send(http.get(format!("{url}?meta=true"))).await;
-            let read = read_meta(&answer);
-            let outcome = match (&read, &answer) {
-                (Some((v, _)), _) => Outcome::Read(Some(v.clone())),
-                (None, Answer::Status(404, _)) => Outcome::Read(None),
-                _ => Outcome::Unknown,
-            };
-            recorder.record(Event {
-                client: id,
-                key: key.clone(),
-                op: Op::Read,
-                invoked_ns: invoked,
-                completed_ns: recorder.now_ns(),
-                outcome,
-            });
-            let Some((expect, index)) = read else {
-                if !matches!(answer, Answer::Status(404, _)) {
-                    current = (current + 1) % members.len();
+            match read_meta(&answer) {
+                Some((expect, index)) => {
+                    let seen = Outcome::Read(Some(expect.clone()));
+                    recorder.record(id, &key, Op::Read, invoked, seen);
+                    let invoked = recorder.now_ns();
+                    let cas = http.put(format!("{url}?cas={index}")).body(value.clone());
+                    let outcome = write_outcome(&send(cas).await, |_| Outcome::Done);
+                    (Op::Cas { expect, new: value }, invoked, outcome)
                 }
-                continue;
-            };
-            let invoked = recorder.now_ns();
-            let answer = send(http.put(format!("{url}?cas={index}")).body(value.clone())).await;
-            let op = Op::Cas { expect, new: value };
-            recorder.record(Event {
-                client: id,
-                key,
-                op,
-                invoked_ns: invoked,
-                completed_ns: recorder.now_ns(),
-                outcome: write_outcome(&answer, |_| Outcome::Done),
-            });
-            continue;
+                // Nothing to replace: the read is the operation.
+                None => {
+                    let outcome = match answer {
+                        Answer::Status(404, _) => Outcome::Read(None),
+                        _ => Outcome::Unknown,
+                    };
+                    (Op::Read, invoked, outcome)
+                }
+            }
         } else {
             let answer = send(http.delete(&url)).await;
             let deleted = |body: &[u8]| {
@@ -169,17 +168,10 @@ pub async fn client(
                     None => Outcome::Unknown,
                 }
             };
-            (Op::Delete, write_outcome(&answer, deleted))
+            (Op::Delete, invoked, write_outcome(&answer, deleted))
         };
         let pause = matches!(outcome, Outcome::Fail | Outcome::Unknown);
-        recorder.record(Event {
-            client: id,
-            key,
-            op,
-            invoked_ns: invoked,
-            completed_ns: recorder.now_ns(),
-            outcome,
-        });
+        recorder.record(id, &key, op, invoked, outcome);
         if pause || rng.gen_range(0..100) < 5 {
             // Like a client library: another member after a failure (and now and then anyway,
             // to spread the load); a short pause so as not to hammer a member that is down.
@@ -224,13 +216,6 @@ pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) {
     for key in keys {
         let invoked = recorder.now_ns();
         let answer = send(http.get(format!("http://{member}/v1/kv/{key}"))).await;
-        recorder.record(Event {
-            client: usize::MAX,
-            key: key.clone(),
-            op: Op::Read,
-            invoked_ns: invoked,
-            completed_ns: recorder.now_ns(),
-            outcome: read_outcome(&answer),
-        });
+        recorder.record(FINAL_READER, key, Op::Read, invoked, read_outcome(&answer));
     }
 }
