@@ -25,8 +25,25 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
         },
     };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
-    let table: toml::Table = text.parse().map_err(|e| format!("--config {path}: {e}"))?;
+    let extra = settings_as_flags(&text, &path, &text_args[position..], |var| {
+        std::env::var_os(var).is_some()
+    })?;
+    let mut out = args;
+    let insert_at = position + 1;
+    out.splice(insert_at..insert_at, extra.into_iter().map(OsString::from));
+    Ok(out)
+}
 
+/// The flags the config file `text` (read from `path`) adds to the agent's command line `given`
+/// (its arguments from `agent` on): one `--flag=value` per setting not already given as a flag
+/// or in the environment (`env_set` says whether a variable is set). Pure, for the fuzz target.
+pub fn settings_as_flags(
+    text: &str,
+    path: &str,
+    given: &[String],
+    env_set: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("--config {path}: {e}"))?;
     let cli = Cli::command();
     let agent = cli
         .find_subcommand("agent")
@@ -38,12 +55,12 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             .get_arguments()
             .find(|a| a.get_long() == Some(flag.as_str()) && flag != "config")
             .ok_or_else(|| format!("--config {path}: unknown setting `{key}`"))?;
-        let given_as_flag = text_args[position..]
+        let given_as_flag = given
             .iter()
             .any(|a| a == &format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
         let given_in_env = arg
             .get_env()
-            .is_some_and(|var| std::env::var_os(var).is_some());
+            .is_some_and(|var| env_set(&var.to_string_lossy()));
         if given_as_flag || given_in_env {
             continue;
         }
@@ -65,10 +82,7 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             }
         }
     }
-    let mut out = args;
-    let insert_at = position + 1;
-    out.splice(insert_at..insert_at, extra.into_iter().map(OsString::from));
-    Ok(out)
+    Ok(extra)
 }
 
 /// The `advertise` setting of the config file at `path` (re-read on SIGHUP: the address

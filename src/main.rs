@@ -1,14 +1,5 @@
 //! The `hivemind` binary: parses the command line and wires the crates together. Signals are
-//! handled here and only here; libraries take a cancellation token.
-
-mod bench;
-mod bench_dns;
-mod bench_failover;
-mod bench_gossip;
-mod cli;
-mod client;
-mod config;
-mod dev;
+//! handled here and in [`hivemind::shutdown_on_signal`]; the crates take a cancellation token.
 
 use std::process::ExitCode;
 
@@ -18,9 +9,11 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use hivemind_common::names::is_valid_name;
 use hivemind_member::AgentConfig;
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentArgs, Cli, Command, LogFormat};
+use hivemind::cli::{AgentArgs, Cli, Command, LogFormat};
+use hivemind::{
+    bench, bench_dns, bench_failover, bench_gossip, cli, client, config, dev, shutdown_on_signal,
+};
 
 fn main() -> ExitCode {
     let args = match config::expand(std::env::args_os().collect()) {
@@ -380,22 +373,6 @@ async fn report_openraft_errors(period: std::time::Duration) {
             reported = total;
         }
     }
-}
-
-/// A token cancelled on the first SIGINT or SIGTERM.
-pub fn shutdown_on_signal() -> CancellationToken {
-    let shutdown = CancellationToken::new();
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        }
-        signal_token.cancel();
-    });
-    shutdown
 }
 
 /// `--domain` in lower case with its trailing dot, if every label is letters, digits and `-`.

@@ -32,8 +32,8 @@ pub const PROTOCOL: &str = "hivemind-frames/1";
 /// (it must be `Sync` for openraft's network types).
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
 
-/// Frames are bounded like every other internal body.
-fn codec() -> LengthDelimitedCodec {
+/// The stream's framing: 4-byte length prefixes, frames bounded like every other internal body.
+pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(hivemind_common::codec::MAX_DECODE_BYTES)
         .new_codec()

@@ -134,14 +134,16 @@ async fn get_one(
     Ok(Json(view_of(&agent, &name, 0).await?))
 }
 
+/// The body of `PUT /v1/keygroups/{app}/{tenant}/{group}`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
-    ttl: Option<u32>,
-    open: Option<bool>,
+pub struct CreateBody {
+    pub ttl: Option<u32>,
+    pub open: Option<bool>,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+/// A keygroup route's JSON body; an empty body is the default.
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -175,25 +177,27 @@ async fn create(
     ))
 }
 
+/// The body of `PATCH /v1/keygroups/{app}/{tenant}/{group}`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+pub struct UpdateBody {
     #[serde(default)]
-    add_replicas: Vec<String>,
+    pub add_replicas: Vec<String>,
     #[serde(default)]
-    remove_replicas: Vec<String>,
+    pub remove_replicas: Vec<String>,
     #[serde(default)]
-    add_triggers: Vec<String>,
+    pub add_triggers: Vec<String>,
     #[serde(default)]
-    remove_triggers: Vec<String>,
-    ttl: Option<u32>,
-    open: Option<bool>,
+    pub remove_triggers: Vec<String>,
+    pub ttl: Option<u32>,
+    pub open: Option<bool>,
     #[serde(default)]
-    rotate_secret: bool,
+    pub rotate_secret: bool,
 }
 
 impl UpdateBody {
-    fn deltas(self) -> Vec<KeygroupDelta> {
+    /// The changes this body asks for, in the order the registry applies them.
+    pub fn deltas(self) -> Vec<KeygroupDelta> {
         let mut deltas = Vec::new();
         deltas.extend(self.add_replicas.into_iter().map(KeygroupDelta::AddReplica));
         deltas.extend(

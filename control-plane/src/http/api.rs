@@ -123,16 +123,17 @@ async fn cp_status(State(cp): Cp) -> Json<CpStatus> {
     Json(cp.status().await)
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The body of `POST /v1/cp/voters`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddVoter {
+pub struct AddVoter {
     /// `HOST:HTTP_PORT` of a started, not yet initialized CP member.
-    addr: String,
+    pub addr: String,
     /// Promote to voter after it caught up as a learner (default true).
     #[serde(default = "yes")]
-    voter: bool,
+    pub voter: bool,
     /// When given, must match the id the member reports.
-    id: Option<String>,
+    pub id: Option<String>,
 }
 
 fn yes() -> bool {
@@ -213,10 +214,11 @@ async fn remove_voter(
     Ok(Json(status))
 }
 
-#[derive(Deserialize, Default, ToSchema)]
+/// The body of `POST /v1/cp/epoch`.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EpochBody {
-    reason: Option<String>,
+pub struct EpochBody {
+    pub reason: Option<String>,
 }
 
 /// Starts a new epoch: members re-bootstrap from a snapshot.

@@ -3,7 +3,7 @@
 //! [`ApiError`] is the one mapping from errors to HTTP responses.
 
 pub mod api;
-mod extract;
+pub mod extract;
 pub mod internal;
 pub mod views;
 

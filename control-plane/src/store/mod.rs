@@ -25,7 +25,9 @@ mod state_machine;
 use openraft::{AnyError, StorageIOError};
 
 pub use log_store::LogStore;
-pub use state_machine::{SharedState, StateMachine};
+pub use state_machine::{
+    decode_snapshot_file, encode_snapshot_file, SharedState, SmData, StateMachine,
+};
 
 use crate::types::{NodeId, StorageError};
 

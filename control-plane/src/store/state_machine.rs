@@ -171,8 +171,7 @@ fn write_snapshot_file(path: &Path, payload: &[u8]) -> std::io::Result<()> {
 
 /// The payload of the snapshot file at `path`; `InvalidData` if its checksum does not match.
 fn read_snapshot_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut bytes = std::fs::read(path)?;
-    let corrupt = || {
+    checked_payload(std::fs::read(path)?).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
@@ -180,16 +179,37 @@ fn read_snapshot_file(path: &Path) -> std::io::Result<Vec<u8>> {
                 path.display()
             ),
         )
-    };
+    })
+}
+
+/// The payload of a snapshot file's bytes (`crc32 (LE) || payload`), if the checksum matches.
+fn checked_payload(mut bytes: Vec<u8>) -> Option<Vec<u8>> {
     if bytes.len() < 4 {
-        return Err(corrupt());
+        return None;
     }
     let payload = bytes.split_off(4);
-    let stored = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
-    if crc32fast::hash(&payload) != stored {
-        return Err(corrupt());
-    }
-    Ok(payload)
+    let stored = u32::from_le_bytes(bytes.try_into().ok()?);
+    (crc32fast::hash(&payload) == stored).then_some(payload)
+}
+
+/// Every step a start takes on a snapshot file's bytes: the checksum, the stored snapshot, the
+/// registry inside it. `None` for a file a start would refuse. (The snapshot fuzz target's entry.)
+pub fn decode_snapshot_file(bytes: Vec<u8>) -> Option<(SnapshotMeta, SmData)> {
+    let stored: StoredSnapshot = hivemind_common::decode(&checked_payload(bytes)?).ok()?;
+    let data = hivemind_common::decode(&stored.data).ok()?;
+    Some((stored.meta, data))
+}
+
+/// A snapshot file's bytes for `meta` and `data`, as `store_snapshot` writes them (for tests and
+/// the fuzz corpus).
+pub fn encode_snapshot_file(meta: SnapshotMeta, data: &SmData) -> Vec<u8> {
+    let payload = hivemind_common::encode(&StoredSnapshot {
+        meta,
+        data: hivemind_common::encode(data),
+    });
+    let mut file = crc32fast::hash(&payload).to_le_bytes().to_vec();
+    file.extend_from_slice(&payload);
+    file
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

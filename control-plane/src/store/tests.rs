@@ -358,7 +358,16 @@ async fn a_snapshot_survives_a_reopen_and_a_damaged_one_is_refused() {
     }
     let file = path.join("snapshot.bin");
     let mut bytes = std::fs::read(&file).unwrap();
+    let (meta, data) = super::decode_snapshot_file(bytes.clone()).expect("the file decodes");
+    assert_eq!(meta.last_log_id, Some(log_id(3, 3)));
+    assert_eq!(data.last_applied, Some(log_id(3, 3)));
+    assert_eq!(
+        super::encode_snapshot_file(meta, &data),
+        bytes,
+        "the fuzz corpus's encoding"
+    );
     *bytes.last_mut().unwrap() ^= 0xff;
+    assert!(super::decode_snapshot_file(bytes.clone()).is_none());
     std::fs::write(&file, bytes).unwrap();
     let Err(error) = super::open(&path, 1) else {
         panic!("a damaged snapshot was loaded");

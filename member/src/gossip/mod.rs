@@ -12,7 +12,9 @@ pub mod seal;
 pub use codec::BincodeCodec;
 pub use identity::GossipId;
 pub use profile::Profile;
-pub use runtime::{Gossip, GossipCommand, GossipEvent, GossipSettings, View};
+pub use runtime::{
+    receive, Gossip, GossipCommand, GossipEvent, GossipSettings, Member, Received, View,
+};
 pub use seal::{OpenError, Sealer};
 
 #[cfg(test)]

@@ -1,0 +1,31 @@
+//! The `hivemind` binary's own code, as a library so that its fuzz targets and tests reach it:
+//! the command line ([`cli`], [`config`]), the client commands, `dev` and the benchmarks. The
+//! binary (`main.rs`) wires these to the crates. Signals are handled by [`shutdown_on_signal`]
+//! and the binary only; the crates take a cancellation token.
+
+pub mod bench;
+pub mod bench_dns;
+pub mod bench_failover;
+pub mod bench_gossip;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+        signal_token.cancel();
+    });
+    shutdown
+}
