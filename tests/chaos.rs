@@ -42,6 +42,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         power_loss,
         only: Vec::new(),
         extra_args: Vec::new(),
+        churn: true,
     }
 }
 
@@ -64,6 +65,12 @@ async fn every_fault_twice_leaves_a_linearizable_history_and_equal_registries() 
     assert!(report.per_fault.values().all(|s| s.cycles == 2), "{report}");
     let ok: u64 = report.per_fault.values().map(|s| s.ops.ok).sum();
     assert!(ok > 1000, "the workload hardly ran: {report}");
+    for kind in ["join", "leave", "claim"] {
+        assert!(
+            report.churn.get(kind).is_some_and(|t| t.ok > 0),
+            "no acknowledged {kind}: {report}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,20 +7,24 @@
 //! - [`checker`]: per-key linearizability against a register with CAS and delete.
 //! - [`nemesis`]: the fault repertoire, the seeded schedule, partition shapes as cut links.
 //! - [`report`]: per-fault tallies and unavailability, end-state findings.
+//! - [`membership`]: acknowledged joins and leaves present, one holder per responsibility.
 //!
 //! IO:
 //! - [`net`]: a network namespace per member on a bridge (root), nftables cuts; or loopback.
 //! - [`powerfs`]: a FUSE filesystem that drops unsynced data on power loss.
 //! - [`cluster`]: the member processes, killed, paused, power-failed by PID.
 //! - [`workload`]: the clients.
+//! - [`churn`]: synthetic role members joining, leaving and claiming keygroups.
 //! - [`run`]: one run, start to report.
 //!
 //! The short form runs in `cargo test` (`tests/chaos.rs` in the root package); the long form is
 //! the `hivemind-chaos` binary (see RELIABILITY.md).
 
 pub mod checker;
+pub mod churn;
 pub mod cluster;
 pub mod history;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod powerfs;

@@ -48,6 +48,9 @@ struct Args {
     /// Extra flags passed to every member (repeatable), e.g. `--member-arg=--worker-threads=2`.
     #[arg(long = "member-arg", allow_hyphen_values = true)]
     member_args: Vec<String>,
+    /// No membership churn (synthetic role members joining, leaving, claiming keygroups).
+    #[arg(long)]
+    no_churn: bool,
 }
 
 #[tokio::main]
@@ -73,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         power_loss: !args.no_power_loss && std::path::Path::new("/dev/fuse").exists(),
         only: args.only,
         extra_args: args.member_args,
+        churn: !args.no_churn,
     };
     eprintln!("data and logs in {}", dir.display());
     // On SIGINT or SIGTERM the run is dropped: its members are killed by PID, the filesystems

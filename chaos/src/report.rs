@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::checker::Violation;
 use crate::history::{Event, Op, Outcome, Tally};
+use crate::membership::{ChurnKind, ChurnOp, ChurnOutcome};
 use crate::nemesis::{Abilities, Fault};
 use crate::workload::FINAL_READER;
 
@@ -45,6 +46,8 @@ pub struct Report {
     pub error_lines: usize,
     pub warn_lines: usize,
     pub power_lost_bytes: u64,
+    /// Churn operations by kind (`join`, `leave`, `claim`): ok / refused / unknown.
+    pub churn: BTreeMap<&'static str, Tally>,
 }
 
 impl Report {
@@ -94,7 +97,27 @@ impl Report {
             error_lines,
             warn_lines,
             power_lost_bytes,
+            churn: BTreeMap::new(),
         }
+    }
+
+    /// Adds the churn's tallies, and the problems the membership rules found to the end state.
+    pub fn with_churn(mut self, ops: &[ChurnOp], problems: Vec<String>) -> Self {
+        for op in ops {
+            let kind = match op.kind {
+                ChurnKind::Join => "join",
+                ChurnKind::Leave => "leave",
+                ChurnKind::Claim { .. } => "claim",
+            };
+            let tally = self.churn.entry(kind).or_default();
+            match op.outcome {
+                ChurnOutcome::Ok => tally.ok += 1,
+                ChurnOutcome::Refused => tally.fail += 1,
+                ChurnOutcome::Unknown => tally.unknown += 1,
+            }
+        }
+        self.end_state.extend(problems);
+        self
     }
 
     /// No violation, no end-state problem, no panic.
@@ -177,6 +200,14 @@ impl std::fmt::Display for Report {
                 "| {fault:?} | {} | {} | {} | {} | {median} | {max} |",
                 s.cycles, s.ops.ok, s.ops.fail, s.ops.unknown
             )?;
+        }
+        if !self.churn.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "| churn | ok | refused | unknown |")?;
+            writeln!(f, "|---|---:|---:|---:|")?;
+            for (kind, t) in &self.churn {
+                writeln!(f, "| {kind} | {} | {} | {} |", t.ok, t.fail, t.unknown)?;
+            }
         }
         writeln!(f)?;
         writeln!(f, "linearizability violations: {}", self.violations.len())?;

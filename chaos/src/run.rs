@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::checker;
+use crate::churn::{self, ChurnLog};
 use crate::cluster::{Cluster, ClusterSpec};
+use crate::membership::{self, ChurnKind, ChurnOp, ChurnOutcome};
 use crate::nemesis::{self, Abilities, Fault, Schedule};
 use crate::net::{self, Net};
 use crate::report::{Report, Window};
@@ -38,6 +40,8 @@ pub struct RunConfig {
     pub only: Vec<Fault>,
     /// Extra flags for every member.
     pub extra_args: Vec<String>,
+    /// Synthetic role members joining, leaving and claiming keygroups beside the KV clients.
+    pub churn: bool,
 }
 
 /// Why a run could not be carried out (its findings are in the [`Report`], not here).
@@ -88,9 +92,23 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .await
         .map_err(RunError::NeverHealthy)?;
 
+    if config.churn {
+        churn::prepare(&addrs[0])
+            .await
+            .map_err(RunError::NeverHealthy)?;
+    }
     let started = Instant::now();
     let recorder = Recorder::new(started);
     let stop = CancellationToken::new();
+    let churn_log = ChurnLog::default();
+    let churner = config.churn.then(|| {
+        tokio::spawn(churn::churn(
+            addrs.clone(),
+            config.seed,
+            churn_log.clone(),
+            stop.clone(),
+        ))
+    });
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
             tokio::spawn(workload::client(
@@ -152,6 +170,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     for c in clients {
         let _ = c.await;
     }
+    if let Some(churner) = churner {
+        let _ = churner.await;
+    }
 
     // Every key once more, now that everything healed: acknowledged writes must be there.
     let keys: BTreeSet<String> = recorder.events().into_iter().map(|e| e.key).collect();
@@ -162,6 +183,11 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     let violations = checker::check(&history);
     let mut end_state = unrecovered;
     end_state.extend(converged(&http, &addrs).await.err());
+    let churn_ops = churn_log.ops();
+    let churn_problems = match config.churn {
+        true => membership_problems(&http, &addrs[0], &churn_ops).await,
+        false => Vec::new(),
+    };
     let logs = cluster.logs();
     let power_lost_bytes = cluster.power_lost_bytes();
     drop(cluster);
@@ -174,7 +200,40 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         end_state,
         &logs,
         power_lost_bytes,
-    ))
+    )
+    .with_churn(&churn_ops, churn_problems))
+}
+
+/// The membership rules on the final registry of `member` (the members converged): the
+/// acknowledged joins and leaves, and one holder per responsibility in its event feed.
+async fn membership_problems(http: &reqwest::Client, member: &str, ops: &[ChurnOp]) -> Vec<String> {
+    let url = format!("http://{member}/v1/cp/snapshot?stale=true");
+    let registry: serde_json::Value = match http.get(&url).send().await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(e) => return vec![format!("cannot read the final registry: {e}")],
+    };
+    let (Some(members), Some(events)) = (
+        registry["members"].as_array(),
+        registry["events"].as_array(),
+    ) else {
+        return vec![format!(
+            "the final registry has no members or events: {registry}"
+        )];
+    };
+    let mut problems = membership::acknowledged_present(ops, members);
+    problems.extend(membership::one_holder_at_a_time(events));
+    let claimed = events
+        .iter()
+        .filter(|e| e["kind"] == "responsibility_claimed")
+        .count();
+    if ops
+        .iter()
+        .any(|op| op.outcome == ChurnOutcome::Ok && matches!(op.kind, ChurnKind::Claim { .. }))
+        && claimed == 0
+    {
+        problems.push("claims were acknowledged but the feed shows none".into());
+    }
+    problems
 }
 
 fn next_fault(schedule: &mut Schedule, only: &[Fault]) -> Fault {

@@ -1,0 +1,183 @@
+//! Membership churn and keygroup claims beside the KV workload (IO): synthetic role members join
+//! through the join route every member serves, leave, and claim their node's responsibility for
+//! a keygroup through the propose route, as members outside the control plane do. Every
+//! operation's outcome is logged for the end-state rules in [`crate::membership`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hivemind_common::MemberId;
+use hivemind_control_plane::network::paths;
+use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo};
+use hivemind_control_plane::{Applied, CpError};
+use hivemind_member::join::{JoinAccepted, JoinRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::membership::{ChurnKind, ChurnOp, ChurnOutcome};
+
+/// The nodes the synthetic members belong to: two, so that machines of one node contend.
+pub const NODES: [&str; 2] = ["churn-a", "churn-b"];
+/// The keygroups both nodes replicate and claim.
+pub const KEYGROUPS: [&str; 2] = ["chaos/churn/g0", "chaos/churn/g1"];
+/// Synthetic members alive (by the client's account) the churn aims for.
+const TARGET_ALIVE: usize = 6;
+const TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The churn operations of one run.
+#[derive(Clone, Default)]
+pub struct ChurnLog(Arc<Mutex<Vec<ChurnOp>>>);
+
+impl ChurnLog {
+    fn push(&self, op: ChurnOp) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+    }
+
+    pub fn ops(&self) -> Vec<ChurnOp> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Calls an internal route with a bincode body; the answer's outcome, with the value when the
+/// registry acknowledged it.
+async fn call<Resp: DeserializeOwned>(
+    http: &reqwest::Client,
+    member: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (ChurnOutcome, Option<Resp>) {
+    let sent = http
+        .post(format!("http://{member}{path}"))
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) if r.status().is_client_error() => return (ChurnOutcome::Refused, None),
+        Ok(_) => return (ChurnOutcome::Unknown, None),
+        Err(e) if e.is_connect() => return (ChurnOutcome::Refused, None),
+        Err(_) => return (ChurnOutcome::Unknown, None),
+    };
+    let Ok(bytes) = response.bytes().await else {
+        return (ChurnOutcome::Unknown, None);
+    };
+    match hivemind_common::decode::<Result<Resp, CpError>>(&bytes) {
+        Ok(Ok(value)) => (ChurnOutcome::Ok, Some(value)),
+        // The registry's rules refused it, or nothing was proposed: surely not applied.
+        Ok(Err(
+            CpError::Rejected(_)
+            | CpError::BadRequest(_)
+            | CpError::BadToken
+            | CpError::BadGossipKey
+            | CpError::NotLeader { .. },
+        )) => (ChurnOutcome::Refused, None),
+        _ => (ChurnOutcome::Unknown, None),
+    }
+}
+
+/// Creates the churn keygroups with both nodes as replicas (before the faults start).
+pub async fn prepare(member: &str) -> Result<(), String> {
+    let http = client();
+    for name in KEYGROUPS {
+        let create = Command::KeygroupCreate {
+            name: name.into(),
+            creator: NODES[0].into(),
+            ttl_secs: 30,
+            open: false,
+            secret: vec![1; 32],
+        };
+        let add = Command::KeygroupUpdate {
+            name: name.into(),
+            by: Actor::Admin,
+            deltas: vec![KeygroupDelta::AddReplica(NODES[1].into())],
+        };
+        for command in [create, add] {
+            let body = hivemind_common::encode(&command);
+            let (outcome, _) = call::<Applied>(&http, member, paths::PROPOSE, body).await;
+            if outcome != ChurnOutcome::Ok {
+                return Err(format!("cannot prepare keygroup {name}: {outcome:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("static client settings")
+}
+
+/// A synthetic member as it would describe itself (its addresses are never dialled).
+fn info(id: MemberId, n: u64, node: &str) -> MemberInfo {
+    MemberInfo {
+        id,
+        name: format!("churn-{n}"),
+        node: node.into(),
+        roles: vec!["dns".into()],
+        http_addr: format!("127.77.{}.{}:7700", n / 250, n % 250 + 1),
+        gossip_addr: format!("127.77.{}.{}:7701", n / 250, n % 250 + 1),
+        generation: 1,
+        control_plane: false,
+    }
+}
+
+/// Runs the churn until `stop`: joins while fewer than [`TARGET_ALIVE`] synthetic members are
+/// in, otherwise leaves and claims; each call through a random member, another after a failure.
+pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: CancellationToken) {
+    let http = client();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xc4c4);
+    let mut joined: Vec<(MemberId, String)> = Vec::new();
+    let mut n = 0u64;
+    while !stop.is_cancelled() {
+        let member = &members[rng.gen_range(0..members.len())];
+        let roll = rng.gen_range(0..100);
+        let (id, kind, outcome) = if joined.len() < TARGET_ALIVE && roll < 60 || joined.is_empty() {
+            n += 1;
+            let id = MemberId::new(rng.gen_range(1..u64::MAX)).expect("non-zero");
+            let node = NODES[rng.gen_range(0..NODES.len())];
+            let request = JoinRequest {
+                member: info(id, n, node),
+                token: None,
+                cluster_proof: None,
+                epoch: None,
+            };
+            let body = hivemind_common::encode(&request);
+            let (outcome, _) = call::<JoinAccepted>(&http, member, paths::JOIN, body).await;
+            if outcome == ChurnOutcome::Ok {
+                joined.push((id, node.to_string()));
+            }
+            (id, ChurnKind::Join, outcome)
+        } else if roll < 25 {
+            let (id, _) = joined.swap_remove(rng.gen_range(0..joined.len()));
+            let body = hivemind_common::encode(&Command::Leave { id });
+            let (outcome, _) = call::<Applied>(&http, member, paths::PROPOSE, body).await;
+            (id, ChurnKind::Leave, outcome)
+        } else {
+            let (id, node) = joined[rng.gen_range(0..joined.len())].clone();
+            let keygroup = KEYGROUPS[rng.gen_range(0..KEYGROUPS.len())].to_string();
+            let claim = Command::Claim {
+                node: node.clone(),
+                keygroup: keygroup.clone(),
+                machine: id,
+            };
+            let body = hivemind_common::encode(&claim);
+            let (outcome, _) = call::<Applied>(&http, member, paths::PROPOSE, body).await;
+            (id, ChurnKind::Claim { node, keygroup }, outcome)
+        };
+        log.push(ChurnOp {
+            member: id.to_string(),
+            kind,
+            outcome,
+        });
+        let pause = match outcome {
+            ChurnOutcome::Ok => rng.gen_range(30..120),
+            _ => 100,
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
