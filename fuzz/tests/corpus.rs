@@ -67,3 +67,25 @@ fn the_snapshot_seed_is_a_file_a_start_accepts() {
     let (_, state) = hivemind_control_plane::store::decode_snapshot_file(file).expect("decodes");
     assert!(!state.registry.members().is_empty());
 }
+
+#[test]
+fn every_target_has_its_cargo_fuzz_binary_and_no_binary_lacks_a_target() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("libfuzzer");
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("manifest");
+    for target in TARGETS {
+        assert!(
+            manifest.contains(&format!("name = \"{}\"", target.name)),
+            "{} is not a cargo-fuzz binary",
+            target.name
+        );
+        let source = std::fs::read_to_string(dir.join(format!("fuzz_targets/{}.rs", target.name)))
+            .unwrap_or_else(|e| panic!("{}: {e}", target.name));
+        assert!(source.contains(&format!("run(\"{}\"", target.name)));
+    }
+    let binaries = manifest.matches("[[bin]]").count();
+    assert_eq!(
+        binaries,
+        TARGETS.len(),
+        "a cargo-fuzz binary without a target"
+    );
+}
