@@ -133,6 +133,7 @@ pub(crate) struct Agent {
     pub(crate) roles: Roles,
     pub(crate) counters: FeedCounters,
     pub(crate) join_outcomes: crate::metrics::JoinOutcomes,
+    pub(crate) http_answers: Arc<crate::access_log::HttpAnswers>,
     /// The address advertised now (changed by the address watchdog).
     pub(crate) advertise: std::sync::RwLock<IpAddr>,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
@@ -423,6 +424,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             roles,
             counters: FeedCounters::default(),
             join_outcomes: Default::default(),
+            http_answers: Default::default(),
             advertise: std::sync::RwLock::new(config_advertise),
             shutdown: shutdown.clone(),
         });
@@ -507,7 +509,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .layer(axum::middleware::from_fn(move |req, next| {
                 require_admin_token(token.clone(), req, next)
             }))
-            .layer(crate::access_log::layer());
+            .layer(crate::access_log::layer(agent.http_answers.clone()));
         tracing::info!(%bind, "serving HTTP");
         // Graceful leave, in order: commit Leave (while this member still serves the others'
         // Raft and forwarding traffic), leave the gossip, stop serving, stop the CP member.

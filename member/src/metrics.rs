@@ -226,6 +226,19 @@ impl Collector for AgentCollector {
             "Join requests this member answered, by outcome (accepted or the rejection code).",
             &joins,
         )?;
+        let answers = &agent.http_answers;
+        counter(
+            e,
+            "hivemind_http_unavailable",
+            "HTTP answers 503 (no quorum, leader change, cut off: the client retries).",
+            &[(&[], answers.unavailable.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            e,
+            "hivemind_http_server_errors",
+            "HTTP answers with another 5xx or no status (logged at ERROR).",
+            &[(&[], answers.server_errors.load(Ordering::Relaxed))],
+        )?;
         // Each role's samples, one family per (role, name).
         for (role, samples) in agent.roles.metrics() {
             let mut families: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
