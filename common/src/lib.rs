@@ -22,6 +22,7 @@ pub mod records;
 pub mod role;
 pub mod roles;
 pub mod seal;
+pub mod secret;
 
 pub use codec::{decode, encode, CodecError};
 pub use id::MemberId;

@@ -89,8 +89,7 @@ pub struct RoleSettings {
     pub cluster_secret: Option<String>,
 }
 
-/// The header carrying the cluster secret on internal routes.
-pub const CLUSTER_SECRET_HEADER: &str = "x-hivemind-cluster-secret";
+pub use crate::secret::CLUSTER_SECRET_HEADER;
 
 /// A keygroup as a role sees it: with its secret when this member's node may see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,8 +53,7 @@ pub mod paths {
     pub const JOIN: &str = "/internal/v1/join";
 }
 
-/// Header carrying the cluster secret on internal routes (when one is configured).
-pub const CLUSTER_SECRET_HEADER: &str = "x-hivemind-cluster-secret";
+pub use hivemind_common::secret::CLUSTER_SECRET_HEADER;
 
 /// A bincode-over-HTTP client for internal routes, shared by Raft RPC, forwarding and bootstrap.
 #[derive(Clone)]

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use hivemind_common::role::{Me, RoleSettings};
+use hivemind_common::secret;
 use hivemind_control_plane::http::views::{ErrorBody, MachineView, MemberView, NodeView};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::network::{paths, InternalClient};
@@ -215,9 +216,12 @@ async fn join_route(
     };
     let answer: Result<JoinAccepted, CpError> = match agent.cp.as_ref() {
         CpAccess::Member(cp) => {
-            if agent.config.join_token.is_some() && request.token != agent.config.join_token {
+            if !secret::satisfies(agent.config.join_token.as_deref(), request.token.as_deref()) {
                 Err(CpError::BadToken)
-            } else if request.cluster_proof != agent.config.cluster_secret() {
+            } else if !secret::same(
+                request.cluster_proof.as_deref(),
+                agent.config.cluster_secret().as_deref(),
+            ) {
                 // A member without our gossip key could not gossip with us: refuse it before
                 // anything is proposed, so it leaves no trace.
                 Err(CpError::BadGossipKey)

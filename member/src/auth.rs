@@ -5,6 +5,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hivemind_common::secret::{constant_time_eq, satisfies, CLUSTER_SECRET_HEADER};
 use hivemind_control_plane::http::ApiError;
 
 pub const TOKEN_HEADER: &str = "x-hivemind-token";
@@ -20,10 +21,6 @@ pub fn carries_token(headers: &HeaderMap, token: &str) -> bool {
         .into_iter()
         .flatten()
         .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Middleware guarding `/v1/*` with the admin token (internal routes have their own secret).
@@ -48,19 +45,17 @@ pub async fn require_cluster_secret(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(secret) = secret {
-        let given = request
-            .headers()
-            .get(hivemind_common::role::CLUSTER_SECRET_HEADER)
-            .map(|v| v.as_bytes());
-        if !given.is_some_and(|g| constant_time_eq(g, secret.as_bytes())) {
-            return hivemind_control_plane::http::ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "bad_cluster_secret",
-                "internal route needs the cluster secret",
-            )
-            .into_response();
-        }
+    let given = request
+        .headers()
+        .get(CLUSTER_SECRET_HEADER)
+        .map(|v| v.as_bytes());
+    if !satisfies(secret.as_deref(), given) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_cluster_secret",
+            "internal route needs the cluster secret",
+        )
+        .into_response();
     }
     next.run(request).await
 }

@@ -61,7 +61,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
                             .headers()
                             .get(CLUSTER_SECRET_HEADER)
                             .map(|v| v.as_bytes());
-                        if given != Some(secret.as_bytes()) {
+                        if !hivemind_common::secret::satisfies(Some(secret.as_bytes()), given) {
                             return ApiError::new(
                                 StatusCode::UNAUTHORIZED,
                                 "bad_cluster_secret",
