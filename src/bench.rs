@@ -108,11 +108,8 @@ impl PhaseResult {
     }
 
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i].as_secs_f64() * 1000.0
+        hivemind_common::stats::percentile(&self.latencies, p)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     }
 }
 

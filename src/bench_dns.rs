@@ -68,8 +68,7 @@ fn srv_ports(dns_port: u16, name: &Name, target: &str) -> Option<Vec<u16>> {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
+    hivemind_common::stats::percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 pub async fn propagation(args: PropagationArgs, json_out: bool) -> Result<()> {

@@ -193,8 +193,7 @@ where
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    hivemind_common::stats::percentile(sorted, q).unwrap_or(f64::NAN)
 }
 
 pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {

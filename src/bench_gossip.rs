@@ -575,7 +575,7 @@ async fn measure(system: System, args: &GossipBenchArgs) -> Result<GossipResult>
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    hivemind_common::stats::percentile(&v, 0.5).unwrap_or(f64::NAN)
 }
 
 pub async fn gossip(args: GossipBenchArgs, json: bool) -> Result<()> {

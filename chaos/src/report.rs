@@ -158,10 +158,8 @@ pub fn unavailable_ms(history: &[Event], w: &Window) -> u64 {
 fn median_and_max(values: &[u64]) -> (u64, u64) {
     let mut v = values.to_vec();
     v.sort_unstable();
-    match v.len() {
-        0 => (0, 0),
-        n => (v[(n - 1) / 2], v[n - 1]),
-    }
+    let median = hivemind_common::stats::percentile(&v, 0.5).unwrap_or(0);
+    (median, v.last().copied().unwrap_or(0))
 }
 
 impl std::fmt::Display for Report {

@@ -23,6 +23,7 @@ pub mod role;
 pub mod roles;
 pub mod seal;
 pub mod secret;
+pub mod stats;
 
 pub use codec::{decode, encode, CodecError};
 pub use id::MemberId;
