@@ -1,0 +1,179 @@
+//! A CP member's life: bootstrap discovery, retention (a new epoch once the feed is long),
+//! background counters and shutdown.
+
+use super::*;
+
+/// Counts leader changes from openraft's metrics until the control plane is dropped.
+pub(super) async fn count_leader_changes(cp: std::sync::Weak<ControlPlane>) {
+    let Some(mut metrics) = cp.upgrade().map(|cp| cp.raft.metrics()) else {
+        return;
+    };
+    let mut leader = metrics.borrow().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_leader;
+        if now != leader {
+            leader = now;
+            match cp.upgrade() {
+                Some(cp) => cp.leader_changes.fetch_add(1, Ordering::Relaxed),
+                None => return,
+            };
+        }
+    }
+}
+
+/// Sends a heartbeat as soon as a commit index that AppendEntries withheld from followers (it
+/// was not yet on this member's disk, see `store::durable`) becomes durable, so that followers
+/// apply it now rather than at the next regular heartbeat.
+pub(super) async fn release_withheld_commits(cp: std::sync::Weak<ControlPlane>) {
+    let Some(mut durable_moved) = cp.upgrade().map(|cp| cp.durable.subscribe()) else {
+        return;
+    };
+    while durable_moved.changed().await.is_ok() {
+        let Some(cp) = cp.upgrade() else { return };
+        if cp.durable.take_released() {
+            if let Err(e) = cp.raft.trigger().heartbeat().await {
+                tracing::debug!(error = %e, "no heartbeat for a released commit: Raft stopped");
+                return;
+            }
+        }
+    }
+}
+
+impl ControlPlane {
+    pub(super) fn candidate(&self, initialized: bool) -> Candidate {
+        Candidate {
+            id: self.config.id,
+            name: self.config.name.clone(),
+            http_addr: self.config.http_addr.clone(),
+            initialized,
+        }
+    }
+
+    pub(super) async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Answers a bootstrap hello and remembers the caller.
+    pub(crate) async fn hello(&self, caller: Option<Candidate>) -> Hello {
+        let me = self.candidate(self.is_initialized().await);
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = caller.filter(|c| c.id != self.config.id) {
+            known.insert(c.id, c);
+        }
+        let known = known.values().cloned().collect();
+        Hello { me, known }
+    }
+
+    /// Forms the cluster with `--bootstrap-expect` peers, unless Raft state already exists
+    /// (a restarted member never re-initializes). Returns once this member is initialized.
+    pub async fn run_bootstrap(self: Arc<Self>, cancel: CancellationToken) {
+        let mut last_reason = String::new();
+        loop {
+            if self.is_initialized().await {
+                tracing::info!("control plane initialized");
+                return;
+            }
+            if let Some(expect) = self.config.bootstrap_expect {
+                let others = self.discover().await;
+                match decide(&self.candidate(false), &others, expect) {
+                    Decision::Initialize(voters) => {
+                        tracing::info!(voters = ?voters.keys().map(|v| format!("{v:016x}")).collect::<Vec<_>>(), "initializing the control plane");
+                        if let Err(e) = self.raft.initialize(voters).await {
+                            tracing::warn!(error = %e, "initialize failed; retrying");
+                        }
+                    }
+                    Decision::Wait(reason) => {
+                        if reason != last_reason {
+                            tracing::info!(%reason, "bootstrap waiting");
+                            last_reason = reason;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    }
+
+    /// Says hello to every join address and every candidate heard of; returns the others.
+    pub(super) async fn discover(&self) -> Vec<Candidate> {
+        let mut addrs: BTreeSet<String> = self.config.join.iter().cloned().collect();
+        addrs.extend(self.known_snapshot().into_iter().map(|c| c.http_addr));
+        addrs.remove(&self.config.http_addr);
+        let me = Some(self.candidate(false));
+        let calls = addrs.iter().map(|addr| {
+            self.client
+                .call::<_, Hello>(addr, paths::HELLO, &me, Duration::from_millis(500))
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for hello in answers.into_iter().flatten() {
+            for c in hello.known.into_iter().chain([hello.me]) {
+                if c.id != self.config.id {
+                    known.insert(c.id, c);
+                }
+            }
+        }
+        known.values().cloned().collect()
+    }
+
+    pub(super) fn known_snapshot(&self) -> Vec<Candidate> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// While this member leads, starts a new epoch whenever the event feed outgrows the
+    /// retention (checked every second; the feed of the old epoch is dropped by the bump).
+    pub async fn run_retention(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let feed_len = self.state.read().registry.feed_len();
+            if !needs_new_epoch(feed_len, self.config.event_retention, self.is_leader()) {
+                continue;
+            }
+            let reason = format!(
+                "the feed holds {feed_len} events, retention {}",
+                self.config.event_retention
+            );
+            match self.write(Command::EpochBump { reason }).await {
+                Ok(applied) => {
+                    tracing::info!(outcome = ?applied.output, feed_len, "started a new epoch")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not start a new epoch; retrying"),
+            }
+        }
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Whether the leader should start a new epoch (sans IO).
+pub fn needs_new_epoch(feed_len: usize, retention: usize, is_leader: bool) -> bool {
+    is_leader && feed_len > retention
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_leader_bumps_and_only_past_the_retention() {
+        assert!(needs_new_epoch(11, 10, true));
+        assert!(!needs_new_epoch(10, 10, true));
+        assert!(!needs_new_epoch(11, 10, false));
+    }
+}

@@ -1,0 +1,174 @@
+//! Reads: linearizable read barriers answered by shared read-index rounds, the event feed,
+//! KV reads and registry digests.
+
+use super::*;
+
+/// Where a linearizable read waits for its read index.
+pub(super) type ReadWaiter = oneshot::Sender<Result<u64, CpError>>;
+
+/// Runs read-index rounds one after the other while reads wait for one (see [`ReadRounds`]),
+/// answering each round's reads with its outcome.
+pub(super) async fn run_read_rounds(cp: Arc<ControlPlane>) {
+    // Should this task be dropped mid-round (the runtime shuts down), the waiting reads are
+    // told so and the next read starts rounds afresh, rather than waiting behind a round that
+    // will never finish.
+    struct Abandon<'a>(&'a ControlPlane);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            let abandoned = self.0.read_rounds().abandon();
+            drop(abandoned); // their callers see the channel closed
+        }
+    }
+    let guard = Abandon(&cp);
+    loop {
+        cp.read_index_rounds.fetch_add(1, Ordering::Relaxed);
+        let outcome = cp
+            .on_leader(
+                cp.config.request_timeout,
+                || cp.local_read_index(),
+                paths::READ_INDEX,
+                &(),
+            )
+            .await;
+        let finished = cp.read_rounds().finish();
+        for read in finished.answered {
+            let _ = read.send(outcome.clone());
+        }
+        if !finished.start_next {
+            break;
+        }
+    }
+    std::mem::forget(guard);
+}
+
+impl ControlPlane {
+    /// The leader's read index, confirmed by a quorum round; `NotLeader` elsewhere.
+    pub(crate) async fn local_read_index(&self) -> Result<u64, CpError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(CpError::NotLeader {
+                    leader: f.leader_node.map(|n| n.http_addr),
+                })
+            }
+            // The leader could not confirm it still leads: retry until the deadline.
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(CpError::NotLeader { leader: None })
+            }
+            Err(RaftError::Fatal(f)) => Err(CpError::Fatal(f.to_string())),
+        }
+    }
+
+    /// Linearizable read barrier: obtains the leader's read index (a quorum-confirmed commit
+    /// index) and waits until this member has applied it. Returns the index.
+    ///
+    /// Concurrent reads share read-index rounds (see [`ReadRounds`]): one round in flight per
+    /// member, and the reads that arrive meanwhile share the next.
+    pub async fn read_barrier(&self) -> Result<u64, CpError> {
+        let started = tokio::time::Instant::now();
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let (reply, index) = oneshot::channel();
+        if self.read_rounds().arrive(reply) == Arrival::StartRound {
+            match self.me.upgrade() {
+                Some(cp) => drop(tokio::spawn(run_read_rounds(cp))),
+                // Only while the last handle drops: no round will run, release the read.
+                None => drop(self.read_rounds().abandon()),
+            }
+        }
+        let index = match tokio::time::timeout(self.config.request_timeout, index).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(CpError::Fatal("the read-index rounds stopped".into())),
+            Err(_) => return Err(self.no_quorum("no read index in time")),
+        };
+        let remaining = self
+            .config
+            .request_timeout
+            .saturating_sub(started.elapsed());
+        let mut applied = self.state.subscribe_applied();
+        let waited = tokio::time::timeout(remaining, applied.wait_for(|i| *i >= index))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(index),
+            Ok(Err(_)) => Err(CpError::Fatal("state machine closed".into())),
+            Err(_) => {
+                Err(self.no_quorum(format!("did not apply up to read index {index} in time")))
+            }
+        }
+    }
+
+    /// The event feed after `after`, from this member's applied state: long-polls up to `wait`
+    /// for events, then answers (possibly empty). `Gone` when the reader must re-bootstrap.
+    pub async fn feed(
+        &self,
+        after: u64,
+        epoch: Option<u64>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<FeedPage, FeedError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.state.subscribe_applied();
+        loop {
+            applied.borrow_and_update();
+            {
+                let state = self.state.read();
+                let registry = &state.registry;
+                let applied_index = state.last_applied.map_or(0, |l| l.index);
+                let events = registry.events_after(after, epoch, limit)?;
+                if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+                    // Every event up to the applied index is in this page or before `after`,
+                    // unless the page is full: then the reader continues after its last event.
+                    let next_after = if events.len() >= limit {
+                        events.last().map_or(after, |e| e.index)
+                    } else {
+                        applied_index.max(after)
+                    };
+                    return Ok(FeedPage {
+                        epoch: registry.epoch(),
+                        first_index: registry.epoch_start_index(),
+                        applied_index,
+                        next_after,
+                        events: events.to_vec(),
+                    });
+                }
+            }
+            // At the deadline, answer (empty) on the next turn.
+            let _ = tokio::time::timeout_at(deadline, applied.changed()).await;
+        }
+    }
+
+    /// A linearizable read of one KV entry.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, CpError> {
+        self.read_barrier().await?;
+        Ok(self.state.read().registry.kv_get(key).cloned())
+    }
+
+    /// The registry once this member applied `index` (waits within the request timeout), so a
+    /// writer reads its own write wherever it reads.
+    /// A linearizable read of the registry's membership (read index, then local apply).
+    pub async fn digest_now(&self) -> Result<RegistryDigest, CpError> {
+        let index = self.read_barrier().await?;
+        self.digest_at(index).await
+    }
+
+    pub async fn digest_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
+        let mut applied = self.state.subscribe_applied();
+        let waited = tokio::time::timeout(
+            self.config.request_timeout,
+            applied.wait_for(|i| *i >= index),
+        )
+        .await
+        .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(self.digest()),
+            Ok(Err(_)) => Err(CpError::Fatal("state machine closed".into())),
+            Err(_) => Err(self.no_quorum(format!("did not apply index {index} in time"))),
+        }
+    }
+
+    /// The registry's membership at this member's applied index (a stale read).
+    pub fn digest(&self) -> RegistryDigest {
+        let state = self.state.read();
+        RegistryDigest::of(&state.registry, state.last_applied.map_or(0, |l| l.index))
+    }
+}
