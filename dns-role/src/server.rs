@@ -116,3 +116,138 @@ impl RequestHandler for Handler {
         }
     }
 }
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hivemind_common::role::RoleHealth;
+use tokio_util::sync::CancellationToken;
+
+use crate::{wire, Shared};
+
+/// A UDP socket on `addr` that shares the port with its siblings (`SO_REUSEPORT`), so the
+/// kernel spreads queries over several receive loops. Blocking, with a read timeout of
+/// [`UDP_SHUTDOWN_CHECK`] so that its loop notices a shutdown.
+pub(crate) fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_read_timeout(Some(UDP_SHUTDOWN_CHECK))?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// How long a UDP loop blocks in a receive before it looks at the shutdown token.
+pub(crate) const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
+
+/// One UDP receive loop on a thread of its own: each datagram answered from the finished
+/// answers (fast path) or built with hickory-proto (everything else). The query path needs no
+/// async runtime, so it never waits behind the agent's tasks (the runtime may be one thread)
+/// and costs no wake-ups: one blocking receive and one send per query, as in nsd.
+pub(crate) fn udp_loop(
+    shared: Arc<Shared>,
+    socket: std::net::UdpSocket,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 4096];
+    while !shutdown.is_cancelled() {
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS receive failed");
+                // Not a spin on an error that repeats: the socket is polled again shortly.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let received = std::time::Instant::now();
+        let answer = {
+            let zone = shared
+                .zone
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let answers = shared
+                .wire
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            answers.respond(&zone, &buf[..len])
+        };
+        if let Some(answer) = answer {
+            let sent = socket.send_to(&answer, from);
+            shared.queries.answered(wire::rcode_of(&answer), received);
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, %from, "DNS answer not sent");
+            }
+        }
+    }
+}
+
+/// Binds the DNS sockets (one UDP receive loop per core, each on its own thread) and serves
+/// until `shutdown`.
+pub(crate) async fn serve_dns(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    health: RoleHealth,
+    shutdown: CancellationToken,
+) {
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let udp: std::io::Result<Vec<_>> = (0..loops).map(|_| reuseport_udp(addr)).collect();
+    let tcp = tokio::net::TcpListener::bind(addr).await;
+    let (udp, tcp) = match (udp, tcp) {
+        (Ok(u), Ok(t)) => (u, t),
+        (u, t) => {
+            let error = u
+                .err()
+                .or(t.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::error!(%addr, %error, "cannot bind the DNS port; not serving DNS");
+            health.waiting_for(vec![format!("dns_port:{error}")]);
+            return;
+        }
+    };
+    let mut server = hickory_server::Server::new(Handler {
+        zone: shared.zone.clone(),
+        counts: shared.queries.clone(),
+    });
+    for (n, socket) in udp.into_iter().enumerate() {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let span = tracing::Span::current();
+        let started = std::thread::Builder::new()
+            .name(format!("hivemind-dns-udp-{n}"))
+            .spawn(move || span.in_scope(|| udp_loop(shared, socket, shutdown)));
+        if let Err(e) = started {
+            tracing::error!(%addr, error = %e, "cannot start a DNS receive thread");
+            health.waiting_for(vec![format!("dns_thread:{e}")]);
+            return;
+        }
+    }
+    // TCP (rare: truncated answers, zone tooling) goes through hickory-server.
+    server.register_listener(tcp, Duration::from_secs(5), 64);
+    tracing::info!(%addr, "serving DNS");
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            let _ = server.shutdown_gracefully().await;
+        }
+        result = server.block_until_done() => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the DNS server stopped");
+            }
+        }
+    }
+}
