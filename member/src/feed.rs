@@ -12,7 +12,8 @@ use hivemind_control_plane::registry::FeedError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::agent::{admit, Agent};
+use crate::admission::admit;
+use crate::agent::Agent;
 use crate::view::{MembershipView, PageOutcome};
 
 /// How long one feed request waits for new events.

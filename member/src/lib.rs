@@ -20,6 +20,7 @@
 
 pub mod access_log;
 pub mod address;
+pub mod admission;
 pub mod agent;
 pub mod auth;
 pub mod cp_access;
@@ -28,6 +29,7 @@ pub mod gossip;
 pub mod identity;
 pub mod join;
 pub mod keygroups_api;
+pub mod member_api;
 pub mod metrics;
 pub mod openapi;
 pub mod role_runtime;

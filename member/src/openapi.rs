@@ -19,7 +19,7 @@ struct DocumentApi;
 
 /// The document for a member with (or without) the control plane and these roles.
 pub fn document(control_plane: bool, roles: &[String]) -> Document {
-    let mut doc = crate::agent::MemberApi::openapi();
+    let mut doc = crate::member_api::MemberApi::openapi();
     doc.merge(crate::keygroups_api::KeygroupsApi::openapi());
     doc.merge(DocumentApi::openapi());
     if control_plane {
@@ -88,7 +88,7 @@ mod tests {
         }
         // Merging keeps one schema per name: two different types may not share a name.
         let parts = [
-            crate::agent::MemberApi::openapi(),
+            crate::member_api::MemberApi::openapi(),
             crate::keygroups_api::KeygroupsApi::openapi(),
             hivemind_control_plane::http::api::CpApi::openapi(),
             crate::role_runtime::openapi("host").unwrap(),

@@ -1,0 +1,241 @@
+//! How members get in and stay known: the join route every member serves, this member's own
+//! admission (`Join`) and `Leave`, SWIM's verdicts carried to the control plane, and registry
+//! members SWIM does not know announced to.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use hivemind_common::secret;
+use hivemind_control_plane::http::ApiError;
+use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo, MemberState};
+use hivemind_control_plane::{Applied, CpError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::cp_access::CpAccess;
+use crate::gossip::{GossipCommand, GossipEvent, GossipId, Profile};
+use crate::join::{cp_endpoints, JoinAccepted, JoinRequest};
+
+use crate::agent::Agent;
+
+/// `/internal/v1/join` on every member: a CP member checks the token and commits `Join`; any
+/// other member forwards the request to the control plane.
+pub(crate) async fn join_route(
+    State(agent): State<Arc<Agent>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let request: JoinRequest = match hivemind_common::decode(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return ApiError::bad_request(format!("malformed join request: {e}")).into_response()
+        }
+    };
+    let answer: Result<JoinAccepted, CpError> = match agent.cp.as_ref() {
+        CpAccess::Member(cp) => {
+            if !secret::satisfies(agent.config.join_token.as_deref(), request.token.as_deref()) {
+                Err(CpError::BadToken)
+            } else if !secret::same(
+                request.cluster_proof.as_deref(),
+                agent.config.cluster_secret().as_deref(),
+            ) {
+                // A member without our gossip key could not gossip with us: refuse it before
+                // anything is proposed, so it leaves no trace.
+                Err(CpError::BadGossipKey)
+            } else {
+                let join = Command::Join {
+                    member: request.member,
+                    epoch: request.epoch,
+                };
+                match cp.write(join).await {
+                    Ok(Applied {
+                        output: CommandOutput::Joined { epoch, index },
+                        ..
+                    }) => {
+                        let state = cp.state().read();
+                        let members = state
+                            .registry
+                            .members()
+                            .values()
+                            .filter(|m| m.state == MemberState::Alive)
+                            .map(|m| m.info.clone())
+                            .collect();
+                        Ok(JoinAccepted {
+                            epoch,
+                            index,
+                            members,
+                        })
+                    }
+                    Ok(other) => Err(CpError::Fatal(format!(
+                        "unexpected join outcome {:?}",
+                        other.output
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        CpAccess::Client(client) => client.forward_join(&request).await,
+    };
+    agent.join_outcomes.record(match &answer {
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        hivemind_common::encode(&answer),
+    )
+        .into_response()
+}
+
+/// Commits `Leave` for this member (within the bounded wait; without a quorum the member leaves
+/// anyway and SWIM reports it down instead).
+pub(crate) async fn leave(agent: &Agent) {
+    if !agent.admitted.load(Ordering::Relaxed) {
+        return;
+    }
+    match agent
+        .cp
+        .write(Command::Leave {
+            id: agent.identity.id,
+        })
+        .await
+    {
+        Ok(_) => tracing::info!("left the cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not commit Leave; leaving anyway"),
+    }
+}
+
+/// Commits this member's `Join` (its current incarnation) so that the registry lists it.
+pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let join = Command::Join {
+            member: agent.info(),
+            epoch: None,
+        };
+        match agent.cp.write(join).await {
+            Ok(applied) => {
+                if let CommandOutput::Joined { epoch, index } = applied.output {
+                    if let Err(e) = agent.store.set_epoch(epoch) {
+                        tracing::warn!(error = %e, "cannot persist the epoch");
+                    }
+                    agent.admitted_index.store(index, Ordering::Relaxed);
+                    tracing::info!(epoch, index, "admitted to the registry");
+                }
+                agent.admitted.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, code = e.code(), "admission failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Registry members unknown to SWIM announced to per round.
+pub(crate) const ANNOUNCES_PER_ROUND: usize = 4;
+
+/// Keeps the SWIM view in step with the registry (as the feed's membership view holds it):
+/// live registry members that gossip does not know (yet, or any more) are announced to,
+/// periodically.
+pub(crate) async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationToken) {
+    let every = match agent.config.gossip_profile {
+        Profile::Local => Duration::from_millis(500),
+        Profile::Lan => Duration::from_secs(2),
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        // The membership view the feed keeps current: no control-plane call per round.
+        let registry = agent.view.borrow().clone();
+        if let CpAccess::Client(client) = agent.cp.as_ref() {
+            let infos: Vec<MemberInfo> = registry.live_members().map(|m| m.info.clone()).collect();
+            client.set_endpoints(cp_endpoints(&infos));
+        }
+        let targets: Vec<GossipId> = {
+            let view = agent.gossip.view.borrow();
+            registry
+                .live_members()
+                .filter(|m| m.info.id != agent.identity.id)
+                .filter(|m| {
+                    !matches!(
+                        view.get(&m.info.id),
+                        Some((_, foca::State::Alive | foca::State::Suspect))
+                    )
+                })
+                .filter_map(|m| {
+                    Some(GossipId {
+                        id: m.info.id,
+                        addr: m.info.gossip_addr.parse().ok()?,
+                        generation: m.info.generation,
+                    })
+                })
+                .collect()
+        };
+        // One answered announce teaches SWIM the whole membership: a few random targets per
+        // round repair the view without flooding members that are not there.
+        use rand::seq::SliceRandom;
+        for target in targets.choose_multiple(&mut rand::thread_rng(), ANNOUNCES_PER_ROUND) {
+            let _ = agent
+                .gossip
+                .commands
+                .try_send(GossipCommand::Announce(*target));
+        }
+    }
+}
+
+/// SWIM's verdicts, carried to the control plane: a member seen down is reported as
+/// `Fail{id, generation}` (the CP commits it once however many report it); when we ourselves
+/// were declared down and rejoined under a renewed identity, we are admitted again.
+pub(crate) async fn handle_gossip_events(
+    agent: Arc<Agent>,
+    mut events: mpsc::UnboundedReceiver<GossipEvent>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            event = events.recv() => match event { Some(e) => e, None => return },
+        };
+        match event {
+            GossipEvent::Down(id) => {
+                let fail = Command::Fail {
+                    id: id.id,
+                    generation: id.generation,
+                };
+                for attempt in 0..5u32 {
+                    match agent.cp.write(fail.clone()).await {
+                        Ok(applied) => {
+                            tracing::info!(member = %id.id, generation = id.generation, outcome = ?applied.output, "reported a down member");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(member = %id.id, error = %e, attempt, "cannot report a down member; retrying");
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                    }
+                }
+            }
+            GossipEvent::Renewed(id) => {
+                tracing::warn!(
+                    generation = id.generation,
+                    "declared down by the cluster; rejoining as a new incarnation"
+                );
+                agent.generation.fetch_max(id.generation, Ordering::Relaxed);
+                if let Err(e) = agent.store.set_generation(id.generation) {
+                    tracing::warn!(error = %e, "cannot persist the renewed generation");
+                }
+                agent.admitted.store(false, Ordering::Relaxed);
+                tokio::spawn(admit(agent.clone(), cancel.child_token()).in_current_span());
+            }
+        }
+    }
+}
