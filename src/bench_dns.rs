@@ -18,7 +18,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query as DnsQuery};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hivemind_common::records::{self, HostRecord};
 use hivemind_common::MemberId;
-use hivemind_control_plane::network::{paths, InternalClient};
+use hivemind_control_plane::network::InternalClient;
+use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::MemberInfo;
 use hivemind_control_plane::CpError;
 use hivemind_member::join::{JoinAccepted, JoinRequest};
@@ -267,7 +268,7 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
             client
                 .call::<_, Result<JoinAccepted, CpError>>(
                     &via,
-                    paths::JOIN,
+                    ops::Join::PATH,
                     &request,
                     Duration::from_secs(10),
                 )

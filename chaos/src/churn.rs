@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hivemind_common::MemberId;
-use hivemind_control_plane::network::paths;
+use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo};
 use hivemind_control_plane::{Applied, CpError};
 use hivemind_member::join::{JoinAccepted, JoinRequest};
@@ -95,7 +95,7 @@ pub async fn prepare(member: &str) -> Result<(), String> {
         };
         for command in [create, add] {
             let body = hivemind_common::encode(&command);
-            let (outcome, _) = call::<Applied>(&http, member, paths::PROPOSE, body).await;
+            let (outcome, _) = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
             if outcome != ChurnOutcome::Ok {
                 return Err(format!("cannot prepare keygroup {name}: {outcome:?}"));
             }
@@ -147,7 +147,7 @@ pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: Cancell
                 epoch: None,
             };
             let body = hivemind_common::encode(&request);
-            let (outcome, _) = call::<JoinAccepted>(&http, member, paths::JOIN, body).await;
+            let (outcome, _) = call::<JoinAccepted>(&http, member, ops::Join::PATH, body).await;
             if outcome == ChurnOutcome::Ok {
                 joined.push((id, node.to_string()));
             }
@@ -155,7 +155,7 @@ pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: Cancell
         } else if roll < 25 {
             let (id, _) = joined.swap_remove(rng.gen_range(0..joined.len()));
             let body = hivemind_common::encode(&Command::Leave { id });
-            let (outcome, _) = call::<Applied>(&http, member, paths::PROPOSE, body).await;
+            let (outcome, _) = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
             (id, ChurnKind::Leave, outcome)
         } else {
             let (id, node) = joined[rng.gen_range(0..joined.len())].clone();
@@ -166,7 +166,7 @@ pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: Cancell
                 machine: id,
             };
             let body = hivemind_common::encode(&claim);
-            let (outcome, _) = call::<Applied>(&http, member, paths::PROPOSE, body).await;
+            let (outcome, _) = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
             (id, ChurnKind::Claim { node, keygroup }, outcome)
         };
         log.push(ChurnOp {

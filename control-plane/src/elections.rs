@@ -4,7 +4,7 @@
 //! every heartbeat interval whether its leader has been silent for the lease plus a randomized
 //! election timeout; if so it asks every other voter for a pre-vote and triggers a real
 //! election only when a majority of every voter configuration would grant it. The voters answer
-//! on the internal route `paths::PRE_VOTE` ([`answer`]). The outcome also tells whether a
+//! on the internal operation `ops::PreVote` ([`answer`]). The outcome also tells whether a
 //! follower is cut off from a majority (`pre_vote::follower_cut_off`).
 
 use std::collections::BTreeSet;
@@ -16,7 +16,7 @@ use openraft::ServerState;
 use rand::Rng;
 
 use crate::control::ControlPlane;
-use crate::network::paths;
+use crate::ops;
 use crate::pre_vote::{self, PreVoteAnswer, PreVoteRequest, VoterView};
 use crate::types::{CpNode, NodeId};
 use openraft::Membership;
@@ -165,10 +165,7 @@ async fn pre_vote_round(
         let addr = membership.get_node(id)?.http_addr.clone();
         let request = &request;
         Some(async move {
-            let answer: Result<PreVoteAnswer, _> = cp
-                .client()
-                .call(&addr, paths::PRE_VOTE, request, wait)
-                .await;
+            let answer = cp.client().op::<ops::PreVote>(&addr, request, wait).await;
             answer.is_ok_and(|a| a.granted).then_some(*id)
         })
     });

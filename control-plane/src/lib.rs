@@ -26,6 +26,7 @@ pub mod elections;
 pub mod error;
 pub mod http;
 pub mod network;
+pub mod ops;
 pub mod pre_vote;
 pub mod raft_log;
 pub mod read_rounds;

@@ -16,42 +16,10 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::ops::{self, Op};
 use crate::store::durable::Durable;
 use crate::stream::{FramePool, StreamError};
 use crate::types::{CpNode, NodeId, TypeConfig};
-
-/// Internal route paths, shared by client and server so they cannot drift apart.
-pub mod paths {
-    pub const APPEND: &str = "/internal/v1/raft/append";
-    /// AppendEntries as a [`crate::stream`]: one upgraded connection per leader and follower.
-    pub const APPEND_STREAM: &str = "/internal/v1/raft/append-stream";
-    /// Any internal route as a [`crate::stream`]: each frame names a route and carries its body;
-    /// the answer frame carries the route's status and body. Writes and read-index requests
-    /// forwarded to the leader travel this way.
-    pub const CALL_STREAM: &str = "/internal/v1/call-stream";
-    pub const VOTE: &str = "/internal/v1/raft/vote";
-    /// "Would you vote for me?" before a real election (see `crate::pre_vote`).
-    pub const PRE_VOTE: &str = "/internal/v1/raft/pre-vote";
-    pub const SNAPSHOT: &str = "/internal/v1/raft/snapshot";
-    pub const WRITE: &str = "/internal/v1/cp/write";
-    pub const READ_INDEX: &str = "/internal/v1/cp/read-index";
-    pub const ADMIN: &str = "/internal/v1/cp/admin";
-    pub const HELLO: &str = "/internal/v1/cp/hello";
-    /// A command from a member that is not in the control plane (full write path).
-    pub const PROPOSE: &str = "/internal/v1/cp/propose";
-    /// The registry's membership as this CP member applied it (stale read).
-    pub const REGISTRY: &str = "/internal/v1/cp/registry";
-    /// A linearizable read of the registry (answers `Result<RegistryDigest, CpError>`).
-    pub const REGISTRY_NOW: &str = "/internal/v1/cp/registry-now";
-    /// The event feed for members outside the control plane (long-poll).
-    pub const FEED: &str = "/internal/v1/cp/feed";
-    /// This CP member's Raft status, for members outside the control plane.
-    pub const STATUS: &str = "/internal/v1/cp/status";
-    /// A linearizable KV read for members outside the control plane.
-    pub const KV_GET: &str = "/internal/v1/cp/kv-get";
-    /// A join request, on every member (forwarded to the control plane by non-CP members).
-    pub const JOIN: &str = "/internal/v1/join";
-}
 
 pub use hivemind_common::secret::CLUSTER_SECRET_HEADER;
 
@@ -96,6 +64,16 @@ impl InternalClient {
             secret,
             streams,
         }
+    }
+
+    /// Calls the internal operation `O` on the member at `addr`.
+    pub async fn op<O: Op>(
+        &self,
+        addr: &str,
+        request: &O::Request,
+        timeout: Duration,
+    ) -> Result<O::Answer, CallError> {
+        self.call(addr, O::PATH, request, timeout).await
     }
 
     /// POSTs `body` (bincode) to `http://addr{path}` and decodes a bincode answer.
@@ -148,7 +126,7 @@ fn decode_answer<Resp: DeserializeOwned>(
     hivemind_common::decode(body).map_err(|e| failed(e.to_string()))
 }
 
-/// A call on [`paths::CALL_STREAM`]: the route and its bincode body.
+/// A call on [`ops::CALL_STREAM`]: the route and its bincode body.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct FramedCall {
     pub path: String,
@@ -183,7 +161,7 @@ impl InternalClient {
         let failed = |reason: String| CallError::failed(addr, reason);
         let answer = match self
             .streams
-            .call(addr, paths::CALL_STREAM, frame, timeout)
+            .call(addr, ops::CALL_STREAM, frame, timeout)
             .await
         {
             Ok(answer) => answer,
@@ -309,19 +287,19 @@ impl RaftNetwork<TypeConfig> for Peer {
             tokio::task::yield_now().await;
         }
         if self.append_over_http {
-            return self.rpc(paths::APPEND, &rpc, &option).await;
+            return self.rpc(ops::Append::PATH, &rpc, &option).await;
         }
         let frame = hivemind_common::encode(&rpc).into();
         let answer = match self
             .streams
-            .call(&self.addr, paths::APPEND_STREAM, frame, option.hard_ttl())
+            .call(&self.addr, ops::APPEND_STREAM, frame, option.hard_ttl())
             .await
         {
             Ok(answer) => answer,
             Err(StreamError::Unsupported { .. }) => {
                 tracing::info!(peer = %self.addr, "peer has no AppendEntries stream: using plain requests");
                 self.append_over_http = true;
-                return self.rpc(paths::APPEND, &rpc, &option).await;
+                return self.rpc(ops::Append::PATH, &rpc, &option).await;
             }
             Err(e @ StreamError::Unreachable { .. }) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)))
@@ -344,7 +322,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, CpNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc(paths::SNAPSHOT, &rpc, &option).await
+        self.rpc(ops::Snapshot::PATH, &rpc, &option).await
     }
 
     async fn vote(
@@ -352,7 +330,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, CpNode, RaftError<NodeId>>> {
-        self.rpc(paths::VOTE, &rpc, &option).await
+        self.rpc(ops::Vote::PATH, &rpc, &option).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

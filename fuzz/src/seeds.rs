@@ -8,14 +8,13 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hivemind_common::records::{self, HostRecord};
 use hivemind_common::{encode, MemberId};
 use hivemind_control_plane::bootstrap::Candidate;
-use hivemind_control_plane::http::internal::FeedRequest;
 use hivemind_control_plane::network::FramedCall;
+use hivemind_control_plane::ops::{FeedRequest, JoinRequest};
 use hivemind_control_plane::pre_vote::PreVoteRequest;
 use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo, Registry};
 use hivemind_control_plane::store::{encode_snapshot_file, SmData};
 use hivemind_control_plane::types::{Entry, TypeConfig};
 use hivemind_member::gossip::Sealer;
-use hivemind_member::join::JoinRequest;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, SnapshotMeta, StoredMembership, Vote};
 

@@ -12,7 +12,8 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use hivemind_common::role::{Me, RoleSettings};
-use hivemind_control_plane::network::{paths, InternalClient};
+use hivemind_control_plane::network::InternalClient;
+use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::MemberInfo;
 use hivemind_control_plane::{ControlPlane, CpConfig, CpError};
 use tokio::sync::{mpsc, watch};
@@ -416,7 +417,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
         let token = agent.config.admin_token.clone();
         let member_routes = Router::new()
-            .route(paths::JOIN, post(join_route))
+            .route(ops::Join::PATH, post(join_route))
             .route("/v1/status", get(status))
             .route("/v1/members", get(members))
             .route("/v1/leave", post(post_leave))

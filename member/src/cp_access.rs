@@ -10,8 +10,8 @@ use hivemind_common::MemberId;
 use std::time::Duration;
 
 use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
-use hivemind_control_plane::http::internal::FeedRequest;
-use hivemind_control_plane::network::{paths, InternalClient};
+use hivemind_control_plane::network::InternalClient;
+use hivemind_control_plane::ops::{self, FeedRequest, Op};
 use hivemind_control_plane::registry::{
     Actor, Command, CommandOutput, FeedError, FeedPage, KeygroupConfig, KeygroupDelta, KvEntry,
     MemberState, RegistryDigest, RegistryError, DEFAULT_TTL_SECS, SECRET_BYTES,
@@ -54,29 +54,21 @@ impl CpClient {
             .clone()
     }
 
-    /// Calls `path` on the CP members in turn until one answers (unreachable ones are skipped).
-    async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &Req,
-    ) -> Result<Resp, CpError> {
-        self.call_within(path, body, self.timeout + Duration::from_secs(1))
+    /// Calls operation `O` on the CP members in turn until one answers (unreachable ones are
+    /// skipped).
+    async fn op<O: Op>(&self, body: &O::Request) -> Result<O::Answer, CpError> {
+        self.op_within::<O>(body, self.timeout + Duration::from_secs(1))
             .await
     }
 
-    async fn call_within<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    async fn op_within<O: Op>(
         &self,
-        path: &str,
-        body: &Req,
+        body: &O::Request,
         within: Duration,
-    ) -> Result<Resp, CpError> {
+    ) -> Result<O::Answer, CpError> {
         let mut last = String::from("no control-plane member known");
         for endpoint in self.endpoints() {
-            match self
-                .client
-                .call::<Req, Resp>(&endpoint, path, body, within)
-                .await
-            {
+            match self.client.op::<O>(&endpoint, body, within).await {
                 Ok(answer) => return Ok(answer),
                 // Try the next CP member; report the last failure if none answers.
                 Err(e) => last = e.to_string(),
@@ -95,8 +87,7 @@ impl CpClient {
         &self,
         request: &crate::join::JoinRequest,
     ) -> Result<crate::join::JoinAccepted, CpError> {
-        self.call::<_, Result<crate::join::JoinAccepted, CpError>>(paths::JOIN, request)
-            .await?
+        self.op::<ops::Join>(request).await?
     }
 }
 
@@ -104,11 +95,7 @@ impl CpAccess {
     pub async fn write(&self, command: Command) -> Result<Applied, CpError> {
         match self {
             CpAccess::Member(cp) => cp.write(command).await,
-            CpAccess::Client(client) => {
-                client
-                    .call::<_, Result<Applied, CpError>>(paths::PROPOSE, &command)
-                    .await?
-            }
+            CpAccess::Client(client) => client.op::<ops::Propose>(&command).await?,
         }
     }
 
@@ -116,11 +103,7 @@ impl CpAccess {
     pub async fn registry(&self) -> Result<RegistryDigest, CpError> {
         match self {
             CpAccess::Member(cp) => Ok(cp.digest()),
-            CpAccess::Client(client) => {
-                client
-                    .call::<_, Result<RegistryDigest, CpError>>(paths::REGISTRY, &0u64)
-                    .await?
-            }
+            CpAccess::Client(client) => client.op::<ops::Registry>(&0).await?,
         }
     }
 
@@ -128,11 +111,7 @@ impl CpAccess {
     pub async fn registry_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
         match self {
             CpAccess::Member(cp) => cp.digest_at(index).await,
-            CpAccess::Client(client) => {
-                client
-                    .call::<_, Result<RegistryDigest, CpError>>(paths::REGISTRY, &index)
-                    .await?
-            }
+            CpAccess::Client(client) => client.op::<ops::Registry>(&index).await?,
         }
     }
 
@@ -140,11 +119,7 @@ impl CpAccess {
     pub async fn registry_now(&self) -> Result<RegistryDigest, CpError> {
         match self {
             CpAccess::Member(cp) => cp.digest_now().await,
-            CpAccess::Client(client) => {
-                client
-                    .call::<_, Result<RegistryDigest, CpError>>(paths::REGISTRY_NOW, &())
-                    .await?
-            }
+            CpAccess::Client(client) => client.op::<ops::RegistryNow>(&()).await?,
         }
     }
 
@@ -152,11 +127,7 @@ impl CpAccess {
     pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, CpError> {
         match self {
             CpAccess::Member(cp) => cp.kv_get(key).await,
-            CpAccess::Client(client) => {
-                client
-                    .call::<_, Result<Option<KvEntry>, CpError>>(paths::KV_GET, &key.to_string())
-                    .await?
-            }
+            CpAccess::Client(client) => client.op::<ops::KvGet>(&key.to_string()).await?,
         }
     }
 
@@ -177,7 +148,7 @@ impl CpAccess {
                     wait_ms: wait.as_millis() as u64,
                 };
                 client
-                    .call_within(paths::FEED, &request, wait + client.timeout)
+                    .op_within::<ops::Feed>(&request, wait + client.timeout)
                     .await
             }
         }
@@ -189,7 +160,7 @@ impl CpAccess {
             CpAccess::Member(cp) => Some(cp.status().await),
             // Internal route: it needs the cluster secret, not the admin token.
             CpAccess::Client(client) => client
-                .call_within::<_, CpStatus>(paths::STATUS, &(), Duration::from_secs(2))
+                .op_within::<ops::Status>(&(), Duration::from_secs(2))
                 .await
                 .ok(),
         }

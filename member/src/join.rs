@@ -4,30 +4,13 @@
 
 use std::time::Duration;
 
-use hivemind_control_plane::network::{paths, InternalClient};
+use hivemind_control_plane::network::InternalClient;
+use hivemind_control_plane::ops;
 use hivemind_control_plane::registry::{MemberInfo, RegistryError};
 use hivemind_control_plane::CpError;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// A join request, sent to any member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub member: MemberInfo,
-    pub token: Option<String>,
-    /// The cluster secret derived from the joiner's gossip key: proves it holds the same key.
-    pub cluster_proof: Option<String>,
-    /// The epoch the joiner last saw (`None` for a fresh member).
-    pub epoch: Option<u64>,
-}
-
-/// An accepted join: the epoch, the index of the `Join`, and the live members to gossip with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinAccepted {
-    pub epoch: u64,
-    pub index: u64,
-    pub members: Vec<MemberInfo>,
-}
+pub use hivemind_control_plane::ops::{JoinAccepted, JoinRequest};
 
 /// The control-plane members' HTTP addresses among `members`.
 pub fn cp_endpoints(members: &[MemberInfo]) -> Vec<String> {
@@ -81,10 +64,7 @@ pub async fn join_cluster(
     let mut last = String::from("no --join address given");
     loop {
         for addr in join {
-            let answer = match client
-                .call::<_, Result<JoinAccepted, CpError>>(addr, paths::JOIN, &request, wait)
-                .await
-            {
+            let answer = match client.op::<ops::Join>(addr, &request, wait).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     last = format!("{addr}: {e}");

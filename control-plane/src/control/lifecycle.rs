@@ -105,7 +105,7 @@ impl ControlPlane {
         let me = Some(self.candidate(false));
         let calls = addrs.iter().map(|addr| {
             self.client
-                .call::<_, Hello>(addr, paths::HELLO, &me, Duration::from_millis(500))
+                .op::<ops::HelloOp>(addr, &me, Duration::from_millis(500))
         });
         let answers = futures::future::join_all(calls).await;
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{decide, Candidate, Decision, Hello};
 use crate::error::CpError;
-use crate::network::{paths, CallError, InternalClient, NetworkFactory};
+use crate::network::{CallError, InternalClient, NetworkFactory};
+use crate::ops::{self, Op};
 use crate::read_rounds::{Arrival, ReadRounds};
 use crate::registry::{
     Command, CommandOutput, FeedError, FeedPage, KvEntry, RegistryDigest, MAX_BATCH,
@@ -354,20 +355,19 @@ impl ControlPlane {
         }
     }
 
-    /// Runs `local` here; when this member is not the leader, sends `body` to the leader's
-    /// internal `path` instead. Retries while no leader is known, all within the bounded wait.
-    async fn on_leader<T, F, Fut, B>(
+    /// Runs `local` here; when this member is not the leader, sends `body` to the leader as
+    /// operation `O` instead. Retries while no leader is known, all within the bounded wait.
+    async fn on_leader<O, T, F, Fut>(
         &self,
         wait: Duration,
         local: F,
-        path: &str,
-        body: &B,
+        body: &O::Request,
     ) -> Result<T, CpError>
     where
+        O: Op<Answer = Result<T, CpError>>,
         T: DeserializeOwned,
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, CpError>>,
-        B: Serialize,
     {
         let deadline = tokio::time::Instant::now() + wait;
         let mut last_detail = String::from("the leader did not reach a quorum");
@@ -389,9 +389,12 @@ impl ControlPlane {
                     {
                         let remaining =
                             deadline.saturating_duration_since(tokio::time::Instant::now());
-                        let call = self
-                            .client
-                            .call_framed::<B, Result<T, CpError>>(&addr, path, body, remaining);
+                        let call = self.client.call_framed::<O::Request, O::Answer>(
+                            &addr,
+                            O::PATH,
+                            body,
+                            remaining,
+                        );
                         tokio::select! {
                             answer = call => match answer {
                                 Ok(answer) => answer,
@@ -406,7 +409,7 @@ impl ControlPlane {
                             // a read asks the new one; a write's fate is unknown.
                             () = self.leader_moved_from(&addr) => {
                                 self.abandoned_forwards.fetch_add(1, Ordering::Relaxed);
-                                if path == paths::READ_INDEX {
+                                if O::PATH == ops::ReadIndex::PATH {
                                     Err(CpError::NotLeader { leader: None })
                                 } else {
                                     Err(self.no_quorum(format!(

@@ -23,10 +23,9 @@ pub(super) async fn run_read_rounds(cp: Arc<ControlPlane>) {
     loop {
         cp.read_index_rounds.fetch_add(1, Ordering::Relaxed);
         let outcome = cp
-            .on_leader(
+            .on_leader::<ops::ReadIndex, _, _, _>(
                 cp.config.request_timeout,
                 || cp.local_read_index(),
-                paths::READ_INDEX,
                 &(),
             )
             .await;

@@ -41,10 +41,9 @@ pub struct CpStatus {
 impl ControlPlane {
     /// Adds or removes a CP member (on the leader, forwarded when needed).
     pub async fn change_voters(&self, change: VoterChange) -> Result<CpStatus, CpError> {
-        self.on_leader(
+        self.on_leader::<ops::Admin, _, _, _>(
             self.config.request_timeout * 6,
             || self.local_change_voters(change.clone()),
-            paths::ADMIN,
             &change,
         )
         .await?;

@@ -220,10 +220,9 @@ impl ControlPlane {
 
     /// Commits `command` as one log entry.
     pub(super) async fn propose(&self, command: Command) -> Result<Applied, CpError> {
-        self.on_leader(
+        self.on_leader::<ops::Write, _, _, _>(
             self.config.request_timeout,
             || self.local_write(command.clone()),
-            paths::WRITE,
             &command,
         )
         .await

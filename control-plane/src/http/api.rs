@@ -18,7 +18,7 @@ use super::views::{self, ErrorBody, EventView, KvView, RegistryView};
 use super::{ApiError, JsonBody, QueryParams};
 use crate::bootstrap::Hello;
 use crate::control::{ControlPlane, CpStatus, VoterChange};
-use crate::network::paths;
+use crate::ops;
 use crate::registry::{Command, CommandOutput, FeedError};
 use crate::types::CpNode;
 
@@ -155,12 +155,7 @@ async fn add_voter(
     })?;
     let hello: Hello = cp
         .client()
-        .call(
-            &body.addr,
-            paths::HELLO,
-            &None::<crate::bootstrap::Candidate>,
-            Duration::from_secs(2),
-        )
+        .op::<ops::HelloOp>(&body.addr, &None, Duration::from_secs(2))
         .await
         .map_err(|e| {
             ApiError::bad_request(format!("cannot reach a CP member at {}: {e}", body.addr))

@@ -12,18 +12,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
-};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 
 use super::ApiError;
-use crate::bootstrap::Candidate;
-use crate::control::{ControlPlane, VoterChange};
+use crate::control::ControlPlane;
 use crate::error::CpError;
-use crate::network::{paths, FramedAnswer, FramedCall, CLUSTER_SECRET_HEADER};
-use crate::registry::Command;
+use crate::network::{FramedAnswer, FramedCall, CLUSTER_SECRET_HEADER};
+use crate::ops::{self, Op};
 use crate::types::{NodeId, TypeConfig};
 use tower::ServiceExt;
 
@@ -31,22 +26,22 @@ type Cp = State<Arc<ControlPlane>>;
 
 pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
     Router::new()
-        .route(paths::APPEND, post(append))
-        .route(paths::APPEND_STREAM, get(append_stream))
-        .route(paths::CALL_STREAM, get(call_stream))
-        .route(paths::VOTE, post(vote))
-        .route(paths::PRE_VOTE, post(pre_vote))
-        .route(paths::SNAPSHOT, post(snapshot))
-        .route(paths::WRITE, post(write))
-        .route(paths::READ_INDEX, post(read_index))
-        .route(paths::ADMIN, post(admin))
-        .route(paths::HELLO, post(hello))
-        .route(paths::PROPOSE, post(propose))
-        .route(paths::REGISTRY, post(registry))
-        .route(paths::REGISTRY_NOW, post(registry_now))
-        .route(paths::FEED, post(feed))
-        .route(paths::STATUS, post(status))
-        .route(paths::KV_GET, post(kv_get))
+        .route(ops::Append::PATH, post(append))
+        .route(ops::APPEND_STREAM, get(append_stream))
+        .route(ops::CALL_STREAM, get(call_stream))
+        .route(ops::Vote::PATH, post(vote))
+        .route(ops::PreVote::PATH, post(pre_vote))
+        .route(ops::Snapshot::PATH, post(snapshot))
+        .route(ops::Write::PATH, post(write))
+        .route(ops::ReadIndex::PATH, post(read_index))
+        .route(ops::Admin::PATH, post(admin))
+        .route(ops::HelloOp::PATH, post(hello))
+        .route(ops::Propose::PATH, post(propose))
+        .route(ops::Registry::PATH, post(registry))
+        .route(ops::RegistryNow::PATH, post(registry_now))
+        .route(ops::Feed::PATH, post(feed))
+        .route(ops::Status::PATH, post(status))
+        .route(ops::KvGet::PATH, post(kv_get))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
         .layer(DefaultBodyLimit::max(
@@ -76,12 +71,14 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         ))
 }
 
-fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+/// The request of operation `O` from a body.
+fn decode<O: Op>(body: &Bytes) -> Result<O::Request, ApiError> {
     hivemind_common::decode(body)
         .map_err(|e| ApiError::bad_request(format!("malformed internal request: {e}")))
 }
 
-fn reply<T: Serialize>(value: &T) -> Response {
+/// The answer of operation `O` as a body.
+fn reply<O: Op>(value: &O::Answer) -> Response {
     (
         [(header::CONTENT_TYPE, "application/octet-stream")],
         hivemind_common::encode(value),
@@ -103,8 +100,8 @@ async fn bounded<T>(
 }
 
 async fn append(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let request: AppendEntriesRequest<TypeConfig> = decode(&body)?;
-    Ok(reply(&append_entries(&cp, request).await))
+    let request = decode::<ops::Append>(&body)?;
+    Ok(reply::<ops::Append>(&append_entries(&cp, request).await))
 }
 
 /// The leader's replication stream to this member: AppendEntries frames in, answers out.
@@ -112,7 +109,7 @@ async fn append_stream(State(cp): Cp, request: Request) -> Response {
     crate::stream::accept(request, move |frame| {
         let cp = cp.clone();
         async move {
-            match hivemind_common::decode::<AppendEntriesRequest<TypeConfig>>(&frame) {
+            match hivemind_common::decode::<<ops::Append as Op>::Request>(&frame) {
                 Ok(request) => {
                     let answer = append_entries(&cp, request).await;
                     Some(hivemind_common::encode(&answer).into())
@@ -183,49 +180,53 @@ async fn append_entries(
 }
 
 async fn vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let request: VoteRequest<NodeId> = decode(&body)?;
+    let request = decode::<ops::Vote>(&body)?;
     let answer = cp.raft().vote(request).await;
     // As in Raft: granting a vote restarts the election timer, so a voter neither campaigns
     // nor grants a pre-vote while the candidate it voted for may be taking office.
     if matches!(&answer, Ok(a) if a.vote_granted) {
         cp.note_leader_contact();
     }
-    Ok(reply(&answer))
+    Ok(reply::<ops::Vote>(&answer))
 }
 
 async fn pre_vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let request: crate::pre_vote::PreVoteRequest = decode(&body)?;
-    Ok(reply(&crate::elections::answer(&cp, &request)))
+    let request = decode::<ops::PreVote>(&body)?;
+    Ok(reply::<ops::PreVote>(&crate::elections::answer(
+        &cp, &request,
+    )))
 }
 
 async fn snapshot(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let request: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
+    let request = decode::<ops::Snapshot>(&body)?;
     let result = cp.raft().install_snapshot(request).await;
     if result.is_ok() {
         cp.note_leader_contact();
     }
-    Ok(reply(&result))
+    Ok(reply::<ops::Snapshot>(&result))
 }
 
 async fn write(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let command: Command = decode(&body)?;
+    let command = decode::<ops::Write>(&body)?;
     let wait = cp.config().request_timeout;
-    Ok(reply(
+    Ok(reply::<ops::Write>(
         &bounded(&cp, wait, cp.forwarded_write(command)).await,
     ))
 }
 
 async fn read_index(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let () = decode(&body)?;
+    decode::<ops::ReadIndex>(&body)?;
     let wait = cp.config().request_timeout;
-    Ok(reply(&bounded(&cp, wait, cp.local_read_index()).await))
+    Ok(reply::<ops::ReadIndex>(
+        &bounded(&cp, wait, cp.local_read_index()).await,
+    ))
 }
 
 async fn admin(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let change: VoterChange = decode(&body)?;
+    let change = decode::<ops::Admin>(&body)?;
     // Adding a learner waits until it caught up: allow more than a plain write.
     let wait = cp.config().request_timeout * 6;
-    Ok(reply(
+    Ok(reply::<ops::Admin>(
         &bounded(&cp, wait, cp.local_change_voters(change)).await,
     ))
 }
@@ -233,46 +234,38 @@ async fn admin(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 /// A member outside the control plane proposes through any CP member (the full write path:
 /// batched, forwarded to the leader, bounded).
 async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let command: Command = decode(&body)?;
-    Ok(reply(&cp.write(command).await))
+    let command = decode::<ops::Propose>(&body)?;
+    Ok(reply::<ops::Propose>(&cp.write(command).await))
 }
 
 /// The registry digest once this member applied the requested index (0: as it stands);
 /// answers `Result<RegistryDigest, CpError>`.
 async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let index: u64 = decode(&body)?;
-    Ok(reply(&cp.digest_at(index).await))
+    let index = decode::<ops::Registry>(&body)?;
+    Ok(reply::<ops::Registry>(&cp.digest_at(index).await))
 }
 
 /// A linearizable read of the registry: after the leader's read index is applied here.
 async fn registry_now(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let () = decode(&body)?;
-    Ok(reply(&cp.digest_now().await))
+    decode::<ops::RegistryNow>(&body)?;
+    Ok(reply::<ops::RegistryNow>(&cp.digest_now().await))
 }
 
 /// A linearizable read of one key (answers `Result<Option<KvEntry>, CpError>`).
 async fn kv_get(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let key: String = decode(&body)?;
-    Ok(reply(&cp.kv_get(&key).await))
+    let key = decode::<ops::KvGet>(&body)?;
+    Ok(reply::<ops::KvGet>(&cp.kv_get(&key).await))
 }
 
 async fn status(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let () = decode(&body)?;
-    Ok(reply(&cp.status().await))
-}
-
-/// A feed request from a member outside the control plane.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct FeedRequest {
-    pub after: u64,
-    pub epoch: Option<u64>,
-    pub wait_ms: u64,
+    decode::<ops::Status>(&body)?;
+    Ok(reply::<ops::Status>(&cp.status().await))
 }
 
 /// The event feed for members outside the control plane (bincode; answers
 /// `Result<FeedPage, FeedError>`).
 async fn feed(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let request: FeedRequest = decode(&body)?;
+    let request = decode::<ops::Feed>(&body)?;
     let wait = Duration::from_millis(request.wait_ms).min(super::api::MAX_WAIT);
     let page = cp
         .feed(
@@ -282,10 +275,10 @@ async fn feed(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
             wait,
         )
         .await;
-    Ok(reply(&page))
+    Ok(reply::<ops::Feed>(&page))
 }
 
 async fn hello(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    let caller: Option<Candidate> = decode(&body)?;
-    Ok(reply(&cp.hello(caller).await))
+    let caller = decode::<ops::HelloOp>(&body)?;
+    Ok(reply::<ops::HelloOp>(&cp.hello(caller).await))
 }
