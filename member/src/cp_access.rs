@@ -13,8 +13,8 @@ use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, FeedRequest, Op};
 use hivemind_control_plane::registry::{
-    Actor, Command, CommandOutput, FeedError, FeedPage, KeygroupConfig, KeygroupDelta, KvEntry,
-    MemberState, RegistryDigest, RegistryError, DEFAULT_TTL_SECS, SECRET_BYTES,
+    new_secret, Actor, Command, CommandOutput, FeedError, FeedPage, KeygroupConfig, KeygroupDelta,
+    KvEntry, MemberState, RegistryDigest, RegistryError, DEFAULT_TTL_SECS,
 };
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
@@ -187,8 +187,8 @@ fn info(k: &KeygroupConfig, node: &str) -> KeygroupInfo {
         triggers: k.triggers.clone(),
         ttl_secs: k.ttl_secs,
         open: k.open,
-        // Only member nodes see the secret, as through the HTTP API.
-        secret: if k.is_member(node) {
+        // The same rule as the HTTP API's.
+        secret: if k.may_see_secret(&Actor::Node(node.to_string())) {
             k.secret.clone()
         } else {
             Vec::new()
@@ -233,7 +233,7 @@ impl RoleCp {
                     creator: self.node.clone(),
                     ttl_secs: DEFAULT_TTL_SECS,
                     open: true,
-                    secret: rand::random::<[u8; SECRET_BYTES]>().to_vec(),
+                    secret: new_secret(),
                 },
             };
             match self.cp.write(command).await {

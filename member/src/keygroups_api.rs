@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use hivemind_control_plane::http::views::{ErrorBody, KeygroupView, ResponsibilityView};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::registry::{
-    validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta, DEFAULT_TTL_SECS,
-    SECRET_BYTES,
+    new_secret, validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta,
+    DEFAULT_TTL_SECS,
 };
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
@@ -50,18 +50,6 @@ fn actor(agent: &Agent) -> Actor {
     }
 }
 
-fn may_see_secret(agent: &Agent, replicas_or_triggers: impl Fn(&str) -> bool) -> bool {
-    match actor(agent) {
-        Actor::Admin => true,
-        Actor::Node(node) => replicas_or_triggers(&node),
-    }
-}
-
-fn new_secret() -> Vec<u8> {
-    let secret: [u8; SECRET_BYTES] = rand::random();
-    secret.to_vec()
-}
-
 fn name_of(app: &str, tenant: &str, group: &str) -> Result<String, ApiError> {
     let name = format!("{app}/{tenant}/{group}");
     validate_keygroup_name(&name)
@@ -82,10 +70,7 @@ async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<KeygroupView, Api
                 format!("no keygroup {name}"),
             )
         })?;
-    Ok(views::keygroup(
-        k,
-        may_see_secret(agent, |n| k.is_member(n)),
-    ))
+    Ok(views::keygroup(k, k.may_see_secret(&actor(agent))))
 }
 
 /// Proposes `command` and, on success, answers the keygroup as it stands after it (read from
@@ -116,7 +101,7 @@ async fn list(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<KeygroupView>>
         registry
             .keygroups
             .iter()
-            .map(|k| views::keygroup(k, may_see_secret(&agent, |n| k.is_member(n))))
+            .map(|k| views::keygroup(k, k.may_see_secret(&actor(&agent))))
             .collect(),
     ))
 }

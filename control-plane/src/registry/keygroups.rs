@@ -60,6 +60,21 @@ impl KeygroupConfig {
     pub fn is_member(&self, node: &str) -> bool {
         self.replicas.contains(node) || self.triggers.contains(node)
     }
+
+    /// Whether `actor` may see this keygroup's secret: the admin, and the replica and trigger
+    /// nodes. The one rule for every answer that carries a keygroup (HTTP API, roles).
+    pub fn may_see_secret(&self, actor: &Actor) -> bool {
+        match actor {
+            Actor::Admin => true,
+            Actor::Node(node) => self.is_member(node),
+        }
+    }
+}
+
+/// A fresh keygroup secret, drawn where a command is built (never in apply, which must stay
+/// deterministic on every replica).
+pub fn new_secret() -> Vec<u8> {
+    rand::random::<[u8; SECRET_BYTES]>().to_vec()
 }
 
 /// One change of a keygroup config; an update carries several, applied all or nothing.

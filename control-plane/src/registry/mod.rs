@@ -14,8 +14,8 @@ mod state;
 pub use command::{Command, CommandOutput, RegistryError};
 pub use event::{Event, EventKind};
 pub use keygroups::{
-    validate_keygroup_name, Actor, KeygroupConfig, KeygroupDelta, Responsibility, DEFAULT_TTL_SECS,
-    MAX_TTL_SECS, SECRET_BYTES,
+    new_secret, validate_keygroup_name, Actor, KeygroupConfig, KeygroupDelta, Responsibility,
+    DEFAULT_TTL_SECS, MAX_TTL_SECS, SECRET_BYTES,
 };
 pub use state::{
     FeedError, FeedPage, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,

@@ -382,3 +382,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_admin_and_member_nodes_see_a_secret_nobody_else_does() {
+    let mut reg = Registry::default();
+    apply(&mut reg, 1, create(KG, "a", false)).unwrap();
+    let add = vec![KeygroupDelta::AddTrigger("t".into())];
+    apply(&mut reg, 2, update(node("a"), add)).unwrap();
+    let k = &reg.keygroups()[KG];
+    assert!(k.may_see_secret(&Actor::Admin));
+    assert!(k.may_see_secret(&node("a")), "a replica");
+    assert!(k.may_see_secret(&node("t")), "a trigger node");
+    assert!(!k.may_see_secret(&node("x")));
+    assert_eq!(new_secret().len(), SECRET_BYTES);
+    assert_ne!(new_secret(), new_secret());
+}
