@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use hivemind_common::secret;
 use hivemind_control_plane::http::ApiError;
-use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo, MemberState};
-use hivemind_control_plane::{Applied, CpError};
+use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo};
+use hivemind_control_plane::CpError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,8 +21,8 @@ use crate::join::{cp_endpoints, JoinAccepted, JoinRequest};
 
 use crate::agent::Agent;
 
-/// `/internal/v1/join` on every member: a CP member checks the token and commits `Join`; any
-/// other member forwards the request to the control plane.
+/// `/internal/v1/join` on every member: a CP member has its control plane decide the request
+/// (`ControlPlane::join`); any other member forwards it to the control plane.
 pub(crate) async fn join_route(
     State(agent): State<Arc<Agent>>,
     body: axum::body::Bytes,
@@ -35,48 +34,8 @@ pub(crate) async fn join_route(
         }
     };
     let answer: Result<JoinAccepted, CpError> = match agent.cp.as_ref() {
-        CpAccess::Member(cp) => {
-            if !secret::satisfies(agent.config.join_token.as_deref(), request.token.as_deref()) {
-                Err(CpError::BadToken)
-            } else if !secret::same(
-                request.cluster_proof.as_deref(),
-                agent.config.cluster_secret().as_deref(),
-            ) {
-                // A member without our gossip key could not gossip with us: refuse it before
-                // anything is proposed, so it leaves no trace.
-                Err(CpError::BadGossipKey)
-            } else {
-                let join = Command::Join {
-                    member: request.member,
-                    epoch: request.epoch,
-                };
-                match cp.write(join).await {
-                    Ok(Applied {
-                        output: CommandOutput::Joined { epoch, index },
-                        ..
-                    }) => {
-                        let state = cp.state().read();
-                        let members = state
-                            .registry
-                            .members()
-                            .values()
-                            .filter(|m| m.state == MemberState::Alive)
-                            .map(|m| m.info.clone())
-                            .collect();
-                        Ok(JoinAccepted {
-                            epoch,
-                            index,
-                            members,
-                        })
-                    }
-                    Ok(other) => Err(CpError::Fatal(format!(
-                        "unexpected join outcome {:?}",
-                        other.output
-                    ))),
-                    Err(e) => Err(e),
-                }
-            }
-        }
+        // The control plane decides who may join.
+        CpAccess::Member(cp) => cp.join(request).await,
         CpAccess::Client(client) => client.forward_join(&request).await,
     };
     agent.join_outcomes.record(match &answer {

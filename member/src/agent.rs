@@ -245,6 +245,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             cp_config.snapshot_every = config.raft_snapshot_every;
             cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
             cp_config.cluster_secret = config.cluster_secret();
+            cp_config.join_token = config.join_token.clone();
             cp_config.event_retention = config.event_retention;
             (
                 CpAccess::Member(ControlPlane::start(cp_config).await?),

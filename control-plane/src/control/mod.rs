@@ -35,11 +35,13 @@ use crate::types::{CpNode, NodeId, Raft};
 /// Pause between attempts while no leader is known.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
+mod join;
 mod lifecycle;
 mod reads;
 mod status;
 mod writes;
 
+pub use join::admission_check;
 pub use lifecycle::needs_new_epoch;
 use lifecycle::{count_leader_changes, release_withheld_commits};
 use reads::ReadWaiter;
@@ -66,6 +68,8 @@ pub struct CpConfig {
     /// Take a Raft snapshot (and let the log be purged) every this many applied entries.
     pub snapshot_every: u64,
     pub cluster_secret: Option<String>,
+    /// The token a join must present (`--join-token`); `None`: no token needed.
+    pub join_token: Option<String>,
     /// The leader starts a new epoch once the event feed holds more events than this.
     pub event_retention: usize,
     /// Most KV-write batches of this member in flight at once (1 measured best: the writes
@@ -93,6 +97,7 @@ impl CpConfig {
             election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
             snapshot_every: 5000,
             cluster_secret: None,
+            join_token: None,
             max_batches_in_flight: 1,
             unsafe_ack_before_persist: false,
             event_retention: 10_000,
