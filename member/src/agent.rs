@@ -28,7 +28,7 @@ use crate::auth::require_admin_token;
 use crate::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::gossip::{self, Gossip, GossipCommand, GossipId, GossipSettings, Profile};
 use crate::identity::{Identity, IdentityError, MemberStore};
-use crate::join::{cp_endpoints, join_cluster, JoinRequest};
+use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
 use crate::member_api::{dashboard, members, node, nodes, post_leave, status};
 use crate::role_runtime::{RoleBasis, Roles};
 use crate::view::MembershipView;
@@ -199,6 +199,70 @@ fn member_info(
     }
 }
 
+/// A CP member starts its Raft node here; any other member joins through the `--join`
+/// addresses and becomes a client of the control-plane members the answer lists.
+async fn reach_control_plane(
+    config: &AgentConfig,
+    identity: &Identity,
+    store: &MemberStore,
+    client: &InternalClient,
+    shutdown: &CancellationToken,
+) -> Result<(CpAccess, Option<JoinAccepted>), AgentError> {
+    if config.control_plane {
+        let http_addr = SocketAddr::new(config.advertise, config.http_port);
+        let mut cp_config = CpConfig::new(
+            identity.id.get(),
+            config.name.clone(),
+            http_addr.to_string(),
+            config.data_dir.join("cp"),
+        );
+        cp_config.bootstrap_expect = config.bootstrap_expect;
+        cp_config.join = config.join.clone();
+        cp_config.request_timeout = config.request_timeout;
+        cp_config.snapshot_every = config.raft_snapshot_every;
+        cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
+        cp_config.cluster_secret = config.cluster_secret();
+        cp_config.join_token = config.join_token.clone();
+        cp_config.event_retention = config.event_retention;
+        Ok((
+            CpAccess::Member(ControlPlane::start(cp_config).await?),
+            None,
+        ))
+    } else {
+        let request = JoinRequest {
+            member: member_info(config, config.advertise, identity, identity.generation),
+            token: config.join_token.clone(),
+            cluster_proof: config.cluster_secret(),
+            epoch: store.epoch()?,
+        };
+        let wait = config.request_timeout + Duration::from_secs(2);
+        let accepted = join_cluster(
+            &config.join,
+            request,
+            client,
+            wait,
+            Duration::from_secs(60),
+            shutdown,
+        )
+        .await
+        .map_err(|(code, message)| AgentError::JoinRejected { code, message })?;
+        if let Err(e) = store.set_epoch(accepted.epoch) {
+            tracing::warn!(error = %e, "cannot persist the epoch");
+        }
+        // The control-plane members the join answer listed, then the --join addresses: a
+        // cluster that is still forming may not have admitted its CP members yet, and a
+        // member with no endpoint could never learn one.
+        let mut endpoints = cp_endpoints(&accepted.members);
+        for join in &config.join {
+            if !endpoints.contains(join) {
+                endpoints.push(join.clone());
+            }
+        }
+        let cp_client = CpClient::new(client.clone(), endpoints, config.request_timeout);
+        Ok((CpAccess::Client(cp_client), Some(accepted)))
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled, then stops it gracefully.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
@@ -230,60 +294,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 source,
             })?;
         let client = InternalClient::new(config.cluster_secret());
-        // A CP member runs Raft here; any other member joins through the --join addresses.
-        let (cp, joined) = if config.control_plane {
-            let http_addr = SocketAddr::new(config.advertise, config.http_port);
-            let mut cp_config = CpConfig::new(
-                identity.id.get(),
-                config.name.clone(),
-                http_addr.to_string(),
-                config.data_dir.join("cp"),
-            );
-            cp_config.bootstrap_expect = config.bootstrap_expect;
-            cp_config.join = config.join.clone();
-            cp_config.request_timeout = config.request_timeout;
-            cp_config.snapshot_every = config.raft_snapshot_every;
-            cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
-            cp_config.cluster_secret = config.cluster_secret();
-            cp_config.join_token = config.join_token.clone();
-            cp_config.event_retention = config.event_retention;
-            (
-                CpAccess::Member(ControlPlane::start(cp_config).await?),
-                None,
-            )
-        } else {
-            let request = JoinRequest {
-                member: member_info(&config, config.advertise, &identity, identity.generation),
-                token: config.join_token.clone(),
-                cluster_proof: config.cluster_secret(),
-                epoch: store.epoch()?,
-            };
-            let wait = config.request_timeout + Duration::from_secs(2);
-            let accepted = join_cluster(
-                &config.join,
-                request,
-                &client,
-                wait,
-                Duration::from_secs(60),
-                &shutdown,
-            )
-            .await
-            .map_err(|(code, message)| AgentError::JoinRejected { code, message })?;
-            if let Err(e) = store.set_epoch(accepted.epoch) {
-                tracing::warn!(error = %e, "cannot persist the epoch");
-            }
-            // The control-plane members the join answer listed, then the --join addresses: a
-            // cluster that is still forming may not have admitted its CP members yet, and a
-            // member with no endpoint could never learn one.
-            let mut endpoints = cp_endpoints(&accepted.members);
-            for join in &config.join {
-                if !endpoints.contains(join) {
-                    endpoints.push(join.clone());
-                }
-            }
-            let cp_client = CpClient::new(client.clone(), endpoints, config.request_timeout);
-            (CpAccess::Client(cp_client), Some(accepted))
-        };
+        let (cp, joined) =
+            reach_control_plane(&config, &identity, &store, &client, &shutdown).await?;
         let (gossip_events_tx, gossip_events) = mpsc::unbounded_channel();
         let gossip = gossip::runtime::spawn(
             GossipSettings {
