@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use hivemind_control_plane::{CpStatus, Health};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -125,36 +126,45 @@ fn strings(v: &Value) -> Vec<String> {
     v.as_array().into_iter().flatten().map(s).collect()
 }
 
-fn print_cp(cp: &Value) -> std::io::Result<()> {
-    let leader = cp["leader"]
-        .as_object()
-        .map(|l| format!("{} ({})", s(&l["name"]), s(&l["id"])))
-        .unwrap_or_else(|| "none".into());
+/// A control plane's status read as the server's own view type (`GET /v1/cp/status`, and
+/// `control_plane` in `/v1/status`, null when no control-plane member answered).
+fn cp_status(value: &Value) -> Result<Option<CpStatus>> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(value.clone())
+        .map(Some)
+        .context("the control plane's status is not in the form this client knows")
+}
+
+fn print_cp(cp: Option<&CpStatus>) -> std::io::Result<()> {
+    let Some(cp) = cp else {
+        return outln!("control plane: unknown (no control-plane member answered)");
+    };
+    let leader = cp
+        .leader
+        .as_ref()
+        .map_or_else(|| "none".into(), |l| format!("{} ({})", l.name, l.id));
+    let health = match cp.health {
+        Health::Healthy => "healthy",
+        Health::Degraded => "degraded",
+    };
     outln!(
-        "control plane: {}   leader: {}   term: {}   commit: {}   applied: {}",
-        s(&cp["health"]),
-        leader,
-        s(&cp["term"]),
-        s(&cp["commit_index"]),
-        s(&cp["applied_index"])
+        "control plane: {health}   leader: {leader}   term: {}   commit: {}   applied: {}",
+        cp.term,
+        cp.commit_index,
+        cp.applied_index
     )?;
     outln!("{:<18} {:<16} {:<22} {}", "ID", "NAME", "ADDR", "ROLE")?;
-    let leader_id = cp["leader"]["id"].as_str().unwrap_or("");
-    for (kind, list) in [("voter", &cp["voters"]), ("learner", &cp["learners"])] {
-        for v in list.as_array().into_iter().flatten() {
-            let id = s(&v["id"]);
-            let role = if id == leader_id {
+    let leader_id = cp.leader.as_ref().map_or("", |l| l.id.as_str());
+    for (kind, list) in [("voter", &cp.voters), ("learner", &cp.learners)] {
+        for v in list {
+            let role = if v.id == leader_id {
                 "voter (leader)"
             } else {
                 kind
             };
-            outln!(
-                "{:<18} {:<16} {:<22} {}",
-                id,
-                s(&v["name"]),
-                s(&v["addr"]),
-                role
-            )?;
+            outln!("{:<18} {:<16} {:<22} {}", v.id, v.name, v.addr, role)?;
         }
     }
     Ok(())
@@ -266,7 +276,7 @@ pub async fn status(client: &Client) -> Result<()> {
     } else {
         outln!("ready: no (waiting for: {})", waiting.join(", "))?;
     }
-    print_cp(&status["control_plane"])?;
+    print_cp(cp_status(&status["control_plane"])?.as_ref())?;
     if problems.is_empty() {
         Ok(())
     } else {
@@ -372,7 +382,7 @@ pub async fn cp(client: &Client, command: CpCommand) -> Result<()> {
     if client.json {
         client.print(&value)?;
     } else {
-        print_cp(&value)?;
+        print_cp(cp_status(&value)?.as_ref())?;
     }
     Ok(())
 }
