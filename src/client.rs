@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use hivemind_control_plane::http::views::MemberView;
 use hivemind_control_plane::{CpStatus, Health};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -299,19 +300,21 @@ pub async fn members(client: &Client) -> Result<()> {
         "GOSSIP",
         "ROLES"
     )?;
-    for m in members.as_array().into_iter().flatten() {
-        let mut roles = strings(&m["roles"]);
-        if m["control_plane"] == true {
+    let members: Vec<MemberView> = serde_json::from_value(members)
+        .context("the member list is not in the form this client knows")?;
+    for m in members {
+        let mut roles = m.roles.clone();
+        if m.control_plane {
             roles.insert(0, "control-plane".into());
         }
         outln!(
             "{:<18} {:<16} {:<12} {:<8} {:>4}  {:<22} {}",
-            s(&m["id"]),
-            s(&m["name"]),
-            s(&m["node"]),
-            s(&m["state"]),
-            s(&m["generation"]),
-            s(&m["addr"]),
+            m.id,
+            m.name,
+            m.node,
+            m.state,
+            m.generation,
+            m.addr,
             roles.join(",")
         )?;
     }

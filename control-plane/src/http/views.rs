@@ -58,8 +58,8 @@ pub fn event(e: &Event) -> EventView {
     EventView(Value::Object(object))
 }
 
-/// A member as the registry records it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A member as the registry records it (also read back by the CLI).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct MemberView {
     /// 16 hex digits.
     pub id: String,
