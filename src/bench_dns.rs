@@ -17,6 +17,7 @@ use clap::Args;
 use hickory_proto::op::{Message, MessageType, OpCode, Query as DnsQuery};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hivemind_common::records::{self, HostRecord};
+use hivemind_common::stats::percentile_f64 as percentile;
 use hivemind_common::MemberId;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, Op};
@@ -66,10 +67,6 @@ fn srv_ports(dns_port: u16, name: &Name, target: &str) -> Option<Vec<u16>> {
             })
             .collect(),
     )
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    hivemind_common::stats::percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 pub async fn propagation(args: PropagationArgs, json_out: bool) -> Result<()> {

@@ -21,6 +21,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::bench_gossip::BenchProfile;
+use hivemind_common::stats::percentile_f64 as percentile;
 
 const KEYGROUP: &str = "hivemind/default/hosts";
 
@@ -190,10 +191,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    hivemind_common::stats::percentile(sorted, q).unwrap_or(f64::NAN)
 }
 
 pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {

@@ -12,6 +12,11 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// [`percentile`] of a sample in `f64`, NaN when there is none (how the benchmarks print it).
+pub fn percentile_f64(sorted: &[f64], p: f64) -> f64 {
+    percentile(sorted, p).unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,6 +32,8 @@ mod tests {
         assert_eq!(percentile(&[1, 2, 3, 4], 0.5), Some(2));
         assert_eq!(percentile(&[1, 2, 3, 4, 5], 0.5), Some(3));
         assert_eq!(percentile::<u8>(&[], 0.5), None);
+        assert!(percentile_f64(&[], 0.5).is_nan());
+        assert_eq!(percentile_f64(&[1.0, 2.0], 0.99), 2.0);
     }
 
     proptest! {
