@@ -1,8 +1,18 @@
 //! The roles' HTTP routes: `GET /v1/roles/{dns,trigger}/records` and `/status`, the internal
 //! `snapshot` and `stream` routes siblings and the holder's followers use, the OpenAPI document.
 
-#[allow(unused_imports)]
-use crate::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use hivemind_common::records;
+
+use crate::intake::ClaimState;
+use crate::intake::Position;
+use crate::intake::Shared;
+use crate::trigger;
 
 /// The dns (and trigger) role's routes, for the OpenAPI document (mounted only on members
 /// running the role; the trigger role's are the same under `/v1/roles/trigger/` plus its

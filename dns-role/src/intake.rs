@@ -1,8 +1,35 @@
 //! The record intake both roles share: the newest record per host, keygroup secrets and
 //! versions, where this machine stands per keygroup, and the counters.
 
-#[allow(unused_imports)]
-use crate::*;
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
+use std::time::Instant;
+
+use hickory_proto::rr::Name;
+use hivemind_common::records;
+use hivemind_common::records::HostRecord;
+use hivemind_common::records::OpenError;
+use hivemind_common::records::SeqBook;
+use hivemind_common::role::ControlPlaneClient;
+use hivemind_common::role::KeygroupInfo;
+use hivemind_common::role::Membership;
+use hivemind_common::role::RoleContext;
+
+use crate::server;
+use crate::subscriptions;
+use crate::subscriptions::Target;
+use crate::subscriptions::Via;
+use crate::trigger;
+use crate::wire;
+use crate::zone::Zone;
+use crate::Mode;
+use crate::RELAY_CAPACITY;
 
 #[derive(Default)]
 pub(crate) struct Counters {

@@ -28,27 +28,13 @@ pub mod trigger;
 pub mod wire;
 pub mod zone;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
-use hickory_proto::rr::Name;
-use hivemind_common::records::{self, HostRecord, OpenError, SeqBook};
-use hivemind_common::role::{
-    Claim, ControlPlaneClient, CpCallError, HistogramSample, KeygroupInfo, Me, Membership, Role,
-    RoleContext, RoleEvent, RoleMetrics, Sample, Started, CLUSTER_SECRET_HEADER,
-};
+use axum::Router;
+use hivemind_common::role::{Role, RoleContext, Started};
 use hivemind_common::roles::{self, RoleSpec};
-use hivemind_common::MemberId;
-use tokio_util::sync::CancellationToken;
-
-use subscriptions::{Target, Via};
-use zone::Zone;
 
 pub use api::{openapi, DnsApi, DnsRecordsView, DnsStatusView, HeldRecordView};
 use api::{records_route, snapshot_route, status_route, stream_route};
@@ -56,7 +42,6 @@ use intake::Shared;
 pub use intake::{ClaimState, Position};
 use metrics::DnsMetrics;
 use reconcile::run;
-use server::serve_dns;
 
 /// How soon a reconcile that could not finish (no quorum, a claim pending) is retried. A
 /// settled role reconciles on every event and every `--reread-every`.

@@ -1,7 +1,16 @@
 //! The dns and trigger roles' samples for `/metrics`.
 
-#[allow(unused_imports)]
-use crate::*;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hivemind_common::role::HistogramSample;
+use hivemind_common::role::RoleMetrics;
+use hivemind_common::role::Sample;
+
+use crate::intake::ClaimState;
+use crate::intake::Shared;
+use crate::Mode;
 
 /// The dns role's metrics: queries by response code, records held, record intake.
 pub(crate) struct DnsMetrics(pub(crate) Arc<Shared>);

@@ -2,8 +2,36 @@
 //! the subscriber tasks, the sibling snapshot copy on a simple join, records of gone members
 //! dropped at once.
 
-#[allow(unused_imports)]
-use crate::*;
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hivemind_common::records;
+use hivemind_common::role::Claim;
+use hivemind_common::role::CpCallError;
+use hivemind_common::role::KeygroupInfo;
+use hivemind_common::role::Me;
+use hivemind_common::role::Membership;
+use hivemind_common::role::RoleContext;
+use hivemind_common::role::RoleEvent;
+use hivemind_common::role::CLUSTER_SECRET_HEADER;
+use hivemind_common::MemberId;
+use tokio_util::sync::CancellationToken;
+
+use crate::intake::ClaimState;
+use crate::intake::Position;
+use crate::intake::Shared;
+use crate::server::serve_dns;
+use crate::subscriptions;
+use crate::subscriptions::Target;
+use crate::subscriptions::Via;
+use crate::trigger;
+use crate::Mode;
+use crate::RETRY_EVERY;
 
 /// Simple join: before subscribing, copy `keygroup`'s records from another live dns member
 /// whose node replicates it (the streams then bring anything newer; seqs make it safe).

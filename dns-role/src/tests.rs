@@ -102,7 +102,10 @@ impl RoleStore for MemoryStore {
 fn context(
     cp: Arc<MemoryCp>,
     reread_every: Duration,
-) -> (RoleContext, mpsc::UnboundedSender<super::RoleEvent>) {
+) -> (
+    RoleContext,
+    mpsc::UnboundedSender<hivemind_common::role::RoleEvent>,
+) {
     let id = MemberId::new(1).unwrap();
     let me = Me {
         id,
