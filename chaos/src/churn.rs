@@ -40,14 +40,14 @@ impl ChurnLog {
     }
 }
 
-/// Calls an internal route with a bincode body; the answer's outcome, with the value when the
-/// registry acknowledged it.
+/// Calls an internal route with a bincode body whose answer is a `Result<Resp, CpError>`; the
+/// outcome the answer means.
 async fn call<Resp: DeserializeOwned>(
     http: &reqwest::Client,
     member: &str,
     path: &str,
     body: Vec<u8>,
-) -> (ChurnOutcome, Option<Resp>) {
+) -> ChurnOutcome {
     let sent = http
         .post(format!("http://{member}{path}"))
         .body(body)
@@ -55,16 +55,16 @@ async fn call<Resp: DeserializeOwned>(
         .await;
     let response = match sent {
         Ok(r) if r.status().is_success() => r,
-        Ok(r) if r.status().is_client_error() => return (ChurnOutcome::Refused, None),
-        Ok(_) => return (ChurnOutcome::Unknown, None),
-        Err(e) if e.is_connect() => return (ChurnOutcome::Refused, None),
-        Err(_) => return (ChurnOutcome::Unknown, None),
+        Ok(r) if r.status().is_client_error() => return ChurnOutcome::Refused,
+        Ok(_) => return ChurnOutcome::Unknown,
+        Err(e) if e.is_connect() => return ChurnOutcome::Refused,
+        Err(_) => return ChurnOutcome::Unknown,
     };
     let Ok(bytes) = response.bytes().await else {
-        return (ChurnOutcome::Unknown, None);
+        return ChurnOutcome::Unknown;
     };
     match hivemind_common::decode::<Result<Resp, CpError>>(&bytes) {
-        Ok(Ok(value)) => (ChurnOutcome::Ok, Some(value)),
+        Ok(Ok(_)) => ChurnOutcome::Ok,
         // The registry's rules refused it, or nothing was proposed: surely not applied.
         Ok(Err(
             CpError::Rejected(_)
@@ -72,8 +72,8 @@ async fn call<Resp: DeserializeOwned>(
             | CpError::BadToken
             | CpError::BadGossipKey
             | CpError::NotLeader { .. },
-        )) => (ChurnOutcome::Refused, None),
-        _ => (ChurnOutcome::Unknown, None),
+        )) => ChurnOutcome::Refused,
+        _ => ChurnOutcome::Unknown,
     }
 }
 
@@ -95,7 +95,7 @@ pub async fn prepare(member: &str) -> Result<(), String> {
         };
         for command in [create, add] {
             let body = hivemind_common::encode(&command);
-            let (outcome, _) = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
+            let outcome = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
             if outcome != ChurnOutcome::Ok {
                 return Err(format!("cannot prepare keygroup {name}: {outcome:?}"));
             }
@@ -147,7 +147,7 @@ pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: Cancell
                 epoch: None,
             };
             let body = hivemind_common::encode(&request);
-            let (outcome, _) = call::<JoinAccepted>(&http, member, ops::Join::PATH, body).await;
+            let outcome = call::<JoinAccepted>(&http, member, ops::Join::PATH, body).await;
             if outcome == ChurnOutcome::Ok {
                 joined.push((id, node.to_string()));
             }
@@ -155,7 +155,7 @@ pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: Cancell
         } else if roll < 25 {
             let (id, _) = joined.swap_remove(rng.gen_range(0..joined.len()));
             let body = hivemind_common::encode(&Command::Leave { id });
-            let (outcome, _) = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
+            let outcome = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
             (id, ChurnKind::Leave, outcome)
         } else {
             let (id, node) = joined[rng.gen_range(0..joined.len())].clone();
@@ -166,7 +166,7 @@ pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: Cancell
                 machine: id,
             };
             let body = hivemind_common::encode(&claim);
-            let (outcome, _) = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
+            let outcome = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
             (id, ChurnKind::Claim { node, keygroup }, outcome)
         };
         log.push(ChurnOp {
