@@ -327,7 +327,8 @@ async fn a_follower_that_missed_many_large_batched_writes_catches_up() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
+    let status = response.status();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
 }
 
 /// The value of an unlabelled counter in a member's `/metrics`.

@@ -17,16 +17,16 @@ use rand::Rng;
 
 use crate::control::ControlPlane;
 use crate::ops;
-use crate::pre_vote::{self, PreVoteAnswer, PreVoteRequest, VoterView};
+use crate::pre_vote::{self, PreVoteAnswer, PreVoteRequest, RoundOutcome, VoterView};
 use crate::types::{CpNode, NodeId};
 use openraft::Membership;
 
 /// What the driver learned, for the request paths and `/metrics`.
 #[derive(Debug, Default)]
 pub struct ElectionState {
-    /// The last pre-vote round of this member found no majority (cleared once it hears a
-    /// leader, leads, or stops being a voter).
-    last_round_failed: AtomicBool,
+    /// The last pre-vote round of this member could not reach a majority (cleared once it
+    /// hears a leader, leads, or stops being a voter).
+    last_round_unreachable: AtomicBool,
     pre_votes: AtomicU64,
     pre_votes_won: AtomicU64,
     /// This member's pre-vote request while it asks for pre-votes.
@@ -38,9 +38,9 @@ impl ElectionState {
         self.asking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this member's last pre-vote round found no majority.
-    pub fn last_round_failed(&self) -> bool {
-        self.last_round_failed.load(Ordering::Relaxed)
+    /// Whether this member's last pre-vote round could not reach a majority.
+    pub fn last_round_unreachable(&self) -> bool {
+        self.last_round_unreachable.load(Ordering::Relaxed)
     }
 
     /// Pre-vote rounds this member ran, and those a majority granted (each became an election).
@@ -103,22 +103,24 @@ pub(crate) async fn run(cp: Weak<ControlPlane>) {
             if metrics.state == ServerState::Leader {
                 cp.note_leader_contact();
             }
-            state.last_round_failed.store(false, Ordering::Relaxed);
+            state.last_round_unreachable.store(false, Ordering::Relaxed);
         } else {
             let silent = cp.leader_silence_ms();
             if silent < lease_ms(&cp) {
                 // A leader heard since the failed round: that round is history.
-                state.last_round_failed.store(false, Ordering::Relaxed);
+                state.last_round_unreachable.store(false, Ordering::Relaxed);
             }
             let since_attempt = last_attempt.map(|t| t.elapsed().as_millis() as u64);
             if pre_vote::election_due(silent, since_attempt, lease_ms(&cp), timeout) {
                 last_attempt = Some(tokio::time::Instant::now());
                 timeout_ms = None;
-                let won = pre_vote_round(&cp, membership, min).await
-                    // A leader heard, or a vote granted, while the round ran: stand down.
-                    && cp.leader_silence_ms() >= silent;
+                let outcome = pre_vote_round(&cp, membership, min).await;
+                // A leader heard, or a vote granted, while the round ran: stand down.
+                let won = outcome == RoundOutcome::Won && cp.leader_silence_ms() >= silent;
                 state.pre_votes.fetch_add(1, Ordering::Relaxed);
-                state.last_round_failed.store(!won, Ordering::Relaxed);
+                state
+                    .last_round_unreachable
+                    .store(outcome == RoundOutcome::Unreachable, Ordering::Relaxed);
                 if won {
                     state.pre_votes_won.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(silent_ms = silent, "pre-vote won: starting an election");
@@ -127,7 +129,7 @@ pub(crate) async fn run(cp: Weak<ControlPlane>) {
                         return;
                     }
                 } else {
-                    tracing::debug!(silent_ms = silent, "pre-vote found no majority");
+                    tracing::debug!(silent_ms = silent, ?outcome, "pre-vote not won");
                 }
             }
         }
@@ -141,13 +143,13 @@ fn random_timeout(min: Duration, max: Duration) -> u64 {
     rand::thread_rng().gen_range(min..=max.max(min))
 }
 
-/// Asks every other voter of `membership` (each within `wait`); whether a majority of every
-/// configuration, this member included, would grant.
+/// Asks every other voter of `membership` (each within `wait`) whether it would grant; the
+/// round's outcome counts this member as answering and granting.
 async fn pre_vote_round(
     cp: &ControlPlane,
     membership: &Membership<NodeId, CpNode>,
     wait: Duration,
-) -> bool {
+) -> RoundOutcome {
     let me = cp.config().id;
     let request = PreVoteRequest {
         candidate: me,
@@ -166,15 +168,19 @@ async fn pre_vote_round(
         let request = &request;
         Some(async move {
             let answer = cp.client().op::<ops::PreVote>(&addr, request, wait).await;
-            answer.is_ok_and(|a| a.granted).then_some(*id)
+            answer.ok().map(|a| (*id, a.granted))
         })
     });
-    let mut granted: BTreeSet<u64> = futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let answers = futures::future::join_all(asks).await;
     *cp.elections().asking() = None;
+    let mut answered: BTreeSet<NodeId> = answers.iter().flatten().map(|(id, _)| *id).collect();
+    let mut granted: BTreeSet<NodeId> = answers
+        .iter()
+        .flatten()
+        .filter(|(_, granted)| *granted)
+        .map(|(id, _)| *id)
+        .collect();
+    answered.insert(me);
     granted.insert(me);
-    pre_vote::majority_of_every_config(configs, &granted)
+    pre_vote::round_outcome(configs, &answered, &granted)
 }

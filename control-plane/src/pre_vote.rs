@@ -13,7 +13,8 @@
 //!
 //! The same facts tell when a member knows it is cut off from a majority, so that it answers
 //! `no_quorum` at once rather than after the bounded wait: a leader that has not heard from a
-//! quorum for [`CUT_OFF_LEASES`] leases, a follower whose last pre-vote found no majority.
+//! quorum for [`CUT_OFF_LEASES`] leases, a follower whose last pre-vote round could not reach
+//! a majority (a majority that answers "no" proves the follower is not cut off).
 
 use std::collections::BTreeSet;
 
@@ -68,6 +69,37 @@ pub fn majority_of_every_config(configs: &[BTreeSet<NodeId>], granted: &BTreeSet
             .all(|voters| voters.intersection(granted).count() * 2 > voters.len())
 }
 
+/// How a pre-vote round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundOutcome {
+    /// A majority of every configuration would grant: start a real election.
+    Won,
+    /// A majority answered but would not grant (they hear a leader, or their log is ahead):
+    /// this member is not cut off, it only missed the leader for a while.
+    Refused,
+    /// No majority of some configuration answered at all: this member is cut off.
+    Unreachable,
+}
+
+/// The outcome of a round from the voters that answered and those that granted (the asker
+/// counts as both). Only a round that could not *reach* a majority says the asker is cut off:
+/// a majority that answered "no, I hear a leader" is proof that it is not, and a follower
+/// that took it as proof would refuse requests it can forward (measured: a follower restarted
+/// while the leader streamed it megabytes answered `no_quorum` to its first write).
+pub fn round_outcome(
+    configs: &[BTreeSet<NodeId>],
+    answered: &BTreeSet<NodeId>,
+    granted: &BTreeSet<NodeId>,
+) -> RoundOutcome {
+    if majority_of_every_config(configs, granted) {
+        RoundOutcome::Won
+    } else if majority_of_every_config(configs, answered) {
+        RoundOutcome::Refused
+    } else {
+        RoundOutcome::Unreachable
+    }
+}
+
 /// When a follower asks for pre-votes: once it has heard nothing from a leader for the lease
 /// plus its (randomized) election timeout, and at least that timeout after its last attempt.
 pub fn election_due(
@@ -89,10 +121,15 @@ pub fn leader_cut_off(millis_since_quorum_ack: Option<u64>, lease_ms: u64) -> bo
     millis_since_quorum_ack.is_some_and(|ms| ms > CUT_OFF_LEASES * lease_ms)
 }
 
-/// Whether a follower knows it is cut off from a majority: its last pre-vote round found no
-/// majority, and no leader was heard within the lease since (a leader heard outweighs it).
-pub fn follower_cut_off(last_round_failed: bool, leader_heard_ms_ago: u64, lease_ms: u64) -> bool {
-    last_round_failed && leader_heard_ms_ago >= lease_ms
+/// Whether a follower knows it is cut off from a majority: its last pre-vote round could not
+/// reach one ([`RoundOutcome::Unreachable`]), and no leader was heard within the lease since
+/// (a leader heard outweighs it).
+pub fn follower_cut_off(
+    last_round_unreachable: bool,
+    leader_heard_ms_ago: u64,
+    lease_ms: u64,
+) -> bool {
+    last_round_unreachable && leader_heard_ms_ago >= lease_ms
 }
 
 #[cfg(test)]
@@ -198,12 +235,47 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_is_cut_off_after_a_failed_round_until_it_hears_a_leader() {
+    fn only_a_round_that_reaches_no_majority_says_cut_off() {
+        let voters: BTreeSet<NodeId> = [1, 2, 3].into();
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        let configs = [voters];
+        assert_eq!(
+            round_outcome(&configs, &set(&[1, 2, 3]), &set(&[1, 2])),
+            RoundOutcome::Won
+        );
+        assert_eq!(
+            round_outcome(&configs, &set(&[1, 2, 3]), &set(&[1])),
+            RoundOutcome::Refused,
+            "both others answered no: they hear a leader this member can reach"
+        );
+        assert_eq!(
+            round_outcome(&configs, &set(&[1, 2]), &set(&[1])),
+            RoundOutcome::Refused,
+            "one answer is enough for a majority of three"
+        );
+        assert_eq!(
+            round_outcome(&configs, &set(&[1]), &set(&[1])),
+            RoundOutcome::Unreachable
+        );
+        // During a joint change a majority of each configuration must answer.
+        let joint = [set(&[1, 2, 3]), set(&[1, 4, 5])];
+        assert_eq!(
+            round_outcome(&joint, &set(&[1, 2, 3]), &set(&[1])),
+            RoundOutcome::Unreachable
+        );
+        assert_eq!(
+            round_outcome(&joint, &set(&[1, 2, 4]), &set(&[1])),
+            RoundOutcome::Refused
+        );
+    }
+
+    #[test]
+    fn a_follower_is_cut_off_after_an_unreachable_round_until_it_hears_a_leader() {
         assert!(follower_cut_off(true, 400, 400));
         assert!(!follower_cut_off(true, 399, 400), "a leader heard since");
         assert!(
             !follower_cut_off(false, 5_000, 400),
-            "its last round found a majority"
+            "its last round reached a majority"
         );
     }
 

@@ -346,7 +346,7 @@ impl ControlPlane {
                     && crate::pre_vote::leader_cut_off(metrics.millis_since_quorum_ack, lease)
             }
             _ => crate::pre_vote::follower_cut_off(
-                self.elections.last_round_failed(),
+                self.elections.last_round_unreachable(),
                 self.leader_silence_ms(),
                 lease,
             ),
