@@ -178,10 +178,17 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     let keys: BTreeSet<String> = recorder.events().into_iter().map(|e| e.key).collect();
     let keys: Vec<String> = keys.into_iter().collect();
     let _ = wait_healthy(&http, &addrs, Duration::from_secs(30)).await;
-    workload::final_reads(&addrs[0], &keys, &recorder).await;
+    let unread = workload::final_reads(&addrs[0], &keys, &recorder).await;
     let history = recorder.events();
     let violations = checker::check(&history);
     let mut end_state = unrecovered;
+    if unread > 0 {
+        end_state.push(format!(
+            "{unread} of {} final reads not sent: the cluster did not answer them within {:?}",
+            keys.len(),
+            workload::FINAL_READS_WITHIN
+        ));
+    }
     end_state.extend(converged(&http, &addrs).await.err());
     let churn_ops = churn_log.ops();
     let churn_problems = match config.churn {

@@ -27,6 +27,10 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// The client id of the reads after the last fault (not counted toward any fault).
 pub const FINAL_READER: usize = usize::MAX;
+/// Final reads in flight at once, and how long they may take in all: a cluster that does not
+/// answer at the end costs a bounded wait, not one client timeout per key ever used.
+pub const FINAL_READERS: usize = 16;
+pub const FINAL_READS_WITHIN: Duration = Duration::from_secs(60);
 
 /// The shared record of a run's operations.
 #[derive(Clone)]
@@ -207,15 +211,29 @@ fn read_meta(answer: &Answer) -> Option<(String, u64)> {
 }
 
 /// Reads every key the run used once more through `member`, after the faults healed, so that
-/// every acknowledged write is checked against what the cluster finally holds.
-pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) {
+/// every acknowledged write is checked against what the cluster finally holds. Answers how many
+/// keys were not read because the reads ran past [`FINAL_READS_WITHIN`].
+pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) -> usize {
+    use futures::StreamExt;
     let http = reqwest::Client::builder()
         .timeout(CLIENT_TIMEOUT)
         .build()
         .expect("static client settings");
-    for key in keys {
-        let invoked = recorder.now_ns();
-        let answer = send(http.get(format!("http://{member}/v1/kv/{key}"))).await;
-        recorder.record(FINAL_READER, key, Op::Read, invoked, read_outcome(&answer));
-    }
+    let deadline = Instant::now() + FINAL_READS_WITHIN;
+    let skipped = std::sync::atomic::AtomicUsize::new(0);
+    futures::stream::iter(keys)
+        .for_each_concurrent(FINAL_READERS, |key| {
+            let (http, skipped) = (&http, &skipped);
+            async move {
+                if Instant::now() >= deadline {
+                    skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                let invoked = recorder.now_ns();
+                let answer = send(http.get(format!("http://{member}/v1/kv/{key}"))).await;
+                recorder.record(FINAL_READER, key, Op::Read, invoked, read_outcome(&answer));
+            }
+        })
+        .await;
+    skipped.into_inner()
 }

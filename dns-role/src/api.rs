@@ -1,221 +1,57 @@
-//! The roles' HTTP routes: `GET /v1/roles/{dns,trigger}/records` and `/status`, the internal
-//! `snapshot` and `stream` routes siblings and the holder's followers use, the OpenAPI document.
+//! The dns role's routes: `GET /v1/roles/dns/records` (the intake's records view and the
+//! queries answered) and `/status` (the intake's status view), and their OpenAPI document.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use hivemind_common::records;
+use hivemind_subscriptions::routes::{records_view, status_view};
+use hivemind_subscriptions::{
+    ClaimState, HeldRecordView, IntakeRecordsView, IntakeStatusView, Position,
+};
 
-use crate::intake::ClaimState;
-use crate::intake::Position;
-use crate::intake::Shared;
-use crate::trigger;
+use crate::DnsState;
 
-/// The dns (and trigger) role's routes, for the OpenAPI document (mounted only on members
-/// running the role; the trigger role's are the same under `/v1/roles/trigger/` plus its
-/// events, see [`openapi`]).
+/// The dns role's routes, for the OpenAPI document (mounted only on members running it).
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(records_route, status_route),
-    components(schemas(DnsRecordsView, HeldRecordView, DnsStatusView, Position, ClaimState, hivemind_common::records::Service)),
+    components(schemas(DnsRecordsView, IntakeRecordsView, HeldRecordView, IntakeStatusView, Position, ClaimState, hivemind_common::records::Service)),
     tags((name = "dns role", description = "On members with --roles dns"))
 )]
 pub struct DnsApi;
 
-/// The OpenAPI document of `role`'s routes (`dns` or `trigger`).
-pub fn openapi(role: &str) -> Option<utoipa::openapi::OpenApi> {
-    use utoipa::OpenApi;
-    let mut doc = DnsApi::openapi();
-    match role {
-        "dns" => Some(doc),
-        "trigger" => {
-            let paths = std::mem::take(&mut doc.paths.paths);
-            for (path, item) in paths {
-                let mut item = item;
-                for op in [&mut item.get, &mut item.put, &mut item.post]
-                    .into_iter()
-                    .flatten()
-                {
-                    op.tags = Some(vec!["trigger role".into()]);
-                }
-                doc.paths
-                    .paths
-                    .insert(path.replace("/v1/roles/dns/", "/v1/roles/trigger/"), item);
-            }
-            doc.tags = None;
-            doc.merge(trigger::TriggerApi::openapi());
-            Some(doc)
-        }
-        _ => None,
-    }
+/// The dns role's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <DnsApi as utoipa::OpenApi>::openapi()
 }
 
-/// One record held.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct HeldRecordView {
-    pub keygroup: String,
-    pub host: String,
-    pub member: String,
-    pub seq: u64,
-    pub generation: u64,
-    #[schema(value_type = Vec<String>)]
-    pub addrs: Vec<std::net::IpAddr>,
-    pub services: Vec<hivemind_common::records::Service>,
-}
-
-/// `GET /v1/roles/dns/records`.
+/// `GET /v1/roles/dns/records`: the records held, the intake's counters, and the queries
+/// answered.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct DnsRecordsView {
-    pub records: Vec<HeldRecordView>,
-    pub applied: u64,
-    pub refused_sealed: u64,
-    pub stream_errors: u64,
-    pub copied: u64,
-    pub received_from_hosts: u64,
-    pub received_from_holder: u64,
+    #[serde(flatten)]
+    pub held: IntakeRecordsView,
     /// Queries answered, by response code.
     pub queries: BTreeMap<String, u64>,
 }
 
-/// The records this machine holds and its intake counters.
+/// The records this machine holds, its intake counters and the queries it answered.
 #[utoipa::path(get, path = "/v1/roles/dns/records", tag = "dns role",
+    operation_id = "dns_records",
     responses((status = 200, description = "The records held", body = DnsRecordsView)))]
-pub(crate) async fn records_route(State(shared): State<Arc<Shared>>) -> Json<DnsRecordsView> {
-    let book = shared
-        .book
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let c = &shared.counters;
+pub(crate) async fn records_route(State(state): State<DnsState>) -> Json<DnsRecordsView> {
     Json(DnsRecordsView {
-        records: book
-            .records()
-            .map(|r| HeldRecordView {
-                keygroup: r.keygroup.clone(),
-                host: r.host.clone(),
-                member: r.member.to_string(),
-                seq: r.seq,
-                generation: r.generation,
-                addrs: r.addrs.clone(),
-                services: r.services.clone(),
-            })
-            .collect(),
-        applied: c.applied.load(Ordering::Relaxed),
-        refused_sealed: c.refused_sealed.load(Ordering::Relaxed),
-        stream_errors: c.stream_errors.load(Ordering::Relaxed),
-        copied: c.copied.load(Ordering::Relaxed),
-        received_from_hosts: c.received_from_hosts.load(Ordering::Relaxed),
-        received_from_holder: c.received_from_holder.load(Ordering::Relaxed),
-        queries: shared.queries.snapshot(),
+        held: records_view(&state.intake),
+        queries: state.zone.queries.snapshot(),
     })
-}
-
-/// `GET /v1/roles/dns/status`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct DnsStatusView {
-    /// Per served keygroup.
-    pub keygroups: BTreeMap<String, Position>,
-    /// Streams open now.
-    pub subscriptions: u64,
-    pub received_from_hosts: u64,
-    pub received_from_holder: u64,
 }
 
 /// Per served keygroup: whether this machine holds it (and its fence), which machine does
 /// otherwise, and how many streams it holds for it.
 #[utoipa::path(get, path = "/v1/roles/dns/status", tag = "dns role",
-    responses((status = 200, description = "Where this machine stands per keygroup", body = DnsStatusView)))]
-pub(crate) async fn status_route(State(shared): State<Arc<Shared>>) -> Json<DnsStatusView> {
-    let positions = shared
-        .positions
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    Json(DnsStatusView {
-        keygroups: positions,
-        subscriptions: shared.counters.streams_open.load(Ordering::Relaxed),
-        received_from_hosts: shared.counters.received_from_hosts.load(Ordering::Relaxed),
-        received_from_holder: shared.counters.received_from_holder.load(Ordering::Relaxed),
-    })
-}
-
-#[derive(serde::Deserialize)]
-pub(crate) struct SnapshotQuery {
-    keygroup: String,
-}
-
-/// The frames of every record held for `keygroup`, sealed with `secret`.
-pub(crate) fn sealed_frames(shared: &Shared, keygroup: &str, secret: &[u8]) -> Vec<u8> {
-    let book = shared
-        .book
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let mut body = Vec::new();
-    for record in book.records().filter(|r| r.keygroup == keygroup) {
-        if let Some(sealed) = records::seal(secret, rand::random(), record) {
-            body.extend(records::frame(&sealed));
-        }
-    }
-    body
-}
-
-/// `GET /internal/v1/roles/dns/stream?keygroup=K`: the intra-node stream. Every record held
-/// for K, then every record applied here from then on, each sealed with K's secret as it is
-/// when sent. A follower too far behind is cut off; it reconnects and starts over.
-pub(crate) async fn stream_route(
-    State(shared): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let secret = shared.secret(&q.keygroup);
-    if secret.is_empty() {
-        return axum::http::StatusCode::NOT_FOUND.into_response();
-    }
-    // Subscribed before the snapshot is taken: nothing falls between the two.
-    let updates = shared.relay.subscribe();
-    let first = sealed_frames(&shared, &q.keygroup, &secret);
-    let keygroup = q.keygroup;
-    let live = futures::stream::unfold(
-        (updates, shared, keygroup),
-        |(mut updates, shared, keygroup)| async move {
-            loop {
-                // Lagged or closed: end the stream (the follower reconnects).
-                let record = updates.recv().await.ok()?;
-                if record.keygroup != keygroup {
-                    continue;
-                }
-                let Some(sealed) =
-                    records::seal(&shared.secret(&keygroup), rand::random(), &record)
-                else {
-                    continue;
-                };
-                let frame: Result<axum::body::Bytes, std::convert::Infallible> =
-                    Ok(records::frame(&sealed).into());
-                return Some((frame, (updates, shared, keygroup)));
-            }
-        },
-    );
-    let first = futures::stream::once(async move {
-        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(first))
-    });
-    axum::body::Body::from_stream(futures::StreamExt::chain(first, live)).into_response()
-}
-
-/// `GET /internal/v1/roles/dns/snapshot?keygroup=K`: the records this member holds for K, as
-/// the frames of a subscription stream (each sealed with K's secret), for a dns member that
-/// starts (simple join).
-pub(crate) async fn snapshot_route(
-    State(shared): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<SnapshotQuery>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let secret = shared.secret(&q.keygroup);
-    if secret.is_empty() {
-        return axum::http::StatusCode::NOT_FOUND.into_response();
-    }
-    sealed_frames(&shared, &q.keygroup, &secret).into_response()
+    operation_id = "dns_status",
+    responses((status = 200, description = "Where this machine stands per keygroup", body = IntakeStatusView)))]
+pub(crate) async fn status_route(State(state): State<DnsState>) -> Json<IntakeStatusView> {
+    Json(status_view(&state.intake))
 }

@@ -1,76 +1,42 @@
 //! The `dns` role: for every keygroup it serves (`--keygroup`), makes its node a replica and
-//! claims responsibility for it in its node. The one machine of the node that holds it
-//! subscribes to every live host member of the keygroup's other replica nodes (each stream
-//! opens with the host's current record); the node's other machines stream every record from
-//! the holder (intra-node stream) and take over when the control plane released it (seed
-//! events [1]/[2], DESIGN.md §5). Every machine keeps the newest record per host by seq, drops
-//! a host the moment the feed says it failed or left, drops a tombstoned keygroup, and answers
-//! DNS for all of it (UDP fast path and hickory-server, UDP and TCP on `--dns-port`).
+//! takes the keygroup's host records through the subscription machinery every consuming role
+//! shares (`hivemind-subscriptions`, DESIGN.md §5): one machine of the node holds the keygroup
+//! and subscribes to its hosts, the others stream from it. It answers DNS for every live host
+//! (UDP fast path and hickory-server, UDP and TCP on `--dns-port`) from a zone rebuilt on every
+//! change the intake hands it.
 //!
 //! Layout:
 //! - [`zone`]: names and answers, rebuilt whole on every change (sans IO).
-//! - [`subscriptions`]: which streams to hold (sans IO).
 //! - [`server`]: the hickory request handler, the UDP receive loops, binding the sockets;
 //!   [`wire`]: the prebuilt UDP answers.
-//! - `intake`: the record store both roles share (records by host, keygroup secrets, counters).
-//! - `reconcile`: the reconcile loop, claims, subscriber tasks, the sibling snapshot copy.
-//! - `api`: `GET /v1/roles/dns/records` and `/status`, the internal `snapshot` and `stream`
-//!   routes, the OpenAPI document; `metrics`: the role's samples.
-//! - this file: the `dns` and `trigger` roles and how they start.
+//! - `api`: `GET /v1/roles/dns/records` and `/status`, the OpenAPI document; `metrics`: the
+//!   role's samples.
+//! - this file: the role, and [`DnsZone`], the consumer that keeps the zone.
 
 mod api;
-mod intake;
 mod metrics;
-mod reconcile;
 pub mod server;
-pub mod subscriptions;
-pub mod trigger;
 pub mod wire;
 pub mod zone;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::routing::get;
 use axum::Router;
-use hivemind_common::role::{Role, RoleContext, Started};
+use hickory_proto::rr::Name;
+use hivemind_common::records::HostRecord;
+use hivemind_common::role::{Membership, Role, RoleContext, Started};
 use hivemind_common::roles::{self, RoleSpec};
+use hivemind_subscriptions::{Acquire, Change, Consumer, Intake};
 
-pub use api::{openapi, DnsApi, DnsRecordsView, DnsStatusView, HeldRecordView};
-use api::{records_route, snapshot_route, status_route, stream_route};
-use intake::Shared;
-pub use intake::{ClaimState, Position};
+pub use api::{openapi, DnsApi, DnsRecordsView};
 use metrics::DnsMetrics;
-use reconcile::run;
-
-/// How soon a reconcile that could not finish (no quorum, a claim pending) is retried. A
-/// settled role reconciles on every event and every `--reread-every`.
-const RETRY_EVERY: Duration = Duration::from_secs(2);
-/// Records queued for the intra-node streams; a stream that falls further behind ends and
-/// its follower reconnects (and gets the whole keygroup again).
-const RELAY_CAPACITY: usize = 4096;
+use zone::Zone;
 
 pub struct DnsRole;
-
-/// The `trigger` role: the same record intake as `dns` for the keygroups whose `triggers`
-/// list its node, turned into change events instead of DNS answers (see [`trigger`]).
-pub struct TriggerRole;
-
-/// What the record intake feeds: DNS answers or trigger events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Dns,
-    Trigger,
-}
-
-impl Mode {
-    fn role(self) -> &'static str {
-        match self {
-            Mode::Dns => "dns",
-            Mode::Trigger => "trigger",
-        }
-    }
-}
 
 impl Role for DnsRole {
     fn spec(&self) -> &'static RoleSpec {
@@ -78,40 +44,84 @@ impl Role for DnsRole {
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
-        start(Mode::Dns, ctx)
+        let zone = Arc::new(DnsZone::new(&ctx.settings.domain));
+        let addr = SocketAddr::new(ctx.settings.bind, ctx.settings.dns_port);
+        let (health, shutdown) = (ctx.health.clone(), ctx.shutdown.child_token());
+        let (intake, intake_task, internal) =
+            hivemind_subscriptions::start("dns", Acquire::Replica, zone.clone(), ctx);
+        let state = DnsState { zone, intake };
+        let routes = Router::new()
+            .route("/records", get(api::records_route))
+            .route("/status", get(api::status_route))
+            .with_state(state.clone());
+        let metrics = Arc::new(DnsMetrics(state.clone()));
+        let task = Box::pin(async move {
+            tokio::spawn(server::serve_dns(state.zone, addr, health, shutdown));
+            intake_task.await
+        });
+        Started {
+            routes,
+            metrics: Some(metrics),
+            internal,
+            task,
+        }
     }
 }
 
-impl Role for TriggerRole {
-    fn spec(&self) -> &'static RoleSpec {
-        roles::spec("trigger").expect("trigger is a known role")
+/// What the routes and metrics share: the zone served and the records it was built from.
+#[derive(Clone)]
+pub(crate) struct DnsState {
+    zone: Arc<DnsZone>,
+    intake: Arc<Intake>,
+}
+
+/// The zone this member answers from, its prebuilt UDP answers, and the query counts.
+pub struct DnsZone {
+    origin: Name,
+    pub(crate) zone: Arc<RwLock<Arc<Zone>>>,
+    /// The zone's finished UDP answers, swapped together with it.
+    pub(crate) wire: RwLock<Arc<wire::WireAnswers>>,
+    serial: AtomicU64,
+    pub(crate) queries: Arc<server::QueryCounts>,
+}
+
+impl DnsZone {
+    fn new(domain: &str) -> Self {
+        let origin = Name::from_ascii(domain).unwrap_or_else(|_| Name::root());
+        let empty = Zone::build(&origin, &[], &BTreeMap::new(), &Membership::default(), 0);
+        Self {
+            origin,
+            zone: Arc::new(RwLock::new(Arc::new(empty))),
+            wire: RwLock::default(),
+            serial: AtomicU64::new(0),
+            queries: Arc::default(),
+        }
     }
 
-    fn start(self: Box<Self>, ctx: RoleContext) -> Started {
-        start(Mode::Trigger, ctx)
+    /// Rebuilds the zone from the records held and the membership and swaps it in.
+    fn rebuild(&self, intake: &Intake) {
+        let book = intake.book();
+        let ttls: BTreeMap<String, u32> = intake
+            .keygroups()
+            .into_values()
+            .map(|k| (k.name, k.ttl_secs))
+            .collect();
+        let membership = intake.membership();
+        let records: Vec<&HostRecord> = book.records().collect();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) as u32 + 1;
+        let zone = Zone::build(&self.origin, &records, &ttls, &membership, serial);
+        let answers = wire::WireAnswers::build(&zone);
+        // Swap both under the zone's lock, so a UDP answer never mixes two versions.
+        let mut current = self.zone.write().unwrap_or_else(|p| p.into_inner());
+        *self.wire.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(answers);
+        *current = Arc::new(zone);
     }
 }
 
-fn start(mode: Mode, ctx: RoleContext) -> Started {
-    let shared = Shared::new(mode, &ctx);
-    let mut routes = Router::new()
-        .route("/records", get(records_route))
-        .route("/status", get(status_route));
-    if mode == Mode::Trigger {
-        routes = routes.route("/events", get(trigger::events_route));
-    }
-    let task = Box::pin(run(shared.clone(), ctx));
-    Started {
-        metrics: Some(Arc::new(DnsMetrics(shared.clone()))),
-        routes: routes.with_state(shared.clone()),
-        internal: Router::new()
-            .route("/snapshot", get(snapshot_route))
-            .route("/stream", get(stream_route))
-            .route("/status", get(status_route))
-            .with_state(shared.clone()),
-        task,
+impl Consumer for DnsZone {
+    /// Every change, of the records or of the names and TTLs they are answered with, makes a
+    /// new zone.
+    fn changed(&self, intake: &Intake, _: Change<'_>) {
+        self.rebuild(intake);
     }
 }
-
-#[cfg(test)]
-mod tests;

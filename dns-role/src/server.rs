@@ -123,7 +123,7 @@ use std::time::Duration;
 use hivemind_common::role::RoleHealth;
 use tokio_util::sync::CancellationToken;
 
-use crate::{wire, Shared};
+use crate::{wire, DnsZone};
 
 /// A UDP socket on `addr` that shares the port with its siblings (`SO_REUSEPORT`), so the
 /// kernel spreads queries over several receive loops. Blocking, with a read timeout of
@@ -148,7 +148,7 @@ pub(crate) const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 /// async runtime, so it never waits behind the agent's tasks (the runtime may be one thread)
 /// and costs no wake-ups: one blocking receive and one send per query, as in nsd.
 pub(crate) fn udp_loop(
-    shared: Arc<Shared>,
+    shared: Arc<DnsZone>,
     socket: std::net::UdpSocket,
     shutdown: CancellationToken,
 ) {
@@ -200,7 +200,7 @@ pub(crate) fn udp_loop(
 /// Binds the DNS sockets (one UDP receive loop per core, each on its own thread) and serves
 /// until `shutdown`.
 pub(crate) async fn serve_dns(
-    shared: Arc<Shared>,
+    shared: Arc<DnsZone>,
     addr: SocketAddr,
     health: RoleHealth,
     shutdown: CancellationToken,

@@ -405,7 +405,7 @@ pub(crate) fn registry(agent: &Arc<Agent>) -> Arc<Registry> {
 }
 
 /// Prometheus text (OpenMetrics).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Every metric of this member and its roles",
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub(crate) async fn route(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

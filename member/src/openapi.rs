@@ -52,7 +52,7 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
 }
 
 /// This member's OpenAPI document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI 3.1 document of this member's routes", content_type = "application/json", body = Object)))]
 pub(crate) async fn route(State(json): State<Arc<String>>) -> impl IntoResponse {
     (
@@ -105,6 +105,18 @@ mod tests {
         }
         let json = serde_json::to_value(&full).unwrap();
         assert_eq!(json["openapi"], "3.1.0");
+        // Client generators name a method after each operationId: no two may share one.
+        let mut ids = std::collections::BTreeMap::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(id) = op["operationId"].as_str() {
+                    let here = format!("{method} {path}");
+                    if let Some(other) = ids.insert(id.to_string(), here.clone()) {
+                        panic!("operationId {id} is used by {other} and {here}");
+                    }
+                }
+            }
+        }
         assert!(json["components"]["schemas"]["ErrorBody"].is_object());
     }
 }

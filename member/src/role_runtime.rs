@@ -24,7 +24,7 @@ pub fn load(name: &str) -> Option<Box<dyn Role>> {
     match name {
         "host" => Some(Box::new(hivemind_host_role::HostRole)),
         "dns" => Some(Box::new(hivemind_dns_role::DnsRole)),
-        "trigger" => Some(Box::new(hivemind_dns_role::TriggerRole)),
+        "trigger" => Some(Box::new(hivemind_trigger_role::TriggerRole)),
         _ => None,
     }
 }
@@ -34,7 +34,8 @@ pub fn openapi(name: &str) -> Option<utoipa::openapi::OpenApi> {
     use utoipa::OpenApi;
     match name {
         "host" => Some(hivemind_host_role::HostApi::openapi()),
-        "dns" | "trigger" => hivemind_dns_role::openapi(name),
+        "dns" => Some(hivemind_dns_role::openapi()),
+        "trigger" => Some(hivemind_trigger_role::openapi()),
         _ => None,
     }
 }

@@ -1,4 +1,4 @@
-//! Where a dns machine takes each keygroup's records from (task D, DESIGN.md §5), as a pure
+//! Where a consuming machine takes each keygroup's records from (task D, DESIGN.md §5), as a pure
 //! function of what the control plane decided and the membership:
 //! - a keygroup this machine is responsible for: every live member performing `host` whose
 //!   node is another replica node of the keygroup (never a trigger node, never its own node);
@@ -18,7 +18,7 @@ pub enum Via {
     /// A host member's own record stream (`/internal/v1/roles/host/subscribe`).
     Host,
     /// The responsible machine of this node relaying every record it holds
-    /// (`/internal/v1/roles/dns/stream`).
+    /// (`/internal/v1/roles/<role>/stream`).
     Holder,
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,20 +22,19 @@ use hivemind_common::MemberId;
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::ClaimState;
+use crate::intake::Intake;
 use crate::intake::Position;
-use crate::intake::Shared;
-use crate::server::serve_dns;
-use crate::subscriptions;
-use crate::subscriptions::Target;
-use crate::subscriptions::Via;
-use crate::trigger;
-use crate::Mode;
+use crate::targets;
+use crate::targets::Target;
+use crate::targets::Via;
+use crate::Acquire;
+use crate::Change;
 use crate::RETRY_EVERY;
 
-/// Simple join: before subscribing, copy `keygroup`'s records from another live dns member
-/// whose node replicates it (the streams then bring anything newer; seqs make it safe).
+/// Simple join: before subscribing, copy `keygroup`'s records from another live member of the
+/// same role whose node replicates it (the streams then bring anything newer; seqs make it safe).
 /// Answers whether the join is settled: copied, or no sibling exists in a known membership.
-pub(crate) async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) -> bool {
+pub(crate) async fn copy_from_sibling(shared: &Intake, me: &Me, keygroup: &str) -> bool {
     let membership = shared
         .membership
         .read()
@@ -53,12 +51,12 @@ pub(crate) async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) 
         .map(|k| k.replicas.clone())
         .unwrap_or_default();
     for peer in membership
-        .performing("dns")
+        .performing(shared.role)
         .filter(|p| p.id != me.id && replicas.contains(&p.node))
     {
         let url = format!(
-            "http://{}/internal/v1/roles/dns/snapshot?keygroup={keygroup}",
-            peer.http_addr
+            "http://{}/internal/v1/roles/{}/snapshot?keygroup={keygroup}",
+            peer.http_addr, shared.role
         );
         let mut request = shared.http.get(url).timeout(Duration::from_secs(5));
         if let Some(secret) = &shared.cluster_secret {
@@ -86,12 +84,12 @@ pub(crate) async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) 
             }
         }
         shared.counters.copied.fetch_add(copied, Ordering::Relaxed);
-        tracing::info!(%keygroup, from = %peer.name, copied, "copied records from a sibling dns member");
+        tracing::info!(%keygroup, from = %peer.name, copied, role = shared.role, "copied records from a sibling");
         return true;
     }
     // No sibling answered: settled only if there is none to ask.
     let siblings = membership
-        .performing("dns")
+        .performing(shared.role)
         .filter(|p| p.id != me.id && replicas.contains(&p.node))
         .count();
     siblings == 0
@@ -99,26 +97,7 @@ pub(crate) async fn copy_from_sibling(shared: &Shared, me: &Me, keygroup: &str) 
 
 /// The reconcile loop: keygroups joined and claimed, subscriptions matching the membership,
 /// records of gone members dropped at once.
-pub(crate) async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
-    match (shared.mode, &ctx.settings.trigger_webhook) {
-        (Mode::Dns, _) => {
-            let dns_addr = SocketAddr::new(ctx.settings.bind, ctx.settings.dns_port);
-            tokio::spawn(serve_dns(
-                shared.clone(),
-                dns_addr,
-                ctx.health.clone(),
-                ctx.shutdown.child_token(),
-            ));
-        }
-        (Mode::Trigger, Some(url)) => {
-            tokio::spawn(trigger::webhook(
-                shared.clone(),
-                url.clone(),
-                ctx.shutdown.child_token(),
-            ));
-        }
-        (Mode::Trigger, None) => {}
-    }
+pub(crate) async fn run(shared: Arc<Intake>, mut ctx: RoleContext) {
     let me: Me = ctx.me.borrow().clone();
     let mut active: BTreeMap<Target, CancellationToken> = BTreeMap::new();
     let mut last_inputs = None;
@@ -146,13 +125,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                     match event {
                         // A host that failed or left is gone from the answers now.
                         RoleEvent::Gone { id, .. } => drop_member(&shared, &mut active, id),
-                        // A tombstone: the keygroup's names go now (the reconcile below
+                        // A tombstone: the keygroup's records go now (the reconcile below
                         // then stops its subscriptions).
                         RoleEvent::KeygroupChanged {
                             name,
                             deleted: true,
                             ..
-                        } if shared.remove_records(|r| r.keygroup == name) => shared.rebuild(),
+                        } => {
+                            shared.remove_records(|r| r.keygroup == name);
+                        }
                         // Every other change is picked up by the reconcile of this turn.
                         _ => {}
                     }
@@ -179,8 +160,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let wanted = subscriptions::targets(
-            shared.mode.role(),
+        let wanted = targets::targets(
+            shared.role,
             me.id,
             &me.node,
             &claims,
@@ -216,8 +197,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
         for id in stale {
             drop_member(&shared, &mut active, id);
         }
-        // Member, node and role names follow the membership, TTLs the keygroup configs:
-        // rebuild when either moved (record changes rebuild on their own).
+        // What records are read with (member, node and role names, keygroup TTLs and
+        // replicas) moved: the role hears it (record changes it hears on their own).
         let inputs = (
             membership.epoch,
             membership.index,
@@ -227,15 +208,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut ctx: RoleContext) {
                 .collect::<Vec<_>>(),
         );
         if last_inputs.as_ref() != Some(&inputs) {
-            shared.rebuild();
+            shared.notify(Change::Inputs);
             last_inputs = Some(inputs);
         }
     }
 }
 
-/// Records where this machine stands per keygroup for `GET /v1/roles/dns/status`.
+/// Records where this machine stands per keygroup for `GET /v1/roles/<role>/status`.
 pub(crate) fn publish_positions(
-    shared: &Shared,
+    shared: &Intake,
     claims: &BTreeMap<String, Claim>,
     keygroups: &BTreeMap<String, KeygroupInfo>,
     membership: &Membership,
@@ -274,7 +255,7 @@ pub(crate) fn publish_positions(
 }
 
 pub(crate) fn drop_member(
-    shared: &Shared,
+    shared: &Intake,
     active: &mut BTreeMap<Target, CancellationToken>,
     id: MemberId,
 ) {
@@ -287,20 +268,19 @@ pub(crate) fn drop_member(
     });
     if shared.remove_records(|r| r.member == id) {
         tracing::info!(member = %id, "host gone: its records are dropped");
-        shared.rebuild();
     }
 }
 
-/// The keygroup's config for this machine: a dns machine makes its node a replica (joins);
-/// a trigger machine only reads it and waits until its node is one of the triggers.
+/// The keygroup's config for this machine: a replica role makes its node a replica (joins);
+/// the trigger role only reads it and waits until its node is one of the triggers.
 pub(crate) async fn acquire(
-    mode: Mode,
+    acquire: Acquire,
     ctx: &RoleContext,
     name: &str,
 ) -> Result<KeygroupInfo, CpCallError> {
-    match mode {
-        Mode::Dns => ctx.cp.join_keygroup(name.to_string()).await,
-        Mode::Trigger => {
+    match acquire {
+        Acquire::Replica => ctx.cp.join_keygroup(name.to_string()).await,
+        Acquire::Trigger => {
             let node = ctx.me.borrow().node.clone();
             match ctx.cp.keygroup(name.to_string()).await? {
                 None => Err(CpCallError {
@@ -325,14 +305,14 @@ pub(crate) async fn acquire(
 /// the claim outcome per keygroup and whether everything settled. A tombstoned keygroup's
 /// records go.
 pub(crate) async fn reconcile_keygroups(
-    shared: &Shared,
+    shared: &Intake,
     ctx: &RoleContext,
 ) -> (BTreeMap<String, Claim>, bool) {
     let mut claims = BTreeMap::new();
     let mut waiting = Vec::new();
     let mut settled = true;
     for name in &ctx.settings.keygroups {
-        match acquire(shared.mode, ctx, name).await {
+        match acquire(shared.acquire, ctx, name).await {
             Ok(info) => shared.set_keygroup(info),
             Err(e) if e.code == "tombstoned" => {
                 let removed = shared.remove_records(|r| &r.keygroup == name);
@@ -364,7 +344,7 @@ pub(crate) async fn reconcile_keygroups(
                     .unwrap_or_else(|p| p.into_inner())
                     .contains(name);
                 // Triggers report changes from now on: nothing to copy first.
-                if !seeded && shared.mode == Mode::Trigger {
+                if !seeded && !shared.acquire.seeds_from_sibling() {
                     shared
                         .copied_once
                         .lock()
@@ -405,7 +385,7 @@ pub(crate) async fn reconcile_keygroups(
 }
 
 /// One subscription: streams `target`'s records until cancelled, reconnecting with backoff.
-pub(crate) async fn subscribe(shared: Arc<Shared>, target: Target, cancel: CancellationToken) {
+pub(crate) async fn subscribe(shared: Arc<Intake>, target: Target, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let url = match target.via {
@@ -415,9 +395,7 @@ pub(crate) async fn subscribe(shared: Arc<Shared>, target: Target, cancel: Cance
             ),
             Via::Holder => format!(
                 "http://{}/internal/v1/roles/{}/stream?keygroup={}",
-                target.http_addr,
-                shared.mode.role(),
-                target.keygroup
+                target.http_addr, shared.role, target.keygroup
             ),
         };
         let mut request = shared.http.get(url);
@@ -453,7 +431,7 @@ impl Drop for OpenStream<'_> {
 }
 
 pub(crate) async fn stream(
-    shared: &Shared,
+    shared: &Intake,
     target: &Target,
     request: reqwest::RequestBuilder,
 ) -> Result<(), String> {

@@ -1,5 +1,7 @@
-//! The record intake both roles share: the newest record per host, keygroup secrets and
-//! versions, where this machine stands per keygroup, and the counters.
+//! The record store of a consuming role ([`Intake`]): the newest record per host, keygroup
+//! configs and secrets (with the one a rotation replaced), where this machine stands per
+//! keygroup, and the counters. Every change is handed to the role's [`Consumer`] in the order
+//! it was applied.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -11,7 +13,6 @@ use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
-use hickory_proto::rr::Name;
 use hivemind_common::records;
 use hivemind_common::records::HostRecord;
 use hivemind_common::records::OpenError;
@@ -21,14 +22,12 @@ use hivemind_common::role::KeygroupInfo;
 use hivemind_common::role::Membership;
 use hivemind_common::role::RoleContext;
 
-use crate::server;
-use crate::subscriptions;
-use crate::subscriptions::Target;
-use crate::subscriptions::Via;
-use crate::trigger;
-use crate::wire;
-use crate::zone::Zone;
-use crate::Mode;
+use crate::targets;
+use crate::targets::Target;
+use crate::targets::Via;
+use crate::Acquire;
+use crate::Change;
+use crate::Consumer;
 use crate::RELAY_CAPACITY;
 
 #[derive(Default)]
@@ -48,9 +47,6 @@ pub(crate) struct Counters {
     /// Times this machine became responsible for a keygroup (a claim granted, or found held
     /// by this machine when it was not before).
     pub(crate) claims: AtomicU64,
-    pub(crate) webhook_delivered: AtomicU64,
-    pub(crate) webhook_failures: AtomicU64,
-    pub(crate) webhook_dropped: AtomicU64,
 }
 
 /// Whether this machine holds a keygroup.
@@ -63,7 +59,7 @@ pub enum ClaimState {
     Waiting,
 }
 
-/// Where this machine stands for one keygroup, for `GET /v1/roles/dns/status`.
+/// Where this machine stands for one keygroup, for `GET /v1/roles/<role>/status`.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Position {
     pub(crate) claim: ClaimState,
@@ -77,20 +73,19 @@ pub struct Position {
     pub(crate) version: u64,
 }
 
-pub(crate) struct Shared {
-    pub(crate) mode: Mode,
-    pub(crate) origin: Name,
+/// The records a consuming role holds and how it came by them.
+pub struct Intake {
+    /// The consuming role's name: whose siblings seed a starting machine and whose holder
+    /// the node's other machines stream from.
+    pub(crate) role: &'static str,
+    pub(crate) acquire: Acquire,
+    pub(crate) consumer: Arc<dyn Consumer>,
     pub(crate) book: Mutex<SeqBook>,
     pub(crate) keygroups: RwLock<BTreeMap<String, KeygroupInfo>>,
     pub(crate) membership: RwLock<Arc<Membership>>,
-    pub(crate) zone: Arc<RwLock<Arc<Zone>>>,
-    /// The zone's finished UDP answers, swapped together with it.
-    pub(crate) wire: RwLock<Arc<wire::WireAnswers>>,
-    pub(crate) serial: AtomicU64,
     pub(crate) counters: Counters,
     /// Keygroups already seeded from a sibling (simple join happens once per keygroup).
     pub(crate) copied_once: Mutex<BTreeSet<String>>,
-    pub(crate) queries: Arc<server::QueryCounts>,
     pub(crate) cp: Arc<dyn ControlPlaneClient>,
     pub(crate) cluster_secret: Option<String>,
     pub(crate) http: reqwest::Client,
@@ -100,9 +95,6 @@ pub(crate) struct Shared {
     /// A stream carried a newer keygroup config version than the one held (seed event [7]):
     /// the reconcile loop re-reads the configs now.
     pub(crate) config_behind: tokio::sync::Notify,
-    /// Trigger mode: the record changes, numbered; `change_tx` carries the last index.
-    pub(crate) changes: Mutex<trigger::ChangeLog>,
-    pub(crate) change_tx: tokio::sync::watch::Sender<u64>,
     /// Per keygroup, the secret a rotation replaced and when.
     pub(crate) previous_secrets: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
     /// How long a replaced secret still opens records: twice `--reread-every`, by which time
@@ -110,31 +102,54 @@ pub(crate) struct Shared {
     pub(crate) rotation_grace: Duration,
 }
 
-impl Shared {
-    /// Rebuilds the zone from the book and the membership and swaps it in.
-    pub(crate) fn rebuild(&self) {
-        let book = self.book.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let keygroups = self.keygroups.read().unwrap_or_else(|p| p.into_inner());
-        let ttls: BTreeMap<String, u32> = keygroups
-            .values()
-            .map(|k| (k.name.clone(), k.ttl_secs))
-            .collect();
-        drop(keygroups);
-        let membership = self
-            .membership
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let records: Vec<&HostRecord> = book.records().collect();
-        let serial = self.serial.fetch_add(1, Ordering::Relaxed) as u32 + 1;
-        let zone = Zone::build(&self.origin, &records, &ttls, &membership, serial);
-        let answers = wire::WireAnswers::build(&zone);
-        // Swap both under the zone's lock, so a UDP answer never mixes two versions.
-        let mut current = self.zone.write().unwrap_or_else(|p| p.into_inner());
-        *self.wire.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(answers);
-        *current = Arc::new(zone);
+/// What a consumer reads.
+impl Intake {
+    /// The records held, newest per (keygroup, host).
+    pub fn book(&self) -> SeqBook {
+        self.book.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The configs of the keygroups served, as last read.
+    pub fn keygroups(&self) -> BTreeMap<String, KeygroupInfo> {
+        self.keygroups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The membership the records were last reconciled with.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether this machine is responsible for `keygroup` now (the one machine of its node
+    /// that acts on the keygroup's changes, e.g. delivers its webhook).
+    pub fn holds(&self, keygroup: &str) -> bool {
+        self.positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(keygroup)
+            .is_some_and(|p| p.claim == ClaimState::Mine)
+    }
+
+    /// Where this machine stands per served keygroup.
+    pub fn positions(&self) -> BTreeMap<String, Position> {
+        self.positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Hands `change` to the role.
+    pub(crate) fn notify(&self, change: Change<'_>) {
+        self.consumer.changed(self, change);
+    }
+}
+
+impl Intake {
     pub(crate) fn secret(&self, keygroup: &str) -> Vec<u8> {
         self.keygroups
             .read()
@@ -154,7 +169,7 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .get(keygroup)
             .map(|k| k.version);
-        let behind = subscriptions::config_behind(known, version);
+        let behind = targets::config_behind(known, version);
         if behind {
             self.config_behind.notify_one();
         }
@@ -234,7 +249,7 @@ impl Shared {
         self.apply_record(record)
     }
 
-    /// Keeps `record` if it is newer than what is held, rebuilds the zone and relays it to the
+    /// Keeps `record` if it is newer than what is held, hands it to the role and relays it to the
     /// node's other machines; answers whether it was newer.
     pub(crate) fn apply_record(&self, record: HostRecord) -> bool {
         let applied = self
@@ -244,80 +259,53 @@ impl Shared {
             .apply(record.clone());
         if applied {
             self.counters.applied.fetch_add(1, Ordering::Relaxed);
-            self.rebuild();
-            self.changed("updated", std::slice::from_ref(&record));
+            self.notify(Change::Updated(&record));
             // No receiver is fine: no sibling streams from this machine.
             let _ = self.relay.send(record);
         }
         applied
     }
 
-    /// Trigger mode: records `records` as changes of `kind` for the events and the webhook.
-    pub(crate) fn changed(&self, kind: &'static str, records: &[HostRecord]) {
-        if self.mode != Mode::Trigger || records.is_empty() {
-            return;
-        }
-        let mut log = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        for record in records {
-            log.push(trigger::Change::of(kind, record));
-        }
-        self.change_tx.send_replace(log.last());
-    }
-
-    /// Removes the records `drop` selects, as `removed` changes; answers whether any went.
+    /// Removes the records `select` selects (one [`Change::Removed`]); answers whether any
+    /// went.
     pub(crate) fn remove_records(&self, select: impl Fn(&HostRecord) -> bool) -> bool {
         let gone = self
             .book
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove_where(select);
-        self.changed("removed", &gone);
-        !gone.is_empty()
-    }
-
-    /// Whether this machine is responsible for `keygroup` now.
-    pub(crate) fn holds(&self, keygroup: &str) -> bool {
-        self.positions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(keygroup)
-            .is_some_and(|p| p.claim == ClaimState::Mine)
+        if gone.is_empty() {
+            return false;
+        }
+        self.notify(Change::Removed(&gone));
+        true
     }
 }
 
-impl Shared {
-    pub(crate) fn new(mode: Mode, ctx: &RoleContext) -> Arc<Self> {
-        let origin = Name::from_ascii(&ctx.settings.domain).unwrap_or_else(|_| Name::root());
-        let shared = Arc::new(Shared {
-            mode,
-            origin: origin.clone(),
+impl Intake {
+    pub(crate) fn new(
+        role: &'static str,
+        acquire: Acquire,
+        consumer: Arc<dyn Consumer>,
+        ctx: &RoleContext,
+    ) -> Arc<Self> {
+        Arc::new(Intake {
+            role,
+            acquire,
+            consumer,
             book: Mutex::new(SeqBook::default()),
             keygroups: RwLock::new(BTreeMap::new()),
             membership: RwLock::new(ctx.membership.borrow().clone()),
-            zone: Arc::new(RwLock::new(Arc::new(Zone::build(
-                &origin,
-                &[],
-                &BTreeMap::new(),
-                &Membership::default(),
-                0,
-            )))),
-            wire: RwLock::new(Arc::default()),
-            serial: AtomicU64::new(0),
             counters: Counters::default(),
             copied_once: Mutex::new(BTreeSet::new()),
-            queries: Arc::default(),
             cp: ctx.cp.clone(),
             cluster_secret: ctx.settings.cluster_secret.clone(),
             http: reqwest::Client::new(),
             relay: tokio::sync::broadcast::channel(RELAY_CAPACITY).0,
             positions: RwLock::new(BTreeMap::new()),
             config_behind: tokio::sync::Notify::new(),
-            changes: Mutex::new(trigger::ChangeLog::default()),
-            change_tx: tokio::sync::watch::channel(0).0,
             previous_secrets: Mutex::new(BTreeMap::new()),
             rotation_grace: ctx.settings.reread_every * 2,
-        });
-        shared.rebuild();
-        shared
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! The dns role's reactions to keygroup config changes, against a control plane that answers
+//! The intake's reactions to keygroup config changes, against a control plane that answers
 //! from memory: it is the one way to show a member converging on configs it was never told
 //! about (no event is ever delivered here), which real processes cannot stage.
 
@@ -16,7 +16,9 @@ use hivemind_common::MemberId;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{run, Shared};
+use crate::intake::{ClaimState, Intake};
+use crate::reconcile::run;
+use crate::{Acquire, Change, Consumer};
 
 const KG: &str = "a/b/c";
 
@@ -143,8 +145,22 @@ fn context(
     (ctx, events_tx)
 }
 
-fn version_held(shared: &Shared) -> Option<u64> {
+fn version_held(shared: &Intake) -> Option<u64> {
     shared.keygroups.read().unwrap().get(KG).map(|k| k.version)
+}
+
+/// A consumer that only counts what it is handed.
+#[derive(Default)]
+struct Counting(AtomicU64);
+
+impl Consumer for Counting {
+    fn changed(&self, _: &Intake, _: Change<'_>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn replica(ctx: &RoleContext) -> Arc<Intake> {
+    Intake::new("dns", Acquire::Replica, Arc::new(Counting::default()), ctx)
 }
 
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
@@ -174,7 +190,7 @@ async fn seed_event_6_task_b_periodic_reread_converges_without_events() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_millis(200));
     let shutdown = ctx.shutdown.clone();
-    let shared = Shared::new(super::Mode::Dns, &ctx);
+    let shared = replica(&ctx);
     tokio::spawn(run(shared.clone(), ctx));
     eventually("version 1 held", || version_held(&shared) == Some(1)).await;
     cp.set(2, 2);
@@ -183,10 +199,7 @@ async fn seed_event_6_task_b_periodic_reread_converges_without_events() {
     })
     .await;
     let position = shared.positions.read().unwrap().get(KG).cloned().unwrap();
-    assert_eq!(
-        (position.claim, position.version),
-        (super::ClaimState::Mine, 2)
-    );
+    assert_eq!((position.claim, position.version), (ClaimState::Mine, 2));
     shutdown.cancel();
 }
 
@@ -197,7 +210,7 @@ async fn seed_event_6_task_b_periodic_reread_converges_without_events() {
 async fn seed_event_5_rotated_secret_is_reread_once_then_opens() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
-    let shared = Shared::new(super::Mode::Dns, &ctx);
+    let shared = replica(&ctx);
     shared
         .keygroups
         .write()
@@ -223,7 +236,7 @@ async fn seed_event_7_a_newer_version_on_the_stream_triggers_b() {
     let cp = MemoryCp::new(1, 1);
     let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
     let shutdown = ctx.shutdown.clone();
-    let shared = Shared::new(super::Mode::Dns, &ctx);
+    let shared = replica(&ctx);
     tokio::spawn(run(shared.clone(), ctx));
     eventually("version 1 held", || version_held(&shared) == Some(1)).await;
     cp.set(2, 1);
@@ -243,7 +256,7 @@ async fn seed_event_7_a_newer_version_on_the_stream_triggers_b() {
 async fn seed_event_5_a_publisher_behind_the_rotation_is_accepted_within_the_grace() {
     let cp = MemoryCp::new(2, 2);
     let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
-    let shared = Shared::new(super::Mode::Dns, &ctx);
+    let shared = replica(&ctx);
     shared.set_keygroup(config(1, 1));
     shared.set_keygroup(config(2, 2));
     let old = records::seal(&[1; 32], [0; 12], &record(3, 1)).unwrap();
@@ -252,9 +265,43 @@ async fn seed_event_5_a_publisher_behind_the_rotation_is_accepted_within_the_gra
     assert!(shared.open(KG, &never).await.is_err());
 
     let (ctx, _events) = context(cp.clone(), Duration::ZERO);
-    let strict = Shared::new(super::Mode::Dns, &ctx);
+    let strict = replica(&ctx);
     strict.set_keygroup(config(1, 1));
     strict.set_keygroup(config(2, 2));
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(strict.open(KG, &old).await.is_err(), "past the grace");
+}
+
+/// The consumer hears every record applied and every removal, in the order applied, with the
+/// intake already showing it; a record that is not newer is neither applied nor heard.
+#[tokio::test]
+async fn the_consumer_hears_each_change_in_order_after_it_is_applied() {
+    struct Log(Mutex<Vec<String>>);
+    impl Consumer for Log {
+        fn changed(&self, intake: &Intake, change: Change<'_>) {
+            let held = intake.book().records().count();
+            let line = match change {
+                Change::Updated(r) => format!("updated {} {} ({held} held)", r.host, r.seq),
+                Change::Removed(gone) => format!("removed {} ({held} held)", gone.len()),
+                Change::Inputs => "inputs".into(),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+    let (ctx, _events) = context(MemoryCp::new(1, 1), Duration::from_secs(3600));
+    let log = Arc::new(Log(Mutex::default()));
+    let intake = Intake::new("dns", Acquire::Replica, log.clone(), &ctx);
+    assert!(intake.apply_record(record(2, 1)));
+    assert!(!intake.apply_record(record(1, 1)), "an older seq");
+    assert!(intake.apply_record(record(3, 1)));
+    assert!(intake.remove_records(|r| r.keygroup == KG));
+    assert!(!intake.remove_records(|r| r.keygroup == KG), "nothing left");
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [
+            "updated web-1 2 (1 held)",
+            "updated web-1 3 (1 held)",
+            "removed 1 (0 held)"
+        ]
+    );
 }
