@@ -81,11 +81,6 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Load generators that measure a running cluster.
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,21 +204,6 @@ pub struct EventsArgs {
 pub enum SnapshotCommand {
     /// Write the registry (linearizable) as JSON to FILE.
     Save { file: PathBuf },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// KV write and linearizable-read throughput and latency against hivemind or etcd.
-    Kv(crate::bench::KvBenchArgs),
-    /// Failure detection and join dissemination (and peak RSS) of N members, next to serf.
-    Gossip(crate::bench_gossip::GossipBenchArgs),
-    /// Time from a host's service change until every dns member answers it.
-    Propagation(crate::bench_dns::PropagationArgs),
-    /// Responsibility failover of a node of dns machines: kill -9 of the holder until another
-    /// machine receives from the host (starts its own cluster on loopback).
-    Failover(crate::bench_failover::FailoverArgs),
-    /// Admit N synthetic hosts and serve their records (for a DNS query-rate benchmark).
-    DnsPublishers(crate::bench_dns::PublishersArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

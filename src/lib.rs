@@ -1,12 +1,9 @@
 //! The `hivemind` binary's own code, as a library so that its fuzz targets and tests reach it:
-//! the command line ([`cli`], [`config`]), the client commands, `dev` and the benchmarks. The
+//! the command line ([`cli`], [`config`]), the client commands and `dev` (the benchmarks are the
+//! `hivemind-bench` crate, `bench/`). The
 //! binary (`main.rs`) wires these to the crates. Signals are handled by [`shutdown_on_signal`]
 //! and the binary only; the crates take a cancellation token.
 
-pub mod bench;
-pub mod bench_dns;
-pub mod bench_failover;
-pub mod bench_gossip;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -11,9 +11,7 @@ use hivemind_common::names::is_valid_name;
 use hivemind_member::AgentConfig;
 
 use hivemind::cli::{AgentArgs, Cli, Command, LogFormat};
-use hivemind::{
-    bench, bench_dns, bench_failover, bench_gossip, cli, client, config, dev, shutdown_on_signal,
-};
+use hivemind::{cli, client, config, dev, shutdown_on_signal};
 
 fn main() -> ExitCode {
     let args = match config::expand(std::env::args_os().collect()) {
@@ -68,28 +66,6 @@ fn main() -> ExitCode {
         Command::Keygroup { command } => runtime.block_on(client::keygroup(&client, command)),
         Command::Responsibilities => runtime.block_on(client::responsibilities(&client)),
         Command::Snapshot { command } => runtime.block_on(client::snapshot(&client, command)),
-        Command::Bench { command } => match command {
-            cli::BenchCommand::Kv(args) => {
-                init_logging("warn", LogFormat::Text);
-                runtime.block_on(bench::kv(args, cli.client.json))
-            }
-            cli::BenchCommand::Propagation(args) => {
-                init_logging("warn", LogFormat::Text);
-                runtime.block_on(bench_dns::propagation(args, cli.client.json))
-            }
-            cli::BenchCommand::DnsPublishers(args) => {
-                init_logging("warn", LogFormat::Text);
-                runtime.block_on(bench_dns::publishers(args))
-            }
-            cli::BenchCommand::Failover(args) => {
-                init_logging("warn", LogFormat::Text);
-                runtime.block_on(bench_failover::failover(args, cli.client.json))
-            }
-            cli::BenchCommand::Gossip(args) => {
-                init_logging("warn", LogFormat::Text);
-                runtime.block_on(bench_gossip::gossip(args, cli.client.json))
-            }
-        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -305,26 +305,20 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
 
     // A publisher sealing with another secret: its record is refused (after re-reading the
     // keygroup's config) and counted, and its name never resolves.
-    let listen = format!("127.0.0.1:{}", free_port());
-    let ns1_http = cluster.agents[dns_ports[0].0].http_addr();
-    let mut forger = std::process::Command::new(env!("CARGO_BIN_EXE_hivemind"))
-        .args([
-            "bench",
-            "dns-publishers",
-            "--via",
-            &ns1_http,
-            "--hosts",
-            "1",
-            "--prefix",
-            "forged",
-            "--listen",
-            &listen,
-            "--wrong-secret",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // (The forger is `hivemind-bench dns-publishers --wrong-secret`, run in this process: a
+    // synthetic host admitted through the real join path, serving its own stream.)
+    let forger_stop = tokio_util::sync::CancellationToken::new();
+    let forger = tokio::spawn(hivemind_bench::dns::publishers(
+        hivemind_bench::dns::PublishersArgs {
+            via: cluster.agents[dns_ports[0].0].http_addr(),
+            keygroup: "hivemind/default/hosts".into(),
+            hosts: 1,
+            listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            wrong_secret: true,
+            prefix: "forged".into(),
+        },
+        forger_stop.clone(),
+    ));
     for (ns, _) in &dns_ports {
         wait_for("the forged record refused and counted", || async {
             let map = get_json(&cluster.agents[*ns].url("/v1/roles/dns/records"))
@@ -334,8 +328,8 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
         })
         .await;
     }
-    forger.kill().unwrap();
-    forger.wait().unwrap();
+    forger_stop.cancel();
+    forger.await.unwrap().unwrap();
     nxdomain_on(&ports, "forged-0.host.hivemind.").await;
 
     // A tombstoned keygroup's names go everywhere (deleted through a replica node's member).

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # DNS benchmarks on this machine, all in one run (processes on 127.0.0.1):
-#  1. propagation: 3 CP, HOSTS (default 50) host members, 2 dns members; `hivemind bench
+#  1. propagation: 3 CP, HOSTS (default 50) host members, 2 dns members; `hivemind-bench
 #     propagation` changes one host's services CHANGES (default 200) times and measures until
 #     both dns members answer the new SRV record.
-#  2. query rate: 1000 synthetic hosts (`hivemind bench dns-publishers`) served by a dns member,
+#  2. query rate: 1000 synthetic hosts (`hivemind-bench dns-publishers`) served by a dns member,
 #     next to nsd and bind9 serving the same 1000 names as a static zone; the same dnsperf
 #     command for all three.
 # Needs Debian's dnsperf, nsd and bind9. Prints the results; stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet
+cargo build --release --quiet -p hivemind -p hivemind-bench
 B="$PWD/target/release/hivemind"
+BENCH="$PWD/target/release/hivemind-bench"
 HOSTS="${HOSTS:-50}"
 CHANGES="${CHANGES:-200}"
 SYNTHETIC="${SYNTHETIC:-1000}"
@@ -55,12 +56,12 @@ for port in 16200 16202; do
   done
 done
 echo "== propagation ($HOSTS hosts, 2 dns members, $CHANGES changes)"
-"$B" bench propagation --host 127.0.0.1:16300 --host-name web-0 --dns-ports 16253,16254 --changes "$CHANGES"
+"$BENCH" propagation --host 127.0.0.1:16300 --host-name web-0 --dns-ports 16253,16254 --changes "$CHANGES"
 
 # The hosts served their purpose; a quieter machine for the query-rate runs of all three.
 for pid in "${PIDS[@]:5}"; do kill -9 "$pid" 2>/dev/null || true; done
 echo "== query rate ($SYNTHETIC host records, dnsperf -l $DURATION -c 4)"
-"$B" bench dns-publishers --via 127.0.0.1:16200 --hosts "$SYNTHETIC" --listen 127.0.0.1:16090 >"$DIR/publishers.log" 2>&1 &
+"$BENCH" dns-publishers --via 127.0.0.1:16200 --hosts "$SYNTHETIC" --listen 127.0.0.1:16090 >"$DIR/publishers.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 600); do
   n=$(curl -sf "127.0.0.1:16200/v1/roles/dns/records" | grep -o '"host":"bench-' | wc -l || true)

@@ -5,13 +5,13 @@
 # TRIALS (default 5) kills per configuration.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet
+cargo build --release --quiet -p hivemind -p hivemind-bench
 TRIALS="${TRIALS:-5}"
 json=()
 [[ "${JSON:-0}" == 1 ]] && json=(--json)
 for n in 10 50; do
   for profile in local lan; do
-    ./target/release/hivemind bench gossip "${json[@]}" --members "$n" --profile "$profile" \
+    ./target/release/hivemind-bench gossip "${json[@]}" --members "$n" --profile "$profile" \
       --systems hivemind,serf --trials "$TRIALS"
   done
 done

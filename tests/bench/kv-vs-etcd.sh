@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # KV benchmark: hivemind vs etcd, both as 3-member clusters on 127.0.0.1, driven by the same load
-# generator (`hivemind bench kv`), 1/16/64 clients, DURATION seconds per phase (writes, then
+# generator (`hivemind-bench kv`), 1/16/64 clients, DURATION seconds per phase (writes, then
 # linearizable reads). Then leader failover (kill -9 of the leader -> next successful write),
 # TRIALS times. Writes the results into BENCHMARKS.md (or $OUT) between the kv-vs-etcd markers.
 #
@@ -22,8 +22,9 @@ CLIENTS=${CLIENTS:-"1 16 64"}
 OUT=${OUT:-BENCHMARKS.md}
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 command -v fio >/dev/null || { echo "fio not found: apt-get install fio" >&2; exit 1; }
-cargo build --release --quiet
+cargo build --release --quiet -p hivemind -p hivemind-bench
 BIN=$PWD/target/release/hivemind
+BENCH=$PWD/target/release/hivemind-bench
 WORK=$(mktemp -d /var/tmp/hivemind-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -94,7 +95,7 @@ HM_EPS=$(followers_first 17700 10 "$HM_L"); E_EPS=$(followers_first 22379 10 "$E
 echo "hivemind leader cp$HM_L, endpoints $HM_EPS; etcd leader e$E_L, endpoints $E_EPS"
 
 run_bench() { # target endpoints clients
-  $BIN bench kv --target "$1" --endpoints "$2" --clients "$3" --duration "${DURATION}s" --value-size 256 --json
+  $BENCH kv --target "$1" --endpoints "$2" --clients "$3" --duration "${DURATION}s" --value-size 256 --json
 }
 wait_idle() { # until the given processes used under 20% of a core over one second (30 s at most)
   python3 - "$@" <<'IDLE'
@@ -136,7 +137,7 @@ for t in $(seq 1 "$TRIALS"); do
   li=$(hm_leader)
   survivors=""; for i in 0 1 2; do [ "$i" = "$li" ] || survivors="$survivors,127.0.0.1:${HM_PORTS[$i]}"; done
   kill -9 "${HM_PID[$li]}"
-  ms=$($BIN bench kv --target hivemind --endpoints "${survivors#,}" --first-success --json | python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["first_success_ms"])')
+  ms=$($BENCH kv --target hivemind --endpoints "${survivors#,}" --first-success --json | python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["first_success_ms"])')
   echo "failover trial $t: leader cp$li killed, next write after $ms ms"
   FAILOVER+=("$ms")
   start_hm "$li"
@@ -180,7 +181,7 @@ starting once all six processes are idle. Each client has one keep-alive connect
 (client i -> member i mod 3), members ordered followers first in both systems (so 1 client writes
 through a follower), 256-byte values; a write phase, then a linearizable-read phase of the same
 keys. Per client count and target:
-`hivemind bench kv --target hivemind|etcd --endpoints A,B,C --clients N --duration {duration}s --value-size 256`.
+`hivemind-bench kv --target hivemind|etcd --endpoints A,B,C --clients N --duration {duration}s --value-size 256`.
 etcd: {etcd_version} through its v3 JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`).
 Leaders: {leaders} at the start, {leaders_after} at the end.
 
@@ -203,7 +204,7 @@ Target (issue 2): at least 1.5x etcd's writes/s at every concurrency with p99 no
 
 ## Leader failover
 
-kill -9 of the hivemind leader, then `hivemind bench kv --first-success --endpoints <survivors>`
+kill -9 of the hivemind leader, then `hivemind-bench kv --first-success --endpoints <survivors>`
 retries one write (5 ms apart) until it succeeds; the time includes starting that process.
 {len(fo)} trials: {', '.join(f'{x:.0f} ms' for x in fo)}; median **{statistics.median(fo):.0f} ms**.
 Target: under 1 s median. Settings: heartbeat 50 ms, election timeout 200–400 ms.

@@ -1,4 +1,4 @@
-//! `hivemind bench gossip`: failure detection and join dissemination of hivemind's SWIM next
+//! `hivemind-bench gossip`: failure detection and join dissemination of hivemind's SWIM next
 //! to serf's, measured the same way for both: N processes on loopback, every process's log read
 //! as it is written and stamped on arrival, so "member X saw Y fail" is the moment X logged it.
 //!
@@ -8,14 +8,13 @@
 //! down) and restarted. Finally the peak RSS (VmHWM) of every process.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+
+use crate::harness::{hivemind_binary, which, Output, Proc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum System {
@@ -30,7 +29,7 @@ pub enum BenchProfile {
 }
 
 impl BenchProfile {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             BenchProfile::Lan => "lan",
             BenchProfile::Local => "local",
@@ -102,17 +101,15 @@ impl Observations {
     }
 }
 
-/// A started member process: its key (how others name it in their logs) and child.
-struct Proc {
+/// A member process and its key (how the others name it in their logs).
+struct Member {
     key: String,
-    child: Option<Child>,
-    args: Vec<String>,
-    program: PathBuf,
+    proc: Proc,
 }
 
 struct Cluster {
     system: System,
-    procs: Vec<Proc>,
+    members: Vec<Member>,
     observations: Arc<Mutex<Observations>>,
     dir: tempfile::TempDir,
 }
@@ -167,13 +164,13 @@ impl Cluster {
     fn new(system: System) -> Result<Self> {
         Ok(Self {
             system,
-            procs: Vec::new(),
+            members: Vec::new(),
             observations: Arc::default(),
             dir: tempfile::tempdir()?,
         })
     }
 
-    /// Starts (or restarts) process `index`, reading its log in a thread.
+    /// Starts (or restarts) process `index`, its log read line by line as it is written.
     fn spawn(&mut self, index: usize) -> Result<()> {
         // A restarted process knows nothing yet: forget what its previous run saw.
         self.observations
@@ -181,64 +178,34 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .seen
             .retain(|s| s.observer != index);
-        let proc = &mut self.procs[index];
-        let mut command = Command::new(&proc.program);
-        command
-            .args(&proc.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", proc.program.display()))?;
-        let system = self.system;
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let observations = self.observations.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    if let Some((peer, up)) = parse_line(system, &line) {
-                        let at = Instant::now();
-                        observations
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .seen
-                            .push(Seen {
-                                observer: index,
-                                peer,
-                                up,
-                                at,
-                            });
-                    }
-                }
-            });
-        }
-        proc.child = Some(child);
-        Ok(())
+        let (system, observations) = (self.system, self.observations.clone());
+        let each_line = move |line: &str| {
+            if let Some((peer, up)) = parse_line(system, line) {
+                let at = Instant::now();
+                observations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .seen
+                    .push(Seen {
+                        observer: index,
+                        peer,
+                        up,
+                        at,
+                    });
+            }
+        };
+        self.members[index]
+            .proc
+            .start(Output::Lines(Arc::new(each_line)))
     }
 
     fn kill(&mut self, index: usize) {
-        if let Some(mut child) = self.procs[index].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.members[index].proc.kill();
     }
 
     fn running(&self) -> BTreeSet<usize> {
-        (0..self.procs.len())
-            .filter(|&i| self.procs[i].child.is_some())
+        (0..self.members.len())
+            .filter(|&i| self.members[i].proc.is_running())
             .collect()
     }
 
@@ -252,7 +219,7 @@ impl Cluster {
                 running.iter().filter(|&&j| j != i).all(|&j| {
                     views
                         .get(&i)
-                        .and_then(|v| v.get(&self.procs[j].key))
+                        .and_then(|v| v.get(&self.members[j].key))
                         .copied()
                         == Some(true)
                 })
@@ -261,14 +228,12 @@ impl Cluster {
                 return Ok(());
             }
             for i in &running {
-                if let Some(child) = &mut self.procs[*i].child {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        bail!(
-                            "{:?}: {} exited ({status})",
-                            self.system,
-                            self.procs[*i].key
-                        );
-                    }
+                if let Some(status) = self.members[*i].proc.exited() {
+                    bail!(
+                        "{:?}: {} exited ({status})",
+                        self.system,
+                        self.members[*i].key
+                    );
                 }
             }
             if Instant::now() > until {
@@ -304,7 +269,7 @@ impl Cluster {
                 if *last - *first > Duration::from_secs(1) {
                     eprintln!(
                         "  slowest observer: process {slowest} ({}) after {:.0} ms",
-                        self.procs[*slowest].key,
+                        self.members[*slowest].key,
                         ms(*last - since)
                     );
                 }
@@ -325,35 +290,15 @@ impl Cluster {
 
     fn peak_rss_kib(&self, indexes: impl Iterator<Item = usize>) -> u64 {
         indexes
-            .filter_map(|i| self.procs[i].child.as_ref().map(Child::id))
-            .filter_map(vm_hwm_kib)
+            .filter_map(|i| self.members[i].proc.peak_rss_kib())
             .max()
             .unwrap_or(0)
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.procs.len() {
-            self.kill(i);
-        }
-    }
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// hivemind: 3 control-plane members, the rest plain members joining through the first.
 fn hivemind_cluster(args: &GossipBenchArgs) -> Result<Cluster> {
-    let program = std::env::current_exe()?;
+    let program = hivemind_binary()?;
     let mut cluster = Cluster::new(System::Hivemind)?;
     let port = |i: usize| args.base_port + 2 * i as u16;
     let cp_joins: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", port(i))).collect();
@@ -385,11 +330,9 @@ fn hivemind_cluster(args: &GossipBenchArgs) -> Result<Cluster> {
         for j in &cp_joins {
             a.extend(["--join".into(), j.clone()]);
         }
-        cluster.procs.push(Proc {
+        cluster.members.push(Member {
             key: String::new(), // learned from /v1/status once started
-            child: None,
-            args: a,
-            program: program.clone(),
+            proc: Proc::new(&program, a),
         });
     }
     Ok(cluster)
@@ -414,22 +357,12 @@ fn serf_cluster(args: &GossipBenchArgs) -> Result<Cluster> {
         if i > 0 {
             a.push(format!("-join=127.0.0.1:{}", port(0)));
         }
-        cluster.procs.push(Proc {
+        cluster.members.push(Member {
             key: format!("s{i}"),
-            child: None,
-            args: a,
-            program: program.clone(),
+            proc: Proc::new(&program, a),
         });
     }
     Ok(cluster)
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
 }
 
 /// A hivemind member's id, from its `/v1/status` (waits until it answers).
@@ -486,7 +419,7 @@ async fn measure(system: System, args: &GossipBenchArgs) -> Result<GossipResult>
         cluster.spawn(i)?;
         if system == System::Hivemind {
             let port = args.base_port + 2 * i as u16;
-            cluster.procs[i].key = hivemind_id(port, startup).await?;
+            cluster.members[i].key = hivemind_id(port, startup).await?;
         }
         if i == 2 && system == System::Hivemind {
             // Let the control plane form before members join through it.
@@ -514,9 +447,9 @@ async fn measure(system: System, args: &GossipBenchArgs) -> Result<GossipResult>
     cluster.spawn(joiner)?;
     if system == System::Hivemind {
         let port = args.base_port + 2 * joiner as u16;
-        cluster.procs[joiner].key = hivemind_id(port, startup).await?;
+        cluster.members[joiner].key = hivemind_id(port, startup).await?;
     }
-    let key = cluster.procs[joiner].key.clone();
+    let key = cluster.members[joiner].key.clone();
     let (join_first, join_last) = cluster.wait_seen(&others, &key, true, t0, startup).await?;
     cluster.wait_converged(startup).await?;
     eprintln!(
@@ -530,7 +463,7 @@ async fn measure(system: System, args: &GossipBenchArgs) -> Result<GossipResult>
     let mut last = Vec::new();
     for trial in 0..args.trials {
         let victim = 3 + trial % (n - 4);
-        let key = cluster.procs[victim].key.clone();
+        let key = cluster.members[victim].key.clone();
         let t0 = Instant::now();
         cluster.kill(victim);
         let survivors = cluster.running();

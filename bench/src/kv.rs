@@ -1,4 +1,4 @@
-//! `hivemind bench kv`: one load generator for hivemind and etcd (its v3 JSON gateway), so that
+//! `hivemind-bench kv`: one load generator for hivemind and etcd (its v3 JSON gateway), so that
 //! both are measured the same way: N clients, each with a keep-alive connection to one
 //! endpoint (client i uses endpoint i mod n), writing 256-byte values for D seconds, then doing
 //! linearizable reads for D seconds. Prints throughput and latency percentiles.
@@ -26,7 +26,7 @@ pub struct KvBenchArgs {
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
     /// Length of each phase (writes, then reads), e.g. 15s.
-    #[arg(long, default_value = "15s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::parse_duration)]
     pub duration: Duration,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]

@@ -1,9 +1,10 @@
 //! DNS benchmarks against a running cluster:
-//! - `hivemind bench propagation`: changes one host's services N times and measures, for each
+//! - `hivemind-bench propagation`: changes one host's services N times and measures, for each
 //!   change, the time until every dns member answers the new SRV record (polling over UDP).
-//! - `hivemind bench dns-publishers`: admits N synthetic host members (one node, one process)
+//! - `hivemind-bench dns-publishers`: admits N synthetic host members (one node, one process)
 //!   and serves their sealed subscription streams, so a dns member holds N host records for a
-//!   query-rate benchmark (dnsperf) without N processes. Runs until Ctrl-C.
+//!   query-rate benchmark (dnsperf) without N processes. Runs until Ctrl-C (or, in a test, until
+//!   its shutdown token is cancelled).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use hivemind_control_plane::registry::MemberInfo;
 use hivemind_control_plane::CpError;
 use hivemind_member::join::{JoinAccepted, JoinRequest};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
 pub struct PropagationArgs {
@@ -183,7 +185,7 @@ async fn serve_stream(
     axum::body::Body::from_stream(futures::StreamExt::chain(first, rest)).into_response()
 }
 
-pub async fn publishers(args: PublishersArgs) -> Result<()> {
+pub async fn publishers(args: PublishersArgs, shutdown: CancellationToken) -> Result<()> {
     let http = reqwest::Client::new();
     let node = "bench-hosts";
     let url = format!("http://{}/v1/keygroups/{}", args.via, args.keygroup);
@@ -250,7 +252,12 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen: cannot bind {}", args.listen))?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let serving = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(serving.cancelled_owned())
+            .await
+    });
     // Admit them, 16 at a time.
     let mut joins = futures::stream::iter(infos.into_iter().map(|member| {
         let client = client.clone();
@@ -286,6 +293,6 @@ pub async fn publishers(args: PublishersArgs) -> Result<()> {
         "{admitted} synthetic hosts admitted, streams served on {}",
         args.listen
     );
-    crate::shutdown_on_signal().cancelled().await;
+    shutdown.cancelled().await;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `hivemind bench failover`: responsibility failover of a node of several dns machines.
+//! `hivemind-bench failover`: responsibility failover of a node of several dns machines.
 //!
 //! Starts 3 control-plane members, one host (`web-1`) and `--machines` dns machines sharing
 //! node `ns`, all on 127.0.0.1 with the chosen gossip profile. Per trial: once exactly one
@@ -12,16 +12,16 @@
 //! The killed machine is then restarted from its data dir and the next trial waits until it
 //! follows the new holder.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use hivemind_common::stats::percentile_f64 as percentile;
 use serde_json::{json, Value};
 
-use crate::bench_gossip::BenchProfile;
-use hivemind_common::stats::percentile_f64 as percentile;
+use crate::gossip::BenchProfile;
+use crate::harness::{hivemind_binary, Output, Proc};
 
 const KEYGROUP: &str = "hivemind/default/hosts";
 
@@ -43,8 +43,7 @@ pub struct FailoverArgs {
 struct Member {
     name: String,
     http_port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
+    proc: Proc,
 }
 
 struct Cluster {
@@ -54,26 +53,15 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts (or restarts) member `index`, its log appended to `<name>.log`.
     fn spawn(&mut self, index: usize) -> Result<()> {
-        let program = std::env::current_exe()?;
         let m = &mut self.members[index];
-        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))?;
-        let child = Command::new(program)
-            .args(&m.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", m.name))?;
-        m.child = Some(child);
-        Ok(())
+        let log = self.dir.path().join(format!("{}.log", m.name));
+        m.proc.start(Output::File(log))
     }
 
     fn kill(&mut self, index: usize) {
-        if let Some(mut child) = self.members[index].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.members[index].proc.kill();
     }
 
     async fn get(&self, index: usize, path: &str) -> Option<Value> {
@@ -133,16 +121,9 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-    }
-}
-
 fn member(
-    dir: &std::path::Path,
+    program: &Path,
+    dir: &Path,
     name: &str,
     http_port: u16,
     profile: &str,
@@ -171,8 +152,7 @@ fn member(
     Member {
         name: name.to_string(),
         http_port,
-        args,
-        child: None,
+        proc: Proc::new(program, args),
     }
 }
 
@@ -197,10 +177,8 @@ pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {
     if args.machines < 2 {
         bail!("--machines: at least 2 dns machines are needed for a failover");
     }
-    let profile = match args.profile {
-        BenchProfile::Local => "local",
-        BenchProfile::Lan => "lan",
-    };
+    let profile = args.profile.name();
+    let program = hivemind_binary()?;
     let dir = tempfile::tempdir()?;
     let port = |i: usize| args.base_port + 3 * i as u16;
     let joins: Vec<String> = (0..3)
@@ -215,6 +193,7 @@ pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {
         ];
         extra.extend(joins.iter().cloned());
         members.push(member(
+            &program,
             dir.path(),
             &format!("cp{}", i + 1),
             port(i),
@@ -224,7 +203,14 @@ pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {
     }
     let mut extra = joins.clone();
     extra.extend(["--roles".into(), "host".into()]);
-    members.push(member(dir.path(), "web-1", port(3), profile, &extra));
+    members.push(member(
+        &program,
+        dir.path(),
+        "web-1",
+        port(3),
+        profile,
+        &extra,
+    ));
     let mut machines = Vec::new();
     for m in 0..args.machines {
         let i = 4 + m;
@@ -238,6 +224,7 @@ pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {
             (port(i) + 2).to_string(),
         ]);
         members.push(member(
+            &program,
             dir.path(),
             &format!("ns-{}", m + 1),
             port(i),

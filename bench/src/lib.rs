@@ -1,0 +1,40 @@
+//! hivemind's benchmarks, kept out of the product binary: load generators for hivemind and its
+//! peers (etcd, serf, nsd), each driven the same way, and the process harness they share. Every
+//! percentile is `hivemind_common::stats::percentile` (nearest rank).
+//!
+//! Layout:
+//! - [`kv`]: `hivemind-bench kv`, KV writes and linearizable reads against hivemind or etcd.
+//! - [`gossip`]: `hivemind-bench gossip`, failure detection and join dissemination next to serf.
+//! - [`dns`]: `hivemind-bench propagation` (a service change until every dns member answers it)
+//!   and `dns-publishers` (synthetic hosts admitted through the real join path).
+//! - [`failover`]: `hivemind-bench failover`, responsibility failover in a node of dns machines.
+//! - [`harness`]: starting and stopping the `hivemind` binary and peers as real processes.
+
+pub mod dns;
+pub mod failover;
+pub mod gossip;
+pub mod harness;
+pub mod kv;
+
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first SIGINT or SIGTERM (a benchmark that serves until stopped).
+pub fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        signal_token.cancel();
+    });
+    shutdown
+}
+
+/// A duration flag (`15s`, `500ms`), as the product's flags parse it.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    hivemind_common::duration::parse(text)
+}
