@@ -9,20 +9,25 @@
 //! - [`network`]: Raft RPC and forwarding, client side (bincode over HTTP, AppendEntries over
 //!   a [`stream`]).
 //! - [`stream`]: request/answer frames on an upgraded HTTP connection, both ends.
+//!
+//! The wire modules (`ops`, `answers`, `network`, `stream`) depend on plain types only; the
+//! running [`ControlPlane`] and its routes (`http`) depend on them, never the other way.
 //! - [`control`]: [`ControlPlane`], one CP member: writes via the leader, read barriers,
 //!   bounded waits, health, voter changes, the bootstrap loop.
 //! - [`read_rounds`]: which quorum round answers which linearizable read (sans-IO).
 //! - [`pre_vote`]: who may campaign and when a member knows it is cut off (sans-IO);
-//!   [`elections`] drives it (openraft's own election timer is off).
+//!   [`control::elections`] drives it (openraft's own election timer is off).
+//! - [`answers`]: what the operations answer (applied commands, voter changes, status views).
+//! - [`ops`]: every internal operation, declared once: path, request, answer.
 //! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
 //! Invariant: the registry is changed only by applying committed log entries; everything a
 //! client is told was committed, was committed by a quorum and flushed to its log first.
 
+pub mod answers;
 pub mod bootstrap;
 pub mod control;
-pub mod elections;
 pub mod error;
 pub mod http;
 pub mod network;

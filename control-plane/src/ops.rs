@@ -11,8 +11,8 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::answers::{Applied, CpStatus, VoterChange};
 use crate::bootstrap::{Candidate, Hello};
-use crate::control::{Applied, CpStatus, VoterChange};
 use crate::error::CpError;
 use crate::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use crate::registry::{Command, FeedError, FeedPage, KvEntry, MemberInfo, RegistryDigest};

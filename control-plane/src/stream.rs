@@ -22,8 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 
-use crate::http::ApiError;
-use crate::network::CLUSTER_SECRET_HEADER;
+use hivemind_common::secret::CLUSTER_SECRET_HEADER;
 
 /// The `Upgrade` token both ends must name.
 pub const PROTOCOL: &str = "hivemind-frames/1";
@@ -236,12 +235,11 @@ where
 {
     let asked = request.headers().get(header::UPGRADE);
     if asked != Some(&HeaderValue::from_static(PROTOCOL)) {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
+        let error = hivemind_common::api::ErrorBody::new(
             "upgrade_required",
             format!("this route is a stream: send `Upgrade: {PROTOCOL}`"),
-        )
-        .into_response();
+        );
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
     }
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {

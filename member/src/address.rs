@@ -14,8 +14,8 @@ use std::time::Duration;
 use hivemind_control_plane::registry::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{me, Agent};
 use crate::gossip::{GossipCommand, GossipId};
+use crate::state::{me, Agent};
 
 /// The address to move to, if any: the forced one wins over the detected one; an unspecified
 /// or unchanged address is no move.

@@ -19,7 +19,7 @@ use crate::cp_access::CpAccess;
 use crate::gossip::{GossipCommand, GossipEvent, GossipId, Profile};
 use crate::join::{cp_endpoints, JoinAccepted, JoinRequest};
 
-use crate::agent::Agent;
+use crate::state::Agent;
 
 /// `/internal/v1/join` on every member: a CP member has its control plane decide the request
 /// (`ControlPlane::join`); any other member forwards it to the control plane.

@@ -2,20 +2,18 @@
 //! control-plane member, serves HTTP (CP routes, the member's routes in `member_api`) behind the
 //! admin-token check, forms or rejoins the cluster, and admits itself (`admission`).
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
-use hivemind_common::role::{Me, RoleSettings};
+use hivemind_common::role::RoleSettings;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, Op};
-use hivemind_control_plane::registry::MemberInfo;
-use hivemind_control_plane::{ControlPlane, CpConfig, CpError};
+use hivemind_control_plane::{ControlPlane, CpConfig};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,179 +23,15 @@ use crate::admission::{
     admit, announce_to_registry_members, handle_gossip_events, join_route, leave,
 };
 use crate::auth::require_admin_token;
+use crate::config::{AgentConfig, AgentError};
 use crate::cp_access::{CpAccess, CpClient, RoleCp};
-use crate::gossip::{self, Gossip, GossipCommand, GossipId, GossipSettings, Profile};
-use crate::identity::{Identity, IdentityError, MemberStore};
+use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
+use crate::identity::{Identity, MemberStore};
 use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
 use crate::member_api::{dashboard, members, node, nodes, post_leave, status};
 use crate::role_runtime::{RoleBasis, Roles};
+use crate::state::{me, member_info, Agent, FeedCounters};
 use crate::view::MembershipView;
-
-/// Everything `hivemind agent` was told on the command line, in a config file or the env.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub name: String,
-    pub node: String,
-    pub data_dir: PathBuf,
-    pub bind: IpAddr,
-    /// The address advertised at start.
-    pub advertise: IpAddr,
-    /// Whether `advertise` was given (`--advertise`, or `--bind` of a specific IP); if not, the
-    /// address watchdog detects it.
-    pub advertise_forced: bool,
-    /// Runtime changes of the forced address (a config reload); `None` inside: detect.
-    pub advertise_updates: Option<watch::Receiver<Option<IpAddr>>>,
-    /// How often the address watchdog compares the advertised address with the current one.
-    pub address_check: Duration,
-    /// How often roles re-read their keygroup and node configs (seed event [6]).
-    pub reread_every: Duration,
-    /// Where the `trigger` role POSTs each change.
-    pub trigger_webhook: Option<String>,
-    pub http_port: u16,
-    pub gossip_port: u16,
-    pub control_plane: bool,
-    pub bootstrap_expect: Option<usize>,
-    pub join: Vec<String>,
-    pub roles: Vec<String>,
-    /// Keygroups the roles serve (`--keygroup`; default `hivemind/default/hosts`).
-    pub keygroups: Vec<String>,
-    /// The domain the dns role answers for (`--domain`, e.g. `hivemind.`).
-    pub domain: String,
-    pub dns_port: u16,
-    pub admin_token: Option<String>,
-    /// Joiners must present this token (checked by the CP member that receives the join).
-    pub join_token: Option<String>,
-    /// Bounded wait of CP writes and linearizable reads (`no_quorum` after it).
-    pub request_timeout: Duration,
-    pub raft_snapshot_every: u64,
-    /// Test only: see `CpConfig::unsafe_ack_before_persist`.
-    pub unsafe_ack_before_persist: bool,
-    /// Events kept in the feed before the CP leader starts a new epoch.
-    pub event_retention: usize,
-    /// Commit `Leave` when stopping (off only for throwaway clusters such as `hivemind dev`).
-    pub leave_on_shutdown: bool,
-    /// Seals gossip packets when set.
-    pub gossip_key: Option<[u8; 32]>,
-    pub gossip_profile: Profile,
-}
-
-impl AgentConfig {
-    /// The secret internal routes require: derived from the gossip key, none without one.
-    pub fn cluster_secret(&self) -> Option<String> {
-        self.gossip_key.as_ref().map(gossip::seal::cluster_secret)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    #[error("control plane: {0}")]
-    ControlPlane(#[from] CpError),
-    #[error("cannot create data dir {path}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot listen on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP server: {0}")]
-    Serve(std::io::Error),
-    #[error("join rejected: {code}: {message}")]
-    JoinRejected { code: String, message: String },
-}
-
-/// Shared by the agent's HTTP handlers and background tasks.
-pub(crate) struct Agent {
-    pub(crate) config: AgentConfig,
-    pub(crate) identity: Identity,
-    /// Current generation: the start's, or higher after a renewal.
-    pub(crate) generation: AtomicU64,
-    pub(crate) cp: Arc<CpAccess>,
-    /// For calls to other members' internal routes (with the cluster secret).
-    pub(crate) internal: InternalClient,
-    pub(crate) store: MemberStore,
-    pub(crate) admitted: AtomicBool,
-    /// Index of the `Join` that admitted the current incarnation.
-    pub(crate) admitted_index: AtomicU64,
-    pub(crate) gossip: Gossip,
-    /// The membership as the event feed built it; replaced whole on every change.
-    pub(crate) view: watch::Sender<Arc<MembershipView>>,
-    /// Whether the view reached the applied index of the CP member that answered last.
-    pub(crate) caught_up: AtomicBool,
-    pub(crate) roles: Roles,
-    pub(crate) counters: FeedCounters,
-    pub(crate) join_outcomes: crate::metrics::JoinOutcomes,
-    pub(crate) http_answers: Arc<crate::access_log::HttpAnswers>,
-    /// The address advertised now (changed by the address watchdog).
-    pub(crate) advertise: std::sync::RwLock<IpAddr>,
-    /// Cancelled to stop this member (signals, `POST /v1/leave`).
-    pub(crate) shutdown: CancellationToken,
-}
-
-/// The feed follower's counters (in `/v1/status` and `/metrics`).
-#[derive(Default)]
-pub(crate) struct FeedCounters {
-    pub(crate) events_applied: AtomicU64,
-    pub(crate) feed_errors: AtomicU64,
-    pub(crate) rebootstraps: AtomicU64,
-}
-
-impl Agent {
-    pub(crate) fn info(&self) -> MemberInfo {
-        member_info(
-            &self.config,
-            self.advertise(),
-            &self.identity,
-            self.generation.load(Ordering::Relaxed),
-        )
-    }
-
-    pub(crate) fn advertise(&self) -> IpAddr {
-        *self.advertise.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn set_advertise(&self, ip: IpAddr) {
-        *self.advertise.write().unwrap_or_else(|p| p.into_inner()) = ip;
-    }
-}
-
-/// `info` as roles see themselves.
-pub(crate) fn me(info: &MemberInfo) -> Me {
-    let addr = |a: &str| {
-        a.parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
-    };
-    Me {
-        id: info.id,
-        name: info.name.clone(),
-        node: info.node.clone(),
-        generation: info.generation,
-        http_addr: addr(&info.http_addr),
-        gossip_addr: addr(&info.gossip_addr),
-    }
-}
-
-fn member_info(
-    config: &AgentConfig,
-    advertise: IpAddr,
-    identity: &Identity,
-    generation: u64,
-) -> MemberInfo {
-    MemberInfo {
-        id: identity.id,
-        name: config.name.clone(),
-        node: config.node.clone(),
-        roles: config.roles.clone(),
-        http_addr: SocketAddr::new(advertise, config.http_port).to_string(),
-        gossip_addr: SocketAddr::new(advertise, config.gossip_port).to_string(),
-        generation,
-        control_plane: config.control_plane,
-    }
-}
 
 /// A CP member starts its Raft node here; any other member joins through the `--join`
 /// addresses and becomes a client of the control-plane members the answer lists.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::admission::admit;
-use crate::agent::Agent;
+use crate::state::Agent;
 use crate::view::{MembershipView, PageOutcome};
 
 /// How long one feed request waits for new events.

@@ -19,8 +19,8 @@ use hivemind_control_plane::registry::{
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::agent::Agent;
 use crate::member_api::registry;
+use crate::state::Agent;
 
 /// The keygroup routes, for the OpenAPI document.
 #[derive(OpenApi)]

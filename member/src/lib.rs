@@ -6,7 +6,9 @@
 //! - [`identity`]: `<data-dir>/member`: id, generation, epoch, the saved view, role stores.
 //! - [`access_log`]: request logging (tower-http), writes at INFO, the rest at DEBUG.
 //! - [`address`]: the address watchdog: detect, decide (sans IO), renew and announce.
-//! - [`agent`]: [`AgentConfig`] and [`run`]: start, serve, stop.
+//! - [`config`]: [`AgentConfig`] (what the agent was told) and [`AgentError`].
+//! - [`state`]: `Agent`, the state the handlers and tasks share, and its counters.
+//! - [`agent`]: [`run`]: start, serve, stop.
 //! - [`auth`]: the admin-token check on `/v1/*`.
 //! - [`cp_access`]: how a member reaches the control plane (in process or as a client).
 //! - [`gossip`]: SWIM on foca: identity, codec, sealing, profiles, the UDP runtime.
@@ -23,6 +25,7 @@ pub mod address;
 pub mod admission;
 pub mod agent;
 pub mod auth;
+pub mod config;
 pub mod cp_access;
 pub mod feed;
 pub mod gossip;
@@ -33,6 +36,8 @@ pub mod member_api;
 pub mod metrics;
 pub mod openapi;
 pub mod role_runtime;
+pub mod state;
 pub mod view;
 
-pub use agent::{run, AgentConfig, AgentError};
+pub use agent::run;
+pub use config::{AgentConfig, AgentError};

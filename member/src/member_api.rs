@@ -12,7 +12,7 @@ use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::registry::{MemberState, RegistryDigest};
 use hivemind_control_plane::Health;
 
-use crate::agent::Agent;
+use crate::state::Agent;
 
 /// `GET /`: the dashboard, one page served from the binary; it reads the `/v1` API (asking for
 /// the admin token when the API answers 401) and refreshes every second.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use axum::extract::State;
 use axum::http::header;
@@ -18,27 +18,8 @@ use prometheus_client::registry::Registry;
 use hivemind_common::histogram::HistogramSnapshot;
 use hivemind_common::role::Sample;
 
-use crate::agent::Agent;
 use crate::cp_access::CpAccess;
-
-/// Join answers this member gave, by outcome (`accepted` or the rejection's code).
-#[derive(Debug, Default)]
-pub struct JoinOutcomes(Mutex<BTreeMap<String, u64>>);
-
-impl JoinOutcomes {
-    pub fn record(&self, outcome: &str) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(outcome.to_string())
-            .or_default() += 1;
-    }
-
-    fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+use crate::state::Agent;
 
 /// Reads the agent at scrape time (weakly: the registry must not keep a stopped agent alive).
 struct AgentCollector(Weak<Agent>);

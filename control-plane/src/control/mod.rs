@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -35,17 +34,18 @@ use crate::types::{CpNode, NodeId, Raft};
 /// Pause between attempts while no leader is known.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
+pub mod elections;
 mod join;
 mod lifecycle;
 mod reads;
 mod status;
 mod writes;
 
+pub use crate::answers::{Applied, CpStatus, Health, NodeRef, VoterChange, VoterView};
 pub use join::admission_check;
 pub use lifecycle::needs_new_epoch;
 use lifecycle::{count_leader_changes, release_withheld_commits};
 use reads::ReadWaiter;
-pub use status::{CpStatus, Health, NodeRef, VoterView};
 use writes::{run_batcher, PendingWrite};
 
 /// How a CP member is set up.
@@ -105,26 +105,6 @@ impl CpConfig {
     }
 }
 
-/// A committed and applied command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    pub index: u64,
-    pub output: CommandOutput,
-}
-
-/// A change of the Raft voter set, executed on the leader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VoterChange {
-    /// Add as learner (waits until it caught up), then promote when `voter`.
-    Add {
-        id: NodeId,
-        node: CpNode,
-        voter: bool,
-    },
-    /// Remove a voter or learner.
-    Remove { id: NodeId },
-}
-
 /// One control-plane member.
 pub struct ControlPlane {
     config: CpConfig,
@@ -135,7 +115,7 @@ pub struct ControlPlane {
     /// Milliseconds since `started` of the last AppendEntries accepted from a leader.
     last_leader_contact_ms: AtomicU64,
     /// Pre-votes and whether this follower is cut off (see `elections.rs`).
-    elections: crate::elections::ElectionState,
+    elections: crate::control::elections::ElectionState,
     /// Requests answered `no_quorum` at once because this member knew it was cut off.
     cut_off_answers: AtomicU64,
     /// Forwarded requests given up because leadership moved while they were with the leader.
@@ -239,7 +219,7 @@ impl ControlPlane {
         tokio::spawn(run_batcher(Arc::downgrade(&cp), pending, in_flight));
         tokio::spawn(count_leader_changes(Arc::downgrade(&cp)));
         tokio::spawn(release_withheld_commits(Arc::downgrade(&cp)));
-        tokio::spawn(crate::elections::run(Arc::downgrade(&cp)));
+        tokio::spawn(crate::control::elections::run(Arc::downgrade(&cp)));
         Ok(cp)
     }
 
@@ -330,7 +310,7 @@ impl ControlPlane {
     }
 
     /// The election driver's state: pre-votes and whether this follower is cut off.
-    pub fn elections(&self) -> &crate::elections::ElectionState {
+    pub fn elections(&self) -> &crate::control::elections::ElectionState {
         &self.elections
     }
 
@@ -339,7 +319,7 @@ impl ControlPlane {
     fn cut_off(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let lease = crate::elections::lease_ms(self);
+        let lease = crate::control::elections::lease_ms(self);
         match metrics.state {
             ServerState::Leader => {
                 metrics.membership_config.membership().voter_ids().count() > 1

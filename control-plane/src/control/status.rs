@@ -2,42 +2,6 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    Healthy,
-    Degraded,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeRef {
-    pub id: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct VoterView {
-    pub id: String,
-    pub name: String,
-    pub addr: String,
-}
-
-/// `GET /v1/cp/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CpStatus {
-    pub id: String,
-    pub state: String,
-    pub leader: Option<NodeRef>,
-    pub term: u64,
-    pub voters: Vec<VoterView>,
-    pub learners: Vec<VoterView>,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub last_log_index: u64,
-    pub health: Health,
-    pub initialized: bool,
-}
-
 impl ControlPlane {
     /// Adds or removes a CP member (on the leader, forwarded when needed).
     pub async fn change_voters(&self, change: VoterChange) -> Result<CpStatus, CpError> {

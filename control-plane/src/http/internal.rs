@@ -192,7 +192,7 @@ async fn vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 
 async fn pre_vote(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let request = decode::<ops::PreVote>(&body)?;
-    Ok(reply::<ops::PreVote>(&crate::elections::answer(
+    Ok(reply::<ops::PreVote>(&crate::control::elections::answer(
         &cp, &request,
     )))
 }
