@@ -19,6 +19,7 @@
 //!   [`control::elections`] drives it (openraft's own election timer is off).
 //! - [`answers`]: what the operations answer (applied commands, voter changes, status views).
 //! - [`ops`]: every internal operation, declared once: path, request, answer.
+//! - [`requests`]: what members ask of the control plane (the CP decides; sans-IO steps).
 //! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
@@ -36,6 +37,7 @@ pub mod pre_vote;
 pub mod raft_log;
 pub mod read_rounds;
 pub mod registry;
+pub mod requests;
 pub mod store;
 pub mod stream;
 pub mod types;

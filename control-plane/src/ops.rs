@@ -16,6 +16,7 @@ use crate::bootstrap::{Candidate, Hello};
 use crate::error::CpError;
 use crate::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use crate::registry::{Command, FeedError, FeedPage, KvEntry, MemberInfo, RegistryDigest};
+use crate::requests::{MemberAnswer, MemberRequest};
 use crate::types::{NodeId, TypeConfig};
 
 /// One internal request/answer operation.
@@ -63,8 +64,11 @@ ops! {
     Admin = "/internal/v1/cp/admin": VoterChange => Result<(), CpError>;
     /// Bootstrap discovery: who answers and whom it knows.
     HelloOp = "/internal/v1/cp/hello": Option<Candidate> => Hello;
-    /// A command from a member that is not in the control plane (the full write path).
+    /// A command from a member that is not in the control plane (the full write path; the
+    /// fault harness's synthetic members use it, members use [`Request`]).
     Propose = "/internal/v1/cp/propose": Command => Result<Applied, CpError>;
+    /// A member's request, decided by the control plane (see [`crate::requests`]).
+    Request = "/internal/v1/cp/request": MemberRequest => Result<MemberAnswer, CpError>;
     /// The registry's membership once the answering CP member applied the index (0: as it
     /// stands; a stale read).
     Registry = "/internal/v1/cp/registry": u64 => Result<RegistryDigest, CpError>;
@@ -86,6 +90,9 @@ pub const APPEND_STREAM: &str = "/internal/v1/raft/append-stream";
 /// carries its body; the answer frame carries the route's status and body. Writes and
 /// read-index requests forwarded to the leader travel this way.
 pub const CALL_STREAM: &str = "/internal/v1/call-stream";
+
+/// The most events one feed page carries (`/v1/events` and the members' feed alike).
+pub const MAX_EVENTS_PER_PAGE: usize = 1000;
 
 /// A feed request from a member outside the control plane.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Internal requests between members: the bincode bodies of every internal route and their
 //! answers, the frames of the request/answer streams, and the record stream between a host and
-//! its subscribers. Decoded commands are applied to a registry, as a follower applies its log.
+//! its subscribers (22 kinds). Decoded commands are applied to a registry, as a follower applies its log.
 
 use bytes::BytesMut;
 use hivemind_common::records;
@@ -9,6 +9,7 @@ use hivemind_control_plane::network::{FramedAnswer, FramedCall};
 use hivemind_control_plane::ops::{FeedRequest, JoinAccepted, JoinRequest};
 use hivemind_control_plane::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use hivemind_control_plane::registry::{Command, FeedError, FeedPage, Registry};
+use hivemind_control_plane::requests::{MemberAnswer, MemberRequest};
 use hivemind_control_plane::types::{CommandResponse, NodeId, TypeConfig};
 use hivemind_control_plane::{Applied, CpError, VoterChange};
 use openraft::raft::{
@@ -27,7 +28,7 @@ pub fn request(data: &[u8]) {
     let Some((kind, body)) = choice(data) else {
         return;
     };
-    match kind % 20 {
+    match kind % 22 {
         0 => drop(round_trip::<AppendEntriesRequest<TypeConfig>>(body)),
         1 => drop(round_trip::<AppendEntriesResponse<NodeId>>(body)),
         2 => drop(round_trip::<VoteRequest<NodeId>>(body)),
@@ -47,6 +48,8 @@ pub fn request(data: &[u8]) {
         16 => drop(round_trip::<JoinRequest>(body)),
         17 => drop(round_trip::<Result<JoinAccepted, CpError>>(body)),
         18 => drop(round_trip::<Result<Applied, CpError>>(body)),
+        19 => drop(round_trip::<MemberRequest>(body)),
+        20 => drop(round_trip::<Result<MemberAnswer, CpError>>(body)),
         _ => drop(round_trip::<CommandResponse>(body)),
     }
 }

@@ -12,6 +12,7 @@ use hivemind_control_plane::network::FramedCall;
 use hivemind_control_plane::ops::{FeedRequest, JoinRequest};
 use hivemind_control_plane::pre_vote::PreVoteRequest;
 use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo, Registry};
+use hivemind_control_plane::requests::{KeygroupChanges, MemberRequest};
 use hivemind_control_plane::store::{encode_snapshot_file, SmData};
 use hivemind_control_plane::types::{Entry, TypeConfig};
 use hivemind_member::gossip::Sealer;
@@ -215,6 +216,28 @@ fn internal_requests() -> Vec<Vec<u8>> {
                 http_addr: "10.0.0.2:7700".into(),
                 initialized: false,
             })),
+        ),
+        with_kind(
+            19,
+            encode(&MemberRequest::UpdateKeygroup {
+                name: "app/t/hosts".into(),
+                by: Actor::Node("web".into()),
+                changes: KeygroupChanges {
+                    add_replicas: vec!["ns".into()],
+                    ttl: Some(9),
+                    rotate_secret: true,
+                    ..Default::default()
+                },
+            }),
+        ),
+        with_kind(
+            19,
+            encode(&MemberRequest::Claim {
+                node: "ns".into(),
+                keygroup: "app/t/hosts".into(),
+                machine: MemberId::new(4).expect("nonzero"),
+                seen: 17,
+            }),
         ),
         with_kind(
             16,

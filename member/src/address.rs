@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hivemind_control_plane::registry::Command;
+use hivemind_control_plane::requests::MemberRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::gossip::{GossipCommand, GossipId};
@@ -107,13 +107,13 @@ async fn change_address(agent: &Arc<Agent>, new: IpAddr, cancel: &CancellationTo
     }
     let mut backoff = Duration::from_millis(100);
     while agent.admitted.load(Ordering::Relaxed) {
-        let update = Command::UpdateAddress {
+        let update = MemberRequest::MoveAddress {
             id: info.id,
             generation,
             http_addr: info.http_addr.clone(),
             gossip_addr: info.gossip_addr.clone(),
         };
-        match agent.cp.write(update).await {
+        match agent.cp.apply(update).await {
             Ok(_) => {
                 tracing::info!(generation, http = %info.http_addr, "address change committed");
                 break;

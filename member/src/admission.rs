@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use hivemind_control_plane::http::ApiError;
-use hivemind_control_plane::registry::{Command, CommandOutput, MemberInfo};
+use hivemind_control_plane::registry::{CommandOutput, MemberInfo};
+use hivemind_control_plane::requests::MemberRequest;
 use hivemind_control_plane::CpError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,7 @@ pub(crate) async fn leave(agent: &Agent) {
     }
     match agent
         .cp
-        .write(Command::Leave {
+        .apply(MemberRequest::Leave {
             id: agent.identity.id,
         })
         .await
@@ -71,11 +72,10 @@ pub(crate) async fn leave(agent: &Agent) {
 pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let join = Command::Join {
+        let admit = MemberRequest::Admit {
             member: agent.info(),
-            epoch: None,
         };
-        match agent.cp.write(join).await {
+        match agent.cp.apply(admit).await {
             Ok(applied) => {
                 if let CommandOutput::Joined { epoch, index } = applied.output {
                     if let Err(e) = agent.store.set_epoch(epoch) {
@@ -166,12 +166,12 @@ pub(crate) async fn handle_gossip_events(
         };
         match event {
             GossipEvent::Down(id) => {
-                let fail = Command::Fail {
+                let fail = MemberRequest::ReportFailed {
                     id: id.id,
                     generation: id.generation,
                 };
                 for attempt in 0..5u32 {
-                    match agent.cp.write(fail.clone()).await {
+                    match agent.cp.apply(fail.clone()).await {
                         Ok(applied) => {
                             tracing::info!(member = %id.id, generation = id.generation, outcome = ?applied.output, "reported a down member");
                             break;

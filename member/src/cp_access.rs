@@ -6,16 +6,14 @@ use std::sync::{Arc, Mutex};
 use hivemind_common::role::{
     BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue,
 };
-use hivemind_common::MemberId;
 use std::time::Duration;
 
-use hivemind_control_plane::http::api::MAX_EVENTS_PER_PAGE;
 use hivemind_control_plane::network::InternalClient;
-use hivemind_control_plane::ops::{self, FeedRequest, Op};
+use hivemind_control_plane::ops::{self, FeedRequest, Op, MAX_EVENTS_PER_PAGE};
 use hivemind_control_plane::registry::{
-    new_secret, Actor, Command, CommandOutput, FeedError, FeedPage, KeygroupConfig, KeygroupDelta,
-    KvEntry, MemberState, RegistryDigest, RegistryError, DEFAULT_TTL_SECS,
+    Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, KvEntry, RegistryDigest,
 };
+use hivemind_control_plane::requests::{MemberAnswer, MemberRequest};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
 pub enum CpAccess {
@@ -92,10 +90,20 @@ impl CpClient {
 }
 
 impl CpAccess {
-    pub async fn write(&self, command: Command) -> Result<Applied, CpError> {
+    /// Asks the control plane to do what `request` names; it decides (see
+    /// `hivemind_control_plane::requests`).
+    pub async fn request(&self, request: MemberRequest) -> Result<MemberAnswer, CpError> {
         match self {
-            CpAccess::Member(cp) => cp.write(command).await,
-            CpAccess::Client(client) => client.op::<ops::Propose>(&command).await?,
+            CpAccess::Member(cp) => cp.request(request).await,
+            CpAccess::Client(client) => client.op::<ops::Request>(&request).await?,
+        }
+    }
+
+    /// A request that becomes one command: its applied outcome.
+    pub async fn apply(&self, request: MemberRequest) -> Result<Applied, CpError> {
+        match self.request(request).await? {
+            MemberAnswer::Applied(applied) => Ok(applied),
+            other => Err(CpError::Fatal(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -198,52 +206,16 @@ fn info(k: &KeygroupConfig, node: &str) -> KeygroupInfo {
 }
 
 impl RoleCp {
-    /// The registry at `index` or later, and never older than this member's view.
-    async fn registry_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
-        let seen = self.seen.borrow().index;
-        self.cp.registry_at(index.max(seen)).await
-    }
-
-    async fn keygroup_at(&self, name: &str, index: u64) -> Result<Option<KeygroupInfo>, CpError> {
-        let registry = self.registry_at(index).await?;
-        Ok(registry
-            .keygroups
-            .iter()
-            .find(|k| k.name == name)
-            .map(|k| info(k, &self.node)))
-    }
-
     async fn join_keygroup(&self, name: &str) -> Result<KeygroupInfo, CpError> {
-        let mut at = 0;
-        for _ in 0..5 {
-            let command = match self.keygroup_at(name, at).await? {
-                Some(k) if k.tombstoned => {
-                    return Err(CpError::Rejected(RegistryError::Tombstoned {
-                        name: name.into(),
-                    }))
-                }
-                Some(k) if k.replicas.contains(&self.node) => return Ok(k),
-                Some(_) => Command::KeygroupUpdate {
-                    name: name.to_string(),
-                    by: Actor::Node(self.node.clone()),
-                    deltas: vec![KeygroupDelta::AddReplica(self.node.clone())],
-                },
-                None => Command::KeygroupCreate {
-                    name: name.to_string(),
-                    creator: self.node.clone(),
-                    ttl_secs: DEFAULT_TTL_SECS,
-                    open: true,
-                    secret: new_secret(),
-                },
-            };
-            match self.cp.write(command).await {
-                Ok(applied) => at = applied.index,
-                // Created by another member meanwhile: look again.
-                Err(CpError::Rejected(RegistryError::KeygroupExists { .. })) => {}
-                Err(e) => return Err(e),
-            }
+        let request = MemberRequest::JoinKeygroup {
+            name: name.to_string(),
+            node: self.node.clone(),
+            seen: self.seen.borrow().index,
+        };
+        match self.cp.request(request).await? {
+            MemberAnswer::Keygroup(k) => Ok(info(&k, &self.node)),
+            other => Err(CpError::Fatal(format!("unexpected answer {other:?}"))),
         }
-        Err(CpError::Fatal(format!("could not join keygroup {name}")))
     }
 }
 
@@ -277,47 +249,21 @@ impl ControlPlaneClient for RoleCp {
     fn claim(&self, keygroup: String) -> BoxFuture<Result<Claim, CpCallError>> {
         let this = self.clone();
         Box::pin(async move {
-            // Roles re-claim on every reconcile: answer from the registry when it already
-            // decides (this member holds it, or another live machine of the node does), and
-            // write only to take over a free or released responsibility.
-            let registry = this.registry_at(0).await.map_err(call_error)?;
-            let live_in_node = |id: MemberId| {
-                registry.members.iter().any(|m| {
-                    m.info.id == id && m.state == MemberState::Alive && m.info.node == this.node
-                })
-            };
-            if let Some(held) = registry
-                .responsibilities
-                .iter()
-                .find(|r| r.node == this.node && r.keygroup == keygroup)
-            {
-                if held.machine == this.id {
-                    return Ok(Claim::Mine { fence: held.fence });
-                }
-                if live_in_node(held.machine) {
-                    return Ok(Claim::HeldBy {
-                        machine: held.machine,
-                    });
-                }
-            }
-            let claim = Command::Claim {
+            // The control plane answers from the registry when it already decides, and
+            // writes only to take over a free or released responsibility.
+            let request = MemberRequest::Claim {
                 node: this.node.clone(),
                 keygroup,
                 machine: this.id,
+                seen: this.seen.borrow().index,
             };
-            match this.cp.write(claim).await {
-                Ok(applied) => match applied.output {
-                    CommandOutput::Claimed { fence } => Ok(Claim::Mine { fence }),
-                    other => Err(CpCallError {
-                        code: "stopped".into(),
-                        message: format!("unexpected outcome {other:?}"),
-                    }),
-                },
-                // Another machine claimed it first.
-                Err(CpError::Rejected(RegistryError::Held { holder, .. })) => {
-                    Ok(Claim::HeldBy { machine: holder })
-                }
-                Err(e) => Err(call_error(e)),
+            match this.cp.request(request).await.map_err(call_error)? {
+                MemberAnswer::Claimed { fence } => Ok(Claim::Mine { fence }),
+                MemberAnswer::HeldBy { machine } => Ok(Claim::HeldBy { machine }),
+                other => Err(CpCallError {
+                    code: "stopped".into(),
+                    message: format!("unexpected answer {other:?}"),
+                }),
             }
         })
     }
@@ -342,7 +288,7 @@ impl ControlPlaneClient for RoleCp {
         let cp = self.cp.clone();
         Box::pin(async move {
             let applied = cp
-                .write(Command::KvPut { key, value, cas })
+                .apply(MemberRequest::KvPut { key, value, cas })
                 .await
                 .map_err(call_error)?;
             match applied.output {

@@ -12,10 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hivemind_control_plane::http::views::{ErrorBody, KeygroupView, ResponsibilityView};
 use hivemind_control_plane::http::{views, ApiError};
-use hivemind_control_plane::registry::{
-    new_secret, validate_keygroup_name, Actor, Command, CommandOutput, KeygroupDelta,
-    DEFAULT_TTL_SECS,
-};
+use hivemind_control_plane::registry::{validate_keygroup_name, Actor, CommandOutput};
+use hivemind_control_plane::requests::{KeygroupChanges, MemberRequest};
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
@@ -78,9 +76,9 @@ async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<KeygroupView, Api
 async fn write_and_show(
     agent: &Agent,
     name: &str,
-    command: Command,
+    request: MemberRequest,
 ) -> Result<KeygroupView, ApiError> {
-    let applied = agent.cp.write(command).await?;
+    let applied = agent.cp.apply(request).await?;
     match applied.output {
         CommandOutput::Keygroup { .. } => view_of(agent, name, applied.index).await,
         other => Err(ApiError::new(
@@ -150,12 +148,11 @@ async fn create(
 ) -> Result<(StatusCode, Json<KeygroupView>), ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     let body: CreateBody = parse_body(&body)?;
-    let command = Command::KeygroupCreate {
+    let command = MemberRequest::CreateKeygroup {
         name: name.clone(),
-        creator: agent.config.node.clone(),
-        ttl_secs: body.ttl.unwrap_or(DEFAULT_TTL_SECS),
-        open: body.open.unwrap_or(false),
-        secret: new_secret(),
+        node: agent.config.node.clone(),
+        ttl_secs: body.ttl,
+        open: body.open,
     };
     Ok((
         StatusCode::CREATED,
@@ -163,53 +160,14 @@ async fn create(
     ))
 }
 
-/// The body of `PATCH /v1/keygroups/{app}/{tenant}/{group}`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateBody {
-    #[serde(default)]
-    pub add_replicas: Vec<String>,
-    #[serde(default)]
-    pub remove_replicas: Vec<String>,
-    #[serde(default)]
-    pub add_triggers: Vec<String>,
-    #[serde(default)]
-    pub remove_triggers: Vec<String>,
-    pub ttl: Option<u32>,
-    pub open: Option<bool>,
-    #[serde(default)]
-    pub rotate_secret: bool,
-}
-
-impl UpdateBody {
-    /// The changes this body asks for, in the order the registry applies them.
-    pub fn deltas(self) -> Vec<KeygroupDelta> {
-        let mut deltas = Vec::new();
-        deltas.extend(self.add_replicas.into_iter().map(KeygroupDelta::AddReplica));
-        deltas.extend(
-            self.remove_replicas
-                .into_iter()
-                .map(KeygroupDelta::RemoveReplica),
-        );
-        deltas.extend(self.add_triggers.into_iter().map(KeygroupDelta::AddTrigger));
-        deltas.extend(
-            self.remove_triggers
-                .into_iter()
-                .map(KeygroupDelta::RemoveTrigger),
-        );
-        deltas.extend(self.ttl.map(KeygroupDelta::SetTtl));
-        deltas.extend(self.open.map(KeygroupDelta::SetOpen));
-        if self.rotate_secret {
-            deltas.push(KeygroupDelta::RotateSecret(new_secret()));
-        }
-        deltas
-    }
-}
+/// The body of `PATCH /v1/keygroups/{app}/{tenant}/{group}`: the control plane's
+/// [`KeygroupChanges`].
+pub type UpdateBody = KeygroupChanges;
 
 /// Changes a keygroup: all the given changes or none (version+1).
 #[utoipa::path(patch, path = "/v1/keygroups/{app}/{tenant}/{group}", tag = "keygroups",
     params(("app" = String, Path), ("tenant" = String, Path), ("group" = String, Path)),
-    request_body = UpdateBody,
+    request_body = KeygroupChanges,
     responses((status = 200, description = "The keygroup after the change", body = KeygroupView),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 403, description = "Not a replica node (not_a_replica)", body = ErrorBody),
@@ -222,10 +180,10 @@ async fn update(
 ) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     let body: UpdateBody = parse_body(&body)?;
-    let command = Command::KeygroupUpdate {
+    let command = MemberRequest::UpdateKeygroup {
         name: name.clone(),
         by: actor(&agent),
-        deltas: body.deltas(),
+        changes: body,
     };
     Ok(Json(write_and_show(&agent, &name, command).await?))
 }
@@ -241,7 +199,7 @@ async fn delete(
     Path((app, tenant, group)): Path<(String, String, String)>,
 ) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
-    let command = Command::KeygroupDelete {
+    let command = MemberRequest::DeleteKeygroup {
         name: name.clone(),
         by: actor(&agent),
     };

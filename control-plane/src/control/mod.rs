@@ -38,6 +38,7 @@ pub mod elections;
 mod join;
 mod lifecycle;
 mod reads;
+mod requests;
 mod status;
 mod writes;
 

@@ -28,7 +28,7 @@ type Cp = State<Arc<ControlPlane>>;
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-hivemind-index");
 /// Longest long-poll wait accepted on `/v1/events`.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
-pub const MAX_EVENTS_PER_PAGE: usize = 1000;
+pub use crate::ops::MAX_EVENTS_PER_PAGE;
 
 pub fn routes() -> Router<Arc<ControlPlane>> {
     Router::new()

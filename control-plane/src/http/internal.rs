@@ -37,6 +37,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(ops::Admin::PATH, post(admin))
         .route(ops::HelloOp::PATH, post(hello))
         .route(ops::Propose::PATH, post(propose))
+        .route(ops::Request::PATH, post(member_request))
         .route(ops::Registry::PATH, post(registry))
         .route(ops::RegistryNow::PATH, post(registry_now))
         .route(ops::Feed::PATH, post(feed))
@@ -236,6 +237,12 @@ async fn admin(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let command = decode::<ops::Propose>(&body)?;
     Ok(reply::<ops::Propose>(&cp.write(command).await))
+}
+
+/// A member's request, decided and carried out here (see `crate::requests`).
+async fn member_request(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let request = decode::<ops::Request>(&body)?;
+    Ok(reply::<ops::Request>(&cp.request(request).await))
 }
 
 /// The registry digest once this member applied the requested index (0: as it stands);
