@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use hivemind_dns_role::DnsRecordsView;
+use hivemind_member::member_api::StatusView;
 use hivemind_member::AgentConfig;
 use tokio::task::JoinSet;
 
@@ -110,8 +112,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         for i in 0..count {
             let url = format!("http://127.0.0.1:{}/v1/status", http_port(i));
             if let Ok(response) = http.get(url).send().await {
-                let status: serde_json::Value = response.json().await.unwrap_or_default();
-                ready += u16::from(status["ready"] == true);
+                let status: Option<StatusView> = response.json().await.ok();
+                ready += u16::from(status.is_some_and(|s| s.ready));
             }
         }
         if ready == count {
@@ -144,16 +146,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
         // Ready means the dns member answers for both hosts, service included.
         let records = format!("http://127.0.0.1:{}/v1/roles/dns/records", http_port(5));
         loop {
-            let map: serde_json::Value = match http.get(&records).send().await {
-                Ok(response) => response.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
+            let held: Option<DnsRecordsView> = match http.get(&records).send().await {
+                Ok(response) => response.json().await.ok(),
+                Err(_) => None,
             };
-            let held = map["records"].as_array().cloned().unwrap_or_default();
+            let held = held.map(|v| v.held.records).unwrap_or_default();
             let has = |host: &str, service: bool| {
-                held.iter().any(|r| {
-                    r["host"] == host
-                        && (!service || r["services"].as_array().is_some_and(|s| !s.is_empty()))
-                })
+                held.iter()
+                    .any(|r| r.host == host && (!service || !r.services.is_empty()))
             };
             if has("web-1", true) && has("web-2", false) {
                 break;

@@ -214,3 +214,53 @@ async fn the_keygroup_cli() {
     let out = run(&["--json", "responsibilities"]);
     assert_eq!(stdout(&out).trim(), "[]");
 }
+
+/// The CLI reads the server's view types: every keygroup command, `responsibilities`,
+/// `events`, `kv` listing and deletion print tables (and `--json`) from a real member.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_reads_keygroups_events_and_kv_as_the_server_answers_them() {
+    let cluster = Cluster::local_control_plane().await;
+    let addr = cluster.agents[0].http_addr();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--http-addr", &addr]);
+        let out = cli(&all);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let created = run(&["keygroup", "create", "cli/eu/hosts", "--ttl", "9"]);
+    assert!(
+        created.contains("cli/eu/hosts") && created.contains("live"),
+        "{created}"
+    );
+    let updated = run(&[
+        "keygroup",
+        "update",
+        "cli/eu/hosts",
+        "--add-trigger",
+        "audit",
+        "--rotate-secret",
+    ]);
+    assert!(updated.contains("audit"), "{updated}");
+    let got: Value = serde_json::from_str(&run(&["keygroup", "get", "cli/eu/hosts", "--json"]))
+        .expect("--json prints JSON");
+    assert_eq!(got["version"], 2);
+    assert_eq!(got["ttl"], 9);
+    assert!(run(&["keygroup", "list"]).contains("cli/eu/hosts"));
+    let deleted = run(&["keygroup", "delete", "cli/eu/hosts"]);
+    assert!(deleted.contains("tombstoned"), "{deleted}");
+
+    run(&["kv", "put", "cli/a", "1"]);
+    run(&["kv", "put", "cli/b", "2"]);
+    let listed = run(&["kv", "get", "--prefix", "cli/"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["cli/a", "cli/b"]);
+    assert!(run(&["kv", "delete", "cli/a"]).starts_with("deleted (index "));
+    assert_eq!(run(&["kv", "delete", "cli/a"]).trim(), "no such key");
+
+    let events = run(&["events"]);
+    for kind in ["keygroup_created", "keygroup_deleted"] {
+        assert!(events.contains(kind), "{kind} missing from:\n{events}");
+    }
+    let held = run(&["responsibilities"]);
+    assert!(held.starts_with("NODE"), "{held}");
+}

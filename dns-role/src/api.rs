@@ -28,7 +28,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// `GET /v1/roles/dns/records`: the records held, the intake's counters, and the queries
 /// answered.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DnsRecordsView {
     #[serde(flatten)]
     pub held: IntakeRecordsView,

@@ -46,7 +46,7 @@ pub(crate) async fn post_leave(State(agent): State<Arc<Agent>>) -> (StatusCode, 
 }
 
 /// This member's gossip counters in `/v1/status`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct GossipStatus {
     /// Other members SWIM does not consider down.
     pub members: usize,
@@ -56,7 +56,7 @@ pub struct GossipStatus {
 }
 
 /// This member's feed position in `/v1/status`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FeedStatus {
     pub epoch: u64,
     pub index: u64,
@@ -67,7 +67,7 @@ pub struct FeedStatus {
 }
 
 /// `GET /v1/status`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StatusView {
     pub id: String,
     pub name: String,

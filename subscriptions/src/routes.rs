@@ -14,7 +14,7 @@ use crate::intake::Intake;
 use crate::intake::Position;
 
 /// One record held.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct HeldRecordView {
     pub keygroup: String,
     pub host: String,
@@ -27,7 +27,7 @@ pub struct HeldRecordView {
 }
 
 /// `GET /v1/roles/<role>/records`: the records held and the intake's counters.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct IntakeRecordsView {
     pub records: Vec<HeldRecordView>,
     pub applied: u64,

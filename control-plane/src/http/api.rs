@@ -75,28 +75,28 @@ struct WriteQuery {
 }
 
 /// Answer of a KV write.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct KvWritten {
     /// The modify index of the value written.
     pub index: u64,
 }
 
 /// Answer of a KV delete.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct KvDeleted {
     pub deleted: bool,
     pub index: u64,
 }
 
 /// Answer of an epoch bump.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct EpochStarted {
     pub epoch: u64,
     pub index: u64,
 }
 
 /// A page of the event feed.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct EventsPage {
     pub epoch: u64,
     /// The feed of this epoch starts after this index.

@@ -16,7 +16,7 @@ use crate::registry::{
 };
 
 /// A registry event: `{index, epoch, kind: "member_joined", ...the kind's fields}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct EventView(pub Value);
 
@@ -93,7 +93,7 @@ pub fn member(m: &MemberRecord) -> MemberView {
 }
 
 /// A node: the machines it groups (DESIGN.md §7: `{node, machines:[{id,name}], version}`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct NodeView {
     pub node: String,
     pub machines: Vec<MachineView>,
@@ -101,7 +101,7 @@ pub struct NodeView {
 }
 
 /// One machine of a node.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct MachineView {
     pub id: String,
     /// `null` if the registry no longer lists the member.
@@ -125,7 +125,7 @@ pub fn node(n: &NodeConfig, name_of: impl Fn(MemberId) -> Option<String>) -> Nod
 }
 
 /// A KV entry with its value in base64 (`?meta=true` and listings).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct KvView {
     pub key: String,
     pub value_base64: String,
@@ -143,7 +143,7 @@ pub fn kv(key: &str, e: &KvEntry) -> KvView {
 }
 
 /// A keygroup's config.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct KeygroupView {
     /// `APP/TENANT/GROUP`.
     pub name: String,
@@ -178,7 +178,7 @@ pub fn keygroup(k: &KeygroupConfig, show_secret: bool) -> KeygroupView {
 }
 
 /// Who is responsible for a keygroup in a node.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ResponsibilityView {
     pub node: String,
     pub keygroup: String,
@@ -204,7 +204,7 @@ pub fn responsibility(r: &Responsibility, machine_name: Option<&str>) -> Respons
 }
 
 /// The whole registry at one index (`GET /v1/cp/snapshot`); keygroup secrets are not in it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct RegistryView {
     pub keygroups: Vec<KeygroupView>,
     pub responsibilities: Vec<ResponsibilityView>,
