@@ -3,9 +3,11 @@
 //! cluster has one), both compared in constant time; a refused join proposes nothing, so it
 //! leaves no trace. An accepted one commits `Join` and answers with the live members.
 
-use super::*;
+use super::ControlPlane;
+use crate::error::CpError;
 use crate::ops::{JoinAccepted, JoinRequest};
 use crate::registry::MemberState;
+use crate::registry::{Command, CommandOutput};
 
 /// Why a join request is refused before anything is proposed, if it is (sans IO).
 pub fn admission_check(

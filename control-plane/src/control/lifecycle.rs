@@ -1,7 +1,17 @@
 //! A CP member's life: bootstrap discovery, retention (a new epoch once the feed is long),
 //! background counters and shutdown.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::ControlPlane;
+use crate::bootstrap::{decide, Candidate, Decision, Hello};
+use crate::ops;
+use crate::registry::Command;
 
 /// Counts leader changes from openraft's metrics until the control plane is dropped.
 pub(super) async fn count_leader_changes(cp: std::sync::Weak<ControlPlane>) {

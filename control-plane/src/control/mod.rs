@@ -6,30 +6,25 @@
 //! - `status`: `/v1/cp/status`, health, voter changes.
 //! - `lifecycle`: bootstrap discovery, retention (epochs), background counters, shutdown.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use openraft::{ServerState, SnapshotPolicy};
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use crate::bootstrap::{decide, Candidate, Decision, Hello};
+use crate::bootstrap::Candidate;
 use crate::error::CpError;
 use crate::network::{CallError, InternalClient, NetworkFactory};
 use crate::ops::{self, Op};
-use crate::read_rounds::{Arrival, ReadRounds};
-use crate::registry::{
-    Command, CommandOutput, FeedError, FeedPage, KvEntry, RegistryDigest, MAX_BATCH,
-    MAX_BATCH_BYTES,
-};
+use crate::read_rounds::ReadRounds;
+use crate::registry::MAX_BATCH;
 use crate::store::{self, SharedState};
-use crate::types::{CpNode, NodeId, Raft};
+use crate::types::{NodeId, Raft};
 
 /// Pause between attempts while no leader is known.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);

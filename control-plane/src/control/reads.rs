@@ -1,7 +1,18 @@
 //! Reads: linearizable read barriers answered by shared read-index rounds, the event feed,
 //! KV reads and registry digests.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::oneshot;
+
+use super::ControlPlane;
+use crate::error::CpError;
+use crate::ops;
+use crate::read_rounds::Arrival;
+use crate::registry::{FeedError, FeedPage, KvEntry, RegistryDigest};
 
 /// Where a linearizable read waits for its read index.
 pub(super) type ReadWaiter = oneshot::Sender<Result<u64, CpError>>;

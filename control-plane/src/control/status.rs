@@ -1,6 +1,16 @@
 //! `GET /v1/cp/status`, health, and voter changes (executed on the leader).
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+
+use super::ControlPlane;
+use crate::answers::{CpStatus, Health, NodeRef, VoterChange, VoterView};
+use crate::error::CpError;
+use crate::ops;
+use crate::types::{CpNode, NodeId};
 
 impl ControlPlane {
     /// Adds or removes a CP member (on the leader, forwarded when needed).

@@ -1,7 +1,17 @@
 //! Writes: through the leader (forwarded when this member is not it), KV writes in group
 //! commits ([`run_batcher`]: concurrent writes become one `Command::Batch` entry).
 
-use super::*;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ControlPlane;
+use crate::answers::Applied;
+use crate::error::CpError;
+use crate::ops;
+use crate::registry::{Command, CommandOutput, MAX_BATCH, MAX_BATCH_BYTES};
 
 /// A KV write waiting for its batch, and where its verdict goes.
 pub(super) struct PendingWrite {
