@@ -111,14 +111,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let bind = SocketAddr::new(config.bind, config.http_port);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|source| AgentError::Bind { addr: bind, source })?
-            // Without TCP_NODELAY, small answers (Raft acks, forwarded writes) wait for the
-            // peer's delayed ACK: ~40 ms per replication round under load.
-            .tap_io(|stream| {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
+            .map_err(|source| AgentError::Bind { addr: bind, source })?;
         let gossip_cancel = CancellationToken::new();
         let gossip_bind = SocketAddr::new(config.bind, config.gossip_port);
         let socket = tokio::net::UdpSocket::bind(gossip_bind)
@@ -210,47 +203,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         });
 
         let mut app = role_routes;
-        match (agent.cp.as_ref(), &joined) {
-            (CpAccess::Member(cp), _) => {
-                tasks.spawn(
-                    cp.clone()
-                        .run_bootstrap(shutdown.child_token())
-                        .in_current_span(),
-                );
-                tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
-                tasks.spawn(
-                    cp.clone()
-                        .run_retention(shutdown.child_token())
-                        .in_current_span(),
-                );
-                app = app.merge(hivemind_control_plane::http::router(cp.clone()));
-            }
-            (CpAccess::Client(_), Some(accepted)) => {
-                tracing::info!(
-                    epoch = accepted.epoch,
-                    index = accepted.index,
-                    members = accepted.members.len(),
-                    "joined"
-                );
-                for member in accepted
-                    .members
-                    .iter()
-                    .filter(|m| m.id != agent.identity.id)
-                {
-                    if let Ok(addr) = member.gossip_addr.parse() {
-                        let target = GossipId {
-                            id: member.id,
-                            addr,
-                            generation: member.generation,
-                        };
-                        let _ = agent
-                            .gossip
-                            .commands
-                            .try_send(GossipCommand::Announce(target));
-                    }
-                }
-            }
-            (CpAccess::Client(_), None) => unreachable!("a client member has joined"),
+        if let Some(cp_routes) = start_membership(&agent, joined.as_ref(), &tasks, &shutdown) {
+            app = app.merge(cp_routes);
         }
         tasks.spawn(
             announce_to_registry_members(agent.clone(), shutdown.child_token()).in_current_span(),
@@ -262,73 +216,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         tasks.spawn(crate::feed::follow(agent.clone(), shutdown.child_token()).in_current_span());
         tasks.spawn(crate::address::watch(agent.clone(), shutdown.child_token()).in_current_span());
 
-        let token = agent.config.admin_token.clone();
-        let member_routes = Router::new()
-            .route(ops::Join::PATH, post(join_route))
-            .route("/v1/status", get(status))
-            .route("/v1/members", get(members))
-            .route("/v1/leave", post(post_leave))
-            .route("/v1/nodes", get(nodes))
-            .route("/v1/nodes/{node}", get(node))
-            .with_state(agent.clone());
-        let metrics = Router::new()
-            .route("/", get(dashboard))
-            .route("/metrics", get(crate::metrics::route))
-            .with_state(crate::metrics::registry(&agent));
-        let document = crate::openapi::document(agent.config.control_plane, &agent.config.roles);
-        let document = Router::new()
-            .route("/v1/openapi.json", get(crate::openapi::route))
-            .with_state(Arc::new(
-                serde_json::to_string(&document).expect("the OpenAPI document serializes"),
-            ));
-        let app = app
-            .merge(member_routes)
-            .merge(crate::keygroups_api::routes(agent.clone()))
-            .merge(metrics)
-            .merge(document)
-            .layer(axum::middleware::from_fn(move |req, next| {
-                require_admin_token(token.clone(), req, next)
-            }))
-            .layer(crate::access_log::layer(agent.http_answers.clone()));
+        let app = http_app(&agent, app);
         tracing::info!(%bind, "serving HTTP");
-        // Graceful leave, in order: commit Leave (while this member still serves the others'
-        // Raft and forwarding traffic), leave the gossip, stop serving, stop the CP member.
-        let stopping = {
-            let (agent, shutdown, gossip_cancel) =
-                (agent.clone(), shutdown.clone(), gossip_cancel.clone());
-            async move {
-                shutdown.cancelled().await;
-                if agent.config.leave_on_shutdown {
-                    leave(&agent).await;
-                }
-                gossip_cancel.cancel();
-            }
-        };
-        // Requests in flight get a grace period to finish; long-polls and subscription streams
-        // of other members would otherwise hold the stop for as long as they wait.
-        let served = tokio::select! {
-            served = axum::serve(listener, app).with_graceful_shutdown(stopping) => served,
-            _ = async {
-                gossip_cancel.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => {
-                tracing::info!("open requests cut after the shutdown grace period");
-                Ok(())
-            }
-        };
-        gossip_cancel.cancel();
-        tasks.close();
-        // Background work gets the grace period to notice the stop (a report to a control
-        // plane that is itself stopping may not finish); what remains ends with the process.
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::info!("background tasks still running after the grace period; leaving them");
-        }
-        if let CpAccess::Member(cp) = agent.cp.as_ref() {
-            cp.shutdown().await;
-        }
+        let served = serve_until_stopped(listener, app, &agent, gossip_cancel, tasks).await;
         tracing::info!("stopped");
         served.map_err(AgentError::Serve)
     }
@@ -336,5 +226,147 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     .await
 }
 
+/// Starts what follows from how this member reached the control plane: a CP member runs its
+/// bootstrap, retention and own admission and answers the CP routes (returned); a member that
+/// joined announces itself to the members the join answer listed.
+fn start_membership(
+    agent: &Arc<Agent>,
+    joined: Option<&JoinAccepted>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<Router> {
+    match (agent.cp.as_ref(), joined) {
+        (CpAccess::Member(cp), _) => {
+            tasks.spawn(
+                cp.clone()
+                    .run_bootstrap(shutdown.child_token())
+                    .in_current_span(),
+            );
+            tasks.spawn(admit(agent.clone(), shutdown.child_token()).in_current_span());
+            tasks.spawn(
+                cp.clone()
+                    .run_retention(shutdown.child_token())
+                    .in_current_span(),
+            );
+            Some(hivemind_control_plane::http::router(cp.clone()))
+        }
+        (CpAccess::Client(_), Some(accepted)) => {
+            tracing::info!(
+                epoch = accepted.epoch,
+                index = accepted.index,
+                members = accepted.members.len(),
+                "joined"
+            );
+            for member in accepted
+                .members
+                .iter()
+                .filter(|m| m.id != agent.identity.id)
+            {
+                if let Ok(addr) = member.gossip_addr.parse() {
+                    let target = GossipId {
+                        id: member.id,
+                        addr,
+                        generation: member.generation,
+                    };
+                    let _ = agent
+                        .gossip
+                        .commands
+                        .try_send(GossipCommand::Announce(target));
+                }
+            }
+            None
+        }
+        (CpAccess::Client(_), None) => unreachable!("a client member has joined"),
+    }
+}
+
+/// Every HTTP route this member serves (`app`: the roles' and the control plane's), behind the
+/// admin-token check and the access log.
+fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
+    let token = agent.config.admin_token.clone();
+    let member_routes = Router::new()
+        .route(ops::Join::PATH, post(join_route))
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members))
+        .route("/v1/leave", post(post_leave))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{node}", get(node))
+        .with_state(agent.clone());
+    let metrics = Router::new()
+        .route("/", get(dashboard))
+        .route("/metrics", get(crate::metrics::route))
+        .with_state(crate::metrics::registry(agent));
+    let document = crate::openapi::document(agent.config.control_plane, &agent.config.roles);
+    let document = Router::new()
+        .route("/v1/openapi.json", get(crate::openapi::route))
+        .with_state(Arc::new(
+            serde_json::to_string(&document).expect("the OpenAPI document serializes"),
+        ));
+    app.merge(member_routes)
+        .merge(crate::keygroups_api::routes(agent.clone()))
+        .merge(metrics)
+        .merge(document)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            require_admin_token(token.clone(), req, next)
+        }))
+        .layer(crate::access_log::layer(agent.http_answers.clone()))
+}
+
 /// How long requests in flight may finish once the member stops serving.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves until the agent's shutdown, then stops in order: commit Leave (while this member
+/// still serves the others' Raft and forwarding traffic), leave the gossip, stop serving, let
+/// background tasks notice, stop the CP member.
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    agent: &Arc<Agent>,
+    gossip_cancel: CancellationToken,
+    tasks: TaskTracker,
+) -> std::io::Result<()> {
+    // Without TCP_NODELAY, small answers (Raft acks, forwarded writes) wait for the peer's
+    // delayed ACK: ~40 ms per replication round under load.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let stopping = {
+        let (agent, gossip_cancel) = (agent.clone(), gossip_cancel.clone());
+        let shutdown = agent.shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            if agent.config.leave_on_shutdown {
+                leave(&agent).await;
+            }
+            gossip_cancel.cancel();
+        }
+    };
+    // Requests in flight get a grace period to finish; long-polls and subscription streams
+    // of other members would otherwise hold the stop for as long as they wait.
+    let served = tokio::select! {
+        served = axum::serve(listener, app).with_graceful_shutdown(stopping) => served,
+        _ = async {
+            gossip_cancel.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("open requests cut after the shutdown grace period");
+            Ok(())
+        }
+    };
+    gossip_cancel.cancel();
+    tasks.close();
+    // Background work gets the grace period to notice the stop (a report to a control
+    // plane that is itself stopping may not finish); what remains ends with the process.
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!("background tasks still running after the grace period; leaving them");
+    }
+    if let CpAccess::Member(cp) = agent.cp.as_ref() {
+        cp.shutdown().await;
+    }
+    served
+}
