@@ -243,7 +243,7 @@ pub struct AgentArgs {
     #[arg(long, env = "HIVEMIND_ADDRESS_CHECK", default_value = "5s", value_parser = parse_duration)]
     pub address_check: std::time::Duration,
     /// How often roles re-read the configs of the keygroups they serve and of their nodes, to
-    /// converge even after missing events (seed event [6]; e.g. 60s).
+    /// converge even after missing events (DESIGN.md §5 event [6]; e.g. 60s).
     #[arg(long, env = "HIVEMIND_REREAD_EVERY", default_value = "60s", value_parser = parse_duration)]
     pub reread_every: std::time::Duration,
     /// With `--roles trigger`: POST every record change of the keygroups this machine is

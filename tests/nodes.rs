@@ -74,7 +74,7 @@ fn index_of(cluster: &Cluster, node: &DnsNode, name: &str) -> usize {
 }
 
 /// Exactly one machine holds the keygroup and streams from the host; the others stream from
-/// it (task D, intra-node stream); the host serves one subscriber, not three.
+/// it (DESIGN.md §5 task D, intra-node stream); the host serves one subscriber, not three.
 async fn one_holder_the_rest_follow(cluster: &Cluster, node: &DnsNode, host: usize) -> String {
     wait_for(
         "one holder subscribed to the host, the others to the holder",

@@ -34,8 +34,8 @@ pub struct HostRecord {
     pub seq: u64,
     pub generation: u64,
     /// The keygroup config version the publisher knew when it sealed this record: config
-    /// changes travel on the stream too (seed event [7]), so a subscriber that knows an older
-    /// version re-reads the config even if it missed the event.
+    /// changes travel on the stream too (DESIGN.md §5 event [7]), so a subscriber that knows an
+    /// older version re-reads the config even if it missed the event.
     pub keygroup_version: u64,
 }
 

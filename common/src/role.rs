@@ -82,7 +82,7 @@ pub struct RoleSettings {
     pub dns_port: u16,
     /// Where the `trigger` role POSTs each change (`--trigger-webhook`).
     pub trigger_webhook: Option<String>,
-    /// How often a role re-reads the configs it derived from events (seed event [6]): a
+    /// How often a role re-reads the configs it derived from events (DESIGN.md §5 event [6]): a
     /// member that missed events still converges.
     pub reread_every: std::time::Duration,
     /// Sent as `x-hivemind-cluster-secret` on calls to other members' internal routes.

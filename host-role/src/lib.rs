@@ -35,7 +35,7 @@ use record::Published;
 const SEQ_KEY: &[u8] = b"seq";
 const SERVICES_KEY: &[u8] = b"services";
 /// How soon a keygroup join that failed is retried. Once joined, configs (secrets) are
-/// re-read on every keygroup event and every `--reread-every` (seed events [5], [6]).
+/// re-read on every keygroup event and every `--reread-every` (DESIGN.md §5 event [5], [6]).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 pub struct HostRole;
@@ -109,7 +109,7 @@ impl Shared {
     }
 
     /// Records a keygroup's config as just read; a newer version is re-sent on every stream
-    /// (the current record, stamped with it: seed event [7]).
+    /// (the current record, stamped with it: DESIGN.md §5 event [7]).
     fn learn(&self, keygroup: &str, version: u64, secret: Vec<u8>) {
         let previous = self
             .secrets
@@ -207,8 +207,8 @@ impl Role for HostRole {
                                 tracing::error!(error = %e, "cannot persist the host record's seq");
                             }
                         }
-                        // A keygroup config changed (a rotated secret, seed event [5]): re-read
-                        // now rather than at the next periodic round.
+                        // A keygroup config changed (a rotated secret, DESIGN.md §5 event
+                        // [5]): re-read now rather than at the next periodic round.
                         Some(RoleEvent::KeygroupChanged { .. } | RoleEvent::Rebootstrapped { .. }) => {
                             next_read = tokio::time::Instant::now();
                         }

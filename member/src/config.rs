@@ -27,7 +27,7 @@ pub struct AgentConfig {
     pub advertise_updates: Option<watch::Receiver<Option<IpAddr>>>,
     /// How often the address watchdog compares the advertised address with the current one.
     pub address_check: Duration,
-    /// How often roles re-read their keygroup and node configs (seed event [6]).
+    /// How often roles re-read their keygroup and node configs (DESIGN.md §5 event [6]).
     pub reread_every: Duration,
     /// Where the `trigger` role POSTs each change.
     pub trigger_webhook: Option<String>,

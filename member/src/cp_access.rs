@@ -231,7 +231,7 @@ impl ControlPlaneClient for RoleCp {
         let this = self.clone();
         Box::pin(async move {
             // Linearizable: a subscriber that cannot open a record re-reads here, and must see
-            // a rotation that a publisher already sealed with (seed event [5]).
+            // a rotation that a publisher already sealed with (DESIGN.md §5 event [5]).
             let registry = this.cp.registry_now().await.map_err(call_error)?;
             Ok(registry
                 .keygroups

@@ -92,8 +92,8 @@ pub struct Intake {
     /// Every record applied here, for the node's other machines (intra-node streams).
     pub(crate) relay: tokio::sync::broadcast::Sender<HostRecord>,
     pub(crate) positions: RwLock<BTreeMap<String, Position>>,
-    /// A stream carried a newer keygroup config version than the one held (seed event [7]):
-    /// the reconcile loop re-reads the configs now.
+    /// A stream carried a newer keygroup config version than the one held (DESIGN.md §5
+    /// event [7]): the reconcile loop re-reads the configs now.
     pub(crate) config_behind: tokio::sync::Notify,
     /// Per keygroup, the secret a rotation replaced and when.
     pub(crate) previous_secrets: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
@@ -213,7 +213,7 @@ impl Intake {
     }
 
     /// Opens a frame; on a seal failure re-reads the keygroup's config once (the secret may
-    /// have been rotated: seed event [5]) and retries.
+    /// have been rotated: DESIGN.md §5 event [5]) and retries.
     pub(crate) async fn open(
         &self,
         keygroup: &str,

@@ -4,20 +4,20 @@
 //! publishes into the keygroups it serves. This crate gets them and keeps them:
 //! - it acquires each served keygroup's config (a replica role makes its node a replica; the
 //!   trigger role waits until its node is a trigger node) and claims responsibility for it in
-//!   its node (task D, the CP's fenced `Claim`);
+//!   its node (DESIGN.md §5 task D, the CP's fenced `Claim`);
 //! - the responsible machine seeds itself from a sibling (simple join) and subscribes to every
 //!   host of the keygroup's other replica nodes; the node's other machines stream from it
 //!   (intra-node stream), make-before-break;
 //! - it keeps the newest record per host by seq, opens records with the keygroup's secret
-//!   (re-reading the config on a seal failure, seed event [5]; a replaced secret within the
-//!   rotation grace), re-reads configs on a newer version seen on a stream ([7]) and every
+//!   (re-reading the config on a seal failure, DESIGN.md §5 event [5]; a replaced secret
+//!   within the rotation grace), re-reads configs on a newer version seen on a stream ([7]) and every
 //!   `--reread-every` ([6]), and drops a host the moment the feed says it failed or left.
 //!
 //! A role sees the outcome as an ordered record view: it implements [`Consumer`] and is called
 //! after every change, in the order changes were applied, with the [`Intake`] to read from.
 //!
 //! Layout:
-//! - [`targets`]: which streams to hold (task D, sans IO);
+//! - [`targets`]: which streams to hold (DESIGN.md §5 task D, sans IO);
 //! - [`intake`]: the record store ([`Intake`]): records by host, keygroup secrets, positions,
 //!   counters;
 //! - `reconcile`: the reconcile loop, claims, subscriber tasks, the sibling snapshot copy;

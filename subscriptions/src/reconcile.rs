@@ -101,8 +101,8 @@ pub(crate) async fn run(shared: Arc<Intake>, mut ctx: RoleContext) {
     let me: Me = ctx.me.borrow().clone();
     let mut active: BTreeMap<Target, CancellationToken> = BTreeMap::new();
     let mut last_inputs = None;
-    // The first turn runs at once; later ones on events, on `--reread-every` (seed event [6])
-    // and sooner while something is pending.
+    // The first turn runs at once; later ones on events, on `--reread-every` (DESIGN.md §5
+    // event [6]) and sooner while something is pending.
     let mut next_turn = Duration::ZERO;
     loop {
         tokio::select! {

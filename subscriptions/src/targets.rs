@@ -85,7 +85,7 @@ pub fn targets(
     out
 }
 
-/// Seed event [7]: a record sealed under keygroup config `seen` while this machine holds
+/// DESIGN.md §5 event [7]: a record sealed under keygroup config `seen` while this machine holds
 /// `known` (none yet: nothing to compare, the reconcile reads it anyway) means this machine
 /// missed a config change and must re-read it.
 pub fn config_behind(known: Option<u64>, seen: u64) -> bool {
