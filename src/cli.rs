@@ -250,6 +250,32 @@ pub struct AgentArgs {
     /// responsible for to this URL (JSON, in order, retried with backoff).
     #[arg(long, env = "HIVEMIND_TRIGGER_WEBHOOK")]
     pub trigger_webhook: Option<String>,
+    /// With `--roles nginx`: the file it renders (an `http`-level include; default
+    /// `<data-dir>/nginx/hivemind.conf`).
+    #[arg(long, env = "HIVEMIND_NGINX_CONF")]
+    pub nginx_conf: Option<PathBuf>,
+    /// With `--roles nginx`: the nginx binary.
+    #[arg(long, env = "HIVEMIND_NGINX_BIN", default_value = "nginx")]
+    pub nginx_bin: PathBuf,
+    /// With `--roles nginx`: a minijinja template over `{services: [{name, keygroup, upstream,
+    /// tags, endpoints: [{host, addr, port, socket}]}], listen, domain}` instead of the built-in
+    /// one (re-read on every render).
+    #[arg(long, env = "HIVEMIND_NGINX_TEMPLATE")]
+    pub nginx_template: Option<PathBuf>,
+    /// With `--roles nginx`: where the built-in template's server listens.
+    #[arg(long, env = "HIVEMIND_NGINX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub nginx_listen: std::net::SocketAddr,
+    /// With `--roles nginx`: `QUIET,MAX`: a burst of changes renders once, after QUIET without
+    /// a change and at the latest MAX after its first (e.g. `200ms,2s`).
+    #[arg(long, env = "HIVEMIND_NGINX_DEBOUNCE", default_value = "200ms,2s", value_parser = parse_debounce)]
+    pub nginx_debounce: (std::time::Duration, std::time::Duration),
+    /// With `--roles nginx`: run nginx as a supervised child (`false`: signal the master in
+    /// `--nginx-pid-file` instead).
+    #[arg(long, env = "HIVEMIND_NGINX_MANAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub nginx_manage: bool,
+    /// With `--roles nginx --nginx-manage false`: the pid file of the nginx to reload.
+    #[arg(long, env = "HIVEMIND_NGINX_PID_FILE")]
+    pub nginx_pid_file: Option<PathBuf>,
     #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
     pub http_port: u16,
     #[arg(long, env = "HIVEMIND_GOSSIP_PORT", default_value_t = 7701)]
@@ -320,4 +346,16 @@ pub struct AgentArgs {
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     hivemind_common::duration::parse(text)
+}
+
+/// `QUIET,MAX` (e.g. `200ms,2s`), QUIET not above MAX.
+pub fn parse_debounce(text: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
+    let (quiet, max) = text
+        .split_once(',')
+        .ok_or_else(|| format!("{text:?} is not QUIET,MAX (e.g. 200ms,2s)"))?;
+    let (quiet, max) = (parse_duration(quiet.trim())?, parse_duration(max.trim())?);
+    if quiet.is_zero() || quiet > max {
+        return Err(format!("{text:?}: QUIET must be above 0 and not above MAX"));
+    }
+    Ok((quiet, max))
 }

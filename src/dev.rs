@@ -100,6 +100,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             address_check: Duration::from_secs(5),
             reread_every: Duration::from_secs(60),
             trigger_webhook: None,
+            nginx: Default::default(),
             gossip_profile: hivemind_member::gossip::Profile::Local,
         };
         agents.spawn(hivemind_member::run(config, shutdown.child_token()));

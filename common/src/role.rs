@@ -87,6 +87,47 @@ pub struct RoleSettings {
     pub reread_every: std::time::Duration,
     /// Sent as `x-hivemind-cluster-secret` on calls to other members' internal routes.
     pub cluster_secret: Option<String>,
+    /// The member's data directory (`--data-dir`): a role keeps its files under
+    /// `<data-dir>/<role>/`.
+    pub data_dir: std::path::PathBuf,
+    /// What the `nginx` role was told (`--nginx-*`).
+    pub nginx: NginxSettings,
+}
+
+/// The `nginx` role's settings (DESIGN.md §6b).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxSettings {
+    /// The file it renders (`--nginx-conf`; default `<data-dir>/nginx/hivemind.conf`).
+    pub conf: Option<std::path::PathBuf>,
+    /// The nginx binary (`--nginx-bin`).
+    pub bin: std::path::PathBuf,
+    /// The user's template (`--nginx-template`); the built-in one without it.
+    pub template: Option<std::path::PathBuf>,
+    /// Where the built-in template's server listens (`--nginx-listen`).
+    pub listen: SocketAddr,
+    /// A burst of changes renders once: after the first of these without a change, at the
+    /// latest the second after its first change (`--nginx-debounce`).
+    pub debounce: (std::time::Duration, std::time::Duration),
+    /// Run nginx as a supervised child (`--nginx-manage`), else signal `pid_file`'s master.
+    pub manage: bool,
+    pub pid_file: Option<std::path::PathBuf>,
+}
+
+impl Default for NginxSettings {
+    fn default() -> Self {
+        Self {
+            conf: None,
+            bin: "nginx".into(),
+            template: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            debounce: (
+                std::time::Duration::from_millis(200),
+                std::time::Duration::from_secs(2),
+            ),
+            manage: true,
+            pid_file: None,
+        }
+    }
 }
 
 pub use crate::secret::CLUSTER_SECRET_HEADER;

@@ -30,6 +30,12 @@ pub const ROLES: &[RoleSpec] = &[
         requires: &[],
         bootstrap: &[],
     },
+    RoleSpec {
+        name: "nginx",
+        performs: &["nginx"],
+        requires: &[],
+        bootstrap: &[],
+    },
 ];
 
 pub fn spec(name: &str) -> Option<&'static RoleSpec> {

@@ -72,25 +72,51 @@ impl Published {
     }
 }
 
-/// Services must have DNS-label names, `tcp` or `udp`, a nonzero port, and be unique by
-/// (name, proto).
+/// Services must have names that are one DNS label and an nginx upstream name (letters,
+/// digits, `-`, `_`, at most 62), `tcp` or `udp`, a nonzero port, tags without spaces, quotes
+/// or nginx syntax (`;{}#$\\`), and be unique by (name, proto). The error names the field
+/// (`services[1].name`).
 pub fn validate_services(services: &[Service]) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
-    for s in services {
-        if !is_valid_name(&s.name) || s.name.len() > 62 {
-            return Err(format!("service name {:?} is not a DNS label", s.name));
+    for (i, s) in services.iter().enumerate() {
+        let label = s.name.len() <= 62
+            && is_valid_name(&s.name)
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !label {
+            return Err(format!(
+                "services[{i}].name: {:?} is not a DNS label (letters, digits, - and _, at most 62)",
+                s.name
+            ));
         }
         if s.proto != "tcp" && s.proto != "udp" {
             return Err(format!(
-                "service {:?}: proto must be tcp or udp, not {:?}",
-                s.name, s.proto
+                "services[{i}].proto: must be tcp or udp, not {:?}",
+                s.proto
             ));
         }
         if s.port == 0 {
-            return Err(format!("service {:?}: port must not be 0", s.name));
+            return Err(format!("services[{i}].port: must not be 0"));
+        }
+        for (t, tag) in s.tags.iter().enumerate() {
+            let safe = !tag.is_empty()
+                && tag.len() <= 128
+                && tag.chars().all(|c| {
+                    c.is_ascii_graphic()
+                        && !matches!(c, '"' | '\'' | ';' | '{' | '}' | '#' | '$' | '\\')
+                });
+            if !safe {
+                return Err(format!(
+                    "services[{i}].tags[{t}]: {tag:?} must be 1-128 printable characters without spaces, quotes or ;{{}}#$\\"
+                ));
+            }
         }
         if !seen.insert((&s.name, &s.proto)) {
-            return Err(format!("service {}/{} is listed twice", s.name, s.proto));
+            return Err(format!(
+                "services[{i}]: {}/{} is listed twice",
+                s.name, s.proto
+            ));
         }
     }
     Ok(())
@@ -159,6 +185,24 @@ mod tests {
                 .unwrap_err()
                 .contains("twice")
         );
+    }
+
+    #[test]
+    fn names_and_tags_that_break_a_dns_label_or_an_nginx_config_are_refused_by_field() {
+        for bad in ["web.x", "a b", "-x", "web;", &"a".repeat(63)] {
+            let e = validate_services(&[service("http", 80), service(bad, 81)]).unwrap_err();
+            assert!(e.starts_with("services[1].name:"), "{bad}: {e}");
+        }
+        assert!(validate_services(&[service("web_api-2", 80)]).is_ok());
+        for bad in ["", "a b", "x;y", "x}", "\"q\"", "$host", &"t".repeat(129)] {
+            let mut s = service("http", 80);
+            s.tags = vec!["fine=1".into(), bad.to_string()];
+            let e = validate_services(&[s]).unwrap_err();
+            assert!(e.starts_with("services[0].tags[1]:"), "{bad:?}: {e}");
+        }
+        let mut s = service("http", 80);
+        s.tags = vec!["v1.2".into(), "env=prod".into(), "path=/metrics".into()];
+        assert!(validate_services(&[s]).is_ok());
     }
 
     proptest! {

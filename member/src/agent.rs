@@ -161,6 +161,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             reread_every: config.reread_every,
             trigger_webhook: config.trigger_webhook.clone(),
             cluster_secret: config.cluster_secret(),
+            data_dir: config.data_dir.clone(),
+            nginx: config.nginx.clone(),
         };
         let (view_tx, view_rx) = watch::channel(Arc::new(view.clone()));
         let basis = RoleBasis {

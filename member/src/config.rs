@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub reread_every: Duration,
     /// Where the `trigger` role POSTs each change.
     pub trigger_webhook: Option<String>,
+    /// What the `nginx` role was told (`--nginx-*`).
+    pub nginx: hivemind_common::role::NginxSettings,
     pub http_port: u16,
     pub gossip_port: u16,
     pub control_plane: bool,

@@ -25,6 +25,7 @@ pub fn load(name: &str) -> Option<Box<dyn Role>> {
         "host" => Some(Box::new(hivemind_host_role::HostRole)),
         "dns" => Some(Box::new(hivemind_dns_role::DnsRole)),
         "trigger" => Some(Box::new(hivemind_trigger_role::TriggerRole)),
+        "nginx" => Some(Box::new(hivemind_nginx_role::NginxRole)),
         _ => None,
     }
 }
@@ -36,6 +37,7 @@ pub fn openapi(name: &str) -> Option<utoipa::openapi::OpenApi> {
         "host" => Some(hivemind_host_role::HostApi::openapi()),
         "dns" => Some(hivemind_dns_role::openapi()),
         "trigger" => Some(hivemind_trigger_role::openapi()),
+        "nginx" => Some(hivemind_nginx_role::openapi()),
         _ => None,
     }
 }

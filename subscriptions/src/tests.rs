@@ -137,6 +137,8 @@ fn context(
             reread_every,
             trigger_webhook: None,
             cluster_secret: None,
+            data_dir: std::env::temp_dir(),
+            nginx: Default::default(),
         },
         store: Arc::new(MemoryStore::default()),
         health: RoleHealth::new().0,

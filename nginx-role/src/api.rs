@@ -1,0 +1,121 @@
+//! The nginx role's routes: `GET /v1/roles/nginx/config` (the running render, its hash, the
+//! last reload and its result, the last failure), `/records` and `/status` (the intake's
+//! views), and their OpenAPI document.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::Json;
+use hivemind_subscriptions::routes::{records_view, status_view};
+use hivemind_subscriptions::{IntakeRecordsView, IntakeStatusView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::apply::unix_ms;
+use crate::Shared;
+
+/// The nginx role's routes, for the OpenAPI document (mounted only on members running it).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(config_route, records_route, status_route),
+    components(schemas(NginxConfigView, ReloadView, FailureView, IntakeRecordsView, IntakeStatusView)),
+    tags((name = "nginx role", description = "On members with --roles nginx"))
+)]
+pub struct NginxApi;
+
+/// The nginx role's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <NginxApi as utoipa::OpenApi>::openapi()
+}
+
+/// The render nginx serves now.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub(crate) text: String,
+    pub(crate) hash: String,
+    pub(crate) services: usize,
+    pub(crate) at: SystemTime,
+}
+
+/// The last reload: when, whether nginx was signalled, how long render to signal took.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReloadView {
+    pub at_unix_ms: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+
+/// The last render that was not applied (template error with its line, `nginx -t`'s
+/// complaint, a failed reload).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FailureView {
+    pub at_unix_ms: u64,
+    pub error: String,
+}
+
+/// `GET /v1/roles/nginx/config`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NginxConfigView {
+    /// The render nginx serves (`null` before the first one applied).
+    pub render: Option<String>,
+    /// SHA-256 of `render`, hex.
+    pub hash: Option<String>,
+    pub services: usize,
+    pub rendered_at_unix_ms: Option<u64>,
+    pub last_reload: Option<ReloadView>,
+    pub last_failure: Option<FailureView>,
+    /// The managed nginx master's pid (`null` when none runs or nginx is not managed).
+    pub nginx_pid: Option<u32>,
+    pub renders: u64,
+    pub reloads: u64,
+    pub render_failures: u64,
+}
+
+/// The running render, its hash, the last reload and its result, the last failure.
+#[utoipa::path(get, path = "/v1/roles/nginx/config", tag = "nginx role",
+    operation_id = "nginx_config",
+    responses((status = 200, description = "The running nginx config", body = NginxConfigView)))]
+pub(crate) async fn config_route(State(shared): State<Shared>) -> Json<NginxConfigView> {
+    let s = &shared.state;
+    let running = s.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let pid = s.pid.load(Ordering::Relaxed);
+    Json(NginxConfigView {
+        services: running.as_ref().map_or(0, |r| r.services),
+        rendered_at_unix_ms: running.as_ref().map(|r| unix_ms(r.at)),
+        hash: running.as_ref().map(|r| r.hash.clone()),
+        render: running.map(|r| r.text),
+        last_reload: s
+            .last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        last_failure: s
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        nginx_pid: (pid != 0).then_some(pid),
+        renders: s.renders.load(Ordering::Relaxed),
+        reloads: s.reloads.load(Ordering::Relaxed),
+        render_failures: s.failures.load(Ordering::Relaxed),
+    })
+}
+
+/// The records this machine holds for the keygroups it serves, and its intake counters.
+#[utoipa::path(get, path = "/v1/roles/nginx/records", tag = "nginx role",
+    operation_id = "nginx_records",
+    responses((status = 200, description = "The records held", body = IntakeRecordsView)))]
+pub(crate) async fn records_route(State(shared): State<Shared>) -> Json<IntakeRecordsView> {
+    Json(records_view(&shared.intake))
+}
+
+/// Per served keygroup: whether this machine holds it (and its fence), which machine does
+/// otherwise, and how many streams it holds for it.
+#[utoipa::path(get, path = "/v1/roles/nginx/status", tag = "nginx role",
+    operation_id = "nginx_status",
+    responses((status = 200, description = "Where this machine stands per keygroup", body = IntakeStatusView)))]
+pub(crate) async fn status_route(State(shared): State<Shared>) -> Json<IntakeStatusView> {
+    Json(status_view(&shared.intake))
+}

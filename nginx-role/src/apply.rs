@@ -1,0 +1,175 @@
+//! The render loop: every change of the records, debounced, becomes one render; a render that
+//! differs from the running one is checked with `nginx -t`, installed and reloaded; anything
+//! that fails leaves the running config serving and is counted, logged and kept for
+//! `GET /v1/roles/nginx/config`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hivemind_common::role::{NginxSettings, RoleHealth};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{FailureView, ReloadView, Running};
+use crate::debounce::Debounce;
+use crate::nginx::{supervise, Nginx};
+use crate::{model, template, Shared};
+
+pub(crate) struct Apply {
+    pub(crate) shared: Shared,
+    pub(crate) nginx: Nginx,
+    pub(crate) settings: NginxSettings,
+    pub(crate) domain: String,
+    pub(crate) health: RoleHealth,
+}
+
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Apply {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        if let Err(e) = self.nginx.prepare() {
+            tracing::error!(prefix = %self.nginx.prefix.display(), error = %e, "cannot prepare nginx's files; not rendering");
+            self.health.waiting_for(vec![format!("nginx_prefix:{e}")]);
+            return;
+        }
+        self.health.waiting_for(vec!["nginx:first_render".into()]);
+        let state = &self.shared.state;
+        if self.nginx.managed {
+            tokio::spawn(supervise(
+                self.nginx.clone(),
+                state.pid.clone(),
+                state.restarts.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let (quiet, max) = self.settings.debounce;
+        let mut debounce = Debounce::new(quiet, max);
+        debounce.changed(Instant::now()); // the first render, at start
+        loop {
+            let due = debounce.due();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = state.changed.notified() => debounce.changed(Instant::now()),
+                _ = sleep_until(due) => {}
+            }
+            if debounce.take(Instant::now()) {
+                self.apply_once().await;
+            }
+        }
+    }
+
+    /// One render, applied if it differs and passes every check.
+    async fn apply_once(&self) {
+        let state = &self.shared.state;
+        let template = match &self.settings.template {
+            None => template::BUILT_IN.to_string(),
+            // Re-read each time: an edited template applies on the next change.
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => return self.fail(format!("cannot read {}: {e}", path.display())),
+            },
+        };
+        let book = self.shared.intake.book();
+        let membership = self.shared.intake.membership();
+        let services = model::services(book.records(), &membership);
+        let listen = self.settings.listen.to_string();
+        let text = match template::render(&template, &services, &listen, &self.domain) {
+            Ok(text) => text,
+            Err(e) => return self.fail(e.0),
+        };
+        let hash = hex(&Sha256::digest(text.as_bytes()));
+        let same = state
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.hash == hash);
+        if same {
+            state.unchanged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        state.renders.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let candidate = match self.nginx.check(&text).await {
+            Ok(candidate) => candidate,
+            Err(e) => return self.fail(e),
+        };
+        if let Err(e) = self.nginx.install(&candidate) {
+            return self.fail(format!("cannot install {}: {e}", candidate.display()));
+        }
+        *state.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
+            text,
+            hash,
+            services: services.len(),
+            at: SystemTime::now(),
+        });
+        let reloaded = self.reload().await;
+        let took = started.elapsed();
+        state.reload_latency.observe(took);
+        *state.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadView {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            ok: reloaded.is_ok(),
+            error: reloaded.as_ref().err().cloned(),
+            duration_ms: took.as_secs_f64() * 1000.0,
+        });
+        match reloaded {
+            Ok(()) => {
+                state.reloads.fetch_add(1, Ordering::Relaxed);
+                self.health.ready();
+                tracing::info!(
+                    services = services.len(),
+                    took_ms = took.as_millis() as u64,
+                    "nginx config applied"
+                );
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// SIGHUP to the master; a managed nginx that is still starting is waited for (a SIGHUP
+    /// before nginx installed its handlers would kill it), up to a few seconds.
+    async fn reload(&self) -> Result<(), String> {
+        if !self.nginx.managed {
+            return self.nginx.reload(None);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pid = self.shared.state.pid.load(Ordering::Relaxed);
+            let written = std::fs::read_to_string(self.nginx.prefix.join("nginx.pid"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            if pid != 0 && written == Some(pid) {
+                return self.nginx.reload(Some(pid));
+            }
+            if Instant::now() >= deadline {
+                return Err("the managed nginx is not running".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A render that was not applied: counted, logged, kept for the config route.
+    fn fail(&self, error: String) {
+        let state = &self.shared.state;
+        state.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%error, "nginx render not applied; the running config keeps serving");
+        *state.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(FailureView {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            error,
+        });
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

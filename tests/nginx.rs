@@ -1,0 +1,259 @@
+//! End to end with a real nginx (Debian `nginx-light`): the nginx role renders the live hosts'
+//! services and keeps a managed nginx serving them. Two hosts register service `web` backed by
+//! small HTTP servers of this test; requests with `Host: web.hivemind` through nginx reach both;
+//! after a host is killed and declared failed, none reaches it; a new service is served; a
+//! broken template (or a render nginx refuses) leaves the old config serving, counted.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A loopback HTTP server answering its name to every request, counting them.
+struct Backend {
+    name: &'static str,
+    port: u16,
+    hits: Arc<AtomicU64>,
+}
+
+async fn backend(name: &'static str) -> Backend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    Backend { name, port, hits }
+}
+
+/// `GET /` through nginx with `Host: host`: the status and body.
+async fn through(listen: &str, host: &str) -> Option<(u16, String)> {
+    let response = client()
+        .get(format!("http://{listen}/"))
+        .header("Host", host)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// Stops the managed nginx (its master, by its command line, which names the member's prefix;
+/// the master takes its workers along) once the members are gone: a member killed with -9
+/// cannot stop its child. Declared before the cluster, so dropped after it.
+struct NginxGuard(Option<std::path::PathBuf>);
+
+impl Drop for NginxGuard {
+    fn drop(&mut self) {
+        if let Some(prefix) = &self.0 {
+            let _ = std::process::Command::new("pkill")
+                .args(["-QUIT", "-f", &format!("nginx -p {}", prefix.display())])
+                .status();
+        }
+    }
+}
+
+fn service(name: &str, backend: &Backend) -> Value {
+    json!({"name": name, "port": backend.port, "proto": "tcp"})
+}
+
+async fn config(agent: &Agent) -> Value {
+    get_json(&agent.url("/v1/roles/nginx/config"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_serves_the_live_hosts_services_and_never_applies_a_broken_render() {
+    if !std::path::Path::new("/usr/sbin/nginx").exists() {
+        return cannot_run("nginx is not installed (apt-get install nginx-light)");
+    }
+    let (b1, b2, b3) = (
+        backend("b1").await,
+        backend("b2").await,
+        backend("b3").await,
+    );
+    let mut guard = NginxGuard(None);
+    let mut cluster = Cluster::local_control_plane().await;
+    cluster.start_dns_member("ns-1", &[]);
+    let web1 = cluster.start_role_member("web-1", "host", &[]);
+    let web2 = cluster.start_role_member("web-2", "host", &[]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let template = cluster.dir.path().join("nginx.j2");
+    std::fs::write(&template, hivemind_nginx_role::template::BUILT_IN).unwrap();
+    let template_flag = template.display().to_string();
+    let nginx = cluster.start_role_member(
+        "edge-1",
+        "nginx",
+        &[
+            "--nginx-listen",
+            &listen,
+            "--nginx-template",
+            &template_flag,
+            "--nginx-bin",
+            "/usr/sbin/nginx",
+        ],
+    );
+    guard.0 = Some(cluster.agents[nginx].data_dir.join("nginx"));
+    for (host, b) in [(web1, &b1), (web2, &b2)] {
+        let status = cluster.agents[host].url("/v1/status");
+        wait_for("the host ready", || async {
+            let s = get_json(&status).await.ok()?;
+            (s["ready"] == true).then_some(())
+        })
+        .await;
+        assert_eq!(
+            put_services(&cluster.agents[host], json!([service("web", b)])).await,
+            200
+        );
+    }
+
+    // Both backends serve `web.hivemind` through nginx.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    wait_for("both backends reached through nginx", || async {
+        let (status, body) = through(&listen, "web.hivemind").await?;
+        let mut seen = seen.lock().unwrap();
+        if status == 200 {
+            seen.insert(body);
+        }
+        (seen.len() == 2).then_some(())
+    })
+    .await;
+    let (status, _) = through(&listen, "nothing.hivemind").await.unwrap();
+    assert_eq!(status, 404, "an unknown host name is not routed");
+
+    // kill -9 of a host: once it is declared failed (and 1 s more), no request reaches it.
+    cluster.agents[web1].kill9();
+    let cp = cluster.agents[0].url("/v1/members");
+    wait_for("web-1 declared failed", || async {
+        let members = get_json(&cp).await.ok()?;
+        members
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "web-1" && m["state"] == "failed")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = b1.hits.load(Ordering::Relaxed);
+    for _ in 0..40 {
+        let (status, body) = through(&listen, "web.hivemind").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, b2.name));
+    }
+    assert_eq!(
+        b1.hits.load(Ordering::Relaxed),
+        before,
+        "a failed host got requests"
+    );
+
+    // A newly registered service is served.
+    let web2 = &cluster.agents[web2];
+    assert_eq!(
+        put_services(web2, json!([service("web", &b2), service("api", &b3)])).await,
+        200
+    );
+    wait_for("the new service served", || async {
+        let (status, body) = through(&listen, "api.hivemind").await?;
+        (status == 200 && body == b3.name).then_some(())
+    })
+    .await;
+    let nginx = &cluster.agents[nginx];
+    let applied = config(nginx).await;
+    assert!(applied["render"]
+        .as_str()
+        .unwrap()
+        .contains("server_name api.hivemind"));
+    assert_eq!(applied["last_reload"]["ok"], true, "{applied}");
+
+    // A template error: never applied, its line reported; the old config keeps serving.
+    std::fs::write(
+        &template,
+        "# fine\n{% for s in services %}\n{{ s.nope }}\n{% endfor %}\n",
+    )
+    .unwrap();
+    let services = json!([
+        service("web", &b2),
+        service("api", &b3),
+        service("extra", &b3)
+    ]);
+    assert_eq!(put_services(web2, services).await, 200);
+    wait_for("the template error reported", || async {
+        let c = config(nginx).await;
+        c["last_failure"]["error"]
+            .as_str()?
+            .contains("template line 3")
+            .then_some(())
+    })
+    .await;
+    // A render that nginx -t refuses: never applied either.
+    std::fs::write(&template, "upstream broken {\n").unwrap();
+    let services = json!([service("web", &b2), service("extra", &b3)]);
+    assert_eq!(put_services(web2, services).await, 200);
+    wait_for("nginx -t's refusal reported", || async {
+        let c = config(nginx).await;
+        c["last_failure"]["error"]
+            .as_str()?
+            .contains("nginx -t refused")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        config(nginx).await["hash"],
+        applied["hash"],
+        "the running render stayed"
+    );
+    let (status, body) = through(&listen, "web.hivemind").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, b2.name));
+    let (status, _) = through(&listen, "extra.hivemind").await.unwrap();
+    assert_eq!(status, 404, "the broken renders were not applied");
+    let metrics = metrics_text(nginx).await;
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("hivemind_nginx_render_failures_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("the failure counter");
+    assert!(failures >= 2, "{failures}");
+
+    // Stopping the member stops its nginx.
+    let pid = config(nginx).await["nginx_pid"]
+        .as_u64()
+        .expect("a managed nginx");
+    let nginx_index = cluster
+        .agents
+        .iter()
+        .position(|a| a.name == "edge-1")
+        .unwrap();
+    cluster.agents[nginx_index].sigterm();
+    wait_for("the managed nginx stopped", || async {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
+}
