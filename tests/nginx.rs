@@ -231,6 +231,23 @@ async fn nginx_serves_the_live_hosts_services_and_never_applies_a_broken_render(
     assert_eq!((status, body.as_str()), (200, b2.name));
     let (status, _) = through(&listen, "extra.hivemind").await.unwrap();
     assert_eq!(status, 404, "the broken renders were not applied");
+    // Both failures are in the event feed, as the nginx member's.
+    let feed = cluster.agents[0].url("/v1/events?after=0");
+    wait_for("nginx_render_failed in the feed", || async {
+        let page = get_json(&feed).await.ok()?;
+        let reported: Vec<&Value> = page["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["kind"] == "nginx_render_failed" && e["name"] == "edge-1")
+            .collect();
+        let said = |what: &str| {
+            reported
+                .iter()
+                .any(|e| e["error"].as_str().is_some_and(|m| m.contains(what)))
+        };
+        (said("template line 3") && said("nginx -t refused")).then_some(())
+    })
+    .await;
     let metrics = metrics_text(nginx).await;
     let failures: u64 = metrics
         .lines()

@@ -278,6 +278,26 @@ pub trait ControlPlaneClient: Send + Sync {
     /// member holds it (already or now), or which live machine of the node does. Claiming what
     /// this member already holds, or what another live machine holds, writes nothing.
     fn claim(&self, keygroup: String) -> BoxFuture<Result<Claim, CpCallError>>;
+    /// Puts `report` in the event feed as this member's; answers its index.
+    fn report(&self, report: RoleReport) -> BoxFuture<Result<u64, CpCallError>>;
+}
+
+/// Something a role reports to the cluster's event feed, for operators (and the trigger
+/// webhook's readers) to see: it becomes a registry event of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RoleReport {
+    /// The nginx role did not apply a render (its template failed or `nginx -t` refused it);
+    /// the running config keeps serving.
+    NginxRenderFailed { error: String },
+}
+
+impl RoleReport {
+    /// The event's `kind` in the feed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RoleReport::NginxRenderFailed { .. } => "nginx_render_failed",
+        }
+    }
 }
 
 /// The outcome of [`ControlPlaneClient::claim`].

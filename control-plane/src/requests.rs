@@ -65,6 +65,11 @@ pub enum MemberRequest {
     },
     /// Tombstones keygroup `name` as `by`.
     DeleteKeygroup { name: String, by: Actor },
+    /// Puts a role's report in the event feed as `member`'s.
+    Report {
+        member: MemberId,
+        report: hivemind_common::role::RoleReport,
+    },
     /// Makes `machine` responsible for `keygroup` in `node`, unless it already is or another
     /// live machine of the node is (then nothing is written). Decided on a registry at least as
     /// new as `seen`.
@@ -173,6 +178,7 @@ pub fn command(request: MemberRequest) -> Option<Command> {
             deltas: changes.deltas(),
         },
         MemberRequest::DeleteKeygroup { name, by } => Command::KeygroupDelete { name, by },
+        MemberRequest::Report { member, report } => Command::Report { member, report },
         MemberRequest::JoinKeygroup { .. } | MemberRequest::Claim { .. } => return None,
     })
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use hivemind_common::role::{
-    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue,
+    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue, RoleReport,
 };
 use std::time::Duration;
 
@@ -265,6 +265,18 @@ impl ControlPlaneClient for RoleCp {
                     message: format!("unexpected answer {other:?}"),
                 }),
             }
+        })
+    }
+
+    fn report(&self, report: RoleReport) -> BoxFuture<Result<u64, CpCallError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let request = MemberRequest::Report {
+                member: this.id,
+                report,
+            };
+            let applied = this.cp.apply(request).await.map_err(call_error)?;
+            Ok(applied.index)
         })
     }
 

@@ -75,7 +75,15 @@ mod tests {
             .contains_key("/v1/keygroups/{app}/{tenant}/{group}"));
         assert!(plain.paths.paths.contains_key("/v1/openapi.json"));
         assert!(!plain.paths.paths.contains_key("/v1/kv/{key}"));
-        let full = document(true, &["host".into(), "dns".into(), "trigger".into()]);
+        let full = document(
+            true,
+            &[
+                "host".into(),
+                "dns".into(),
+                "trigger".into(),
+                "nginx".into(),
+            ],
+        );
         for path in [
             "/v1/kv/{key}",
             "/v1/cp/status",
@@ -83,6 +91,7 @@ mod tests {
             "/v1/roles/dns/records",
             "/v1/roles/trigger/status",
             "/v1/roles/trigger/events",
+            "/v1/roles/nginx/config",
         ] {
             assert!(full.paths.paths.contains_key(path), "{path}");
         }
@@ -93,6 +102,8 @@ mod tests {
             hivemind_control_plane::http::api::CpApi::openapi(),
             crate::role_runtime::openapi("host").unwrap(),
             crate::role_runtime::openapi("trigger").unwrap(),
+            crate::role_runtime::openapi("dns").unwrap(),
+            crate::role_runtime::openapi("nginx").unwrap(),
         ];
         let mut seen: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
         for part in parts {

@@ -125,7 +125,7 @@ pub fn role_events(events: &[Event], view: &MembershipView) -> Vec<RoleEvent> {
                     },
                 }),
                 // A new epoch reaches roles as `Rebootstrapped` once the view is rebuilt.
-                EventKind::EpochStarted { .. } => None,
+                EventKind::EpochStarted { .. } | EventKind::RoleReported { .. } => None,
                 EventKind::KeygroupCreated { name, version }
                 | EventKind::KeygroupUpdated { name, version } => {
                     Some(RoleEvent::KeygroupChanged {

@@ -120,6 +120,8 @@ impl MembershipView {
                 );
             }
             EventKind::EpochStarted { epoch, .. } => self.epoch = *epoch,
+            // A report changes no membership.
+            EventKind::RoleReported { .. } => {}
             // Keygroups and responsibilities are not membership: roles read them from the CP.
             EventKind::KeygroupCreated { .. }
             | EventKind::KeygroupUpdated { .. }

@@ -6,7 +6,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hivemind_common::role::{NginxSettings, RoleHealth};
+use std::sync::{Arc, Mutex};
+
+use hivemind_common::role::{ControlPlaneClient, NginxSettings, RoleHealth, RoleReport};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +23,10 @@ pub(crate) struct Apply {
     pub(crate) settings: NginxSettings,
     pub(crate) domain: String,
     pub(crate) health: RoleHealth,
+    /// Where failures are reported (event `nginx_render_failed`).
+    pub(crate) cp: Arc<dyn ControlPlaneClient>,
+    /// The last error reported to the feed: a failure that repeats is counted, not re-sent.
+    pub(crate) last_reported: Mutex<Option<String>>,
 }
 
 pub(crate) fn unix_ms(at: SystemTime) -> u64 {
@@ -118,6 +124,7 @@ impl Apply {
         match reloaded {
             Ok(()) => {
                 state.reloads.fetch_add(1, Ordering::Relaxed);
+                *self.last_reported.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.health.ready();
                 tracing::info!(
                     services = services.len(),
@@ -151,11 +158,31 @@ impl Apply {
         }
     }
 
-    /// A render that was not applied: counted, logged, kept for the config route.
+    /// A render that was not applied: counted, logged, kept for the config route, and put in
+    /// the event feed as `nginx_render_failed` (once per distinct error, in the background).
     fn fail(&self, error: String) {
         let state = &self.shared.state;
         state.failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%error, "nginx render not applied; the running config keeps serving");
+        let new = {
+            let mut last = self.last_reported.lock().unwrap_or_else(|p| p.into_inner());
+            let new = last.as_deref() != Some(error.as_str());
+            *last = Some(error.clone());
+            new
+        };
+        if new {
+            let (cp, report) = (
+                self.cp.clone(),
+                RoleReport::NginxRenderFailed {
+                    error: error.clone(),
+                },
+            );
+            tokio::spawn(async move {
+                if let Err(e) = cp.report(report).await {
+                    tracing::warn!(error = %e, "cannot report nginx_render_failed to the feed");
+                }
+            });
+        }
         *state.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(FailureView {
             at_unix_ms: unix_ms(SystemTime::now()),
             error,

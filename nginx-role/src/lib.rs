@@ -54,6 +54,7 @@ impl Role for NginxRole {
         let state = Arc::new(NginxState::default());
         let (health, shutdown) = (ctx.health.clone(), ctx.shutdown.child_token());
         let domain = ctx.settings.domain.clone();
+        let cp = ctx.cp.clone();
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("nginx", Acquire::Replica, state.clone(), ctx);
         let shared = Shared { state, intake };
@@ -69,6 +70,8 @@ impl Role for NginxRole {
             settings,
             domain,
             health,
+            cp,
+            last_reported: Mutex::new(None),
         };
         let task = Box::pin(async move {
             tokio::spawn(apply.run(shutdown));

@@ -81,6 +81,10 @@ impl ControlPlaneClient for MemoryCp {
     fn claim(&self, _keygroup: String) -> BoxFuture<Result<Claim, CpCallError>> {
         Box::pin(async { Ok(Claim::Mine { fence: 1 }) })
     }
+
+    fn report(&self, _: hivemind_common::role::RoleReport) -> BoxFuture<Result<u64, CpCallError>> {
+        Box::pin(async { Ok(1) })
+    }
 }
 
 #[derive(Default)]

@@ -29,7 +29,7 @@ impl utoipa::PartialSchema for EventView {
                 "kind",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .description(Some("member_joined, member_left, member_failed, member_address_changed, node_config_updated, epoch_started, keygroup_created, keygroup_updated, keygroup_deleted, responsibility_claimed, responsibility_released")),
+                    .description(Some("member_joined, member_left, member_failed, member_address_changed, node_config_updated, epoch_started, keygroup_created, keygroup_updated, keygroup_deleted, responsibility_claimed, responsibility_released, and what roles report: nginx_render_failed (with `name` and `error`)")),
             )
             .required("index")
             .required("epoch")
@@ -50,6 +50,14 @@ pub fn event(e: &Event) -> EventView {
     // serde's externally tagged form is {"Variant": {fields}}: lift the fields up.
     if let Ok(Value::Object(tagged)) = serde_json::to_value(&e.kind) {
         for (_, fields) in tagged {
+            if let Value::Object(fields) = fields {
+                object.extend(fields);
+            }
+        }
+    }
+    // A role's report is tagged the same way one level down: its fields join the event's.
+    if let Some(Value::Object(report)) = object.remove("report") {
+        for (_, fields) in report {
             if let Value::Object(fields) = fields {
                 object.extend(fields);
             }

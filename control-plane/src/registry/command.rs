@@ -70,6 +70,11 @@ pub enum Command {
         keygroup: String,
         machine: MemberId,
     },
+    /// A role of `member` reports something for the event feed.
+    Report {
+        member: MemberId,
+        report: hivemind_common::role::RoleReport,
+    },
 }
 
 impl Command {
@@ -89,6 +94,7 @@ impl Command {
             Command::KeygroupDelete { .. } => "keygroup_delete",
             Command::Claim { .. } => "claim",
             Command::Release { .. } => "release",
+            Command::Report { .. } => "report",
         }
     }
 
@@ -150,6 +156,8 @@ pub enum CommandOutput {
     Released {
         changed: bool,
     },
+    /// A role's report is in the feed.
+    Reported,
 }
 
 /// Why the registry rejected a command. A rejected command changed nothing.

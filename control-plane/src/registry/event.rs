@@ -68,6 +68,13 @@ pub enum EventKind {
         keygroup: String,
         machine: MemberId,
     },
+    /// A role of `member` reported something (its `kind` is the report's name, e.g.
+    /// `nginx_render_failed`).
+    RoleReported {
+        member: MemberId,
+        name: String,
+        report: hivemind_common::role::RoleReport,
+    },
 }
 
 impl EventKind {
@@ -85,6 +92,7 @@ impl EventKind {
             EventKind::KeygroupDeleted { .. } => "keygroup_deleted",
             EventKind::ResponsibilityClaimed { .. } => "responsibility_claimed",
             EventKind::ResponsibilityReleased { .. } => "responsibility_released",
+            EventKind::RoleReported { report, .. } => report.name(),
         }
     }
 }

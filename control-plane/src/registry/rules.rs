@@ -51,7 +51,31 @@ impl Registry {
                 keygroup,
                 machine,
             } => Ok(self.release(index, node, keygroup, *machine)),
+            Command::Report { member, report } => self.report(index, *member, report),
         }
+    }
+
+    /// A role's report: only a member the registry knows may make one.
+    fn report(
+        &mut self,
+        index: u64,
+        member: MemberId,
+        report: &hivemind_common::role::RoleReport,
+    ) -> Result<CommandOutput, RegistryError> {
+        let name = self
+            .members
+            .get(&member)
+            .map(|m| m.info.name.clone())
+            .ok_or(RegistryError::UnknownMember { id: member })?;
+        self.push_event(
+            index,
+            EventKind::RoleReported {
+                member,
+                name,
+                report: report.clone(),
+            },
+        );
+        Ok(CommandOutput::Reported)
     }
 
     /// Applies each KV write of a batch at the same index. The batch as a whole is checked

@@ -644,3 +644,34 @@ proptest! {
         prop_assert_eq!(batched, alone);
     }
 }
+
+#[test]
+fn a_role_report_of_a_known_member_becomes_an_event_of_its_name() {
+    use hivemind_common::role::RoleReport;
+    let mut reg = Registry::default();
+    apply(&mut reg, 1, join(member(1, "edge-1", "edge", 1))).unwrap();
+    let report = RoleReport::NginxRenderFailed {
+        error: "template line 3: undefined value".into(),
+    };
+    let stranger = Command::Report {
+        member: id(9),
+        report: report.clone(),
+    };
+    assert_eq!(
+        apply(&mut reg, 2, stranger),
+        Err(RegistryError::UnknownMember { id: id(9) })
+    );
+    let out = apply(
+        &mut reg,
+        3,
+        Command::Report {
+            member: id(1),
+            report,
+        },
+    );
+    assert_eq!(out, Ok(CommandOutput::Reported));
+    assert_eq!(kinds(&reg).last(), Some(&"nginx_render_failed"));
+    let view = crate::http::views::event(reg.events().last().unwrap());
+    assert_eq!(view.0["name"], "edge-1");
+    assert_eq!(view.0["error"], "template line 3: undefined value");
+}
