@@ -43,6 +43,16 @@ pub struct Started {
     /// Mounted under `/internal/v1/roles/<name>/` (cluster secret): what other members call.
     pub internal: axum::Router,
     pub task: BoxFuture<()>,
+    /// A consuming role's host records, for what the member serves from them (the
+    /// Consul-compatible catalog); `None` for a role that holds none.
+    pub records: Option<Arc<dyn HostRecords>>,
+}
+
+/// The host records a consuming role holds (newest per host and keygroup), and a counter that
+/// grows with every change of them, to wait on.
+pub trait HostRecords: Send + Sync {
+    fn records(&self) -> Vec<crate::records::HostRecord>;
+    fn version(&self) -> watch::Receiver<u64>;
 }
 
 /// One metric sample a role reports: `hivemind_<role>_<name>` in `/metrics`.

@@ -49,6 +49,7 @@ impl Role for DnsRole {
         let (health, shutdown) = (ctx.health.clone(), ctx.shutdown.child_token());
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("dns", Acquire::Replica, zone.clone(), ctx);
+        let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
         let state = DnsState { zone, intake };
         let routes = Router::new()
             .route("/records", get(api::records_route))
@@ -64,6 +65,7 @@ impl Role for DnsRole {
             metrics: Some(metrics),
             internal,
             task,
+            records: Some(records),
         }
     }
 }

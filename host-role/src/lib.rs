@@ -222,6 +222,7 @@ impl Role for HostRole {
             routes,
             internal,
             task,
+            records: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The admin token: when `--admin-token` is set, every `/v1/*` request must carry it as
-//! `Authorization: Bearer T` or `X-Hivemind-Token: T`; otherwise 401 `unauthorized`.
+//! `Authorization: Bearer T`, `X-Hivemind-Token: T` or (for Consul clients) `X-Consul-Token: T`;
+//! otherwise 401 `unauthorized`.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -9,6 +10,8 @@ use hivemind_common::secret::{constant_time_eq, satisfies, CLUSTER_SECRET_HEADER
 use hivemind_control_plane::http::ApiError;
 
 pub const TOKEN_HEADER: &str = "x-hivemind-token";
+/// What Consul's clients send their token in.
+pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
 
 /// Whether `headers` carry `token` (sans-IO: the middleware only wraps this).
 pub fn carries_token(headers: &HeaderMap, token: &str) -> bool {
@@ -17,7 +20,10 @@ pub fn carries_token(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let direct = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-    [bearer, direct]
+    let consul = headers
+        .get(CONSUL_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    [bearer, direct, consul]
         .into_iter()
         .flatten()
         .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
@@ -80,5 +86,8 @@ mod tests {
         assert!(carries_token(&h, "s3cret"));
         h.insert(TOKEN_HEADER, HeaderValue::from_static("s3cret2"));
         assert!(!carries_token(&h, "s3cret"));
+        let mut h = HeaderMap::new();
+        h.insert(CONSUL_TOKEN_HEADER, HeaderValue::from_static("s3cret"));
+        assert!(carries_token(&h, "s3cret"), "a Consul client's header");
     }
 }

@@ -10,6 +10,8 @@
 //! - [`state`]: `Agent`, the state the handlers and tasks share, and its counters.
 //! - [`agent`]: [`run`]: start, serve, stop.
 //! - [`auth`]: the admin-token check on `/v1/*`.
+//! - [`catalog`]: the Consul-compatible catalog (`/v1/catalog`, `/v1/health`, `/v1/agent/self`,
+//!   `/v1/status/leader|peers`) over the host records a consuming role holds.
 //! - [`cp_access`]: how a member reaches the control plane (in process or as a client).
 //! - [`gossip`]: SWIM on foca: identity, codec, sealing, profiles, the UDP runtime.
 //! - [`join`]: the join request and the joiner's loop.
@@ -25,6 +27,7 @@ pub mod address;
 pub mod admission;
 pub mod agent;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod cp_access;
 pub mod feed;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use hivemind_common::role::{
-    HistogramSample, Me, Membership, Node, Peer, PeerState, Role, RoleContext, RoleEvent,
-    RoleHealth, RoleMetrics, RoleSettings, Sample,
+    HistogramSample, HostRecords, Me, Membership, Node, Peer, PeerState, Role, RoleContext,
+    RoleEvent, RoleHealth, RoleMetrics, RoleSettings, Sample,
 };
 use hivemind_control_plane::registry::{Event, EventKind, MemberRecord, MemberState, NodeConfig};
 use tokio::sync::{mpsc, watch};
@@ -177,6 +177,8 @@ pub struct Roles {
     running: Vec<Running>,
     membership: watch::Sender<Arc<Membership>>,
     me: watch::Sender<Me>,
+    /// The host records of the first consuming role (the catalog serves them).
+    records: Option<Arc<dyn HostRecords>>,
 }
 
 /// What every role of this member shares: who it is, how it reaches the CP, its settings.
@@ -209,6 +211,7 @@ impl Roles {
         let cp: Arc<RoleCp> = Arc::new(cp);
         let mut router = axum::Router::new();
         let mut running = Vec::new();
+        let mut records = None;
         for name in &names {
             let Some(role) = load(name) else {
                 tracing::error!(role = %name, "unknown role; not loaded");
@@ -229,6 +232,9 @@ impl Roles {
             // A role stops at shutdown even when it is awaiting something slow (a CP call
             // while the control plane itself is stopping).
             let stop = shutdown.clone();
+            if records.is_none() {
+                records = started.records.clone();
+            }
             let task = started.task;
             tasks.spawn(
                 async move {
@@ -262,9 +268,24 @@ impl Roles {
                 running,
                 membership,
                 me,
+                records,
             },
             router,
         ))
+    }
+
+    /// The host records a consuming role of this member holds (`None` without one).
+    pub fn host_records(&self) -> Option<Arc<dyn HostRecords>> {
+        self.records.clone()
+    }
+
+    /// The membership as the roles see it now, and its changes.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership.borrow().clone()
+    }
+
+    pub fn membership_changes(&self) -> watch::Receiver<Arc<Membership>> {
+        self.membership.subscribe()
     }
 
     fn send(&self, events: &[RoleEvent]) {

@@ -57,6 +57,7 @@ impl Role for NginxRole {
         let cp = ctx.cp.clone();
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("nginx", Acquire::Replica, state.clone(), ctx);
+        let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
         let shared = Shared { state, intake };
         let routes = Router::new()
             .route("/config", get(api::config_route))
@@ -82,6 +83,7 @@ impl Role for NginxRole {
             metrics: Some(metrics),
             internal,
             task,
+            records: Some(records),
         }
     }
 }

@@ -100,6 +100,18 @@ pub struct Intake {
     /// How long a replaced secret still opens records: twice `--reread-every`, by which time
     /// every publisher re-read the config even if it missed the event.
     pub(crate) rotation_grace: Duration,
+    /// Grows with every change handed to the consumer (the catalog waits on it).
+    pub(crate) version: tokio::sync::watch::Sender<u64>,
+}
+
+impl hivemind_common::role::HostRecords for Intake {
+    fn records(&self) -> Vec<HostRecord> {
+        self.book().records().cloned().collect()
+    }
+
+    fn version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
 }
 
 /// What a consumer reads.
@@ -146,6 +158,7 @@ impl Intake {
     /// Hands `change` to the role.
     pub(crate) fn notify(&self, change: Change<'_>) {
         self.consumer.changed(self, change);
+        self.version.send_modify(|v| *v += 1);
     }
 }
 
@@ -306,6 +319,7 @@ impl Intake {
             config_behind: tokio::sync::Notify::new(),
             previous_secrets: Mutex::new(BTreeMap::new()),
             rotation_grace: ctx.settings.reread_every * 2,
+            version: tokio::sync::watch::channel(0).0,
         })
     }
 }

@@ -44,6 +44,7 @@ impl Role for TriggerRole {
         let shutdown = ctx.shutdown.child_token();
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("trigger", Acquire::Trigger, trigger.clone(), ctx);
+        let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
         let state = TriggerState { trigger, intake };
         let routes = Router::new()
             .route("/records", get(api::records_route))
@@ -62,6 +63,7 @@ impl Role for TriggerRole {
             metrics: Some(metrics),
             internal,
             task,
+            records: Some(records),
         }
     }
 }

@@ -1,0 +1,463 @@
+//! The Consul-compatible catalog (DESIGN.md §6c): the read side of Consul's catalog, health,
+//! agent and status API over the services hosts publish, with Consul's field names and
+//! blocking queries, so Prometheus `consul_sd_configs`, consul-template and the like work
+//! unmodified. Services come from the host records a consuming role of this member holds
+//! (`dns`, `nginx`, `trigger`); nodes from the membership; a host's health is its SWIM state
+//! (alive = passing; failed or left = gone). Writes stay on hivemind's own routes.
+//!
+//! Every answer carries `X-Consul-Index` (the membership's feed index plus the records'
+//! change count: it only grows), `X-Consul-KnownLeader` and `X-Consul-LastContact`;
+//! `?index=N&wait=D` blocks while the index is still N, up to D (at most 10 min).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hivemind_common::records::HostRecord;
+use hivemind_common::role::{HostRecords, Membership, Peer};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::state::Agent;
+
+/// The one datacenter: what `?dc=` must name, and what `/v1/agent/self` says.
+pub const DATACENTER: &str = "hivemind";
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// A service instance: one host publishing one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub node: String,
+    pub node_id: String,
+    pub address: String,
+    pub service: String,
+    pub id: String,
+    pub tags: Vec<String>,
+    pub port: u16,
+}
+
+/// The live hosts' service instances (sans IO): the newest record of every live host, each
+/// service once per host (a host in several keygroups publishes the same service once).
+pub fn instances(records: &[HostRecord], membership: &Membership) -> Vec<Instance> {
+    let mut out: BTreeMap<(String, String), Instance> = BTreeMap::new();
+    for record in records {
+        let Some(peer) = membership.live().find(|p| p.id == record.member) else {
+            continue;
+        };
+        let address = record
+            .addrs
+            .first()
+            .map_or_else(|| host_of(&peer.gossip_addr), |a| a.to_string());
+        for s in &record.services {
+            let key = (peer.name.clone(), s.name.clone());
+            out.entry(key).or_insert_with(|| Instance {
+                node: peer.name.clone(),
+                node_id: peer.id.to_string(),
+                address: address.clone(),
+                service: s.name.clone(),
+                id: format!("{}-{}", peer.name, s.name),
+                tags: s.tags.clone(),
+                port: s.port,
+            });
+        }
+    }
+    out.into_values().collect()
+}
+
+fn host_of(addr: &str) -> String {
+    addr.parse::<std::net::SocketAddr>()
+        .map_or_else(|_| addr.to_string(), |a| a.ip().to_string())
+}
+
+fn node_json(peer: &Peer, index: u64) -> Value {
+    let address = host_of(&peer.gossip_addr);
+    json!({
+        "ID": peer.id.to_string(),
+        "Node": peer.name,
+        "Address": address,
+        "Datacenter": DATACENTER,
+        "TaggedAddresses": {"lan": address, "wan": address},
+        "Meta": {"hivemind-node": peer.node, "hivemind-roles": peer.roles.join(",")},
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    })
+}
+
+fn service_json(i: &Instance, index: u64) -> Value {
+    json!({
+        "ID": i.id,
+        "Service": i.service,
+        "Tags": i.tags,
+        "Address": i.address,
+        "Port": i.port,
+        "Meta": {},
+        "Weights": {"Passing": 1, "Warning": 1},
+        "EnableTagOverride": false,
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    })
+}
+
+/// `GET /v1/catalog/service/{name}`'s entry for one instance.
+fn catalog_service_json(i: &Instance, index: u64) -> Value {
+    json!({
+        "ID": i.node_id,
+        "Node": i.node,
+        "Address": i.address,
+        "Datacenter": DATACENTER,
+        "TaggedAddresses": {"lan": i.address, "wan": i.address},
+        "NodeMeta": {},
+        "ServiceKind": "",
+        "ServiceID": i.id,
+        "ServiceName": i.service,
+        "ServiceTags": i.tags,
+        "ServiceAddress": i.address,
+        "ServicePort": i.port,
+        "ServiceMeta": {},
+        "ServiceWeights": {"Passing": 1, "Warning": 1},
+        "ServiceEnableTagOverride": false,
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    })
+}
+
+/// `GET /v1/health/service/{name}`'s entry: the node, the service, and the node's SWIM check.
+fn health_json(i: &Instance, peer: &Peer, index: u64) -> Value {
+    json!({
+        "Node": node_json(peer, index),
+        "Service": service_json(i, index),
+        "Checks": [{
+            "Node": i.node,
+            "CheckID": "serfHealth",
+            "Name": "Serf Health Status",
+            "Status": "passing",
+            "Notes": "",
+            "Output": "Agent alive and reachable (SWIM)",
+            "ServiceID": "",
+            "ServiceName": "",
+            "ServiceTags": [],
+            "Type": "",
+            "CreateIndex": index,
+            "ModifyIndex": index,
+        }],
+    })
+}
+
+/// The query parameters every catalog route takes (others are ignored, as Consul does).
+#[derive(Debug, Default, Deserialize)]
+pub struct CatalogQuery {
+    index: Option<u64>,
+    wait: Option<String>,
+    dc: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+/// What the catalog reads.
+#[derive(Clone)]
+struct Catalog {
+    agent: Arc<Agent>,
+}
+
+impl Catalog {
+    fn records(&self) -> Option<Arc<dyn HostRecords>> {
+        self.agent.roles.host_records()
+    }
+
+    fn membership(&self) -> Arc<Membership> {
+        self.agent.roles.membership()
+    }
+
+    /// The index now: it grows with every membership change and every record change.
+    fn index(&self) -> u64 {
+        let records = self.records().map_or(0, |r| *r.version().borrow());
+        (self.membership().index + records).max(1)
+    }
+
+    /// Waits while the index is still the one the client holds (a blocking query).
+    async fn block(&self, q: &CatalogQuery) -> Result<u64, Response> {
+        if let Some(dc) = &q.dc {
+            if dc != DATACENTER {
+                return Err(consul_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("No path to datacenter {dc:?} (this cluster is {DATACENTER:?})"),
+                ));
+            }
+        }
+        let wait = match q.wait.as_deref() {
+            None => Duration::from_secs(300),
+            Some(w) => hivemind_common::duration::parse_wait(w, MAX_WAIT)
+                .map_err(|e| consul_error(StatusCode::BAD_REQUEST, e))?,
+        };
+        let Some(held) = q.index else {
+            return Ok(self.index());
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut membership = self.agent.roles.membership_changes();
+        let mut records = self.records().map(|r| r.version());
+        while self.index() == held {
+            let records_changed = async {
+                match records.as_mut() {
+                    Some(r) => {
+                        let _ = r.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = membership.changed() => {}
+                _ = records_changed => {}
+            }
+        }
+        Ok(self.index())
+    }
+
+    fn instances(&self) -> Vec<Instance> {
+        let records = self.records().map(|r| r.records()).unwrap_or_default();
+        instances(&records, &self.membership())
+    }
+}
+
+fn consul_error(status: StatusCode, message: String) -> Response {
+    (status, message).into_response()
+}
+
+/// Consul's answer: the JSON body and the headers its clients read.
+fn answer(index: u64, body: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Consul-Index", HeaderValue::from(index));
+    headers.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
+    headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+    (headers, Json(body)).into_response()
+}
+
+/// The routes, on every member.
+pub(crate) fn routes(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/catalog/services", get(services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/catalog/nodes", get(nodes))
+        .route("/v1/catalog/node/{node}", get(node))
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/status/leader", get(leader))
+        .route("/v1/status/peers", get(peers))
+        .with_state(Catalog { agent })
+}
+
+type Q = Query<CatalogQuery>;
+
+async fn services(State(c): State<Catalog>, Query(q): Q) -> Response {
+    let index = match c.block(&q).await {
+        Ok(index) => index,
+        Err(e) => return e,
+    };
+    let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for i in c.instances() {
+        tags.entry(i.service).or_default().extend(i.tags);
+    }
+    answer(index, json!(tags))
+}
+
+fn tagged(i: &Instance, tag: &Option<String>) -> bool {
+    tag.as_ref().is_none_or(|t| i.tags.contains(t))
+}
+
+async fn catalog_service(
+    State(c): State<Catalog>,
+    Path(name): Path<String>,
+    Query(q): Q,
+) -> Response {
+    let index = match c.block(&q).await {
+        Ok(index) => index,
+        Err(e) => return e,
+    };
+    let list: Vec<Value> = c
+        .instances()
+        .iter()
+        .filter(|i| i.service == name && tagged(i, &q.tag))
+        .map(|i| catalog_service_json(i, index))
+        .collect();
+    answer(index, json!(list))
+}
+
+/// `?passing` is accepted: every instance listed is passing (a failed host is gone).
+async fn health_service(
+    State(c): State<Catalog>,
+    Path(name): Path<String>,
+    Query(q): Q,
+) -> Response {
+    let index = match c.block(&q).await {
+        Ok(index) => index,
+        Err(e) => return e,
+    };
+    let membership = c.membership();
+    let list: Vec<Value> = c
+        .instances()
+        .iter()
+        .filter(|i| i.service == name && tagged(i, &q.tag))
+        .filter_map(|i| {
+            let peer = membership.peers.iter().find(|p| p.name == i.node)?;
+            Some(health_json(i, peer, index))
+        })
+        .collect();
+    answer(index, json!(list))
+}
+
+async fn nodes(State(c): State<Catalog>, Query(q): Q) -> Response {
+    let index = match c.block(&q).await {
+        Ok(index) => index,
+        Err(e) => return e,
+    };
+    let membership = c.membership();
+    let list: Vec<Value> = membership.live().map(|p| node_json(p, index)).collect();
+    answer(index, json!(list))
+}
+
+/// A node and its services; `null` for a node the catalog does not know (as Consul).
+async fn node(State(c): State<Catalog>, Path(name): Path<String>, Query(q): Q) -> Response {
+    let index = match c.block(&q).await {
+        Ok(index) => index,
+        Err(e) => return e,
+    };
+    let membership = c.membership();
+    let Some(peer) = membership.live().find(|p| p.name == name) else {
+        return answer(index, Value::Null);
+    };
+    let services: serde_json::Map<String, Value> = c
+        .instances()
+        .iter()
+        .filter(|i| i.node == name)
+        .map(|i| (i.id.clone(), service_json(i, index)))
+        .collect();
+    answer(
+        index,
+        json!({"Node": node_json(peer, index), "Services": services}),
+    )
+}
+
+async fn agent_self(State(c): State<Catalog>) -> Response {
+    let a = &c.agent;
+    let info = a.info();
+    answer(
+        c.index(),
+        json!({
+            "Config": {
+                "Datacenter": DATACENTER,
+                "NodeName": info.name,
+                "NodeID": info.id.to_string(),
+                "Server": info.control_plane,
+                "Version": env!("CARGO_PKG_VERSION"),
+                "Revision": "hivemind",
+            },
+            "Member": {
+                "Name": info.name,
+                "Addr": host_of(&info.gossip_addr),
+                "Port": info.gossip_addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()),
+                "Status": 1,
+                "Tags": {"dc": DATACENTER, "role": if info.control_plane { "consul" } else { "node" }},
+            },
+            "Meta": {},
+        }),
+    )
+}
+
+/// The Raft leader's address, as Consul answers it (`""` when none is known).
+async fn leader(State(c): State<Catalog>) -> Response {
+    let status = c.agent.cp.status().await;
+    let leader = status.as_ref().and_then(|s| {
+        let id = &s.leader.as_ref()?.id;
+        Some(s.voters.iter().find(|v| &v.id == id)?.addr.clone())
+    });
+    answer(c.index(), json!(leader.unwrap_or_default()))
+}
+
+/// The Raft voters' addresses.
+async fn peers(State(c): State<Catalog>) -> Response {
+    let status = c.agent.cp.status().await;
+    let peers: Vec<String> = status
+        .map(|s| s.voters.into_iter().map(|v| v.addr).collect())
+        .unwrap_or_default();
+    answer(c.index(), json!(peers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hivemind_common::records::Service;
+    use hivemind_common::role::PeerState;
+    use hivemind_common::MemberId;
+
+    fn peer(id: u64, name: &str, state: PeerState) -> Peer {
+        Peer {
+            id: MemberId::new(id).unwrap(),
+            name: name.into(),
+            node: name.into(),
+            roles: vec!["host".into()],
+            http_addr: format!("10.0.0.{id}:7700"),
+            gossip_addr: format!("10.0.0.{id}:7701"),
+            generation: 1,
+            state,
+        }
+    }
+
+    fn record(id: u64, keygroup: &str, services: &[(&str, u16)]) -> HostRecord {
+        HostRecord {
+            member: MemberId::new(id).unwrap(),
+            host: format!("web-{id}"),
+            keygroup: keygroup.into(),
+            addrs: vec![format!("10.0.0.{id}").parse().unwrap()],
+            services: services
+                .iter()
+                .map(|(name, port)| Service {
+                    name: name.to_string(),
+                    port: *port,
+                    proto: "tcp".into(),
+                    tags: vec!["v1".into()],
+                })
+                .collect(),
+            seq: 1,
+            generation: 1,
+            keygroup_version: 1,
+        }
+    }
+
+    #[test]
+    fn instances_are_the_live_hosts_services_once_each() {
+        let membership = Membership {
+            epoch: 1,
+            index: 9,
+            peers: vec![
+                peer(1, "web-1", PeerState::Alive),
+                peer(2, "web-2", PeerState::Failed),
+            ],
+            nodes: vec![],
+        };
+        let records = [
+            record(1, "a/b/c", &[("web", 80), ("api", 90)]),
+            record(1, "x/y/z", &[("web", 80)]),
+            record(2, "a/b/c", &[("web", 80)]),
+        ];
+        let list = instances(&records, &membership);
+        let got: Vec<(&str, &str, u16)> = list
+            .iter()
+            .map(|i| (i.node.as_str(), i.service.as_str(), i.port))
+            .collect();
+        assert_eq!(got, [("web-1", "api", 90), ("web-1", "web", 80)]);
+        assert_eq!(list[1].id, "web-1-web");
+        assert_eq!(list[1].address, "10.0.0.1");
+        let entry = health_json(&list[1], &membership.peers[0], 7);
+        assert_eq!(entry["Service"]["Service"], "web");
+        assert_eq!(entry["Node"]["Node"], "web-1");
+        assert_eq!(entry["Checks"][0]["Status"], "passing");
+        let entry = catalog_service_json(&list[1], 7);
+        assert_eq!(entry["ServicePort"], 80);
+        assert_eq!(entry["ServiceAddress"], "10.0.0.1");
+    }
+}
