@@ -104,11 +104,7 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
     // a blocking query that a change ends, the health of a service, nodes, the agent, the
     // leader.
     let mut script = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            CONSUL_CLIENT,
-            catalog.rsplit(':').next().unwrap(),
-        ])
+        .args(["-c", CONSUL_CLIENT, catalog.rsplit(':').next().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
