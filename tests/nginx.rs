@@ -184,6 +184,57 @@ async fn nginx_serves_the_live_hosts_services_and_never_applies_a_broken_render(
     .await;
     let nginx = &cluster.agents[nginx];
     let applied = config(nginx).await;
+
+    // A burst of 100 registrations within a second renders at most a few times, and a change
+    // that does not change the render (a UDP service: not an nginx upstream) reloads nothing.
+    let reloads = |c: &Value| c["reloads"].as_u64().unwrap();
+    let before = reloads(&applied);
+    for port in 0..100u16 {
+        let services = json!([
+            service("web", &b2),
+            service("api", &b3),
+            {"name": "burst", "port": 20000 + port, "proto": "tcp"}
+        ]);
+        assert_eq!(put_services(web2, services).await, 200);
+    }
+    wait_for("the burst rendered", || async {
+        let c = config(nginx).await;
+        c["render"].as_str()?.contains(":20099;").then_some(())
+    })
+    .await;
+    let after_burst = reloads(&config(nginx).await);
+    assert!(
+        after_burst - before <= 3,
+        "100 registrations took {} reloads",
+        after_burst - before
+    );
+    let unchanged = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("hivemind_nginx_unchanged_renders_total ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap()
+    };
+    let quiet_before = unchanged(&metrics_text(nginx).await);
+    let services = json!([
+        service("web", &b2),
+        service("api", &b3),
+        {"name": "burst", "port": 20099, "proto": "tcp"},
+        {"name": "dns", "port": 53, "proto": "udp"}
+    ]);
+    assert_eq!(put_services(web2, services).await, 200);
+    wait_for("the unchanged render counted", || async {
+        (unchanged(&metrics_text(nginx).await) > quiet_before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        reloads(&config(nginx).await),
+        after_burst,
+        "an unchanged render reloaded"
+    );
+    let applied = config(nginx).await;
     assert!(applied["render"]
         .as_str()
         .unwrap()
