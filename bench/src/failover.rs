@@ -12,7 +12,7 @@
 //! The killed machine is then restarted from its data dir and the next trial waits until it
 //! follows the new holder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,7 +21,7 @@ use hivemind_common::stats::percentile_f64 as percentile;
 use serde_json::{json, Value};
 
 use crate::gossip::BenchProfile;
-use crate::harness::{hivemind_binary, Output, Proc};
+use crate::harness::{agent_args, hivemind_binary, wait, Output, Proc};
 
 const KEYGROUP: &str = "hivemind/default/hosts";
 
@@ -129,47 +129,10 @@ fn member(
     profile: &str,
     extra: &[String],
 ) -> Member {
-    let data: PathBuf = dir.join(name);
-    let mut args: Vec<String> = [
-        "agent",
-        "--name",
-        name,
-        "--data-dir",
-        &data.display().to_string(),
-        "--http-port",
-        &http_port.to_string(),
-        "--gossip-port",
-        &(http_port + 1).to_string(),
-        "--gossip-profile",
-        profile,
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().cloned());
     Member {
         name: name.to_string(),
         http_port,
-        proc: Proc::new(program, args),
-    }
-}
-
-async fn wait<T, F, Fut>(what: &str, limit: Duration, mut condition: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = condition().await {
-            return Ok(v);
-        }
-        if Instant::now() > until {
-            bail!("timed out after {limit:?}: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        proc: Proc::new(program, agent_args(dir, name, http_port, profile, extra)),
     }
 }
 

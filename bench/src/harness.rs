@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 
 /// Where a process's stdout and stderr go.
@@ -86,6 +88,26 @@ impl Proc {
         }
     }
 
+    /// SIGTERM by PID (a member then stops gracefully, its children too), SIGKILL after
+    /// `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -139,4 +161,54 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(program))
         .find(|p| p.is_file())
+}
+
+/// The flags of a `hivemind agent` named `name` on loopback: data under `dir/name`, HTTP on
+/// `http_port`, gossip on the next port, the gossip `profile`, then `extra`.
+pub fn agent_args(
+    dir: &Path,
+    name: &str,
+    http_port: u16,
+    profile: &str,
+    extra: &[String],
+) -> Vec<String> {
+    let data: PathBuf = dir.join(name);
+    let mut args: Vec<String> = [
+        "agent",
+        "--name",
+        name,
+        "--data-dir",
+        &data.display().to_string(),
+        "--http-port",
+        &http_port.to_string(),
+        "--gossip-port",
+        &(http_port + 1).to_string(),
+        "--gossip-profile",
+        profile,
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// Polls `condition` every 5 ms until it answers, at most `limit`.
+pub async fn wait<T, F, Fut>(what: &str, limit: Duration, mut condition: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = condition().await {
+            return Ok(v);
+        }
+        if Instant::now() > until {
+            bail!("timed out after {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

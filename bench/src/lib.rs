@@ -8,6 +8,7 @@
 //! - [`dns`]: `hivemind-bench propagation` (a service change until every dns member answers it)
 //!   and `dns-publishers` (synthetic hosts admitted through the real join path).
 //! - [`failover`]: `hivemind-bench failover`, responsibility failover in a node of dns machines.
+//! - [`nginx`]: `hivemind-bench nginx`, registration → first 200 through a real nginx.
 //! - [`harness`]: starting and stopping the `hivemind` binary and peers as real processes.
 
 pub mod dns;
@@ -15,6 +16,7 @@ pub mod failover;
 pub mod gossip;
 pub mod harness;
 pub mod kv;
+pub mod nginx;
 
 use tokio_util::sync::CancellationToken;
 

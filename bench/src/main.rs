@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hivemind_bench::{dns, failover, gossip, kv};
+use hivemind_bench::{dns, failover, gossip, kv, nginx};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +34,8 @@ enum Bench {
     Failover(failover::FailoverArgs),
     /// Admit N synthetic hosts and serve their records (for a DNS query-rate benchmark).
     DnsPublishers(dns::PublishersArgs),
+    /// Registration -> first 200 through a real nginx run by the nginx role.
+    Nginx(nginx::NginxBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             Bench::Gossip(args) => gossip::gossip(args, cli.json).await,
             Bench::Propagation(args) => dns::propagation(args, cli.json).await,
             Bench::Failover(args) => failover::failover(args, cli.json).await,
+            Bench::Nginx(args) => nginx::nginx(args, cli.json).await,
             Bench::DnsPublishers(args) => {
                 dns::publishers(args, hivemind_bench::shutdown_on_signal()).await
             }

@@ -1,0 +1,189 @@
+//! `hivemind-bench nginx`: registration → first 200 through nginx. Starts 3 control-plane
+//! members, a dns member, an nginx member (a managed real nginx) and a host on loopback, and
+//! an HTTP backend in this process. Per trial the host registers one more service on the
+//! backend's port and the time until nginx first answers `Host: <service>.hivemind` with 200
+//! is taken (polling every 5 ms). Prints p50/p99/max (nearest rank) and the reloads and
+//! unchanged renders the nginx member counted.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{agent_args, hivemind_binary, wait, Output, Proc};
+
+#[derive(Args, Debug)]
+pub struct NginxBenchArgs {
+    #[arg(long, default_value_t = 50)]
+    pub trials: usize,
+    /// The nginx binary the nginx member runs.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    pub nginx_bin: String,
+    /// First of the loopback ports used (two per member, one for nginx).
+    #[arg(long, default_value_t = 19700)]
+    pub base_port: u16,
+}
+
+/// A backend answering 200 to everything.
+async fn backend() -> Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
+pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
+    if args.trials == 0 {
+        bail!("--trials: at least 1");
+    }
+    let program = hivemind_binary()?;
+    let dir = tempfile::tempdir()?;
+    let port = |i: u16| args.base_port + 2 * i;
+    let joins: Vec<String> = (0..3)
+        .flat_map(|i| ["--join".to_string(), format!("127.0.0.1:{}", port(i))])
+        .collect();
+    let listen = format!("127.0.0.1:{}", args.base_port + 50);
+    let mut procs = Vec::new();
+    for i in 0..3u16 {
+        let mut extra = vec![
+            "--control-plane".to_string(),
+            "--bootstrap-expect".into(),
+            "3".into(),
+        ];
+        extra.extend(joins.iter().cloned());
+        let name = format!("cp{}", i + 1);
+        procs.push(Proc::new(
+            &program,
+            agent_args(dir.path(), &name, port(i), "local", &extra),
+        ));
+    }
+    let role = |roles: &str, more: &[&str]| {
+        let mut extra = joins.clone();
+        extra.extend(["--roles".to_string(), roles.to_string()]);
+        extra.extend(more.iter().map(|s| s.to_string()));
+        extra
+    };
+    let dns_port = (args.base_port + 51).to_string();
+    procs.push(Proc::new(
+        &program,
+        agent_args(
+            dir.path(),
+            "ns-1",
+            port(3),
+            "local",
+            &role("dns", &["--dns-port", &dns_port]),
+        ),
+    ));
+    procs.push(Proc::new(
+        &program,
+        agent_args(
+            dir.path(),
+            "edge-1",
+            port(4),
+            "local",
+            &role(
+                "nginx",
+                &["--nginx-listen", &listen, "--nginx-bin", &args.nginx_bin],
+            ),
+        ),
+    ));
+    procs.push(Proc::new(
+        &program,
+        agent_args(dir.path(), "web-1", port(5), "local", &role("host", &[])),
+    ));
+    for (i, p) in procs.iter_mut().enumerate() {
+        p.start(Output::File(dir.path().join(format!("{i}.log"))))?;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let status = |i: u16| format!("http://127.0.0.1:{}/v1/status", port(i));
+    for i in 3..6 {
+        let url = status(i);
+        wait("every member ready", Duration::from_secs(90), || async {
+            (get(&http, &url).await?["ready"] == true).then_some(())
+        })
+        .await?;
+    }
+    let backend = backend().await?;
+    let services_url = format!("http://127.0.0.1:{}/v1/roles/host/services", port(5));
+    let config_url = format!("http://127.0.0.1:{}/v1/roles/nginx/config", port(4));
+    let mut services: Vec<Value> = Vec::new();
+    let mut took = Vec::new();
+    let before = get(&http, &config_url)
+        .await
+        .context("the nginx member's config")?;
+    for trial in 0..args.trials {
+        let name = format!("svc{trial}");
+        services.push(json!({"name": name, "port": backend, "proto": "tcp"}));
+        let started = Instant::now();
+        let answer = http.put(&services_url).json(&services).send().await?;
+        if !answer.status().is_success() {
+            bail!("registering {name}: {}", answer.status());
+        }
+        let host = format!("{name}.hivemind");
+        let url = format!("http://{listen}/");
+        wait(
+            "the new service served through nginx",
+            Duration::from_secs(30),
+            || async {
+                let r = http.get(&url).header("Host", &host).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await?;
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let after = get(&http, &config_url)
+        .await
+        .context("the nginx member's config")?;
+    let reloads = after["reloads"].as_u64().unwrap_or(0) - before["reloads"].as_u64().unwrap_or(0);
+    let mut sorted = took.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| hivemind_common::stats::percentile_f64(&sorted, p);
+    let (p50, p99, max) = (
+        pct(0.5),
+        pct(0.99),
+        sorted.last().copied().unwrap_or(f64::NAN),
+    );
+    if json_out {
+        println!(
+            "{}",
+            json!({"trials": args.trials, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "reloads": reloads})
+        );
+    } else {
+        println!(
+            "nginx: registration -> first 200 through nginx over {} trials: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; {reloads} reloads",
+            args.trials
+        );
+    }
+    // Stopping the nginx member gracefully stops its nginx; the others go by PID on drop.
+    if let Some(edge) = procs.get_mut(4) {
+        edge.terminate(Duration::from_secs(10));
+    }
+    Ok(())
+}
