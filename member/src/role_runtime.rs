@@ -348,7 +348,8 @@ impl Roles {
 mod tests {
     use super::*;
     use hivemind_common::MemberId;
-    use hivemind_control_plane::registry::{Command, MemberInfo, Registry, RegistryDigest};
+    use hivemind_control_plane::registry::{MemberInfo, Registry, RegistryDigest};
+    use hivemind_control_plane::requests::{self, MemberRequest};
 
     fn info(id: u64) -> MemberInfo {
         MemberInfo {
@@ -365,7 +366,11 @@ mod tests {
 
     /// Applies `commands` to a registry and a view that follows its feed; answers the role
     /// events of the last command.
-    fn run(commands: &[Command]) -> Vec<RoleEvent> {
+    fn run(requests: &[MemberRequest]) -> Vec<RoleEvent> {
+        let commands: Vec<_> = requests
+            .iter()
+            .map(|r| requests::command(r.clone()).expect("one command"))
+            .collect();
         let mut registry = Registry::default();
         let mut view = MembershipView::from_digest(RegistryDigest::of(&registry, 0));
         let mut last = Vec::new();
@@ -394,11 +399,8 @@ mod tests {
     fn a_failed_member_reaches_roles_as_gone_after_its_node_shrank() {
         let id = MemberId::new(1).unwrap();
         let events = run(&[
-            Command::Join {
-                member: info(1),
-                epoch: None,
-            },
-            Command::Fail { id, generation: 1 },
+            MemberRequest::Admit { member: info(1) },
+            MemberRequest::ReportFailed { id, generation: 1 },
         ]);
         assert!(events.contains(&RoleEvent::Gone {
             index: 2,
@@ -414,11 +416,8 @@ mod tests {
     fn an_address_change_carries_the_new_address() {
         let id = MemberId::new(1).unwrap();
         let events = run(&[
-            Command::Join {
-                member: info(1),
-                epoch: None,
-            },
-            Command::UpdateAddress {
+            MemberRequest::Admit { member: info(1) },
+            MemberRequest::MoveAddress {
                 id,
                 generation: 2,
                 http_addr: "127.0.0.2:7001".into(),
@@ -433,10 +432,7 @@ mod tests {
 
     #[test]
     fn a_join_is_announced_alive() {
-        let events = run(&[Command::Join {
-            member: info(1),
-            epoch: None,
-        }]);
+        let events = run(&[MemberRequest::Admit { member: info(1) }]);
         assert!(
             matches!(&events[0], RoleEvent::Joined { peer, .. } if peer.state == PeerState::Alive && peer.roles == ["host"])
         );

@@ -166,7 +166,8 @@ impl MembershipView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hivemind_control_plane::registry::{Command, MemberInfo, Registry};
+    use hivemind_control_plane::registry::{MemberInfo, Registry};
+    use hivemind_control_plane::requests::{self, MemberRequest};
     use proptest::prelude::*;
 
     fn info(id: u64, node: &str, generation: u64) -> MemberInfo {
@@ -182,21 +183,24 @@ mod tests {
         }
     }
 
-    fn command() -> impl Strategy<Value = Command> {
+    /// What members ask of the control plane (the registry then gets the command each
+    /// becomes, as the control plane would propose it).
+    fn request() -> impl Strategy<Value = MemberRequest> {
         let id = 1u64..6;
         prop_oneof![
-            (id.clone(), 0usize..2, 1u64..4).prop_map(|(id, node, generation)| Command::Join {
-                member: info(id, ["a", "b"][node], generation),
-                epoch: None,
+            (id.clone(), 0usize..2, 1u64..4).prop_map(|(id, node, generation)| {
+                MemberRequest::Admit {
+                    member: info(id, ["a", "b"][node], generation),
+                }
             }),
-            id.clone().prop_map(|id| Command::Leave {
+            id.clone().prop_map(|id| MemberRequest::Leave {
                 id: MemberId::new(id).unwrap()
             }),
-            (id.clone(), 1u64..4).prop_map(|(id, generation)| Command::Fail {
+            (id.clone(), 1u64..4).prop_map(|(id, generation)| MemberRequest::ReportFailed {
                 id: MemberId::new(id).unwrap(),
                 generation
             }),
-            (id, 1u64..4, 0u16..3).prop_map(|(id, generation, port)| Command::UpdateAddress {
+            (id, 1u64..4, 0u16..3).prop_map(|(id, generation, port)| MemberRequest::MoveAddress {
                 id: MemberId::new(id).unwrap(),
                 generation,
                 http_addr: format!("127.0.0.2:{}", 9000 + port),
@@ -234,7 +238,7 @@ mod tests {
         /// size and with pages replayed, equals the registry's own membership at the end.
         #[test]
         fn the_feed_applied_to_a_snapshot_tracks_the_registry(
-            commands in proptest::collection::vec(command(), 1..40),
+            commands in proptest::collection::vec(request(), 1..40),
             split in 0usize..40,
             page in 1usize..5,
             replay in any::<bool>(),
@@ -245,7 +249,8 @@ mod tests {
                 if i == split.min(commands.len()) {
                     snapshot = Some(RegistryDigest::of(&registry, i as u64));
                 }
-                let _ = registry.apply(i as u64 + 1, command);
+                let command = requests::command(command.clone()).expect("one command");
+                let _ = registry.apply(i as u64 + 1, &command);
             }
             let applied = commands.len() as u64;
             let snapshot = snapshot.unwrap_or_else(|| RegistryDigest::of(&registry, applied));
