@@ -24,6 +24,14 @@ pub struct NginxBenchArgs {
     /// First of the loopback ports used (two per member, one for nginx).
     #[arg(long, default_value_t = 19700)]
     pub base_port: u16,
+    /// Then: `--reloads` reloads during `--load-seconds` of keep-alive load at about
+    /// `--rate` requests/s through nginx (0 seconds: skip).
+    #[arg(long, default_value_t = 60)]
+    pub load_seconds: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    #[arg(long, default_value_t = 50)]
+    pub reloads: u64,
 }
 
 /// A backend answering 200 to everything.
@@ -162,6 +170,31 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
         .await
         .context("the nginx member's config")?;
     let reloads = after["reloads"].as_u64().unwrap_or(0) - before["reloads"].as_u64().unwrap_or(0);
+    // Reloads under load: a service registered and removed in turn while svc0 takes traffic.
+    let load = if args.load_seconds > 0 {
+        let with_flip = {
+            let mut all = services.clone();
+            all.push(json!({"name": "flip", "port": backend, "proto": "tcp"}));
+            all
+        };
+        let flip = |on: bool| {
+            let body = if on { &with_flip } else { &services };
+            http.put(&services_url).json(body)
+        };
+        Some(
+            reloads_under_load(
+                &http,
+                &listen,
+                "svc0.hivemind",
+                flip,
+                &config_url,
+                (args.rate, args.load_seconds, args.reloads),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let mut sorted = took.clone();
     sorted.sort_by(f64::total_cmp);
     let pct = |p: f64| hivemind_common::stats::percentile_f64(&sorted, p);
@@ -173,17 +206,105 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
     if json_out {
         println!(
             "{}",
-            json!({"trials": args.trials, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "reloads": reloads})
+            json!({"trials": args.trials, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "reloads": reloads,
+                "load": load.map(|(requests, failed, retried, reloads)| json!({"seconds": args.load_seconds,
+                    "requests": requests, "failed": failed, "retried": retried, "reloads": reloads}))})
         );
     } else {
         println!(
             "nginx: registration -> first 200 through nginx over {} trials: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; {reloads} reloads",
             args.trials
         );
+        if let Some((requests, failed, retried, observed)) = load {
+            println!(
+                "nginx: {observed} reloads during {} s of keep-alive load: {requests} requests ({:.0}/s), {failed} failed, {retried} retried on a connection closed by the reload",
+                args.load_seconds,
+                requests as f64 / args.load_seconds as f64
+            );
+        }
     }
     // Stopping the nginx member gracefully stops its nginx; the others go by PID on drop.
     if let Some(edge) = procs.get_mut(4) {
         edge.terminate(Duration::from_secs(10));
     }
     Ok(())
+}
+
+/// Reloads under load: `clients` keep-alive clients send about `rate` requests per second in
+/// all to `Host: <host>` through nginx for `seconds`, while a service is registered and removed
+/// in turn every `seconds / reloads`; answers (requests, failed, retried, reloads observed).
+pub(crate) async fn reloads_under_load(
+    http: &reqwest::Client,
+    listen: &str,
+    host: &str,
+    flip: impl Fn(bool) -> reqwest::RequestBuilder,
+    config_url: &str,
+    (rate, seconds, reloads): (u64, u64, u64),
+) -> Result<(u64, u64, u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let clients = 8u64;
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (ok, failed, retried) = (ok.clone(), failed.clone(), retried.clone());
+        let (url, host) = (format!("http://{listen}/"), host.to_string());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(1)
+            .build()?;
+        let every = Duration::from_micros(1_000_000 * clients / rate.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut next = Instant::now();
+            while Instant::now() < stop {
+                let mut answer = client.get(&url).header("Host", &host).send().await;
+                // A keep-alive connection the old workers closed during a reload, before any
+                // answer: retried once, as Go's HTTP client and browsers retry an idempotent
+                // request (RFC 9112 §9.3.1), and counted apart.
+                if answer
+                    .as_ref()
+                    .is_err_and(|e| e.is_request() && !e.is_timeout())
+                {
+                    retried.fetch_add(1, Ordering::Relaxed);
+                    answer = client.get(&url).header("Host", &host).send().await;
+                }
+                let fine = match answer {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                let counter = if fine { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+                next += every;
+                tokio::time::sleep_until(next.into()).await;
+            }
+        }));
+    }
+    let before = get(http, config_url)
+        .await
+        .context("the nginx member's config")?;
+    let gap = Duration::from_millis(seconds * 1000 / reloads.max(1));
+    for i in 0..reloads {
+        let answer = flip(i % 2 == 0).send().await?;
+        if !answer.status().is_success() {
+            bail!("flipping a service: {}", answer.status());
+        }
+        tokio::time::sleep(gap).await;
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let after = get(http, config_url)
+        .await
+        .context("the nginx member's config")?;
+    let observed = after["reloads"].as_u64().unwrap_or(0) - before["reloads"].as_u64().unwrap_or(0);
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    Ok((
+        ok + failed,
+        failed,
+        retried.load(Ordering::Relaxed),
+        observed,
+    ))
 }
