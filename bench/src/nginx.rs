@@ -2,8 +2,9 @@
 //! members, a dns member, an nginx member (a managed real nginx) and a host on loopback, and
 //! an HTTP backend in this process. Per trial the host registers one more service on the
 //! backend's port and the time until nginx first answers `Host: <service>.hivemind` with 200
-//! is taken (polling every 5 ms). Prints p50/p99/max (nearest rank) and the reloads and
-//! unchanged renders the nginx member counted.
+//! is taken (polling every 5 ms), and the time until a Consul blocking query on the nginx
+//! member's catalog, started before the registration, answers. Prints p50/p99/max (nearest
+//! rank) and the reloads the nginx member counted; then reloads under keep-alive load.
 
 use std::time::{Duration, Instant};
 
@@ -142,12 +143,32 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
     let config_url = format!("http://127.0.0.1:{}/v1/roles/nginx/config", port(4));
     let mut services: Vec<Value> = Vec::new();
     let mut took = Vec::new();
+    let mut catalog_took = Vec::new();
+    let catalog_url = format!("http://127.0.0.1:{}/v1/catalog/services", port(4));
     let before = get(&http, &config_url)
         .await
         .context("the nginx member's config")?;
     for trial in 0..args.trials {
         let name = format!("svc{trial}");
         services.push(json!({"name": name, "port": backend, "proto": "tcp"}));
+        // A Consul blocking query on the nginx member's catalog, waiting past its index.
+        let index: u64 = http
+            .get(&catalog_url)
+            .send()
+            .await?
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .context("X-Consul-Index")?;
+        let blocking = {
+            let url = format!("{catalog_url}?index={index}&wait=30s");
+            let client = reqwest::Client::new();
+            tokio::spawn(async move {
+                let answered = client.get(url).send().await.map(|_| Instant::now());
+                answered.ok()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let started = Instant::now();
         let answer = http.put(&services_url).json(&services).send().await?;
         if !answer.status().is_success() {
@@ -165,6 +186,9 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
         )
         .await?;
         took.push(started.elapsed().as_secs_f64() * 1000.0);
+        if let Some(answered) = blocking.await? {
+            catalog_took.push(answered.duration_since(started).as_secs_f64() * 1000.0);
+        }
     }
     let after = get(&http, &config_url)
         .await
@@ -195,6 +219,9 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
     } else {
         None
     };
+    catalog_took.sort_by(f64::total_cmp);
+    let catalog_pct = |p: f64| hivemind_common::stats::percentile_f64(&catalog_took, p);
+    let (c50, c99) = (catalog_pct(0.5), catalog_pct(0.99));
     let mut sorted = took.clone();
     sorted.sort_by(f64::total_cmp);
     let pct = |p: f64| hivemind_common::stats::percentile_f64(&sorted, p);
@@ -207,12 +234,18 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
         println!(
             "{}",
             json!({"trials": args.trials, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "reloads": reloads,
+                "catalog_blocking": {"answered": catalog_took.len(), "p50_ms": c50, "p99_ms": c99},
                 "load": load.map(|(requests, failed, retried, reloads)| json!({"seconds": args.load_seconds,
                     "requests": requests, "failed": failed, "retried": retried, "reloads": reloads}))})
         );
     } else {
         println!(
             "nginx: registration -> first 200 through nginx over {} trials: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; {reloads} reloads",
+            args.trials
+        );
+        println!(
+            "catalog: a blocking query on the nginx member answered {} of {} registrations, p50 {c50:.0} ms, p99 {c99:.0} ms after the registration was sent",
+            catalog_took.len(),
             args.trials
         );
         if let Some((requests, failed, retried, observed)) = load {
