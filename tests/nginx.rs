@@ -325,3 +325,92 @@ async fn nginx_serves_the_live_hosts_services_and_never_applies_a_broken_render(
     })
     .await;
 }
+
+/// `--nginx-manage false`: the role renders into `--nginx-conf` and reloads the nginx whose
+/// master is in `--nginx-pid-file`, one the operator runs (here: this test).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmanaged_nginx_is_rendered_for_and_reloaded_by_its_pid_file() {
+    if !std::path::Path::new("/usr/sbin/nginx").exists() {
+        return cannot_run("nginx is not installed (apt-get install nginx-light)");
+    }
+    let b1 = backend("b1").await;
+    let mut guard = NginxGuard(None);
+    let mut cluster = Cluster::local_control_plane().await;
+    let own = cluster.dir.path().join("own-nginx");
+    guard.0 = Some(own.clone());
+    std::fs::create_dir_all(own.join("tmp")).unwrap();
+    let include = own.join("hivemind.conf");
+    std::fs::write(&include, "# nothing rendered yet\n").unwrap();
+    let d = own.display();
+    let main = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/cb;\n  proxy_temp_path {d}/tmp/p;\n\
+         \x20 fastcgi_temp_path {d}/tmp/f;\n  uwsgi_temp_path {d}/tmp/u;\n  scgi_temp_path {d}/tmp/s;\n\
+         \x20 include {};\n}}\n",
+        include.display()
+    );
+    std::fs::write(own.join("nginx.conf"), main).unwrap();
+    let mut operator = std::process::Command::new("/usr/sbin/nginx")
+        .arg("-p")
+        .arg(&own)
+        .arg("-e")
+        .arg(own.join("error.log"))
+        .arg("-c")
+        .arg(own.join("nginx.conf"))
+        .spawn()
+        .unwrap();
+    let pid_file = own.join("nginx.pid");
+    wait_for("the operator's nginx started", || async {
+        pid_file.exists().then_some(())
+    })
+    .await;
+
+    cluster.start_dns_member("ns-1", &[]);
+    let web = cluster.start_role_member("web-1", "host", &[]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (include_flag, pid_flag) = (
+        include.display().to_string(),
+        pid_file.display().to_string(),
+    );
+    let edge = cluster.start_role_member(
+        "edge-2",
+        "nginx",
+        &[
+            "--nginx-manage",
+            "false",
+            "--nginx-conf",
+            &include_flag,
+            "--nginx-pid-file",
+            &pid_flag,
+            "--nginx-listen",
+            &listen,
+            "--nginx-bin",
+            "/usr/sbin/nginx",
+        ],
+    );
+    let status = cluster.agents[web].url("/v1/status");
+    wait_for("web-1 ready", || async {
+        let s = get_json(&status).await.ok()?;
+        (s["ready"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(
+        put_services(&cluster.agents[web], json!([service("web", &b1)])).await,
+        200
+    );
+    wait_for("the operator's nginx serves the service", || async {
+        let (status, body) = through(&listen, "web.hivemind").await?;
+        (status == 200 && body == b1.name).then_some(())
+    })
+    .await;
+    let c = config(&cluster.agents[edge]).await;
+    assert_eq!(c["nginx_pid"], Value::Null, "not managed: {c}");
+    assert!(std::fs::read_to_string(&include)
+        .unwrap()
+        .contains("upstream hivemind_default_hosts__web"));
+    let _ = std::process::Command::new("kill")
+        .args(["-QUIT", &operator.id().to_string()])
+        .status();
+    let _ = operator.wait();
+}
