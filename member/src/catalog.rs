@@ -3,7 +3,8 @@
 //! blocking queries, so Prometheus `consul_sd_configs`, consul-template and the like work
 //! unmodified. Services come from the host records a consuming role of this member holds
 //! (`dns`, `nginx`, `trigger`); nodes from the membership; a host's health is its SWIM state
-//! (alive = passing; failed or left = gone). Writes stay on hivemind's own routes.
+//! as this member sees it (alive = passing, suspect = warning, down but not yet failed in the
+//! registry = critical; failed or left = gone). Writes stay on hivemind's own routes.
 //!
 //! Every answer carries `X-Consul-Index` (the membership's feed index plus the records'
 //! change count: it only grows), `X-Consul-KnownLeader` and `X-Consul-LastContact`;
@@ -126,8 +127,18 @@ fn catalog_service_json(i: &Instance, index: u64) -> Value {
     })
 }
 
+/// A node's health check from SWIM's view of it (sans IO): suspected = `warning`, declared
+/// down but not yet failed in the registry = `critical`, else `passing`.
+pub fn check_status(swim: Option<foca::State>) -> &'static str {
+    match swim {
+        Some(foca::State::Suspect) => "warning",
+        Some(foca::State::Down) => "critical",
+        _ => "passing",
+    }
+}
+
 /// `GET /v1/health/service/{name}`'s entry: the node, the service, and the node's SWIM check.
-fn health_json(i: &Instance, peer: &Peer, index: u64) -> Value {
+fn health_json(i: &Instance, peer: &Peer, index: u64, status: &str) -> Value {
     json!({
         "Node": node_json(peer, index),
         "Service": service_json(i, index),
@@ -135,9 +146,9 @@ fn health_json(i: &Instance, peer: &Peer, index: u64) -> Value {
             "Node": i.node,
             "CheckID": "serfHealth",
             "Name": "Serf Health Status",
-            "Status": "passing",
+            "Status": status,
             "Notes": "",
-            "Output": "Agent alive and reachable (SWIM)",
+            "Output": format!("SWIM: {status}"),
             "ServiceID": "",
             "ServiceName": "",
             "ServiceTags": [],
@@ -156,6 +167,8 @@ pub struct CatalogQuery {
     dc: Option<String>,
     #[serde(default)]
     tag: Option<String>,
+    /// `?passing`: only instances whose check passes.
+    passing: Option<String>,
 }
 
 /// What the catalog reads.
@@ -287,7 +300,8 @@ async fn catalog_service(
     answer(index, json!(list))
 }
 
-/// `?passing` is accepted: every instance listed is passing (a failed host is gone).
+/// Each instance with its node's SWIM check (`?passing`: only those passing; a host the
+/// registry recorded failed is gone already).
 async fn health_service(
     State(c): State<Catalog>,
     Path(name): Path<String>,
@@ -298,13 +312,20 @@ async fn health_service(
         Err(e) => return e,
     };
     let membership = c.membership();
+    let swim = c.agent.gossip.view.borrow().clone();
+    let only_passing = q.passing.as_deref().is_some_and(|v| v != "false");
     let list: Vec<Value> = c
         .instances()
         .iter()
         .filter(|i| i.service == name && tagged(i, &q.tag))
         .filter_map(|i| {
             let peer = membership.peers.iter().find(|p| p.name == i.node)?;
-            Some(health_json(i, peer, index))
+            let seen = swim
+                .get(&peer.id)
+                .filter(|(id, _)| id.generation >= peer.generation)
+                .map(|(_, state)| *state);
+            let status = check_status(seen);
+            (!only_passing || status == "passing").then(|| health_json(i, peer, index, status))
         })
         .collect();
     answer(index, json!(list))
@@ -452,12 +473,16 @@ mod tests {
         assert_eq!(got, [("web-1", "api", 90), ("web-1", "web", 80)]);
         assert_eq!(list[1].id, "web-1-web");
         assert_eq!(list[1].address, "10.0.0.1");
-        let entry = health_json(&list[1], &membership.peers[0], 7);
+        let entry = health_json(&list[1], &membership.peers[0], 7, "passing");
         assert_eq!(entry["Service"]["Service"], "web");
         assert_eq!(entry["Node"]["Node"], "web-1");
         assert_eq!(entry["Checks"][0]["Status"], "passing");
         let entry = catalog_service_json(&list[1], 7);
         assert_eq!(entry["ServicePort"], 80);
         assert_eq!(entry["ServiceAddress"], "10.0.0.1");
+        assert_eq!(check_status(None), "passing");
+        assert_eq!(check_status(Some(foca::State::Alive)), "passing");
+        assert_eq!(check_status(Some(foca::State::Suspect)), "warning");
+        assert_eq!(check_status(Some(foca::State::Down)), "critical");
     }
 }
