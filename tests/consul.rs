@@ -145,6 +145,20 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
         .any(|n| n["Node"] == "web-1"));
     assert_eq!(seen["dc"], "hivemind");
 
+    // A member without host records (a CP member here) passes service queries on to one that
+    // holds them; nodes it answers itself.
+    let cp = cluster.agents[0].http_addr();
+    let forwarded = client()
+        .get(format!("http://{cp}/v1/health/service/web"))
+        .send()
+        .await
+        .unwrap();
+    assert!(forwarded.headers().contains_key("X-Consul-Index"));
+    let forwarded: Value = forwarded.json().await.unwrap();
+    assert_eq!(forwarded[0]["Service"]["Port"], 9100, "{forwarded}");
+    let nodes = get_json(&format!("http://{cp}/v1/catalog/nodes")).await.unwrap();
+    assert!(nodes.as_array().unwrap().iter().any(|n| n["Node"] == "web-1"));
+
     // The host dies: once SWIM declared it failed, its service is gone from the catalog.
     cluster.agents[web].kill9();
     let health = format!("http://{catalog}/v1/health/service/web");

@@ -8,6 +8,9 @@ pub struct RoleSpec {
     pub performs: &'static [&'static str],
     pub requires: &'static [&'static str],
     pub bootstrap: &'static [&'static str],
+    /// Whether it holds the host records of its keygroups (a consuming role, DESIGN.md §5):
+    /// members with one answer the catalog's service queries (`member::catalog`).
+    pub consumes: bool,
 }
 
 /// Every role this build can load.
@@ -17,26 +20,37 @@ pub const ROLES: &[RoleSpec] = &[
         performs: &["host"],
         requires: &["dns"],
         bootstrap: &[],
+        consumes: false,
     },
     RoleSpec {
         name: "dns",
         performs: &["dns"],
         requires: &[],
         bootstrap: &[],
+        consumes: true,
     },
     RoleSpec {
         name: "trigger",
         performs: &["trigger"],
         requires: &[],
         bootstrap: &[],
+        consumes: true,
     },
     RoleSpec {
         name: "nginx",
         performs: &["nginx"],
         requires: &[],
         bootstrap: &[],
+        consumes: true,
     },
 ];
+
+/// Whether a member with `roles` holds host records (performs a consuming role).
+pub fn consumes<'a>(roles: impl IntoIterator<Item = &'a String>) -> bool {
+    roles
+        .into_iter()
+        .any(|r| spec(r).is_some_and(|s| s.consumes))
+}
 
 pub fn spec(name: &str) -> Option<&'static RoleSpec> {
     ROLES.iter().find(|r| r.name == name)

@@ -9,13 +9,17 @@
 //! Every answer carries `X-Consul-Index` (the membership's feed index plus the records'
 //! change count: it only grows), `X-Consul-KnownLeader` and `X-Consul-LastContact`;
 //! `?index=N&wait=D` blocks while the index is still N, up to D (at most 10 min).
+//!
+//! A member without a consuming role holds no host records: it passes the service queries on
+//! to one live member that has one (the lowest id, so a client keeps seeing one index), as a
+//! Consul client agent passes queries to a server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -175,7 +179,15 @@ pub struct CatalogQuery {
 #[derive(Clone)]
 struct Catalog {
     agent: Arc<Agent>,
+    http: reqwest::Client,
 }
+
+/// The headers a forwarded query carries along (the client's token).
+const FORWARDED: [&str; 3] = [
+    "authorization",
+    crate::auth::TOKEN_HEADER,
+    crate::auth::CONSUL_TOKEN_HEADER,
+];
 
 impl Catalog {
     fn records(&self) -> Option<Arc<dyn HostRecords>> {
@@ -231,6 +243,51 @@ impl Catalog {
         Ok(self.index())
     }
 
+    /// Without host records here: the answer of a live member that holds them (`None` when
+    /// this member holds them itself, or no such member is known).
+    async fn forwarded(&self, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+        if self.records().is_some() {
+            return None;
+        }
+        let membership = self.membership();
+        let holder = membership
+            .live()
+            .filter(|p| p.id != self.agent.identity.id)
+            .filter(|p| hivemind_common::roles::consumes(&p.roles))
+            .min_by_key(|p| p.id)?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = self
+            .http
+            .get(format!("http://{}{path}", holder.http_addr))
+            .timeout(MAX_WAIT + Duration::from_secs(10));
+        for name in FORWARDED {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return Some(consul_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{} (which holds the host records) did not answer: {e}",
+                        holder.name
+                    ),
+                ))
+            }
+        };
+        let status = answer.status();
+        let mut out = HeaderMap::new();
+        for (name, value) in answer.headers() {
+            if name.as_str().starts_with("x-consul-") || name == "content-type" {
+                out.insert(name.clone(), value.clone());
+            }
+        }
+        let body = answer.bytes().await.unwrap_or_default();
+        Some((status, out, body).into_response())
+    }
+
     fn instances(&self) -> Vec<Instance> {
         let records = self.records().map(|r| r.records()).unwrap_or_default();
         instances(&records, &self.membership())
@@ -261,12 +318,18 @@ pub(crate) fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/self", get(agent_self))
         .route("/v1/status/leader", get(leader))
         .route("/v1/status/peers", get(peers))
-        .with_state(Catalog { agent })
+        .with_state(Catalog {
+            agent,
+            http: reqwest::Client::new(),
+        })
 }
 
 type Q = Query<CatalogQuery>;
 
-async fn services(State(c): State<Catalog>, Query(q): Q) -> Response {
+async fn services(State(c): State<Catalog>, Query(q): Q, uri: Uri, h: HeaderMap) -> Response {
+    if let Some(answer) = c.forwarded(&uri, &h).await {
+        return answer;
+    }
     let index = match c.block(&q).await {
         Ok(index) => index,
         Err(e) => return e,
@@ -286,7 +349,12 @@ async fn catalog_service(
     State(c): State<Catalog>,
     Path(name): Path<String>,
     Query(q): Q,
+    uri: Uri,
+    h: HeaderMap,
 ) -> Response {
+    if let Some(answer) = c.forwarded(&uri, &h).await {
+        return answer;
+    }
     let index = match c.block(&q).await {
         Ok(index) => index,
         Err(e) => return e,
@@ -306,7 +374,12 @@ async fn health_service(
     State(c): State<Catalog>,
     Path(name): Path<String>,
     Query(q): Q,
+    uri: Uri,
+    h: HeaderMap,
 ) -> Response {
+    if let Some(answer) = c.forwarded(&uri, &h).await {
+        return answer;
+    }
     let index = match c.block(&q).await {
         Ok(index) => index,
         Err(e) => return e,
@@ -342,7 +415,16 @@ async fn nodes(State(c): State<Catalog>, Query(q): Q) -> Response {
 }
 
 /// A node and its services; `null` for a node the catalog does not know (as Consul).
-async fn node(State(c): State<Catalog>, Path(name): Path<String>, Query(q): Q) -> Response {
+async fn node(
+    State(c): State<Catalog>,
+    Path(name): Path<String>,
+    Query(q): Q,
+    uri: Uri,
+    h: HeaderMap,
+) -> Response {
+    if let Some(answer) = c.forwarded(&uri, &h).await {
+        return answer;
+    }
     let index = match c.block(&q).await {
         Ok(index) => index,
         Err(e) => return e,
