@@ -156,8 +156,14 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
     assert!(forwarded.headers().contains_key("X-Consul-Index"));
     let forwarded: Value = forwarded.json().await.unwrap();
     assert_eq!(forwarded[0]["Service"]["Port"], 9100, "{forwarded}");
-    let nodes = get_json(&format!("http://{cp}/v1/catalog/nodes")).await.unwrap();
-    assert!(nodes.as_array().unwrap().iter().any(|n| n["Node"] == "web-1"));
+    let nodes = get_json(&format!("http://{cp}/v1/catalog/nodes"))
+        .await
+        .unwrap();
+    assert!(nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["Node"] == "web-1"));
 
     // The host dies: once SWIM declared it failed, its service is gone from the catalog.
     cluster.agents[web].kill9();
