@@ -37,6 +37,7 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// A service instance: one host publishing one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
+    pub member: hivemind_common::MemberId,
     pub node: String,
     pub node_id: String,
     pub address: String,
@@ -61,6 +62,7 @@ pub fn instances(records: &[HostRecord], membership: &Membership) -> Vec<Instanc
         for s in &record.services {
             let key = (peer.name.clone(), s.name.clone());
             out.entry(key).or_insert_with(|| Instance {
+                member: peer.id,
                 node: peer.name.clone(),
                 node_id: peer.id.to_string(),
                 address: address.clone(),
@@ -288,6 +290,21 @@ impl Catalog {
         Some((status, out, body).into_response())
     }
 
+    /// The start of every query that lists services: passed on to a member holding host
+    /// records when this one holds none, else blocked on the index; answers the index to
+    /// answer at, or the whole answer.
+    async fn service_query(
+        &self,
+        q: &CatalogQuery,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<u64, Response> {
+        if let Some(answer) = self.forwarded(uri, headers).await {
+            return Err(answer);
+        }
+        self.block(q).await
+    }
+
     fn instances(&self) -> Vec<Instance> {
         let records = self.records().map(|r| r.records()).unwrap_or_default();
         instances(&records, &self.membership())
@@ -327,12 +344,9 @@ pub(crate) fn routes(agent: Arc<Agent>) -> Router {
 type Q = Query<CatalogQuery>;
 
 async fn services(State(c): State<Catalog>, Query(q): Q, uri: Uri, h: HeaderMap) -> Response {
-    if let Some(answer) = c.forwarded(&uri, &h).await {
-        return answer;
-    }
-    let index = match c.block(&q).await {
+    let index = match c.service_query(&q, &uri, &h).await {
         Ok(index) => index,
-        Err(e) => return e,
+        Err(answer) => return answer,
     };
     let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for i in c.instances() {
@@ -352,12 +366,9 @@ async fn catalog_service(
     uri: Uri,
     h: HeaderMap,
 ) -> Response {
-    if let Some(answer) = c.forwarded(&uri, &h).await {
-        return answer;
-    }
-    let index = match c.block(&q).await {
+    let index = match c.service_query(&q, &uri, &h).await {
         Ok(index) => index,
-        Err(e) => return e,
+        Err(answer) => return answer,
     };
     let list: Vec<Value> = c
         .instances()
@@ -377,12 +388,9 @@ async fn health_service(
     uri: Uri,
     h: HeaderMap,
 ) -> Response {
-    if let Some(answer) = c.forwarded(&uri, &h).await {
-        return answer;
-    }
-    let index = match c.block(&q).await {
+    let index = match c.service_query(&q, &uri, &h).await {
         Ok(index) => index,
-        Err(e) => return e,
+        Err(answer) => return answer,
     };
     let membership = c.membership();
     let swim = c.agent.gossip.view.borrow().clone();
@@ -392,7 +400,7 @@ async fn health_service(
         .iter()
         .filter(|i| i.service == name && tagged(i, &q.tag))
         .filter_map(|i| {
-            let peer = membership.peers.iter().find(|p| p.name == i.node)?;
+            let peer = membership.peers.iter().find(|p| p.id == i.member)?;
             let seen = swim
                 .get(&peer.id)
                 .filter(|(id, _)| id.generation >= peer.generation)
@@ -422,12 +430,9 @@ async fn node(
     uri: Uri,
     h: HeaderMap,
 ) -> Response {
-    if let Some(answer) = c.forwarded(&uri, &h).await {
-        return answer;
-    }
-    let index = match c.block(&q).await {
+    let index = match c.service_query(&q, &uri, &h).await {
         Ok(index) => index,
-        Err(e) => return e,
+        Err(answer) => return answer,
     };
     let membership = c.membership();
     let Some(peer) = membership.live().find(|p| p.name == name) else {
