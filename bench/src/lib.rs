@@ -18,24 +18,6 @@ pub mod harness;
 pub mod kv;
 pub mod nginx;
 
-use tokio_util::sync::CancellationToken;
-
-/// A token cancelled on the first SIGINT or SIGTERM (a benchmark that serves until stopped).
-pub fn shutdown_on_signal() -> CancellationToken {
-    let shutdown = CancellationToken::new();
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        signal_token.cancel();
-    });
-    shutdown
-}
-
 /// A duration flag (`15s`, `500ms`), as the product's flags parse it.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     hivemind_common::duration::parse(text)
