@@ -145,9 +145,14 @@ pub async fn supervise(
 ) {
     // An nginx left by an earlier run of this member (killed with -9) still holds the port.
     if let Ok(old) = read_pid(&nginx.prefix.join("nginx.pid")) {
-        if kill(Pid::from_raw(old as i32), Signal::SIGQUIT).is_ok() {
-            tracing::warn!(pid = old, "stopping the nginx an earlier run left behind");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let old = Pid::from_raw(old as i32);
+        if kill(old, Signal::SIGQUIT).is_ok() {
+            tracing::warn!(pid = %old, "stopping the nginx an earlier run left behind");
+            // Until it is gone (signal 0 fails), at most a few seconds: it holds the port.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while kill(old, None).is_ok() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     let mut backoff = Duration::from_millis(200);
