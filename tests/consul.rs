@@ -17,16 +17,18 @@ use support::*;
 /// python-consul against the catalog on the port given: prints the index, then (after a
 /// blocking query a change ends) what it reads.
 const CONSUL_CLIENT: &str = r#"
-import json, sys
+import json, sys, time
 import consul
 c = consul.Consul(host="127.0.0.1", port=int(sys.argv[1]))
 index, services = c.catalog.services()
 print(json.dumps({"index": index}), flush=True)
+started = time.monotonic()
 index, services = c.catalog.services(index=index, wait="20s")
+waited = time.monotonic() - started
 _, health = c.health.service("web", passing=True)
 _, nodes = c.catalog.nodes()
 me = c.agent.self()
-print(json.dumps({"index": index, "services": services, "health": health, "nodes": nodes,
+print(json.dumps({"index": index, "waited": waited, "services": services, "health": health, "nodes": nodes,
                   "dc": me["Config"]["Datacenter"], "leader": c.status.leader()}), flush=True)
 "#;
 
@@ -72,7 +74,12 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
             (started.elapsed(), after, body)
         })
     };
+    // The query is parked: nothing changed yet.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !blocking.is_finished(),
+        "a blocking query answered before any change"
+    );
     let service = json!([{"name": "web", "port": 9100, "proto": "tcp", "tags": ["metrics"]}]);
     assert_eq!(put_services(&cluster.agents[web], service).await, 200);
     let (took, after, body) = blocking.await.unwrap();
@@ -135,6 +142,11 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
         seen["services"],
         json!({"web": ["metrics"], "api": []}),
         "{seen}"
+    );
+    let waited = seen["waited"].as_f64().unwrap();
+    assert!(
+        (0.25..20.0).contains(&waited),
+        "the client's blocking query waited for the registration: {waited} s"
     );
     assert_eq!(seen["health"][0]["Service"]["Port"], 9100, "{seen}");
     assert_eq!(seen["health"][0]["Node"]["Node"], "web-1");
