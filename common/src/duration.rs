@@ -1,9 +1,9 @@
 //! Durations as people write them in flags, config files and query strings: `30s`, `500ms`,
-//! `2m`, or a plain number of seconds.
+//! `2m`, `24h`, or a plain number of seconds.
 
 use std::time::Duration;
 
-/// Parses `30s`, `500ms`, `2m` or a plain number of seconds.
+/// Parses `30s`, `500ms`, `2m`, `24h` or a plain number of seconds.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
@@ -20,7 +20,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .checked_mul(60)
             .map(Duration::from_secs)
             .ok_or_else(|| format!("{text:?} is too long")),
-        _ => Err(format!("unknown unit in {text:?} (use ms, s or m)")),
+        "h" => n
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long")),
+        _ => Err(format!("unknown unit in {text:?} (use ms, s, m or h)")),
     }
 }
 
@@ -42,6 +46,7 @@ mod tests {
         assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse("600s"), Ok(Duration::from_secs(600)));
         assert!(parse("10h").is_err());

@@ -290,6 +290,13 @@ pub trait ControlPlaneClient: Send + Sync {
     fn claim(&self, keygroup: String) -> BoxFuture<Result<Claim, CpCallError>>;
     /// Puts `report` in the event feed as this member's; answers its index.
     fn report(&self, report: RoleReport) -> BoxFuture<Result<u64, CpCallError>>;
+    /// A backup ledger change as this member (DESIGN.md §6d), committed before it answers.
+    fn backup(
+        &self,
+        op: crate::backup::BackupOp,
+    ) -> BoxFuture<Result<crate::backup::BackupOutcome, CpCallError>>;
+    /// The backup ledger (a linearizable read).
+    fn backup_state(&self) -> BoxFuture<Result<crate::backup::BackupState, CpCallError>>;
 }
 
 /// Something a role reports to the cluster's event feed, for operators (and the trigger
@@ -299,6 +306,9 @@ pub enum RoleReport {
     /// The nginx role did not apply a render (its template failed or `nginx -t` refused it);
     /// the running config keeps serving.
     NginxRenderFailed { error: String },
+    /// A backup of this member (the owner) failed: a reservation was refused, a send failed,
+    /// or there is not enough space. No snapshot was recorded.
+    BackupFailed { owner: String, reason: String },
 }
 
 impl RoleReport {
@@ -306,6 +316,7 @@ impl RoleReport {
     pub fn name(&self) -> &'static str {
         match self {
             RoleReport::NginxRenderFailed { .. } => "nginx_render_failed",
+            RoleReport::BackupFailed { .. } => "backup_failed",
         }
     }
 }

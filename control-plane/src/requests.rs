@@ -79,6 +79,11 @@ pub enum MemberRequest {
         machine: MemberId,
         seen: u64,
     },
+    /// A backup ledger change asked by `member` (the control plane stamps the time).
+    Backup {
+        member: MemberId,
+        op: hivemind_common::backup::BackupOp,
+    },
 }
 
 /// What the control plane answers a [`MemberRequest`].
@@ -140,7 +145,7 @@ impl KeygroupChanges {
 
 /// The one command `request` becomes when deciding it needs no registry read (`None` for
 /// `JoinKeygroup` and `Claim`, which [`crate::ControlPlane::request`] decides on the registry).
-pub fn command(request: MemberRequest) -> Option<Command> {
+pub fn command(request: MemberRequest, now_ms: u64) -> Option<Command> {
     Some(match request {
         MemberRequest::Admit { member } => Command::Join {
             member,
@@ -179,6 +184,7 @@ pub fn command(request: MemberRequest) -> Option<Command> {
         },
         MemberRequest::DeleteKeygroup { name, by } => Command::KeygroupDelete { name, by },
         MemberRequest::Report { member, report } => Command::Report { member, report },
+        MemberRequest::Backup { member, op } => Command::Backup { member, now_ms, op },
         MemberRequest::JoinKeygroup { .. } | MemberRequest::Claim { .. } => return None,
     })
 }
@@ -314,7 +320,7 @@ mod tests {
                 node: "web".into(),
                 ttl_secs: None,
                 open: None,
-            })
+            }, 0)
         };
         let (
             Some(Command::KeygroupCreate {
@@ -352,11 +358,11 @@ mod tests {
                 keygroup: "a/b/c".into(),
                 machine: id,
                 seen: 0
-            }),
+            }, 0),
             None
         );
         assert_eq!(
-            command(MemberRequest::Leave { id }),
+            command(MemberRequest::Leave { id }, 0),
             Some(Command::Leave { id })
         );
     }

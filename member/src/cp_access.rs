@@ -312,4 +312,35 @@ impl ControlPlaneClient for RoleCp {
             }
         })
     }
+
+    fn backup(
+        &self,
+        op: hivemind_common::backup::BackupOp,
+    ) -> BoxFuture<Result<hivemind_common::backup::BackupOutcome, CpCallError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let request = MemberRequest::Backup {
+                member: this.id,
+                op,
+            };
+            let applied = this.cp.apply(request).await.map_err(call_error)?;
+            match applied.output {
+                CommandOutput::Backup(outcome) => Ok(outcome),
+                other => Err(CpCallError {
+                    code: "stopped".into(),
+                    message: format!("unexpected outcome {other:?}"),
+                }),
+            }
+        })
+    }
+
+    fn backup_state(
+        &self,
+    ) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
+        let cp = self.cp.clone();
+        Box::pin(async move {
+            let registry = cp.registry_now().await.map_err(call_error)?;
+            Ok(registry.backup)
+        })
+    }
 }

@@ -369,7 +369,7 @@ mod tests {
     fn run(requests: &[MemberRequest]) -> Vec<RoleEvent> {
         let commands: Vec<_> = requests
             .iter()
-            .map(|r| requests::command(r.clone()).expect("one command"))
+            .map(|r| requests::command(r.clone(), 0).expect("one command"))
             .collect();
         let mut registry = Registry::default();
         let mut view = MembershipView::from_digest(RegistryDigest::of(&registry, 0));

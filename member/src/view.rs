@@ -159,6 +159,7 @@ impl MembershipView {
             nodes: self.nodes.values().cloned().collect(),
             keygroups: Vec::new(),
             responsibilities: Vec::new(),
+            backup: Default::default(),
         }
     }
 }
@@ -249,7 +250,7 @@ mod tests {
                 if i == split.min(commands.len()) {
                     snapshot = Some(RegistryDigest::of(&registry, i as u64));
                 }
-                let command = requests::command(command.clone()).expect("one command");
+                let command = requests::command(command.clone(), 0).expect("one command");
                 let _ = registry.apply(i as u64 + 1, &command);
             }
             let applied = commands.len() as u64;

@@ -85,6 +85,19 @@ impl ControlPlaneClient for MemoryCp {
     fn report(&self, _: hivemind_common::role::RoleReport) -> BoxFuture<Result<u64, CpCallError>> {
         Box::pin(async { Ok(1) })
     }
+
+    fn backup(
+        &self,
+        _: hivemind_common::backup::BackupOp,
+    ) -> BoxFuture<Result<hivemind_common::backup::BackupOutcome, CpCallError>> {
+        unimplemented!("the subscription tests make no backups")
+    }
+
+    fn backup_state(
+        &self,
+    ) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
+        unimplemented!("the subscription tests make no backups")
+    }
 }
 
 #[derive(Default)]

@@ -44,7 +44,11 @@ impl ControlPlane {
                 }
             }
             other => {
-                let command = requests::command(other).expect("every other request is one command");
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let command =
+                    requests::command(other, now_ms).expect("every other request is one command");
                 Ok(MemberAnswer::Applied(self.write(command).await?))
             }
         }

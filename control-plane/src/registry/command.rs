@@ -75,6 +75,13 @@ pub enum Command {
         member: MemberId,
         report: hivemind_common::role::RoleReport,
     },
+    /// A backup ledger change asked by `member` (DESIGN.md §6d); `now_ms` is the time the
+    /// receiving CP member stamped (the ledger's clock never runs backwards).
+    Backup {
+        member: MemberId,
+        now_ms: u64,
+        op: hivemind_common::backup::BackupOp,
+    },
 }
 
 impl Command {
@@ -95,6 +102,7 @@ impl Command {
             Command::Claim { .. } => "claim",
             Command::Release { .. } => "release",
             Command::Report { .. } => "report",
+            Command::Backup { .. } => "backup",
         }
     }
 
@@ -158,6 +166,7 @@ pub enum CommandOutput {
     },
     /// A role's report is in the feed.
     Reported,
+    Backup(hivemind_common::backup::BackupOutcome),
 }
 
 /// Why the registry rejected a command. A rejected command changed nothing.
@@ -195,6 +204,18 @@ pub enum RegistryError {
     NotAReplica { node: String, keygroup: String },
     #[error("the last replica of {keygroup} cannot be removed (delete the keygroup instead)")]
     LastReplica { keygroup: String },
+    #[error("space {space} has {free} bytes free, {asked} were asked")]
+    NoSpace {
+        space: MemberId,
+        asked: u64,
+        free: u64,
+    },
+    #[error("member {space} offers no backup space")]
+    UnknownSpace { space: MemberId },
+    #[error("no live reservation {id} (consumed, expired or released)")]
+    UnknownReservation { id: u64 },
+    #[error("{owner} has no snapshot {id}")]
+    UnknownSnapshot { owner: String, id: String },
     #[error("{keygroup} in node {node:?} is held by live machine {holder}")]
     Held {
         node: String,
@@ -220,6 +241,10 @@ impl RegistryError {
             RegistryError::NotAReplica { .. } => "not_a_replica",
             RegistryError::LastReplica { .. } => "last_replica",
             RegistryError::Held { .. } => "held",
+            RegistryError::NoSpace { .. } => "no_space",
+            RegistryError::UnknownSpace { .. } => "unknown_space",
+            RegistryError::UnknownReservation { .. } => "unknown_reservation",
+            RegistryError::UnknownSnapshot { .. } => "unknown_snapshot",
         }
     }
 

@@ -5,12 +5,14 @@
 //! [`RegistryError`]; an accepted one may append [`Event`]s stamped with the log index.
 //! No IO, no clocks, no randomness: every replica computes the same result from the same log.
 
+mod backup;
 mod command;
 mod event;
 mod keygroups;
 mod rules;
 mod state;
 
+pub use backup::BackupLedger;
 pub use command::{Command, CommandOutput, RegistryError};
 pub use event::{Event, EventKind};
 pub use keygroups::{

@@ -52,6 +52,15 @@ impl Registry {
                 machine,
             } => Ok(self.release(index, node, keygroup, *machine)),
             Command::Report { member, report } => self.report(index, *member, report),
+            Command::Backup { member, now_ms, op } => {
+                let name = self
+                    .members
+                    .get(member)
+                    .map(|m| m.info.name.clone())
+                    .ok_or(RegistryError::UnknownMember { id: *member })?;
+                let outcome = self.backup.apply(*member, &name, *now_ms, op)?;
+                Ok(CommandOutput::Backup(outcome))
+            }
         }
     }
 
@@ -209,6 +218,7 @@ impl Registry {
         self.push_event(index, EventKind::MemberLeft { id, name });
         self.remove_machine(index, &node, id);
         self.release_machine(index, id);
+        self.backup.release_space(id);
         Ok(CommandOutput::Left { changed: true })
     }
 
@@ -239,6 +249,7 @@ impl Registry {
         );
         self.remove_machine(index, &node, id);
         self.release_machine(index, id);
+        self.backup.release_space(id);
         Ok(CommandOutput::Failed { changed: true })
     }
 

@@ -115,6 +115,8 @@ pub struct RegistryDigest {
     /// With secrets: digests travel only on internal routes (cluster secret).
     pub keygroups: Vec<KeygroupConfig>,
     pub responsibilities: Vec<Responsibility>,
+    /// The backup ledger: spaces, live reservations, snapshot records (no secrets).
+    pub backup: hivemind_common::backup::BackupState,
 }
 
 impl RegistryDigest {
@@ -126,6 +128,7 @@ impl RegistryDigest {
             nodes: registry.nodes.values().cloned().collect(),
             keygroups: registry.keygroups.values().cloned().collect(),
             responsibilities: registry.responsibilities.values().cloned().collect(),
+            backup: registry.backup.state(),
         }
     }
 }
@@ -151,6 +154,7 @@ pub struct Registry {
     pub(crate) responsibilities: BTreeMap<(String, String), Responsibility>,
     /// The current epoch's events, in index order.
     pub(crate) events: Vec<Event>,
+    pub(crate) backup: super::backup::BackupLedger,
 }
 
 impl Default for Registry {
@@ -164,6 +168,7 @@ impl Default for Registry {
             keygroups: BTreeMap::new(),
             responsibilities: BTreeMap::new(),
             events: Vec::new(),
+            backup: Default::default(),
         }
     }
 }
@@ -201,6 +206,10 @@ impl Registry {
         self.kv
             .range(prefix.to_string()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    pub fn backup(&self) -> &super::backup::BackupLedger {
+        &self.backup
     }
 
     pub fn events(&self) -> &[Event] {
