@@ -1,0 +1,3 @@
+//! The `backup` role (seed 004, DESIGN.md §6d).
+pub mod crypto;
+pub mod tree;
