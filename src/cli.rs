@@ -276,6 +276,31 @@ pub struct AgentArgs {
     /// With `--roles nginx --nginx-manage false`: the pid file of the nginx to reload.
     #[arg(long, env = "HIVEMIND_NGINX_PID_FILE")]
     pub nginx_pid_file: Option<PathBuf>,
+    /// With `--roles backup`: disk this member offers to other owners' chunks, e.g. `20GiB`
+    /// (kept under `<data-dir>/backup/`); none without it.
+    #[arg(long, env = "HIVEMIND_BACKUP_SPACE", value_parser = hivemind_common::backup::parse_size)]
+    pub backup_space: Option<u64>,
+    /// With `--roles backup`: a directory this member backs up (absolute; repeatable).
+    #[arg(long, env = "HIVEMIND_BACKUP_PATH", value_delimiter = ',')]
+    pub backup_path: Vec<PathBuf>,
+    /// With `--roles backup`: how often a snapshot is taken (e.g. 1h).
+    #[arg(long, env = "HIVEMIND_BACKUP_EVERY", default_value = "1h", value_parser = parse_duration)]
+    pub backup_every: std::time::Duration,
+    /// With `--roles backup`: copies of every chunk, on distinct members (distinct nodes when
+    /// possible).
+    #[arg(long, env = "HIVEMIND_BACKUP_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub backup_replicas: u16,
+    /// With `--roles backup`: the owner key file (created on first start; default
+    /// `<data-dir>/backup.key`). Keep a copy elsewhere: it alone restores on a fresh machine.
+    #[arg(long, env = "HIVEMIND_BACKUP_KEY")]
+    pub backup_key: Option<PathBuf>,
+    /// With `--roles backup`: how often the owner lists its chunks to each space (e.g. 10m).
+    #[arg(long, env = "HIVEMIND_BACKUP_HEARTBEAT", default_value = "10m", value_parser = parse_duration)]
+    pub backup_heartbeat: std::time::Duration,
+    /// With `--roles backup`: how long a space keeps a chunk after the last heartbeat that
+    /// listed it (e.g. 24h).
+    #[arg(long, env = "HIVEMIND_BACKUP_LEASE", default_value = "24h", value_parser = parse_duration)]
+    pub backup_lease: std::time::Duration,
     #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
     pub http_port: u16,
     #[arg(long, env = "HIVEMIND_GOSSIP_PORT", default_value_t = 7701)]

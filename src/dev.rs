@@ -101,6 +101,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             reread_every: Duration::from_secs(60),
             trigger_webhook: None,
             nginx: Default::default(),
+            backup: Default::default(),
             gossip_profile: hivemind_member::gossip::Profile::Local,
         };
         agents.spawn(hivemind_member::run(config, shutdown.child_token()));

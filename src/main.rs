@@ -224,6 +224,28 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             )
         })
     });
+    for (flag, d) in [
+        ("--backup-every", args.backup_every),
+        ("--backup-heartbeat", args.backup_heartbeat),
+        ("--backup-lease", args.backup_lease),
+    ] {
+        if d.is_zero() {
+            flag_error(format!("{flag}: must be more than 0"));
+        }
+    }
+    if let Some(bad) = args.backup_path.iter().find(|p| !p.is_absolute()) {
+        flag_error(format!(
+            "--backup-path: {} is not an absolute path",
+            bad.display()
+        ));
+    }
+    if let Some(key) = &args.backup_key {
+        if let Ok(text) = std::fs::read_to_string(key) {
+            if let Err(e) = hivemind_backup_role::crypto::OwnerKey::parse(&text) {
+                flag_error(format!("--backup-key: {}: {e}", key.display()));
+            }
+        }
+    }
     if args.request_timeout.is_zero() {
         flag_error("--request-timeout: must be more than 0".to_string());
     }
@@ -246,6 +268,15 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             debounce: args.nginx_debounce,
             manage: args.nginx_manage,
             pid_file: args.nginx_pid_file.clone(),
+        },
+        backup: hivemind_common::role::BackupSettings {
+            space: args.backup_space,
+            paths: args.backup_path.clone(),
+            every: args.backup_every,
+            replicas: usize::from(args.backup_replicas),
+            key_file: args.backup_key.clone(),
+            heartbeat: args.backup_heartbeat,
+            lease: args.backup_lease,
         },
         http_port: args.http_port,
         gossip_port: args.gossip_port,

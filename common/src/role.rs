@@ -102,6 +102,41 @@ pub struct RoleSettings {
     pub data_dir: std::path::PathBuf,
     /// What the `nginx` role was told (`--nginx-*`).
     pub nginx: NginxSettings,
+    /// What the `backup` role was told (`--backup-*`).
+    pub backup: BackupSettings,
+}
+
+/// The `backup` role's settings (DESIGN.md §6d).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// Bytes this member offers (`--backup-space`); `None` offers nothing.
+    pub space: Option<u64>,
+    /// Directories this member backs up (`--backup-path`).
+    pub paths: Vec<std::path::PathBuf>,
+    /// Automatic snapshots (`--backup-every`).
+    pub every: std::time::Duration,
+    /// Copies of every chunk (`--backup-replicas`).
+    pub replicas: usize,
+    /// The owner key file (`--backup-key`; default `<data-dir>/backup.key`).
+    pub key_file: Option<std::path::PathBuf>,
+    /// How often the owner lists its chunks to each space (`--backup-heartbeat`).
+    pub heartbeat: std::time::Duration,
+    /// How long a space keeps a chunk after the last heartbeat that listed it (`--backup-lease`).
+    pub lease: std::time::Duration,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            space: None,
+            paths: Vec::new(),
+            every: std::time::Duration::from_secs(3600),
+            replicas: 2,
+            key_file: None,
+            heartbeat: std::time::Duration::from_secs(600),
+            lease: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The `nginx` role's settings (DESIGN.md §6b).

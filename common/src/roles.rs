@@ -43,6 +43,13 @@ pub const ROLES: &[RoleSpec] = &[
         bootstrap: &[],
         consumes: true,
     },
+    RoleSpec {
+        name: "backup",
+        performs: &["backup"],
+        requires: &[],
+        bootstrap: &[],
+        consumes: false,
+    },
 ];
 
 /// Whether a member with `roles` holds host records (performs a consuming role).

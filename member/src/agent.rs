@@ -163,6 +163,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             cluster_secret: config.cluster_secret(),
             data_dir: config.data_dir.clone(),
             nginx: config.nginx.clone(),
+            backup: config.backup.clone(),
         };
         let (view_tx, view_rx) = watch::channel(Arc::new(view.clone()));
         let basis = RoleBasis {

@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub trigger_webhook: Option<String>,
     /// What the `nginx` role was told (`--nginx-*`).
     pub nginx: hivemind_common::role::NginxSettings,
+    /// What the `backup` role was told (`--backup-*`).
+    pub backup: hivemind_common::role::BackupSettings,
     pub http_port: u16,
     pub gossip_port: u16,
     pub control_plane: bool,

@@ -26,6 +26,7 @@ pub fn load(name: &str) -> Option<Box<dyn Role>> {
         "dns" => Some(Box::new(hivemind_dns_role::DnsRole)),
         "trigger" => Some(Box::new(hivemind_trigger_role::TriggerRole)),
         "nginx" => Some(Box::new(hivemind_nginx_role::NginxRole)),
+        "backup" => Some(Box::new(hivemind_backup_role::BackupRole)),
         _ => None,
     }
 }
@@ -38,6 +39,7 @@ pub fn openapi(name: &str) -> Option<utoipa::openapi::OpenApi> {
         "dns" => Some(hivemind_dns_role::openapi()),
         "trigger" => Some(hivemind_trigger_role::openapi()),
         "nginx" => Some(hivemind_nginx_role::openapi()),
+        "backup" => Some(hivemind_backup_role::openapi()),
         _ => None,
     }
 }

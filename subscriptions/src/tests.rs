@@ -156,6 +156,7 @@ fn context(
             cluster_secret: None,
             data_dir: std::env::temp_dir(),
             nginx: Default::default(),
+            backup: Default::default(),
         },
         store: Arc::new(MemoryStore::default()),
         health: RoleHealth::new().0,
