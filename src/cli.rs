@@ -69,6 +69,11 @@ pub enum Command {
     },
     /// Who is responsible for each (node, keygroup).
     Responsibilities,
+    /// Peer-to-peer backup on the members' offered disk (`--roles backup`).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Save the whole registry.
     Snapshot {
         #[command(subcommand)]
@@ -120,6 +125,65 @@ pub enum KeygroupCommand {
     },
     /// Tombstone a keygroup (irreversible).
     Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// The owner key.
+    Key {
+        #[command(subcommand)]
+        command: BackupKeyCommand,
+    },
+    /// Take a snapshot now on the member at --http-addr (its --backup-path, or --path).
+    Run {
+        /// A directory to back up instead of the member's --backup-path (repeatable).
+        #[arg(long)]
+        path: Vec<PathBuf>,
+    },
+    /// The owner's snapshots, newest last.
+    Snapshots {
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+    /// Restore a snapshot under DIR (the original absolute paths below it).
+    Restore {
+        snapshot: String,
+        /// The directory to restore into.
+        #[arg(long)]
+        to: PathBuf,
+        /// Only what lies at or below this original path.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+    /// Every space: capacity, stored and reserved bytes.
+    Spaces,
+    /// Heartbeat every space, repair to R copies, read back a share of the chunks.
+    Check {
+        /// Percent of the chunks to read back and verify (0-100).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        read_data: u8,
+    },
+    /// Forget a snapshot; chunks nothing else references are dropped at the next heartbeat.
+    Forget { snapshot: String },
+}
+
+/// Acting as an owner from any machine: its key and member name (a fresh machine restoring).
+#[derive(clap::Args, Debug, Default)]
+pub struct OwnerArgs {
+    /// The owner key file; with --owner, work through any member without the owner member.
+    #[arg(long, requires = "owner")]
+    pub key: Option<PathBuf>,
+    /// The owner's member name.
+    #[arg(long, requires = "key")]
+    pub owner: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupKeyCommand {
+    /// Print a new owner key (base64) on stdout.
+    Create,
 }
 
 #[derive(Subcommand, Debug)]

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         Command::Events(args) => runtime.block_on(client::events(&client, args)),
         Command::Keygroup { command } => runtime.block_on(client::keygroup(&client, command)),
         Command::Responsibilities => runtime.block_on(client::responsibilities(&client)),
+        Command::Backup { command } => runtime.block_on(client::backup(&client, command)),
         Command::Snapshot { command } => runtime.block_on(client::snapshot(&client, command)),
     };
     match result {

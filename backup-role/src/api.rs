@@ -60,6 +60,15 @@ fn owner_error(e: OwnerError) -> Response {
     error_response(status, code, &e.to_string())
 }
 
+/// A JSON body with or without `Content-Type` (the CLI sends none); empty means `T::default()`.
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| error_response(StatusCode::BAD_REQUEST, "invalid", &format!("body: {e}")))
+}
+
 fn no_owner() -> Response {
     error_response(
         StatusCode::CONFLICT,
@@ -101,11 +110,15 @@ pub struct RunRequest {
     request_body = RunRequest,
     responses((status = 200, body = RunView), (status = 400, description = "bad_path"),
               (status = 409, description = "backup_failed (also in the feed)")))]
-pub(crate) async fn run_route(State(s): State<Shared>, body: Option<Json<RunRequest>>) -> Response {
+pub(crate) async fn run_route(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
-    let paths = body.map(|b| b.0.paths).filter(|p| !p.is_empty());
+    let req: RunRequest = match body(&bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let paths = Some(req.paths).filter(|p| !p.is_empty());
     match owner.run(paths).await {
         Ok(view) => Json(view).into_response(),
         Err(e) => owner_error(e),
@@ -162,7 +175,7 @@ pub(crate) async fn forget_route(State(s): State<Shared>, Path(id): Path<String>
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     pub snapshot: String,
@@ -178,10 +191,17 @@ pub struct RestoreRequest {
 #[utoipa::path(post, path = "/v1/roles/backup/restore", tag = "backup role",
     operation_id = "backup_restore", request_body = RestoreRequest,
     responses((status = 200, body = RestoreView), (status = 404, description = "unknown_snapshot or unknown_path")))]
-pub(crate) async fn restore_route(State(s): State<Shared>, Json(req): Json<RestoreRequest>) -> Response {
+pub(crate) async fn restore_route(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
+    let req: RestoreRequest = match body(&bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if req.snapshot.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "invalid", "snapshot: required");
+    }
     if !req.to.is_absolute() {
         return error_response(StatusCode::BAD_REQUEST, "bad_target", "to: must be an absolute path");
     }
@@ -248,11 +268,14 @@ pub struct CheckRequest {
 #[utoipa::path(post, path = "/v1/roles/backup/check", tag = "backup role",
     operation_id = "backup_check", request_body = CheckRequest,
     responses((status = 200, body = CheckView)))]
-pub(crate) async fn check_route(State(s): State<Shared>, body: Option<Json<CheckRequest>>) -> Response {
+pub(crate) async fn check_route(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
-    let percent = body.map_or(0, |b| b.0.read_data);
+    let percent = match body::<CheckRequest>(&bytes) {
+        Ok(r) => r.read_data,
+        Err(e) => return e,
+    };
     if percent > 100 {
         return error_response(StatusCode::BAD_REQUEST, "invalid", "read_data: 0 to 100");
     }

@@ -166,7 +166,7 @@ impl Role for BackupRole {
         let shutdown = ctx.shutdown.child_token();
         let task = Box::pin(async move {
             if let Some(space) = shared.space.clone() {
-                tokio::spawn(space_loop(space, shared.cp.clone(), shutdown.clone()));
+                tokio::spawn(space_loop(space, shared.cp.clone(), me.id, shutdown.clone()));
             }
             if let Some(owner) = shared.owner.clone() {
                 owner_loop(owner, settings.every, settings.heartbeat, shutdown).await;
@@ -189,11 +189,25 @@ const SPACE_TICK: Duration = Duration::from_secs(2);
 /// A space re-offers at least this often even when its numbers did not change.
 const SPACE_REOFFER: Duration = Duration::from_secs(60);
 
+/// Whether a reservation on space `me` outlived its expiry: the ledger releases it at the next
+/// command it applies, which the space's offer then is (the seed's server-side CRON).
+async fn reservation_expired(cp: &dyn ControlPlaneClient, me: hivemind_common::MemberId) -> bool {
+    let now = space::now_ms();
+    cp.backup_state().await.is_ok_and(|state| {
+        state
+            .reservations
+            .iter()
+            .any(|(_, r)| r.space == me && r.expires_ms <= now)
+    })
+}
+
 /// A space's loop: offer at once, then every tick drop expired chunks and re-offer when the
-/// numbers changed. Failures are logged, counted and retried at the next tick.
+/// numbers changed or a reservation on it expired. Failures are logged, counted and retried
+/// at the next tick.
 async fn space_loop(
     space: Arc<SpaceStore>,
     cp: Arc<dyn ControlPlaneClient>,
+    me: hivemind_common::MemberId,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut offered: Option<(u64, u64)> = None;
@@ -205,7 +219,10 @@ async fn space_loop(
             Err(e) => tracing::warn!(error = %e, "expiring backup chunks failed"),
         }
         let numbers = (space.capacity, space.stored());
-        if offered != Some(numbers) || last_offer.elapsed() >= SPACE_REOFFER {
+        if offered != Some(numbers)
+            || last_offer.elapsed() >= SPACE_REOFFER
+            || reservation_expired(&*cp, me).await
+        {
             match space.offer(&*cp).await {
                 Ok(n) => {
                     offered = Some(n);

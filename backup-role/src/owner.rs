@@ -206,39 +206,50 @@ impl Owner {
         }
         let mut candidates = self.candidates().await?;
         let mut view = RunView::default();
+        // Hashing and sealing run beside the task runtime: the member keeps gossiping.
         let (tx, mut rx) = mpsc::channel::<(ChunkId, Vec<u8>)>(4);
         let (key, time_ms) = (self.key.clone(), now_ms());
+        let held: std::collections::HashSet<ChunkId> = index
+            .chunks
+            .keys()
+            .filter(|id| index.held(id, self.replicas))
+            .copied()
+            .collect();
         let scan_roots = roots.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let mut skipped = 0;
-            let mut hand = |id, data| tx.blocking_send((id, data)).map_err(|_| ScanError::Stopped);
-            tree::scan(&scan_roots, &key, time_ms, &mut hand, &mut skipped)
+            let mut hand = |id, plain: Vec<u8>| {
+                if held.contains(&id) {
+                    return Ok(());
+                }
+                let sealed = key.seal(&id, &plain);
+                tx.blocking_send((id, sealed))
+                    .map_err(|_| ScanError::Stopped)
+            };
+            let manifest = tree::scan(&scan_roots, &key, time_ms, &mut hand, &mut skipped)?;
+            let mut manifest_ids = Vec::new();
+            for piece in manifest.pieces() {
+                let id = key.chunk_id(&piece);
+                manifest_ids.push(id);
+                hand(id, piece)?;
+            }
+            let paths_plain = hivemind_common::encode(&manifest.roots);
+            let paths_id = key.chunk_id(&paths_plain);
+            let mut sealed_paths = paths_id.0.to_vec();
+            sealed_paths.extend(key.seal(&paths_id, &paths_plain));
+            Ok::<_, ScanError>((manifest, manifest_ids, sealed_paths))
         });
         let mut batch = Batch::default();
-        while let Some((id, plain)) = rx.recv().await {
-            if index.held(&id, self.replicas) {
-                continue;
-            }
-            batch.push(id, self.key.seal(&id, &plain));
+        while let Some((id, sealed)) = rx.recv().await {
+            batch.push(id, sealed);
             if batch.bytes >= BATCH_BYTES {
                 self.flush(index, &mut candidates, &mut batch, &mut view).await?;
             }
         }
-        let manifest = scan.await.expect("the scan does not panic")?;
-        let mut manifest_ids = Vec::new();
-        for piece in manifest.pieces() {
-            let id = self.key.chunk_id(&piece);
-            manifest_ids.push(id);
-            if !index.held(&id, self.replicas) {
-                batch.push(id, self.key.seal(&id, &piece));
-            }
-        }
+        let (manifest, manifest_ids, sealed_paths) =
+            scan.await.expect("the scan does not panic")?;
         self.flush(index, &mut candidates, &mut batch, &mut view).await?;
 
-        let paths_plain = hivemind_common::encode(&manifest.roots);
-        let paths_id = self.key.chunk_id(&paths_plain);
-        let mut sealed_paths = paths_id.0.to_vec();
-        sealed_paths.extend(self.key.seal(&paths_id, &paths_plain));
         let record = SnapshotRecord {
             id: snapshot_id(&manifest_ids[0]),
             owner: self.name.clone(),

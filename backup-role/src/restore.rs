@@ -50,7 +50,7 @@ impl Source {
         let mut last = "no space holds it".to_string();
         for addr in self.at.get(id).into_iter().flatten() {
             match self.spaces.read(addr, &self.owner, id).await {
-                Ok(sealed) => match key.open(id, &sealed) {
+                Ok(sealed) => match open_beside(key, *id, sealed).await {
                     Ok(plain) => return Ok(plain),
                     Err(e) => last = e.to_string(),
                 },
@@ -80,6 +80,18 @@ impl Source {
         Manifest::from_pieces(&pieces)
             .map_err(|e| RestoreError::BadManifest(record.id.clone(), e.to_string()))
     }
+}
+
+/// Opens a sealed chunk on a blocking thread (the member keeps gossiping meanwhile).
+pub async fn open_beside(
+    key: &OwnerKey,
+    id: ChunkId,
+    sealed: Vec<u8>,
+) -> Result<Vec<u8>, crate::crypto::KeyError> {
+    let key = key.clone();
+    tokio::task::spawn_blocking(move || key.open(&id, &sealed))
+        .await
+        .expect("opening a chunk does not panic")
 }
 
 /// Restores `record` (or only what lies at or below `sub`) under `to`, byte-identical:

@@ -308,6 +308,7 @@ fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
     app.merge(member_routes)
         .merge(crate::keygroups_api::routes(agent.clone()))
         .merge(crate::catalog::routes(agent.clone()))
+        .merge(crate::backup_api::routes(agent.clone()))
         .merge(metrics)
         .merge(document)
         .layer(axum::middleware::from_fn(move |req, next| {

@@ -10,6 +10,8 @@
 //! - [`state`]: `Agent`, the state the handlers and tasks share, and its counters.
 //! - [`agent`]: [`run`]: start, serve, stop.
 //! - [`auth`]: the admin-token check on `/v1/*`.
+//! - [`backup_api`]: `/v1/backup/spaces` and `/v1/backup/snapshots`: the backup ledger on
+//!   every member.
 //! - [`catalog`]: the Consul-compatible catalog (`/v1/catalog`, `/v1/health`, `/v1/agent/self`,
 //!   `/v1/status/leader|peers`) over the host records a consuming role holds.
 //! - [`cp_access`]: how a member reaches the control plane (in process or as a client).
@@ -27,6 +29,7 @@ pub mod address;
 pub mod admission;
 pub mod agent;
 pub mod auth;
+pub mod backup_api;
 pub mod catalog;
 pub mod config;
 pub mod cp_access;

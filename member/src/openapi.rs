@@ -22,6 +22,7 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
     let mut doc = crate::member_api::MemberApi::openapi();
     doc.merge(crate::keygroups_api::KeygroupsApi::openapi());
     doc.merge(DocumentApi::openapi());
+    doc.merge(crate::backup_api::BackupLedgerApi::openapi());
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
     }

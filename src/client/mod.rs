@@ -4,12 +4,14 @@
 //!
 //! Layout: this file is the [`Client`] and its errors; [`status`] (`status`, `members`,
 //! `leave`, `cp`), [`kv`] (`kv`, `events`, `snapshot`), [`keygroups`] (`keygroup`,
-//! `responsibilities`).
+//! `responsibilities`), [`backup`] (`backup ...`).
 
+mod backup;
 mod keygroups;
 mod kv;
 mod status;
 
+pub use backup::backup;
 pub use keygroups::{keygroup, responsibilities};
 pub use kv::{events, kv, snapshot};
 pub use status::{cp, leave, members, status, verdict, Unhealthy};
@@ -37,7 +39,7 @@ use crate::cli::ClientArgs;
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     pub json: bool,
 }
 

@@ -93,7 +93,13 @@ impl Owner {
                 continue;
             };
             match self.spaces.read(addr, &self.name, id).await {
-                Ok(sealed) if self.key.open(id, &sealed).is_ok() => batch.push(*id, sealed),
+                Ok(sealed)
+                    if crate::restore::open_beside(&self.key, *id, sealed.clone())
+                        .await
+                        .is_ok() =>
+                {
+                    batch.push(*id, sealed)
+                }
                 Ok(_) => {
                     tracing::warn!(chunk = %id, "a space answered a damaged chunk");
                     index.lose(*from, Some(&[*id]));

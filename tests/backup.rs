@@ -1,0 +1,421 @@
+//! End-to-end: the backup role (seed 004, DESIGN.md §6d) with real processes: 3 CP members,
+//! spaces, an owner; backups driven through the CLI; trees compared byte for byte (content,
+//! modes, file mtimes, symlink targets).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use hivemind_control_plane::ops::Op;
+use serde_json::Value;
+use support::{cli, get_json, stderr, stdout, wait_for, Cluster};
+
+/// What a tree holds, by path relative to its root: kind, content, mode, mtime.
+fn inventory(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let rel = path.strip_prefix(root).unwrap().to_path_buf();
+        let mode = meta.mode() & 0o7777;
+        let what = if meta.is_dir() {
+            for e in std::fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            // A directory's mtime moves with its children: compared for the leaves only.
+            format!("dir {mode:o}")
+        } else if meta.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+        } else {
+            let data = std::fs::read(&path).unwrap();
+            format!(
+                "file {mode:o} {}.{:09} len {} blake3 {}",
+                meta.mtime(),
+                meta.mtime_nsec(),
+                data.len(),
+                blake3_hex(&data)
+            )
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+fn blake3_hex(data: &[u8]) -> String {
+    // A cheap, good-enough digest for comparisons (not a security property).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for chunk in data.chunks(8) {
+        for b in chunk {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn assert_same_tree(original: &Path, restored: &Path) {
+    let (a, b) = (inventory(original), inventory(restored));
+    if a != b {
+        let only_a: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).take(5).collect();
+        let only_b: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(v)).take(5).collect();
+        panic!(
+            "{} and {} differ ({} vs {} entries): original has {only_a:?}, restored has {only_b:?}",
+            original.display(),
+            restored.display(),
+            a.len(),
+            b.len()
+        );
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The tree the issue names: nested directories, empty files, odd modes, old mtimes, symlinks
+/// including a dangling one, a 24 MB binary file, hundreds of small files.
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("deep/er/and/deeper")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    std::fs::write(root.join("deep/empty"), b"").unwrap();
+    std::fs::write(root.join("deep/er/and/deeper/leaf.txt"), b"leaf\n").unwrap();
+    std::fs::write(root.join("odd-mode"), b"x").unwrap();
+    std::fs::set_permissions(root.join("odd-mode"), std::fs::Permissions::from_mode(0o4751)).unwrap();
+    std::fs::write(root.join("read-only"), b"ro").unwrap();
+    std::fs::set_permissions(root.join("read-only"), std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::write(root.join("big.bin"), noise(24, 24 * 1024 * 1024)).unwrap();
+    for i in 0..300 {
+        let dir = root.join(format!("small/{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("small file {i}\n").repeat(i % 17 + 1)).unwrap();
+    }
+    let old = UNIX_EPOCH + Duration::from_secs(500_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("deep/er/and/deeper/leaf.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    symlink("deep/er", root.join("link-to-dir")).unwrap();
+    symlink("../odd-mode", root.join("deep/link-up")).unwrap();
+    symlink("/does/not/exist", root.join("dangling")).unwrap();
+    std::fs::set_permissions(root.join("deep/er"), std::fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+fn json(output: &std::process::Output) -> Value {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+}
+
+fn backup(addr: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["backup"];
+    all.extend_from_slice(args);
+    all.extend(["--http-addr", addr]);
+    cli(&all)
+}
+
+/// The spaces in the ledger, by member name: (capacity, stored, reserved).
+async fn spaces(addr: &str) -> BTreeMap<String, (u64, u64, u64)> {
+    let list = get_json(&format!("http://{addr}/v1/backup/spaces"))
+        .await
+        .unwrap_or(Value::Null);
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                (
+                    s["capacity"].as_u64().unwrap(),
+                    s["stored"].as_u64().unwrap(),
+                    s["reserved"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn wait_spaces(addr: &str, n: usize) {
+    wait_for(&format!("{n} spaces in the ledger"), || async {
+        (spaces(addr).await.len() == n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() {
+    let mut cluster = Cluster::local_control_plane().await;
+    let cp = cluster.agents[0].http_addr();
+    let work = cluster.dir.path().join("work");
+    let (src, pristine) = (work.join("src"), work.join("pristine"));
+    make_tree(&src);
+    assert!(std::process::Command::new("cp")
+        .args(["-a", src.to_str().unwrap(), pristine.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+
+    let space_flags = ["--backup-space", "200MB", "--backup-heartbeat", "1s"];
+    let s: Vec<usize> = ["space-1", "space-2", "space-3"]
+        .iter()
+        .map(|n| cluster.start_role_member(n, "backup", &space_flags))
+        .collect();
+    let src_text = src.display().to_string();
+    let owner = cluster.start_role_member(
+        "owner",
+        "backup",
+        &["--backup-path", &src_text, "--backup-heartbeat", "1s"],
+    );
+    let owner_addr = cluster.agents[owner].http_addr();
+    wait_spaces(&cp, 3).await;
+
+    // The first snapshot, and a restore identical to the original.
+    let first = wait_for("the first backup", || async {
+        let out = backup(&owner_addr, &["run", "--json"]);
+        out.status.success().then(|| json(&out))
+    })
+    .await;
+    let first_id = first["snapshot"].as_str().unwrap().to_string();
+    let first_chunks = first["chunks_new"].as_u64().unwrap();
+    assert_eq!(first["files"].as_u64(), Some(305), "{first}");
+    assert!(first_chunks > 300, "{first}");
+    assert!(first["bytes_sent"].as_u64().unwrap() >= 2 * 24 * 1024 * 1024, "R = 2 copies: {first}");
+    let r1 = work.join("r1");
+    json(&backup(&owner_addr, &["restore", &first_id, "--to", r1.to_str().unwrap(), "--json"]));
+    assert_same_tree(&pristine, &r1.join(src.strip_prefix("/").unwrap()));
+
+    // Change about 1%: three small files and 256 KiB in the middle of the big one.
+    for i in [3, 77, 150] {
+        std::fs::write(src.join(format!("small/{}/f{i}.txt", i % 10)), format!("changed {i}\n")).unwrap();
+    }
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut big = std::fs::File::options().write(true).open(src.join("big.bin")).unwrap();
+        big.seek(SeekFrom::Start(12 * 1024 * 1024)).unwrap();
+        big.write_all(&noise(99, 256 * 1024)).unwrap();
+    }
+    let second = json(&backup(&owner_addr, &["run", "--json"]));
+    let second_id = second["snapshot"].as_str().unwrap().to_string();
+    let new = second["chunks_new"].as_u64().unwrap();
+    // 3 small files, 1–3 chunks of the big file around the change, the manifest.
+    assert!((4..=10).contains(&new), "only the changed chunks are sent: {second}");
+    assert!(
+        second["bytes_sent"].as_u64().unwrap() < first["bytes_sent"].as_u64().unwrap() / 5,
+        "{second} against {first}"
+    );
+    let snapshots = json(&backup(&owner_addr, &["snapshots", "--json"]));
+    let ids: Vec<&str> = snapshots.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [first_id.as_str(), second_id.as_str()], "newest last");
+    assert_eq!(snapshots[0]["paths"], serde_json::json!([src_text]));
+    let r2 = work.join("r2");
+    json(&backup(&owner_addr, &["restore", &first_id, "--to", r2.to_str().unwrap(), "--json"]));
+    assert_same_tree(&pristine, &r2.join(src.strip_prefix("/").unwrap()));
+    let r3 = work.join("r3");
+    json(&backup(&owner_addr, &["restore", &second_id, "--to", r3.to_str().unwrap(), "--json"]));
+    assert_same_tree(&src, &r3.join(src.strip_prefix("/").unwrap()));
+
+    // A space dies with its disk: the owner repairs to R = 2 on the two left.
+    let held = |name: &str, m: &BTreeMap<String, (u64, u64, u64)>| m.get(name).map_or(0, |v| v.1);
+    let before = spaces(&cp).await;
+    assert!(held("space-1", &before) > 0 && held("space-2", &before) > 0 && held("space-3", &before) > 0, "{before:?}");
+    cluster.agents[s[0]].kill9();
+    std::fs::remove_dir_all(&cluster.agents[s[0]].data_dir).unwrap();
+    wait_for("the owner's check to find every chunk at R copies again", || async {
+        let out = backup(&owner_addr, &["check", "--json"]);
+        let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+        (out.status.success() && v["copied"].as_u64() == Some(0) && v["ok"] == true).then_some(())
+    })
+    .await;
+    let after = spaces(&cp).await;
+    let total: u64 = ["space-2", "space-3"].iter().map(|n| held(n, &after)).sum();
+    assert!(
+        total >= 2 * (24 * 1024 * 1024 + 25 * 1024 * 1024) / 2,
+        "every chunk twice on the two spaces left: {after:?}"
+    );
+
+    // A second space dies: every chunk still has a copy on the third.
+    cluster.agents[s[1]].kill9();
+    let r4 = work.join("r4");
+    wait_for("a restore from the last space", || async {
+        let out = backup(&owner_addr, &["restore", &second_id, "--to", r4.to_str().unwrap(), "--json"]);
+        out.status.success().then_some(())
+    })
+    .await;
+    assert_same_tree(&src, &r4.join(src.strip_prefix("/").unwrap()));
+
+    // A fresh machine with only the key restores through a CP member.
+    let key = work.join("owner.key");
+    std::fs::copy(cluster.agents[owner].data_dir.join("backup.key"), &key).unwrap();
+    let r5 = work.join("r5");
+    let fresh = backup(
+        &cp,
+        &["restore", &first_id, "--to", r5.to_str().unwrap(), "--key", key.to_str().unwrap(), "--owner", "owner", "--json"],
+    );
+    json(&fresh);
+    assert_same_tree(&pristine, &r5.join(src.strip_prefix("/").unwrap()));
+    let listed = json(&backup(&cp, &["snapshots", "--key", key.to_str().unwrap(), "--owner", "owner", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[1]["paths"], serde_json::json!([src_text]));
+
+    // Only a sub-path.
+    let r6 = work.join("r6");
+    let sub = src.join("deep");
+    json(&backup(&owner_addr, &["restore", &second_id, "--to", r6.to_str().unwrap(), "--path", sub.to_str().unwrap(), "--json"]));
+    assert_same_tree(&src.join("deep"), &r6.join(sub.strip_prefix("/").unwrap()));
+    assert!(!r6.join(src.strip_prefix("/").unwrap()).join("big.bin").exists());
+
+    // A wrong key opens nothing and writes nothing.
+    let wrong = work.join("wrong.key");
+    std::fs::write(&wrong, stdout(&cli(&["backup", "key", "create"]))).unwrap();
+    let r7 = work.join("r7");
+    let out = backup(&cp, &["restore", &first_id, "--to", r7.to_str().unwrap(), "--key", wrong.to_str().unwrap(), "--owner", "owner"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    assert!(!r7.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_reservations_leases_and_failures() {
+    let mut cluster = Cluster::local_control_plane().await;
+    let cp = cluster.agents[0].http_addr();
+    let work = cluster.dir.path().join("work");
+    std::fs::create_dir_all(work.join("small")).unwrap();
+    std::fs::create_dir_all(work.join("large")).unwrap();
+    for i in 0..20 {
+        std::fs::write(work.join(format!("small/f{i}")), noise(2 * i + 1, 10_000)).unwrap();
+    }
+    std::fs::write(work.join("large/blob"), noise(7, 8 * 1024 * 1024)).unwrap();
+
+    // Bad flags are named, and the member does not start.
+    let bad = cluster.add_member("bad", &cp, &["--roles", "backup", "--backup-space", "lots"]);
+    let out = cluster.agents[bad].run_to_exit();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--backup-space"), "{}", stderr(&out));
+
+    let flags = ["--backup-space", "6MB", "--backup-lease", "8s", "--backup-heartbeat", "1s"];
+    let s1 = cluster.start_role_member("space-1", "backup", &flags);
+    cluster.start_role_member("space-2", "backup", &flags);
+    let owner = cluster.start_role_member("owner", "backup", &["--backup-heartbeat", "1s"]);
+    let owner_addr = cluster.agents[owner].http_addr();
+    wait_spaces(&cp, 2).await;
+
+    // Bad input: named, nothing recorded.
+    let out = backup(&owner_addr, &["run", "--path", "/no/such/dir"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/no/such/dir"), "{}", stderr(&out));
+    let out = backup(&owner_addr, &["restore", "00000000deadbeef", "--to", "/tmp/x"]);
+    assert!(stderr(&out).contains("unknown_snapshot"), "{}", stderr(&out));
+    let out = backup(&owner_addr, &["forget", "nope"]);
+    assert!(stderr(&out).contains("SNAPSHOT"), "{}", stderr(&out));
+
+    // Not enough space: 8 MB twice does not fit in 2 × 6 MB. backup_failed, no snapshot.
+    let large = work.join("large");
+    let out = backup(&owner_addr, &["run", "--path", large.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("backup_failed"), "{}", stderr(&out));
+    let events = get_json(&format!("http://{cp}/v1/events?after=0")).await.unwrap();
+    let failed: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "backup_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events}");
+    assert_eq!(failed[0]["owner"], "owner");
+    assert!(failed[0]["reason"].as_str().unwrap().contains("not enough space"), "{}", failed[0]);
+    assert_eq!(json(&backup(&owner_addr, &["snapshots", "--json"])), serde_json::json!([]));
+
+    // The quota holds whatever happens: a reservation without upload is released at expiry.
+    let small = work.join("small");
+    let run = json(&backup(&owner_addr, &["run", "--path", small.to_str().unwrap(), "--json"]));
+    assert_eq!(run["files"], 20);
+    let stored_with_chunks = wait_for("the spaces to report what they store", || async {
+        let m = spaces(&cp).await;
+        let stored: u64 = m.values().map(|v| v.1).sum();
+        (stored >= 2 * 200_000 && m.values().all(|v| v.2 == 0)).then_some(stored)
+    })
+    .await;
+
+    // While the owner heartbeats, the chunks outlive the 8 s lease.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let m = spaces(&cp).await;
+    assert_eq!(m.values().map(|v| v.1).sum::<u64>(), stored_with_chunks, "{m:?}");
+    let status = get_json(&cluster.agents[s1].url("/v1/roles/backup/status")).await.unwrap();
+    assert_eq!(status["space_owners"][0][0], "owner", "{status}");
+
+    // A reservation without upload: its bytes are reserved, then return at its expiry.
+    let members = get_json(&format!("http://{cp}/v1/members")).await.unwrap();
+    let id_of = |name: &str| {
+        let hex = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name && m["state"] == "alive")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        hivemind_common::MemberId::new(u64::from_str_radix(&hex, 16).unwrap()).unwrap()
+    };
+    let request = hivemind_control_plane::requests::MemberRequest::Backup {
+        member: id_of("owner"),
+        op: hivemind_common::backup::BackupOp::Reserve {
+            spaces: vec![(id_of("space-1"), 1_000_000)],
+            ttl_ms: 3_000,
+        },
+    };
+    let answer = support::client()
+        .post(format!("http://{cp}{}", hivemind_control_plane::ops::Request::PATH))
+        .body(hivemind_common::encode(&request))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    assert_eq!(spaces(&cp).await["space-1"].2, 1_000_000);
+    wait_for("the unused reservation to expire", || async {
+        (spaces(&cp).await["space-1"].2 == 0).then_some(())
+    })
+    .await;
+
+    // Forgetting the only snapshot: its chunks go at the next heartbeat, long before the lease.
+    let id = run["snapshot"].as_str().unwrap().to_string();
+    assert!(backup(&owner_addr, &["forget", &id]).status.success());
+    wait_for("the forgotten snapshot's chunks to be dropped", || async {
+        spaces(&cp).await.values().all(|v| v.1 == 0).then_some(())
+    })
+    .await;
+    assert_eq!(json(&backup(&owner_addr, &["snapshots", "--json"])), serde_json::json!([]));
+
+    // An owner that stops heartbeating keeps its chunks until the lease ends, then loses them.
+    json(&backup(&owner_addr, &["run", "--path", small.to_str().unwrap(), "--json"]));
+    wait_for("the second snapshot's chunks stored", || async {
+        let stored: u64 = spaces(&cp).await.values().map(|v| v.1).sum();
+        (stored == stored_with_chunks).then_some(())
+    })
+    .await;
+    cluster.agents[owner].kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stored: u64 = spaces(&cp).await.values().map(|v| v.1).sum();
+    assert_eq!(stored, stored_with_chunks, "kept until the lease ends");
+    wait_for("the spaces to drop the silent owner's chunks", || async {
+        spaces(&cp).await.values().all(|v| v.1 == 0).then_some(())
+    })
+    .await;
+}
