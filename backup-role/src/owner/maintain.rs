@@ -21,7 +21,7 @@ pub struct CheckView {
     pub read: u64,
     /// Chunks that did not read back intact.
     pub damaged: Vec<String>,
-    /// Every chunk at R copies, none lost or damaged.
+    /// Every chunk at R copies, none lost or damaged, every space answered.
     pub ok: bool,
 }
 
@@ -196,6 +196,7 @@ impl Owner {
         }
         view.ok = view.maintain.lost.is_empty()
             && view.maintain.under_replicated == 0
+            && view.maintain.unreachable.is_empty()
             && view.damaged.is_empty();
         Ok(view)
     }
