@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use hivemind_control_plane::ops::Op;
 use serde_json::Value;
-use support::{cli, get_json, stderr, stdout, wait_for, Cluster};
+use support::{cli, get_json, metrics_text, stderr, stdout, wait_for, Cluster};
 
 /// What a tree holds, by path relative to its root: kind, content, mode, mtime.
 fn inventory(root: &Path) -> BTreeMap<PathBuf, String> {
@@ -59,8 +59,16 @@ fn blake3_hex(data: &[u8]) -> String {
 fn assert_same_tree(original: &Path, restored: &Path) {
     let (a, b) = (inventory(original), inventory(restored));
     if a != b {
-        let only_a: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).take(5).collect();
-        let only_b: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(v)).take(5).collect();
+        let only_a: Vec<_> = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        let only_b: Vec<_> = b
+            .iter()
+            .filter(|(k, v)| a.get(*k) != Some(v))
+            .take(5)
+            .collect();
         panic!(
             "{} and {} differ ({} vs {} entries): original has {only_a:?}, restored has {only_b:?}",
             original.display(),
@@ -92,14 +100,26 @@ fn make_tree(root: &Path) {
     std::fs::write(root.join("deep/empty"), b"").unwrap();
     std::fs::write(root.join("deep/er/and/deeper/leaf.txt"), b"leaf\n").unwrap();
     std::fs::write(root.join("odd-mode"), b"x").unwrap();
-    std::fs::set_permissions(root.join("odd-mode"), std::fs::Permissions::from_mode(0o4751)).unwrap();
+    std::fs::set_permissions(
+        root.join("odd-mode"),
+        std::fs::Permissions::from_mode(0o4751),
+    )
+    .unwrap();
     std::fs::write(root.join("read-only"), b"ro").unwrap();
-    std::fs::set_permissions(root.join("read-only"), std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::set_permissions(
+        root.join("read-only"),
+        std::fs::Permissions::from_mode(0o400),
+    )
+    .unwrap();
     std::fs::write(root.join("big.bin"), noise(24, 24 * 1024 * 1024)).unwrap();
     for i in 0..300 {
         let dir = root.join(format!("small/{}", i % 10));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("f{i}.txt")), format!("small file {i}\n").repeat(i % 17 + 1)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}.txt")),
+            format!("small file {i}\n").repeat(i % 17 + 1),
+        )
+        .unwrap();
     }
     let old = UNIX_EPOCH + Duration::from_secs(500_000_000);
     std::fs::File::options()
@@ -196,18 +216,31 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     let first_chunks = first["chunks_new"].as_u64().unwrap();
     assert_eq!(first["files"].as_u64(), Some(305), "{first}");
     assert!(first_chunks > 300, "{first}");
-    assert!(first["bytes_sent"].as_u64().unwrap() >= 2 * 24 * 1024 * 1024, "R = 2 copies: {first}");
+    assert!(
+        first["bytes_sent"].as_u64().unwrap() >= 2 * 24 * 1024 * 1024,
+        "R = 2 copies: {first}"
+    );
     let r1 = work.join("r1");
-    json(&backup(&owner_addr, &["restore", &first_id, "--to", r1.to_str().unwrap(), "--json"]));
+    json(&backup(
+        &owner_addr,
+        &["restore", &first_id, "--to", r1.to_str().unwrap(), "--json"],
+    ));
     assert_same_tree(&pristine, &r1.join(src.strip_prefix("/").unwrap()));
 
     // Change about 1%: three small files and 256 KiB in the middle of the big one.
     for i in [3, 77, 150] {
-        std::fs::write(src.join(format!("small/{}/f{i}.txt", i % 10)), format!("changed {i}\n")).unwrap();
+        std::fs::write(
+            src.join(format!("small/{}/f{i}.txt", i % 10)),
+            format!("changed {i}\n"),
+        )
+        .unwrap();
     }
     {
         use std::io::{Seek, SeekFrom, Write};
-        let mut big = std::fs::File::options().write(true).open(src.join("big.bin")).unwrap();
+        let mut big = std::fs::File::options()
+            .write(true)
+            .open(src.join("big.bin"))
+            .unwrap();
         big.seek(SeekFrom::Start(12 * 1024 * 1024)).unwrap();
         big.write_all(&noise(99, 256 * 1024)).unwrap();
     }
@@ -215,33 +248,62 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     let second_id = second["snapshot"].as_str().unwrap().to_string();
     let new = second["chunks_new"].as_u64().unwrap();
     // 3 small files, 1–3 chunks of the big file around the change, the manifest.
-    assert!((4..=10).contains(&new), "only the changed chunks are sent: {second}");
+    assert!(
+        (4..=10).contains(&new),
+        "only the changed chunks are sent: {second}"
+    );
     assert!(
         second["bytes_sent"].as_u64().unwrap() < first["bytes_sent"].as_u64().unwrap() / 5,
         "{second} against {first}"
     );
     let snapshots = json(&backup(&owner_addr, &["snapshots", "--json"]));
-    let ids: Vec<&str> = snapshots.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = snapshots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [first_id.as_str(), second_id.as_str()], "newest last");
     assert_eq!(snapshots[0]["paths"], serde_json::json!([src_text]));
     let r2 = work.join("r2");
-    json(&backup(&owner_addr, &["restore", &first_id, "--to", r2.to_str().unwrap(), "--json"]));
+    json(&backup(
+        &owner_addr,
+        &["restore", &first_id, "--to", r2.to_str().unwrap(), "--json"],
+    ));
     assert_same_tree(&pristine, &r2.join(src.strip_prefix("/").unwrap()));
     let r3 = work.join("r3");
-    json(&backup(&owner_addr, &["restore", &second_id, "--to", r3.to_str().unwrap(), "--json"]));
+    json(&backup(
+        &owner_addr,
+        &[
+            "restore",
+            &second_id,
+            "--to",
+            r3.to_str().unwrap(),
+            "--json",
+        ],
+    ));
     assert_same_tree(&src, &r3.join(src.strip_prefix("/").unwrap()));
 
     // A space dies with its disk: the owner repairs to R = 2 on the two left.
     let held = |name: &str, m: &BTreeMap<String, (u64, u64, u64)>| m.get(name).map_or(0, |v| v.1);
     let before = spaces(&cp).await;
-    assert!(held("space-1", &before) > 0 && held("space-2", &before) > 0 && held("space-3", &before) > 0, "{before:?}");
+    assert!(
+        held("space-1", &before) > 0
+            && held("space-2", &before) > 0
+            && held("space-3", &before) > 0,
+        "{before:?}"
+    );
     cluster.agents[s[0]].kill9();
     std::fs::remove_dir_all(&cluster.agents[s[0]].data_dir).unwrap();
-    wait_for("the owner's check to find every chunk at R copies again", || async {
-        let out = backup(&owner_addr, &["check", "--json"]);
-        let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
-        (out.status.success() && v["copied"].as_u64() == Some(0) && v["ok"] == true).then_some(())
-    })
+    wait_for(
+        "the owner's check to find every chunk at R copies again",
+        || async {
+            let out = backup(&owner_addr, &["check", "--json"]);
+            let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+            (out.status.success() && v["copied"].as_u64() == Some(0) && v["ok"] == true)
+                .then_some(())
+        },
+    )
     .await;
     let after = spaces(&cp).await;
     let total: u64 = ["space-2", "space-3"].iter().map(|n| held(n, &after)).sum();
@@ -254,7 +316,16 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     cluster.agents[s[1]].kill9();
     let r4 = work.join("r4");
     wait_for("a restore from the last space", || async {
-        let out = backup(&owner_addr, &["restore", &second_id, "--to", r4.to_str().unwrap(), "--json"]);
+        let out = backup(
+            &owner_addr,
+            &[
+                "restore",
+                &second_id,
+                "--to",
+                r4.to_str().unwrap(),
+                "--json",
+            ],
+        );
         out.status.success().then_some(())
     })
     .await;
@@ -266,26 +337,72 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     let r5 = work.join("r5");
     let fresh = backup(
         &cp,
-        &["restore", &first_id, "--to", r5.to_str().unwrap(), "--key", key.to_str().unwrap(), "--owner", "owner", "--json"],
+        &[
+            "restore",
+            &first_id,
+            "--to",
+            r5.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--owner",
+            "owner",
+            "--json",
+        ],
     );
     json(&fresh);
     assert_same_tree(&pristine, &r5.join(src.strip_prefix("/").unwrap()));
-    let listed = json(&backup(&cp, &["snapshots", "--key", key.to_str().unwrap(), "--owner", "owner", "--json"]));
+    let listed = json(&backup(
+        &cp,
+        &[
+            "snapshots",
+            "--key",
+            key.to_str().unwrap(),
+            "--owner",
+            "owner",
+            "--json",
+        ],
+    ));
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(listed[1]["paths"], serde_json::json!([src_text]));
 
     // Only a sub-path.
     let r6 = work.join("r6");
     let sub = src.join("deep");
-    json(&backup(&owner_addr, &["restore", &second_id, "--to", r6.to_str().unwrap(), "--path", sub.to_str().unwrap(), "--json"]));
+    json(&backup(
+        &owner_addr,
+        &[
+            "restore",
+            &second_id,
+            "--to",
+            r6.to_str().unwrap(),
+            "--path",
+            sub.to_str().unwrap(),
+            "--json",
+        ],
+    ));
     assert_same_tree(&src.join("deep"), &r6.join(sub.strip_prefix("/").unwrap()));
-    assert!(!r6.join(src.strip_prefix("/").unwrap()).join("big.bin").exists());
+    assert!(!r6
+        .join(src.strip_prefix("/").unwrap())
+        .join("big.bin")
+        .exists());
 
     // A wrong key opens nothing and writes nothing.
     let wrong = work.join("wrong.key");
     std::fs::write(&wrong, stdout(&cli(&["backup", "key", "create"]))).unwrap();
     let r7 = work.join("r7");
-    let out = backup(&cp, &["restore", &first_id, "--to", r7.to_str().unwrap(), "--key", wrong.to_str().unwrap(), "--owner", "owner"]);
+    let out = backup(
+        &cp,
+        &[
+            "restore",
+            &first_id,
+            "--to",
+            r7.to_str().unwrap(),
+            "--key",
+            wrong.to_str().unwrap(),
+            "--owner",
+            "owner",
+        ],
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
     assert!(!r7.exists());
@@ -309,7 +426,40 @@ async fn quotas_reservations_leases_and_failures() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--backup-space"), "{}", stderr(&out));
 
-    let flags = ["--backup-space", "6MB", "--backup-lease", "8s", "--backup-heartbeat", "1s"];
+    // The trigger webhook hears backup failures (the seed's e-mail to the owner).
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(r): axum::extract::State<
+                    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+                >,
+                 axum::Json(v): axum::Json<Value>| async move {
+                    r.lock().unwrap().push(v);
+                },
+            ),
+        )
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let audit = cluster.start_role_member("audit-1", "trigger", &["--trigger-webhook", &hook]);
+    wait_for("the trigger member's intake", || async {
+        get_json(&cluster.agents[audit].url("/v1/roles/trigger/status"))
+            .await
+            .ok()
+    })
+    .await;
+
+    let flags = [
+        "--backup-space",
+        "6MB",
+        "--backup-lease",
+        "8s",
+        "--backup-heartbeat",
+        "1s",
+    ];
     let s1 = cluster.start_role_member("space-1", "backup", &flags);
     cluster.start_role_member("space-2", "backup", &flags);
     let owner = cluster.start_role_member("owner", "backup", &["--backup-heartbeat", "1s"]);
@@ -320,8 +470,15 @@ async fn quotas_reservations_leases_and_failures() {
     let out = backup(&owner_addr, &["run", "--path", "/no/such/dir"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/no/such/dir"), "{}", stderr(&out));
-    let out = backup(&owner_addr, &["restore", "00000000deadbeef", "--to", "/tmp/x"]);
-    assert!(stderr(&out).contains("unknown_snapshot"), "{}", stderr(&out));
+    let out = backup(
+        &owner_addr,
+        &["restore", "00000000deadbeef", "--to", "/tmp/x"],
+    );
+    assert!(
+        stderr(&out).contains("unknown_snapshot"),
+        "{}",
+        stderr(&out)
+    );
     let out = backup(&owner_addr, &["forget", "nope"]);
     assert!(stderr(&out).contains("SNAPSHOT"), "{}", stderr(&out));
 
@@ -330,7 +487,9 @@ async fn quotas_reservations_leases_and_failures() {
     let out = backup(&owner_addr, &["run", "--path", large.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("backup_failed"), "{}", stderr(&out));
-    let events = get_json(&format!("http://{cp}/v1/events?after=0")).await.unwrap();
+    let events = get_json(&format!("http://{cp}/v1/events?after=0"))
+        .await
+        .unwrap();
     let failed: Vec<&Value> = events["events"]
         .as_array()
         .unwrap()
@@ -339,12 +498,46 @@ async fn quotas_reservations_leases_and_failures() {
         .collect();
     assert_eq!(failed.len(), 1, "{events}");
     assert_eq!(failed[0]["owner"], "owner");
-    assert!(failed[0]["reason"].as_str().unwrap().contains("not enough space"), "{}", failed[0]);
-    assert_eq!(json(&backup(&owner_addr, &["snapshots", "--json"])), serde_json::json!([]));
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not enough space"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(
+        json(&backup(&owner_addr, &["snapshots", "--json"])),
+        serde_json::json!([])
+    );
+    let hooked = wait_for("backup_failed on the trigger webhook", || async {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "backup_failed")
+            .cloned()
+    })
+    .await;
+    assert_eq!(hooked["host"], "owner", "{hooked}");
+    assert!(
+        hooked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not enough space"),
+        "{hooked}"
+    );
+    assert_eq!(
+        metrics_value(&cluster.agents[owner], "hivemind_backup_failures_total").await,
+        1
+    );
 
     // The quota holds whatever happens: a reservation without upload is released at expiry.
     let small = work.join("small");
-    let run = json(&backup(&owner_addr, &["run", "--path", small.to_str().unwrap(), "--json"]));
+    let run = json(&backup(
+        &owner_addr,
+        &["run", "--path", small.to_str().unwrap(), "--json"],
+    ));
     assert_eq!(run["files"], 20);
     let stored_with_chunks = wait_for("the spaces to report what they store", || async {
         let m = spaces(&cp).await;
@@ -356,8 +549,14 @@ async fn quotas_reservations_leases_and_failures() {
     // While the owner heartbeats, the chunks outlive the 8 s lease.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let m = spaces(&cp).await;
-    assert_eq!(m.values().map(|v| v.1).sum::<u64>(), stored_with_chunks, "{m:?}");
-    let status = get_json(&cluster.agents[s1].url("/v1/roles/backup/status")).await.unwrap();
+    assert_eq!(
+        m.values().map(|v| v.1).sum::<u64>(),
+        stored_with_chunks,
+        "{m:?}"
+    );
+    let status = get_json(&cluster.agents[s1].url("/v1/roles/backup/status"))
+        .await
+        .unwrap();
     assert_eq!(status["space_owners"][0][0], "owner", "{status}");
 
     // A reservation without upload: its bytes are reserved, then return at its expiry.
@@ -382,7 +581,10 @@ async fn quotas_reservations_leases_and_failures() {
         },
     };
     let answer = support::client()
-        .post(format!("http://{cp}{}", hivemind_control_plane::ops::Request::PATH))
+        .post(format!(
+            "http://{cp}{}",
+            hivemind_control_plane::ops::Request::PATH
+        ))
         .body(hivemind_common::encode(&request))
         .send()
         .await
@@ -401,10 +603,16 @@ async fn quotas_reservations_leases_and_failures() {
         spaces(&cp).await.values().all(|v| v.1 == 0).then_some(())
     })
     .await;
-    assert_eq!(json(&backup(&owner_addr, &["snapshots", "--json"])), serde_json::json!([]));
+    assert_eq!(
+        json(&backup(&owner_addr, &["snapshots", "--json"])),
+        serde_json::json!([])
+    );
 
     // An owner that stops heartbeating keeps its chunks until the lease ends, then loses them.
-    json(&backup(&owner_addr, &["run", "--path", small.to_str().unwrap(), "--json"]));
+    json(&backup(
+        &owner_addr,
+        &["run", "--path", small.to_str().unwrap(), "--json"],
+    ));
     wait_for("the second snapshot's chunks stored", || async {
         let stored: u64 = spaces(&cp).await.values().map(|v| v.1).sum();
         (stored == stored_with_chunks).then_some(())
@@ -418,4 +626,16 @@ async fn quotas_reservations_leases_and_failures() {
         spaces(&cp).await.values().all(|v| v.1 == 0).then_some(())
     })
     .await;
+}
+
+/// A metric's value (the first sample of `name`) in `agent`'s `/metrics`.
+async fn metrics_value(agent: &support::Agent, name: &str) -> u64 {
+    let text = metrics_text(agent).await;
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            let ours = n == name || n.starts_with(&format!("{name}{{"));
+            ours.then(|| v.parse::<f64>().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
 }

@@ -61,12 +61,17 @@ fn owner_error(e: OwnerError) -> Response {
 }
 
 /// A JSON body with or without `Content-Type` (the CLI sends none); empty means `T::default()`.
-fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, Box<Response>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, "invalid", &format!("body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            &format!("body: {e}"),
+        ))
+    })
 }
 
 fn no_owner() -> Response {
@@ -116,7 +121,7 @@ pub(crate) async fn run_route(State(s): State<Shared>, bytes: Bytes) -> Response
     };
     let req: RunRequest = match body(&bytes) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let paths = Some(req.paths).filter(|p| !p.is_empty());
     match owner.run(paths).await {
@@ -197,15 +202,22 @@ pub(crate) async fn restore_route(State(s): State<Shared>, bytes: Bytes) -> Resp
     };
     let req: RestoreRequest = match body(&bytes) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     if req.snapshot.is_empty() {
         return error_response(StatusCode::BAD_REQUEST, "invalid", "snapshot: required");
     }
     if !req.to.is_absolute() {
-        return error_response(StatusCode::BAD_REQUEST, "bad_target", "to: must be an absolute path");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "to: must be an absolute path",
+        );
     }
-    match owner.restore(&req.snapshot, &req.to, req.path.as_deref()).await {
+    match owner
+        .restore(&req.snapshot, &req.to, req.path.as_deref())
+        .await
+    {
         Ok(view) => Json(view).into_response(),
         Err(e) => owner_error(e),
     }
@@ -274,7 +286,7 @@ pub(crate) async fn check_route(State(s): State<Shared>, bytes: Bytes) -> Respon
     };
     let percent = match body::<CheckRequest>(&bytes) {
         Ok(r) => r.read_data,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     if percent > 100 {
         return error_response(StatusCode::BAD_REQUEST, "invalid", "read_data: 0 to 100");
@@ -339,16 +351,24 @@ pub(crate) async fn upload_route(State(s): State<Shared>, body: Bytes) -> Respon
     };
     let upload: Upload = match hivemind_common::decode(&body) {
         Ok(u) => u,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid", &format!("upload: {e}")),
+        Err(e) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid", &format!("upload: {e}"))
+        }
     };
     let chunks = upload.chunks.into_iter().map(|(id, b)| (id, b.0)).collect();
-    match space.upload(&*s.cp, &upload.owner, upload.reservation, chunks).await {
+    match space
+        .upload(&*s.cp, &upload.owner, upload.reservation, chunks)
+        .await
+    {
         Ok(stored_bytes) => hivemind_common::encode(&UploadAnswer { stored_bytes }).into_response(),
         Err(e) => space_error(e),
     }
 }
 
-pub(crate) async fn heartbeat_route(State(s): State<Shared>, Json(beat): Json<Heartbeat>) -> Response {
+pub(crate) async fn heartbeat_route(
+    State(s): State<Shared>,
+    Json(beat): Json<Heartbeat>,
+) -> Response {
     let Some(space) = s.space.clone() else {
         return no_space();
     };
@@ -357,7 +377,11 @@ pub(crate) async fn heartbeat_route(State(s): State<Shared>, Json(beat): Json<He
         match ChunkId::from_hex(hex) {
             Some(id) => listed.push(id),
             None => {
-                return error_response(StatusCode::BAD_REQUEST, "invalid", &format!("chunks: {hex:?} is not a chunk id"))
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    &format!("chunks: {hex:?} is not a chunk id"),
+                )
             }
         }
     }
@@ -389,7 +413,11 @@ pub(crate) async fn chunk_route(
         return no_space();
     };
     let Some(id) = ChunkId::from_hex(&id) else {
-        return error_response(StatusCode::BAD_REQUEST, "invalid", "id: not a chunk id (64 hex digits)");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "id: not a chunk id (64 hex digits)",
+        );
     };
     match space.read(&owner, id).await {
         Ok(bytes) => bytes.into_response(),

@@ -110,8 +110,16 @@ mod tests {
     fn ids_are_keyed_and_sealed_chunks_open_only_with_their_key_and_id() {
         let a = OwnerKey::from_bytes(&[1; 32]);
         let b = OwnerKey::from_bytes(&[2; 32]);
-        assert_eq!(a.chunk_id(b"data"), a.chunk_id(b"data"), "dedup within an owner");
-        assert_ne!(a.chunk_id(b"data"), b.chunk_id(b"data"), "nothing across owners");
+        assert_eq!(
+            a.chunk_id(b"data"),
+            a.chunk_id(b"data"),
+            "dedup within an owner"
+        );
+        assert_ne!(
+            a.chunk_id(b"data"),
+            b.chunk_id(b"data"),
+            "nothing across owners"
+        );
         let id = a.chunk_id(b"data");
         let sealed = a.seal(&id, b"data");
         assert_eq!(sealed.len() as u64, 4 + SEAL_OVERHEAD);
@@ -119,7 +127,10 @@ mod tests {
         assert_eq!(a.open(&id, &sealed).unwrap(), b"data");
         assert!(b.open(&id, &sealed).is_err(), "a wrong key");
         let other = a.chunk_id(b"else");
-        assert!(a.open(&other, &sealed).is_err(), "a chunk swapped for another");
+        assert!(
+            a.open(&other, &sealed).is_err(),
+            "a chunk swapped for another"
+        );
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert!(a.open(&id, &flipped).is_err());

@@ -32,7 +32,11 @@ pub struct Beat {
 impl Leases {
     /// Bytes held for all owners.
     pub fn stored(&self) -> u64 {
-        self.owners.values().flat_map(|c| c.values()).map(|h| h.len).sum()
+        self.owners
+            .values()
+            .flat_map(|c| c.values())
+            .map(|h| h.len)
+            .sum()
     }
 
     pub fn holds(&self, owner: &str, id: &ChunkId) -> bool {
@@ -64,7 +68,13 @@ impl Leases {
     }
 
     /// The owner's heartbeat listing `listed`.
-    pub fn heartbeat(&mut self, owner: &str, listed: &[ChunkId], now_ms: u64, lease_ms: u64) -> Beat {
+    pub fn heartbeat(
+        &mut self,
+        owner: &str,
+        listed: &[ChunkId],
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Beat {
         let listed: std::collections::BTreeSet<ChunkId> = listed.iter().copied().collect();
         let held = self.owners.entry(owner.to_string()).or_default();
         let missing = listed

@@ -166,7 +166,12 @@ impl Role for BackupRole {
         let shutdown = ctx.shutdown.child_token();
         let task = Box::pin(async move {
             if let Some(space) = shared.space.clone() {
-                tokio::spawn(space_loop(space, shared.cp.clone(), me.id, shutdown.clone()));
+                tokio::spawn(space_loop(
+                    space,
+                    shared.cp.clone(),
+                    me.id,
+                    shutdown.clone(),
+                ));
             }
             if let Some(owner) = shared.owner.clone() {
                 owner_loop(owner, settings.every, settings.heartbeat, shutdown).await;
@@ -215,7 +220,10 @@ async fn space_loop(
     loop {
         match space.expire().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(chunks = n, "backup chunks expired (no heartbeat within the lease)"),
+            Ok(n) => tracing::info!(
+                chunks = n,
+                "backup chunks expired (no heartbeat within the lease)"
+            ),
             Err(e) => tracing::warn!(error = %e, "expiring backup chunks failed"),
         }
         let numbers = (space.capacity, space.stored());
@@ -291,20 +299,70 @@ impl RoleMetrics for BackupMetrics {
         if let Some(o) = &self.0.owner {
             let c = &o.counters;
             out.extend([
-                sample("runs_ok", "Snapshots recorded.", true, c.runs_ok.load(Ordering::Relaxed)),
-                sample("failures", "Backups that failed (each reported as backup_failed).", true, c.runs_failed.load(Ordering::Relaxed)),
-                sample("chunks_sent", "New chunks stored on the spaces.", true, c.chunks_sent.load(Ordering::Relaxed)),
-                sample("bytes_sent", "Sealed bytes sent to spaces, every copy counted.", true, c.bytes_sent.load(Ordering::Relaxed)),
-                sample("heartbeats_failed", "Heartbeats or heartbeat rounds that failed.", true, c.heartbeats_failed.load(Ordering::Relaxed)),
-                sample("copies_made", "Chunks copied to new spaces to keep R copies.", true, c.copies_made.load(Ordering::Relaxed)),
-                sample("lost_chunks", "Referenced chunks no space holds (operator: restore elsewhere).", false, c.lost_chunks.load(Ordering::Relaxed)),
+                sample(
+                    "runs_ok",
+                    "Snapshots recorded.",
+                    true,
+                    c.runs_ok.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "failures",
+                    "Backups that failed (each reported as backup_failed).",
+                    true,
+                    c.runs_failed.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "chunks_sent",
+                    "New chunks stored on the spaces.",
+                    true,
+                    c.chunks_sent.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "bytes_sent",
+                    "Sealed bytes sent to spaces, every copy counted.",
+                    true,
+                    c.bytes_sent.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "heartbeats_failed",
+                    "Heartbeats or heartbeat rounds that failed.",
+                    true,
+                    c.heartbeats_failed.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "copies_made",
+                    "Chunks copied to new spaces to keep R copies.",
+                    true,
+                    c.copies_made.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "lost_chunks",
+                    "Referenced chunks no space holds (operator: restore elsewhere).",
+                    false,
+                    c.lost_chunks.load(Ordering::Relaxed),
+                ),
             ]);
         }
         if let Some(s) = &self.0.space {
             out.extend([
-                sample("space_capacity_bytes", "Bytes this member offers.", false, s.capacity),
-                sample("space_stored_bytes", "Bytes of chunks this member holds.", false, s.stored()),
-                sample("space_offer_failures", "Offers to the ledger that failed.", true, s.offer_failures.load(Ordering::Relaxed)),
+                sample(
+                    "space_capacity_bytes",
+                    "Bytes this member offers.",
+                    false,
+                    s.capacity,
+                ),
+                sample(
+                    "space_stored_bytes",
+                    "Bytes of chunks this member holds.",
+                    false,
+                    s.stored(),
+                ),
+                sample(
+                    "space_offer_failures",
+                    "Offers to the ledger that failed.",
+                    true,
+                    s.offer_failures.load(Ordering::Relaxed),
+                ),
             ]);
         }
         out

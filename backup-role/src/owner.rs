@@ -197,7 +197,11 @@ impl Owner {
         }
     }
 
-    async fn run_locked(&self, index: &mut Index, roots: Vec<PathBuf>) -> Result<RunView, OwnerError> {
+    async fn run_locked(
+        &self,
+        index: &mut Index,
+        roots: Vec<PathBuf>,
+    ) -> Result<RunView, OwnerError> {
         let live = self.live_spaces();
         for space in index.spaces() {
             if !live.contains_key(&space) {
@@ -243,12 +247,14 @@ impl Owner {
         while let Some((id, sealed)) = rx.recv().await {
             batch.push(id, sealed);
             if batch.bytes >= BATCH_BYTES {
-                self.flush(index, &mut candidates, &mut batch, &mut view).await?;
+                self.flush(index, &mut candidates, &mut batch, &mut view)
+                    .await?;
             }
         }
         let (manifest, manifest_ids, sealed_paths) =
             scan.await.expect("the scan does not panic")?;
-        self.flush(index, &mut candidates, &mut batch, &mut view).await?;
+        self.flush(index, &mut candidates, &mut batch, &mut view)
+            .await?;
 
         let record = SnapshotRecord {
             id: snapshot_id(&manifest_ids[0]),
@@ -320,7 +326,11 @@ impl Owner {
             .await
         {
             Ok(BackupOutcome::Reserved(granted)) => granted,
-            Ok(other) => return Err(OwnerError::Failed(format!("reservation answered {other:?}"))),
+            Ok(other) => {
+                return Err(OwnerError::Failed(format!(
+                    "reservation answered {other:?}"
+                )))
+            }
             Err(e) => return Err(OwnerError::Failed(format!("reservation refused: {e}"))),
         };
         let live = self.live_spaces();
@@ -336,7 +346,12 @@ impl Owner {
                 reservation,
                 chunks: items
                     .iter()
-                    .map(|i| (batch.chunks[*i].0, tree::ByteBuf(batch.chunks[*i].1.clone())))
+                    .map(|i| {
+                        (
+                            batch.chunks[*i].0,
+                            tree::ByteBuf(batch.chunks[*i].1.clone()),
+                        )
+                    })
                     .collect(),
             };
             self.spaces

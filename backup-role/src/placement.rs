@@ -23,9 +23,7 @@ pub struct Candidate {
 /// Why a chunk cannot be placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceError {
-    #[error(
-        "not enough space: a chunk of {bytes} bytes needs {wanted} spaces, {found} have room"
-    )]
+    #[error("not enough space: a chunk of {bytes} bytes needs {wanted} spaces, {found} have room")]
     NotEnoughSpace {
         bytes: u64,
         wanted: usize,

@@ -14,7 +14,9 @@ use crate::wire::Spaces;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("the key does not open snapshot {0}'s manifest: a wrong key, or another owner's snapshot")]
+    #[error(
+        "the key does not open snapshot {0}'s manifest: a wrong key, or another owner's snapshot"
+    )]
     WrongKey(String),
     #[error("chunk {0} is on no reachable space ({1})")]
     Unavailable(ChunkId, String),
@@ -23,7 +25,10 @@ pub enum RestoreError {
     #[error("the manifest of snapshot {0} does not decode: {1}")]
     BadManifest(String, String),
     #[error("restoring into {path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{0}")]
     Damaged(String),
 }

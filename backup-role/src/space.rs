@@ -218,12 +218,11 @@ impl SpaceStore {
         listed: Vec<ChunkId>,
     ) -> Result<Beat, SpaceError> {
         check_owner(owner)?;
-        let beat = self.leases.lock().expect("leases").heartbeat(
-            owner,
-            &listed,
-            now_ms(),
-            self.lease_ms,
-        );
+        let beat =
+            self.leases
+                .lock()
+                .expect("leases")
+                .heartbeat(owner, &listed, now_ms(), self.lease_ms);
         let this = self.clone();
         let owner = owner.to_string();
         let dropped = beat.dropped.clone();

@@ -54,8 +54,13 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Dir,
-    File { size: u64, chunks: Vec<(ChunkId, u32)> },
-    Symlink { target: ByteBuf },
+    File {
+        size: u64,
+        chunks: Vec<(ChunkId, u32)>,
+    },
+    Symlink {
+        target: ByteBuf,
+    },
 }
 
 impl Manifest {

@@ -103,7 +103,11 @@ impl Spaces {
         req
     }
 
-    async fn send(&self, addr: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+    async fn send(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CallError> {
         let resp = req.send().await.map_err(|e| failed(addr, e))?;
         if resp.status().is_success() {
             Ok(resp)
@@ -118,23 +122,39 @@ impl Spaces {
         let req = self
             .request(reqwest::Method::POST, addr, "/upload")
             .body(hivemind_common::encode(upload));
-        let bytes = self.send(addr, req).await?.bytes().await.map_err(|e| failed(addr, e))?;
+        let bytes = self
+            .send(addr, req)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| failed(addr, e))?;
         hivemind_common::decode(&bytes).map_err(|e| failed(addr, e))
     }
 
-    pub async fn heartbeat(&self, addr: &str, owner: &str, chunks: &[ChunkId]) -> Result<Vec<ChunkId>, CallError> {
+    pub async fn heartbeat(
+        &self,
+        addr: &str,
+        owner: &str,
+        chunks: &[ChunkId],
+    ) -> Result<Vec<ChunkId>, CallError> {
         let body = Heartbeat {
             owner: owner.to_string(),
             chunks: chunks.iter().map(ChunkId::hex).collect(),
         };
-        let req = self.request(reqwest::Method::POST, addr, "/heartbeat").json(&body);
+        let req = self
+            .request(reqwest::Method::POST, addr, "/heartbeat")
+            .json(&body);
         let answer: HeartbeatAnswer = self
             .send(addr, req)
             .await?
             .json()
             .await
             .map_err(|e| failed(addr, e))?;
-        Ok(answer.missing.iter().filter_map(|h| ChunkId::from_hex(h)).collect())
+        Ok(answer
+            .missing
+            .iter()
+            .filter_map(|h| ChunkId::from_hex(h))
+            .collect())
     }
 
     pub async fn list(&self, addr: &str, owner: &str) -> Result<Vec<ChunkId>, CallError> {
@@ -150,7 +170,12 @@ impl Spaces {
 
     pub async fn read(&self, addr: &str, owner: &str, id: &ChunkId) -> Result<Vec<u8>, CallError> {
         let req = self.request(reqwest::Method::GET, addr, &format!("/chunks/{owner}/{id}"));
-        let bytes = self.send(addr, req).await?.bytes().await.map_err(|e| failed(addr, e))?;
+        let bytes = self
+            .send(addr, req)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| failed(addr, e))?;
         Ok(bytes.to_vec())
     }
 

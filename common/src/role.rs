@@ -282,6 +282,13 @@ pub enum RoleEvent {
     Rebootstrapped { membership: Arc<Membership> },
     /// This member's own advertised address changed (the runtime already renewed it).
     SelfAddressChanged { me: Me },
+    /// A member's role reported something to the feed (e.g. `backup_failed`).
+    Reported {
+        index: u64,
+        member: MemberId,
+        name: String,
+        report: RoleReport,
+    },
 }
 
 /// A value of the control plane's KV namespace with its modify index.
@@ -347,6 +354,14 @@ pub enum RoleReport {
 }
 
 impl RoleReport {
+    /// What went wrong, in words.
+    pub fn detail(&self) -> &str {
+        match self {
+            RoleReport::NginxRenderFailed { error } => error,
+            RoleReport::BackupFailed { reason, .. } => reason,
+        }
+    }
+
     /// The event's `kind` in the feed.
     pub fn name(&self) -> &'static str {
         match self {

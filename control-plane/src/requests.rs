@@ -315,12 +315,15 @@ mod tests {
     #[test]
     fn each_creation_and_rotation_draws_its_own_secret() {
         let create = || {
-            command(MemberRequest::CreateKeygroup {
-                name: "a/b/c".into(),
-                node: "web".into(),
-                ttl_secs: None,
-                open: None,
-            }, 0)
+            command(
+                MemberRequest::CreateKeygroup {
+                    name: "a/b/c".into(),
+                    node: "web".into(),
+                    ttl_secs: None,
+                    open: None,
+                },
+                0,
+            )
         };
         let (
             Some(Command::KeygroupCreate {
@@ -353,12 +356,15 @@ mod tests {
     fn reads_that_need_the_registry_become_no_single_command() {
         let id = MemberId::new(1).unwrap();
         assert_eq!(
-            command(MemberRequest::Claim {
-                node: "ns".into(),
-                keygroup: "a/b/c".into(),
-                machine: id,
-                seen: 0
-            }, 0),
+            command(
+                MemberRequest::Claim {
+                    node: "ns".into(),
+                    keygroup: "a/b/c".into(),
+                    machine: id,
+                    seen: 0
+                },
+                0
+            ),
             None
         );
         assert_eq!(

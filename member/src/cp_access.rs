@@ -334,9 +334,7 @@ impl ControlPlaneClient for RoleCp {
         })
     }
 
-    fn backup_state(
-        &self,
-    ) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
+    fn backup_state(&self) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
         let cp = self.cp.clone();
         Box::pin(async move {
             let registry = cp.registry_now().await.map_err(call_error)?;

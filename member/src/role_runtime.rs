@@ -127,7 +127,17 @@ pub fn role_events(events: &[Event], view: &MembershipView) -> Vec<RoleEvent> {
                     },
                 }),
                 // A new epoch reaches roles as `Rebootstrapped` once the view is rebuilt.
-                EventKind::EpochStarted { .. } | EventKind::RoleReported { .. } => None,
+                EventKind::EpochStarted { .. } => None,
+                EventKind::RoleReported {
+                    member,
+                    name,
+                    report,
+                } => Some(RoleEvent::Reported {
+                    index,
+                    member: *member,
+                    name: name.clone(),
+                    report: report.clone(),
+                }),
                 EventKind::KeygroupCreated { name, version }
                 | EventKind::KeygroupUpdated { name, version } => {
                     Some(RoleEvent::KeygroupChanged {

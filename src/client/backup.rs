@@ -100,7 +100,13 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
             if client.json {
                 return Ok(client.print(&list)?);
             }
-            outln!("{:<16}  {:<20}  {:>7}  {:>14}  PATHS", "ID", "TIME", "FILES", "BYTES")?;
+            outln!(
+                "{:<16}  {:<20}  {:>7}  {:>14}  PATHS",
+                "ID",
+                "TIME",
+                "FILES",
+                "BYTES"
+            )?;
             for s in list {
                 outln!(
                     "{:<16}  {:<20}  {:>7}  {:>14}  {}",
@@ -121,11 +127,17 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
         } => {
             let to = std::path::absolute(&to).context("--to")?;
             let view: RestoreView = match owner_of(&owner)? {
-                Some((key, name)) => restore_here(client, &key, &name, &snapshot, &to, path).await?,
+                Some((key, name)) => {
+                    restore_here(client, &key, &name, &snapshot, &to, path).await?
+                }
                 None => {
                     let body = serde_json::json!({"snapshot": snapshot, "to": to, "path": path});
                     client
-                        .call(Method::POST, &format!("{ROLE}/restore"), Some(serde_json::to_vec(&body)?))
+                        .call(
+                            Method::POST,
+                            &format!("{ROLE}/restore"),
+                            Some(serde_json::to_vec(&body)?),
+                        )
                         .await?
                 }
             };
@@ -146,7 +158,14 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
             if client.json {
                 return Ok(client.print(&list)?);
             }
-            outln!("{:<16}  {:<16}  {:>14}  {:>14}  {:>14}", "MEMBER", "NAME", "CAPACITY", "STORED", "RESERVED")?;
+            outln!(
+                "{:<16}  {:<16}  {:>14}  {:>14}  {:>14}",
+                "MEMBER",
+                "NAME",
+                "CAPACITY",
+                "STORED",
+                "RESERVED"
+            )?;
             for s in list {
                 outln!(
                     "{:<16}  {:<16}  {:>14}  {:>14}  {:>14}",
@@ -162,7 +181,11 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
         BackupCommand::Check { read_data } => {
             let body = serde_json::json!({ "read_data": read_data });
             let view: CheckView = client
-                .call(Method::POST, &format!("{ROLE}/check"), Some(serde_json::to_vec(&body)?))
+                .call(
+                    Method::POST,
+                    &format!("{ROLE}/check"),
+                    Some(serde_json::to_vec(&body)?),
+                )
                 .await?;
             if client.json {
                 client.print(&view)?;
@@ -189,7 +212,11 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
                 bail!("SNAPSHOT: {snapshot:?} is not a snapshot id (16 hex digits)");
             }
             client
-                .send(Method::DELETE, &format!("{ROLE}/snapshots/{snapshot}"), None)
+                .send(
+                    Method::DELETE,
+                    &format!("{ROLE}/snapshots/{snapshot}"),
+                    None,
+                )
                 .await?;
             if !client.json {
                 outln!("forgot snapshot {snapshot}")?;

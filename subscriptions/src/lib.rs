@@ -81,6 +81,17 @@ pub enum Change<'a> {
 /// serializes what it must itself). It reads what it needs from the [`Intake`].
 pub trait Consumer: Send + Sync + 'static {
     fn changed(&self, intake: &Intake, change: Change<'_>);
+
+    /// A member's role reported something to the feed at `index` (e.g. `backup_failed`);
+    /// ignored unless the role passes reports on (the trigger webhook does).
+    fn reported(
+        &self,
+        _intake: &Intake,
+        _index: u64,
+        _member: &str,
+        _report: &hivemind_common::role::RoleReport,
+    ) {
+    }
 }
 
 /// Starts the intake for the consuming role `role` on `ctx`: the record store, its reconcile

@@ -134,6 +134,12 @@ pub(crate) async fn run(shared: Arc<Intake>, mut ctx: RoleContext) {
                         } => {
                             shared.remove_records(|r| r.keygroup == name);
                         }
+                        RoleEvent::Reported {
+                            index,
+                            name,
+                            report,
+                            ..
+                        } => shared.consumer.reported(&shared, index, &name, &report),
                         // Every other change is picked up by the reconcile of this turn.
                         _ => {}
                     }

@@ -93,9 +93,7 @@ impl ControlPlaneClient for MemoryCp {
         unimplemented!("the subscription tests make no backups")
     }
 
-    fn backup_state(
-        &self,
-    ) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
+    fn backup_state(&self) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
         unimplemented!("the subscription tests make no backups")
     }
 }

@@ -15,7 +15,8 @@ pub struct Change {
     /// Numbers changes on this machine, from 1; `after` cursors use it.
     pub index: u64,
     /// `updated` (a newer record) or `removed` (the host failed or left, or the keygroup was
-    /// deleted).
+    /// deleted), or what a role reported to the feed (`backup_failed`, `nginx_render_failed`:
+    /// then `host` names the reporting member, `seq` is the feed index, `keygroup` is empty).
     #[schema(value_type = String)]
     pub kind: &'static str,
     pub keygroup: String,
@@ -25,6 +26,9 @@ pub struct Change {
     #[schema(value_type = Vec<String>)]
     pub addrs: Vec<std::net::IpAddr>,
     pub services: Vec<hivemind_common::records::Service>,
+    /// A report's details (e.g. why a backup failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Change {
@@ -38,7 +42,27 @@ impl Change {
             seq: record.seq,
             addrs: record.addrs.clone(),
             services: record.services.clone(),
+            reason: None,
         }
+    }
+
+    /// A member's report from the feed at `index` (the seed's e-mail to the owner).
+    pub fn report(index: u64, member: &str, report: &hivemind_common::role::RoleReport) -> Self {
+        Self {
+            index: 0,
+            kind: report.name(),
+            keygroup: String::new(),
+            host: member.to_string(),
+            member: String::new(),
+            seq: index,
+            addrs: Vec::new(),
+            services: Vec::new(),
+            reason: Some(report.detail().to_string()),
+        }
+    }
+
+    pub fn is_report(&self) -> bool {
+        self.keygroup.is_empty()
     }
 }
 

@@ -42,10 +42,15 @@ impl Role for TriggerRole {
         let trigger = Arc::new(Trigger::default());
         let webhook = ctx.settings.trigger_webhook.clone();
         let shutdown = ctx.shutdown.child_token();
+        let me = ctx.me.borrow().id;
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("trigger", Acquire::Trigger, trigger.clone(), ctx);
         let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
-        let state = TriggerState { trigger, intake };
+        let state = TriggerState {
+            trigger,
+            intake,
+            me,
+        };
         let routes = Router::new()
             .route("/records", get(api::records_route))
             .route("/status", get(api::status_route))
@@ -73,6 +78,8 @@ impl Role for TriggerRole {
 pub(crate) struct TriggerState {
     trigger: Arc<Trigger>,
     intake: Arc<Intake>,
+    /// This member: the live trigger member with the lowest id delivers reports.
+    me: hivemind_common::MemberId,
 }
 
 /// The change log, its watch, and the webhook's client and counters.
@@ -118,6 +125,18 @@ impl Consumer for Trigger {
             // Names and TTLs are not part of a change.
             Change::Inputs => {}
         }
+    }
+
+    fn reported(
+        &self,
+        _: &Intake,
+        index: u64,
+        member: &str,
+        report: &hivemind_common::role::RoleReport,
+    ) {
+        let mut log = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        log.push(changes::Change::report(index, member, report));
+        self.change_tx.send_replace(log.last());
     }
 }
 

@@ -45,7 +45,12 @@ pub(crate) async fn run(state: TriggerState, url: String, shutdown: Cancellation
         }
         for change in changes {
             after = change.index;
-            if !state.intake.holds(&change.keygroup) {
+            let mine = if change.is_report() {
+                delivers_reports(&state)
+            } else {
+                state.intake.holds(&change.keygroup)
+            };
+            if !mine {
                 continue; // the machine responsible for it delivers it
             }
             let mut backoff = Duration::from_millis(100);
@@ -79,4 +84,16 @@ pub(crate) async fn run(state: TriggerState, url: String, shutdown: Cancellation
             }
         }
     }
+}
+
+/// Reports belong to no keygroup: the live trigger member with the lowest id delivers them, so
+/// the webhook hears each once.
+fn delivers_reports(state: &TriggerState) -> bool {
+    let membership = state.intake.membership();
+    let me = state.me;
+    membership
+        .performing("trigger")
+        .map(|p| p.id)
+        .min()
+        .is_none_or(|lowest| lowest == me)
 }

@@ -47,7 +47,9 @@ impl Owner {
             match self.spaces.heartbeat(addr, &self.name, &listed).await {
                 Ok(missing) => index.lose(*space, Some(&missing)),
                 Err(e) => {
-                    self.counters.heartbeats_failed.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .heartbeats_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "backup heartbeat failed");
                     view.unreachable.push(addr.clone());
                 }
@@ -107,10 +109,12 @@ impl Owner {
                 Err(e) => tracing::warn!(error = %e, "cannot read a chunk to repair"),
             }
             if batch.bytes >= super::BATCH_BYTES {
-                self.flush(index, &mut candidates, &mut batch, &mut run).await?;
+                self.flush(index, &mut candidates, &mut batch, &mut run)
+                    .await?;
             }
         }
-        self.flush(index, &mut candidates, &mut batch, &mut run).await?;
+        self.flush(index, &mut candidates, &mut batch, &mut run)
+            .await?;
         // A repair's copies are not pending a run: they belong to recorded snapshots.
         let referenced: BTreeSet<ChunkId> = index.snapshots.values().flatten().copied().collect();
         index.pending.retain(|id| !referenced.contains(id));
@@ -171,7 +175,10 @@ impl Owner {
             referenced.extend(record.manifest.iter().copied());
             index.snapshots.insert(record.id.clone(), referenced);
         }
-        tracing::info!(snapshots = index.snapshots.len(), "backup index rebuilt from the spaces");
+        tracing::info!(
+            snapshots = index.snapshots.len(),
+            "backup index rebuilt from the spaces"
+        );
         self.persist(index)
     }
 

@@ -22,7 +22,10 @@ fn chunk(n: u8) -> ChunkId {
 fn placement_prefers_new_nodes_then_the_most_free_space() {
     let mut c = vec![cand(1, "a", 100), cand(2, "a", 90), cand(3, "b", 10)];
     // Node b has less room but no copy yet.
-    assert_eq!(place(&mut c, &BTreeSet::new(), 5, 2).unwrap(), [id(1), id(3)]);
+    assert_eq!(
+        place(&mut c, &BTreeSet::new(), 5, 2).unwrap(),
+        [id(1), id(3)]
+    );
     assert_eq!((c[0].free, c[2].free), (95, 5));
     // Not on a space that holds it; falls back to the same node when no other has room.
     let holding = BTreeSet::from([id(1)]);
@@ -41,7 +44,12 @@ fn placement_prefers_new_nodes_then_the_most_free_space() {
 #[test]
 fn the_plan_copies_what_is_short_drops_what_is_beyond_r_and_names_the_lost() {
     let mut index = Index::default();
-    for (n, spaces) in [(1u8, vec![1u64]), (2, vec![1, 2, 3]), (3, vec![]), (4, vec![2, 3])] {
+    for (n, spaces) in [
+        (1u8, vec![1u64]),
+        (2, vec![1, 2, 3]),
+        (3, vec![]),
+        (4, vec![2, 3]),
+    ] {
         index.chunks.insert(
             chunk(n),
             Stored {
@@ -72,7 +80,9 @@ fn forgetting_a_snapshot_prunes_only_chunks_nothing_else_references() {
     for n in 1..=3 {
         index.chunks.insert(chunk(n), Stored::default());
     }
-    index.snapshots.insert("old".into(), [chunk(1), chunk(2)].into());
+    index
+        .snapshots
+        .insert("old".into(), [chunk(1), chunk(2)].into());
     index.snapshots.insert("new".into(), [chunk(2)].into());
     index.pending.insert(chunk(3));
     index.snapshots.remove("old");

@@ -71,7 +71,14 @@ fn a_tree_scans_into_a_manifest_and_restores_identically() {
     let back = target_of(&to, &root);
 
     // Scanning the restored tree gives the same entries, up to where they are.
-    let again = scan(std::slice::from_ref(&back), &key(), 42, &mut |_, _| Ok(()), &mut 0).unwrap();
+    let again = scan(
+        std::slice::from_ref(&back),
+        &key(),
+        42,
+        &mut |_, _| Ok(()),
+        &mut 0,
+    )
+    .unwrap();
     let strip = |m: &Manifest, base: &Path| -> Vec<(PathBuf, Kind, u32, i64, u32)> {
         m.entries
             .iter()
@@ -87,8 +94,14 @@ fn a_tree_scans_into_a_manifest_and_restores_identically() {
 
 #[test]
 fn a_missing_or_relative_root_is_named() {
-    let err = scan(&[PathBuf::from("/no/such/dir")], &key(), 0, &mut |_, _| Ok(()), &mut 0)
-        .unwrap_err();
+    let err = scan(
+        &[PathBuf::from("/no/such/dir")],
+        &key(),
+        0,
+        &mut |_, _| Ok(()),
+        &mut 0,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/no/such/dir"), "{err}");
     assert!(matches!(
         check_roots(&[PathBuf::from("relative")]),
@@ -102,5 +115,8 @@ fn a_sub_path_selects_itself_and_below() {
     assert!(selected(Path::new("/a/b"), Some(Path::new("/a/b"))));
     assert!(!selected(Path::new("/a/bc"), Some(Path::new("/a/b"))));
     assert!(selected(Path::new("/x"), None));
-    assert_eq!(target_of(Path::new("/to"), Path::new("/a/b")), PathBuf::from("/to/a/b"));
+    assert_eq!(
+        target_of(Path::new("/to"), Path::new("/a/b")),
+        PathBuf::from("/to/a/b")
+    );
 }

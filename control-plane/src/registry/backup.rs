@@ -211,7 +211,10 @@ impl BackupLedger {
                         .bytes()
                         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 if !valid_id {
-                    return Err(RegistryError::invalid("id", "must be 16 lowercase hex digits"));
+                    return Err(RegistryError::invalid(
+                        "id",
+                        "must be 16 lowercase hex digits",
+                    ));
                 }
                 if snapshot.owner != name {
                     return Err(RegistryError::invalid(

@@ -70,7 +70,10 @@ fn a_reservation_is_granted_only_within_capacity_all_or_none() {
 fn an_upload_consumes_its_reservation_and_an_unused_one_expires() {
     let mut l = BackupLedger::default();
     l.apply(id(1), "s1", 0, &offer(100, 0)).unwrap();
-    let r = reserved_ids(l.apply(id(9), "o", 1_000, &reserve(&[(1, 60)], 500)).unwrap());
+    let r = reserved_ids(
+        l.apply(id(9), "o", 1_000, &reserve(&[(1, 60)], 500))
+            .unwrap(),
+    );
     // Only the space it is on consumes it, and with no more bytes than reserved.
     assert!(l
         .apply(
@@ -114,7 +117,10 @@ fn an_upload_consumes_its_reservation_and_an_unused_one_expires() {
     );
 
     // A reservation without upload: its bytes return at expiry, and it cannot be consumed then.
-    let r = reserved_ids(l.apply(id(9), "o", 2_000, &reserve(&[(1, 45)], 500)).unwrap());
+    let r = reserved_ids(
+        l.apply(id(9), "o", 2_000, &reserve(&[(1, 45)], 500))
+            .unwrap(),
+    );
     assert_eq!(l.spaces()[&id(1)].reserved, 45);
     let late = BackupOp::Consume {
         reservation: r[0],
@@ -175,7 +181,9 @@ fn snapshots_are_recorded_per_owner_and_forgotten_by_id() {
         "an owner records only its own"
     );
     assert_eq!(
-        l.apply(id(9), "o", 0, &record("o", "XYZ")).unwrap_err().code(),
+        l.apply(id(9), "o", 0, &record("o", "XYZ"))
+            .unwrap_err()
+            .code(),
         "invalid"
     );
     let forget = BackupOp::Forget {
@@ -192,13 +200,34 @@ fn snapshots_are_recorded_per_owner_and_forgotten_by_id() {
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Step {
-    Offer { space: u64, capacity: u64, stored: u64 },
-    Reserve { owner: u64, spaces: Vec<(u64, u64)>, ttl: u64 },
-    Upload { pick: usize, fraction: u64 },
-    Tick { ms: u64 },
-    Fail { space: u64 },
-    Record { owner: u64, n: u8 },
-    Forget { owner: u64, n: u8 },
+    Offer {
+        space: u64,
+        capacity: u64,
+        stored: u64,
+    },
+    Reserve {
+        owner: u64,
+        spaces: Vec<(u64, u64)>,
+        ttl: u64,
+    },
+    Upload {
+        pick: usize,
+        fraction: u64,
+    },
+    Tick {
+        ms: u64,
+    },
+    Fail {
+        space: u64,
+    },
+    Record {
+        owner: u64,
+        n: u8,
+    },
+    Forget {
+        owner: u64,
+        n: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
