@@ -101,6 +101,7 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
     let mut cluster = Cluster::local_control_plane().await;
     let web1 = cluster.start_role_member("web-1", "host", &[]);
     cluster.start_dns_member("ns-1", &[]);
+    cluster.start_role_member("vault-1", "backup", &["--backup-space", "2GB"]);
 
     let (_driver, client) = browser(&driver_bin, &chrome).await;
     client.goto(&cluster.agents[0].url("/")).await.unwrap();
@@ -114,7 +115,7 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
                 .iter()
                 .any(|r| r.starts_with(&format!("{name} alive")))
         };
-        ["cp1", "cp2", "cp3", "web-1", "ns-1"]
+        ["cp1", "cp2", "cp3", "web-1", "ns-1", "vault-1"]
             .iter()
             .all(|n| alive(n))
             .then_some(())
@@ -143,6 +144,16 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
             .any(|r| r.contains("hivemind/default/hosts"))
             && held.iter().any(|r| r.contains("ns-1")))
         .then_some(())
+    })
+    .await;
+
+    // The backup spaces with their numbers.
+    wait_for("the backup space on the dashboard", || async {
+        rows(&client, "spaces")
+            .await
+            .iter()
+            .any(|r| r.starts_with("vault-1 2.0 GB 0 B 0 B 2.0 GB"))
+            .then_some(())
     })
     .await;
 
