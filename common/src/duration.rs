@@ -49,7 +49,7 @@ mod tests {
         assert_eq!(parse("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse("600s"), Ok(Duration::from_secs(600)));
-        assert!(parse("10h").is_err());
+        assert!(parse("10d").is_err());
         assert!(parse("abc").is_err());
         assert!(parse("").is_err());
     }
