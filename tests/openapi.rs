@@ -172,7 +172,8 @@ async fn every_documented_route_exists_and_answers_its_declared_shapes() {
     let web1 = cluster.start_role_member("web-1", "host", &[]);
     let (ns, _) = cluster.start_dns_member("ns-1", &[]);
     let audit = cluster.start_role_member("audit-1", "trigger", &["--node", "audit"]);
-    for i in [web1, ns, audit] {
+    let vault = cluster.start_role_member("vault-1", "backup", &["--backup-space", "100MB"]);
+    for i in [web1, ns, audit, vault] {
         wait_for("the member admitted", || async {
             let s = get_json(&cluster.agents[i].url("/v1/status")).await.ok()?;
             (s["admitted"] == true).then_some(())
@@ -196,7 +197,7 @@ async fn every_documented_route_exists_and_answers_its_declared_shapes() {
     // The role members first (the CP member's epoch bump comes last); none of them leaves.
     let leave = BTreeSet::from(["POST /v1/leave".to_string()]);
     let mut seen = BTreeSet::new();
-    for i in [web1, ns, audit] {
+    for i in [web1, ns, audit, vault] {
         seen.extend(check_member(&cluster.agents[i], &leave).await);
     }
     // The CP member: every route, including the epoch bump; then one member leaves.
@@ -216,6 +217,9 @@ async fn every_documented_route_exists_and_answers_its_declared_shapes() {
         "PUT /v1/roles/host/services",
         "GET /v1/roles/dns/status",
         "GET /v1/roles/trigger/events",
+        "GET /v1/roles/backup/status",
+        "POST /v1/roles/backup/check",
+        "GET /v1/backup/spaces",
         "GET /v1/openapi.json",
         "GET /metrics",
     ] {

@@ -28,7 +28,7 @@ use crate::Shared;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(run_route, snapshots_route, forget_route, restore_route, spaces_route, check_route, status_route),
-    components(schemas(RunView, RunRequest, SnapshotView, RestoreRequest, RestoreView, SpaceView, CheckRequest, CheckView, BackupStatusView)),
+    components(schemas(ErrorBody, RunView, RunRequest, SnapshotView, RestoreRequest, RestoreView, SpaceView, CheckRequest, CheckView, BackupStatusView)),
     tags((name = "backup role", description = "On members with --roles backup"))
 )]
 pub struct BackupApi;
@@ -113,8 +113,9 @@ pub struct RunRequest {
 /// Takes a snapshot now.
 #[utoipa::path(post, path = "/v1/roles/backup/run", tag = "backup role", operation_id = "backup_run",
     request_body = RunRequest,
-    responses((status = 200, body = RunView), (status = 400, description = "bad_path"),
-              (status = 409, description = "backup_failed (also in the feed)")))]
+    responses((status = 200, body = RunView), (status = 400, description = "bad_path", body = ErrorBody),
+              (status = 409, description = "backup_failed (also in the feed), not_an_owner", body = ErrorBody),
+              (status = 503, description = "no control plane", body = ErrorBody)))]
 pub(crate) async fn run_route(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
@@ -143,7 +144,9 @@ pub struct SnapshotView {
 
 /// This owner's snapshots, newest last.
 #[utoipa::path(get, path = "/v1/roles/backup/snapshots", tag = "backup role",
-    operation_id = "backup_snapshots", responses((status = 200, body = [SnapshotView])))]
+    operation_id = "backup_snapshots", responses((status = 200, body = [SnapshotView]),
+        (status = 409, description = "not_an_owner", body = ErrorBody),
+        (status = 503, description = "no control plane", body = ErrorBody)))]
 pub(crate) async fn snapshots_route(State(s): State<Shared>) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
@@ -169,7 +172,9 @@ pub(crate) async fn snapshots_route(State(s): State<Shared>) -> Response {
 /// Forgets a snapshot; chunks no other snapshot references are dropped at the next heartbeat.
 #[utoipa::path(delete, path = "/v1/roles/backup/snapshots/{id}", tag = "backup role",
     operation_id = "backup_forget", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, description = "unknown_snapshot")))]
+    responses((status = 204), (status = 404, description = "unknown_snapshot", body = ErrorBody),
+        (status = 409, description = "not_an_owner", body = ErrorBody),
+        (status = 503, description = "no control plane", body = ErrorBody)))]
 pub(crate) async fn forget_route(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
@@ -195,7 +200,11 @@ pub struct RestoreRequest {
 /// Restores a snapshot under `to` (the original absolute paths below it).
 #[utoipa::path(post, path = "/v1/roles/backup/restore", tag = "backup role",
     operation_id = "backup_restore", request_body = RestoreRequest,
-    responses((status = 200, body = RestoreView), (status = 404, description = "unknown_snapshot or unknown_path")))]
+    responses((status = 200, body = RestoreView),
+        (status = 400, description = "invalid, wrong_key, bad_target", body = ErrorBody),
+        (status = 404, description = "unknown_snapshot or unknown_path", body = ErrorBody),
+        (status = 409, description = "not_an_owner", body = ErrorBody),
+        (status = 503, description = "a chunk on no reachable space, no control plane", body = ErrorBody)))]
 pub(crate) async fn restore_route(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
@@ -236,7 +245,8 @@ pub struct SpaceView {
 
 /// Every space in the ledger: capacity, stored and reserved bytes.
 #[utoipa::path(get, path = "/v1/roles/backup/spaces", tag = "backup role",
-    operation_id = "backup_spaces", responses((status = 200, body = [SpaceView])))]
+    operation_id = "backup_spaces", responses((status = 200, body = [SpaceView]),
+        (status = 503, description = "no control plane", body = ErrorBody)))]
 pub(crate) async fn spaces_route(State(s): State<Shared>) -> Response {
     match s.cp.backup_state().await {
         Ok(state) => {
@@ -279,7 +289,9 @@ pub struct CheckRequest {
 /// Heartbeats every space, repairs to R copies, and reads back a share of the chunks.
 #[utoipa::path(post, path = "/v1/roles/backup/check", tag = "backup role",
     operation_id = "backup_check", request_body = CheckRequest,
-    responses((status = 200, body = CheckView)))]
+    responses((status = 200, body = CheckView), (status = 400, description = "invalid", body = ErrorBody),
+        (status = 409, description = "not_an_owner, backup_failed", body = ErrorBody),
+        (status = 503, description = "no control plane", body = ErrorBody)))]
 pub(crate) async fn check_route(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();

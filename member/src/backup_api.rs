@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use hivemind_backup_role::SpaceView;
 use hivemind_common::api::ErrorBody;
+use hivemind_control_plane::http::extract::QueryParams;
 use hivemind_control_plane::http::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -76,6 +77,7 @@ async fn spaces(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<SpaceView>>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OwnerQuery {
     owner: Option<String>,
 }
@@ -86,7 +88,7 @@ struct OwnerQuery {
     responses((status = 200, body = [SnapshotRecordView]), (status = 503, body = ErrorBody)))]
 async fn snapshots(
     State(agent): State<Arc<Agent>>,
-    Query(q): Query<OwnerQuery>,
+    QueryParams(q): QueryParams<OwnerQuery>,
 ) -> Result<Json<Vec<SnapshotRecordView>>, ApiError> {
     let registry = crate::member_api::registry(&agent).await?;
     let mut records: Vec<SnapshotRecordView> = registry
