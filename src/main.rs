@@ -234,6 +234,9 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             flag_error(format!("{flag}: must be more than 0"));
         }
     }
+    if !(1 << 20..=1 << 30).contains(&args.backup_batch) {
+        flag_error("--backup-batch: must be 1MiB to 1GiB".to_string());
+    }
     if let Some(bad) = args.backup_path.iter().find(|p| !p.is_absolute()) {
         flag_error(format!(
             "--backup-path: {} is not an absolute path",
@@ -278,6 +281,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             key_file: args.backup_key.clone(),
             heartbeat: args.backup_heartbeat,
             lease: args.backup_lease,
+            batch: args.backup_batch,
         },
         http_port: args.http_port,
         gossip_port: args.gossip_port,

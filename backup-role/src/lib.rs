@@ -105,6 +105,7 @@ impl Role for BackupRole {
                 id: me.id,
                 paths: settings.paths.clone(),
                 replicas: settings.replicas,
+                batch_bytes: settings.batch,
                 cp: ctx.cp.clone(),
                 membership: ctx.membership.clone(),
                 index: tokio::sync::Mutex::new(Owner::load_index(&*ctx.store)),

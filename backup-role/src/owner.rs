@@ -22,8 +22,6 @@ use crate::space::now_ms;
 use crate::tree::{self, ScanError};
 use crate::wire::{Spaces, Upload};
 
-/// A batch is reserved and sent once its sealed chunks reach this size.
-const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 /// How long a reservation waits for its upload.
 const RESERVATION_MS: u64 = 10 * 60 * 1000;
 const INDEX_KEY: &[u8] = b"index";
@@ -92,6 +90,8 @@ pub struct Owner {
     pub id: MemberId,
     pub paths: Vec<PathBuf>,
     pub replicas: usize,
+    /// A batch is reserved and sent once its sealed chunks reach this size (`--backup-batch`).
+    pub batch_bytes: u64,
     pub cp: Arc<dyn ControlPlaneClient>,
     pub membership: watch::Receiver<Arc<Membership>>,
     pub store: Arc<dyn RoleStore>,
@@ -246,7 +246,7 @@ impl Owner {
         let mut batch = Batch::default();
         while let Some((id, sealed)) = rx.recv().await {
             batch.push(id, sealed);
-            if batch.bytes >= BATCH_BYTES {
+            if batch.bytes >= self.batch_bytes {
                 self.flush(index, &mut candidates, &mut batch, &mut view)
                     .await?;
             }

@@ -123,6 +123,9 @@ pub struct BackupSettings {
     pub heartbeat: std::time::Duration,
     /// How long a space keeps a chunk after the last heartbeat that listed it (`--backup-lease`).
     pub lease: std::time::Duration,
+    /// Sealed bytes an owner places, reserves and sends at once (`--backup-batch`): what a
+    /// run holds in memory, and what an interrupted run may send twice.
+    pub batch: u64,
 }
 
 impl Default for BackupSettings {
@@ -135,6 +138,7 @@ impl Default for BackupSettings {
             key_file: None,
             heartbeat: std::time::Duration::from_secs(600),
             lease: std::time::Duration::from_secs(24 * 3600),
+            batch: 32 << 20,
         }
     }
 }

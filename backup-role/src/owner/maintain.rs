@@ -108,7 +108,7 @@ impl Owner {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read a chunk to repair"),
             }
-            if batch.bytes >= super::BATCH_BYTES {
+            if batch.bytes >= self.batch_bytes {
                 self.flush(index, &mut candidates, &mut batch, &mut run)
                     .await?;
             }
