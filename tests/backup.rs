@@ -483,23 +483,7 @@ async fn quotas_reservations_leases_and_failures() {
     assert!(stderr(&out).contains("--backup-space"), "{}", stderr(&out));
 
     // The trigger webhook hears backup failures (the seed's e-mail to the owner).
-    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            axum::routing::post(
-                |axum::extract::State(r): axum::extract::State<
-                    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-                >,
-                 axum::Json(v): axum::Json<Value>| async move {
-                    r.lock().unwrap().push(v);
-                },
-            ),
-        )
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (hook, received) = support::webhook_receiver().await;
     let audit = cluster.start_role_member("audit-1", "trigger", &["--trigger-webhook", &hook]);
     wait_for("the trigger member's intake", || async {
         get_json(&cluster.agents[audit].url("/v1/roles/trigger/status"))

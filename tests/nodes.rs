@@ -329,23 +329,7 @@ async fn trigger_node_receives_record_changes_as_events_and_on_a_webhook() {
     cluster.start_dns_member("ns-1", &[]);
 
     // The webhook receiver: collects every POSTed change.
-    let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            axum::routing::post(
-                |axum::extract::State(r): axum::extract::State<
-                    Arc<std::sync::Mutex<Vec<Value>>>,
-                >,
-                 axum::Json(v): axum::Json<Value>| async move {
-                    r.lock().unwrap().push(v);
-                },
-            ),
-        )
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (hook, received) = support::webhook_receiver().await;
 
     // The keygroup names node `audit` as a trigger (asked through web-1, a replica node).
     wait_for("web-1 joined the keygroup", || async {

@@ -1,6 +1,5 @@
 //! The backup role's routes (DESIGN.md §6d), public under `/v1/roles/backup/` (admin token):
-//! `POST /run`, `GET /snapshots`, `DELETE /snapshots/{id}`, `POST /restore`, `GET /spaces`,
-//! `POST /check`, `GET /status`, and a space's `GET /chunks/{owner}[/{id}]`; internal under
+//! `POST /run`, `GET /snapshots`, `DELETE /snapshots/{id}`, `POST /restore`, `POST /check`, `GET /status`, and a space's `GET /chunks/{owner}[/{id}]`; internal under
 //! `/internal/v1/roles/backup/` (cluster secret): `POST /upload`, `POST /heartbeat` and the
 //! same chunk reads.
 
@@ -27,7 +26,7 @@ use crate::Shared;
 /// The backup role's routes, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(run_route, snapshots_route, forget_route, restore_route, spaces_route, check_route, status_route),
+    paths(run_route, snapshots_route, forget_route, restore_route, check_route, status_route),
     components(schemas(ErrorBody, RunView, RunRequest, SnapshotView, RestoreRequest, RestoreView, SpaceView, CheckRequest, CheckView, BackupStatusView)),
     tags((name = "backup role", description = "On members with --roles backup"))
 )]
@@ -241,41 +240,6 @@ pub struct SpaceView {
     pub capacity: u64,
     pub stored: u64,
     pub reserved: u64,
-}
-
-/// Every space in the ledger: capacity, stored and reserved bytes.
-#[utoipa::path(get, path = "/v1/roles/backup/spaces", tag = "backup role",
-    operation_id = "backup_spaces", responses((status = 200, body = [SpaceView]),
-        (status = 503, description = "no control plane", body = ErrorBody)))]
-pub(crate) async fn spaces_route(State(s): State<Shared>) -> Response {
-    match s.cp.backup_state().await {
-        Ok(state) => {
-            let membership = s.membership.borrow().clone();
-            let name = |id| {
-                membership
-                    .peers
-                    .iter()
-                    .find(|p| p.id == id)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_default()
-            };
-            Json(
-                state
-                    .spaces
-                    .iter()
-                    .map(|(id, r)| SpaceView {
-                        member: id.to_string(),
-                        name: name(*id),
-                        capacity: r.capacity,
-                        stored: r.stored,
-                        reserved: r.reserved,
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .into_response()
-        }
-        Err(e) => owner_error(OwnerError::Cp(e)),
-    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

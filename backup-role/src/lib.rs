@@ -29,11 +29,8 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use hivemind_common::role::{
-    ControlPlaneClient, Membership, Role, RoleContext, RoleMetrics, Sample, Started,
-};
+use hivemind_common::role::{ControlPlaneClient, Role, RoleContext, RoleMetrics, Sample, Started};
 use hivemind_common::roles::{self, RoleSpec};
-use tokio::sync::watch;
 
 pub use api::{openapi, BackupApi, BackupStatusView, SnapshotView, SpaceView};
 pub use owner::{CheckView, MaintainView, RunView};
@@ -51,7 +48,6 @@ pub(crate) struct Shared {
     owner: Option<Arc<Owner>>,
     space: api::SpaceRef,
     cp: Arc<dyn ControlPlaneClient>,
-    membership: watch::Receiver<Arc<Membership>>,
 }
 
 /// Reads the owner key, creating it (mode 0600) on first start.
@@ -140,7 +136,6 @@ impl Role for BackupRole {
             owner,
             space,
             cp: ctx.cp.clone(),
-            membership: ctx.membership.clone(),
         };
         let chunk_routes = Router::new()
             .route("/chunks/{owner}", get(api::list_route))
@@ -150,7 +145,6 @@ impl Role for BackupRole {
             .route("/snapshots", get(api::snapshots_route))
             .route("/snapshots/{id}", delete(api::forget_route))
             .route("/restore", post(api::restore_route))
-            .route("/spaces", get(api::spaces_route))
             .route("/check", post(api::check_route))
             .route("/status", get(api::status_route))
             .merge(chunk_routes.clone())

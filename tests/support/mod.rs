@@ -393,3 +393,27 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// What a webhook receiver collected: every JSON body POSTed to it, in order.
+pub type Received = std::sync::Arc<Mutex<Vec<Value>>>;
+
+/// A webhook receiver on a free loopback port (served until the test ends); answers its URL
+/// and what it collects.
+pub async fn webhook_receiver() -> (String, Received) {
+    let received: Received = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(r): axum::extract::State<Received>,
+                 axum::Json(v): axum::Json<Value>| async move {
+                    r.lock().unwrap().push(v);
+                },
+            ),
+        )
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (hook, received)
+}
