@@ -1,6 +1,6 @@
 //! Internal requests between members: the bincode bodies of every internal route and their
 //! answers, the frames of the request/answer streams, and the record stream between a host and
-//! its subscribers (22 kinds). Decoded commands are applied to a registry, as a follower applies its log.
+//! its subscribers, and the backup role's upload bodies and a space's `leases.bin` (25 kinds). Decoded commands are applied to a registry, as a follower applies its log.
 
 use bytes::BytesMut;
 use hivemind_common::records;
@@ -28,7 +28,7 @@ pub fn request(data: &[u8]) {
     let Some((kind, body)) = choice(data) else {
         return;
     };
-    match kind % 22 {
+    match kind % 25 {
         0 => drop(round_trip::<AppendEntriesRequest<TypeConfig>>(body)),
         1 => drop(round_trip::<AppendEntriesResponse<NodeId>>(body)),
         2 => drop(round_trip::<VoteRequest<NodeId>>(body)),
@@ -50,6 +50,9 @@ pub fn request(data: &[u8]) {
         18 => drop(round_trip::<Result<Applied, CpError>>(body)),
         19 => drop(round_trip::<MemberRequest>(body)),
         20 => drop(round_trip::<Result<MemberAnswer, CpError>>(body)),
+        21 => drop(round_trip::<hivemind_backup_role::wire::Upload>(body)),
+        22 => drop(round_trip::<hivemind_backup_role::wire::UploadAnswer>(body)),
+        23 => drop(round_trip::<hivemind_backup_role::leases::Leases>(body)),
         _ => drop(round_trip::<CommandResponse>(body)),
     }
 }

@@ -5,6 +5,7 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hivemind_common::backup::BackupOp;
 use hivemind_common::records::{self, HostRecord};
 use hivemind_common::{encode, MemberId};
 use hivemind_control_plane::bootstrap::Candidate;
@@ -156,6 +157,30 @@ pub fn commands() -> Vec<Command> {
         Command::EpochBump {
             reason: "seed".into(),
         },
+        Command::Backup {
+            member: MemberId::new(4).expect("non-zero"),
+            now_ms: 1_000,
+            op: BackupOp::Offer {
+                capacity: 1 << 30,
+                stored: 0,
+            },
+        },
+        Command::Backup {
+            member: MemberId::new(1).expect("non-zero"),
+            now_ms: 2_000,
+            op: BackupOp::Reserve {
+                spaces: vec![(MemberId::new(4).expect("non-zero"), 1 << 20)],
+                ttl_ms: 60_000,
+            },
+        },
+        Command::Backup {
+            member: MemberId::new(4).expect("non-zero"),
+            now_ms: 3_000,
+            op: BackupOp::Consume {
+                reservation: 1,
+                bytes: 1 << 19,
+            },
+        },
     ]
 }
 
@@ -239,6 +264,22 @@ fn internal_requests() -> Vec<Vec<u8>> {
                 seen: 17,
             }),
         ),
+        with_kind(
+            21,
+            encode(&hivemind_backup_role::wire::Upload {
+                owner: "laptop".into(),
+                reservation: 3,
+                chunks: vec![(
+                    hivemind_common::backup::ChunkId([7; 32]),
+                    hivemind_backup_role::tree::ByteBuf(vec![1, 2, 3]),
+                )],
+            }),
+        ),
+        with_kind(23, {
+            let mut leases = hivemind_backup_role::leases::Leases::default();
+            leases.add("laptop", hivemind_common::backup::ChunkId([7; 32]), 3, 1_000, 60_000);
+            encode(&leases)
+        }),
         with_kind(
             16,
             encode(&JoinRequest {
