@@ -268,3 +268,7 @@ impl SpaceStore {
         Ok((self.capacity, stored))
     }
 }
+
+#[cfg(test)]
+#[path = "space/tests.rs"]
+mod tests;

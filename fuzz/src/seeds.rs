@@ -277,7 +277,13 @@ fn internal_requests() -> Vec<Vec<u8>> {
         ),
         with_kind(23, {
             let mut leases = hivemind_backup_role::leases::Leases::default();
-            leases.add("laptop", hivemind_common::backup::ChunkId([7; 32]), 3, 1_000, 60_000);
+            leases.add(
+                "laptop",
+                hivemind_common::backup::ChunkId([7; 32]),
+                3,
+                1_000,
+                60_000,
+            );
             encode(&leases)
         }),
         with_kind(
