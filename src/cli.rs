@@ -409,7 +409,8 @@ pub struct AgentArgs {
         default_value = "lan"
     )]
     pub gossip_profile: GossipProfile,
-    /// Bounded wait of writes and linearizable reads before 503 no_quorum (e.g. 5s, 500ms).
+    /// Bounded wait of writes and linearizable reads before 503 no_quorum (e.g. 5s, 500ms; at
+    /// most 60s).
     #[arg(long, env = "HIVEMIND_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: std::time::Duration,
     /// Events kept in the feed before the control-plane leader starts a new epoch.

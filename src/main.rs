@@ -250,8 +250,10 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             }
         }
     }
-    if args.request_timeout.is_zero() {
-        flag_error("--request-timeout: must be more than 0".to_string());
+    // A bounded wait (DESIGN.md §3): a client waiting longer than a minute for a quorum is
+    // better told `no_quorum` and left to retry.
+    if args.request_timeout.is_zero() || args.request_timeout > std::time::Duration::from_secs(60) {
+        flag_error("--request-timeout: must be more than 0 and at most 60s".to_string());
     }
     let config = AgentConfig {
         name,

@@ -47,6 +47,22 @@ fn bad_flags_name_the_flag_and_exit_2() {
             "--worker-threads",
         ),
         (&["--name", "x"], "--join"),
+        (
+            &["--backup-path", "relative/dir", "--control-plane"],
+            "--backup-path",
+        ),
+        (
+            &["--backup-batch", "1k", "--control-plane"],
+            "--backup-batch",
+        ),
+        (
+            &["--backup-every", "0s", "--control-plane"],
+            "--backup-every",
+        ),
+        (
+            &["--backup-replicas", "0", "--control-plane"],
+            "--backup-replicas",
+        ),
     ];
     for (args, flag) in cases {
         let out = agent_with(args);
