@@ -81,6 +81,11 @@ pub enum Command {
     },
     /// Print a new random 32-byte gossip key (base64).
     Keygen,
+    /// The cluster CA and certificates signed by it (PEM files), like `consul tls`.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Print a shell completion script: `hivemind completions bash > /etc/bash_completion.d/hivemind`.
     Completions {
         #[arg(value_enum)]
@@ -178,6 +183,60 @@ pub struct OwnerArgs {
     /// The owner's member name.
     #[arg(long, requires = "key")]
     pub owner: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCommand {
+    /// The cluster CA.
+    Ca {
+        #[command(subcommand)]
+        command: TlsCaCommand,
+    },
+    /// A certificate signed by the CA in --dir.
+    Cert {
+        #[command(subcommand)]
+        command: TlsCertCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCaCommand {
+    /// Write a new CA: `ca.pem` and `ca-key.pem` (mode 0600) in --dir.
+    Create {
+        /// Where the files go (never over existing ones).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 1825, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCertCommand {
+    /// Write `NAME.pem` and `NAME-key.pem` (mode 0600), signed by the CA in --dir.
+    Create {
+        /// A member's certificate: valid for NAME, localhost, 127.0.0.1 and every --ip/--dns,
+        /// for serving and for calling other members.
+        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        server: bool,
+        /// A client's certificate (CLI, tools): client authentication only.
+        #[arg(long)]
+        client: bool,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// An address the server certificate is also valid for (repeatable).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// A DNS name the server certificate is also valid for (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]

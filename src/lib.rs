@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod tls;
 
 use tokio_util::sync::CancellationToken;
 

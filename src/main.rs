@@ -52,6 +52,7 @@ fn main() -> ExitCode {
                 _ => Ok(()),
             }
         }
+        Command::Tls { command } => tls_command(command),
         Command::Keygen => {
             let key: [u8; 32] = rand::random();
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
@@ -234,8 +235,8 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             flag_error(format!("{flag}: must be more than 0"));
         }
     }
-    if !(1 << 20..=1 << 30).contains(&args.backup_batch) {
-        flag_error("--backup-batch: must be 1MiB to 1GiB".to_string());
+    if !(1 << 20..=32 << 20).contains(&args.backup_batch) {
+        flag_error("--backup-batch: must be 1MiB to 32MiB (a space takes uploads of up to 48MiB)".to_string());
     }
     if let Some(bad) = args.backup_path.iter().find(|p| !p.is_absolute()) {
         flag_error(format!(
@@ -450,6 +451,38 @@ async fn run_agent(config: AgentConfig, reload: Option<AdvertiseReload>) -> Resu
     Ok(())
 }
 
+/// `hivemind tls ...`: prints the files it wrote.
+fn tls_command(command: hivemind::cli::TlsCommand) -> Result<()> {
+    use hivemind::cli::{TlsCaCommand, TlsCertCommand, TlsCommand};
+    use hivemind::tls;
+    let (cert, key) = match command {
+        TlsCommand::Ca {
+            command: TlsCaCommand::Create { dir, days },
+        } => tls::create_ca(&dir, days)?,
+        TlsCommand::Cert {
+            command:
+                TlsCertCommand::Create {
+                    server,
+                    client: _,
+                    name,
+                    dir,
+                    ip,
+                    dns,
+                    days,
+                },
+        } => {
+            let kind = if server {
+                tls::Kind::Server
+            } else {
+                tls::Kind::Client
+            };
+            tls::create_cert(&dir, &name, kind, &ip, &dns, days)?
+        }
+    };
+    println!("{}\n{}", cert.display(), key.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,3 +499,4 @@ mod tests {
         assert_eq!(two.metrics().num_workers(), 2);
     }
 }
+
