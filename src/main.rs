@@ -236,7 +236,10 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         }
     }
     if !(1 << 20..=32 << 20).contains(&args.backup_batch) {
-        flag_error("--backup-batch: must be 1MiB to 32MiB (a space takes uploads of up to 48MiB)".to_string());
+        flag_error(
+            "--backup-batch: must be 1MiB to 32MiB (a space takes uploads of up to 48MiB)"
+                .to_string(),
+        );
     }
     if let Some(bad) = args.backup_path.iter().find(|p| !p.is_absolute()) {
         flag_error(format!(
@@ -499,4 +502,3 @@ mod tests {
         assert_eq!(two.metrics().num_workers(), 2);
     }
 }
-

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// The CA's files in `dir`.
@@ -23,7 +23,10 @@ pub fn ca_files(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// A certificate's files in `dir`.
 pub fn cert_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")))
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    )
 }
 
 /// Writes `text` to a new file (never over an existing one); `secret` files get mode 0600.
@@ -134,7 +137,9 @@ pub fn create_cert(
     };
     let mut sans = vec![SanType::DnsName(name.try_into().context("--name")?)];
     if kind == Kind::Server {
-        sans.push(SanType::DnsName("localhost".try_into().expect("a DNS name")));
+        sans.push(SanType::DnsName(
+            "localhost".try_into().expect("a DNS name"),
+        ));
         sans.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
         for d in dns {
             let san = d
@@ -166,7 +171,9 @@ mod tests {
     fn a_ca_signs_server_and_client_certificates_and_nothing_is_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let (ca, ca_key) = create_ca(dir.path(), 30).unwrap();
-        assert!(std::fs::read_to_string(&ca).unwrap().contains("BEGIN CERTIFICATE"));
+        assert!(std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the CA key is the cluster's: owner only");
@@ -174,7 +181,15 @@ mod tests {
         assert!(err.contains("ca.pem exists"), "{err}");
 
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
-        create_cert(dir.path(), "cp1", Kind::Server, &[ip], &["cp1.example".into()], 30).unwrap();
+        create_cert(
+            dir.path(),
+            "cp1",
+            Kind::Server,
+            &[ip],
+            &["cp1.example".into()],
+            30,
+        )
+        .unwrap();
         create_cert(dir.path(), "ops", Kind::Client, &[], &[], 30).unwrap();
         let err = create_cert(dir.path(), "cp1", Kind::Server, &[], &[], 30).unwrap_err();
         assert!(err.to_string().contains("cp1.pem exists"), "{err}");

@@ -24,17 +24,33 @@ fn the_cli_makes_a_ca_and_certificates_openssl_accepts() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("ca.pem"), "{}", stdout(&out));
     let out = cli(&[
-        "tls", "cert", "create", "--server", "--name", "cp1", "--dir", d, "--ip", "10.1.2.3",
-        "--dns", "cp1.hivemind.example",
+        "tls",
+        "cert",
+        "create",
+        "--server",
+        "--name",
+        "cp1",
+        "--dir",
+        d,
+        "--ip",
+        "10.1.2.3",
+        "--dns",
+        "cp1.hivemind.example",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = cli(&["tls", "cert", "create", "--client", "--name", "ops", "--dir", d]);
+    let out = cli(&[
+        "tls", "cert", "create", "--client", "--name", "ops", "--dir", d,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let path = |f: &str| dir.path().join(f).display().to_string();
     for cert in ["cp1.pem", "ops.pem"] {
         let v = openssl(&["verify", "-CAfile", &path("ca.pem"), &path(cert)]).unwrap();
-        assert!(v.status.success(), "{cert}: {}", String::from_utf8_lossy(&v.stderr));
+        assert!(
+            v.status.success(),
+            "{cert}: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
     }
     // The server certificate serves and calls (mutual TLS between members) for its names.
     let text = openssl(&["x509", "-in", &path("cp1.pem"), "-noout", "-text"]).unwrap();
@@ -51,7 +67,12 @@ fn the_cli_makes_a_ca_and_certificates_openssl_accepts() {
         assert!(text.contains(want), "{want} missing in\n{text}");
     }
     let v = openssl(&[
-        "verify", "-CAfile", &path("ca.pem"), "-purpose", "sslserver", &path("ops.pem"),
+        "verify",
+        "-CAfile",
+        &path("ca.pem"),
+        "-purpose",
+        "sslserver",
+        &path("ops.pem"),
     ])
     .unwrap();
     assert!(!v.status.success(), "a client certificate must not serve");
@@ -69,8 +90,14 @@ fn the_cli_makes_a_ca_and_certificates_openssl_accepts() {
     assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
     assert_eq!(std::fs::read(path("ca-key.pem")).unwrap(), before);
     let out = cli(&["tls", "cert", "create", "--name", "x", "--dir", d]);
-    assert_eq!(out.status.code(), Some(2), "--server or --client is required");
-    let out = cli(&["tls", "cert", "create", "--server", "--name", "a b", "--dir", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--server or --client is required"
+    );
+    let out = cli(&[
+        "tls", "cert", "create", "--server", "--name", "a b", "--dir", d,
+    ]);
     assert!(stderr(&out).contains("--name"), "{}", stderr(&out));
     assert!(!dir.path().join("a b.pem").exists());
 }
