@@ -7,12 +7,14 @@
 //! - [`roles`]: the known roles, what they perform and require, and the readiness rule.
 //! - [`seal`]: ChaCha20-Poly1305 sealing shared by gossip packets and host records.
 //! - [`records`]: host records, their sealing with keygroup secrets, stream frames, seq book.
+//! - [`acl`]: ACL policy rules (TOML) and the access decision, sans IO (DESIGN.md §6e).
 //! - [`backup`]: the backup role's requests to the registry and its ledger as roles read it.
 //! - [`role`]: the [`Role`](role::Role) trait and the context the member runtime hands a role.
 //!
 //! Invariant: no IO, no clocks; everything here is plain data, pure functions, and the role
 //! interface (channels and traits, no sockets).
 
+pub mod acl;
 pub mod api;
 pub mod backup;
 pub mod codec;
