@@ -367,6 +367,15 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
         total >= 2 * 24 * 1024 * 1024,
         "every chunk twice on the two spaces left: {after:?}"
     );
+    // Every chunk read back from a space, opened with the key and checked against its id.
+    let check = json(&backup(
+        &owner_addr,
+        &["check", "--read-data", "100", "--json"],
+    ));
+    assert!(check["chunks"].as_u64().unwrap() > 20, "{check}");
+    assert_eq!(check["read"], check["chunks"], "{check}");
+    assert_eq!(check["damaged"], serde_json::json!([]), "{check}");
+    assert_eq!(check["ok"], true, "{check}");
 
     // A second space dies: every chunk still has a copy on the third.
     cluster.agents[s[1]].kill9();
