@@ -116,16 +116,6 @@ impl Leases {
         self.owners.retain(|_, held| !held.is_empty());
         out
     }
-
-    /// Forgets one chunk (its file is gone).
-    pub fn remove(&mut self, owner: &str, id: &ChunkId) {
-        if let Some(held) = self.owners.get_mut(owner) {
-            held.remove(id);
-            if held.is_empty() {
-                self.owners.remove(owner);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ impl Role for BackupRole {
         let key_file = settings
             .key_file
             .clone()
-            .unwrap_or_else(|| data_dir.join("backup.key"));
+            .unwrap_or_else(|| default_key_file(&data_dir));
         let mut waiting = Vec::new();
         let me = ctx.me.borrow().clone();
         let owner = match load_or_create_key(&key_file) {
