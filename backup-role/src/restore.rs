@@ -29,8 +29,10 @@ pub enum RestoreError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{0}")]
-    Damaged(String),
+    #[error(
+        "no copy of chunk {0} that was read opens with this key (a wrong key, or damaged copies)"
+    )]
+    DoesNotOpen(ChunkId),
 }
 
 /// What a restore wrote.
@@ -50,19 +52,24 @@ pub struct Source {
 }
 
 impl Source {
-    /// The sealed chunk, opened and checked against its id.
+    /// The sealed chunk, opened and checked against its id: the first copy that opens.
     pub async fn open(&self, key: &OwnerKey, id: &ChunkId) -> Result<Vec<u8>, RestoreError> {
-        let mut last = "no space holds it".to_string();
+        let mut unreachable = "no space holds it".to_string();
+        let mut read_one = false;
         for addr in self.at.get(id).into_iter().flatten() {
             match self.spaces.read(addr, &self.owner, id).await {
                 Ok(sealed) => match open_beside(key, *id, sealed).await {
                     Ok(plain) => return Ok(plain),
-                    Err(e) => last = e.to_string(),
+                    Err(_) => read_one = true,
                 },
-                Err(e) => last = e.to_string(),
+                Err(e) => unreachable = e.to_string(),
             }
         }
-        Err(RestoreError::Unavailable(*id, last))
+        Err(if read_one {
+            RestoreError::DoesNotOpen(*id)
+        } else {
+            RestoreError::Unavailable(*id, unreachable)
+        })
     }
 
     /// The snapshot's manifest.
@@ -75,8 +82,8 @@ impl Source {
         for id in &record.manifest {
             match self.open(key, id).await {
                 Ok(piece) => pieces.push(piece),
-                // Every copy there is fails to open: the key is not the owner's.
-                Err(RestoreError::Unavailable(_, why)) if why.contains("does not open") => {
+                // The manifest's copies do not open: the key is not the owner's.
+                Err(RestoreError::DoesNotOpen(_)) => {
                     return Err(RestoreError::WrongKey(record.id.clone()))
                 }
                 Err(e) => return Err(e),
