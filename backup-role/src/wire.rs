@@ -52,6 +52,11 @@ pub enum CallError {
     Failed { space: String, message: String },
 }
 
+/// The chunk ids among a space's hex strings (one that does not parse names no chunk).
+fn ids(hexes: &[String]) -> Vec<ChunkId> {
+    hexes.iter().filter_map(|h| ChunkId::from_hex(h)).collect()
+}
+
 /// Calls spaces by their HTTP address.
 #[derive(Clone)]
 pub struct Spaces {
@@ -118,16 +123,29 @@ impl Spaces {
         }
     }
 
+    async fn send_bytes(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, CallError> {
+        let resp = self.send(addr, req).await?;
+        Ok(resp.bytes().await.map_err(|e| failed(addr, e))?.to_vec())
+    }
+
+    async fn send_json<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, CallError> {
+        let resp = self.send(addr, req).await?;
+        resp.json().await.map_err(|e| failed(addr, e))
+    }
+
     pub async fn upload(&self, addr: &str, upload: &Upload) -> Result<UploadAnswer, CallError> {
         let req = self
             .request(reqwest::Method::POST, addr, "/upload")
             .body(hivemind_common::encode(upload));
-        let bytes = self
-            .send(addr, req)
-            .await?
-            .bytes()
-            .await
-            .map_err(|e| failed(addr, e))?;
+        let bytes = self.send_bytes(addr, req).await?;
         hivemind_common::decode(&bytes).map_err(|e| failed(addr, e))
     }
 
@@ -144,39 +162,19 @@ impl Spaces {
         let req = self
             .request(reqwest::Method::POST, addr, "/heartbeat")
             .json(&body);
-        let answer: HeartbeatAnswer = self
-            .send(addr, req)
-            .await?
-            .json()
-            .await
-            .map_err(|e| failed(addr, e))?;
-        Ok(answer
-            .missing
-            .iter()
-            .filter_map(|h| ChunkId::from_hex(h))
-            .collect())
+        let answer: HeartbeatAnswer = self.send_json(addr, req).await?;
+        Ok(ids(&answer.missing))
     }
 
     pub async fn list(&self, addr: &str, owner: &str) -> Result<Vec<ChunkId>, CallError> {
         let req = self.request(reqwest::Method::GET, addr, &format!("/chunks/{owner}"));
-        let ids: Vec<String> = self
-            .send(addr, req)
-            .await?
-            .json()
-            .await
-            .map_err(|e| failed(addr, e))?;
-        Ok(ids.iter().filter_map(|h| ChunkId::from_hex(h)).collect())
+        let hexes: Vec<String> = self.send_json(addr, req).await?;
+        Ok(ids(&hexes))
     }
 
     pub async fn read(&self, addr: &str, owner: &str, id: &ChunkId) -> Result<Vec<u8>, CallError> {
         let req = self.request(reqwest::Method::GET, addr, &format!("/chunks/{owner}/{id}"));
-        let bytes = self
-            .send(addr, req)
-            .await?
-            .bytes()
-            .await
-            .map_err(|e| failed(addr, e))?;
-        Ok(bytes.to_vec())
+        self.send_bytes(addr, req).await
     }
 
     /// Where each of `owner`'s chunks is, asking every space in `addrs` (unreachable ones are
