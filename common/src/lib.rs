@@ -28,6 +28,7 @@ pub mod roles;
 pub mod seal;
 pub mod secret;
 pub mod stats;
+pub mod tls;
 
 pub use codec::{decode, encode, CodecError};
 pub use id::MemberId;
