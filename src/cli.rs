@@ -22,7 +22,7 @@ pub struct Cli {
 /// How client commands reach a member.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// HOST:PORT of any member's HTTP API.
+    /// HOST:PORT of any member's HTTP API (`https://HOST:PORT` with --ca-file for TLS).
     #[arg(
         long,
         global = true,
@@ -33,6 +33,15 @@ pub struct ClientArgs {
     /// Admin token, when the cluster requires one.
     #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA (PEM): talk TLS to --http-addr and verify it against this CA.
+    #[arg(long, global = true, env = "HIVEMIND_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present over TLS.
+    #[arg(long, global = true, env = "HIVEMIND_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The key of --client-cert (PEM).
+    #[arg(long, global = true, env = "HIVEMIND_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
     /// Print JSON instead of human-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -455,6 +464,21 @@ pub struct AgentArgs {
     /// 32-byte base64 key sealing gossip (see `hivemind keygen`).
     #[arg(long, env = "HIVEMIND_GOSSIP_KEY", hide_env_values = true)]
     pub gossip_key: Option<String>,
+    /// This member's TLS certificate (PEM, from `hivemind tls cert create --server`): with
+    /// --tls-key and --tls-ca, every connection to and from this member is TLS, and internal
+    /// routes demand a certificate from the cluster CA (mutual TLS). Reloaded on SIGHUP.
+    #[arg(long, env = "HIVEMIND_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "HIVEMIND_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM): peers' certificates must chain to it.
+    #[arg(long, env = "HIVEMIND_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Start on a non-loopback address without --gossip-key or TLS (traffic in the clear, and
+    /// anyone who reaches the ports can call internal routes).
+    #[arg(long, env = "HIVEMIND_INSECURE")]
+    pub insecure: bool,
     /// Token joiners must present.
     #[arg(long, env = "HIVEMIND_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,

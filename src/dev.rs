@@ -95,6 +95,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             // A throwaway cluster (temporary data) just stops; a kept one leaves properly.
             leave_on_shutdown: args.data_dir.is_some(),
             gossip_key: None,
+            tls: None,
             advertise_forced: true,
             advertise_updates: None,
             address_check: Duration::from_secs(5),
@@ -108,7 +109,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
 
     let started = Instant::now();
-    let http = reqwest::Client::new();
+    let http = hivemind_tls::http_client(None)
+        .build()
+        .expect("an HTTP client builds");
     loop {
         let mut ready = 0;
         for i in 0..count {

@@ -26,7 +26,16 @@ fn main() -> ExitCode {
         _ => None,
     };
     let runtime = build_runtime(threads);
+    // Built for client commands only: its TLS files are theirs to name when they are wrong.
     let client = client::Client::new(&cli.client);
+    macro_rules! client_command {
+        ($call:ident ( $($arg:expr),* )) => {
+            match &client {
+                Ok(c) => runtime.block_on(client::$call(c $(, $arg)*)),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            }
+        };
+    }
     let result: Result<()> = match cli.command {
         Command::Agent(args) => {
             let (config, log_level, log_format, reload) = agent_config(*args);
@@ -58,16 +67,16 @@ fn main() -> ExitCode {
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             Ok(())
         }
-        Command::Status => runtime.block_on(client::status(&client)),
-        Command::Members => runtime.block_on(client::members(&client)),
-        Command::Leave => runtime.block_on(client::leave(&client)),
-        Command::Cp { command } => runtime.block_on(client::cp(&client, command)),
-        Command::Kv { command } => runtime.block_on(client::kv(&client, command)),
-        Command::Events(args) => runtime.block_on(client::events(&client, args)),
-        Command::Keygroup { command } => runtime.block_on(client::keygroup(&client, command)),
-        Command::Responsibilities => runtime.block_on(client::responsibilities(&client)),
-        Command::Backup { command } => runtime.block_on(client::backup(&client, command)),
-        Command::Snapshot { command } => runtime.block_on(client::snapshot(&client, command)),
+        Command::Status => client_command!(status()),
+        Command::Members => client_command!(members()),
+        Command::Leave => client_command!(leave()),
+        Command::Cp { command } => client_command!(cp(command)),
+        Command::Kv { command } => client_command!(kv(command)),
+        Command::Events(args) => client_command!(events(args)),
+        Command::Keygroup { command } => client_command!(keygroup(command)),
+        Command::Responsibilities => client_command!(responsibilities()),
+        Command::Backup { command } => client_command!(backup(command)),
+        Command::Snapshot { command } => client_command!(snapshot(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -254,6 +263,42 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
             }
         }
     }
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), Some(ca)) => {
+            let files = hivemind_tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            };
+            match hivemind_tls::Tls::load(files, advertise) {
+                Ok(tls) => Some(std::sync::Arc::new(tls)),
+                Err(e) => flag_error(format!("--tls-cert: {e}")),
+            }
+        }
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                ("--tls-cert", cert.is_none()),
+                ("--tls-key", key.is_none()),
+                ("--tls-ca", ca.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, absent)| absent.then_some(flag))
+            .collect();
+            flag_error(format!(
+                "{}: TLS needs --tls-cert, --tls-key and --tls-ca together",
+                missing.join(", ")
+            ))
+        }
+    };
+    if let Err(e) = hivemind_member::config::exposure(
+        args.bind,
+        gossip_key.is_some(),
+        tls.is_some(),
+        args.insecure,
+    ) {
+        flag_error(e);
+    }
     // A bounded wait (DESIGN.md §3): a client waiting longer than a minute for a quorum is
     // better told `no_quorum` and left to retry.
     if args.request_timeout.is_zero() || args.request_timeout > std::time::Duration::from_secs(60) {
@@ -315,6 +360,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         event_retention: args.event_retention.max(1),
         leave_on_shutdown: true,
         gossip_key,
+        tls,
         gossip_profile: match args.gossip_profile {
             cli::GossipProfile::Lan => hivemind_member::gossip::Profile::Lan,
             cli::GossipProfile::Local => hivemind_member::gossip::Profile::Local,
@@ -445,10 +491,33 @@ fn reload_advertise_on_sighup((path, tx): AdvertiseReload) {
     });
 }
 
+/// On every SIGHUP, reads the TLS files again; new connections use them once they pass the
+/// startup checks, and a failed reload keeps the old ones (an operator must fix the files).
+fn reload_tls_on_sighup(tls: std::sync::Arc<hivemind_tls::Tls>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot install the SIGHUP handler; TLS reloads are off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay")
+                }
+            }
+        }
+    });
+}
+
 /// Runs the agent until SIGINT or SIGTERM, then stops it gracefully.
 async fn run_agent(config: AgentConfig, reload: Option<AdvertiseReload>) -> Result<()> {
     if let Some(reload) = reload {
         reload_advertise_on_sighup(reload);
+    }
+    if let Some(tls) = &config.tls {
+        reload_tls_on_sighup(tls.clone());
     }
     hivemind_member::run(config, shutdown_on_signal()).await?;
     Ok(())

@@ -421,7 +421,7 @@ async fn a_write_acknowledged_before_a_whole_cluster_kill_is_read_first_thing_af
             .flat_map(|a| std::iter::repeat_n(a.url("/v1/kv/reg"), 4))
             .map(|url| {
                 tokio::spawn(async move {
-                    let http = reqwest::Client::builder()
+                    let http = hivemind_tls::http_client(None)
                         .timeout(Duration::from_secs(8))
                         .build()
                         .unwrap();

@@ -33,6 +33,7 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
             "host",
             "--bind",
             "0.0.0.0",
+            "--insecure",
             "--address-check",
             "1s",
             "--config",

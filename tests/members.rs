@@ -510,6 +510,7 @@ async fn an_address_changed_at_runtime_reaches_the_registry_gossip_and_roles() {
             "host",
             "--bind",
             "0.0.0.0",
+            "--insecure",
             "--address-check",
             "1s",
             "--config",

@@ -106,7 +106,10 @@ impl Role for BackupRole {
                 membership: ctx.membership.clone(),
                 index: tokio::sync::Mutex::new(Owner::load_index(&*ctx.store)),
                 store: ctx.store.clone(),
-                spaces: wire::Spaces::internal(ctx.settings.cluster_secret.clone()),
+                spaces: wire::Spaces::internal(
+                    ctx.settings.cluster_secret.clone(),
+                    ctx.settings.tls.clone(),
+                ),
                 counters: Default::default(),
                 last_run: Default::default(),
             })),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hivemind_common::backup::ChunkId;
+use hivemind_common::tls::{url, ClientTls};
 use serde::{Deserialize, Serialize};
 
 pub const INTERNAL_PREFIX: &str = "/internal/v1/roles/backup";
@@ -61,6 +62,7 @@ fn ids(hexes: &[String]) -> Vec<ChunkId> {
 #[derive(Clone)]
 pub struct Spaces {
     http: reqwest::Client,
+    tls: Option<ClientTls>,
     prefix: &'static str,
     /// `(header, value)` sent with every call: the cluster secret or the admin token.
     auth: Option<(&'static str, String)>,
@@ -75,32 +77,43 @@ fn failed(space: &str, message: impl ToString) -> CallError {
 
 impl Spaces {
     /// An owner's client: internal routes, the cluster secret.
-    pub fn internal(secret: Option<String>) -> Self {
+    pub fn internal(secret: Option<String>, tls: Option<ClientTls>) -> Self {
         Self::new(
+            tls,
             INTERNAL_PREFIX,
             secret.map(|s| (hivemind_common::role::CLUSTER_SECRET_HEADER, s)),
         )
     }
 
     /// The CLI's client: public routes, the admin token.
-    pub fn public(token: Option<String>) -> Self {
+    pub fn public(token: Option<String>, tls: Option<ClientTls>) -> Self {
         Self::new(
+            tls,
             PUBLIC_PREFIX,
             token.map(|t| ("authorization", format!("Bearer {t}"))),
         )
     }
 
-    fn new(prefix: &'static str, auth: Option<(&'static str, String)>) -> Self {
-        let http = reqwest::Client::builder()
+    fn new(
+        tls: Option<ClientTls>,
+        prefix: &'static str,
+        auth: Option<(&'static str, String)>,
+    ) -> Self {
+        let http = hivemind_tls::http_client(tls.as_ref())
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .expect("a client without TLS builds");
-        Self { http, prefix, auth }
+            .expect("an HTTP client builds");
+        Self {
+            http,
+            tls,
+            prefix,
+            auth,
+        }
     }
 
     fn request(&self, method: reqwest::Method, addr: &str, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("http://{addr}{}{path}", self.prefix);
+        let url = url(self.tls.as_ref(), addr, &format!("{}{path}", self.prefix));
         let mut req = self.http.request(method, url);
         if let Some((name, value)) = &self.auth {
             req = req.header(*name, value);

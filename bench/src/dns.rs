@@ -72,7 +72,9 @@ fn srv_ports(dns_port: u16, name: &Name, target: &str) -> Option<Vec<u16>> {
 }
 
 pub async fn propagation(args: PropagationArgs, json_out: bool) -> Result<()> {
-    let http = reqwest::Client::new();
+    let http = hivemind_tls::http_client(None)
+        .build()
+        .expect("an HTTP client builds");
     let name = Name::from_ascii(format!("_bench._tcp.{}", args.zone))
         .with_context(|| format!("--zone: {:?} is not a DNS name", args.zone))?;
     let target = format!("{}.", args.host_name);
@@ -186,7 +188,9 @@ async fn serve_stream(
 }
 
 pub async fn publishers(args: PublishersArgs, shutdown: CancellationToken) -> Result<()> {
-    let http = reqwest::Client::new();
+    let http = hivemind_tls::http_client(None)
+        .build()
+        .expect("an HTTP client builds");
     let node = "bench-hosts";
     let url = format!("http://{}/v1/keygroups/{}", args.via, args.keygroup);
     let response = http
@@ -208,7 +212,7 @@ pub async fn publishers(args: PublishersArgs, shutdown: CancellationToken) -> Re
     if args.wrong_secret {
         secret = rand::random::<[u8; 32]>().to_vec();
     }
-    let client = InternalClient::new(None);
+    let client = InternalClient::new(None, None);
     let mut records = std::collections::HashMap::new();
     let mut infos = Vec::new();
     for i in 0..args.hosts {

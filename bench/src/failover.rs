@@ -199,7 +199,9 @@ pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {
     let mut cluster = Cluster {
         members,
         dir,
-        http: reqwest::Client::new(),
+        http: hivemind_tls::http_client(None)
+            .build()
+            .expect("an HTTP client builds"),
     };
     for i in 0..cluster.members.len() {
         cluster.spawn(i)?;

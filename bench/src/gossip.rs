@@ -367,7 +367,9 @@ fn serf_cluster(args: &GossipBenchArgs) -> Result<Cluster> {
 
 /// A hivemind member's id, from its `/v1/status` (waits until it answers).
 async fn hivemind_id(http_port: u16, deadline: Duration) -> Result<String> {
-    let client = reqwest::Client::new();
+    let client = hivemind_tls::http_client(None)
+        .build()
+        .expect("an HTTP client builds");
     let until = Instant::now() + deadline;
     loop {
         if let Ok(response) = client

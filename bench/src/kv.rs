@@ -171,7 +171,7 @@ pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
     if args.clients == 0 {
         bail!("--clients: must be at least 1");
     }
-    let http = reqwest::Client::builder()
+    let http = hivemind_tls::http_client(None)
         .pool_max_idle_per_host(args.clients)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))

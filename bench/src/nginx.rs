@@ -127,7 +127,7 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
     for (i, p) in procs.iter_mut().enumerate() {
         p.start(Output::File(dir.path().join(format!("{i}.log"))))?;
     }
-    let http = reqwest::Client::builder()
+    let http = hivemind_tls::http_client(None)
         .timeout(Duration::from_secs(2))
         .build()?;
     let status = |i: u16| format!("http://127.0.0.1:{}/v1/status", port(i));
@@ -162,7 +162,9 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
             .context("X-Consul-Index")?;
         let blocking = {
             let url = format!("{catalog_url}?index={index}&wait=30s");
-            let client = reqwest::Client::new();
+            let client = hivemind_tls::http_client(None)
+                .build()
+                .expect("an HTTP client builds");
             tokio::spawn(async move {
                 let answered = client.get(url).send().await.map(|_| Instant::now());
                 answered.ok()
@@ -285,7 +287,7 @@ pub(crate) async fn reloads_under_load(
     for _ in 0..clients {
         let (ok, failed, retried) = (ok.clone(), failed.clone(), retried.clone());
         let (url, host) = (format!("http://{listen}/"), host.to_string());
-        let client = reqwest::Client::builder()
+        let client = hivemind_tls::http_client(None)
             .timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(1)
             .build()?;

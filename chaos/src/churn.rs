@@ -105,7 +105,7 @@ pub async fn prepare(member: &str) -> Result<(), String> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    hivemind_tls::http_client(None)
         .timeout(TIMEOUT)
         .connect_timeout(Duration::from_secs(1))
         .build()

@@ -71,6 +71,8 @@ impl Cluster {
                 &data_dir.display().to_string(),
                 "--bind",
                 &net.member_ip(m),
+                // Addresses in the harness's own namespaces, reachable by nothing else.
+                "--insecure",
                 "--http-port",
                 &ports[m].0.to_string(),
                 "--gossip-port",

@@ -84,7 +84,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .iter()
         .map(|m| m.http_addr.clone())
         .collect();
-    let http = reqwest::Client::builder()
+    let http = hivemind_tls::http_client(None)
         .timeout(Duration::from_secs(2))
         .build()
         .expect("static client settings");

@@ -118,7 +118,7 @@ pub async fn client(
     recorder: Recorder,
     stop: CancellationToken,
 ) {
-    let http = reqwest::Client::builder()
+    let http = hivemind_tls::http_client(None)
         .timeout(CLIENT_TIMEOUT)
         .connect_timeout(Duration::from_secs(1))
         .build()
@@ -215,7 +215,7 @@ fn read_meta(answer: &Answer) -> Option<(String, u64)> {
 /// keys were not read because the reads ran past [`FINAL_READS_WITHIN`].
 pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) -> usize {
     use futures::StreamExt;
-    let http = reqwest::Client::builder()
+    let http = hivemind_tls::http_client(None)
         .timeout(CLIENT_TIMEOUT)
         .build()
         .expect("static client settings");

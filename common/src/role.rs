@@ -97,6 +97,8 @@ pub struct RoleSettings {
     pub reread_every: std::time::Duration,
     /// Sent as `x-hivemind-cluster-secret` on calls to other members' internal routes.
     pub cluster_secret: Option<String>,
+    /// TLS to other members' HTTP ports (`https://`, mutual); plain HTTP when `None`.
+    pub tls: Option<crate::tls::ClientTls>,
     /// The member's data directory (`--data-dir`): a role keeps its files under
     /// `<data-dir>/<role>/`.
     pub data_dir: std::path::PathBuf,

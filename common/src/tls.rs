@@ -11,6 +11,15 @@ pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
 }
 
+/// The same TLS when it is the same configuration (there is one per member).
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for ClientTls {}
+
 /// The URL scheme of every member's HTTP port under `tls`.
 pub fn scheme(tls: Option<&ClientTls>) -> &'static str {
     if tls.is_some() {

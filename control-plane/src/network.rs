@@ -22,12 +22,15 @@ use crate::stream::{FramePool, StreamError};
 use crate::types::{CpNode, NodeId, TypeConfig};
 
 pub use hivemind_common::secret::CLUSTER_SECRET_HEADER;
+use hivemind_common::tls::{url, ClientTls};
 
 /// A bincode-over-HTTP client for internal routes, shared by Raft RPC, forwarding and bootstrap.
 #[derive(Clone)]
 pub struct InternalClient {
     http: reqwest::Client,
     secret: Option<String>,
+    /// TLS to the other members (`https://`, mutual), or plain HTTP.
+    tls: Option<ClientTls>,
     /// Upgraded connections for the hot paths (AppendEntries), shared by every Raft client.
     streams: FramePool,
 }
@@ -51,17 +54,18 @@ impl CallError {
 }
 
 impl InternalClient {
-    pub fn new(secret: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(secret: Option<String>, tls: Option<ClientTls>) -> Self {
+        let http = hivemind_tls::http_client(tls.as_ref())
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(1))
             .build()
             .expect("reqwest client builds with static settings");
-        let streams = FramePool::new(secret.clone());
+        let streams = FramePool::new(secret.clone(), tls.clone());
         Self {
             http,
             secret,
+            tls,
             streams,
         }
     }
@@ -76,7 +80,7 @@ impl InternalClient {
         self.call(addr, O::PATH, request, timeout).await
     }
 
-    /// POSTs `body` (bincode) to `http://addr{path}` and decodes a bincode answer.
+    /// POSTs `body` (bincode) to `addr{path}` (http or https) and decodes a bincode answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -86,7 +90,7 @@ impl InternalClient {
     ) -> Result<Resp, CallError> {
         let mut request = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(url(self.tls.as_ref(), addr, path))
             .timeout(timeout)
             .header("content-type", "application/octet-stream")
             .body(hivemind_common::encode(body));
@@ -98,16 +102,29 @@ impl InternalClient {
             if source.is_connect() {
                 CallError::Unreachable {
                     addr: addr.to_string(),
-                    reason: source.to_string(),
+                    reason: with_causes(&source),
                 }
             } else {
-                failed(source.to_string())
+                failed(with_causes(&source))
             }
         })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
         decode_answer(addr, status, &bytes)
     }
+}
+
+/// An error and its causes in one line: reqwest's own message says only "error sending
+/// request", while the cause says why (refused, a certificate from another CA, ...).
+pub fn with_causes(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// An internal route's answer, however it travelled: the bincode body of a 2xx, or why not.
@@ -190,7 +207,7 @@ impl InternalClient {
     ) -> Result<serde_json::Value, CallError> {
         let mut request = self
             .http
-            .get(format!("http://{addr}{path}"))
+            .get(url(self.tls.as_ref(), addr, path))
             .timeout(timeout);
         if let Some(secret) = &self.secret {
             request = request.header(CLUSTER_SECRET_HEADER, secret);

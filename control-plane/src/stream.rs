@@ -18,18 +18,19 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, SinkExt, StreamExt};
+use hivemind_tls::ClientIo;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 
 use hivemind_common::secret::CLUSTER_SECRET_HEADER;
+use hivemind_common::tls::ClientTls;
 
 /// The `Upgrade` token both ends must name.
 pub const PROTOCOL: &str = "hivemind-frames/1";
 
 /// The client's end: the bare TCP stream taken back from the HTTP client after the upgrade
 /// (it must be `Sync` for openraft's network types).
-type Connection = Framed<TcpStream, LengthDelimitedCodec>;
+type Connection = Framed<ClientIo, LengthDelimitedCodec>;
 
 /// The stream's framing: 4-byte length prefixes, frames bounded like every other internal body.
 pub fn codec() -> LengthDelimitedCodec {
@@ -57,15 +58,22 @@ pub struct FrameClient {
     addr: String,
     path: &'static str,
     secret: Option<String>,
+    tls: Option<ClientTls>,
     connection: Option<Connection>,
 }
 
 impl FrameClient {
-    pub fn new(addr: String, path: &'static str, secret: Option<String>) -> Self {
+    pub fn new(
+        addr: String,
+        path: &'static str,
+        secret: Option<String>,
+        tls: Option<ClientTls>,
+    ) -> Self {
         Self {
             addr,
             path,
             secret,
+            tls,
             connection: None,
         }
     }
@@ -121,13 +129,11 @@ impl FrameClient {
             addr: self.addr.clone(),
             reason,
         };
-        let tcp = TcpStream::connect(&self.addr)
+        let io = hivemind_tls::connect(self.tls.as_ref(), &self.addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        tcp.set_nodelay(true)
-            .map_err(|e| unreachable(e.to_string()))?;
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tcp))
+            hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(io))
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
         // Drives the HTTP exchange until the connection is handed over (or fails).
@@ -166,8 +172,8 @@ impl FrameClient {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let parts = upgraded
-            .downcast::<TokioIo<TcpStream>>()
-            .map_err(|_| failed("the upgraded connection is not a TCP stream".into()))?;
+            .downcast::<TokioIo<ClientIo>>()
+            .map_err(|_| failed("the upgraded connection is not the one opened".into()))?;
         let mut framed = FramedParts::new::<Bytes>(parts.io.into_inner(), codec());
         // Bytes the HTTP client read past the upgrade answer belong to the first frame.
         framed.read_buf = BytesMut::from(&parts.read_buf[..]);
@@ -182,6 +188,7 @@ impl FrameClient {
 pub struct FramePool {
     idle: Arc<Mutex<IdleStreams>>,
     secret: Option<String>,
+    tls: Option<ClientTls>,
 }
 
 /// Idle streams by peer address and route.
@@ -191,10 +198,11 @@ type IdleStreams = HashMap<(String, &'static str), Vec<FrameClient>>;
 const MAX_IDLE: usize = 32;
 
 impl FramePool {
-    pub fn new(secret: Option<String>) -> Self {
+    pub fn new(secret: Option<String>, tls: Option<ClientTls>) -> Self {
         Self {
             idle: Arc::default(),
             secret,
+            tls,
         }
     }
 
@@ -209,8 +217,14 @@ impl FramePool {
     ) -> Result<Bytes, StreamError> {
         let key = (addr.to_string(), path);
         let reused = self.lock().get_mut(&key).and_then(Vec::pop);
-        let mut client =
-            reused.unwrap_or_else(|| FrameClient::new(addr.to_string(), path, self.secret.clone()));
+        let mut client = reused.unwrap_or_else(|| {
+            FrameClient::new(
+                addr.to_string(),
+                path,
+                self.secret.clone(),
+                self.tls.clone(),
+            )
+        });
         let answer = client.call(request, timeout).await?;
         let mut idle = self.lock();
         let streams = idle.entry(key).or_default();
@@ -310,7 +324,7 @@ mod tests {
     async fn answers_come_back_in_order_on_one_connection() {
         let connections = Arc::new(AtomicUsize::new(0));
         let addr = serve(echo(connections.clone())).await;
-        let mut client = FrameClient::new(addr, PATH, None);
+        let mut client = FrameClient::new(addr, PATH, None, None);
         for i in 0..50 {
             let answer = client
                 .call(Bytes::from(format!("{i}")), WAIT)
@@ -327,7 +341,7 @@ mod tests {
     async fn the_pool_reuses_idle_streams_and_opens_more_only_for_concurrent_calls() {
         let connections = Arc::new(AtomicUsize::new(0));
         let addr = serve(echo(connections.clone())).await;
-        let pool = FramePool::new(None);
+        let pool = FramePool::new(None, None);
         for i in 0..20 {
             let answer = pool
                 .call(&addr, PATH, Bytes::from(format!("{i}")), WAIT)
@@ -363,7 +377,7 @@ mod tests {
     async fn a_dropped_stream_fails_one_call_and_the_next_reconnects() {
         let connections = Arc::new(AtomicUsize::new(0));
         let addr = serve(echo(connections.clone())).await;
-        let mut client = FrameClient::new(addr, PATH, None);
+        let mut client = FrameClient::new(addr, PATH, None, None);
         client.call(Bytes::from_static(b"a"), WAIT).await.unwrap();
         let hung_up = client.call(Bytes::from_static(b"bye"), WAIT).await;
         assert!(
@@ -411,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_the_peer_closed_while_idle_is_replaced_before_sending() {
         let (addr, mut hang_ups) = one_answer_per_connection().await;
-        let mut client = FrameClient::new(addr, PATH, None);
+        let mut client = FrameClient::new(addr, PATH, None, None);
         for i in 0..3 {
             let answer = client.call(Bytes::from(format!("{i}")), WAIT).await;
             assert_eq!(answer.unwrap(), Bytes::from(format!("{i}")), "call {i}");
@@ -424,7 +438,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let mut client = FrameClient::new(addr, PATH, None);
+        let mut client = FrameClient::new(addr, PATH, None, None);
         let outcome = client.call(Bytes::from_static(b"a"), WAIT).await;
         assert!(
             matches!(outcome, Err(StreamError::Unreachable { .. })),
@@ -435,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_without_the_route_is_unsupported() {
         let addr = serve(Router::new().route("/other", get(|| async { "" }))).await;
-        let mut client = FrameClient::new(addr, PATH, None);
+        let mut client = FrameClient::new(addr, PATH, None, None);
         let outcome = client.call(Bytes::from_static(b"a"), WAIT).await;
         assert!(
             matches!(outcome, Err(StreamError::Unsupported { .. })),
@@ -446,7 +460,13 @@ mod tests {
     #[tokio::test]
     async fn a_plain_request_to_the_route_is_told_to_upgrade() {
         let addr = serve(echo(Arc::default())).await;
-        let response = reqwest::get(format!("http://{addr}{PATH}")).await.unwrap();
+        let response = hivemind_tls::http_client(None)
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}{PATH}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400);
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "upgrade_required", "{body}");
@@ -464,7 +484,7 @@ mod tests {
             }),
         );
         let addr = serve(router).await;
-        let mut client = FrameClient::new(addr, PATH, None);
+        let mut client = FrameClient::new(addr, PATH, None, None);
         let outcome = client
             .call(Bytes::from_static(b"a"), Duration::from_millis(200))
             .await;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use hivemind_common::role::RoleSettings;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::{ControlPlane, CpConfig};
+use hivemind_tls::{Listener, Peer};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::admission::{
     admit, announce_to_registry_members, handle_gossip_events, join_route, leave,
 };
-use crate::auth::require_admin_token;
+use crate::auth::{require_admin_token, require_member_certificate};
 use crate::config::{AgentConfig, AgentError};
 use crate::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
@@ -56,6 +56,7 @@ async fn reach_control_plane(
         cp_config.snapshot_every = config.raft_snapshot_every;
         cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
         cp_config.cluster_secret = config.cluster_secret();
+        cp_config.tls = config.client_tls();
         cp_config.join_token = config.join_token.clone();
         cp_config.event_retention = config.event_retention;
         Ok((
@@ -120,7 +121,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 addr: gossip_bind,
                 source,
             })?;
-        let client = InternalClient::new(config.cluster_secret());
+        let client = InternalClient::new(config.cluster_secret(), config.client_tls());
         let (cp, joined) =
             reach_control_plane(&config, &identity, &store, &client, &shutdown).await?;
         let (gossip_events_tx, gossip_events) = mpsc::unbounded_channel();
@@ -161,6 +162,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             reread_every: config.reread_every,
             trigger_webhook: config.trigger_webhook.clone(),
             cluster_secret: config.cluster_secret(),
+            tls: config.client_tls(),
             data_dir: config.data_dir.clone(),
             nginx: config.nginx.clone(),
             backup: config.backup.clone(),
@@ -203,6 +205,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             http_answers: Default::default(),
             advertise: std::sync::RwLock::new(config_advertise),
             shutdown: shutdown.clone(),
+            listener_counters: Arc::default(),
         });
 
         let mut app = role_routes;
@@ -314,6 +317,10 @@ fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             require_admin_token(token.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.config.tls.is_some(),
+            require_member_certificate,
+        ))
         .layer(crate::access_log::layer(agent.http_answers.clone()))
 }
 
@@ -330,13 +337,11 @@ async fn serve_until_stopped(
     gossip_cancel: CancellationToken,
     tasks: TaskTracker,
 ) -> std::io::Result<()> {
-    // Without TCP_NODELAY, small answers (Raft acks, forwarded writes) wait for the peer's
-    // delayed ACK: ~40 ms per replication round under load.
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = Listener::start(
+        listener,
+        agent.config.tls.clone(),
+        agent.listener_counters.clone(),
+    )?;
     let stopping = {
         let (agent, gossip_cancel) = (agent.clone(), gossip_cancel.clone());
         let shutdown = agent.shutdown.clone();
@@ -351,7 +356,8 @@ async fn serve_until_stopped(
     // Requests in flight get a grace period to finish; long-polls and subscription streams
     // of other members would otherwise hold the stop for as long as they wait.
     let served = tokio::select! {
-        served = axum::serve(listener, app).with_graceful_shutdown(stopping) => served,
+        served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(stopping) => served,
         _ = async {
             gossip_cancel.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

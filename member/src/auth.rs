@@ -1,13 +1,15 @@
 //! The admin token: when `--admin-token` is set, every `/v1/*` request must carry it as
 //! `Authorization: Bearer T`, `X-Hivemind-Token: T` or (for Consul clients) `X-Consul-Token: T`;
-//! otherwise 401 `unauthorized`.
+//! otherwise 401 `unauthorized`. Internal routes take calls from members only: the cluster secret
+//! and, on a TLS member, a certificate from the cluster CA.
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hivemind_common::secret::{constant_time_eq, satisfies, CLUSTER_SECRET_HEADER};
 use hivemind_control_plane::http::ApiError;
+use hivemind_tls::Peer;
 
 pub const TOKEN_HEADER: &str = "x-hivemind-token";
 /// What Consul's clients send their token in.
@@ -37,6 +39,31 @@ pub async fn require_admin_token(token: Option<String>, request: Request, next: 
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "this member requires the admin token (Authorization: Bearer T or X-Hivemind-Token)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Mutual TLS on internal routes (DESIGN.md §6e): on a TLS member, `/internal/*` answers only
+/// connections that presented a certificate from the cluster CA; the public API takes any
+/// HTTPS client (and its token).
+pub async fn require_member_certificate(
+    State(tls): State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if tls && request.uri().path().starts_with("/internal/") {
+        let member = request
+            .extensions()
+            .get::<ConnectInfo<Peer>>()
+            .is_some_and(|info| info.0.member_cert);
+        if !member {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "certificate_required",
+                "internal routes need a client certificate from the cluster CA (mutual TLS)",
             )
             .into_response();
         }

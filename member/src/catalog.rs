@@ -260,7 +260,11 @@ impl Catalog {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut request = self
             .http
-            .get(format!("http://{}{path}", holder.http_addr))
+            .get(hivemind_common::tls::url(
+                self.agent.config.client_tls().as_ref(),
+                &holder.http_addr,
+                path,
+            ))
             .timeout(MAX_WAIT + Duration::from_secs(10));
         for name in FORWARDED {
             if let Some(value) = headers.get(name) {
@@ -336,8 +340,10 @@ pub(crate) fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/status/leader", get(leader))
         .route("/v1/status/peers", get(peers))
         .with_state(Catalog {
+            http: hivemind_tls::http_client(agent.config.client_tls().as_ref())
+                .build()
+                .expect("an HTTP client builds"),
             agent,
-            http: reqwest::Client::new(),
         })
 }
 

@@ -60,14 +60,48 @@ pub struct AgentConfig {
     pub leave_on_shutdown: bool,
     /// Seals gossip packets when set.
     pub gossip_key: Option<[u8; 32]>,
+    /// TLS on the HTTP port and to every other member (`--tls-*`); plain HTTP when `None`.
+    pub tls: Option<std::sync::Arc<hivemind_tls::Tls>>,
     pub gossip_profile: Profile,
 }
 
 impl AgentConfig {
+    /// The client side of this member's TLS, for every call to another member.
+    pub fn client_tls(&self) -> Option<hivemind_common::tls::ClientTls> {
+        self.tls.as_ref().map(|tls| tls.client())
+    }
+
     /// The secret internal routes require: derived from the gossip key, none without one.
     pub fn cluster_secret(&self) -> Option<String> {
         self.gossip_key.as_ref().map(gossip::seal::cluster_secret)
     }
+}
+
+/// Secure by default (DESIGN.md §6e): a member listening beyond loopback needs a gossip key
+/// (sealed gossip and a cluster secret on internal routes) and TLS (encrypted, mutually
+/// authenticated HTTP), unless the operator says `--insecure`. Answers what is missing and why.
+pub fn exposure(bind: IpAddr, gossip_key: bool, tls: bool, insecure: bool) -> Result<(), String> {
+    if bind.is_loopback() || insecure {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !gossip_key {
+        missing.push(
+            "--gossip-key (without it gossip is unsealed and internal routes take anyone's calls)",
+        );
+    }
+    if !tls {
+        missing.push(
+            "--tls-cert/--tls-key/--tls-ca (without them HTTP, Raft and joins travel in the clear)",
+        );
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "--bind {bind} is reachable beyond this machine, so the member needs {}; or give --insecure to run without",
+        missing.join(" and ")
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,4 +124,37 @@ pub enum AgentError {
     Serve(std::io::Error),
     #[error("join rejected: {code}: {message}")]
     JoinRejected { code: String, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_a_member_needs_a_gossip_key_and_tls_or_insecure() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let lan: IpAddr = "10.0.0.5".parse().unwrap();
+        assert!(exposure(lo, false, false, false).is_ok());
+        assert!(exposure("::1".parse().unwrap(), false, false, false).is_ok());
+        for bind in [any, lan] {
+            let both = exposure(bind, false, false, false).unwrap_err();
+            assert!(
+                both.contains("--gossip-key") && both.contains("--tls-cert"),
+                "{both}"
+            );
+            let tls = exposure(bind, true, false, false).unwrap_err();
+            assert!(
+                !tls.contains("--gossip-key") && tls.contains("--tls-cert"),
+                "{tls}"
+            );
+            let key = exposure(bind, false, true, false).unwrap_err();
+            assert!(
+                key.contains("--gossip-key") && !key.contains("--tls-cert"),
+                "{key}"
+            );
+            assert!(exposure(bind, true, true, false).is_ok());
+            assert!(exposure(bind, false, false, true).is_ok());
+        }
+    }
 }

@@ -47,6 +47,8 @@ pub(crate) struct Agent {
     pub(crate) advertise: std::sync::RwLock<IpAddr>,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
     pub(crate) shutdown: CancellationToken,
+    /// What the HTTP listener refused (failed TLS handshakes), for `/metrics`.
+    pub(crate) listener_counters: Arc<hivemind_tls::listener::ListenerCounters>,
 }
 
 /// The feed follower's counters (in `/v1/status` and `/metrics`).

@@ -303,7 +303,7 @@ async fn restore_here(
         .filter(|m| m.state == "alive" && m.roles.iter().any(|r| r == "backup"))
         .map(|m| m.http.clone())
         .collect();
-    let spaces = Spaces::public(client.token.clone());
+    let spaces = Spaces::public(client.token.clone(), client.tls.clone());
     let (at, errors) = spaces.locate(&addrs, owner).await;
     for e in &errors {
         eprintln!("warning: {e}");

@@ -34,11 +34,15 @@ macro_rules! outln {
 pub(crate) use outln;
 
 use crate::cli::ClientArgs;
+use hivemind_common::tls::ClientTls;
 
 /// A member's HTTP API.
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The CLI's TLS (`--ca-file`, `--client-cert`, `--client-key`), also for the backup
+    /// spaces it reads from.
+    pub(crate) tls: Option<ClientTls>,
     pub(crate) token: Option<String>,
     pub json: bool,
 }
@@ -65,17 +69,55 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+/// How the CLI reaches `--http-addr`: `https://` or `--ca-file` means TLS against that CA (with
+/// a client certificate when given), `http://` or a bare `HOST:PORT` plain HTTP. Answers the TLS
+/// config and the base URL.
+fn reach(args: &ClientArgs) -> Result<(Option<ClientTls>, String)> {
+    let (scheme, hostport) = match args.http_addr.split_once("://") {
+        Some((scheme @ ("http" | "https"), rest)) => (Some(scheme), rest.trim_end_matches('/')),
+        Some((other, _)) => {
+            anyhow::bail!("--http-addr: {other}:// is neither http:// nor https://")
+        }
+        None => (None, args.http_addr.as_str()),
+    };
+    let client = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--client-key: --client-cert needs its key"),
+        (None, Some(_)) => anyhow::bail!("--client-cert: --client-key needs its certificate"),
+    };
+    let tls = match (scheme, &args.ca_file) {
+        (Some("http"), Some(_)) => {
+            anyhow::bail!("--ca-file: given for an http:// address; use https://")
+        }
+        (Some("https"), None) => anyhow::bail!(
+            "--ca-file: https:// needs the cluster CA (the ca.pem of `hivemind tls ca create`)"
+        ),
+        (_, Some(ca)) => Some(
+            hivemind_tls::cli_client(ca, client).map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?,
+        ),
+        (_, None) if client.is_some() => {
+            anyhow::bail!("--ca-file: a client certificate is only sent over https://")
+        }
+        (_, None) => None,
+    };
+    let base = hivemind_common::tls::url(tls.as_ref(), hostport, "");
+    Ok((tls, base))
+}
+
 impl Client {
-    pub fn new(args: &ClientArgs) -> Self {
-        Self {
-            http: reqwest::Client::builder()
+    pub fn new(args: &ClientArgs) -> Result<Self> {
+        let (tls, base) = reach(args)?;
+        Ok(Self {
+            http: hivemind_tls::http_client(tls.as_ref())
                 .timeout(Duration::from_secs(330))
                 .build()
-                .expect("static client settings"),
-            base: format!("http://{}", args.http_addr),
+                .context("building the HTTP client")?,
+            base,
+            tls,
             token: args.token.clone(),
             json: args.json,
-        }
+        })
     }
 
     /// Sends a request; non-2xx answers become [`ApiFailure`].

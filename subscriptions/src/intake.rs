@@ -88,6 +88,8 @@ pub struct Intake {
     pub(crate) copied_once: Mutex<BTreeSet<String>>,
     pub(crate) cp: Arc<dyn ControlPlaneClient>,
     pub(crate) cluster_secret: Option<String>,
+    /// TLS to the other members, or plain HTTP.
+    pub(crate) tls: Option<hivemind_common::tls::ClientTls>,
     pub(crate) http: reqwest::Client,
     /// Every record applied here, for the node's other machines (intra-node streams).
     pub(crate) relay: tokio::sync::broadcast::Sender<HostRecord>,
@@ -313,7 +315,10 @@ impl Intake {
             copied_once: Mutex::new(BTreeSet::new()),
             cp: ctx.cp.clone(),
             cluster_secret: ctx.settings.cluster_secret.clone(),
-            http: reqwest::Client::new(),
+            tls: ctx.settings.tls.clone(),
+            http: hivemind_tls::http_client(ctx.settings.tls.as_ref())
+                .build()
+                .expect("an HTTP client builds"),
             relay: tokio::sync::broadcast::channel(RELAY_CAPACITY).0,
             positions: RwLock::new(BTreeMap::new()),
             config_behind: tokio::sync::Notify::new(),

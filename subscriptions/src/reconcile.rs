@@ -18,6 +18,7 @@ use hivemind_common::role::Membership;
 use hivemind_common::role::RoleContext;
 use hivemind_common::role::RoleEvent;
 use hivemind_common::role::CLUSTER_SECRET_HEADER;
+use hivemind_common::tls::url;
 use hivemind_common::MemberId;
 use tokio_util::sync::CancellationToken;
 
@@ -54,9 +55,13 @@ pub(crate) async fn copy_from_sibling(shared: &Intake, me: &Me, keygroup: &str) 
         .performing(shared.role)
         .filter(|p| p.id != me.id && replicas.contains(&p.node))
     {
-        let url = format!(
-            "http://{}/internal/v1/roles/{}/snapshot?keygroup={keygroup}",
-            peer.http_addr, shared.role
+        let url = url(
+            shared.tls.as_ref(),
+            &peer.http_addr,
+            &format!(
+                "/internal/v1/roles/{}/snapshot?keygroup={keygroup}",
+                shared.role
+            ),
         );
         let mut request = shared.http.get(url).timeout(Duration::from_secs(5));
         if let Some(secret) = &shared.cluster_secret {
@@ -394,16 +399,17 @@ pub(crate) async fn reconcile_keygroups(
 pub(crate) async fn subscribe(shared: Arc<Intake>, target: Target, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let url = match target.via {
+        let path = match target.via {
             Via::Host => format!(
-                "http://{}/internal/v1/roles/host/subscribe?keygroup={}&member={}",
-                target.http_addr, target.keygroup, target.member
+                "/internal/v1/roles/host/subscribe?keygroup={}&member={}",
+                target.keygroup, target.member
             ),
             Via::Holder => format!(
-                "http://{}/internal/v1/roles/{}/stream?keygroup={}",
-                target.http_addr, shared.role, target.keygroup
+                "/internal/v1/roles/{}/stream?keygroup={}",
+                shared.role, target.keygroup
             ),
         };
+        let url = url(shared.tls.as_ref(), &target.http_addr, &path);
         let mut request = shared.http.get(url);
         if let Some(secret) = &shared.cluster_secret {
             request = request.header(CLUSTER_SECRET_HEADER, secret);

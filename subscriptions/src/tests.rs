@@ -152,6 +152,7 @@ fn context(
             reread_every,
             trigger_webhook: None,
             cluster_secret: None,
+            tls: None,
             data_dir: std::env::temp_dir(),
             nginx: Default::default(),
             backup: Default::default(),

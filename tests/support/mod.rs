@@ -319,7 +319,7 @@ impl Cluster {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    hivemind_tls::http_client(None)
         .timeout(Duration::from_secs(40))
         .build()
         .unwrap()

@@ -278,12 +278,12 @@ pub fn http_client(tls: Option<&ClientTls>) -> reqwest::ClientBuilder {
     reqwest::Client::builder().tls_backend_preconfigured(config)
 }
 
+/// A connection to another member's HTTP port: plain or TLS.
+pub type ClientIo = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
 /// A connection to another member's HTTP port at `addr` (`host:port`), over `tls` when given:
 /// what the Raft streams upgrade.
-pub async fn connect(
-    tls: Option<&ClientTls>,
-    addr: &str,
-) -> std::io::Result<Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>> {
+pub async fn connect(tls: Option<&ClientTls>, addr: &str) -> std::io::Result<ClientIo> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let Some(tls) = tls else {

@@ -39,7 +39,7 @@ impl Role for TriggerRole {
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
-        let trigger = Arc::new(Trigger::default());
+        let trigger = Arc::new(Trigger::new(ctx.settings.tls.as_ref()));
         let webhook = ctx.settings.trigger_webhook.clone();
         let shutdown = ctx.shutdown.child_token();
         let me = ctx.me.borrow().id;
@@ -93,12 +93,15 @@ pub(crate) struct Trigger {
     webhook_dropped: AtomicU64,
 }
 
-impl Default for Trigger {
-    fn default() -> Self {
+impl Trigger {
+    /// A trigger whose webhook client trusts the cluster CA when the member runs TLS.
+    fn new(tls: Option<&hivemind_common::tls::ClientTls>) -> Self {
         Self {
             changes: Mutex::default(),
             change_tx: tokio::sync::watch::channel(0).0,
-            http: reqwest::Client::new(),
+            http: hivemind_tls::http_client(tls)
+                .build()
+                .expect("an HTTP client builds"),
             webhook_delivered: AtomicU64::new(0),
             webhook_failures: AtomicU64::new(0),
             webhook_dropped: AtomicU64::new(0),

@@ -64,6 +64,8 @@ pub struct CpConfig {
     /// Take a Raft snapshot (and let the log be purged) every this many applied entries.
     pub snapshot_every: u64,
     pub cluster_secret: Option<String>,
+    /// TLS to the other members (`--tls-*`); plain HTTP when `None`.
+    pub tls: Option<hivemind_common::tls::ClientTls>,
     /// The token a join must present (`--join-token`); `None`: no token needed.
     pub join_token: Option<String>,
     /// The leader starts a new epoch once the event feed holds more events than this.
@@ -93,6 +95,7 @@ impl CpConfig {
             election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
             snapshot_every: 5000,
             cluster_secret: None,
+            tls: None,
             join_token: None,
             max_batches_in_flight: 1,
             unsafe_ack_before_persist: false,
@@ -175,7 +178,7 @@ impl ControlPlane {
         }
         .validate()
         .map_err(|e| CpError::BadRequest(format!("Raft settings: {e}")))?;
-        let client = InternalClient::new(config.cluster_secret.clone());
+        let client = InternalClient::new(config.cluster_secret.clone(), config.tls.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
