@@ -78,6 +78,11 @@ pub enum Command {
     },
     /// Who is responsible for each (node, keygroup).
     Responsibilities,
+    /// ACL policies and tokens (`acl bootstrap` turns ACLs on).
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
     /// Peer-to-peer backup on the members' offered disk (`--roles backup`).
     Backup {
         #[command(subcommand)]
@@ -192,6 +197,55 @@ pub struct OwnerArgs {
     /// The owner's member name.
     #[arg(long, requires = "key")]
     pub owner: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclCommand {
+    /// Turn ACLs on: prints the management token, once. From then on a request without a
+    /// token gets what the `anonymous` policy allows (nothing unless you create it).
+    Bootstrap,
+    /// Policies: TOML rules (`cp`, `events`, `backup`, `acl` = "read"|"write"|"deny"; tables
+    /// `[kv]`, `[keygroup]`, `[roles]` of prefix = access).
+    Policy {
+        #[command(subcommand)]
+        command: AclPolicyCommand,
+    },
+    /// Tokens: an accessor (shown) and a secret (printed once, at creation).
+    Token {
+        #[command(subcommand)]
+        command: AclTokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclPolicyCommand {
+    /// Create or replace policy NAME.
+    Create {
+        name: String,
+        /// The rules: a TOML file, or - for stdin.
+        #[arg(long)]
+        rules: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclTokenCommand {
+    /// Make a token holding the policies; prints its accessor and secret.
+    Create {
+        /// A policy the token holds; repeatable.
+        #[arg(long = "policy", required = true)]
+        policy: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    List,
+    Delete {
+        accessor: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         Command::Keygroup { command } => client_command!(keygroup(command)),
         Command::Responsibilities => client_command!(responsibilities()),
         Command::Backup { command } => client_command!(backup(command)),
+        Command::Acl { command } => client_command!(acl(command)),
         Command::Snapshot { command } => client_command!(snapshot(command)),
     };
     match result {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::answers::Applied;
 use crate::registry::{
-    new_secret, Actor, Command, KeygroupConfig, KeygroupDelta, MemberInfo, MemberState,
+    new_secret, AclOp, Actor, Command, KeygroupConfig, KeygroupDelta, MemberInfo, MemberState,
     RegistryDigest, DEFAULT_TTL_SECS,
 };
 
@@ -84,6 +84,82 @@ pub enum MemberRequest {
         member: MemberId,
         op: hivemind_common::backup::BackupOp,
     },
+    /// An ACL change (DESIGN.md §6e); `Bootstrap` and `CreateToken` answer a fresh secret.
+    Acl(AclRequest),
+}
+
+/// An ACL change as a member asks for it: secrets are drawn by the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AclRequest {
+    Bootstrap,
+    SetPolicy {
+        name: String,
+        rules: String,
+    },
+    DeletePolicy {
+        name: String,
+    },
+    CreateToken {
+        policies: Vec<String>,
+        description: String,
+    },
+    DeleteToken {
+        accessor: String,
+    },
+}
+
+/// A token just made: the only time its secret is seen outside the holder's hands.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewToken {
+    pub accessor: String,
+    pub secret: String,
+}
+
+/// Never the secret.
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("accessor", &self.accessor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The command an ACL request becomes, and the token it makes (whose secret only the asker
+/// hears; the command carries its hash). Sans IO apart from drawing the secret.
+pub fn acl_step(request: AclRequest) -> (Command, Option<NewToken>) {
+    use hivemind_common::secret::{new_token, token_hash};
+    let mut rng = rand::thread_rng();
+    let mut fresh = || NewToken {
+        accessor: new_token(&mut rng),
+        secret: new_token(&mut rng),
+    };
+    let (op, token) = match request {
+        AclRequest::Bootstrap => {
+            let token = fresh();
+            let op = AclOp::Bootstrap {
+                accessor: token.accessor.clone(),
+                secret_hash: token_hash(&token.secret),
+            };
+            (op, Some(token))
+        }
+        AclRequest::CreateToken {
+            policies,
+            description,
+        } => {
+            let token = fresh();
+            let op = AclOp::TokenCreate {
+                accessor: token.accessor.clone(),
+                secret_hash: token_hash(&token.secret),
+                policies,
+                description,
+            };
+            (op, Some(token))
+        }
+        AclRequest::SetPolicy { name, rules } => (AclOp::PolicySet { name, rules }, None),
+        AclRequest::DeletePolicy { name } => (AclOp::PolicyDelete { name }, None),
+        AclRequest::DeleteToken { accessor } => (AclOp::TokenDelete { accessor }, None),
+    };
+    (Command::Acl(op), token)
 }
 
 /// What the control plane answers a [`MemberRequest`].
@@ -97,6 +173,8 @@ pub enum MemberAnswer {
     Claimed { fence: u64 },
     /// `Claim`: another live machine of the node holds it.
     HeldBy { machine: MemberId },
+    /// `Acl(Bootstrap | CreateToken)`: the token made, with its secret.
+    Token(NewToken),
 }
 
 /// The changes of one keygroup update (the body of `PATCH /v1/keygroups/...`).
@@ -185,7 +263,9 @@ pub fn command(request: MemberRequest, now_ms: u64) -> Option<Command> {
         MemberRequest::DeleteKeygroup { name, by } => Command::KeygroupDelete { name, by },
         MemberRequest::Report { member, report } => Command::Report { member, report },
         MemberRequest::Backup { member, op } => Command::Backup { member, now_ms, op },
-        MemberRequest::JoinKeygroup { .. } | MemberRequest::Claim { .. } => return None,
+        MemberRequest::JoinKeygroup { .. }
+        | MemberRequest::Claim { .. }
+        | MemberRequest::Acl(_) => return None,
     })
 }
 

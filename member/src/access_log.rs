@@ -1,7 +1,8 @@
 //! Request logging (tower-http's `TraceLayer`): one span per HTTP request with its method and
 //! path, and a line when it is answered (status, latency). Writes to the public API are logged
 //! at INFO (an operator's audit trail); reads, the dashboard's polling, scrapes and the internal
-//! routes other members call at DEBUG, so a busy cluster does not drown its own logs.
+//! routes other members call at DEBUG, so a busy cluster does not drown its own logs. Each
+//! answer names who asked: the token's accessor, `admin-token` or `anonymous`.
 //!
 //! A 503 (no quorum, a leader change, a member cut off) is the client's cue to retry elsewhere,
 //! not an operator's: it is counted ([`HttpAnswers`], `/metrics`) and logged like any answer.
@@ -75,7 +76,12 @@ fn on_response(response: &Response<Body>, latency: Duration, span: &Span) {
     }
     let status = response.status().as_u16();
     let micros = latency.as_micros() as u64;
-    tracing::info!(parent: span, status, micros, "answered");
+    // Who asked: a token's accessor (never its secret), set by the ACL check.
+    let accessor = response
+        .extensions()
+        .get::<crate::acl::Accessor>()
+        .map_or("-", |a| a.0.as_str());
+    tracing::info!(parent: span, status, micros, accessor, "answered");
 }
 
 /// The layer for the member's whole HTTP router; failed answers are counted in `answers`.

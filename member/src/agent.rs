@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::admission::{
     admit, announce_to_registry_members, handle_gossip_events, join_route, leave,
 };
-use crate::auth::{require_admin_token, require_member_certificate};
+use crate::auth::require_member_certificate;
 use crate::config::{AgentConfig, AgentError};
 use crate::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
@@ -206,6 +206,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             advertise: std::sync::RwLock::new(config_advertise),
             shutdown: shutdown.clone(),
             listener_counters: Arc::default(),
+            acl: Default::default(),
         });
 
         let mut app = role_routes;
@@ -220,6 +221,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 .in_current_span(),
         );
         tasks.spawn(crate::feed::follow(agent.clone(), shutdown.child_token()).in_current_span());
+        tasks.spawn(crate::acl::refresh(agent.clone(), shutdown.child_token()).in_current_span());
         tasks.spawn(crate::address::watch(agent.clone(), shutdown.child_token()).in_current_span());
 
         let app = http_app(&agent, app);
@@ -289,7 +291,6 @@ fn start_membership(
 /// Every HTTP route this member serves (`app`: the roles' and the control plane's), behind the
 /// admin-token check and the access log.
 fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
-    let token = agent.config.admin_token.clone();
     let member_routes = Router::new()
         .route(ops::Join::PATH, post(join_route))
         .route("/v1/status", get(status))
@@ -312,11 +313,13 @@ fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
         .merge(crate::keygroups_api::routes(agent.clone()))
         .merge(crate::catalog::routes(agent.clone()))
         .merge(crate::backup_api::routes(agent.clone()))
+        .merge(crate::acl_api::routes(agent.clone()))
         .merge(metrics)
         .merge(document)
-        .layer(axum::middleware::from_fn(move |req, next| {
-            require_admin_token(token.clone(), req, next)
-        }))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            crate::acl::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             agent.config.tls.is_some(),
             require_member_certificate,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, FeedRequest, Op, MAX_EVENTS_PER_PAGE};
 use hivemind_control_plane::registry::{
-    Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, KvEntry, RegistryDigest,
+    AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, KvEntry, RegistryDigest,
 };
 use hivemind_control_plane::requests::{MemberAnswer, MemberRequest};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
@@ -128,6 +128,14 @@ impl CpAccess {
         match self {
             CpAccess::Member(cp) => cp.digest_now().await,
             CpAccess::Client(client) => client.op::<ops::RegistryNow>(&()).await?,
+        }
+    }
+
+    /// The ACL table as a CP member applied it.
+    pub async fn acl_table(&self) -> Result<AclTable, CpError> {
+        match self {
+            CpAccess::Member(cp) => Ok(cp.acl()),
+            CpAccess::Client(client) => client.op::<ops::AclTable>(&()).await?,
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hivemind_control_plane::registry::FeedError;
+use hivemind_control_plane::registry::{EventKind, FeedError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -41,6 +41,12 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                 let mut view = agent.view.borrow().as_ref().clone();
                 match view.apply_page(&page) {
                     PageOutcome::Applied(events) => {
+                        if events
+                            .iter()
+                            .any(|e| matches!(e.kind, EventKind::AclChanged { .. }))
+                        {
+                            agent.acl.changed();
+                        }
                         if !events.is_empty() || view.index != after {
                             persist(&agent, &view);
                             agent.view.send_replace(Arc::new(view.clone()));

@@ -25,6 +25,8 @@
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
 
 pub mod access_log;
+pub mod acl;
+pub mod acl_api;
 pub mod address;
 pub mod admission;
 pub mod agent;

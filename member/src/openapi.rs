@@ -23,6 +23,7 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
     doc.merge(crate::keygroups_api::KeygroupsApi::openapi());
     doc.merge(DocumentApi::openapi());
     doc.merge(crate::backup_api::BackupLedgerApi::openapi());
+    doc.merge(crate::acl_api::AclApi::openapi());
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
     }

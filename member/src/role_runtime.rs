@@ -127,7 +127,7 @@ pub fn role_events(events: &[Event], view: &MembershipView) -> Vec<RoleEvent> {
                     },
                 }),
                 // A new epoch reaches roles as `Rebootstrapped` once the view is rebuilt.
-                EventKind::EpochStarted { .. } => None,
+                EventKind::EpochStarted { .. } | EventKind::AclChanged { .. } => None,
                 EventKind::RoleReported {
                     member,
                     name,

@@ -49,6 +49,8 @@ pub(crate) struct Agent {
     pub(crate) shutdown: CancellationToken,
     /// What the HTTP listener refused (failed TLS handshakes), for `/metrics`.
     pub(crate) listener_counters: Arc<hivemind_tls::listener::ListenerCounters>,
+    /// This member's copy of the ACL table, which it enforces.
+    pub(crate) acl: crate::acl::AclCache,
 }
 
 /// The feed follower's counters (in `/v1/status` and `/metrics`).

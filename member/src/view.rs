@@ -122,6 +122,8 @@ impl MembershipView {
             EventKind::EpochStarted { epoch, .. } => self.epoch = *epoch,
             // A report changes no membership.
             EventKind::RoleReported { .. } => {}
+            // The ACL table is read from the CP (`acl::refresh`); the event only wakes it.
+            EventKind::AclChanged { .. } => {}
             // Keygroups and responsibilities are not membership: roles read them from the CP.
             EventKind::KeygroupCreated { .. }
             | EventKind::KeygroupUpdated { .. }

@@ -6,11 +6,13 @@
 //! `leave`, `cp`), [`kv`] (`kv`, `events`, `snapshot`), [`keygroups`] (`keygroup`,
 //! `responsibilities`), [`backup`] (`backup ...`).
 
+mod acl;
 mod backup;
 mod keygroups;
 mod kv;
 mod status;
 
+pub use acl::acl;
 pub use backup::backup;
 pub use keygroups::{keygroup, responsibilities};
 pub use kv::{events, kv, snapshot};

@@ -177,6 +177,11 @@ impl ControlPlane {
     }
 
     /// The registry's membership at this member's applied index (a stale read).
+    /// The ACL table as applied here (not linearizable: enforcement tolerates a short lag).
+    pub fn acl(&self) -> crate::registry::AclTable {
+        self.state.read().registry.acl().clone()
+    }
+
     pub fn digest(&self) -> RegistryDigest {
         let state = self.state.read();
         RegistryDigest::of(&state.registry, state.last_applied.map_or(0, |l| l.index))

@@ -43,6 +43,14 @@ impl ControlPlane {
                     },
                 }
             }
+            MemberRequest::Acl(acl) => {
+                let (command, token) = requests::acl_step(acl);
+                let applied = self.write(command).await?;
+                Ok(match token {
+                    Some(token) => MemberAnswer::Token(token),
+                    None => MemberAnswer::Applied(applied),
+                })
+            }
             other => {
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

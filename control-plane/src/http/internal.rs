@@ -43,6 +43,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(ops::Feed::PATH, post(feed))
         .route(ops::Status::PATH, post(status))
         .route(ops::KvGet::PATH, post(kv_get))
+        .route(ops::AclTable::PATH, post(acl_table))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
         .layer(DefaultBodyLimit::max(
@@ -250,6 +251,12 @@ async fn member_request(State(cp): Cp, body: Bytes) -> Result<Response, ApiError
 async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let index = decode::<ops::Registry>(&body)?;
     Ok(reply::<ops::Registry>(&cp.digest_at(index).await))
+}
+
+/// The ACL table as applied here.
+async fn acl_table(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    decode::<ops::AclTable>(&body)?;
+    Ok(reply::<ops::AclTable>(&Ok(cp.acl())))
 }
 
 /// A linearizable read of the registry: after the leader's read index is applied here.

@@ -71,7 +71,9 @@ impl From<CpError> for ApiError {
             CpError::BadToken | CpError::BadGossipKey => StatusCode::FORBIDDEN,
             CpError::Rejected(r) => match r.code() {
                 "invalid" => StatusCode::BAD_REQUEST,
-                "unknown_member" | "unknown_keygroup" => StatusCode::NOT_FOUND,
+                "unknown_member" | "unknown_keygroup" | "unknown_policy" | "unknown_token" => {
+                    StatusCode::NOT_FOUND
+                }
                 "not_a_replica" => StatusCode::FORBIDDEN,
                 _ => StatusCode::CONFLICT,
             },

@@ -82,6 +82,8 @@ pub enum Command {
         now_ms: u64,
         op: hivemind_common::backup::BackupOp,
     },
+    /// An ACL change (DESIGN.md §6e); secrets appear only as hashes.
+    Acl(super::acl::AclOp),
 }
 
 impl Command {
@@ -103,6 +105,7 @@ impl Command {
             Command::Release { .. } => "release",
             Command::Report { .. } => "report",
             Command::Backup { .. } => "backup",
+            Command::Acl(_) => "acl",
         }
     }
 
@@ -167,6 +170,8 @@ pub enum CommandOutput {
     /// A role's report is in the feed.
     Reported,
     Backup(hivemind_common::backup::BackupOutcome),
+    /// The ACL table changed.
+    AclChanged,
 }
 
 /// Why the registry rejected a command. A rejected command changed nothing.
@@ -216,6 +221,12 @@ pub enum RegistryError {
     UnknownReservation { id: u64 },
     #[error("{owner} has no snapshot {id}")]
     UnknownSnapshot { owner: String, id: String },
+    #[error("ACLs are already bootstrapped")]
+    AclBootstrapped,
+    #[error("no ACL policy {name:?}")]
+    UnknownPolicy { name: String },
+    #[error("no ACL token with accessor {accessor:?}")]
+    UnknownToken { accessor: String },
     #[error("{keygroup} in node {node:?} is held by live machine {holder}")]
     Held {
         node: String,
@@ -245,6 +256,9 @@ impl RegistryError {
             RegistryError::UnknownSpace { .. } => "unknown_space",
             RegistryError::UnknownReservation { .. } => "unknown_reservation",
             RegistryError::UnknownSnapshot { .. } => "unknown_snapshot",
+            RegistryError::AclBootstrapped => "acl_bootstrapped",
+            RegistryError::UnknownPolicy { .. } => "unknown_policy",
+            RegistryError::UnknownToken { .. } => "unknown_token",
         }
     }
 

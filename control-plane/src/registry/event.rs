@@ -75,6 +75,11 @@ pub enum EventKind {
         name: String,
         report: hivemind_common::role::RoleReport,
     },
+    /// The ACL table changed (`what`: e.g. `policy app-read set`); members re-read it. No
+    /// secret, no hash.
+    AclChanged {
+        what: String,
+    },
 }
 
 impl EventKind {
@@ -93,6 +98,7 @@ impl EventKind {
             EventKind::ResponsibilityClaimed { .. } => "responsibility_claimed",
             EventKind::ResponsibilityReleased { .. } => "responsibility_released",
             EventKind::RoleReported { report, .. } => report.name(),
+            EventKind::AclChanged { .. } => "acl_changed",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`RegistryError`]; an accepted one may append [`Event`]s stamped with the log index.
 //! No IO, no clocks, no randomness: every replica computes the same result from the same log.
 
+mod acl;
 mod backup;
 mod command;
 mod event;
@@ -12,6 +13,7 @@ mod keygroups;
 mod rules;
 mod state;
 
+pub use acl::{AclOp, AclTable, Policy, Token, ANONYMOUS};
 pub use backup::BackupLedger;
 pub use command::{Command, CommandOutput, RegistryError};
 pub use event::{Event, EventKind};

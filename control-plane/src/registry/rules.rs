@@ -61,6 +61,16 @@ impl Registry {
                 let outcome = self.backup.apply(*member, &name, *now_ms, op)?;
                 Ok(CommandOutput::Backup(outcome))
             }
+            Command::Acl(op) => {
+                self.acl.apply(index, op)?;
+                self.push_event(
+                    index,
+                    EventKind::AclChanged {
+                        what: op.describe(),
+                    },
+                );
+                Ok(CommandOutput::AclChanged)
+            }
         }
     }
 

@@ -155,6 +155,7 @@ pub struct Registry {
     /// The current epoch's events, in index order.
     pub(crate) events: Vec<Event>,
     pub(crate) backup: super::backup::BackupLedger,
+    pub(crate) acl: super::acl::AclTable,
 }
 
 impl Default for Registry {
@@ -169,6 +170,7 @@ impl Default for Registry {
             responsibilities: BTreeMap::new(),
             events: Vec::new(),
             backup: Default::default(),
+            acl: Default::default(),
         }
     }
 }
@@ -210,6 +212,10 @@ impl Registry {
 
     pub fn backup(&self) -> &super::backup::BackupLedger {
         &self.backup
+    }
+
+    pub fn acl(&self) -> &super::acl::AclTable {
+        &self.acl
     }
 
     pub fn events(&self) -> &[Event] {
