@@ -41,6 +41,40 @@ fn bad_flags_name_the_flag_and_exit_2() {
             "--reread-every",
         ),
         (&["--no-such-flag"], "--no-such-flag"),
+        // Secure by default: beyond loopback, a member needs a gossip key and TLS.
+        (
+            &[
+                "--bind",
+                "0.0.0.0",
+                "--advertise",
+                "127.0.0.1",
+                "--control-plane",
+            ],
+            "--gossip-key",
+        ),
+        (
+            &[
+                "--bind",
+                "0.0.0.0",
+                "--advertise",
+                "127.0.0.1",
+                "--control-plane",
+            ],
+            "--tls-cert",
+        ),
+        (&["--tls-cert", "x.pem", "--control-plane"], "--tls-key"),
+        (
+            &[
+                "--tls-cert",
+                "/nonexistent/x.pem",
+                "--tls-key",
+                "/nonexistent/x-key.pem",
+                "--tls-ca",
+                "/nonexistent/ca.pem",
+                "--control-plane",
+            ],
+            "/nonexistent/ca.pem",
+        ),
         (&["--roles", "nope", "--control-plane"], "--roles"),
         (
             &["--worker-threads", "0", "--control-plane"],

@@ -181,8 +181,9 @@ fn base_args(
 
 /// A set of agents sharing one temp dir.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    // Before `dir`: agents drop first, so a failing test still shows their logs.
     pub agents: Vec<Agent>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
