@@ -77,7 +77,9 @@ up() {
     make_namespace "$name" "$ip"
     local args=(agent --name "$name" --node "$node" --data-dir "$CLUSTER_DIR/$name"
       --bind "$ip" --http-port 7700 --gossip-port 7701 --gossip-profile "$PROFILE"
-      --join "$JOIN")
+      --join "$JOIN"
+      # Addresses on a bridge this script made, reachable from this machine only.
+      --insecure)
     if [[ "$roles" == "-" ]]; then
       args+=(--control-plane --bootstrap-expect 3)
     else

@@ -12,8 +12,10 @@ use hivemind_control_plane::bootstrap::Candidate;
 use hivemind_control_plane::network::FramedCall;
 use hivemind_control_plane::ops::{FeedRequest, JoinRequest};
 use hivemind_control_plane::pre_vote::PreVoteRequest;
-use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo, Registry};
-use hivemind_control_plane::requests::{KeygroupChanges, MemberRequest};
+use hivemind_control_plane::registry::{
+    AclOp, Actor, Command, KeygroupDelta, MemberInfo, Registry,
+};
+use hivemind_control_plane::requests::{AclRequest, KeygroupChanges, MemberRequest};
 use hivemind_control_plane::store::{encode_snapshot_file, SmData};
 use hivemind_control_plane::types::{Entry, TypeConfig};
 use hivemind_member::gossip::Sealer;
@@ -181,6 +183,16 @@ pub fn commands() -> Vec<Command> {
                 bytes: 1 << 19,
             },
         },
+        Command::Acl(AclOp::PolicySet {
+            name: "app-read".into(),
+            rules: "cp = \"read\"\n[kv]\n\"app/\" = \"read\"\n".into(),
+        }),
+        Command::Acl(AclOp::TokenCreate {
+            accessor: "7e2d3939-4686-466a-8853-a0c39d3807db".into(),
+            secret_hash: [7; 32],
+            policies: vec!["app-read".into()],
+            description: "seed".into(),
+        }),
     ]
 }
 
@@ -254,6 +266,13 @@ fn internal_requests() -> Vec<Vec<u8>> {
                     ..Default::default()
                 },
             }),
+        ),
+        with_kind(
+            19,
+            encode(&MemberRequest::Acl(AclRequest::SetPolicy {
+                name: "app-read".into(),
+                rules: "[kv]\n\"app/\" = \"read\"\n".into(),
+            })),
         ),
         with_kind(
             19,
