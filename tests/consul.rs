@@ -50,6 +50,18 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
         (s["ready"] == true).then_some(())
     })
     .await;
+    // The catalog's index moves with every record the dns member takes in: wait until it holds
+    // web-1's, or its arrival would end the blocking query below.
+    let records = cluster.agents[ns].url("/v1/roles/dns/records");
+    wait_for("ns-1 holds web-1's record", || async {
+        let r = get_json(&records).await.ok()?;
+        r["records"]
+            .as_array()?
+            .iter()
+            .any(|r| r["host"] == "web-1")
+            .then_some(())
+    })
+    .await;
     let catalog = cluster.agents[ns].http_addr();
     let services = format!("http://{catalog}/v1/catalog/services");
 
@@ -76,10 +88,10 @@ async fn a_consul_client_reads_the_catalog_and_blocks_until_it_changes() {
     };
     // The query is parked: nothing changed yet.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !blocking.is_finished(),
-        "a blocking query answered before any change"
-    );
+    if blocking.is_finished() {
+        let early = blocking.await;
+        panic!("a blocking query answered before any change: {early:?}");
+    }
     let service = json!([{"name": "web", "port": 9100, "proto": "tcp", "tags": ["metrics"]}]);
     assert_eq!(put_services(&cluster.agents[web], service).await, 200);
     let (took, after, body) = blocking.await.unwrap();

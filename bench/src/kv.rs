@@ -36,6 +36,9 @@ pub struct KvBenchArgs {
     /// Skip the read phase.
     #[arg(long)]
     pub writes_only: bool,
+    /// The cluster CA (PEM) of a hivemind cluster on TLS: talk https to it.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Instead of a load: retry one write until it succeeds and print how long that took
     /// (leader-failover measurement right after the leader was killed).
     #[arg(long)]
@@ -50,6 +53,8 @@ enum Op {
 
 struct Driver {
     http: reqwest::Client,
+    /// `http` or `https`.
+    scheme: &'static str,
     target: Target,
     value: Vec<u8>,
 }
@@ -60,9 +65,11 @@ impl Driver {
         let request = match (self.target, op) {
             (Target::Hivemind, Op::Write) => self
                 .http
-                .put(format!("http://{endpoint}/v1/kv/{key}"))
+                .put(format!("{}://{endpoint}/v1/kv/{key}", self.scheme))
                 .body(self.value.clone()),
-            (Target::Hivemind, Op::Read) => self.http.get(format!("http://{endpoint}/v1/kv/{key}")),
+            (Target::Hivemind, Op::Read) => self
+                .http
+                .get(format!("{}://{endpoint}/v1/kv/{key}", self.scheme)),
             (Target::Etcd, Op::Write) => self
                 .http
                 .post(format!("http://{endpoint}/v3/kv/put"))
@@ -171,13 +178,20 @@ pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
     if args.clients == 0 {
         bail!("--clients: must be at least 1");
     }
-    let http = hivemind_tls::http_client(None)
+    let tls = match &args.ca_file {
+        Some(ca) => Some(
+            hivemind_tls::cli_client(ca, None).map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?,
+        ),
+        None => None,
+    };
+    let http = hivemind_tls::http_client(tls.as_ref())
         .pool_max_idle_per_host(args.clients)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .build()?;
     let driver = Arc::new(Driver {
         http,
+        scheme: hivemind_common::tls::scheme(tls.as_ref()),
         target: args.target,
         value: vec![b'x'; args.value_size],
     });

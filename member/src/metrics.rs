@@ -220,6 +220,37 @@ impl Collector for AgentCollector {
             "HTTP answers with another 5xx or no status (logged at ERROR).",
             &[(&[], answers.server_errors.load(Ordering::Relaxed))],
         )?;
+        counter(
+            e,
+            "hivemind_tls_handshake_failures",
+            "TLS handshakes the HTTP listener refused or that timed out (plaintext, another CA, expired).",
+            &[(
+                &[],
+                agent
+                    .listener_counters
+                    .handshake_failures
+                    .load(Ordering::Relaxed),
+            )],
+        )?;
+        counter(
+            e,
+            "hivemind_tls_reload_failures",
+            "SIGHUP reloads of the TLS files that failed their checks (the old files stay).",
+            &[(
+                &[],
+                agent
+                    .config
+                    .tls
+                    .as_ref()
+                    .map_or(0, |t| t.reload_failures.load(Ordering::Relaxed)),
+            )],
+        )?;
+        counter(
+            e,
+            "hivemind_acl_table_read_failures",
+            "Reads of the ACL table from the control plane that failed (the last table stays).",
+            &[(&[], agent.acl.failures.load(Ordering::Relaxed))],
+        )?;
         // Each role's samples, one family per (role, name).
         for (role, samples) in agent.roles.metrics() {
             let mut families: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();

@@ -97,6 +97,8 @@ pub struct Tls {
     name: ServerName<'static>,
     material: Shared,
     client: ClientTls,
+    /// Reloads that failed their checks (`/metrics`).
+    pub reload_failures: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Tls {
@@ -123,13 +125,21 @@ impl Tls {
             client: ClientTls {
                 config: Arc::new(client),
             },
+            reload_failures: Default::default(),
         })
     }
 
     /// Reads the files again and, when they pass the startup checks, swaps them in: new
     /// connections (both ways) use them; open ones keep theirs. On error nothing changes.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = Arc::new(load(&self.files, &self.name)?);
+        let fresh = match load(&self.files, &self.name) {
+            Ok(fresh) => Arc::new(fresh),
+            Err(e) => {
+                self.reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         *self.material.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
