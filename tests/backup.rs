@@ -536,9 +536,17 @@ async fn quotas_reservations_leases_and_failures() {
     let out = backup(&owner_addr, &["run", "--path", large.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("backup_failed"), "{}", stderr(&out));
-    let events = get_json(&format!("http://{cp}/v1/events?after=0"))
-        .await
-        .unwrap();
+    // The role reports the failure to the feed as it answers the request: wait for it.
+    let events_url = format!("http://{cp}/v1/events?after=0");
+    let events = wait_for("backup_failed in the feed", || async {
+        let events = get_json(&events_url).await.ok()?;
+        let any = events["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "backup_failed");
+        any.then_some(events)
+    })
+    .await;
     let failed: Vec<&Value> = events["events"]
         .as_array()
         .unwrap()

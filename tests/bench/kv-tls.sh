@@ -10,6 +10,8 @@
 # Usage: tests/bench/kv-tls.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 DURATION=${DURATION:-15}
 ROUNDS=${ROUNDS:-3}
 TRIALS=${TRIALS:-5}
@@ -28,14 +30,6 @@ $BIN tls ca create --dir "$PKI" >/dev/null
 for n in cp0 cp1 cp2 host; do $BIN tls cert create --server --name "$n" --dir "$PKI" >/dev/null; done
 CA=$PKI/ca.pem
 
-wait_http() { # url python-predicate-on-d [curl args...]
-  local url=$1 pred=$2; shift 2
-  for _ in $(seq 1 300); do
-    if curl -fsS "$@" "$url" 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if ($pred) else 1)" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for $url" >&2; return 1
-}
 
 # plain: 17700.., tls: 18700..
 declare -A BASE=([plain]=17700 [tls]=18700)
@@ -77,24 +71,6 @@ run_bench() { # kind clients
   local ca=""; [ "$1" = tls ] && ca="--ca-file $CA"
   # shellcheck disable=SC2086
   $BENCH kv --target hivemind --endpoints "${EPS[$1]}" --clients "$2" --duration "${DURATION}s" --value-size 256 $ca --json
-}
-wait_idle() { # until the given processes used under 20% of a core over one second (30 s at most)
-  python3 - "$@" <<'IDLE'
-import sys, time
-def ticks():
-    total = 0
-    for pid in sys.argv[1:]:
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except FileNotFoundError:
-            pass
-    return total
-for _ in range(30):
-    before = ticks(); time.sleep(1)
-    if ticks() - before < 20:
-        break
-IDLE
 }
 RESULTS=$WORK/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do

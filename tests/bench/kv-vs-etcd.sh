@@ -15,6 +15,8 @@
 # Needs: etcd (Debian etcd-server), fio. Usage: tests/bench/kv-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 DURATION=${DURATION:-15}
 ROUNDS=${ROUNDS:-3}
 TRIALS=${TRIALS:-5}
@@ -39,13 +41,6 @@ s=j["sync"]["lat_ns"]
 print("%.3f ms mean, %.3f ms p99" % (s["mean"]/1e6, s["percentile"]["99.000000"]/1e6))')
 echo "fsync: $FSYNC"
 
-wait_http() { # url python-predicate-on-d
-  for _ in $(seq 1 300); do
-    if curl -fsS "$1" 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if ($2) else 1)" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for $1" >&2; return 1
-}
 
 # --- hivemind ---
 HM_PORTS=(17700 17710 17720)
@@ -96,24 +91,6 @@ echo "hivemind leader cp$HM_L, endpoints $HM_EPS; etcd leader e$E_L, endpoints $
 
 run_bench() { # target endpoints clients
   $BENCH kv --target "$1" --endpoints "$2" --clients "$3" --duration "${DURATION}s" --value-size 256 --json
-}
-wait_idle() { # until the given processes used under 20% of a core over one second (30 s at most)
-  python3 - "$@" <<'IDLE'
-import sys, time
-def ticks():
-    total = 0
-    for pid in sys.argv[1:]:
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except FileNotFoundError:
-            pass
-    return total
-for _ in range(30):
-    before = ticks(); time.sleep(1)
-    if ticks() - before < 20:
-        break
-IDLE
 }
 RESULTS=$WORK/results.jsonl
 for r in $(seq 1 "$ROUNDS"); do
