@@ -1,5 +1,6 @@
 //! End-to-end (DESIGN.md §6e): a cluster on TLS with certificates from `hivemind tls`, and ACLs.
 //! Real processes, spoken to as a user does: curl, the CLI, DNS. Shows that
+//! - a member whose certificate the cluster CA did not sign does not start;
 //! - clients with the CA reach it, clients without it or speaking plaintext do not;
 //! - internal routes need a member certificate from the cluster CA, and a member with a
 //!   certificate from another CA can neither join nor call them;
@@ -91,6 +92,25 @@ async fn a_tls_cluster_with_acls() {
     let ca: PathBuf = pki.join("ca.pem");
     let ca_s = ca.display().to_string();
 
+    // A certificate the cluster CA did not sign: the member names it and does not start.
+    let x1 = |f: &str| other.join(f).display().to_string();
+    let out = cli(&[
+        "agent",
+        "--control-plane",
+        "--tls-cert",
+        &x1("x1.pem"),
+        "--tls-key",
+        &x1("x1-key.pem"),
+        "--tls-ca",
+        &ca_s,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("x1.pem") && stderr(&out).contains("not valid"),
+        "{}",
+        stderr(&out)
+    );
+
     let mut flags = vec!["--gossip-profile".to_string(), "local".into()];
     flags.extend(tls_flags(pki, "cp"));
     flags.extend(["--admin-token".to_string(), ADMIN.to_string()]);
@@ -130,7 +150,6 @@ async fn a_tls_cluster_with_acls() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let x1 = |f: &str| other.join(f).display().to_string();
     let out = curl(&[
         "--cacert",
         &ca_s,

@@ -147,8 +147,13 @@ impl Enforced {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow(Accessor),
-    /// 401/403 with a code and a message naming what is missing.
-    Refuse(StatusCode, &'static str, String),
+    /// 401/403 with a code and a message naming what is missing; `who` for the access log.
+    Refuse {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        who: Accessor,
+    },
     /// The secret is well formed but not in this table: look again in a fresher one.
     UnknownToken,
 }
@@ -165,21 +170,24 @@ pub fn decide(acl: &Enforced, admin: Option<&str>, token: Option<&str>, need: &N
         // Before ACLs: open, or the admin token alone, as before.
         return match admin {
             None => Verdict::Allow(Accessor("anonymous".into())),
-            Some(_) => Verdict::Refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this member requires the admin token (Authorization: Bearer T or X-Hivemind-Token)".into(),
-            ),
+            Some(_) => Verdict::Refuse {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "this member requires the admin token (Authorization: Bearer T or X-Hivemind-Token)".into(),
+                who: Accessor(if token.is_some() { "wrong-token" } else { "anonymous" }.into()),
+            },
         };
     }
     let (who, policies): (String, Vec<String>) = match token {
         None => ("anonymous".into(), vec![ANONYMOUS.to_string()]),
-        Some(secret) if !is_token(secret) => return Verdict::Refuse(
-            StatusCode::UNAUTHORIZED,
-            "malformed_token",
-            "the token is not an ACL secret (a UUID such as 0b6a1c52-6f7e-4d2b-9a3c-1f2e3d4c5b6a)"
-                .into(),
-        ),
+        Some(secret) if !is_token(secret) => {
+            return Verdict::Refuse {
+                status: StatusCode::UNAUTHORIZED,
+                code: "malformed_token",
+                message: "the token is not an ACL secret (a UUID such as 0b6a1c52-6f7e-4d2b-9a3c-1f2e3d4c5b6a)".into(),
+                who: Accessor("malformed-token".into()),
+            }
+        }
         Some(secret) => match acl.table.token_by_secret(secret) {
             None => return Verdict::UnknownToken,
             Some(t) if t.management => return Verdict::Allow(Accessor(t.accessor.clone())),
@@ -197,19 +205,21 @@ pub fn decide(acl: &Enforced, admin: Option<&str>, token: Option<&str>, need: &N
         Access::Read => "read",
         _ => "write",
     };
-    Verdict::Refuse(
-        StatusCode::FORBIDDEN,
-        "permission_denied",
-        format!(
-            "{} may not {wanted} {}",
-            if who == "anonymous" {
-                "an anonymous request".to_string()
-            } else {
-                format!("token {who}")
-            },
-            need.resource.describe()
-        ),
-    )
+    let message = format!(
+        "{} may not {wanted} {}",
+        if who == "anonymous" {
+            "an anonymous request".to_string()
+        } else {
+            format!("token {who}")
+        },
+        need.resource.describe()
+    );
+    Verdict::Refuse {
+        status: StatusCode::FORBIDDEN,
+        code: "permission_denied",
+        message,
+        who: Accessor(who),
+    }
 }
 
 /// This member's copy of the ACL table: `None` until first read.
@@ -353,15 +363,28 @@ pub(crate) async fn enforce(
             response.extensions_mut().insert(accessor);
             response
         }
-        Verdict::Refuse(status, code, message) => {
-            ApiError::new(status, code, message).into_response()
+        Verdict::Refuse {
+            status,
+            code,
+            message,
+            who,
+        } => {
+            let mut response = ApiError::new(status, code, message).into_response();
+            response.extensions_mut().insert(who);
+            response
         }
-        Verdict::UnknownToken => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "acl_not_found",
-            "no ACL token has this secret",
-        )
-        .into_response(),
+        Verdict::UnknownToken => {
+            let mut response = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "acl_not_found",
+                "no ACL token has this secret",
+            )
+            .into_response();
+            response
+                .extensions_mut()
+                .insert(Accessor("unknown-token".into()));
+            response
+        }
     }
 }
 

@@ -109,7 +109,12 @@ fn a_token_gets_what_its_policies_allow_and_nothing_else() {
     assert!(allowed(&decide(&acl, None, r, &get("/v1/status"))));
     assert!(!allowed(&decide(&acl, None, r, &get("/v1/events"))));
     match decide(&acl, None, r, &put("/v1/kv/app/x")) {
-        Verdict::Refuse(status, code, message) => {
+        Verdict::Refuse {
+            status,
+            code,
+            message,
+            ..
+        } => {
             assert_eq!((status.as_u16(), code), (403, "permission_denied"));
             assert!(
                 message.contains("write") && message.contains("app/x"),
@@ -133,13 +138,13 @@ fn anonymous_malformed_and_unknown_tokens() {
     let (acl, _, _) = table();
     // No anonymous policy: nothing.
     match decide(&acl, None, None, &get("/v1/status")) {
-        Verdict::Refuse(status, code, _) => {
+        Verdict::Refuse { status, code, .. } => {
             assert_eq!((status.as_u16(), code), (403, "permission_denied"))
         }
         other => panic!("{other:?}"),
     }
     match decide(&acl, None, Some("hunter2"), &get("/v1/status")) {
-        Verdict::Refuse(status, code, _) => {
+        Verdict::Refuse { status, code, .. } => {
             assert_eq!((status.as_u16(), code), (401, "malformed_token"))
         }
         other => panic!("{other:?}"),
@@ -163,7 +168,7 @@ fn before_bootstrap_the_cluster_is_open_or_needs_the_admin_token() {
     let open = Enforced::default();
     assert!(allowed(&decide(&open, None, None, &put("/v1/kv/x"))));
     match decide(&open, Some("adm1n"), None, &put("/v1/kv/x")) {
-        Verdict::Refuse(status, code, _) => {
+        Verdict::Refuse { status, code, .. } => {
             assert_eq!((status.as_u16(), code), (401, "unauthorized"))
         }
         other => panic!("{other:?}"),
