@@ -84,16 +84,17 @@ async fn reach_control_plane(
         if let Err(e) = store.set_epoch(accepted.epoch) {
             tracing::warn!(error = %e, "cannot persist the epoch");
         }
-        // The control-plane members the join answer listed, then the --join addresses: a
+        // The control-plane members the join answer listed, in this member's order of
+        // preference (rendezvous hashing, DESIGN.md §6f), then the --join addresses: a
         // cluster that is still forming may not have admitted its CP members yet, and a
         // member with no endpoint could never learn one.
-        let mut endpoints = cp_endpoints(&accepted.members);
-        for join in &config.join {
-            if !endpoints.contains(join) {
-                endpoints.push(join.clone());
-            }
-        }
-        let cp_client = CpClient::new(client.clone(), endpoints, config.request_timeout);
+        let cp_client = CpClient::new(
+            client.clone(),
+            identity.id,
+            cp_endpoints(&accepted.members),
+            config.join.clone(),
+            config.request_timeout,
+        );
         Ok((CpAccess::Client(cp_client), Some(accepted)))
     }
 }

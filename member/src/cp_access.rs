@@ -8,6 +8,7 @@ use hivemind_common::role::{
 };
 use std::time::Duration;
 
+use hivemind_common::MemberId;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, FeedRequest, Op, MAX_EVENTS_PER_PAGE};
 use hivemind_control_plane::registry::{
@@ -21,26 +22,66 @@ pub enum CpAccess {
     Client(CpClient),
 }
 
+/// The order in which `member` tries the control-plane members at `endpoints` (DESIGN.md §6f):
+/// rendezvous hashing of its id over their addresses, the highest weight first. Each member
+/// prefers one CP member and fails over to the next; members spread evenly over the CP
+/// members; when one leaves or comes back, only the members that prefer it move (seed 002:
+/// "choose the master for the keepalive message, somewhat load-balanced"). Sans IO.
+pub fn preference(member: MemberId, endpoints: &mut [String]) {
+    endpoints.sort_by_cached_key(|endpoint| std::cmp::Reverse(weight(member, endpoint)));
+}
+
+/// The rendezvous weight of (`member`, `endpoint`): the first 8 bytes of a SHA-256 over both.
+fn weight(member: MemberId, endpoint: &str) -> u64 {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(member.get().to_be_bytes());
+    hash.update(endpoint.as_bytes());
+    let digest = hash.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 /// A client of the control plane for members outside it.
 pub struct CpClient {
     client: InternalClient,
-    /// CP members' HTTP addresses; the first that answers is used.
+    /// This member: its id orders the CP members ([`preference`]).
+    member: MemberId,
+    /// CP members' HTTP addresses, in this member's order of preference; the first that
+    /// answers is used.
     endpoints: Mutex<Vec<String>>,
     timeout: Duration,
 }
 
 impl CpClient {
-    pub fn new(client: InternalClient, endpoints: Vec<String>, timeout: Duration) -> Self {
+    /// `endpoints`: the CP members (ordered here by preference), then any fallbacks (tried
+    /// last, in the order given).
+    pub fn new(
+        client: InternalClient,
+        member: MemberId,
+        cp_members: Vec<String>,
+        fallbacks: Vec<String>,
+        timeout: Duration,
+    ) -> Self {
+        let mut endpoints = cp_members;
+        preference(member, &mut endpoints);
+        for fallback in fallbacks {
+            if !endpoints.contains(&fallback) {
+                endpoints.push(fallback);
+            }
+        }
         Self {
             client,
+            member,
             endpoints: Mutex::new(endpoints),
             timeout,
         }
     }
 
-    /// Replaces the endpoints with the CP members the registry lists (never with none).
-    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+    /// Replaces the endpoints with the CP members the registry lists (never with none), in
+    /// this member's order of preference: a change of the CP membership rebalances.
+    pub fn set_endpoints(&self, mut endpoints: Vec<String>) {
         if !endpoints.is_empty() {
+            preference(self.member, &mut endpoints);
             *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints;
         }
     }
@@ -348,5 +389,62 @@ impl ControlPlaneClient for RoleCp {
             let registry = cp.registry_now().await.map_err(call_error)?;
             Ok(registry.backup)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cps(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{}:7700", i + 1)).collect()
+    }
+
+    fn id(raw: u64) -> MemberId {
+        MemberId::new(raw.max(1)).unwrap()
+    }
+
+    #[test]
+    fn members_spread_evenly_over_the_control_plane() {
+        for n in [3usize, 5] {
+            let mut first = std::collections::BTreeMap::<String, usize>::new();
+            let members = 3000u64;
+            for raw in 1..=members {
+                let mut order = cps(n);
+                preference(id(raw * 7919), &mut order);
+                *first.entry(order[0].clone()).or_default() += 1;
+            }
+            assert_eq!(first.len(), n, "every CP member is someone's first choice");
+            let fair = members as f64 / n as f64;
+            for (cp, count) in first {
+                let share = count as f64 / fair;
+                assert!(
+                    (0.8..1.2).contains(&share),
+                    "{cp}: {count} of {members} (n={n})"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_order_depends_on_the_set_only_and_losing_one_moves_only_its_members(
+            raw in 1u64..u64::MAX, rotate in 0usize..5, gone in 0usize..5,
+        ) {
+            let mut order = cps(5);
+            preference(id(raw), &mut order);
+            // Any input order gives the same preference.
+            let mut shuffled = cps(5);
+            shuffled.rotate_left(rotate);
+            preference(id(raw), &mut shuffled);
+            prop_assert_eq!(&order, &shuffled);
+            // Without one CP member the others keep their relative order.
+            let mut without = cps(5);
+            let removed = without.remove(gone);
+            preference(id(raw), &mut without);
+            let expected: Vec<String> = order.iter().filter(|e| **e != removed).cloned().collect();
+            prop_assert_eq!(without, expected);
+        }
     }
 }
