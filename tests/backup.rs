@@ -634,7 +634,7 @@ async fn quotas_reservations_leases_and_failures() {
         member: id_of("owner"),
         op: hivemind_common::backup::BackupOp::Reserve {
             spaces: vec![(id_of("space-1"), 1_000_000)],
-            ttl_ms: 3_000,
+            ttl_ms: 6_000,
         },
     };
     let answer = support::client()
@@ -647,7 +647,11 @@ async fn quotas_reservations_leases_and_failures() {
         .await
         .unwrap();
     assert!(answer.status().is_success());
-    assert_eq!(spaces(&cp).await["space-1"].2, 1_000_000);
+    // The ledger as `cp` applied it (a follower applies a moment after the leader answered).
+    wait_for("the reservation in the ledger", || async {
+        (spaces(&cp).await["space-1"].2 == 1_000_000).then_some(())
+    })
+    .await;
     wait_for("the unused reservation to expire", || async {
         (spaces(&cp).await["space-1"].2 == 0).then_some(())
     })
