@@ -35,52 +35,27 @@ const WAIT_FOR_TABLE: Duration = Duration::from_secs(3);
 
 /// What a request touches and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Need {
-    pub resource: OwnedResource,
+pub struct Need<'a> {
+    pub resource: Resource<'a>,
     pub access: Access,
 }
 
-/// [`Resource`] with its name owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedResource {
-    Cp,
-    Events,
-    Backup,
-    Acl,
-    Kv(String),
-    Keygroup(String),
-    Role(String),
-}
-
-impl OwnedResource {
-    fn borrow(&self) -> Resource<'_> {
-        match self {
-            OwnedResource::Cp => Resource::Cp,
-            OwnedResource::Events => Resource::Events,
-            OwnedResource::Backup => Resource::Backup,
-            OwnedResource::Acl => Resource::Acl,
-            OwnedResource::Kv(k) => Resource::Kv(k),
-            OwnedResource::Keygroup(k) => Resource::Keygroup(k),
-            OwnedResource::Role(r) => Resource::Role(r),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            OwnedResource::Cp => "cp".into(),
-            OwnedResource::Events => "events".into(),
-            OwnedResource::Backup => "backup".into(),
-            OwnedResource::Acl => "acl".into(),
-            OwnedResource::Kv(k) => format!("kv {k:?}"),
-            OwnedResource::Keygroup(k) => format!("keygroup {k:?}"),
-            OwnedResource::Role(r) => format!("role {r:?}"),
-        }
+/// How a refusal names the resource.
+fn describe(resource: &Resource<'_>) -> String {
+    match resource {
+        Resource::Cp => "cp".into(),
+        Resource::Events => "events".into(),
+        Resource::Backup => "backup".into(),
+        Resource::Acl => "acl".into(),
+        Resource::Kv(k) => format!("kv {k:?}"),
+        Resource::Keygroup(k) => format!("keygroup {k:?}"),
+        Resource::Role(r) => format!("role {r:?}"),
     }
 }
 
 /// What a `/v1` request needs (sans IO): reads are GET/HEAD, everything else writes. Routes
 /// nobody names (and the cluster's own state: status, members, nodes) fall under `cp`.
-pub fn need(method: &Method, path: &str) -> Need {
+pub fn need<'a>(method: &Method, path: &'a str) -> Need<'a> {
     let access = if matches!(*method, Method::GET | Method::HEAD) {
         Access::Read
     } else {
@@ -89,15 +64,15 @@ pub fn need(method: &Method, path: &str) -> Need {
     let rest = path.strip_prefix("/v1/").unwrap_or(path);
     let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let resource = match first {
-        "kv" => OwnedResource::Kv(tail.to_string()),
-        "keygroups" => OwnedResource::Keygroup(tail.to_string()),
-        "events" => OwnedResource::Events,
-        "backup" => OwnedResource::Backup,
-        "acl" => OwnedResource::Acl,
-        "roles" => OwnedResource::Role(tail.split('/').next().unwrap_or("").to_string()),
+        "kv" => Resource::Kv(tail),
+        "keygroups" => Resource::Keygroup(tail),
+        "events" => Resource::Events,
+        "backup" => Resource::Backup,
+        "acl" => Resource::Acl,
+        "roles" => Resource::Role(tail.split('/').next().unwrap_or("")),
         // Consul's catalog and health routes serve the host role's records.
-        "catalog" | "health" => OwnedResource::Role("host".into()),
-        _ => OwnedResource::Cp,
+        "catalog" | "health" => Resource::Role("host"),
+        _ => Resource::Cp,
     };
     Need { resource, access }
 }
@@ -160,7 +135,12 @@ pub enum Verdict {
 
 /// Decides a request needing `need` that presented `token` (sans IO). `admin` is
 /// `--admin-token`.
-pub fn decide(acl: &Enforced, admin: Option<&str>, token: Option<&str>, need: &Need) -> Verdict {
+pub fn decide(
+    acl: &Enforced,
+    admin: Option<&str>,
+    token: Option<&str>,
+    need: &Need<'_>,
+) -> Verdict {
     if let (Some(admin), Some(given)) = (admin, token) {
         if constant_time_eq(admin.as_bytes(), given.as_bytes()) {
             return Verdict::Allow(Accessor("admin-token".into()));
@@ -194,11 +174,7 @@ pub fn decide(acl: &Enforced, admin: Option<&str>, token: Option<&str>, need: &N
             Some(t) => (t.accessor.clone(), t.policies.clone()),
         },
     };
-    if allows(
-        acl.policies(&policies),
-        &need.resource.borrow(),
-        need.access,
-    ) {
+    if allows(acl.policies(&policies), &need.resource, need.access) {
         return Verdict::Allow(Accessor(who));
     }
     let wanted = match need.access {
@@ -212,7 +188,7 @@ pub fn decide(acl: &Enforced, admin: Option<&str>, token: Option<&str>, need: &N
         } else {
             format!("token {who}")
         },
-        need.resource.describe()
+        describe(&need.resource)
     );
     Verdict::Refuse {
         status: StatusCode::FORBIDDEN,
@@ -322,8 +298,10 @@ pub(crate) async fn enforce(
     if !path.starts_with("/v1/") {
         return next.run(request).await;
     }
+    // A change of the ACL table itself: answered only once this member enforces it.
+    let acl_write = path.starts_with("/v1/acl/") && request.method() != Method::GET;
     let need = need(request.method(), path);
-    let token = presented(request.headers()).map(str::to_string);
+    let token = presented(request.headers());
     let admin = agent.config.admin_token.as_deref();
     let Some(mut table) = agent.acl.table().await else {
         return ApiError::new(
@@ -333,24 +311,13 @@ pub(crate) async fn enforce(
         )
         .into_response();
     };
-    // Bootstrapping is open until it happened (it answers the management token once).
-    if !table.table.bootstrapped
-        && request.method() == Method::POST
-        && path == "/v1/acl/bootstrap"
-        && admin.is_none()
-    {
-        let response = next.run(request).await;
-        if response.status().is_success() {
-            let _ = agent.acl.fresher(Some(&table)).await;
-        }
-        return response;
-    }
-    let acl_write = path.starts_with("/v1/acl/") && request.method() != Method::GET;
-    let mut verdict = decide(&table, admin, token.as_deref(), &need);
+    // (Before bootstrap and without an admin token everything is allowed, `acl bootstrap`
+    // included.)
+    let mut verdict = decide(&table, admin, token, &need);
     if verdict == Verdict::UnknownToken {
         if let Some(fresher) = agent.acl.fresher(Some(&table)).await {
             table = fresher;
-            verdict = decide(&table, admin, token.as_deref(), &need);
+            verdict = decide(&table, admin, token, &need);
         }
     }
     match verdict {

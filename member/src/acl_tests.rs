@@ -6,20 +6,17 @@ use hivemind_control_plane::registry::AclOp;
 
 use super::*;
 
-fn get(path: &str) -> Need {
+fn get(path: &str) -> Need<'_> {
     need(&Method::GET, path)
 }
 
-fn put(path: &str) -> Need {
+fn put(path: &str) -> Need<'_> {
     need(&Method::PUT, path)
 }
 
 #[test]
 fn every_route_family_needs_its_resource() {
-    assert_eq!(
-        get("/v1/kv/app/x").resource,
-        OwnedResource::Kv("app/x".into())
-    );
+    assert_eq!(get("/v1/kv/app/x").resource, Resource::Kv("app/x"));
     assert_eq!(get("/v1/kv/app/x").access, Access::Read);
     assert_eq!(put("/v1/kv/app/x").access, Access::Write);
     assert_eq!(
@@ -29,18 +26,18 @@ fn every_route_family_needs_its_resource() {
     );
     assert_eq!(
         get("/v1/keygroups/a/b/c").resource,
-        OwnedResource::Keygroup("a/b/c".into())
+        Resource::Keygroup("a/b/c")
     );
-    assert_eq!(get("/v1/events").resource, OwnedResource::Events);
-    assert_eq!(get("/v1/backup/spaces").resource, OwnedResource::Backup);
-    assert_eq!(get("/v1/acl/tokens").resource, OwnedResource::Acl);
+    assert_eq!(get("/v1/events").resource, Resource::Events);
+    assert_eq!(get("/v1/backup/spaces").resource, Resource::Backup);
+    assert_eq!(get("/v1/acl/tokens").resource, Resource::Acl);
     assert_eq!(
         put("/v1/roles/host/services").resource,
-        OwnedResource::Role("host".into())
+        Resource::Role("host")
     );
     assert_eq!(
         get("/v1/catalog/services").resource,
-        OwnedResource::Role("host".into()),
+        Resource::Role("host"),
         "Consul's catalog serves the host records"
     );
     for path in [
@@ -50,7 +47,7 @@ fn every_route_family_needs_its_resource() {
         "/v1/nodes",
         "/v1/openapi.json",
     ] {
-        assert_eq!(get(path).resource, OwnedResource::Cp, "{path}");
+        assert_eq!(get(path).resource, Resource::Cp, "{path}");
     }
     assert_eq!(need(&Method::POST, "/v1/cp/epoch").access, Access::Write);
 }
