@@ -71,6 +71,13 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client config on the ring provider and TLS 1.2/1.3, before its verifier is chosen.
+fn client_builder() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+}
+
 /// What the files gave, swapped as a whole on reload.
 pub(crate) struct Material {
     /// This member's certificate and key: what it serves and what it presents as a client.
@@ -112,9 +119,7 @@ impl Tls {
     pub fn load(files: TlsFiles, advertise: IpAddr) -> Result<Self, TlsError> {
         let name = ServerName::IpAddress(advertise.into());
         let material = Arc::new(RwLock::new(Arc::new(load(&files, &name)?)));
-        let client = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Setup(e.to_string()))?
+        let client = client_builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(reload::PeerVerifier(material.clone())))
             .with_client_cert_resolver(Arc::new(reload::OwnCert(material.clone())));
@@ -257,10 +262,7 @@ fn load(files: &TlsFiles, name: &ServerName<'static>) -> Result<Material, TlsErr
 /// presented when one is given (`--client-cert`, `--client-key`).
 pub fn cli_client(ca: &Path, client: Option<(&Path, &Path)>) -> Result<ClientTls, TlsError> {
     let roots = read_roots(ca)?;
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Setup(e.to_string()))?
-        .with_root_certificates(roots);
+    let builder = client_builder().with_root_certificates(roots);
     let config = match client {
         Some((cert, key)) => {
             let pair = read_key_pair(cert, key)?;
@@ -279,9 +281,7 @@ pub fn cli_client(ca: &Path, client: Option<(&Path, &Path)>) -> Result<ClientTls
 pub fn http_client(tls: Option<&ClientTls>) -> reqwest::ClientBuilder {
     let config = match tls {
         Some(tls) => (*tls.config).clone(),
-        None => ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
+        None => client_builder()
             .with_root_certificates(RootCertStore::empty())
             .with_no_client_auth(),
     };

@@ -186,9 +186,7 @@ async fn members_authenticate_each_other_and_strangers_are_refused() {
     );
     half.ca = dir.path().join("server-ca.pem");
     let pair = read_key_pair(&half.cert, &half.key).unwrap();
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
+    let config = client_builder()
         .with_root_certificates(read_roots(&half.ca).unwrap())
         .with_client_cert_resolver(Arc::new(reload::Fixed(pair)));
     let half = ClientTls {
