@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::cp_access::CpAccess;
 use crate::gossip::{GossipCommand, GossipEvent, GossipId, Profile};
-use crate::join::{cp_endpoints, JoinAccepted, JoinRequest};
+use crate::join::{cp_endpoints, outside_cp, JoinAccepted, JoinRequest};
 
 use crate::state::Agent;
 
@@ -117,7 +117,7 @@ pub(crate) async fn announce_to_registry_members(agent: Arc<Agent>, cancel: Canc
         let registry = agent.view.borrow().clone();
         if let CpAccess::Client(client) = agent.cp.as_ref() {
             let infos: Vec<MemberInfo> = registry.live_members().map(|m| m.info.clone()).collect();
-            client.set_endpoints(cp_endpoints(&infos));
+            client.set_endpoints(cp_endpoints(&infos), outside_cp(&infos));
         }
         let targets: Vec<GossipId> = {
             let view = agent.gossip.view.borrow();

@@ -87,7 +87,8 @@ async fn reach_control_plane(
         // The control-plane members the join answer listed, in this member's order of
         // preference (rendezvous hashing, DESIGN.md §6f), then the --join addresses: a
         // cluster that is still forming may not have admitted its CP members yet, and a
-        // member with no endpoint could never learn one.
+        // member with no endpoint could never learn one. The membership view refines the
+        // order (bounded loads, `cp_choice`) once the feed is followed.
         let cp_client = CpClient::new(
             client.clone(),
             identity.id,
@@ -95,7 +96,7 @@ async fn reach_control_plane(
             config.join.clone(),
             config.request_timeout,
         );
-        Ok((CpAccess::Client(cp_client), Some(accepted)))
+        Ok((CpAccess::Client(Box::new(cp_client)), Some(accepted)))
     }
 }
 

@@ -9,6 +9,8 @@ use hivemind_common::role::{
 use std::time::Duration;
 
 use hivemind_common::MemberId;
+
+use crate::cp_choice;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, FeedRequest, Op, MAX_EVENTS_PER_PAGE};
 use hivemind_control_plane::registry::{
@@ -19,42 +21,30 @@ use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
 pub enum CpAccess {
     Member(Arc<ControlPlane>),
-    Client(CpClient),
-}
-
-/// The order in which `member` tries the control-plane members at `endpoints` (DESIGN.md §6f):
-/// rendezvous hashing of its id over their addresses, the highest weight first. Each member
-/// prefers one CP member and fails over to the next; members spread evenly over the CP
-/// members; when one leaves or comes back, only the members that prefer it move (seed 002:
-/// "choose the master for the keepalive message, somewhat load-balanced"). Sans IO.
-pub fn preference(member: MemberId, endpoints: &mut [String]) {
-    endpoints.sort_by_cached_key(|endpoint| std::cmp::Reverse(weight(member, endpoint)));
-}
-
-/// The rendezvous weight of (`member`, `endpoint`): the first 8 bytes of a SHA-256 over both.
-fn weight(member: MemberId, endpoint: &str) -> u64 {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    hash.update(member.get().to_be_bytes());
-    hash.update(endpoint.as_bytes());
-    let digest = hash.finalize();
-    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    Client(Box<CpClient>),
 }
 
 /// A client of the control plane for members outside it.
 pub struct CpClient {
     client: InternalClient,
-    /// This member: its id orders the CP members ([`preference`]).
+    /// This member: its id orders the CP members ([`cp_choice`]).
     member: MemberId,
     /// CP members' HTTP addresses, in this member's order of preference; the first that
     /// answers is used.
     endpoints: Mutex<Vec<String>>,
+    /// What the order was last computed from (the CP members and the members outside the
+    /// control plane, sorted), so that an unchanged view costs no recomputation.
+    computed_from: Mutex<(Vec<String>, Vec<MemberId>)>,
+    /// Wakes the feed's long-poll when this member's first choice changed, so that it moves
+    /// now rather than when the poll ends (up to 30 s later).
+    moved: tokio::sync::Notify,
     timeout: Duration,
 }
 
 impl CpClient {
-    /// `endpoints`: the CP members (ordered here by preference), then any fallbacks (tried
-    /// last, in the order given).
+    /// `endpoints`: the CP members (ordered here by rendezvous weight until the membership
+    /// view gives [`CpClient::set_endpoints`] more to go on), then any fallbacks (tried last,
+    /// in the order given).
     pub fn new(
         client: InternalClient,
         member: MemberId,
@@ -63,7 +53,7 @@ impl CpClient {
         timeout: Duration,
     ) -> Self {
         let mut endpoints = cp_members;
-        preference(member, &mut endpoints);
+        cp_choice::preference(member, &mut endpoints);
         for fallback in fallbacks {
             if !endpoints.contains(&fallback) {
                 endpoints.push(fallback);
@@ -73,16 +63,34 @@ impl CpClient {
             client,
             member,
             endpoints: Mutex::new(endpoints),
+            computed_from: Mutex::default(),
+            moved: tokio::sync::Notify::new(),
             timeout,
         }
     }
 
     /// Replaces the endpoints with the CP members the registry lists (never with none), in
-    /// this member's order of preference: a change of the CP membership rebalances.
-    pub fn set_endpoints(&self, mut endpoints: Vec<String>) {
-        if !endpoints.is_empty() {
-            preference(self.member, &mut endpoints);
-            *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) = endpoints;
+    /// this member's order given the members outside the control plane (`members`, from the
+    /// membership view): a change of either rebalances ([`cp_choice::order`]).
+    pub fn set_endpoints(&self, mut endpoints: Vec<String>, mut members: Vec<MemberId>) {
+        if endpoints.is_empty() {
+            return;
+        }
+        endpoints.sort_unstable();
+        members.sort_unstable();
+        let inputs = (endpoints, members);
+        let mut computed_from = self.computed_from.lock().unwrap_or_else(|p| p.into_inner());
+        if *computed_from == inputs {
+            return;
+        }
+        let ordered = cp_choice::order(self.member, &inputs.1, &inputs.0);
+        let previous = std::mem::replace(
+            &mut *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()),
+            ordered.clone(),
+        );
+        *computed_from = inputs;
+        if previous.first() != ordered.first() {
+            self.moved.notify_waiters();
         }
     }
 
@@ -204,9 +212,16 @@ impl CpAccess {
                     epoch,
                     wait_ms: wait.as_millis() as u64,
                 };
-                client
-                    .op_within::<ops::Feed>(&request, wait + client.timeout)
-                    .await
+                loop {
+                    let moved = client.moved.notified();
+                    tokio::select! {
+                        answer = client.op_within::<ops::Feed>(&request, wait + client.timeout) => {
+                            return answer;
+                        }
+                        // Ask again, on the CP member now first.
+                        _ = moved => {}
+                    }
+                }
             }
         }
     }
@@ -389,62 +404,5 @@ impl ControlPlaneClient for RoleCp {
             let registry = cp.registry_now().await.map_err(call_error)?;
             Ok(registry.backup)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn cps(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("10.0.0.{}:7700", i + 1)).collect()
-    }
-
-    fn id(raw: u64) -> MemberId {
-        MemberId::new(raw.max(1)).unwrap()
-    }
-
-    #[test]
-    fn members_spread_evenly_over_the_control_plane() {
-        for n in [3usize, 5] {
-            let mut first = std::collections::BTreeMap::<String, usize>::new();
-            let members = 3000u64;
-            for raw in 1..=members {
-                let mut order = cps(n);
-                preference(id(raw * 7919), &mut order);
-                *first.entry(order[0].clone()).or_default() += 1;
-            }
-            assert_eq!(first.len(), n, "every CP member is someone's first choice");
-            let fair = members as f64 / n as f64;
-            for (cp, count) in first {
-                let share = count as f64 / fair;
-                assert!(
-                    (0.8..1.2).contains(&share),
-                    "{cp}: {count} of {members} (n={n})"
-                );
-            }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn the_order_depends_on_the_set_only_and_losing_one_moves_only_its_members(
-            raw in 1u64..u64::MAX, rotate in 0usize..5, gone in 0usize..5,
-        ) {
-            let mut order = cps(5);
-            preference(id(raw), &mut order);
-            // Any input order gives the same preference.
-            let mut shuffled = cps(5);
-            shuffled.rotate_left(rotate);
-            preference(id(raw), &mut shuffled);
-            prop_assert_eq!(&order, &shuffled);
-            // Without one CP member the others keep their relative order.
-            let mut without = cps(5);
-            let removed = without.remove(gone);
-            preference(id(raw), &mut without);
-            let expected: Vec<String> = order.iter().filter(|e| **e != removed).cloned().collect();
-            prop_assert_eq!(without, expected);
-        }
     }
 }

@@ -21,6 +21,16 @@ pub fn cp_endpoints(members: &[MemberInfo]) -> Vec<String> {
         .collect()
 }
 
+/// The members outside the control plane among `members`: they share the CP members
+/// ([`crate::cp_choice::assign`]).
+pub fn outside_cp(members: &[MemberInfo]) -> Vec<hivemind_common::MemberId> {
+    members
+        .iter()
+        .filter(|m| !m.control_plane)
+        .map(|m| m.id)
+        .collect()
+}
+
 /// What the joiner does with one answer (sans IO).
 #[derive(Debug, PartialEq)]
 pub enum NextStep {

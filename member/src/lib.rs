@@ -35,6 +35,7 @@ pub mod backup_api;
 pub mod catalog;
 pub mod config;
 pub mod cp_access;
+pub mod cp_choice;
 pub mod feed;
 pub mod gossip;
 pub mod identity;
