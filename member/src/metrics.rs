@@ -220,6 +220,15 @@ impl Collector for AgentCollector {
             "HTTP answers with another 5xx or no status (logged at ERROR).",
             &[(&[], answers.server_errors.load(Ordering::Relaxed))],
         )?;
+        gauge(
+            e,
+            "hivemind_http_connections",
+            "HTTP connections open on this member's listener (members, clients, peers' streams).",
+            &[(
+                &[],
+                agent.listener_counters.open.load(Ordering::Relaxed) as i64,
+            )],
+        )?;
         counter(
             e,
             "hivemind_tls_handshake_failures",
@@ -298,6 +307,13 @@ impl Collector for AgentCollector {
                 &cp.append_latency().snapshot(),
             )?;
             let m = cp.raft().metrics().borrow().clone();
+            gauge(
+                e,
+                "hivemind_feed_followers",
+                "Feed long-polls of members outside the control plane waiting on this CP member: \
+                 how many of them chose it (DESIGN.md §6f).",
+                &[(&[], cp.feed_followers() as i64)],
+            )?;
             gauge(
                 e,
                 "hivemind_raft_term",

@@ -333,12 +333,21 @@ pub async fn get_json(url: &str) -> anyhow::Result<Value> {
 }
 
 /// Polls `condition` until it yields a value; fails the test after [`DEADLINE`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut condition: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, condition: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
+    wait_for_within(what, DEADLINE, condition).await
+}
+
+/// [`wait_for`] with a deadline of its own (for what many processes on two cores must do).
+pub async fn wait_for_within<T, F, Fut>(what: &str, limit: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = condition().await {
             return value;

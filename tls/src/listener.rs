@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::either::Either;
@@ -44,12 +48,15 @@ pub struct ListenerCounters {
     /// TLS handshakes that failed or timed out (plaintext to a TLS port, a certificate from
     /// another CA, an expired one).
     pub handshake_failures: AtomicU64,
+    /// Connections handed to the HTTP server and not closed yet.
+    pub open: AtomicU64,
 }
 
 /// Accepted connections, handed to axum.
 pub struct Listener {
     accepted: mpsc::Receiver<(Io, Peer)>,
     local: SocketAddr,
+    counters: Arc<ListenerCounters>,
 }
 
 impl Listener {
@@ -62,8 +69,12 @@ impl Listener {
     ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(256);
-        tokio::spawn(accept_loop(tcp, tls, counters, tx));
-        Ok(Self { accepted, local })
+        tokio::spawn(accept_loop(tcp, tls, counters.clone(), tx));
+        Ok(Self {
+            accepted,
+            local,
+            counters,
+        })
     }
 }
 
@@ -129,12 +140,16 @@ async fn accept_loop(
 }
 
 impl axum::serve::Listener for Listener {
-    type Io = Io;
+    type Io = Counted;
     type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
-            Some(accepted) => accepted,
+            Some((io, peer)) => {
+                self.counters.open.fetch_add(1, Ordering::Relaxed);
+                let counters = self.counters.clone();
+                (Counted { io, counters }, peer)
+            }
             // The accept task ended (it only does when the runtime shuts down).
             None => std::future::pending().await,
         }
@@ -145,5 +160,57 @@ impl axum::serve::Listener for Listener {
             addr: self.local,
             member_cert: false,
         })
+    }
+}
+
+/// A connection counted in [`ListenerCounters::open`] until it is dropped.
+pub struct Counted {
+    io: Io,
+    counters: Arc<ListenerCounters>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -41,6 +41,7 @@ pub use crate::answers::{Applied, CpStatus, Health, NodeRef, VoterChange, VoterV
 pub use join::admission_check;
 pub use lifecycle::needs_new_epoch;
 use lifecycle::{count_leader_changes, release_withheld_commits};
+pub use reads::FeedFollower;
 use reads::ReadWaiter;
 use writes::{run_batcher, PendingWrite};
 
@@ -139,6 +140,9 @@ pub struct ControlPlane {
     /// rounds that answered them.
     reads: AtomicU64,
     read_index_rounds: AtomicU64,
+    /// Feed long-polls of members outside the control plane waiting here now (see
+    /// [`ControlPlane::feed_follower`]): how many members chose this CP member.
+    feed_followers: Arc<AtomicU64>,
     /// This member, for the tasks it spawns.
     me: std::sync::Weak<ControlPlane>,
 }
@@ -197,6 +201,7 @@ impl ControlPlane {
             read_rounds: Mutex::new(ReadRounds::default()),
             reads: AtomicU64::new(0),
             read_index_rounds: AtomicU64::new(0),
+            feed_followers: Arc::default(),
             append_latency,
             purge_failures,
             config,

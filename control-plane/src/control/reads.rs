@@ -1,7 +1,7 @@
 //! Reads: linearizable read barriers answered by shared read-index rounds, the event feed,
 //! KV reads and registry digests.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +107,19 @@ impl ControlPlane {
         }
     }
 
+    /// Counts one feed long-poll of a member outside the control plane while the guard lives
+    /// (`hivemind_feed_followers`): each such member keeps one waiting on the CP member it
+    /// chose, so the gauge is this member's share of them.
+    pub fn feed_follower(&self) -> FeedFollower {
+        self.feed_followers.fetch_add(1, Ordering::Relaxed);
+        FeedFollower(self.feed_followers.clone())
+    }
+
+    /// Feed long-polls of members outside the control plane waiting here now.
+    pub fn feed_followers(&self) -> u64 {
+        self.feed_followers.load(Ordering::Relaxed)
+    }
+
     /// The event feed after `after`, from this member's applied state: long-polls up to `wait`
     /// for events, then answers (possibly empty). `Gone` when the reader must re-bootstrap.
     pub async fn feed(
@@ -185,5 +198,14 @@ impl ControlPlane {
     pub fn digest(&self) -> RegistryDigest {
         let state = self.state.read();
         RegistryDigest::of(&state.registry, state.last_applied.map_or(0, |l| l.index))
+    }
+}
+
+/// One feed long-poll counted in [`ControlPlane::feed_followers`] until dropped.
+pub struct FeedFollower(Arc<AtomicU64>);
+
+impl Drop for FeedFollower {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -281,6 +281,7 @@ async fn status(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 async fn feed(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let request = decode::<ops::Feed>(&body)?;
     let wait = Duration::from_millis(request.wait_ms).min(super::api::MAX_WAIT);
+    let _waiting = (!wait.is_zero()).then(|| cp.feed_follower());
     let page = cp
         .feed(
             request.after,
