@@ -80,10 +80,10 @@ ops! {
     Status = "/internal/v1/cp/status": () => CpStatus;
     /// A linearizable KV read for members outside the control plane.
     KvGet = "/internal/v1/cp/kv-get": String => Result<Option<KvEntry>, CpError>;
-    /// A join request, on every member (forwarded to the control plane by non-CP members).
     /// The ACL table as this CP member applied it (policies, token hashes), for members that
     /// enforce ACLs on their routes.
     AclTable = "/internal/v1/cp/acl": () => Result<crate::registry::AclTable, CpError>;
+    /// A join request, on every member (forwarded to the control plane by non-CP members).
     Join = "/internal/v1/join": JoinRequest => Result<JoinAccepted, CpError>;
 }
 
