@@ -561,13 +561,13 @@ pub struct AgentArgs {
     /// (RELIABILITY.md); never set it on a cluster whose data matters.
     #[arg(long, hide = true)]
     pub unsafe_ack_before_persist: bool,
-    /// Threads that run the agent's tasks. 1 (the default) is a single-threaded event loop:
-    /// a member's work is a pipeline of small steps, and on one thread each hand-off is a
-    /// queue push rather than a cross-thread wake-up. Disk syncs and DNS over UDP have
-    /// threads of their own either way; more workers help a member whose HTTP clients need
-    /// more than one core.
-    #[arg(long, env = "HIVEMIND_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub worker_threads: u16,
+    /// Threads that run the agent's tasks. Default: one per four cores the process may use,
+    /// at least one (`hivemind_member::config::default_worker_threads`). One thread is a
+    /// single-threaded event loop: a member's work is a pipeline of small steps, and on one
+    /// thread each hand-off is a queue push rather than a cross-thread wake-up. Disk syncs and
+    /// DNS over UDP have threads of their own either way.
+    #[arg(long, env = "HIVEMIND_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, env = "HIVEMIND_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -22,7 +22,13 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     let threads = match &cli.command {
-        Command::Agent(args) => Some(usize::from(args.worker_threads)),
+        Command::Agent(args) => Some(args.worker_threads.map_or_else(
+            || {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                hivemind_member::config::default_worker_threads(cores)
+            },
+            usize::from,
+        )),
         _ => None,
     };
     let runtime = build_runtime(threads);
@@ -99,12 +105,11 @@ fn main() -> ExitCode {
 
 /// The task runtime: `threads` workers (`None`: tokio's default, one per core, for `dev`'s many
 /// members in one process), and for one thread a current-thread runtime (its tasks run on the
-/// thread that blocks on it). An agent runs on one thread unless `--worker-threads` says
-/// otherwise: a member's work is one pipeline, and on one thread each hand-off is a queue push
-/// instead of a cross-thread wake-up (measured on 2 cores: half the context switches per write,
-/// more writes/s and reads/s at every concurrency, BENCHMARKS.md). What must not wait behind
-/// it has threads of its own: the Raft log's fsyncs (the store's flusher) and the dns role's
-/// UDP receive loops.
+/// thread that blocks on it). An agent runs on one thread per four cores, at least one, unless
+/// `--worker-threads` says otherwise (`hivemind_member::config::default_worker_threads` says
+/// why: a member's work is one pipeline, and on one thread each hand-off is a queue push
+/// instead of a cross-thread wake-up). What must not wait behind it has threads of its own:
+/// the Raft log's fsyncs (the store's flusher) and the dns role's UDP receive loops.
 fn build_runtime(threads: Option<usize>) -> tokio::runtime::Runtime {
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

@@ -104,6 +104,19 @@ pub fn exposure(bind: IpAddr, gossip_key: bool, tls: bool, insecure: bool) -> Re
     ))
 }
 
+/// The task threads an agent runs on when `--worker-threads` does not say (DESIGN.md §6f):
+/// one per four cores the process may use, at least one. A member's work is one pipeline of
+/// small steps; on one thread each hand-off is a queue push instead of a cross-thread
+/// wake-up, and the Raft log's fsyncs and the dns role's UDP loops have threads of their own.
+/// So on a small machine, and above all where members share it (three CP members on two
+/// cores), one thread is fastest (BENCHMARKS.md). On a dedicated many-core machine one thread
+/// is the limit: on 16 cores 4 threads gave 1.4x the writes/s of one at 64 clients and 1.9x
+/// at 256; a quarter of the cores leaves the rest to the threads outside the runtime and to
+/// the clients.
+pub fn default_worker_threads(cores: usize) -> usize {
+    (cores / 4).max(1)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
@@ -129,6 +142,21 @@ pub enum AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_threads_follow_the_cores() {
+        assert_eq!(default_worker_threads(0), 1);
+        assert_eq!(default_worker_threads(1), 1);
+        assert_eq!(
+            default_worker_threads(2),
+            1,
+            "three members on two cores: one each"
+        );
+        assert_eq!(default_worker_threads(7), 1);
+        assert_eq!(default_worker_threads(8), 2);
+        assert_eq!(default_worker_threads(16), 4, "measured best on 16 cores");
+        assert_eq!(default_worker_threads(64), 16);
+    }
 
     #[test]
     fn beyond_loopback_a_member_needs_a_gossip_key_and_tls_or_insecure() {
