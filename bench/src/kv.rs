@@ -1,7 +1,14 @@
-//! `hivemind-bench kv`: one load generator for hivemind and etcd (its v3 JSON gateway), so that
-//! both are measured the same way: N clients, each with a keep-alive connection to one
-//! endpoint (client i uses endpoint i mod n), writing 256-byte values for D seconds, then doing
-//! linearizable reads for D seconds. Prints throughput and latency percentiles.
+//! `hivemind-bench kv`: one load generator for hivemind and etcd, so that both are measured the
+//! same way: N clients, each with its own connection to one endpoint (client i uses endpoint
+//! i mod n), writing 256-byte values for D seconds, then doing linearizable reads for D
+//! seconds. Prints throughput, latency percentiles and errors.
+//!
+//! Each is driven through its native protocol: hivemind over HTTP/1.1 keep-alive, etcd over
+//! gRPC (`--target etcd`, the `etcd-client` crate; one HTTP/2 connection per client, as
+//! `etcd benchmark --conns N --clients N`). gRPC needs `protoc` to build, so it is behind the
+//! bench crate's `etcd` feature (`tests/bench/kv.sh` builds it). `--target etcd-gateway` drives
+//! etcd's v3 JSON gateway, the way earlier figures were taken (BENCHMARKS.md keeps them as
+//! history).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +21,10 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
     Hivemind,
+    /// etcd over gRPC, its native API (needs the `etcd` feature).
     Etcd,
+    /// etcd's v3 JSON gateway (gateway-bound; for comparison with earlier figures).
+    EtcdGateway,
 }
 
 #[derive(Args, Debug)]
@@ -59,8 +69,47 @@ struct Driver {
     value: Vec<u8>,
 }
 
+/// One client's connection: HTTP through the shared pool, or its own gRPC channel to etcd.
+enum Conn {
+    Http,
+    #[cfg(feature = "etcd")]
+    Grpc(etcd_client::KvClient),
+}
+
+impl Conn {
+    async fn open(target: Target, endpoint: &str) -> Result<Self> {
+        match target {
+            Target::Hivemind | Target::EtcdGateway => Ok(Conn::Http),
+            #[cfg(feature = "etcd")]
+            Target::Etcd => {
+                let client = etcd_client::Client::connect([format!("http://{endpoint}")], None)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("--endpoints: cannot reach etcd at {endpoint}: {e}")
+                    })?;
+                Ok(Conn::Grpc(client.kv_client()))
+            }
+            #[cfg(not(feature = "etcd"))]
+            Target::Etcd => {
+                let _ = endpoint;
+                bail!("--target etcd: this hivemind-bench was built without gRPC; build it with `cargo build --release -p hivemind-bench --features etcd` (needs protoc)")
+            }
+        }
+    }
+}
+
 impl Driver {
-    async fn once(&self, endpoint: &str, op: Op, key: &str) -> Result<()> {
+    async fn once(&self, conn: &mut Conn, endpoint: &str, op: Op, key: &str) -> Result<()> {
+        #[cfg(feature = "etcd")]
+        if let Conn::Grpc(kv) = conn {
+            match op {
+                // A linearizable read: etcd's Range is linearizable unless asked serializable.
+                Op::Read => kv.get(key, None).await.map(drop)?,
+                Op::Write => kv.put(key, self.value.clone(), None).await.map(drop)?,
+            }
+            return Ok(());
+        }
+        let _ = conn;
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let request = match (self.target, op) {
             (Target::Hivemind, Op::Write) => self
@@ -70,14 +119,15 @@ impl Driver {
             (Target::Hivemind, Op::Read) => self
                 .http
                 .get(format!("{}://{endpoint}/v1/kv/{key}", self.scheme)),
-            (Target::Etcd, Op::Write) => self
+            (Target::EtcdGateway, Op::Write) => self
                 .http
                 .post(format!("http://{endpoint}/v3/kv/put"))
                 .json(&json!({ "key": b64(key.as_bytes()), "value": b64(&self.value) })),
-            (Target::Etcd, Op::Read) => self
+            (Target::EtcdGateway, Op::Read) => self
                 .http
                 .post(format!("http://{endpoint}/v3/kv/range"))
                 .json(&json!({ "key": b64(key.as_bytes()) })),
+            (Target::Etcd, _) => bail!("etcd over gRPC needs its own connection"),
         };
         let response = request.send().await?;
         let status = response.status();
@@ -120,17 +170,23 @@ impl PhaseResult {
     }
 }
 
-/// Runs one phase; reads cycle over the `keys_per_client` keys the write phase wrote.
+/// Runs one phase; reads cycle over the `keys_per_client` keys the write phase wrote. Each
+/// client's connection is opened before the clock starts.
 async fn phase(
     driver: Arc<Driver>,
     args: &KvBenchArgs,
     op: Op,
     keys_per_client: &[u64],
-) -> PhaseResult {
+) -> Result<PhaseResult> {
+    let mut conns = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let endpoint = &args.endpoints[client % args.endpoints.len()];
+        conns.push(Conn::open(args.target, endpoint).await?);
+    }
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut tasks = Vec::new();
-    for client in 0..args.clients {
+    for (client, mut conn) in conns.into_iter().enumerate() {
         let driver = driver.clone();
         let endpoint = args.endpoints[client % args.endpoints.len()].clone();
         let key_space = keys_per_client
@@ -145,7 +201,7 @@ async fn phase(
             while Instant::now() < deadline {
                 let key = format!("bench/{client}/{}", i % key_space);
                 let t = Instant::now();
-                match driver.once(&endpoint, op, &key).await {
+                match driver.once(&mut conn, &endpoint, op, &key).await {
                     Ok(()) => latencies.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -171,7 +227,7 @@ async fn phase(
     result.seconds = started.elapsed().as_secs_f64();
     result.ops = result.latencies.len();
     result.latencies.sort();
-    result
+    Ok(result)
 }
 
 pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
@@ -200,11 +256,14 @@ pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
         let mut attempt = 0usize;
         loop {
             let endpoint = &args.endpoints[attempt % args.endpoints.len()];
-            if driver
-                .once(endpoint, Op::Write, "bench/failover")
-                .await
-                .is_ok()
-            {
+            let written = match Conn::open(args.target, endpoint).await {
+                Ok(mut conn) => driver
+                    .once(&mut conn, endpoint, Op::Write, "bench/failover")
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if written {
                 break;
             }
             attempt += 1;
@@ -227,13 +286,16 @@ pub async fn kv(args: KvBenchArgs, json_output: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let writes = phase(driver.clone(), &args, Op::Write, &[]).await;
+    let writes = phase(driver.clone(), &args, Op::Write, &[]).await?;
     let reads = if args.writes_only {
         None
     } else {
-        Some(phase(driver, &args, Op::Read, &writes.keys_per_client).await)
+        Some(phase(driver, &args, Op::Read, &writes.keys_per_client).await?)
     };
-    let target = format!("{:?}", args.target).to_lowercase();
+    let target = args
+        .target
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string());
     if json_output {
         let summary = |r: &PhaseResult| {
             json!({

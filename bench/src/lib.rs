@@ -9,6 +9,8 @@
 //!   and `dns-publishers` (synthetic hosts admitted through the real join path).
 //! - [`failover`]: `hivemind-bench failover`, responsibility failover in a node of dns machines.
 //! - [`nginx`]: `hivemind-bench nginx`, registration → first 200 through a real nginx.
+//! - [`members`]: `hivemind-bench members`, what N members following the feed cost each CP
+//!   member (followers, connections, RSS) and the feed latency.
 //! - [`harness`]: starting and stopping the `hivemind` binary and peers as real processes.
 
 pub mod dns;
@@ -16,6 +18,7 @@ pub mod failover;
 pub mod gossip;
 pub mod harness;
 pub mod kv;
+pub mod members;
 pub mod nginx;
 
 /// A duration flag (`15s`, `500ms`), as the product's flags parse it.
