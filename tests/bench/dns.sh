@@ -5,7 +5,9 @@
 #     both dns members answer the new SRV record.
 #  2. query rate: 1000 synthetic hosts (`hivemind-bench dns-publishers`) served by a dns member,
 #     next to nsd and bind9 serving the same 1000 names as a static zone; the same dnsperf
-#     command for all three.
+#     command for all three. Each at equal parallelism: the dns role answers UDP on one thread
+#     per core, so nsd runs that many server processes (`server-count`) and named that many
+#     worker threads (`-n`).
 # Needs Debian's dnsperf, nsd and bind9. Prints the results; stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +18,8 @@ HOSTS="${HOSTS:-50}"
 CHANGES="${CHANGES:-200}"
 SYNTHETIC="${SYNTHETIC:-1000}"
 DURATION="${DURATION:-15}"
+# The dns role's UDP threads: one per core the process may use (dns-role/src/server.rs).
+CORES="$(nproc)"
 DIR="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -104,7 +108,7 @@ server:
   pidfile: "$DIR/nsd/nsd.pid"
   xfrdfile: "$DIR/nsd/xfrd.state"
   zonelistfile: "$DIR/nsd/zone.list"
-  server-count: 1
+  server-count: $CORES
   logfile: "$DIR/nsd/nsd.log"
 remote-control:
   control-enable: no
@@ -129,7 +133,7 @@ options {
 };
 zone "hivemind." { type master; file "$ZONE"; };
 CONF
-named -g -c "$DIR/bind/named.conf" -u root >"$DIR/bind/out.log" 2>&1 &
+named -g -n "$CORES" -c "$DIR/bind/named.conf" -u root >"$DIR/bind/out.log" 2>&1 &
 PIDS+=($!)
 sleep 2
 perf bind9 15453

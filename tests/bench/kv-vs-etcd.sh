@@ -12,7 +12,11 @@
 # cluster only sends heartbeats. Both clusters' endpoints are ordered followers first, so client i talks to the
 # same role (follower or leader) in both, and a single client writes through a follower.
 #
-# Needs: etcd (Debian etcd-server), fio. Usage: tests/bench/kv-vs-etcd.sh
+# etcd is driven through its native gRPC API (hivemind-bench's `etcd` feature, the etcd-client
+# crate; one HTTP/2 connection per client), hivemind through HTTP/1.1 keep-alive.
+#
+# Needs: etcd (Debian etcd-server), fio, protoc (protobuf-compiler, to build the gRPC client).
+# Usage: tests/bench/kv-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=tests/bench/common.sh
@@ -24,7 +28,8 @@ CLIENTS=${CLIENTS:-"1 16 64"}
 OUT=${OUT:-BENCHMARKS.md}
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 command -v fio >/dev/null || { echo "fio not found: apt-get install fio" >&2; exit 1; }
-cargo build --release --quiet -p hivemind -p hivemind-bench
+command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
+cargo build --release --quiet -p hivemind -p hivemind-bench --features hivemind-bench/etcd
 BIN=$PWD/target/release/hivemind
 BENCH=$PWD/target/release/hivemind-bench
 WORK=$(mktemp -d /var/tmp/hivemind-bench.XXXXXX)
@@ -138,7 +143,7 @@ for c in sorted({c for _, c in runs}):
         h, e = median_run("hivemind", c, phase), median_run("etcd", c, phase)
         rows.append(f"| {c} | {phase} | {h['ops_per_sec']:,.0f}/s | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} "
                     f"| {e['ops_per_sec']:,.0f}/s | {e['p50_ms']:.2f} | {e['p99_ms']:.2f} "
-                    f"| {h['ops_per_sec'] / e['ops_per_sec']:.2f}x |")
+                    f"| {h['ops_per_sec'] / e['ops_per_sec']:.2f}x | {h['errors']} / {e['errors']} |")
         ratios = []
         for hr, er in zip(runs[("hivemind", c)], runs[("etcd", c)]):
             ratios.append(f"{hr[phase]['ops_per_sec']:,.0f} vs {er[phase]['ops_per_sec']:,.0f} "
@@ -154,12 +159,15 @@ Command: `tests/bench/kv-vs-etcd.sh` (DURATION={duration} s per phase, ROUNDS={r
 project's 2-core machine, {datetime.date.today()}. Both 3-member clusters run on 127.0.0.1 for
 the whole benchmark and are driven in turn by the same load generator: in each round, for each
 client count, both back to back (hivemind first in odd rounds, etcd in even ones), each phase
-starting once all six processes are idle. Each client has one keep-alive connection to one member
+starting once all six processes are idle. Each client has its own connection to one member
 (client i -> member i mod 3), members ordered followers first in both systems (so 1 client writes
 through a follower), 256-byte values; a write phase, then a linearizable-read phase of the same
 keys. Per client count and target:
-`hivemind-bench kv --target hivemind|etcd --endpoints A,B,C --clients N --duration {duration}s --value-size 256`.
-etcd: {etcd_version} through its v3 JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`).
+`hivemind-bench kv --target hivemind|etcd --endpoints A,B,C --clients N --duration {duration}s --value-size 256`
+(built with `--features etcd`). Each through its native protocol: hivemind over HTTP/1.1
+keep-alive (`PUT`/`GET /v1/kv/KEY`), etcd {etcd_version} over gRPC (the etcd-client crate, one
+HTTP/2 connection per client as `etcd benchmark --conns N --clients N`; `Put`, and `Range`,
+linearizable by default). Percentiles: nearest rank (`hivemind_common::stats`).
 Leaders: {leaders} at the start, {leaders_after} at the end.
 
 Disk: one fsync'ed 4 KiB write takes {fsync}
@@ -167,8 +175,8 @@ Disk: one fsync'ed 4 KiB write takes {fsync}
 
 Median round of {rounds} (by ops/s) for each system:
 
-| clients | phase | hivemind | p50 ms | p99 ms | etcd | p50 ms | p99 ms | hivemind/etcd |
-|---|---|---|---|---|---|---|---|---|
+| clients | phase | hivemind | p50 ms | p99 ms | etcd | p50 ms | p99 ms | hivemind/etcd | errors (h / e) |
+|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + f"""
 
 Every round (hivemind vs etcd, measured back to back):
@@ -177,7 +185,8 @@ Every round (hivemind vs etcd, measured back to back):
 |---|---|{"---|" * int(rounds)}
 """ + "\n".join(per_round) + f"""
 
-Target (issue 2): at least 1.5x etcd's writes/s at every concurrency with p99 no worse than etcd's.
+Targets (issue 21): writes at least 1.5x etcd's, linearizable reads at least 2x, p99 no worse than
+etcd's, in every row.
 
 ## Leader failover
 
