@@ -19,18 +19,69 @@ use crate::view::{MembershipView, PageOutcome};
 /// How long one feed request waits for new events.
 const LONG_POLL: Duration = Duration::from_secs(30);
 
+/// The view is saved at most this often while events arrive (and when the feed stops).
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// When the view is due to be saved (sans IO). Saving encodes the whole view (O(members)) and
+/// syncs it; doing that for every page made a member with 1,000 others write and sync
+/// hundreds of KB per event. A view saved a moment late costs only a longer catch-up from the
+/// older position after a restart (the position is saved with the view it belongs to).
+#[derive(Debug, Default)]
+pub(crate) struct SaveSchedule {
+    last: Option<tokio::time::Instant>,
+    dirty: bool,
+}
+
+impl SaveSchedule {
+    /// The view changed.
+    pub(crate) fn changed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether to save the view now; if so, it counts as saved.
+    pub(crate) fn due(&mut self, now: tokio::time::Instant) -> bool {
+        let due = self.dirty && self.last.is_none_or(|last| now >= last + PERSIST_EVERY);
+        if due {
+            self.dirty = false;
+            self.last = Some(now);
+        }
+        due
+    }
+
+    /// Whether a change is still unsaved (saved when the feed stops).
+    pub(crate) fn unsaved(&self) -> bool {
+        self.dirty
+    }
+}
+
 pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
+    let mut saves = SaveSchedule::default();
+    follow_until_cancelled(agent.clone(), cancel, &mut saves).await;
+    if saves.unsaved() {
+        let view = agent.view.borrow().clone();
+        persist(&agent, &view);
+    }
+}
+
+async fn follow_until_cancelled(
+    agent: Arc<Agent>,
+    cancel: CancellationToken,
+    saves: &mut SaveSchedule,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let (after, epoch) = {
             let view = agent.view.borrow();
             (view.index, view.epoch)
         };
-        // Until caught up, ask without waiting: the answer says how far the feed is.
-        let wait = if agent.caught_up.load(Ordering::Relaxed) {
-            LONG_POLL
-        } else {
+        // Until caught up, ask without waiting: the answer says how far the feed is. With
+        // a change unsaved, wait no longer than until it is due.
+        let wait = if !agent.caught_up.load(Ordering::Relaxed) {
             Duration::ZERO
+        } else if saves.unsaved() {
+            PERSIST_EVERY
+        } else {
+            LONG_POLL
         };
         let answer = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -48,7 +99,7 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                             agent.acl.changed();
                         }
                         if !events.is_empty() || view.index != after {
-                            persist(&agent, &view);
+                            saves.changed();
                             agent.view.send_replace(Arc::new(view.clone()));
                             agent.roles.applied(&events, &view);
                             agent
@@ -83,6 +134,10 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                 false
             }
         };
+        if saves.due(tokio::time::Instant::now()) {
+            let view = agent.view.borrow().clone();
+            persist(&agent, &view);
+        }
         if ok {
             backoff = Duration::from_millis(100);
         } else {
@@ -142,5 +197,28 @@ fn persist(agent: &Agent, view: &MembershipView) {
         // The view is rebuilt from the feed or a snapshot after a restart; losing the saved
         // copy costs a re-bootstrap, never correctness.
         tracing::warn!(error = %e, "cannot persist the membership view");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_is_saved_at_most_once_a_second_and_never_when_unchanged() {
+        let start = tokio::time::Instant::now();
+        let mut saves = SaveSchedule::default();
+        assert!(!saves.due(start), "nothing changed");
+        saves.changed();
+        assert!(saves.due(start), "the first change is saved at once");
+        saves.changed();
+        assert!(!saves.due(start + Duration::from_millis(500)));
+        assert!(saves.unsaved());
+        assert!(saves.due(start + PERSIST_EVERY));
+        assert!(!saves.unsaved());
+        assert!(
+            !saves.due(start + PERSIST_EVERY * 5),
+            "saved, unchanged since"
+        );
     }
 }
