@@ -127,8 +127,8 @@ impl Proc {
         self.status_kib("VmRSS:")
     }
 
-    /// A `/proc/PID/status` field in KiB.
-    fn status_kib(&self, field: &str) -> Option<u64> {
+    /// A `/proc/PID/status` field in KiB (`VmHWM:`, `RssAnon:`, ...).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status

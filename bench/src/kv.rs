@@ -92,7 +92,7 @@ impl Conn {
             #[cfg(not(feature = "etcd"))]
             Target::Etcd => {
                 let _ = endpoint;
-                bail!("--target etcd: this hivemind-bench was built without gRPC; build it with `cargo build --release -p hivemind-bench --features etcd` (needs protoc)")
+                bail!("--target etcd: this hivemind-bench was built without gRPC; build it with `cargo build --release -p hivemind-bench --features etcd` (needs protoc: Debian protobuf-compiler and libprotobuf-dev)")
             }
         }
     }

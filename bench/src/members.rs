@@ -4,7 +4,8 @@
 //! long-polling on one connection to the CP member it chose ([`cp_choice`]: at its join from
 //! the join answer's members, and once all are admitted from all of them, as a member's view
 //! does). Then it writes `--events` keygroups one at a time and measures, for each, the time
-//! from the write's answer until every member's feed passed it. It reports, per CP member,
+//! from sending the write until every member's feed passed it (the write's own commit
+//! included). It reports, per CP member,
 //! the followers waiting on it (its `hivemind_feed_followers`), its open connections and its
 //! peak and current RSS; the real member's peak RSS; the feed latency p50/p99 (one percentile
 //! definition, `hivemind_common::stats`); and every error.
@@ -62,6 +63,13 @@ struct Progress {
 }
 
 impl Progress {
+    /// A feed request failed (the member connects again); the first few are shown.
+    fn failed(&self, reason: &str) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+            tracing::warn!(%reason, "a synthetic member's feed request failed (the first 5 are shown)");
+        }
+    }
+
     /// `follower`'s feed is at `now`: counts it once per target it passed.
     fn advanced(&self, follower: &Follower, now: u64) {
         let target = self.target.load(Ordering::Acquire);
@@ -104,10 +112,15 @@ async fn follow(
             .cloned()
             .unwrap_or_else(|| at_join.clone());
         if connection.as_ref().is_none_or(|(addr, _)| *addr != want) {
-            connection = connect(&want).await.map(|sender| (want.clone(), sender));
+            connection = match connect(&want).await {
+                Ok(sender) => Some((want.clone(), sender)),
+                Err(reason) => {
+                    progress.failed(&reason);
+                    None
+                }
+            };
         }
         let Some((addr, sender)) = connection.as_mut() else {
-            progress.errors.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -128,43 +141,57 @@ async fn follow(
             _ = cancel.cancelled() => return,
             answer = feed_page(sender, request) => answer,
         };
-        match answer {
-            Some(Ok(page)) => {
+        let reason = match answer {
+            Ok(Ok(page)) => {
                 follower.after.store(page.next_after, Ordering::Release);
                 progress.advanced(&follower, page.next_after);
+                continue;
             }
-            Some(Err(_)) | None => {
-                progress.errors.fetch_add(1, Ordering::Relaxed);
-                connection = None;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+            Ok(Err(e)) => format!("feed: {e:?}"),
+            Err(e) => e,
+        };
+        progress.failed(&reason);
+        connection = None;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn connect(addr: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.set_nodelay(true).ok()?;
+async fn connect(addr: &str) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .ok()?;
+        .map_err(|e| format!("handshake with {addr}: {e}"))?;
     tokio::spawn(connection);
-    Some(sender)
+    Ok(sender)
 }
 
+/// One feed request on `sender`'s connection: the page, or why there is none.
 async fn feed_page(
     sender: &mut hyper::client::conn::http1::SendRequest<Body>,
     request: Request<Body>,
-) -> Option<Result<FeedPage, FeedError>> {
-    sender.ready().await.ok()?;
-    let response = sender.send_request(request).await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
+) -> Result<Result<FeedPage, FeedError>, String> {
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
     let bytes = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
         .await
-        .ok()?;
-    hivemind_common::decode(&bytes).ok()
+        .map_err(|e| format!("body: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    hivemind_common::decode(&bytes).map_err(|e| format!("decode: {e}"))
 }
 
 /// A member's numbers from its `/metrics` and `/proc`.
@@ -173,6 +200,10 @@ struct Sample {
     connections: Option<f64>,
     peak_rss_kib: Option<u64>,
     rss_kib: Option<u64>,
+    /// Of the RSS: the process's own memory (heap, stacks), and pages of files (mostly the
+    /// binary's code, shared by every member on the machine).
+    anon_kib: Option<u64>,
+    file_kib: Option<u64>,
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -198,6 +229,8 @@ async fn sample(http: &reqwest::Client, port: u16, proc: &Proc) -> Sample {
         connections: metric(&text, "hivemind_http_connections"),
         peak_rss_kib: proc.peak_rss_kib(),
         rss_kib: proc.rss_kib(),
+        anon_kib: proc.status_kib("RssAnon:"),
+        file_kib: proc.status_kib("RssFile:"),
     }
 }
 
@@ -342,6 +375,9 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
     // Time events: write a keygroup, wait until every member's feed passed it.
     let mut samples = Vec::with_capacity(args.events);
     for i in 0..args.events {
+        // From the write's start: the latency includes its own commit, and never counts the
+        // bench's own time to read the answer as the members'.
+        let sent = Instant::now();
         let response = http
             .put(format!(
                 "{cp1}/v1/keygroups/bench/members/k{i}-{}",
@@ -350,7 +386,6 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             .json(&json!({}))
             .send()
             .await?;
-        let answered = Instant::now();
         if !response.status().is_success() {
             bail!("writing event {i} answered {}", response.status());
         }
@@ -380,7 +415,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         }
         progress.target.store(0, Ordering::Release);
         let seen = progress.all_seen.lock().unwrap().expect("set");
-        samples.push(seen.saturating_duration_since(answered).as_secs_f64() * 1000.0);
+        samples.push(seen.saturating_duration_since(sent).as_secs_f64() * 1000.0);
     }
     // Let the followers settle on their CP members' long-polls before sampling.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -394,13 +429,15 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         per_cp.push((addr, chose, sample(&http, port(i), proc).await));
     }
     let member = sample(&http, port(3), &procs[3]).await;
+    // Counted before the members stop: their connections fail as the processes end.
+    let errors = progress.errors.load(Ordering::Relaxed);
     cancel.cancel();
     for mut proc in procs {
         proc.kill();
     }
     samples.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    let errors = progress.errors.load(Ordering::Relaxed);
+
     let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
     if json_out {
         let cps: Vec<Value> = per_cp
@@ -408,7 +445,8 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             .map(|(addr, chose, s)| {
                 json!({"addr": addr, "assigned": chose, "feed_followers": s.feed_followers,
                        "connections": s.connections, "peak_rss_mib": mib(s.peak_rss_kib),
-                       "rss_mib": mib(s.rss_kib)})
+                       "rss_mib": mib(s.rss_kib), "anon_mib": mib(s.anon_kib),
+                       "file_mib": mib(s.file_kib)})
             })
             .collect();
         println!(
@@ -416,27 +454,35 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             json!({"members": args.members, "admitted_s": admitted_in.as_secs_f64(),
                    "events": args.events, "feed_p50_ms": p50, "feed_p99_ms": p99,
                    "errors": errors, "control_plane": cps,
-                   "member_peak_rss_mib": mib(member.peak_rss_kib)})
+                   "member_peak_rss_mib": mib(member.peak_rss_kib),
+                   "member_rss_mib": mib(member.rss_kib),
+                   "member_anon_mib": mib(member.anon_kib),
+                   "member_file_mib": mib(member.file_kib)})
         );
     } else {
         println!(
-            "{} synthetic members admitted in {:.1} s; feed latency over {} events (write answered -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors",
+            "{} synthetic members admitted in {:.1} s; feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors",
             args.members,
             admitted_in.as_secs_f64(),
             args.events
         );
         for (addr, chose, s) in &per_cp {
             println!(
-                "  CP {addr}: {chose} assigned, {} waiting, {} connections, peak RSS {:.1} MiB, RSS {:.1} MiB",
+                "  CP {addr}: {chose} assigned, {} waiting, {} connections, peak RSS {:.1} MiB, RSS {:.1} MiB ({:.1} anon + {:.1} file)",
                 s.feed_followers.unwrap_or(f64::NAN),
                 s.connections.unwrap_or(f64::NAN),
                 mib(s.peak_rss_kib).unwrap_or(f64::NAN),
                 mib(s.rss_kib).unwrap_or(f64::NAN),
+                mib(s.anon_kib).unwrap_or(f64::NAN),
+                mib(s.file_kib).unwrap_or(f64::NAN),
             );
         }
         println!(
-            "  member (no roles): peak RSS {:.1} MiB",
-            mib(member.peak_rss_kib).unwrap_or(f64::NAN)
+            "  member (no roles): peak RSS {:.1} MiB, RSS {:.1} MiB ({:.1} anon + {:.1} file)",
+            mib(member.peak_rss_kib).unwrap_or(f64::NAN),
+            mib(member.rss_kib).unwrap_or(f64::NAN),
+            mib(member.anon_kib).unwrap_or(f64::NAN),
+            mib(member.file_kib).unwrap_or(f64::NAN),
         );
     }
     Ok(())

@@ -15,7 +15,8 @@
 # etcd is driven through its native gRPC API (hivemind-bench's `etcd` feature, the etcd-client
 # crate; one HTTP/2 connection per client), hivemind through HTTP/1.1 keep-alive.
 #
-# Needs: etcd (Debian etcd-server), fio, protoc (protobuf-compiler, to build the gRPC client).
+# Needs: etcd (Debian etcd-server), fio, protoc and its includes (protobuf-compiler,
+# libprotobuf-dev: to build the gRPC client).
 # Usage: tests/bench/kv-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +29,7 @@ CLIENTS=${CLIENTS:-"1 16 64"}
 OUT=${OUT:-BENCHMARKS.md}
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
 command -v fio >/dev/null || { echo "fio not found: apt-get install fio" >&2; exit 1; }
-command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
+command -v protoc >/dev/null && [ -f /usr/include/google/protobuf/descriptor.proto ] || { echo "protoc or its includes not found: apt-get install protobuf-compiler libprotobuf-dev" >&2; exit 1; }
 cargo build --release --quiet -p hivemind -p hivemind-bench --features hivemind-bench/etcd
 BIN=$PWD/target/release/hivemind
 BENCH=$PWD/target/release/hivemind-bench
