@@ -183,9 +183,17 @@ async fn hosts_resolve_on_every_dns_member_and_follow_changes() {
                 _ => f64::NAN,
             })
     };
-    let ns_metrics = scrape(cluster.agents[dns_ports[0].0].url("/metrics"))
-        .await
-        .unwrap();
+    // A UDP loop hands its counts over in batches, and whenever it waits (within 200 ms).
+    let ns_metrics = wait_for("the dns member's query counts in /metrics", || async {
+        let metrics = scrape(cluster.agents[dns_ports[0].0].url("/metrics")).await?;
+        let answered = value(
+            &metrics,
+            "hivemind_dns_queries_total",
+            Some(("rcode", "NoError")),
+        )?;
+        (answered >= 1.0).then_some(metrics)
+    })
+    .await;
     // Latency histograms: DNS answers on the dns member, Raft appends on a CP member; each
     // with buckets, a sum and a count that matches the +Inf bucket.
     let histogram_count = |text: &str, name: &str| -> f64 {

@@ -84,7 +84,17 @@ pub struct DnsZone {
     /// The zone's finished UDP answers, swapped together with it.
     pub(crate) wire: RwLock<Arc<wire::WireAnswers>>,
     serial: AtomicU64,
+    /// Bumped with every swap (under the zone's lock): a UDP loop's copy is current while
+    /// its version matches.
+    version: AtomicU64,
     pub(crate) queries: Arc<server::QueryCounts>,
+}
+
+/// A consistent copy of the zone and its finished answers, for one UDP loop.
+pub(crate) struct ZoneCopy {
+    pub(crate) version: u64,
+    pub(crate) zone: Arc<Zone>,
+    pub(crate) answers: Arc<wire::WireAnswers>,
 }
 
 impl DnsZone {
@@ -96,6 +106,7 @@ impl DnsZone {
             zone: Arc::new(RwLock::new(Arc::new(empty))),
             wire: RwLock::default(),
             serial: AtomicU64::new(0),
+            version: AtomicU64::new(0),
             queries: Arc::default(),
         }
     }
@@ -117,6 +128,23 @@ impl DnsZone {
         let mut current = self.zone.write().unwrap_or_else(|p| p.into_inner());
         *self.wire.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(answers);
         *current = Arc::new(zone);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The version of the zone now (see [`DnsZone::current`]).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The zone and its answers as one consistent copy: both read under the zone's lock,
+    /// which every swap holds.
+    pub(crate) fn current(&self) -> ZoneCopy {
+        let zone = self.zone.read().unwrap_or_else(|p| p.into_inner());
+        ZoneCopy {
+            version: self.version.load(Ordering::Acquire),
+            zone: zone.clone(),
+            answers: self.wire.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
     }
 }
 

@@ -47,12 +47,51 @@ impl QueryCounts {
         self.latency.observe(received.elapsed());
     }
 
+    /// Adds what one receive loop counted since its last flush, and empties it.
+    pub(crate) fn absorb(&self, local: &mut LocalCounts) {
+        for (shared, n) in self.codes.iter().zip(&mut local.codes) {
+            if *n > 0 {
+                shared.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        }
+        self.latency.absorb(&mut local.latency);
+        local.pending = 0;
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         CODES
             .iter()
             .zip(&self.codes)
             .map(|(code, n)| (format!("{code:?}"), n.load(Ordering::Relaxed)))
             .collect()
+    }
+}
+
+/// One UDP receive loop's counts, without atomics, handed to [`QueryCounts`] every
+/// [`LocalCounts::FLUSH_EVERY`] answers and whenever the loop waits: two threads adding to the
+/// same counters for every query would pass their cache lines back and forth.
+#[derive(Debug, Default)]
+pub(crate) struct LocalCounts {
+    codes: [u64; CODES.len()],
+    latency: hivemind_common::histogram::LocalHistogram,
+    pending: u32,
+}
+
+impl LocalCounts {
+    const FLUSH_EVERY: u32 = 256;
+
+    /// Counts an answer; answers whether it is time to flush.
+    pub(crate) fn answered(&mut self, code: ResponseCode, received: Instant) -> bool {
+        if let Some(i) = CODES.iter().position(|c| *c == code) {
+            self.codes[i] += 1;
+        }
+        self.latency.observe(received.elapsed());
+        self.pending += 1;
+        self.pending >= Self::FLUSH_EVERY
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending == 0
     }
 }
 
@@ -146,13 +185,18 @@ pub(crate) const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 /// One UDP receive loop on a thread of its own: each datagram answered from the finished
 /// answers (fast path) or built with hickory-proto (everything else). The query path needs no
 /// async runtime, so it never waits behind the agent's tasks (the runtime may be one thread)
-/// and costs no wake-ups: one blocking receive and one send per query, as in nsd.
+/// and costs no wake-ups: one blocking receive and one send per query, as in nsd. Nothing
+/// shared is written per query: the loop keeps its own copy of the zone and its answers,
+/// replaced when the zone's version moves (one load of a counter per query), and its own
+/// counts, flushed in batches.
 pub(crate) fn udp_loop(
     shared: Arc<DnsZone>,
     socket: std::net::UdpSocket,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; 4096];
+    let mut current = shared.current();
+    let mut counts = LocalCounts::default();
     while !shutdown.is_cancelled() {
         let (len, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -164,7 +208,11 @@ pub(crate) fn udp_loop(
                         | std::io::ErrorKind::Interrupted
                 ) =>
             {
-                continue
+                // Idle: what was counted shows in /metrics now.
+                if !counts.is_empty() {
+                    shared.queries.absorb(&mut counts);
+                }
+                continue;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "DNS receive failed");
@@ -174,27 +222,20 @@ pub(crate) fn udp_loop(
             }
         };
         let received = std::time::Instant::now();
-        let answer = {
-            let zone = shared
-                .zone
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let answers = shared
-                .wire
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            answers.respond(&zone, &buf[..len])
-        };
-        if let Some(answer) = answer {
+        if current.version != shared.version() {
+            current = shared.current();
+        }
+        if let Some(answer) = current.answers.respond(&current.zone, &buf[..len]) {
             let sent = socket.send_to(&answer, from);
-            shared.queries.answered(wire::rcode_of(&answer), received);
+            if counts.answered(wire::rcode_of(&answer), received) {
+                shared.queries.absorb(&mut counts);
+            }
             if let Err(e) = sent {
                 tracing::debug!(error = %e, %from, "DNS answer not sent");
             }
         }
     }
+    shared.queries.absorb(&mut counts);
 }
 
 /// Binds the DNS sockets (one UDP receive loop per core, each on its own thread) and serves

@@ -11,9 +11,10 @@
 # Needs Debian's dnsperf, nsd and bind9. Prints the results; stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet -p hivemind -p hivemind-bench
-B="$PWD/target/release/hivemind"
-BENCH="$PWD/target/release/hivemind-bench"
+# HIVEMIND_BIN / HIVEMIND_BENCH: other builds to measure (e.g. before and after a change).
+if [[ -z "${HIVEMIND_BIN:-}" ]]; then cargo build --release --quiet -p hivemind -p hivemind-bench; fi
+B="${HIVEMIND_BIN:-$PWD/target/release/hivemind}"
+BENCH="${HIVEMIND_BENCH:-$PWD/target/release/hivemind-bench}"
 HOSTS="${HOSTS:-50}"
 CHANGES="${CHANGES:-200}"
 SYNTHETIC="${SYNTHETIC:-1000}"
