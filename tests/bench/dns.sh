@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # HIVEMIND_BIN / HIVEMIND_BENCH: other builds to measure (e.g. before and after a change).
 if [[ -z "${HIVEMIND_BIN:-}" ]]; then cargo build --release --quiet -p hivemind -p hivemind-bench; fi
-B="${HIVEMIND_BIN:-$PWD/target/release/hivemind}"
-BENCH="${HIVEMIND_BENCH:-$PWD/target/release/hivemind-bench}"
+B="${HIVEMIND_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind}"
+BENCH="${HIVEMIND_BENCH:-${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind-bench}"
 HOSTS="${HOSTS:-50}"
 CHANGES="${CHANGES:-200}"
 SYNTHETIC="${SYNTHETIC:-1000}"

@@ -18,8 +18,8 @@ TRIALS=${TRIALS:-5}
 CLIENTS=${CLIENTS:-"1 16 64"}
 OUT=${OUT:-BENCHMARKS.md}
 cargo build --release --quiet -p hivemind -p hivemind-bench
-BIN=$PWD/target/release/hivemind
-BENCH=$PWD/target/release/hivemind-bench
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind
+BENCH=${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind-bench
 WORK=$(mktemp -d /var/tmp/hivemind-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

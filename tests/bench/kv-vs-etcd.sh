@@ -31,8 +31,8 @@ command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-serve
 command -v fio >/dev/null || { echo "fio not found: apt-get install fio" >&2; exit 1; }
 command -v protoc >/dev/null && [ -f /usr/include/google/protobuf/descriptor.proto ] || { echo "protoc or its includes not found: apt-get install protobuf-compiler libprotobuf-dev" >&2; exit 1; }
 cargo build --release --quiet -p hivemind -p hivemind-bench --features hivemind-bench/etcd
-BIN=$PWD/target/release/hivemind
-BENCH=$PWD/target/release/hivemind-bench
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind
+BENCH=${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind-bench
 WORK=$(mktemp -d /var/tmp/hivemind-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
