@@ -27,7 +27,7 @@ use hivemind_control_plane::ops::{self, FeedRequest, Op};
 use hivemind_control_plane::registry::{FeedError, FeedPage, MemberInfo};
 use hivemind_control_plane::CpError;
 use hivemind_member::cp_choice;
-use hivemind_member::join::{cp_endpoints, JoinAccepted, JoinRequest};
+use hivemind_member::join::{cp_endpoints, next_step, JoinAccepted, JoinRequest, NextStep};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -317,21 +317,38 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
                 cluster_proof: None,
                 epoch: None,
             };
-            let answer = client
-                .call::<_, Result<JoinAccepted, CpError>>(
-                    &via,
-                    ops::Join::PATH,
-                    &request,
-                    Duration::from_secs(30),
-                )
-                .await;
-            (id, answer)
+            // As a member's join does: a control plane that cannot answer now (no quorum,
+            // unreachable) is asked again with backoff, up to 10 times.
+            let mut backoff = Duration::from_millis(100);
+            let mut retries = 0;
+            loop {
+                let answer = client
+                    .call::<_, Result<JoinAccepted, CpError>>(
+                        &via,
+                        ops::Join::PATH,
+                        &request,
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                let transient = match &answer {
+                    Ok(answer) => next_step(answer) == NextStep::Retry,
+                    Err(_) => true,
+                };
+                if !transient || retries == 10 {
+                    return (id, answer, retries);
+                }
+                retries += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
     }))
     .buffer_unordered(16);
     let mut outside_cp = Vec::with_capacity(args.members);
     let mut cps = Vec::new();
-    while let Some((id, answer)) = joined.next().await {
+    let mut join_retries = 0;
+    while let Some((id, answer, retries)) = joined.next().await {
+        join_retries += retries;
         let accepted = match answer {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(e)) => bail!("a synthetic member was refused: {e}"),
@@ -453,7 +470,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             "{}",
             json!({"members": args.members, "admitted_s": admitted_in.as_secs_f64(),
                    "events": args.events, "feed_p50_ms": p50, "feed_p99_ms": p99,
-                   "errors": errors, "control_plane": cps,
+                   "errors": errors, "join_retries": join_retries, "control_plane": cps,
                    "member_peak_rss_mib": mib(member.peak_rss_kib),
                    "member_rss_mib": mib(member.rss_kib),
                    "member_anon_mib": mib(member.anon_kib),
@@ -461,7 +478,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         );
     } else {
         println!(
-            "{} synthetic members admitted in {:.1} s; feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors",
+            "{} synthetic members admitted in {:.1} s ({join_retries} join retries); feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors",
             args.members,
             admitted_in.as_secs_f64(),
             args.events

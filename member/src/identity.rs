@@ -16,6 +16,9 @@ const GENERATION: &[u8] = b"generation";
 const EPOCH: &[u8] = b"epoch";
 const VIEW: &[u8] = b"view";
 
+/// The member store's page cache.
+const STORE_CACHE_BYTES: u64 = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("member store at {path}")]
@@ -38,7 +41,13 @@ pub struct Identity {
 
 impl MemberStore {
     pub fn open(dir: &Path) -> Result<Self, IdentityError> {
-        let db = sled::open(dir).map_err(|source| IdentityError::Store {
+        // What is read back is read at start (the id, the view, the roles' keys); sled's
+        // default page cache of 1 GiB would keep every rewritten view resident instead.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()
+            .map_err(|source| IdentityError::Store {
             path: dir.display().to_string(),
             source,
         })?;
