@@ -73,7 +73,7 @@ struct Driver {
 enum Conn {
     Http,
     #[cfg(feature = "etcd")]
-    Grpc(etcd_client::KvClient),
+    Grpc(Box<etcd_client::KvClient>),
 }
 
 impl Conn {
@@ -87,7 +87,7 @@ impl Conn {
                     .map_err(|e| {
                         anyhow::anyhow!("--endpoints: cannot reach etcd at {endpoint}: {e}")
                     })?;
-                Ok(Conn::Grpc(client.kv_client()))
+                Ok(Conn::Grpc(Box::new(client.kv_client())))
             }
             #[cfg(not(feature = "etcd"))]
             Target::Etcd => {

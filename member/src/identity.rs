@@ -48,9 +48,9 @@ impl MemberStore {
             .cache_capacity(STORE_CACHE_BYTES)
             .open()
             .map_err(|source| IdentityError::Store {
-            path: dir.display().to_string(),
-            source,
-        })?;
+                path: dir.display().to_string(),
+                source,
+            })?;
         Ok(Self { db })
     }
 

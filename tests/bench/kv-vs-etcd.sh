@@ -166,7 +166,7 @@ through a follower), 256-byte values; a write phase, then a linearizable-read ph
 keys. Per client count and target:
 `hivemind-bench kv --target hivemind|etcd --endpoints A,B,C --clients N --duration {duration}s --value-size 256`
 (built with `--features etcd`). Each through its native protocol: hivemind over HTTP/1.1
-keep-alive (`PUT`/`GET /v1/kv/KEY`), etcd {etcd_version} over gRPC (the etcd-client crate, one
+keep-alive (`PUT`/`GET /v1/kv/KEY`), {etcd_version} over gRPC (the etcd-client crate, one
 HTTP/2 connection per client as `etcd benchmark --conns N --clients N`; `Put`, and `Range`,
 linearizable by default). Percentiles: nearest rank (`hivemind_common::stats`).
 Leaders: {leaders} at the start, {leaders_after} at the end.
