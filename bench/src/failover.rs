@@ -21,7 +21,7 @@ use hivemind_common::stats::percentile_f64 as percentile;
 use serde_json::{json, Value};
 
 use crate::gossip::BenchProfile;
-use crate::harness::{agent_args, hivemind_binary, wait, Output, Proc};
+use crate::harness::{agent_args, hivemind_binary, join_flags, wait, Output, Proc};
 
 const KEYGROUP: &str = "hivemind/default/hosts";
 
@@ -144,9 +144,7 @@ pub async fn failover(args: FailoverArgs, json_out: bool) -> Result<()> {
     let program = hivemind_binary()?;
     let dir = tempfile::tempdir()?;
     let port = |i: usize| args.base_port + 3 * i as u16;
-    let joins: Vec<String> = (0..3)
-        .flat_map(|i| ["--join".to_string(), format!("127.0.0.1:{}", port(i))])
-        .collect();
+    let joins = join_flags((0..3).map(port));
     let mut members = Vec::new();
     for i in 0..3 {
         let mut extra = vec![

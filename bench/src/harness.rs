@@ -205,6 +205,14 @@ pub fn agent_args(
     args
 }
 
+/// `--join 127.0.0.1:PORT` for each of `http_ports` (the CP members a member joins through).
+pub fn join_flags(http_ports: impl IntoIterator<Item = u16>) -> Vec<String> {
+    http_ports
+        .into_iter()
+        .flat_map(|port| ["--join".to_string(), format!("127.0.0.1:{port}")])
+        .collect()
+}
+
 /// Polls `condition` every 5 ms until it answers, at most `limit`.
 pub async fn wait<T, F, Fut>(what: &str, limit: Duration, mut condition: F) -> Result<T>
 where

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{agent_args, hivemind_binary, wait, Output, Proc};
+use crate::harness::{agent_args, hivemind_binary, join_flags, wait, Output, Proc};
 
 #[derive(Args, Debug)]
 pub struct MembersArgs {
@@ -241,9 +241,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
     let program = hivemind_binary()?;
     let dir = tempfile::tempdir()?;
     let port = |i: usize| args.base_port + 3 * i as u16;
-    let joins: Vec<String> = (0..3)
-        .flat_map(|i| ["--join".to_string(), format!("127.0.0.1:{}", port(i))])
-        .collect();
+    let joins = join_flags((0..3).map(port));
     let mut procs = Vec::new();
     for i in 0..4 {
         let mut extra = joins.clone();

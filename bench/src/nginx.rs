@@ -13,7 +13,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{agent_args, hivemind_binary, wait, Output, Proc};
+use crate::harness::{agent_args, hivemind_binary, join_flags, wait, Output, Proc};
 
 #[derive(Args, Debug)]
 pub struct NginxBenchArgs {
@@ -72,9 +72,7 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
     let program = hivemind_binary()?;
     let dir = tempfile::tempdir()?;
     let port = |i: u16| args.base_port + 2 * i;
-    let joins: Vec<String> = (0..3)
-        .flat_map(|i| ["--join".to_string(), format!("127.0.0.1:{}", port(i))])
-        .collect();
+    let joins = join_flags((0..3).map(port));
     let listen = format!("127.0.0.1:{}", args.base_port + 50);
     let mut procs = Vec::new();
     for i in 0..3u16 {
