@@ -11,7 +11,7 @@ json=()
 [[ "${JSON:-0}" == 1 ]] && json=(--json)
 for n in 10 50; do
   for profile in local lan; do
-    ./target/release/hivemind-bench gossip "${json[@]}" --members "$n" --profile "$profile" \
+    "${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind-bench" gossip "${json[@]}" --members "$n" --profile "$profile" \
       --systems hivemind,serf --trials "$TRIALS"
   done
 done
