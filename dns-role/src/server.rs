@@ -26,6 +26,11 @@ const CODES: [ResponseCode; 5] = [
     ResponseCode::ServFail,
 ];
 
+/// `code`'s slot in [`QueryCounts`] and [`LocalCounts`] (`None`: a code this server never gives).
+fn slot(code: ResponseCode) -> Option<usize> {
+    CODES.iter().position(|c| *c == code)
+}
+
 /// Queries answered, by response code, and how long answering took (from the query read to
 /// the answer handed to the socket).
 #[derive(Debug, Default)]
@@ -36,7 +41,7 @@ pub struct QueryCounts {
 
 impl QueryCounts {
     pub fn count(&self, code: ResponseCode) {
-        if let Some(i) = CODES.iter().position(|c| *c == code) {
+        if let Some(i) = slot(code) {
             self.codes[i].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -82,7 +87,7 @@ impl LocalCounts {
 
     /// Counts an answer; answers whether it is time to flush.
     pub(crate) fn answered(&mut self, code: ResponseCode, received: Instant) -> bool {
-        if let Some(i) = CODES.iter().position(|c| *c == code) {
+        if let Some(i) = slot(code) {
             self.codes[i] += 1;
         }
         self.latency.observe(received.elapsed());

@@ -56,18 +56,6 @@ impl SaveSchedule {
 
 pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
     let mut saves = SaveSchedule::default();
-    follow_until_cancelled(agent.clone(), cancel, &mut saves).await;
-    if saves.unsaved() {
-        let view = agent.view.borrow().clone();
-        persist(&agent, &view);
-    }
-}
-
-async fn follow_until_cancelled(
-    agent: Arc<Agent>,
-    cancel: CancellationToken,
-    saves: &mut SaveSchedule,
-) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let (after, epoch) = {
@@ -84,7 +72,7 @@ async fn follow_until_cancelled(
             LONG_POLL
         };
         let answer = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             answer = agent.cp.feed(after, Some(epoch), wait) => answer,
         };
         let ok = match answer {
@@ -143,11 +131,16 @@ async fn follow_until_cancelled(
         } else {
             agent.counters.feed_errors.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+    // Stopping: what changed since the last save is saved now.
+    if saves.unsaved() {
+        let view = agent.view.borrow().clone();
+        persist(&agent, &view);
     }
 }
 

@@ -142,7 +142,7 @@ pub struct ControlPlane {
     read_index_rounds: AtomicU64,
     /// Feed long-polls of members outside the control plane waiting here now (see
     /// [`ControlPlane::feed_follower`]): how many members chose this CP member.
-    feed_followers: Arc<AtomicU64>,
+    feed_followers: AtomicU64,
     /// This member, for the tasks it spawns.
     me: std::sync::Weak<ControlPlane>,
 }
@@ -201,7 +201,7 @@ impl ControlPlane {
             read_rounds: Mutex::new(ReadRounds::default()),
             reads: AtomicU64::new(0),
             read_index_rounds: AtomicU64::new(0),
-            feed_followers: Arc::default(),
+            feed_followers: AtomicU64::new(0),
             append_latency,
             purge_failures,
             config,

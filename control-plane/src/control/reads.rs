@@ -110,9 +110,9 @@ impl ControlPlane {
     /// Counts one feed long-poll of a member outside the control plane while the guard lives
     /// (`hivemind_feed_followers`): each such member keeps one waiting on the CP member it
     /// chose, so the gauge is this member's share of them.
-    pub fn feed_follower(&self) -> FeedFollower {
+    pub fn feed_follower(&self) -> FeedFollower<'_> {
         self.feed_followers.fetch_add(1, Ordering::Relaxed);
-        FeedFollower(self.feed_followers.clone())
+        FeedFollower(&self.feed_followers)
     }
 
     /// Feed long-polls of members outside the control plane waiting here now.
@@ -202,9 +202,9 @@ impl ControlPlane {
 }
 
 /// One feed long-poll counted in [`ControlPlane::feed_followers`] until dropped.
-pub struct FeedFollower(Arc<AtomicU64>);
+pub struct FeedFollower<'a>(&'a AtomicU64);
 
-impl Drop for FeedFollower {
+impl Drop for FeedFollower<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
