@@ -6,7 +6,7 @@
 //! Each is driven through its native protocol: hivemind over HTTP/1.1 keep-alive, etcd over
 //! gRPC (`--target etcd`, the `etcd-client` crate; one HTTP/2 connection per client, as
 //! `etcd benchmark --conns N --clients N`). gRPC needs `protoc` to build, so it is behind the
-//! bench crate's `etcd` feature (`tests/bench/kv.sh` builds it). `--target etcd-gateway` drives
+//! bench crate's `etcd` feature (`tests/bench/kv-vs-etcd.sh` builds it). `--target etcd-gateway` drives
 //! etcd's v3 JSON gateway, the way earlier figures were taken (BENCHMARKS.md keeps them as
 //! history).
 

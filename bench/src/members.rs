@@ -353,14 +353,14 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             Err(e) => bail!("a join failed: {e}"),
         };
         cps = cp_endpoints(&accepted.members);
-        let at_join = cp_choice::order(
-            id,
-            &hivemind_member::join::outside_cp(&accepted.members),
-            &cps,
-        )
-        .into_iter()
-        .next()
-        .context("the join answer lists no CP member")?;
+        // As a member starts (`CpClient::new`): by rendezvous weight alone, until its view
+        // lists everyone.
+        let mut ranked = cps.clone();
+        cp_choice::preference(id, &mut ranked);
+        let at_join = ranked
+            .into_iter()
+            .next()
+            .context("the join answer lists no CP member")?;
         let follower = Arc::new(Follower {
             id,
             after: AtomicU64::new(accepted.index),
@@ -382,8 +382,8 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
     let assigned = cp_choice::assign(&outside_cp, &cps);
     let _ = assign_tx.send(Arc::new(
         assigned
-            .into_iter()
-            .map(|(id, i)| (id, cps[i].clone()))
+            .iter()
+            .map(|(id, &i)| (*id, cps[i].clone()))
             .collect(),
     ));
 
@@ -432,15 +432,26 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         let seen = progress.all_seen.lock().unwrap().expect("set");
         samples.push(seen.saturating_duration_since(sent).as_secs_f64() * 1000.0);
     }
-    // Let the followers settle on their CP members' long-polls before sampling.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Sample once every member (and the real one) is back on a long-poll after the last event.
+    wait(
+        "every member waiting on its CP member",
+        Duration::from_secs(30),
+        || async {
+            let mut waiting = 0.0;
+            for (i, proc) in procs.iter().enumerate().take(3) {
+                waiting += sample(&http, port(i), proc).await.feed_followers?;
+            }
+            (waiting >= (args.members + 1) as f64).then_some(())
+        },
+    )
+    .await?;
     let mut per_cp = Vec::new();
     for (i, proc) in procs.iter().enumerate().take(3) {
         let addr = format!("127.0.0.1:{}", port(i));
-        let chose = outside_cp
+        let chose = cps
             .iter()
-            .filter(|id| cp_choice::order(**id, &outside_cp, &cps).first() == Some(&addr))
-            .count();
+            .position(|c| *c == addr)
+            .map_or(0, |at| assigned.values().filter(|&&i| i == at).count());
         per_cp.push((addr, chose, sample(&http, port(i), proc).await));
     }
     let member = sample(&http, port(3), &procs[3]).await;
