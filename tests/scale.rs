@@ -1,8 +1,10 @@
 //! Control-plane traffic spread over the CP members (DESIGN.md §6f), end to end with real
 //! processes: 30 members outside the control plane over 3 CP members each keep their feed
 //! long-poll on the CP member they chose (`hivemind_feed_followers` on each CP member), no
-//! share more than twice another's; a CP member killed with `kill -9` loses its members to the
-//! other two, and after it returns they come back to it, spread as before.
+//! share more than twice another's; a write reaches all of them, each CP member encoding the
+//! page once for its caught-up followers (`hivemind_feed_pages`); a CP member killed with
+//! `kill -9` loses its members to the other two, and after it returns they come back to it,
+//! spread as before.
 
 mod support;
 
@@ -19,19 +21,20 @@ const MEMBERS: usize = 30;
 /// detection take longer than one member's would.
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// The value of the metric line starting with `prefix` on `agent`, if it answers.
+async fn metric(agent: &support::Agent, prefix: &str) -> Option<u64> {
+    let text = client().get(agent.url("/metrics")).send().await.ok()?;
+    let text = text.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Each CP member's `hivemind_feed_followers` (`None` for one that does not answer).
 async fn shares_now(cluster: &Cluster) -> Vec<Option<u64>> {
     let mut shares = Vec::new();
     for agent in &cluster.agents[..3] {
-        let text = match client().get(agent.url("/metrics")).send().await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let value = text
-            .lines()
-            .find_map(|l| l.strip_prefix("hivemind_feed_followers "))
-            .and_then(|v| v.trim().parse().ok());
-        shares.push(value);
+        shares.push(metric(agent, "hivemind_feed_followers ").await);
     }
     shares
 }
@@ -99,6 +102,37 @@ async fn members_spread_over_the_control_plane_and_follow_it_through_a_loss() {
     )
     .await;
     eprintln!("followers per CP member: {shares:?}");
+
+    // A write reaches every member, and each CP member encoded its page once for all of its
+    // caught-up followers (`hivemind_feed_pages{how="shared"}`).
+    let written: Value = client()
+        .put(cluster.agents[0].url("/v1/kv/scale/probe"))
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let index = written["index"].as_u64().expect("the write's index");
+    wait_for_within("every member past the write", LIMIT, || async {
+        for agent in &cluster.agents[3..] {
+            let seen = metric(agent, "hivemind_feed_index ").await?;
+            if seen < index {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for agent in &cluster.agents[..3] {
+        let shared = metric(agent, "hivemind_feed_pages_total{how=\"shared\"} ").await;
+        assert!(
+            shared.is_some_and(|n| n > 0),
+            "{} shared no feed page: {shared:?}",
+            agent.name
+        );
+    }
 
     // One CP member lost: its members move to the other two at once (failover), then spread
     // over the two by the assignment once the registry has it failed.

@@ -30,6 +30,7 @@ pub mod answers;
 pub mod bootstrap;
 pub mod control;
 pub mod error;
+pub mod feed_pages;
 pub mod http;
 pub mod network;
 pub mod ops;

@@ -314,6 +314,17 @@ impl Collector for AgentCollector {
                  how many of them chose it (DESIGN.md §6f).",
                 &[(&[], cp.feed_followers() as i64)],
             )?;
+            let (encoded, shared) = cp.feed_pages_counts();
+            counter(
+                e,
+                "hivemind_feed_pages",
+                "Feed pages answered to members outside the control plane: `encoded` built one, \
+                 `shared` reused the encoding of a long-poll that asked for the same page.",
+                &[
+                    (&[("how", "encoded")], encoded),
+                    (&[("how", "shared")], shared),
+                ],
+            )?;
             gauge(
                 e,
                 "hivemind_raft_term",

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::bootstrap::Candidate;
 use crate::error::CpError;
+use crate::feed_pages::FeedPages;
 use crate::network::{CallError, InternalClient, NetworkFactory};
 use crate::ops::{self, Op};
 use crate::read_rounds::ReadRounds;
@@ -143,6 +144,11 @@ pub struct ControlPlane {
     /// Feed long-polls of members outside the control plane waiting here now (see
     /// [`ControlPlane::feed_follower`]): how many members chose this CP member.
     feed_followers: AtomicU64,
+    /// Encoded feed pages shared by the long-polls that ask for the same one (see
+    /// [`FeedPages`]), and how many were encoded and how many answers reused one.
+    feed_pages: Mutex<FeedPages<bytes::Bytes>>,
+    feed_pages_encoded: AtomicU64,
+    feed_pages_shared: AtomicU64,
     /// This member, for the tasks it spawns.
     me: std::sync::Weak<ControlPlane>,
 }
@@ -202,6 +208,9 @@ impl ControlPlane {
             reads: AtomicU64::new(0),
             read_index_rounds: AtomicU64::new(0),
             feed_followers: AtomicU64::new(0),
+            feed_pages: Mutex::default(),
+            feed_pages_encoded: AtomicU64::new(0),
+            feed_pages_shared: AtomicU64::new(0),
             append_latency,
             purge_failures,
             config,

@@ -1,18 +1,21 @@
-//! Reads: linearizable read barriers answered by shared read-index rounds, the event feed,
-//! KV reads and registry digests.
+//! Reads: linearizable read barriers answered by shared read-index rounds, the event feed
+//! (with its shared encoded pages), KV reads and registry digests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::oneshot;
 
 use super::ControlPlane;
 use crate::error::CpError;
+use crate::feed_pages::{FeedPages, PageKey};
 use crate::ops;
 use crate::read_rounds::Arrival;
 use crate::registry::{FeedError, FeedPage, KvEntry, RegistryDigest};
+use crate::store::SmData;
 
 /// Where a linearizable read waits for its read index.
 pub(super) type ReadWaiter = oneshot::Sender<Result<u64, CpError>>;
@@ -129,30 +132,89 @@ impl ControlPlane {
         limit: usize,
         wait: Duration,
     ) -> Result<FeedPage, FeedError> {
+        let key = PageKey {
+            after,
+            epoch,
+            limit,
+        };
+        self.when_feed_ready(&key, wait, |state| page_of(state, &key))
+            .await
+    }
+
+    /// [`ControlPlane::feed`] encoded (bincode of `Result<FeedPage, FeedError>`, the answer of
+    /// [`ops::Feed`]). The long-polls that ask for the same page at the same applied index
+    /// share one encoding ([`FeedPages`]): caught up, all of this member's followers do.
+    pub async fn feed_encoded(
+        &self,
+        after: u64,
+        epoch: Option<u64>,
+        limit: usize,
+        wait: Duration,
+    ) -> Bytes {
+        let key = PageKey {
+            after,
+            epoch,
+            limit,
+        };
+        let built = self
+            .when_feed_ready(&key, wait, |state| {
+                let index = applied_index(state);
+                match self.feed_pages().get(index, &key) {
+                    Some(shared) => Ok(shared),
+                    None => Err((index, page_of(state, &key))),
+                }
+            })
+            .await;
+        match built {
+            Ok(shared) => {
+                self.feed_pages_shared.fetch_add(1, Ordering::Relaxed);
+                shared
+            }
+            Err((index, page)) => {
+                // Encoded outside the state lock: apply waits for its readers.
+                let encoded = Bytes::from(hivemind_common::encode(&page));
+                self.feed_pages_encoded.fetch_add(1, Ordering::Relaxed);
+                self.feed_pages().insert(index, key, encoded.clone());
+                encoded
+            }
+        }
+    }
+
+    /// Feed pages this member encoded, and answers that reused one ([`FeedPages`]).
+    pub fn feed_pages_counts(&self) -> (u64, u64) {
+        (
+            self.feed_pages_encoded.load(Ordering::Relaxed),
+            self.feed_pages_shared.load(Ordering::Relaxed),
+        )
+    }
+
+    fn feed_pages(&self) -> std::sync::MutexGuard<'_, FeedPages<Bytes>> {
+        self.feed_pages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits up to `wait` until the feed has something for `key` (events after its position,
+    /// or `Gone`), then answers with `answer` of the applied state at that moment; at the
+    /// deadline, answers anyway.
+    async fn when_feed_ready<T>(
+        &self,
+        key: &PageKey,
+        wait: Duration,
+        answer: impl Fn(&SmData) -> T,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + wait;
         let mut applied = self.state.subscribe_applied();
         loop {
             applied.borrow_and_update();
             {
                 let state = self.state.read();
-                let registry = &state.registry;
-                let applied_index = state.last_applied.map_or(0, |l| l.index);
-                let events = registry.events_after(after, epoch, limit)?;
-                if !events.is_empty() || tokio::time::Instant::now() >= deadline {
-                    // Every event up to the applied index is in this page or before `after`,
-                    // unless the page is full: then the reader continues after its last event.
-                    let next_after = if events.len() >= limit {
-                        events.last().map_or(after, |e| e.index)
-                    } else {
-                        applied_index.max(after)
-                    };
-                    return Ok(FeedPage {
-                        epoch: registry.epoch(),
-                        first_index: registry.epoch_start_index(),
-                        applied_index,
-                        next_after,
-                        events: events.to_vec(),
-                    });
+                let ready = state
+                    .registry
+                    .events_after(key.after, key.epoch, key.limit)
+                    .map_or(true, |events| !events.is_empty());
+                if ready || tokio::time::Instant::now() >= deadline {
+                    return answer(&state);
                 }
             }
             // At the deadline, answer (empty) on the next turn.
@@ -208,4 +270,29 @@ impl Drop for FeedFollower<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+fn applied_index(state: &SmData) -> u64 {
+    state.last_applied.map_or(0, |l| l.index)
+}
+
+/// The feed page for `key` in the applied state `state`.
+fn page_of(state: &SmData, key: &PageKey) -> Result<FeedPage, FeedError> {
+    let registry = &state.registry;
+    let applied_index = applied_index(state);
+    let events = registry.events_after(key.after, key.epoch, key.limit)?;
+    // Every event up to the applied index is in this page or before `after`, unless the page
+    // is full: then the reader continues after its last event.
+    let next_after = if events.len() >= key.limit {
+        events.last().map_or(key.after, |e| e.index)
+    } else {
+        applied_index.max(key.after)
+    };
+    Ok(FeedPage {
+        epoch: registry.epoch(),
+        first_index: registry.epoch_start_index(),
+        applied_index,
+        next_after,
+        events: events.to_vec(),
+    })
 }

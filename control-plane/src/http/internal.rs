@@ -81,9 +81,14 @@ fn decode<O: Op>(body: &Bytes) -> Result<O::Request, ApiError> {
 
 /// The answer of operation `O` as a body.
 fn reply<O: Op>(value: &O::Answer) -> Response {
+    encoded(hivemind_common::encode(value))
+}
+
+/// An answer already encoded (bincode) as a body.
+fn encoded(body: impl Into<axum::body::Body>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        hivemind_common::encode(value),
+        body.into(),
     )
         .into_response()
 }
@@ -277,20 +282,21 @@ async fn status(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
 }
 
 /// The event feed for members outside the control plane (bincode; answers
-/// `Result<FeedPage, FeedError>`).
+/// `Result<FeedPage, FeedError>`, one encoding shared by the long-polls that ask for the same
+/// page).
 async fn feed(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let request = decode::<ops::Feed>(&body)?;
     let wait = Duration::from_millis(request.wait_ms).min(super::api::MAX_WAIT);
     let _waiting = (!wait.is_zero()).then(|| cp.feed_follower());
     let page = cp
-        .feed(
+        .feed_encoded(
             request.after,
             request.epoch,
             super::api::MAX_EVENTS_PER_PAGE,
             wait,
         )
         .await;
-    Ok(reply::<ops::Feed>(&page))
+    Ok(encoded(page))
 }
 
 async fn hello(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
