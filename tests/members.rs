@@ -398,27 +398,41 @@ async fn role_members_join_through_any_member_and_rejected_joins_leave_no_trace(
     sees(&cluster.agents[0], "web-1", "left", 1).await;
 }
 
+/// Retention trims the feed within its epoch (as etcd compacts): members that keep up are not
+/// disturbed; one stopped meanwhile finds its position trimmed away and re-bootstraps from a
+/// snapshot. An operator's new epoch still makes every member re-bootstrap.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootstraps() {
+async fn the_feed_is_trimmed_past_its_retention_and_a_member_stopped_meanwhile_rebootstraps() {
     let common = ["--gossip-profile", "local", "--event-retention", "12"];
     let mut cluster = Cluster::control_plane(3, &common);
     cluster.wait_healthy().await;
     let via = cluster.agents[0].http_addr();
     let web = cluster.add_member("web-1", &via, &["--gossip-profile", "local"]);
     cluster.agents[web].start();
-    wait_for("web-1 admitted", || async {
-        (get_json(&cluster.agents[web].url("/v1/status"))
-            .await
-            .ok()?["ready"]
-            == true)
-            .then_some(())
-    })
-    .await;
-    let epoch = |a: &Agent| {
-        let url = a.url("/v1/cp/snapshot?stale=true");
-        async move { get_json(&url).await.ok()?["epoch"].as_u64() }
+    let watcher = cluster.add_member("watcher", &via, &["--gossip-profile", "local"]);
+    cluster.agents[watcher].start();
+    let ready = |a: &Agent| {
+        let url = a.url("/v1/status");
+        async move {
+            let s = get_json(&url).await.ok()?;
+            (s["ready"] == true && s["feed"]["caught_up"] == true).then_some(s)
+        }
     };
-    let first = epoch(&cluster.agents[0]).await.unwrap();
+    let stopped_at = wait_for("web-1 admitted", || ready(&cluster.agents[web])).await["feed"]
+        ["index"]
+        .as_u64()
+        .unwrap();
+    // A fresh member whose join came after a trim starts from a snapshot: count from here.
+    let rebootstraps = wait_for("watcher admitted", || ready(&cluster.agents[watcher])).await
+        ["feed"]["rebootstraps"]
+        .clone();
+    let snapshot = |a: &Agent| {
+        let url = a.url("/v1/cp/snapshot?stale=true");
+        async move { get_json(&url).await.ok() }
+    };
+    let first = snapshot(&cluster.agents[0]).await.unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
 
     // web-1 is stopped (kill -9) while the cluster moves on: more events than the retention.
     cluster.agents[web].kill9();
@@ -435,36 +449,38 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
         .await;
         assert!(cluster.agents[extra].sigterm().success());
     }
-    let later = wait_for("the leader to start a new epoch", || async {
-        let e = epoch(&cluster.agents[0]).await?;
-        (e > first).then_some(e)
+    let trimmed = wait_for("the leader to trim the feed past web-1", || async {
+        let s = snapshot(&cluster.agents[0]).await?;
+        let start = s["feed_start_index"].as_u64()?;
+        (start > stopped_at).then_some(s)
     })
     .await;
-    // The feed of the old epoch is gone for its readers.
+    assert_eq!(trimmed["epoch"].as_u64(), Some(first), "no new epoch");
+    assert_eq!(trimmed["epoch_start_index"], trimmed["feed_start_index"]);
+    // What was trimmed is gone for its readers.
     let response = client()
-        .get(cluster.agents[0].url(&format!("/v1/events?after=1&epoch={first}")))
+        .get(cluster.agents[0].url(&format!("/v1/events?after={stopped_at}&epoch={first}")))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 410);
 
-    // Restarted, web-1 presents its old epoch, is told it is stale, and joins fresh.
+    // The watcher kept up: it never had to re-bootstrap.
+    let status = wait_for("the watcher caught up", || ready(&cluster.agents[watcher])).await;
+    assert_eq!(status["feed"]["rebootstraps"], rebootstraps, "{status}");
+    assert_eq!(status["feed"]["epoch"].as_u64(), Some(first));
+
+    // Restarted, web-1 finds its position trimmed away and rebuilds its view from a snapshot.
     cluster.agents[web].start();
-    let status = wait_for("web-1 back in the new epoch", || async {
-        let s = get_json(&cluster.agents[web].url("/v1/status"))
-            .await
-            .ok()?;
-        (s["ready"] == true).then_some(s)
+    let status = wait_for("web-1 back and caught up", || async {
+        let s = ready(&cluster.agents[web]).await?;
+        (s["feed"]["rebootstraps"].as_u64()? >= 1).then_some(s)
     })
     .await;
-    assert!(status["epoch"].as_u64().unwrap() >= later);
-    // Its membership view was rebuilt from a snapshot of the new epoch and follows that feed.
-    assert!(status["feed"]["epoch"].as_u64().unwrap() >= later);
-    assert!(status["feed"]["rebootstraps"].as_u64().unwrap() >= 1);
-    assert_eq!(status["feed"]["caught_up"], true);
+    assert_eq!(status["feed"]["epoch"].as_u64(), Some(first));
     assert!(cluster.agents[web]
         .log_tail(200)
-        .contains("re-bootstrapping"));
+        .contains("re-bootstrapped the membership view from a snapshot"));
     sees(&cluster.agents[0], "web-1", "alive", 2).await;
 
     // An operator forces a new epoch while web-1 is stopped: restarted, it rejoins in it.
@@ -473,8 +489,8 @@ async fn the_feed_rolls_into_a_new_epoch_and_a_member_stopped_meanwhile_rebootst
     let out = cli(&["--http-addr", &addr, "cp", "epoch", "bump"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let forced = wait_for("the forced epoch", || async {
-        let e = epoch(&cluster.agents[0]).await?;
-        (e > later).then_some(e)
+        let e = snapshot(&cluster.agents[0]).await?["epoch"].as_u64()?;
+        (e > first).then_some(e)
     })
     .await;
     cluster.agents[web].start();

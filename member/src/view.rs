@@ -224,7 +224,7 @@ mod tests {
             };
             out.push(FeedPage {
                 epoch: registry.epoch(),
-                first_index: registry.epoch_start_index(),
+                first_index: registry.feed_start_index(),
                 applied_index: applied,
                 next_after,
                 events: events.to_vec(),

@@ -103,8 +103,11 @@ pub async fn events(client: &Client, args: EventsArgs) -> Result<()> {
             Err(e) => match e.downcast_ref::<ApiFailure>() {
                 Some(f) if f.code == "gone" && args.follow => {
                     let registry: RegistryView = client.get("/v1/cp/snapshot?stale=true").await?;
-                    after = registry.epoch_start_index;
-                    eprintln!("epoch changed; continuing from index {after}");
+                    after = registry.feed_start_index;
+                    eprintln!(
+                        "the feed no longer holds what followed (a new epoch, or trimmed); \
+                         continuing from index {after}"
+                    );
                     continue;
                 }
                 _ => return Err(e),

@@ -1,4 +1,4 @@
-//! A CP member's life: bootstrap discovery, retention (a new epoch once the feed is long),
+//! A CP member's life: bootstrap discovery, retention (the feed trimmed once it is long),
 //! background counters and shutdown.
 
 use std::collections::BTreeSet;
@@ -138,27 +138,26 @@ impl ControlPlane {
             .collect()
     }
 
-    /// While this member leads, starts a new epoch whenever the event feed outgrows the
-    /// retention (checked every second; the feed of the old epoch is dropped by the bump).
+    /// While this member leads, trims the event feed whenever it outgrows the retention
+    /// (checked every second; `Registry::retention_trim_point` says through where).
     pub async fn run_retention(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            let feed_len = self.state.read().registry.feed_len();
-            if !needs_new_epoch(feed_len, self.config.event_retention, self.is_leader()) {
+            if !self.is_leader() {
                 continue;
             }
-            let reason = format!(
-                "the feed holds {feed_len} events, retention {}",
-                self.config.event_retention
-            );
-            match self.write(Command::EpochBump { reason }).await {
-                Ok(applied) => {
-                    tracing::info!(outcome = ?applied.output, feed_len, "started a new epoch")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not start a new epoch; retrying"),
+            let through = self
+                .state
+                .read()
+                .registry
+                .retention_trim_point(self.config.event_retention);
+            let Some(through) = through else { continue };
+            match self.write(Command::TrimFeed { through }).await {
+                Ok(applied) => tracing::info!(outcome = ?applied.output, "trimmed the event feed"),
+                Err(e) => tracing::warn!(error = %e, "could not trim the event feed; retrying"),
             }
         }
     }
@@ -168,22 +167,5 @@ impl ControlPlane {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-    }
-}
-
-/// Whether the leader should start a new epoch (sans IO).
-pub fn needs_new_epoch(feed_len: usize, retention: usize, is_leader: bool) -> bool {
-    is_leader && feed_len > retention
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_leader_bumps_and_only_past_the_retention() {
-        assert!(needs_new_epoch(11, 10, true));
-        assert!(!needs_new_epoch(10, 10, true));
-        assert!(!needs_new_epoch(11, 10, false));
     }
 }

@@ -4,7 +4,7 @@
 //! - `writes`: writes, forwarded to the leader or proposed here, and the KV group commit.
 //! - `reads`: linearizable read barriers (shared read-index rounds), the feed, KV and digests.
 //! - `status`: `/v1/cp/status`, health, voter changes.
-//! - `lifecycle`: bootstrap discovery, retention (epochs), background counters, shutdown.
+//! - `lifecycle`: bootstrap discovery, retention (trimming the feed), background counters, shutdown.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -40,7 +40,6 @@ mod writes;
 
 pub use crate::answers::{Applied, CpStatus, Health, NodeRef, VoterChange, VoterView};
 pub use join::admission_check;
-pub use lifecycle::needs_new_epoch;
 use lifecycle::{count_leader_changes, release_withheld_commits};
 pub use reads::FeedFollower;
 use reads::ReadWaiter;
@@ -70,7 +69,7 @@ pub struct CpConfig {
     pub tls: Option<hivemind_common::tls::ClientTls>,
     /// The token a join must present (`--join-token`); `None`: no token needed.
     pub join_token: Option<String>,
-    /// The leader starts a new epoch once the event feed holds more events than this.
+    /// The leader trims the event feed once it holds more events than this (to the newest half).
     pub event_retention: usize,
     /// Most KV-write batches of this member in flight at once (1 measured best: the writes
     /// arriving during a round trip form the next batch).

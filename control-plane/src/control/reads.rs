@@ -290,7 +290,7 @@ fn page_of(state: &SmData, key: &PageKey) -> Result<FeedPage, FeedError> {
     };
     Ok(FeedPage {
         epoch: registry.epoch(),
-        first_index: registry.epoch_start_index(),
+        first_index: registry.feed_start_index(),
         applied_index,
         next_after,
         events: events.to_vec(),

@@ -218,6 +218,11 @@ pub struct RegistryView {
     pub responsibilities: Vec<ResponsibilityView>,
     pub index: u64,
     pub epoch: u64,
+    /// The feed holds every event after this index: the start of the epoch, or later once
+    /// retention trimmed the oldest events.
+    pub feed_start_index: u64,
+    /// The same as `feed_start_index` (its name before retention trimmed the feed instead of
+    /// starting a new epoch), kept for clients that read it.
     pub epoch_start_index: u64,
     pub members: Vec<MemberView>,
     pub nodes: Vec<NodeView>,
@@ -234,7 +239,8 @@ pub fn registry(r: &Registry, index: u64) -> RegistryView {
             .collect(),
         index,
         epoch: r.epoch(),
-        epoch_start_index: r.epoch_start_index(),
+        epoch_start_index: r.feed_start_index(),
+        feed_start_index: r.feed_start_index(),
         members: r.members().values().map(member).collect(),
         nodes: r
             .nodes()

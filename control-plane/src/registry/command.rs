@@ -84,6 +84,9 @@ pub enum Command {
     },
     /// An ACL change (DESIGN.md §6e); secrets appear only as hashes.
     Acl(super::acl::AclOp),
+    /// Retention: drop the feed's events through index `through` (proposed by the leader when
+    /// the feed outgrows its retention; see `Registry::retention_trim_point`).
+    TrimFeed { through: u64 },
 }
 
 impl Command {
@@ -106,6 +109,7 @@ impl Command {
             Command::Report { .. } => "report",
             Command::Backup { .. } => "backup",
             Command::Acl(_) => "acl",
+            Command::TrimFeed { .. } => "trim_feed",
         }
     }
 
@@ -172,6 +176,11 @@ pub enum CommandOutput {
     Backup(hivemind_common::backup::BackupOutcome),
     /// The ACL table changed.
     AclChanged,
+    /// The feed now starts after `feed_start_index`; `dropped` events went.
+    FeedTrimmed {
+        feed_start_index: u64,
+        dropped: u64,
+    },
 }
 
 /// Why the registry rejected a command. A rejected command changed nothing.

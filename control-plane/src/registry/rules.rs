@@ -29,6 +29,7 @@ impl Registry {
             Command::KvPut { key, value, cas } => self.kv_put(index, key, value, *cas),
             Command::KvDelete { key, cas } => self.kv_delete(key, *cas),
             Command::EpochBump { reason } => Ok(self.epoch_bump(index, reason)),
+            Command::TrimFeed { through } => Ok(self.trim_feed(index, *through)),
             Command::Batch(items) => self.batch(index, items),
             Command::KeygroupCreate {
                 name,
@@ -363,9 +364,26 @@ impl Registry {
         })
     }
 
+    /// Drops the feed's events through `through` (never past this command's own index). No
+    /// event: readers after the trim point have nothing new to learn, those behind it are
+    /// `Gone` and re-bootstrap.
+    fn trim_feed(&mut self, index: u64, through: u64) -> CommandOutput {
+        let through = through.min(index);
+        let mut dropped = 0;
+        if through > self.feed_start_index {
+            dropped = self.events.partition_point(|e| e.index <= through);
+            self.events.drain(..dropped);
+            self.feed_start_index = through;
+        }
+        CommandOutput::FeedTrimmed {
+            feed_start_index: self.feed_start_index,
+            dropped: dropped as u64,
+        }
+    }
+
     fn epoch_bump(&mut self, index: u64, reason: &str) -> CommandOutput {
         self.epoch += 1;
-        self.epoch_start_index = index;
+        self.feed_start_index = index;
         self.events.clear();
         self.push_event(
             index,
@@ -458,3 +476,6 @@ fn validate_key(key: &str) -> Result<(), RegistryError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod retention_tests;

@@ -136,7 +136,8 @@ impl RegistryDigest {
 /// Why the event feed cannot answer a read from where the reader stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FeedError {
-    /// The reader is in another epoch, or behind the start of the current one: re-bootstrap.
+    /// The reader is in another epoch, or behind the start of the feed (the epoch's start, or
+    /// where retention trimmed it): re-bootstrap.
     Gone { epoch: u64, first_index: u64 },
 }
 
@@ -144,8 +145,10 @@ pub enum FeedError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     pub(crate) epoch: u64,
-    /// Index of the command that started the current epoch (0 for the first epoch).
-    pub(crate) epoch_start_index: u64,
+    /// The feed holds every event of the current epoch after this index: the index of the
+    /// command that started the epoch (0 for the first), or later once retention trimmed the
+    /// oldest events (`TrimFeed`).
+    pub(crate) feed_start_index: u64,
     pub(crate) members: BTreeMap<MemberId, MemberRecord>,
     pub(crate) nodes: BTreeMap<String, NodeConfig>,
     pub(crate) kv: BTreeMap<String, KvEntry>,
@@ -162,7 +165,7 @@ impl Default for Registry {
     fn default() -> Self {
         Self {
             epoch: 1,
-            epoch_start_index: 0,
+            feed_start_index: 0,
             members: BTreeMap::new(),
             nodes: BTreeMap::new(),
             kv: BTreeMap::new(),
@@ -180,8 +183,8 @@ impl Registry {
         self.epoch
     }
 
-    pub fn epoch_start_index(&self) -> u64 {
-        self.epoch_start_index
+    pub fn feed_start_index(&self) -> u64 {
+        self.feed_start_index
     }
 
     pub fn members(&self) -> &BTreeMap<MemberId, MemberRecord> {
@@ -234,6 +237,24 @@ impl Registry {
             .find(|m| m.state == MemberState::Alive && m.info.name == name)
     }
 
+    /// Where retention trims the feed: once it holds more than `retention` events, through the
+    /// index before the newest half of that (at least one event kept), so that the events
+    /// sharing an index (one command's) are kept or dropped together. `None` while the feed is
+    /// within its retention, or when only part of one command could go.
+    ///
+    /// Trimming, not a new epoch: a reader at or after the trim point (every caught-up member)
+    /// goes on reading; only one further behind re-bootstraps, as after etcd's compaction.
+    pub fn retention_trim_point(&self, retention: usize) -> Option<u64> {
+        if self.events.len() <= retention {
+            return None;
+        }
+        let keep = (retention / 2).max(1);
+        let through = self.events[self.events.len() - keep]
+            .index
+            .saturating_sub(1);
+        (through >= self.events[0].index && through > self.feed_start_index).then_some(through)
+    }
+
     /// Events with index > `after`, at most `limit`. A reader that names another epoch, or whose
     /// position lies before the current epoch's start, must re-bootstrap ([`FeedError::Gone`]).
     pub fn events_after(
@@ -244,9 +265,9 @@ impl Registry {
     ) -> Result<&[Event], FeedError> {
         let gone = FeedError::Gone {
             epoch: self.epoch,
-            first_index: self.epoch_start_index,
+            first_index: self.feed_start_index,
         };
-        if epoch.is_some_and(|e| e != self.epoch) || after < self.epoch_start_index {
+        if epoch.is_some_and(|e| e != self.epoch) || after < self.feed_start_index {
             return Err(gone);
         }
         let start = self.events.partition_point(|e| e.index <= after);

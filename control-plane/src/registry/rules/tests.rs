@@ -503,6 +503,7 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::EpochBump {
             reason: "test".into()
         }),
+        (0u64..70).prop_map(|through| Command::TrimFeed { through }),
     ]
 }
 
@@ -535,7 +536,7 @@ proptest! {
             }
             // The feed is in index order and belongs to the current epoch.
             prop_assert!(reg.events().windows(2).all(|w| w[0].index <= w[1].index));
-            prop_assert!(reg.events().iter().all(|e| e.epoch == reg.epoch() && e.index >= reg.epoch_start_index()));
+            prop_assert!(reg.events().iter().all(|e| e.epoch == reg.epoch() && e.index >= reg.feed_start_index()));
         }
     }
 
