@@ -3,12 +3,13 @@
 //! join path (16 at a time). Each follows the feed as a member does: from its join's index,
 //! long-polling on one connection to the CP member it chose ([`cp_choice`]: at its join from
 //! the join answer's members, and once all are admitted from all of them, as a member's view
-//! does). Then it writes `--events` keygroups one at a time and measures, for each, the time
+//! does), re-bootstrapping from a registry snapshot as a member does should retention trim
+//! the feed past it. Then it writes `--events` keygroups one at a time and measures, for each, the time
 //! from sending the write until every member's feed passed it (the write's own commit
 //! included). It reports, per CP member,
 //! the followers waiting on it (its `hivemind_feed_followers`), its open connections and its
 //! peak and current RSS; the real member's peak RSS; the feed latency p50/p99 (one percentile
-//! definition, `hivemind_common::stats`); and every error.
+//! definition, `hivemind_common::stats`); every error; and the re-bootstraps.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,7 +25,7 @@ use hivemind_common::stats::percentile_f64 as percentile;
 use hivemind_common::MemberId;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, FeedRequest, Op};
-use hivemind_control_plane::registry::{FeedError, FeedPage, MemberInfo};
+use hivemind_control_plane::registry::{FeedError, MemberInfo};
 use hivemind_control_plane::CpError;
 use hivemind_member::cp_choice;
 use hivemind_member::join::{cp_endpoints, next_step, JoinAccepted, JoinRequest, NextStep};
@@ -60,6 +61,8 @@ struct Progress {
     done: tokio::sync::Notify,
     /// Feed requests that failed (the member reconnects, to the next CP member if need be).
     errors: AtomicU64,
+    /// Members that found their position trimmed away and re-bootstrapped from a snapshot.
+    rebootstraps: AtomicU64,
 }
 
 impl Progress {
@@ -127,25 +130,41 @@ async fn follow(
             }
         };
         let after = follower.after.load(Ordering::Relaxed);
-        let body = hivemind_common::encode(&FeedRequest {
+        let request = FeedRequest {
             after,
             epoch: Some(epoch),
             wait_ms: 30_000,
-        });
-        let request = Request::post(ops::Feed::PATH)
-            .header(header::HOST, addr.as_str())
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(Body::from(body))
-            .expect("a static request builds");
+        };
         let answer = tokio::select! {
             _ = cancel.cancelled() => return,
-            answer = feed_page(sender, request) => answer,
+            answer = call::<ops::Feed>(sender, addr, &request) => answer,
         };
         let reason = match answer {
             Ok(Ok(page)) => {
                 follower.after.store(page.next_after, Ordering::Release);
                 progress.advanced(&follower, page.next_after);
                 continue;
+            }
+            // Retention trimmed the feed past this member: as a member does, it re-bootstraps
+            // from a snapshot of the registry and follows on from there.
+            Ok(Err(FeedError::Gone {
+                epoch: now,
+                first_index,
+            })) if now == epoch => {
+                let digest = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    answer = call::<ops::Registry>(sender, addr, &first_index) => answer,
+                };
+                match digest {
+                    Ok(Ok(digest)) => {
+                        progress.rebootstraps.fetch_add(1, Ordering::Relaxed);
+                        follower.after.store(digest.index, Ordering::Release);
+                        progress.advanced(&follower, digest.index);
+                        continue;
+                    }
+                    Ok(Err(e)) => format!("registry snapshot: {e}"),
+                    Err(e) => e,
+                }
             }
             Ok(Err(e)) => format!("feed: {e:?}"),
             Err(e) => e,
@@ -168,11 +187,18 @@ async fn connect(addr: &str) -> Result<hyper::client::conn::http1::SendRequest<B
     Ok(sender)
 }
 
-/// One feed request on `sender`'s connection: the page, or why there is none.
-async fn feed_page(
+/// One call of the internal operation `O` on `sender`'s connection to `addr`: the answer, or
+/// why there is none.
+async fn call<O: Op>(
     sender: &mut hyper::client::conn::http1::SendRequest<Body>,
-    request: Request<Body>,
-) -> Result<Result<FeedPage, FeedError>, String> {
+    addr: &str,
+    request: &O::Request,
+) -> Result<O::Answer, String> {
+    let request = Request::post(O::PATH)
+        .header(header::HOST, addr)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(hivemind_common::encode(request)))
+        .expect("a static request builds");
     sender
         .ready()
         .await
@@ -457,6 +483,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
     let member = sample(&http, port(3), &procs[3]).await;
     // Counted before the members stop: their connections fail as the processes end.
     let errors = progress.errors.load(Ordering::Relaxed);
+    let rebootstraps = progress.rebootstraps.load(Ordering::Relaxed);
     cancel.cancel();
     for mut proc in procs {
         proc.kill();
@@ -479,7 +506,8 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             "{}",
             json!({"members": args.members, "admitted_s": admitted_in.as_secs_f64(),
                    "events": args.events, "feed_p50_ms": p50, "feed_p99_ms": p99,
-                   "errors": errors, "join_retries": join_retries, "control_plane": cps,
+                   "errors": errors, "rebootstraps": rebootstraps,
+                   "join_retries": join_retries, "control_plane": cps,
                    "member_peak_rss_mib": mib(member.peak_rss_kib),
                    "member_rss_mib": mib(member.rss_kib),
                    "member_anon_mib": mib(member.anon_kib),
@@ -487,7 +515,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         );
     } else {
         println!(
-            "{} synthetic members admitted in {:.1} s ({join_retries} join retries); feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors",
+            "{} synthetic members admitted in {:.1} s ({join_retries} join retries); feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors; {rebootstraps} re-bootstraps",
             args.members,
             admitted_in.as_secs_f64(),
             args.events

@@ -31,7 +31,7 @@ for line in open(results):
         f"| {d['members']:,} | {d['admitted_s']:.1f} s ({d['join_retries']}) | {share} | {conns} "
         f"| {peak['peak_rss_mib']:.1f} MiB ({peak['anon_mib']:.1f} + {peak['file_mib']:.1f}) "
         f"| {d['member_peak_rss_mib']:.1f} MiB ({d['member_anon_mib']:.1f} + {d['member_file_mib']:.1f}) "
-        f"| {d['feed_p50_ms']:.1f} / {d['feed_p99_ms']:.1f} ms | {d['errors']} |")
+        f"| {d['feed_p50_ms']:.1f} / {d['feed_p99_ms']:.1f} ms | {d['errors']} | {d['rebootstraps']} |")
 text = f"""<!-- bench-members:begin (written by tests/bench/members.sh) -->
 ## Control-plane load: members following the feed (issue 21)
 
@@ -40,14 +40,15 @@ on this project's 2-core machine, {datetime.date.today()}, one run per N. Each r
 members and one real member (no roles) on 127.0.0.1, then admits N synthetic members through
 the real join path (16 at a time, retried as a member retries), each following the feed from
 its join's index on one connection to the CP member it is assigned (`cp_choice`), as a member
-does; all of them run in the bench's process, on the same two cores. Then {events} keygroup
+does (re-bootstrapping from a registry snapshot, as a member does, should retention trim the
+feed past it); all of them run in the bench's process, on the same two cores. Then {events} keygroup
 writes, one at a time, each timed from sending it until every member's feed passed it.
 RSS is VmHWM (peak) from `/proc`, split into the process's own pages and file-backed pages
 (mostly the binary's code, shared by every member on a machine). Synthetic members do not
 gossip; real members also hold a SWIM view and announce to each other.
 
-| members | admitted in (join retries) | assigned per CP member | connections per CP member | CP member peak RSS (own + file) | real member peak RSS (own + file) | feed latency p50 / p99 | feed errors |
-|---|---|---|---|---|---|---|---|
+| members | admitted in (join retries) | assigned per CP member | connections per CP member | CP member peak RSS (own + file) | real member peak RSS (own + file) | feed latency p50 / p99 | feed errors | re-bootstraps |
+|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + """
 
 Targets (issue 21): a CP member's peak RSS at most 48 MB at 1,000 members, a member's at most
