@@ -159,6 +159,7 @@ pub fn commands() -> Vec<Command> {
         Command::EpochBump {
             reason: "seed".into(),
         },
+        Command::TrimFeed { through: 3 },
         Command::Backup {
             member: MemberId::new(4).expect("non-zero"),
             now_ms: 1_000,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use hivemind_control_plane::http::ApiError;
-use hivemind_control_plane::registry::{CommandOutput, MemberInfo};
+use hivemind_control_plane::registry::CommandOutput;
 use hivemind_control_plane::requests::MemberRequest;
 use hivemind_control_plane::CpError;
 use tokio::sync::mpsc;
@@ -116,8 +116,8 @@ pub(crate) async fn announce_to_registry_members(agent: Arc<Agent>, cancel: Canc
         // The membership view the feed keeps current: no control-plane call per round.
         let registry = agent.view.borrow().clone();
         if let CpAccess::Client(client) = agent.cp.as_ref() {
-            let infos: Vec<MemberInfo> = registry.live_members().map(|m| m.info.clone()).collect();
-            client.set_endpoints(cp_endpoints(&infos), outside_cp(&infos));
+            let infos = || registry.live_members().map(|m| &m.info);
+            client.set_endpoints(cp_endpoints(infos()), outside_cp(infos()));
         }
         let targets: Vec<GossipId> = {
             let view = agent.gossip.view.borrow();

@@ -77,8 +77,17 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
         };
         let ok = match answer {
             Ok(Ok(page)) => {
-                let mut view = agent.view.borrow().as_ref().clone();
-                match view.apply_page(&page) {
+                // Applied in place: the view is copied only while someone else holds it, not
+                // for every page (a copy of a view of thousands of members is not small).
+                let mut outcome = PageOutcome::Applied(Vec::new());
+                agent.view.send_if_modified(|view| {
+                    let view = Arc::make_mut(view);
+                    let before = view.index;
+                    outcome = view.apply_page(&page);
+                    matches!(&outcome, PageOutcome::Applied(events) if !events.is_empty() || view.index != before)
+                });
+                let view = agent.view.borrow().clone();
+                match outcome {
                     PageOutcome::Applied(events) => {
                         if events
                             .iter()
@@ -88,7 +97,6 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                         }
                         if !events.is_empty() || view.index != after {
                             saves.changed();
-                            agent.view.send_replace(Arc::new(view.clone()));
                             agent.roles.applied(&events, &view);
                             agent
                                 .counters

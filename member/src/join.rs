@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 pub use hivemind_control_plane::ops::{JoinAccepted, JoinRequest};
 
 /// The control-plane members' HTTP addresses among `members`.
-pub fn cp_endpoints(members: &[MemberInfo]) -> Vec<String> {
+pub fn cp_endpoints<'a>(members: impl IntoIterator<Item = &'a MemberInfo>) -> Vec<String> {
     members
-        .iter()
+        .into_iter()
         .filter(|m| m.control_plane)
         .map(|m| m.http_addr.clone())
         .collect()
@@ -23,9 +23,11 @@ pub fn cp_endpoints(members: &[MemberInfo]) -> Vec<String> {
 
 /// The members outside the control plane among `members`: they share the CP members
 /// ([`crate::cp_choice::assign`]).
-pub fn outside_cp(members: &[MemberInfo]) -> Vec<hivemind_common::MemberId> {
+pub fn outside_cp<'a>(
+    members: impl IntoIterator<Item = &'a MemberInfo>,
+) -> Vec<hivemind_common::MemberId> {
     members
-        .iter()
+        .into_iter()
         .filter(|m| !m.control_plane)
         .map(|m| m.id)
         .collect()
