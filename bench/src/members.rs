@@ -482,7 +482,6 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         outside_cp.push(id);
     }
     let admitted_in = started.elapsed();
-    let all_admitted = tokio::time::Instant::now();
     // Every member's view now lists all of them: each moves to its bounded-load choice.
     let assigned = cp_choice::assign(&outside_cp, &cps);
     let _ = assign_tx.send(Arc::new(
@@ -537,9 +536,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         let seen = progress.all_seen.lock().unwrap().expect("set");
         samples.push(seen.saturating_duration_since(sent).as_secs_f64() * 1000.0);
     }
-    // Sample once every member read the ACL table on its assigned CP member (each reads every
-    // REFRESH) and every member (and the real one) is back on a long-poll after the last event.
-    tokio::time::sleep_until(all_admitted + REFRESH + Duration::from_secs(1)).await;
+    // Sample once every member (and the real one) is back on a long-poll after the last event.
     wait(
         "every member waiting on its CP member",
         Duration::from_secs(30),
