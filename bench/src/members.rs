@@ -4,8 +4,7 @@
 //! long-polling on one connection to the CP member it chose ([`cp_choice`]: at its join from
 //! the join answer's members, and once all are admitted from all of them, as a member's view
 //! does), re-bootstrapping from a registry snapshot as a member does should retention trim
-//! the feed past it; and, on a second connection, reads the ACL table every 5 s as a member's
-//! ACL cache does. Then it writes `--events` keygroups one at a time and measures, for each, the time
+//! the feed past it. Then it writes `--events` keygroups one at a time and measures, for each, the time
 //! from sending the write until every member's feed passed it (the write's own commit
 //! included). It reports, per CP member,
 //! the followers waiting on it (its `hivemind_feed_followers`), its open connections and its
@@ -28,7 +27,6 @@ use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, FeedRequest, Op};
 use hivemind_control_plane::registry::{FeedError, MemberInfo};
 use hivemind_control_plane::CpError;
-use hivemind_member::acl::REFRESH;
 use hivemind_member::cp_choice;
 use hivemind_member::join::{cp_endpoints, next_step, JoinAccepted, JoinRequest, NextStep};
 use hyper_util::rt::TokioIo;
@@ -65,15 +63,13 @@ struct Progress {
     errors: AtomicU64,
     /// Members that found their position trimmed away and re-bootstrapped from a snapshot.
     rebootstraps: AtomicU64,
-    /// ACL table reads answered ([`read_acls`]).
-    acl_reads: AtomicU64,
 }
 
 impl Progress {
-    /// A feed or ACL request failed (the member connects again); the first few are shown.
+    /// A feed request failed (the member connects again); the first few are shown.
     fn failed(&self, reason: &str) {
         if self.errors.fetch_add(1, Ordering::Relaxed) < 5 {
-            tracing::warn!(%reason, "a synthetic member's request failed (the first 5 are shown)");
+            tracing::warn!(%reason, "a synthetic member's feed request failed (the first 5 are shown)");
         }
     }
 
@@ -111,10 +107,23 @@ async fn follow(
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) {
-    let mut connection = CpConnection::default();
+    let mut connection: Option<(String, hyper::client::conn::http1::SendRequest<Body>)> = None;
     loop {
-        let want = chosen(&mut assignment, follower.id, &at_join);
-        let Some((addr, sender)) = connection.to(&want, &progress).await else {
+        let want = assignment
+            .borrow_and_update()
+            .get(&follower.id)
+            .cloned()
+            .unwrap_or_else(|| at_join.clone());
+        if connection.as_ref().is_none_or(|(addr, _)| *addr != want) {
+            connection = match connect(&want).await {
+                Ok(sender) => Some((want.clone(), sender)),
+                Err(reason) => {
+                    progress.failed(&reason);
+                    None
+                }
+            };
+        }
+        let Some((addr, sender)) = connection.as_mut() else {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -161,88 +170,8 @@ async fn follow(
             Err(e) => e,
         };
         progress.failed(&reason);
-        connection.drop_it();
+        connection = None;
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Reads the ACL table every [`REFRESH`] on a second connection to the CP member it chose, as
-/// a member's ACL cache does (`member/src/acl.rs`) while its feed long-poll holds the first.
-async fn read_acls(
-    id: MemberId,
-    at_join: String,
-    mut assignment: watch::Receiver<Assignment>,
-    progress: Arc<Progress>,
-    cancel: CancellationToken,
-) {
-    // Members start at different moments: so do their reads.
-    let first = tokio::time::Instant::now() + REFRESH.mul_f64((id.get() % 1000) as f64 / 1000.0);
-    let mut tick = tokio::time::interval_at(first, REFRESH);
-    let mut connection = CpConnection::default();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let want = chosen(&mut assignment, id, &at_join);
-        let Some((addr, sender)) = connection.to(&want, &progress).await else {
-            continue;
-        };
-        let answer = tokio::select! {
-            _ = cancel.cancelled() => return,
-            answer = call::<ops::AclTable>(sender, addr, &()) => answer,
-        };
-        match answer {
-            Ok(Ok(_)) => {
-                progress.acl_reads.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Err(e)) => progress.failed(&format!("ACL table: {e}")),
-            Err(e) => {
-                progress.failed(&format!("ACL table: {e}"));
-                connection.drop_it();
-            }
-        }
-    }
-}
-
-/// The CP member `id` follows: its bounded-load choice once all are admitted, else the one it
-/// chose at its join.
-fn chosen(assignment: &mut watch::Receiver<Assignment>, id: MemberId, at_join: &str) -> String {
-    assignment
-        .borrow_and_update()
-        .get(&id)
-        .cloned()
-        .unwrap_or_else(|| at_join.to_string())
-}
-
-/// One keep-alive HTTP/1.1 connection to a CP member, reconnected when the choice moves.
-#[derive(Default)]
-struct CpConnection(Option<(String, hyper::client::conn::http1::SendRequest<Body>)>);
-
-impl CpConnection {
-    /// The connection to `want`, connecting (again) if needed; `None` (counted as an error)
-    /// when it cannot connect.
-    async fn to(
-        &mut self,
-        want: &str,
-        progress: &Progress,
-    ) -> Option<(&str, &mut hyper::client::conn::http1::SendRequest<Body>)> {
-        if self.0.as_ref().is_none_or(|(addr, _)| addr != want) {
-            self.0 = match connect(want).await {
-                Ok(sender) => Some((want.to_string(), sender)),
-                Err(reason) => {
-                    progress.failed(&reason);
-                    None
-                }
-            };
-        }
-        self.0
-            .as_mut()
-            .map(|(addr, sender)| (addr.as_str(), sender))
-    }
-
-    fn drop_it(&mut self) {
-        self.0 = None;
     }
 }
 
@@ -463,13 +392,6 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             after: AtomicU64::new(accepted.index),
             counted_for: AtomicU64::new(0),
         });
-        tokio::spawn(read_acls(
-            id,
-            at_join.clone(),
-            assign_rx.clone(),
-            progress.clone(),
-            cancel.clone(),
-        ));
         tokio::spawn(follow(
             follower.clone(),
             accepted.epoch,
@@ -562,7 +484,6 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
     // Counted before the members stop: their connections fail as the processes end.
     let errors = progress.errors.load(Ordering::Relaxed);
     let rebootstraps = progress.rebootstraps.load(Ordering::Relaxed);
-    let acl_reads = progress.acl_reads.load(Ordering::Relaxed);
     cancel.cancel();
     for mut proc in procs {
         proc.kill();
@@ -585,7 +506,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             "{}",
             json!({"members": args.members, "admitted_s": admitted_in.as_secs_f64(),
                    "events": args.events, "feed_p50_ms": p50, "feed_p99_ms": p99,
-                   "errors": errors, "rebootstraps": rebootstraps, "acl_reads": acl_reads,
+                   "errors": errors, "rebootstraps": rebootstraps,
                    "join_retries": join_retries, "control_plane": cps,
                    "member_peak_rss_mib": mib(member.peak_rss_kib),
                    "member_rss_mib": mib(member.rss_kib),
@@ -594,7 +515,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
         );
     } else {
         println!(
-            "{} synthetic members admitted in {:.1} s ({join_retries} join retries); feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} errors; {rebootstraps} re-bootstraps; {acl_reads} ACL table reads",
+            "{} synthetic members admitted in {:.1} s ({join_retries} join retries); feed latency over {} events (write sent -> every member saw it): p50 {p50:.1} ms, p99 {p99:.1} ms; {errors} feed errors; {rebootstraps} re-bootstraps",
             args.members,
             admitted_in.as_secs_f64(),
             args.events

@@ -41,21 +41,19 @@ members and one real member (no roles) on 127.0.0.1, then admits N synthetic mem
 the real join path (16 at a time, retried as a member retries), each following the feed from
 its join's index on one connection to the CP member it is assigned (`cp_choice`), as a member
 does (re-bootstrapping from a registry snapshot, as a member does, should retention trim the
-feed past it), and on a second connection reads the ACL table every 5 s, as a member's ACL
-cache does; all of them run in the bench's process, on the same two cores. Then {events} keygroup
+feed past it); all of them run in the bench's process, on the same two cores. Then {events} keygroup
 writes, one at a time, each timed from sending it until every member's feed passed it.
 RSS is VmHWM (peak) from `/proc`, split into the process's own pages and file-backed pages
 (mostly the binary's code, shared by every member on a machine). Synthetic members do not
 gossip; real members also hold a SWIM view and announce to each other.
 
-| members | admitted in (join retries) | assigned per CP member | connections per CP member | CP member peak RSS (own + file) | real member peak RSS (own + file) | feed latency p50 / p99 | errors (feed, ACL reads) | re-bootstraps |
+| members | admitted in (join retries) | assigned per CP member | connections per CP member | CP member peak RSS (own + file) | real member peak RSS (own + file) | feed latency p50 / p99 | feed errors | re-bootstraps |
 |---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + """
 
 Targets (issue 21): a CP member's peak RSS at most 48 MB at 1,000 members, a member's at most
-20 MB. Each synthetic member holds two connections, as a member does (its feed long-poll, and
-its ACL table reads); the connections also include the CP members' own Raft streams and the
-join calls' pooled connections.
+20 MB. Connections include the CP members' own Raft streams and the join calls' pooled
+connections.
 <!-- bench-members:end -->"""
 current = open(out).read()
 section = re.compile(r"<!-- bench-members:begin.*?<!-- bench-members:end -->", re.S)
