@@ -174,7 +174,7 @@ async fn a_tls_cluster_with_acls() {
     // A host and a dns member join over TLS; DNS answers as before.
     let h1_flags = tls_flags(pki, "h1");
     let h1_flags: Vec<&str> = h1_flags.iter().map(String::as_str).collect();
-    cluster.start_role_member("h1", "host", &h1_flags);
+    let h1 = cluster.start_role_member("h1", "host", &h1_flags);
     let d1_flags = tls_flags(pki, "d1");
     let d1_flags: Vec<&str> = d1_flags.iter().map(String::as_str).collect();
     let (_, dns_port) = cluster.start_dns_member("d1", &d1_flags);
@@ -360,6 +360,15 @@ async fn a_tls_cluster_with_acls() {
     ])
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    // A member outside the control plane knows it too (its table read at once for the
+    // unknown token): the token is valid there, it only lacks the permission to list members.
+    let h1_addr = addr(h1, &cluster);
+    let out = hm(&ca, &h1_addr, Some(&reader), &["members"]);
+    assert!(
+        stderr(&out).contains("permission_denied"),
+        "{}",
+        stderr(&out)
+    );
     // A malformed token is named; a deleted token stops working.
     let out = hm(&ca, &cp3, Some("not-a-token"), &["kv", "get", "app/x"]);
     assert!(stderr(&out).contains("malformed_token"), "{}", stderr(&out));
@@ -389,6 +398,16 @@ async fn a_tls_cluster_with_acls() {
         let out = hm(&ca, &cp3, Some(&reader), &["kv", "get", "app/x"]);
         stderr(&out).contains("acl_not_found").then_some(())
     })
+    .await;
+    // Also outside the control plane, where the table is re-read when the feed brings the
+    // change (no timed read while the feed is caught up).
+    wait_for(
+        "a deleted token refused outside the control plane",
+        || async {
+            let out = hm(&ca, &h1_addr, Some(&reader), &["members"]);
+            stderr(&out).contains("acl_not_found").then_some(())
+        },
+    )
     .await;
     // The access log names the accessor (logged as the answer goes out: wait for it), never a
     // secret.

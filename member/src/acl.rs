@@ -4,10 +4,11 @@
 //! token's policies. `--admin-token` stays a management token, and before `acl bootstrap` a
 //! cluster behaves as it always did (open, or the admin token alone).
 //!
-//! Every member enforces from its own copy of the ACL table ([`AclCache`]): refreshed every
-//! [`REFRESH`] from the control plane, and at once when a token it does not know is presented
-//! (a token made a moment ago on another member works right away; a deleted one may keep
-//! working for up to [`REFRESH`], as in Consul's token cache).
+//! Every member enforces from its own copy of the ACL table ([`AclCache`]): re-read from the
+//! control plane on every `acl_changed` event its feed brings, every [`REFRESH`] while its feed
+//! is behind, and at once when a token it does not know is presented (a token made a moment
+//! ago on another member works right away; a deleted one may keep working until the member's
+//! feed brings the change, as in Consul's token cache).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,7 +246,8 @@ impl AclCache {
     }
 }
 
-/// Keeps this member's ACL table fresh: every [`REFRESH`], and when a request asks.
+/// Keeps this member's ACL table fresh: on every `acl_changed` event of the feed and when a
+/// request asks, and every [`REFRESH`] while the feed is behind ([`timed_read_due`]).
 pub(crate) async fn refresh(agent: Arc<Agent>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -274,17 +276,30 @@ pub(crate) async fn refresh(agent: Arc<Agent>, shutdown: CancellationToken) {
                 backoff = (backoff * 2).min(REFRESH);
             }
         }
-        let wait = if agent.acl.current.borrow().is_some() {
-            REFRESH
-        } else {
-            backoff
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = agent.acl.wake.notified() => {}
+        loop {
+            let have_table = agent.acl.current.borrow().is_some();
+            let wait = if have_table { REFRESH } else { backoff };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {
+                    let caught_up = agent.caught_up.load(Ordering::Relaxed);
+                    if timed_read_due(have_table, caught_up) {
+                        break;
+                    }
+                }
+                _ = agent.acl.wake.notified() => break,
+            }
         }
     }
+}
+
+/// Whether the [`REFRESH`] timer should re-read the ACL table (sans IO). Every ACL change is
+/// an `acl_changed` event in the feed, which wakes the read at once; so while this member's
+/// feed is caught up the timer has nothing to add, and skipping it keeps a member to one
+/// connection to its CP member (its feed long-poll) instead of a second one kept open by a
+/// read every 5 s. Without a table yet, or with the feed behind, the timer reads.
+pub(crate) fn timed_read_due(have_table: bool, feed_caught_up: bool) -> bool {
+    !have_table || !feed_caught_up
 }
 
 /// Middleware enforcing ACLs on `/v1/*` (internal routes have the cluster secret and mutual

@@ -200,3 +200,17 @@ fn the_token_is_read_from_any_of_its_headers() {
     h.insert(CONSUL_TOKEN_HEADER, HeaderValue::from_static("s3cret"));
     assert_eq!(presented(&h), Some("s3cret"), "a Consul client's header");
 }
+
+#[test]
+fn the_timer_reads_the_table_only_without_one_or_with_the_feed_behind() {
+    assert!(timed_read_due(false, true), "no table yet");
+    assert!(timed_read_due(false, false));
+    assert!(
+        timed_read_due(true, false),
+        "the feed is behind: it may miss a change"
+    );
+    assert!(
+        !timed_read_due(true, true),
+        "caught up: every change arrives as an acl_changed event"
+    );
+}
