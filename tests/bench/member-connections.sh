@@ -14,6 +14,7 @@ BASE=${BASE_PORT:-7711}
 dir=$(mktemp -d)
 pids=()
 stop() {
+  exec 2>/dev/null # bash reports each killed job otherwise
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 1
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
