@@ -158,7 +158,7 @@ impl ControlPlane {
         };
         let built = self
             .when_feed_ready(&key, wait, |state| {
-                let index = applied_index(state);
+                let index = state.applied_index();
                 match self.feed_pages().get(index, &key) {
                     Some(shared) => Ok(shared),
                     None => Err((index, page_of(state, &key))),
@@ -259,7 +259,7 @@ impl ControlPlane {
 
     pub fn digest(&self) -> RegistryDigest {
         let state = self.state.read();
-        RegistryDigest::of(&state.registry, state.last_applied.map_or(0, |l| l.index))
+        RegistryDigest::of(&state.registry, state.applied_index())
     }
 }
 
@@ -272,14 +272,10 @@ impl Drop for FeedFollower<'_> {
     }
 }
 
-fn applied_index(state: &SmData) -> u64 {
-    state.last_applied.map_or(0, |l| l.index)
-}
-
 /// The feed page for `key` in the applied state `state`.
 fn page_of(state: &SmData, key: &PageKey) -> Result<FeedPage, FeedError> {
     let registry = &state.registry;
-    let applied_index = applied_index(state);
+    let applied_index = state.applied_index();
     let events = registry.events_after(key.after, key.epoch, key.limit)?;
     // Every event up to the applied index is in this page or before `after`, unless the page
     // is full: then the reader continues after its last event.

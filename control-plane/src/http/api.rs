@@ -252,7 +252,7 @@ async fn snapshot(
 ) -> Result<Json<RegistryView>, ApiError> {
     read_point(&cp, q.stale).await?;
     let state = cp.state().read();
-    let index = state.last_applied.map_or(0, |l| l.index);
+    let index = state.applied_index();
     Ok(Json(views::registry(&state.registry, index)))
 }
 

@@ -36,6 +36,13 @@ pub struct SmData {
     pub registry: Registry,
 }
 
+impl SmData {
+    /// The index of the last applied entry (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
@@ -67,7 +74,7 @@ impl SharedState {
     }
 
     fn replace(&self, new: SmData) {
-        let index = new.last_applied.map_or(0, |l| l.index);
+        let index = new.applied_index();
         *self.data.write().unwrap_or_else(|p| p.into_inner()) = new;
         self.applied_tx.send_replace(index);
     }
@@ -216,7 +223,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (data, meta) = {
             let state = self.shared.read();
-            let index = state.last_applied.map_or(0, |l| l.index);
+            let index = state.applied_index();
             let meta = SnapshotMeta {
                 last_log_id: state.last_applied,
                 last_membership: state.last_membership.clone(),
@@ -273,7 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 };
                 responses.push(CommandResponse(result));
             }
-            state.last_applied.map_or(0, |l| l.index)
+            state.applied_index()
         };
         self.shared.applied_tx.send_replace(last_index);
         Ok(responses)
