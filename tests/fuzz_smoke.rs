@@ -41,9 +41,14 @@ fn every_fuzz_target_runs_clean_for_a_few_seconds() {
     let built = cargo_fuzz(root)
         .arg("build")
         .args(build)
-        .status()
+        .output()
         .expect("cargo fuzz build");
-    assert!(built.success(), "cargo fuzz build failed");
+    assert!(
+        built.status.success(),
+        "cargo fuzz build failed ({}):\n{}",
+        built.status,
+        tail(&String::from_utf8_lossy(&built.stderr), 60)
+    );
     for target in hivemind_fuzz_names() {
         let scratch = tempfile::tempdir().expect("a scratch corpus");
         let corpus = root.join("fuzz/corpus").join(&target);
