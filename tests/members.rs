@@ -503,6 +503,25 @@ async fn the_feed_is_trimmed_past_its_retention_and_a_member_stopped_meanwhile_r
     .await;
     assert_eq!(status["feed"]["caught_up"], true);
     sees(&cluster.agents[0], "web-1", "alive", 3).await;
+
+    // With every CP member gone the feed cannot be read, and web-1 stops claiming to be caught
+    // up (which also puts its ACL table back on timed reads: `acl::timed_read_due`).
+    for cp in 0..3 {
+        cluster.agents[cp].kill9();
+    }
+    let status = wait_for("web-1 to report its feed behind", || async {
+        let s = get_json(&cluster.agents[web].url("/v1/status"))
+            .await
+            .ok()?;
+        (s["feed"]["caught_up"] == false).then_some(s)
+    })
+    .await;
+    assert!(
+        status["waiting_for"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|x| x == "event_feed")),
+        "{status}"
+    );
 }
 
 /// The address watchdog: `--advertise` changed at runtime (config file + SIGHUP) renews the

@@ -297,7 +297,8 @@ pub(crate) async fn refresh(agent: Arc<Agent>, shutdown: CancellationToken) {
 /// an `acl_changed` event in the feed, which wakes the read at once; so while this member's
 /// feed is caught up the timer has nothing to add, and skipping it keeps a member to one
 /// connection to its CP member (its feed long-poll) instead of a second one kept open by a
-/// read every 5 s. Without a table yet, or with the feed behind, the timer reads.
+/// read every 5 s. Without a table yet, or with the feed behind (a failed feed read counts as
+/// behind: `feed::follow` clears `caught_up`), the timer reads.
 pub(crate) fn timed_read_due(have_table: bool, feed_caught_up: bool) -> bool {
     !have_table || !feed_caught_up
 }

@@ -127,6 +127,9 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event feed; retrying");
+                // Unread, the feed may be behind: say so (the status lists `event_feed`, and the
+                // ACL table goes back to timed reads until a page arrives).
+                agent.caught_up.store(false, Ordering::Relaxed);
                 false
             }
         };
