@@ -1,5 +1,5 @@
 //! The `hivemind` binary's own code, as a library so that its fuzz targets and tests reach it:
-//! the command line ([`cli`], [`config`]), the client commands and `dev` (the benchmarks are the
+//! the command line ([`cli`], [`config`]), logging ([`logging`]), the client commands and `dev` (the benchmarks are the
 //! `hivemind-bench` crate, `bench/`). The
 //! binary (`main.rs`) wires these to the crates. Signals are handled by [`shutdown_on_signal`]
 //! and the binary only; the crates take a cancellation token.
@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod logging;
 pub mod tls;
 
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,7 @@ use hivemind_common::names::is_valid_name;
 use hivemind_member::AgentConfig;
 
 use hivemind::cli::{AgentArgs, Cli, Command, LogFormat};
-use hivemind::{cli, client, config, dev, shutdown_on_signal};
+use hivemind::{cli, client, config, dev, logging, shutdown_on_signal};
 
 fn main() -> ExitCode {
     let args = match config::expand(std::env::args_os().collect()) {
@@ -46,7 +46,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => {
             let (config, log_level, log_format, reload) = agent_config(*args);
             init_logging(&log_level, log_format);
-            runtime.spawn(report_openraft_errors(std::time::Duration::from_secs(10)));
+            runtime.spawn(logging::report_openraft_errors(
+                std::time::Duration::from_secs(10),
+            ));
             tracing::info!(
                 worker_threads = runtime.metrics().num_workers(),
                 "task runtime"
@@ -55,7 +57,9 @@ fn main() -> ExitCode {
         }
         Command::Dev(args) => {
             init_logging(&args.log_level, LogFormat::Text);
-            runtime.spawn(report_openraft_errors(std::time::Duration::from_secs(10)));
+            runtime.spawn(logging::report_openraft_errors(
+                std::time::Duration::from_secs(10),
+            ));
             runtime.block_on(dev::run(args))
         }
         Command::Completions { shell } => {
@@ -377,81 +381,10 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    // openraft narrates every vote and append at info; keep it to warnings unless asked.
-    let directive =
-        if level.contains('=') || level.contains(',') || matches!(level, "debug" | "trace") {
-            level.to_string()
-        } else {
-            format!("{level},openraft=warn,hickory_server=warn")
-        };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directive))
-        .unwrap_or_else(|_| {
-            flag_error(format!(
-                "--log-level: {level:?} is not a level or tracing directive"
-            ))
-        });
-    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    // openraft's errors are counted, not printed (see `hivemind_control_plane::raft_log`).
-    let not_openraft_errors = tracing_subscriber::filter::filter_fn(|meta| {
-        !raft_log::is_openraft_error(meta.target(), meta.level())
-    });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match format {
-        LogFormat::Text => fmt.with_filter(not_openraft_errors).boxed(),
-        LogFormat::Json => fmt.json().with_filter(not_openraft_errors).boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(OpenraftErrors)
+    hivemind::logging::subscriber(level, format)
+        .unwrap_or_else(|e| flag_error(e))
         .init();
-}
-
-use hivemind_control_plane::raft_log;
-
-/// Notes openraft's ERROR events (see `hivemind_control_plane::raft_log`).
-struct OpenraftErrors;
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for OpenraftErrors {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        let meta = event.metadata();
-        if raft_log::is_openraft_error(meta.target(), meta.level()) {
-            let mut message = String::new();
-            event.record(&mut MessageOf(&mut message));
-            raft_log::note(message);
-        }
-    }
-}
-
-/// Collects an event's fields as `name=value` text.
-struct MessageOf<'a>(&'a mut String);
-
-impl tracing::field::Visit for MessageOf<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write;
-        let sep = if self.0.is_empty() { "" } else { " " };
-        let _ = write!(self.0, "{sep}{}={value:?}", field.name());
-    }
-}
-
-/// Logs openraft's errors noted since the last report as one WARN, at most every `period`.
-async fn report_openraft_errors(period: std::time::Duration) {
-    let mut reported = 0;
-    loop {
-        tokio::time::sleep(period).await;
-        let (total, last) = raft_log::noted();
-        if total > reported {
-            tracing::warn!(
-                errors = total - reported,
-                last = %last,
-                "openraft reported errors talking to peers (transient while a member is down or cut off; counted in hivemind_raft_transient_errors_total)"
-            );
-            reported = total;
-        }
-    }
 }
 
 /// `--domain` in lower case with its trailing dot, if every label is letters, digits and `-`.
