@@ -21,6 +21,7 @@ use axum::body::Body;
 use axum::http::{header, Request};
 use clap::Args;
 use futures::StreamExt;
+use hivemind_common::backoff::Backoff;
 use hivemind_common::stats::percentile_f64 as percentile;
 use hivemind_common::MemberId;
 use hivemind_control_plane::network::InternalClient;
@@ -343,7 +344,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
             };
             // As a member's join does: a control plane that cannot answer now (no quorum,
             // unreachable) is asked again with backoff, up to 10 times.
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             let mut retries = 0;
             loop {
                 let answer = client
@@ -362,8 +363,7 @@ pub async fn members(args: MembersArgs, json_out: bool) -> Result<()> {
                     return (id, answer, retries);
                 }
                 retries += 1;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }))

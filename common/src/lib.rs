@@ -8,6 +8,7 @@
 //! - [`seal`]: ChaCha20-Poly1305 sealing shared by gossip packets and host records.
 //! - [`records`]: host records, their sealing with keygroup secrets, stream frames, seq book.
 //! - [`acl`]: ACL policy rules (TOML) and the access decision, sans IO (DESIGN.md §6e).
+//! - [`backoff`]: [`Backoff`](backoff::Backoff), the one pacing of retries (doubling up to a cap).
 //! - [`backup`]: the backup role's requests to the registry and its ledger as roles read it.
 //! - [`role`]: the [`Role`](role::Role) trait and the context the member runtime hands a role.
 //!
@@ -16,6 +17,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod backoff;
 pub mod backup;
 pub mod codec;
 pub mod duration;

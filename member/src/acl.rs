@@ -20,6 +20,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hivemind_common::acl::{allows, Access, Resource, Rules};
+use hivemind_common::backoff::Backoff;
 use hivemind_common::secret::{constant_time_eq, is_token};
 use hivemind_control_plane::http::ApiError;
 use hivemind_control_plane::registry::{AclTable, ANONYMOUS};
@@ -249,7 +250,7 @@ impl AclCache {
 /// Keeps this member's ACL table fresh: on every `acl_changed` event of the feed and when a
 /// request asks, and every [`REFRESH`] while the feed is behind ([`timed_read_due`]).
 pub(crate) async fn refresh(agent: Arc<Agent>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), REFRESH);
     loop {
         match agent.cp.acl_table().await {
             Ok(table) => {
@@ -268,17 +269,20 @@ pub(crate) async fn refresh(agent: Arc<Agent>, shutdown: CancellationToken) {
                     // Still wake the requests waiting for a look.
                     agent.acl.current.send_modify(|_| {});
                 }
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(e) => {
                 agent.acl.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "cannot read the ACL table; keeping the last one");
-                backoff = (backoff * 2).min(REFRESH);
             }
         }
         loop {
             let have_table = agent.acl.current.borrow().is_some();
-            let wait = if have_table { REFRESH } else { backoff };
+            let wait = if have_table {
+                REFRESH
+            } else {
+                backoff.next_wait()
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {

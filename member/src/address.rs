@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hivemind_common::backoff::Backoff;
 use hivemind_control_plane::requests::MemberRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -105,7 +106,7 @@ async fn change_address(agent: &Arc<Agent>, new: IpAddr, cancel: &CancellationTo
     if agent.config.control_plane {
         tracing::warn!("a control-plane member's Raft address does not follow; re-add it as a voter at the new address");
     }
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while agent.admitted.load(Ordering::Relaxed) {
         let update = MemberRequest::MoveAddress {
             id: info.id,
@@ -122,9 +123,8 @@ async fn change_address(agent: &Arc<Agent>, new: IpAddr, cancel: &CancellationTo
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     let gossip_id = GossipId {
         id: info.id,

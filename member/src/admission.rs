@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
+use hivemind_common::backoff::Backoff;
 use hivemind_control_plane::http::ApiError;
 use hivemind_control_plane::registry::CommandOutput;
 use hivemind_control_plane::requests::MemberRequest;
@@ -70,7 +71,7 @@ pub(crate) async fn leave(agent: &Agent) {
 
 /// Commits this member's `Join` (its current incarnation) so that the registry lists it.
 pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let admit = MemberRequest::Admit {
             member: agent.info(),
@@ -91,9 +92,8 @@ pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

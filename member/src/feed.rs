@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hivemind_common::backoff::Backoff;
 use hivemind_control_plane::registry::{EventKind, FeedError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -56,7 +57,7 @@ impl SaveSchedule {
 
 pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
     let mut saves = SaveSchedule::default();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let (after, epoch) = {
             let view = agent.view.borrow();
@@ -138,14 +139,13 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
             persist(&agent, &view);
         }
         if ok {
-            backoff = Duration::from_millis(100);
+            backoff.reset();
         } else {
             agent.counters.feed_errors.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.next_wait()) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
     // Stopping: what changed since the last save is saved now.

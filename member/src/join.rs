@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hivemind_common::backoff::Backoff;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops;
 use hivemind_control_plane::registry::{MemberInfo, RegistryError};
@@ -72,7 +73,7 @@ pub async fn join_cluster(
     cancel: &CancellationToken,
 ) -> Result<JoinAccepted, (String, String)> {
     let deadline = tokio::time::Instant::now() + patience;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let mut last = String::from("no --join address given");
     loop {
         for addr in join {
@@ -105,8 +106,7 @@ pub async fn join_cluster(
             ));
         }
         tracing::info!(%last, "join not answered yet; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hivemind_common::backoff::Backoff;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
@@ -155,7 +156,7 @@ pub async fn supervise(
             }
         }
     }
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let child = tokio::process::Command::new(&nginx.bin)
             .arg("-p")
@@ -173,9 +174,8 @@ pub async fn supervise(
                 tracing::error!(bin = %nginx.bin.display(), error = %e, "cannot start nginx");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
@@ -201,8 +201,7 @@ pub async fn supervise(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }

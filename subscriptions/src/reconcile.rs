@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hivemind_common::backoff::Backoff;
 use hivemind_common::records;
 use hivemind_common::role::Claim;
 use hivemind_common::role::CpCallError;
@@ -397,7 +398,7 @@ pub(crate) async fn reconcile_keygroups(
 
 /// One subscription: streams `target`'s records until cancelled, reconnecting with backoff.
 pub(crate) async fn subscribe(shared: Arc<Intake>, target: Target, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let path = match target.via {
             Via::Host => format!(
@@ -427,9 +428,8 @@ pub(crate) async fn subscribe(shared: Arc<Intake>, target: Target, cancel: Cance
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hivemind_common::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::Page;
@@ -53,7 +54,7 @@ pub(crate) async fn run(state: TriggerState, url: String, shutdown: Cancellation
             if !mine {
                 continue; // the machine responsible for it delivers it
             }
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
             loop {
                 let sent = trigger
                     .http
@@ -78,9 +79,8 @@ pub(crate) async fn run(state: TriggerState, url: String, shutdown: Cancellation
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
