@@ -20,6 +20,12 @@ use crate::cli::LogFormat;
 /// The subscriber for `--log-level level` (a level or tracing directives; `RUST_LOG` wins) in
 /// `format`; an error names what is wrong with `level`.
 pub fn subscriber(level: &str, format: LogFormat) -> Result<impl Subscriber + Send + Sync, String> {
+    let levels = EnvFilter::try_from_default_env().or_else(|_| levels_for(level))?;
+    Ok(with_levels(levels, format))
+}
+
+/// The filter `--log-level level` asks for.
+fn levels_for(level: &str) -> Result<EnvFilter, String> {
     // openraft narrates every vote and append at info; keep it to warnings unless asked (and
     // never above the level asked for).
     let directive = if level.contains('=')
@@ -30,9 +36,12 @@ pub fn subscriber(level: &str, format: LogFormat) -> Result<impl Subscriber + Se
     } else {
         format!("{level},openraft=warn,hickory_server=warn")
     };
-    let levels = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&directive))
-        .map_err(|_| format!("--log-level: {level:?} is not a level or tracing directive"))?;
+    EnvFilter::try_new(&directive)
+        .map_err(|_| format!("--log-level: {level:?} is not a level or tracing directive"))
+}
+
+/// Events within `levels` printed in `format`, except openraft's errors, which are noted.
+fn with_levels(levels: EnvFilter, format: LogFormat) -> impl Subscriber + Send + Sync {
     // openraft's errors are counted, not printed.
     let not_openraft_errors = tracing_subscriber::filter::filter_fn(|meta| {
         !raft_log::is_openraft_error(meta.target(), meta.level())
@@ -44,9 +53,9 @@ pub fn subscriber(level: &str, format: LogFormat) -> Result<impl Subscriber + Se
         LogFormat::Text => fmt.with_filter(printed).boxed(),
         LogFormat::Json => fmt.json().with_filter(printed).boxed(),
     };
-    Ok(tracing_subscriber::registry()
+    tracing_subscriber::registry()
         .with(fmt)
-        .with(OpenraftErrors.with_filter(LevelFilter::ERROR)))
+        .with(OpenraftErrors.with_filter(LevelFilter::ERROR))
 }
 
 /// Notes openraft's ERROR events (see `hivemind_control_plane::raft_log`).
@@ -74,11 +83,15 @@ impl tracing::field::Visit for MessageOf<'_> {
     }
 }
 
-/// Logs openraft's errors noted since the last report as one WARN, at most every `period`.
-pub async fn report_openraft_errors(period: std::time::Duration) {
+/// How often openraft's noted errors are summarized in the log (at most).
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs openraft's errors noted since the last report as one WARN, at most every
+/// [`REPORT_EVERY`].
+pub async fn report_openraft_errors() {
     let mut reported = 0;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(REPORT_EVERY).await;
         let (total, last) = raft_log::noted();
         if total > reported {
             tracing::warn!(
@@ -95,10 +108,13 @@ pub async fn report_openraft_errors(period: std::time::Duration) {
 mod tests {
     use super::*;
 
+    /// The subscriber `--log-level level` builds, whatever `RUST_LOG` says where the tests run.
+    fn for_level(level: &str) -> impl Subscriber + Send + Sync {
+        with_levels(levels_for(level).expect("a valid level"), LogFormat::Text)
+    }
+
     fn max_level(level: &str) -> Option<LevelFilter> {
-        subscriber(level, LogFormat::Text)
-            .expect("a valid level")
-            .max_level_hint()
+        for_level(level).max_level_hint()
     }
 
     #[test]
@@ -115,8 +131,7 @@ mod tests {
     #[test]
     fn openraft_errors_are_counted_not_printed_and_other_events_filter_by_level() {
         use tracing::Level;
-        let sub = subscriber("warn", LogFormat::Text).unwrap();
-        tracing::subscriber::with_default(sub, || {
+        tracing::subscriber::with_default(for_level("warn"), || {
             let before = raft_log::noted().0;
             tracing::error!(target: "openraft::network", "peer unreachable");
             assert_eq!(
@@ -132,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_bad_level_is_named() {
-        let Err(message) = subscriber("=x=", LogFormat::Text) else {
+        let Err(message) = levels_for("=x=") else {
             panic!("a bad directive was accepted")
         };
         assert!(message.contains("--log-level"), "{message}");

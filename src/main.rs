@@ -46,9 +46,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => {
             let (config, log_level, log_format, reload) = agent_config(*args);
             init_logging(&log_level, log_format);
-            runtime.spawn(logging::report_openraft_errors(
-                std::time::Duration::from_secs(10),
-            ));
+            runtime.spawn(logging::report_openraft_errors());
             tracing::info!(
                 worker_threads = runtime.metrics().num_workers(),
                 "task runtime"
@@ -57,9 +55,7 @@ fn main() -> ExitCode {
         }
         Command::Dev(args) => {
             init_logging(&args.log_level, LogFormat::Text);
-            runtime.spawn(logging::report_openraft_errors(
-                std::time::Duration::from_secs(10),
-            ));
+            runtime.spawn(logging::report_openraft_errors());
             runtime.block_on(dev::run(args))
         }
         Command::Completions { shell } => {
