@@ -6,6 +6,8 @@
 # 90 s). Every process is stopped by its PID. HIVEMIND_BIN: another build to measure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=tests/bench/common.sh
+source tests/bench/common.sh
 if [[ -z "${HIVEMIND_BIN:-}" ]]; then cargo build --release --quiet -p hivemind; fi
 BIN=${HIVEMIND_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/hivemind}
 MEMBERS=${MEMBERS:-5}
@@ -29,7 +31,9 @@ for i in 0 1 2; do
     --gossip-profile local >"$dir/cp$i.log" 2>&1 &
   pids+=($!)
 done
-sleep 4
+for i in 0 1 2; do
+  wait_http "http://127.0.0.1:$((BASE + i))/v1/cp/status" 'd["health"]=="healthy" and d["leader"]'
+done
 members=()
 for i in $(seq 0 $((MEMBERS - 1))); do
   "$BIN" agent --name "m$i" --data-dir "$dir/m$i" --http-port $((BASE + 10 + i)) \
