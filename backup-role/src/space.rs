@@ -126,8 +126,14 @@ impl SpaceStore {
     }
 
     fn persist(&self) -> Result<(), SpaceError> {
-        let bytes = hivemind_common::encode(&*self.leases.lock().expect("leases"));
-        write_durably(&self.dir.join("leases.bin"), &bytes)
+        // Written under the lock: two persists at once shared `leases.tmp`, so one's rename
+        // found the file gone (`leases.bin: No such file or directory`, seen in CI), and the
+        // older state could land last.
+        let leases = self.leases.lock().expect("leases");
+        write_durably(
+            &self.dir.join("leases.bin"),
+            &hivemind_common::encode(&*leases),
+        )
     }
 
     pub fn stored(&self) -> u64 {

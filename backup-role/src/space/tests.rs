@@ -176,3 +176,22 @@ async fn a_lost_leases_file_gives_the_chunks_on_disk_a_fresh_lease() {
     assert_eq!(space.expire().await.unwrap(), 0, "kept for a fresh lease");
     assert_eq!(space.list("laptop").unwrap(), [c(1)]);
 }
+
+#[test]
+fn concurrent_persists_all_succeed() {
+    // Heartbeats, stores and expiries persist on blocking threads at once; they shared one
+    // temporary file, and a rename could find it gone.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SpaceStore::open(dir.path().to_path_buf(), 1 << 20, 60_000).unwrap());
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || (0..50).map(|_| store.persist()).collect::<Vec<_>>())
+        })
+        .collect();
+    for writer in writers {
+        for outcome in writer.join().unwrap() {
+            outcome.expect("a persist failed while another ran");
+        }
+    }
+}
