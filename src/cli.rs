@@ -286,6 +286,12 @@ pub enum TlsCertCommand {
         /// A client's certificate (CLI, tools): client authentication only.
         #[arg(long)]
         client: bool,
+        /// With --server: a control-plane member's certificate (DESIGN.md §6e-2). Only it
+        /// may start a `--control-plane` member, vote, replicate and read the whole registry.
+        #[arg(long, requires = "server")]
+        control_plane: bool,
+        /// The member's `--name` (a member's certificate names it; the control plane acts
+        /// on it, not on what a request says).
         #[arg(long)]
         name: String,
         #[arg(long, default_value = ".")]

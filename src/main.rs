@@ -278,7 +278,18 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
                 ca: ca.clone(),
             };
             match hivemind_tls::Tls::load(files, advertise) {
-                Ok(tls) => Some(std::sync::Arc::new(tls)),
+                Ok(tls) => {
+                    // DESIGN.md §6e-2: the certificate says who this member is.
+                    if let Err(e) = hivemind_tls::identity::check_own(
+                        tls.identity(),
+                        &cert.display().to_string(),
+                        &name,
+                        args.control_plane,
+                    ) {
+                        flag_error(e.to_string());
+                    }
+                    Some(std::sync::Arc::new(tls))
+                }
                 Err(e) => flag_error(format!("--tls-cert: {e}")),
             }
         }
@@ -471,6 +482,7 @@ fn tls_command(command: hivemind::cli::TlsCommand) -> Result<()> {
                 TlsCertCommand::Create {
                     server,
                     client: _,
+                    control_plane,
                     name,
                     dir,
                     ip,
@@ -478,7 +490,9 @@ fn tls_command(command: hivemind::cli::TlsCommand) -> Result<()> {
                     days,
                 },
         } => {
-            let kind = if server {
+            let kind = if server && control_plane {
+                tls::Kind::ControlPlane
+            } else if server {
                 tls::Kind::Server
             } else {
                 tls::Kind::Client

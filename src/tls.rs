@@ -3,7 +3,9 @@
 //! `ca-key.pem`, `N.pem`, `N-key.pem`. Keys are written with mode 0600 and no file is ever
 //! overwritten. A server certificate is valid for its name, `localhost`, 127.0.0.1 and the
 //! `--ip`/`--dns` it is given, for both server and client authentication (members call each
-//! other's internal routes with it); a client certificate for client authentication only.
+//! other's internal routes with it), and names its member (`hivemind_tls::identity`: a
+//! member's, or with `--control-plane` a control-plane member's); a client certificate is for
+//! client authentication only and names no member.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -87,8 +89,18 @@ pub fn create_ca(dir: &Path, days: u32) -> Result<(PathBuf, PathBuf)> {
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A member outside the control plane.
     Server,
+    /// A control-plane member (`--server --control-plane`).
+    ControlPlane,
+    /// A CLI or tool: client authentication only, no member identity.
     Client,
+}
+
+impl Kind {
+    fn serves(self) -> bool {
+        self != Kind::Client
+    }
 }
 
 /// Makes certificate `name` signed by the CA in `dir`: `name.pem` and `name-key.pem`.
@@ -128,15 +140,21 @@ pub fn create_cert(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = match kind {
-        Kind::Server => vec![
+    params.extended_key_usages = if kind.serves() {
+        vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
-        ],
-        Kind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        ]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
     };
     let mut sans = vec![SanType::DnsName(name.try_into().context("--name")?)];
-    if kind == Kind::Server {
+    if kind.serves() {
+        let identity = hivemind_tls::CertIdentity {
+            name: name.to_string(),
+            control_plane: kind == Kind::ControlPlane,
+        };
+        sans.push(SanType::URI(identity.uri().try_into().context("--name")?));
         sans.push(SanType::DnsName(
             "localhost".try_into().expect("a DNS name"),
         ));
@@ -191,6 +209,24 @@ mod tests {
         )
         .unwrap();
         create_cert(dir.path(), "ops", Kind::Client, &[], &[], 30).unwrap();
+        create_cert(dir.path(), "cp2", Kind::ControlPlane, &[], &[], 30).unwrap();
+        let identity = |name: &str| {
+            let pem = std::fs::read(dir.path().join(format!("{name}.pem"))).unwrap();
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+            hivemind_tls::CertIdentity::of_der(&der)
+        };
+        use rustls_pki_types::pem::PemObject;
+        let member = |name: &str, control_plane| hivemind_tls::CertIdentity {
+            name: name.into(),
+            control_plane,
+        };
+        assert_eq!(identity("cp1"), Some(member("cp1", false)));
+        assert_eq!(identity("cp2"), Some(member("cp2", true)));
+        assert_eq!(
+            identity("ops"),
+            None,
+            "a client certificate names no member"
+        );
         let err = create_cert(dir.path(), "cp1", Kind::Server, &[], &[], 30).unwrap_err();
         assert!(err.to_string().contains("cp1.pem exists"), "{err}");
         let err = create_cert(dir.path(), "bad name", Kind::Server, &[], &[], 30).unwrap_err();

@@ -25,7 +25,10 @@ fn make_pki(dir: &Path, names: &[(&str, &str)]) {
     let out = cli(&["tls", "ca", "create", "--dir", d]);
     assert!(out.status.success(), "{}", stderr(&out));
     for (kind, name) in names {
-        let out = cli(&["tls", "cert", "create", kind, "--name", name, "--dir", d]);
+        let mut args = vec!["tls", "cert", "create"];
+        args.extend(kind.split(' '));
+        args.extend(["--name", name, "--dir", d]);
+        let out = cli(&args);
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }
@@ -79,7 +82,9 @@ async fn a_tls_cluster_with_acls() {
     make_pki(
         pki,
         &[
-            ("--server", "cp"),
+            ("--server --control-plane", "cp1"),
+            ("--server --control-plane", "cp2"),
+            ("--server --control-plane", "cp3"),
             ("--server", "h1"),
             ("--server", "d1"),
             ("--client", "ops"),
@@ -110,11 +115,8 @@ async fn a_tls_cluster_with_acls() {
         stderr(&out)
     );
 
-    let mut flags = vec!["--gossip-profile".to_string(), "local".into()];
-    flags.extend(tls_flags(pki, "cp"));
-    flags.extend(["--admin-token".to_string(), ADMIN.to_string()]);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::control_plane(3, &flags);
+    let flags = ["--gossip-profile", "local", "--admin-token", ADMIN];
+    let mut cluster = Cluster::control_plane_with(3, &flags, |name| tls_flags(pki, name));
     let addr = |i: usize, c: &Cluster| c.agents[i].http_addr();
     let https = |i: usize, c: &Cluster, path: &str| format!("https://{}{path}", addr(i, c));
 
@@ -237,8 +239,9 @@ async fn a_tls_cluster_with_acls() {
         "cert",
         "create",
         "--server",
+        "--control-plane",
         "--name",
-        "cp",
+        "cp1",
         "--dir",
         r,
         "--dns",
@@ -264,7 +267,7 @@ async fn a_tls_cluster_with_acls() {
         !by_new_name(),
         "the old certificate does not name renewed.test"
     );
-    for f in ["cp.pem", "cp-key.pem"] {
+    for f in ["cp1.pem", "cp1-key.pem"] {
         std::fs::copy(renewed_dir.path().join(f), pki.join(f)).unwrap();
     }
     cluster.agents[0].signal("HUP");

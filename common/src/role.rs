@@ -297,13 +297,6 @@ pub enum RoleEvent {
     },
 }
 
-/// A value of the control plane's KV namespace with its modify index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KvValue {
-    pub value: Vec<u8>,
-    pub modify_index: u64,
-}
-
 /// Why a control-plane call failed: the API's error code (`no_quorum`, `cas_failed`, ...)
 /// and its message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -315,17 +308,9 @@ pub struct CpCallError {
 
 /// The control plane as a role reaches it: in process on a control-plane member, over the
 /// internal routes on any other. Writes are committed by a quorum before they answer; reads
-/// are linearizable.
+/// are linearizable. It acts as the role's member and node only (DESIGN.md §6e-2): no KV,
+/// no other node's secrets.
 pub trait ControlPlaneClient: Send + Sync {
-    fn kv_get(&self, key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>>;
-    /// Writes `key`; `cas`: `Some(0)` only if absent, `Some(i)` only if its modify index is
-    /// `i`. Answers the write's index.
-    fn kv_put(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        cas: Option<u64>,
-    ) -> BoxFuture<Result<u64, CpCallError>>;
     /// The keygroup's current config (a linearizable read: it includes every committed change,
     /// e.g. a rotation a publisher already seals with).
     fn keygroup(&self, name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>>;

@@ -34,6 +34,13 @@ pub enum CpError {
     /// A joiner holds no or another gossip key than the cluster; nothing was proposed.
     #[error("the joiner's gossip key is missing or differs from the cluster's")]
     BadGossipKey,
+    /// A member outside the control plane does not speak for a joiner with certificates
+    /// (DESIGN.md §6e-2): the joiner asks one of these control-plane members itself.
+    #[error("join through a control-plane member: {control_plane:?}")]
+    JoinElsewhere { control_plane: Vec<String> },
+    /// The caller's certificate does not allow this (DESIGN.md §6e-2); nothing changed.
+    #[error(transparent)]
+    Forbidden(#[from] crate::authority::Denied),
 }
 
 impl CpError {
@@ -49,6 +56,8 @@ impl CpError {
             CpError::Fatal(_) => "stopped",
             CpError::BadToken => "bad_token",
             CpError::BadGossipKey => "bad_gossip_key",
+            CpError::JoinElsewhere { .. } => "join_elsewhere",
+            CpError::Forbidden(denied) => denied.code(),
         }
     }
 }

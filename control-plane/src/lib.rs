@@ -20,6 +20,8 @@
 //! - [`answers`]: what the operations answer (applied commands, voter changes, status views).
 //! - [`ops`]: every internal operation, declared once: path, request, answer.
 //! - [`requests`]: what members ask of the control plane (the CP decides; sans-IO steps).
+//! - [`authority`]: who may call which internal route and ask for whom (certificate
+//!   identities; sans-IO).
 //! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
@@ -27,6 +29,7 @@
 //! client is told was committed, was committed by a quorum and flushed to its log first.
 
 pub mod answers;
+pub mod authority;
 pub mod bootstrap;
 pub mod control;
 pub mod error;

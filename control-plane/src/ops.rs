@@ -15,7 +15,9 @@ use crate::answers::{Applied, CpStatus, VoterChange};
 use crate::bootstrap::{Candidate, Hello};
 use crate::error::CpError;
 use crate::pre_vote::{PreVoteAnswer, PreVoteRequest};
-use crate::registry::{Command, FeedError, FeedPage, KvEntry, MemberInfo, RegistryDigest};
+use crate::registry::{
+    Command, FeedError, FeedPage, KeygroupConfig, KvEntry, MemberInfo, RegistryDigest,
+};
 use crate::requests::{MemberAnswer, MemberRequest};
 use crate::types::{NodeId, TypeConfig};
 
@@ -69,8 +71,14 @@ ops! {
     Propose = "/internal/v1/cp/propose": Command => Result<Applied, CpError>;
     /// A member's request, decided by the control plane (see [`crate::requests`]).
     Request = "/internal/v1/cp/request": MemberRequest => Result<MemberAnswer, CpError>;
-    /// The registry's membership once the answering CP member applied the index (0: as it
-    /// stands; a stale read).
+    /// A member's node-scoped view of the registry (DESIGN.md §6e-2): the digest with the
+    /// secrets of the asking node's keygroups only.
+    View = "/internal/v1/cp/view": ViewRequest => Result<RegistryDigest, CpError>;
+    /// One keygroup, linearizable, with its secret only for its replica and trigger nodes.
+    KeygroupRead = "/internal/v1/cp/keygroup":
+        KeygroupQuery => Result<Option<KeygroupConfig>, CpError>;
+    /// The whole registry once the answering CP member applied the index (0: as it stands;
+    /// a stale read). Control-plane members only.
     Registry = "/internal/v1/cp/registry": u64 => Result<RegistryDigest, CpError>;
     /// A linearizable read of the registry.
     RegistryNow = "/internal/v1/cp/registry-now": () => Result<RegistryDigest, CpError>;
@@ -103,6 +111,29 @@ pub struct FeedRequest {
     pub after: u64,
     pub epoch: Option<u64>,
     pub wait_ms: u64,
+}
+
+/// Which registry state a [`View`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ViewAt {
+    /// Once the answering CP member applied this index (0: as it stands; a stale read).
+    Applied(u64),
+    /// A linearizable read.
+    Now,
+}
+
+/// A member's view request: for its node (a certified member must name its own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewRequest {
+    pub node: String,
+    pub at: ViewAt,
+}
+
+/// A one-keygroup read, for `node` (a certified member must name its own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeygroupQuery {
+    pub name: String,
+    pub node: String,
 }
 
 /// A join request, sent to any member.

@@ -35,13 +35,6 @@ pub enum MemberRequest {
         http_addr: String,
         gossip_addr: String,
     },
-    /// Writes a key (`cas` as for `PUT /v1/kv`).
-    KvPut {
-        key: String,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-        cas: Option<u64>,
-    },
     /// Creates keygroup `name` with `node` as its first replica and a fresh secret.
     CreateKeygroup {
         name: String,
@@ -177,6 +170,17 @@ pub enum MemberAnswer {
     Token(NewToken),
 }
 
+impl MemberAnswer {
+    /// The answer as `reader` may see it (a keygroup's secret only for its replica and
+    /// trigger nodes; `None`: no secret).
+    pub fn scoped(self, reader: Option<&Actor>) -> Self {
+        match self {
+            MemberAnswer::Keygroup(k) => MemberAnswer::Keygroup(k.scoped(reader)),
+            other => other,
+        }
+    }
+}
+
 /// The changes of one keygroup update (the body of `PATCH /v1/keygroups/...`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -242,7 +246,6 @@ pub fn command(request: MemberRequest, now_ms: u64) -> Option<Command> {
             http_addr,
             gossip_addr,
         },
-        MemberRequest::KvPut { key, value, cas } => Command::KvPut { key, value, cas },
         MemberRequest::CreateKeygroup {
             name,
             node,

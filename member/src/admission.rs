@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::IntoResponse;
 use hivemind_common::backoff::Backoff;
+use hivemind_control_plane::authority::{self, Caller};
 use hivemind_control_plane::http::ApiError;
 use hivemind_control_plane::registry::CommandOutput;
 use hivemind_control_plane::requests::MemberRequest;
@@ -25,8 +26,13 @@ use crate::state::Agent;
 
 /// `/internal/v1/join` on every member: a CP member has its control plane decide the request
 /// (`ControlPlane::join`); any other member forwards it to the control plane.
+///
+/// With certificates a join names the caller itself (`authority::may_join`), and a member
+/// outside the control plane does not speak for another: it sends the joiner to the
+/// control-plane members (`join_elsewhere`), and the joiner asks them with its own certificate.
 pub(crate) async fn join_route(
     State(agent): State<Arc<Agent>>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     let request: JoinRequest = match hivemind_common::decode(&body) {
@@ -36,8 +42,14 @@ pub(crate) async fn join_route(
         }
     };
     let answer: Result<JoinAccepted, CpError> = match agent.cp.as_ref() {
-        // The control plane decides who may join.
-        CpAccess::Member(cp) => cp.join(request).await,
+        // The control plane decides who may join, and the certificate says who is asking.
+        CpAccess::Member(cp) => match authority::may_join(&request.member, &caller) {
+            Ok(()) => cp.join(request).await,
+            Err(denied) => Err(denied.into()),
+        },
+        CpAccess::Client(client) if caller != Caller::SharedSecret => Err(CpError::JoinElsewhere {
+            control_plane: client.endpoints(),
+        }),
         CpAccess::Client(client) => client.forward_join(&request).await,
     };
     agent.join_outcomes.record(match &answer {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use hivemind_common::role::{
-    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue, RoleReport,
+    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, RoleReport,
 };
 use std::time::Duration;
 
@@ -12,9 +12,11 @@ use hivemind_common::MemberId;
 
 use crate::cp_choice;
 use hivemind_control_plane::network::InternalClient;
-use hivemind_control_plane::ops::{self, FeedRequest, Op, MAX_EVENTS_PER_PAGE};
+use hivemind_control_plane::ops::{
+    self, FeedRequest, KeygroupQuery, Op, ViewAt, ViewRequest, MAX_EVENTS_PER_PAGE,
+};
 use hivemind_control_plane::registry::{
-    AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, KvEntry, RegistryDigest,
+    AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, RegistryDigest,
 };
 use hivemind_control_plane::requests::{MemberAnswer, MemberRequest};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
@@ -94,7 +96,8 @@ impl CpClient {
         }
     }
 
-    fn endpoints(&self) -> Vec<String> {
+    /// The CP members' HTTP addresses, in this member's order of preference.
+    pub fn endpoints(&self) -> Vec<String> {
         self.endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -156,27 +159,40 @@ impl CpAccess {
         }
     }
 
-    /// The registry's members and nodes (a CP member's applied state; not linearizable).
-    pub async fn registry(&self) -> Result<RegistryDigest, CpError> {
+    /// The registry as node `node` may see it (DESIGN.md §6e-2: members, nodes, keygroups
+    /// with this node's secrets only, responsibilities, the backup ledger) at `at`:
+    /// `Applied(0)` is a CP member's applied state (not linearizable).
+    pub async fn view(&self, node: &str, at: ViewAt) -> Result<RegistryDigest, CpError> {
         match self {
-            CpAccess::Member(cp) => Ok(cp.digest()),
-            CpAccess::Client(client) => client.op::<ops::Registry>(&0).await?,
+            CpAccess::Member(cp) => cp.view(at, Some(&Actor::Node(node.to_string()))).await,
+            CpAccess::Client(client) => {
+                let request = ViewRequest {
+                    node: node.to_string(),
+                    at,
+                };
+                client.op::<ops::View>(&request).await?
+            }
         }
     }
 
-    /// The registry once the answering CP member applied `index` (read your own write).
-    pub async fn registry_at(&self, index: u64) -> Result<RegistryDigest, CpError> {
+    /// One keygroup, linearizable, its secret only if `node` replicates or triggers it.
+    pub async fn keygroup(
+        &self,
+        node: &str,
+        name: &str,
+    ) -> Result<Option<KeygroupConfig>, CpError> {
         match self {
-            CpAccess::Member(cp) => cp.digest_at(index).await,
-            CpAccess::Client(client) => client.op::<ops::Registry>(&index).await?,
-        }
-    }
-
-    /// A linearizable read of the registry.
-    pub async fn registry_now(&self) -> Result<RegistryDigest, CpError> {
-        match self {
-            CpAccess::Member(cp) => cp.digest_now().await,
-            CpAccess::Client(client) => client.op::<ops::RegistryNow>(&()).await?,
+            CpAccess::Member(cp) => {
+                cp.keygroup_now(name, Some(&Actor::Node(node.to_string())))
+                    .await
+            }
+            CpAccess::Client(client) => {
+                let query = KeygroupQuery {
+                    name: name.to_string(),
+                    node: node.to_string(),
+                };
+                client.op::<ops::KeygroupRead>(&query).await?
+            }
         }
     }
 
@@ -185,14 +201,6 @@ impl CpAccess {
         match self {
             CpAccess::Member(cp) => Ok(cp.acl()),
             CpAccess::Client(client) => client.op::<ops::AclTable>(&()).await?,
-        }
-    }
-
-    /// A linearizable read of one KV entry.
-    pub async fn kv_get(&self, key: &str) -> Result<Option<KvEntry>, CpError> {
-        match self {
-            CpAccess::Member(cp) => cp.kv_get(key).await,
-            CpAccess::Client(client) => client.op::<ops::KvGet>(&key.to_string()).await?,
         }
     }
 
@@ -295,13 +303,14 @@ impl ControlPlaneClient for RoleCp {
         let this = self.clone();
         Box::pin(async move {
             // Linearizable: a subscriber that cannot open a record re-reads here, and must see
-            // a rotation that a publisher already sealed with (DESIGN.md §5 event [5]).
-            let registry = this.cp.registry_now().await.map_err(call_error)?;
-            Ok(registry
-                .keygroups
-                .iter()
-                .find(|k| k.name == name)
-                .map(|k| info(k, &this.node)))
+            // a rotation that a publisher already sealed with (DESIGN.md §5 event [5]). The
+            // control plane sends the secret only to the keygroup's nodes.
+            let keygroup = this
+                .cp
+                .keygroup(&this.node, &name)
+                .await
+                .map_err(call_error)?;
+            Ok(keygroup.map(|k| info(&k, &this.node)))
         })
     }
 
@@ -344,39 +353,6 @@ impl ControlPlaneClient for RoleCp {
         })
     }
 
-    fn kv_get(&self, key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>> {
-        let cp = self.cp.clone();
-        Box::pin(async move {
-            let entry = cp.kv_get(&key).await.map_err(call_error)?;
-            Ok(entry.map(|e| KvValue {
-                value: e.value,
-                modify_index: e.modify_index,
-            }))
-        })
-    }
-
-    fn kv_put(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        cas: Option<u64>,
-    ) -> BoxFuture<Result<u64, CpCallError>> {
-        let cp = self.cp.clone();
-        Box::pin(async move {
-            let applied = cp
-                .apply(MemberRequest::KvPut { key, value, cas })
-                .await
-                .map_err(call_error)?;
-            match applied.output {
-                CommandOutput::KvWritten { modify_index } => Ok(modify_index),
-                other => Err(CpCallError {
-                    code: "stopped".into(),
-                    message: format!("unexpected outcome {other:?}"),
-                }),
-            }
-        })
-    }
-
     fn backup(
         &self,
         op: hivemind_common::backup::BackupOp,
@@ -399,10 +375,14 @@ impl ControlPlaneClient for RoleCp {
     }
 
     fn backup_state(&self) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
-        let cp = self.cp.clone();
+        let this = self.clone();
         Box::pin(async move {
-            let registry = cp.registry_now().await.map_err(call_error)?;
-            Ok(registry.backup)
+            let view = this
+                .cp
+                .view(&this.node, ViewAt::Now)
+                .await
+                .map_err(call_error)?;
+            Ok(view.backup)
         })
     }
 }

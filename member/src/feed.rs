@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hivemind_common::backoff::Backoff;
+use hivemind_control_plane::ops::ViewAt;
 use hivemind_control_plane::registry::{EventKind, FeedError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -157,7 +158,7 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
 
 /// Replaces the view with a registry snapshot newer than it; answers whether it did.
 async fn rebootstrap(agent: &Arc<Agent>, cancel: &CancellationToken) -> bool {
-    let digest = match agent.cp.registry().await {
+    let digest = match agent.cp.view(&agent.config.node, ViewAt::Applied(0)).await {
         Ok(digest) => digest,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read a registry snapshot; retrying");

@@ -47,18 +47,27 @@ pub enum NextStep {
     },
     /// No quorum, unreachable: try the next address, then again after a backoff.
     Retry,
+    /// A member outside the control plane sent us to the control-plane members (with
+    /// certificates a member speaks only for itself): ask them.
+    AskControlPlane(Vec<String>),
 }
 
 pub fn next_step(answer: &Result<JoinAccepted, CpError>) -> NextStep {
     match answer {
         Ok(_) => NextStep::Joined,
         Err(CpError::Rejected(RegistryError::StaleEpoch { .. })) => NextStep::RejoinFresh,
-        Err(e @ (CpError::BadToken | CpError::BadGossipKey | CpError::Rejected(_))) => {
-            NextStep::GiveUp {
-                code: e.code().to_string(),
-                message: e.to_string(),
-            }
+        Err(CpError::JoinElsewhere { control_plane }) => {
+            NextStep::AskControlPlane(control_plane.clone())
         }
+        Err(
+            e @ (CpError::BadToken
+            | CpError::BadGossipKey
+            | CpError::Rejected(_)
+            | CpError::Forbidden(_)),
+        ) => NextStep::GiveUp {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        },
         Err(_) => NextStep::Retry,
     }
 }
@@ -75,8 +84,13 @@ pub async fn join_cluster(
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let mut last = String::from("no --join address given");
+    // The --join addresses, then the control-plane members a member sent us to.
+    let mut addrs: Vec<String> = join.to_vec();
     loop {
-        for addr in join {
+        let mut index = 0;
+        while let Some(addr) = addrs.get(index).cloned() {
+            index += 1;
+            let addr = &addr;
             let answer = match client.op::<ops::Join>(addr, &request, wait).await {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -91,6 +105,14 @@ pub async fn join_cluster(
                     request.epoch = None;
                 }
                 NextStep::GiveUp { code, message } => return Err((code, message)),
+                NextStep::AskControlPlane(control_plane) => {
+                    last = format!("{addr}: join through the control plane");
+                    for cp in control_plane {
+                        if !addrs.contains(&cp) {
+                            addrs.push(cp);
+                        }
+                    }
+                }
                 NextStep::Retry => {
                     last = format!(
                         "{addr}: {}",
@@ -146,5 +168,16 @@ mod tests {
             detail: String::new(),
         };
         assert_eq!(next_step(&Err(no_quorum)), NextStep::Retry);
+        let elsewhere = CpError::JoinElsewhere {
+            control_plane: vec!["127.0.0.1:1".into()],
+        };
+        assert_eq!(
+            next_step(&Err(elsewhere)),
+            NextStep::AskControlPlane(vec!["127.0.0.1:1".into()])
+        );
+        let forged = CpError::Forbidden(hivemind_control_plane::authority::Denied::NoIdentity);
+        assert!(
+            matches!(next_step(&Err(forged)), NextStep::GiveUp { code, .. } if code == "no_identity")
+        );
     }
 }

@@ -17,6 +17,7 @@ use hivemind_control_plane::requests::{KeygroupChanges, MemberRequest};
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::cp_access::CpAccess;
 use crate::member_api::registry;
 use crate::state::Agent;
 
@@ -55,20 +56,24 @@ fn name_of(app: &str, tenant: &str, group: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-async fn view_of(agent: &Agent, name: &str, at: u64) -> Result<KeygroupView, ApiError> {
-    let registry = agent.cp.registry_at(at).await.map_err(ApiError::from)?;
-    let k = registry
-        .keygroups
-        .iter()
-        .find(|k| k.name == name)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_keygroup",
-                format!("no keygroup {name}"),
-            )
-        })?;
-    Ok(views::keygroup(k, k.may_see_secret(&actor(agent))))
+/// Keygroup `name` as it stands (a linearizable read: it includes a write just made).
+/// The admin sees the secret on a control-plane member; elsewhere only the member's own node's
+/// keygroups' (the control plane sends no other, DESIGN.md §6e-2).
+async fn view_of(agent: &Agent, name: &str) -> Result<KeygroupView, ApiError> {
+    let actor = actor(agent);
+    let found = match (agent.cp.as_ref(), &actor) {
+        (CpAccess::Member(cp), Actor::Admin) => cp.keygroup_now(name, Some(&actor)).await,
+        _ => agent.cp.keygroup(&agent.config.node, name).await,
+    };
+    let k = found.map_err(ApiError::from)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_keygroup",
+            format!("no keygroup {name}"),
+        )
+    })?;
+    let show = k.may_see_secret(&actor) && !k.secret.is_empty();
+    Ok(views::keygroup(&k, show))
 }
 
 /// Proposes `command` and, on success, answers the keygroup as it stands after it (read from
@@ -80,7 +85,7 @@ async fn write_and_show(
 ) -> Result<KeygroupView, ApiError> {
     let applied = agent.cp.apply(request).await?;
     match applied.output {
-        CommandOutput::Keygroup { .. } => view_of(agent, name, applied.index).await,
+        CommandOutput::Keygroup { .. } => view_of(agent, name).await,
         other => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopped",
@@ -115,7 +120,7 @@ async fn get_one(
     Path((app, tenant, group)): Path<(String, String, String)>,
 ) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
-    Ok(Json(view_of(&agent, &name, 0).await?))
+    Ok(Json(view_of(&agent, &name).await?))
 }
 
 /// The body of `PUT /v1/keygroups/{app}/{tenant}/{group}`.

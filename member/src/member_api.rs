@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use hivemind_control_plane::http::views::{ErrorBody, MachineView, MemberView, NodeView};
 use hivemind_control_plane::http::{views, ApiError};
+use hivemind_control_plane::ops::ViewAt;
 use hivemind_control_plane::registry::{MemberState, RegistryDigest};
 use hivemind_control_plane::Health;
 
@@ -110,7 +111,11 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
     waiting_for.extend(agent.roles.waiting_for());
     // One registry read serves both the epoch and the role requirements (for a member outside
     // the control plane it is a remote call).
-    let registry = agent.cp.registry().await.ok();
+    let registry = agent
+        .cp
+        .view(&agent.config.node, ViewAt::Applied(0))
+        .await
+        .ok();
     if let Some(registry) = &registry {
         let live = registry
             .members
@@ -162,9 +167,13 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
     })
 }
 
-/// The registry, or a 503 when no control-plane member answers.
+/// This member's view of the registry, or a 503 when no control-plane member answers.
 pub(crate) async fn registry(agent: &Agent) -> Result<RegistryDigest, ApiError> {
-    agent.cp.registry().await.map_err(ApiError::from)
+    agent
+        .cp
+        .view(&agent.config.node, ViewAt::Applied(0))
+        .await
+        .map_err(ApiError::from)
 }
 
 /// `GET /v1/members`: the registry's members, with the state SWIM sees for the live ones

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hivemind_common::records::{self, HostRecord};
 use hivemind_common::role::{
-    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, KvValue, Me, Membership,
-    RoleContext, RoleHealth, RoleSettings, RoleStore, StoreError,
+    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, Me, Membership, RoleContext,
+    RoleHealth, RoleSettings, RoleStore, StoreError,
 };
 use hivemind_common::MemberId;
 use tokio::sync::{mpsc, watch};
@@ -60,14 +60,6 @@ fn config(version: u64, secret: u8) -> KeygroupInfo {
 }
 
 impl ControlPlaneClient for MemoryCp {
-    fn kv_get(&self, _key: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>> {
-        Box::pin(async { Ok(None) })
-    }
-
-    fn kv_put(&self, _: String, _: Vec<u8>, _: Option<u64>) -> BoxFuture<Result<u64, CpCallError>> {
-        Box::pin(async { Ok(1) })
-    }
-
     fn keygroup(&self, _name: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>> {
         let config = self.current();
         Box::pin(async move { Ok(Some(config)) })

@@ -189,6 +189,12 @@ pub struct Cluster {
 impl Cluster {
     /// `n` control-plane members that bootstrap together; `extra` is added to every agent's flags.
     pub fn control_plane(n: usize, extra: &[&str]) -> Self {
+        Self::control_plane_with(n, extra, |_| Vec::new())
+    }
+
+    /// As [`Cluster::control_plane`], with flags of each member's own after `extra` (its TLS
+    /// certificate, named for it): `own(name)`.
+    pub fn control_plane_with(n: usize, extra: &[&str], own: impl Fn(&str) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let joins: Vec<String> = ports
@@ -213,6 +219,7 @@ impl Cluster {
                 args.push(j.clone());
             }
             args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(own(&name));
             agents.push(Agent {
                 log: dir.path().join(format!("{name}.log")),
                 name,

@@ -10,6 +10,7 @@
 //!
 //! Without files everything is plain HTTP, as before.
 
+pub mod identity;
 pub mod listener;
 mod reload;
 
@@ -29,6 +30,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
+pub use identity::{CertIdentity, IdentityError};
 pub use listener::{Listener, Peer};
 
 /// The files a member's TLS comes from.
@@ -64,6 +66,12 @@ pub enum TlsError {
     },
     #[error("TLS setup failed: {0}")]
     Setup(String),
+    #[error("the certificate {cert} names {now:?}, not {before:?} as the one it replaces")]
+    IdentityChanged {
+        cert: String,
+        before: Option<CertIdentity>,
+        now: Option<CertIdentity>,
+    },
 }
 
 /// The crypto provider every config here uses (ring: already built for certificate creation).
@@ -103,6 +111,8 @@ pub struct Tls {
     /// The name this member's certificate must be valid for: its advertised address.
     name: ServerName<'static>,
     material: Shared,
+    /// Who this member's certificate says it is (a reload must not change it).
+    identity: Option<CertIdentity>,
     client: ClientTls,
     /// Reloads that failed their checks (`/metrics`).
     pub reload_failures: std::sync::atomic::AtomicU64,
@@ -118,7 +128,9 @@ impl Tls {
     /// Reads and checks the files for a member advertising `advertise`.
     pub fn load(files: TlsFiles, advertise: IpAddr) -> Result<Self, TlsError> {
         let name = ServerName::IpAddress(advertise.into());
-        let material = Arc::new(RwLock::new(Arc::new(load(&files, &name)?)));
+        let loaded = load(&files, &name)?;
+        let identity = CertIdentity::of_der(&loaded.key.cert[0]);
+        let material = Arc::new(RwLock::new(Arc::new(loaded)));
         let client = client_builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(reload::PeerVerifier(material.clone())))
@@ -127,6 +139,7 @@ impl Tls {
             files,
             name,
             material,
+            identity,
             client: ClientTls {
                 config: Arc::new(client),
             },
@@ -137,7 +150,18 @@ impl Tls {
     /// Reads the files again and, when they pass the startup checks, swaps them in: new
     /// connections (both ways) use them; open ones keep theirs. On error nothing changes.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = match load(&self.files, &self.name) {
+        let fresh = load(&self.files, &self.name).and_then(|fresh| {
+            let now = CertIdentity::of_der(&fresh.key.cert[0]);
+            if now != self.identity {
+                return Err(TlsError::IdentityChanged {
+                    cert: self.files.cert.display().to_string(),
+                    before: self.identity.clone(),
+                    now,
+                });
+            }
+            Ok(fresh)
+        });
+        let fresh = match fresh {
             Ok(fresh) => Arc::new(fresh),
             Err(e) => {
                 self.reload_failures
@@ -156,6 +180,12 @@ impl Tls {
 
     pub fn files(&self) -> &TlsFiles {
         &self.files
+    }
+
+    /// Who this member's certificate says it is ([`identity`]); `None` for a certificate
+    /// without a hivemind identity.
+    pub fn identity(&self) -> Option<&CertIdentity> {
+        self.identity.as_ref()
     }
 
     pub(crate) fn server_config(&self) -> Arc<ServerConfig> {

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::either::Either;
 
-use crate::Tls;
+use crate::{CertIdentity, Tls};
 
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,17 +27,19 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub type Io = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// Who is on the other end of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// The peer presented a certificate that chains to the cluster CA (mutual TLS). Always
     /// false on a plain listener.
     pub member_cert: bool,
+    /// The member that certificate names ([`crate::identity`]), if it names one.
+    pub identity: Option<Arc<CertIdentity>>,
 }
 
 impl Connected<IncomingStream<'_, Listener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        *stream.remote_addr()
+        stream.remote_addr().clone()
     }
 }
 
@@ -105,6 +107,7 @@ async fn accept_loop(
             let peer = Peer {
                 addr,
                 member_cert: false,
+                identity: None,
             };
             if tx.send((Either::Left(stream), peer)).await.is_err() {
                 return;
@@ -116,14 +119,19 @@ async fn accept_loop(
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let member_cert = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .is_some_and(|certs| !certs.is_empty());
-                    let _ = tx
-                        .send((Either::Right(stream), Peer { addr, member_cert }))
-                        .await;
+                    // rustls verified the chain to the cluster CA before it got here.
+                    let certs = stream.get_ref().1.peer_certificates();
+                    let member_cert = certs.is_some_and(|certs| !certs.is_empty());
+                    let identity = certs
+                        .and_then(|certs| certs.first())
+                        .and_then(|cert| CertIdentity::of_der(cert))
+                        .map(Arc::new);
+                    let peer = Peer {
+                        addr,
+                        member_cert,
+                        identity,
+                    };
+                    let _ = tx.send((Either::Right(stream), peer)).await;
                 }
                 Ok(Err(e)) => {
                     counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -158,6 +166,7 @@ impl axum::serve::Listener for Listener {
         Ok(Peer {
             addr: self.local,
             member_cert: false,
+            identity: None,
         })
     }
 }

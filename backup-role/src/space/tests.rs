@@ -1,7 +1,7 @@
 use std::sync::Mutex;
 
 use hivemind_common::backup::{BackupOutcome, BackupState};
-use hivemind_common::role::{BoxFuture, Claim, KeygroupInfo, KvValue, RoleReport};
+use hivemind_common::role::{BoxFuture, Claim, KeygroupInfo, RoleReport};
 
 use super::*;
 
@@ -17,12 +17,6 @@ fn unused<T>() -> BoxFuture<Result<T, CpCallError>> {
 }
 
 impl ControlPlaneClient for Ledger {
-    fn kv_get(&self, _: String) -> BoxFuture<Result<Option<KvValue>, CpCallError>> {
-        unused()
-    }
-    fn kv_put(&self, _: String, _: Vec<u8>, _: Option<u64>) -> BoxFuture<Result<u64, CpCallError>> {
-        unused()
-    }
     fn keygroup(&self, _: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>> {
         unused()
     }

@@ -14,6 +14,7 @@ use crate::error::CpError;
 use crate::feed_pages::{FeedPages, PageKey};
 use crate::ops;
 use crate::read_rounds::Arrival;
+use crate::registry::Actor;
 use crate::registry::{FeedError, FeedPage, KvEntry, RegistryDigest};
 use crate::store::SmData;
 
@@ -251,7 +252,34 @@ impl ControlPlane {
         }
     }
 
-    /// The registry's membership at this member's applied index (a stale read).
+    /// A member's view ([`crate::ops::View`]): the digest at `at`, with the secrets `reader`
+    /// may see only.
+    pub async fn view(
+        &self,
+        at: crate::ops::ViewAt,
+        reader: Option<&Actor>,
+    ) -> Result<RegistryDigest, CpError> {
+        let digest = match at {
+            crate::ops::ViewAt::Applied(index) => self.digest_at(index).await?,
+            crate::ops::ViewAt::Now => self.digest_now().await?,
+        };
+        Ok(digest.scoped(reader))
+    }
+
+    /// One keygroup, linearizable, with its secret only if `reader` may see it.
+    pub async fn keygroup_now(
+        &self,
+        name: &str,
+        reader: Option<&Actor>,
+    ) -> Result<Option<crate::registry::KeygroupConfig>, CpError> {
+        self.read_barrier().await?;
+        let state = self.state.read();
+        Ok(state
+            .registry
+            .keygroup(name)
+            .map(|k| k.clone().scoped(reader)))
+    }
+
     /// The ACL table as applied here (not linearizable: enforcement tolerates a short lag).
     pub fn acl(&self) -> crate::registry::AclTable {
         self.state.read().registry.acl().clone()

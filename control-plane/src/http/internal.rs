@@ -1,12 +1,16 @@
 //! Internal routes between members: bincode bodies in and out. Raft RPC (append, vote,
 //! snapshot), writes and read-index requests forwarded to the leader, voter changes, bootstrap
-//! hello. When a cluster secret is configured every internal request must carry it.
+//! hello, members' requests and node-scoped reads. When a cluster secret is configured every
+//! internal request must carry it; who may call which route, and for whom, is
+//! [`crate::authority`]'s, checked here before a body is decoded ([`authorize`]). The caller
+//! comes as a request extension ([`Caller`], set by the member's listener middleware from the
+//! TLS peer; without one the cluster has no identities: [`Caller::SharedSecret`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +19,7 @@ use axum::Router;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 
 use super::ApiError;
+use crate::authority::{self, Caller};
 use crate::control::ControlPlane;
 use crate::error::CpError;
 use crate::network::{FramedAnswer, FramedCall, CLUSTER_SECRET_HEADER};
@@ -38,6 +43,8 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(ops::HelloOp::PATH, post(hello))
         .route(ops::Propose::PATH, post(propose))
         .route(ops::Request::PATH, post(member_request))
+        .route(ops::View::PATH, post(view))
+        .route(ops::KeygroupRead::PATH, post(keygroup_read))
         .route(ops::Registry::PATH, post(registry))
         .route(ops::RegistryNow::PATH, post(registry_now))
         .route(ops::Feed::PATH, post(feed))
@@ -49,6 +56,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .layer(DefaultBodyLimit::max(
             hivemind_common::codec::MAX_DECODE_BYTES,
         ))
+        .layer(axum::middleware::from_fn(authorize))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let secret = secret.clone();
@@ -71,6 +79,21 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
                 }
             },
         ))
+}
+
+/// Refuses a caller the route is not for (403, before the body is decoded), and leaves the
+/// caller in the request for the handlers that act on its identity.
+async fn authorize(mut req: Request, next: Next) -> Response {
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::SharedSecret);
+    if let Err(denied) = authority::may_call(req.uri().path(), &caller) {
+        return ApiError::from(denied).into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 /// The request of operation `O` from a body.
@@ -131,12 +154,16 @@ async fn append_stream(State(cp): Cp, request: Request) -> Response {
 }
 
 /// Internal calls as frames: each names a route of this router and carries its body; it is
-/// served by the same handler a plain request would reach (the stream was authenticated when it
-/// was opened, so the frames are not checked again).
-async fn call_stream(State(cp): Cp, request: Request) -> Response {
+/// served by the same handler a plain request would reach, as the caller who opened the stream
+/// (its cluster secret was checked then; who it is, per frame, by [`authorize`]).
+async fn call_stream(
+    State(cp): Cp,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Response {
     let router: Router = routes(None).with_state(cp);
     crate::stream::accept(request, move |frame| {
-        let router = router.clone();
+        let (router, caller) = (router.clone(), caller.clone());
         async move {
             let call: FramedCall = match hivemind_common::decode(&frame) {
                 Ok(call) => call,
@@ -147,6 +174,7 @@ async fn call_stream(State(cp): Cp, request: Request) -> Response {
             };
             let request = match Request::post(&call.path)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
+                .extension(caller.clone())
                 .body(axum::body::Body::from(call.body))
             {
                 Ok(request) => request,
@@ -245,10 +273,57 @@ async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     Ok(reply::<ops::Propose>(&cp.write(command).await))
 }
 
-/// A member's request, decided and carried out here (see `crate::requests`).
-async fn member_request(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+/// A member's request, decided and carried out here (see `crate::requests`), if it is the
+/// caller's own to ask; a keygroup in the answer carries its secret only for the caller's
+/// node.
+async fn member_request(
+    State(cp): Cp,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = decode::<ops::Request>(&body)?;
-    Ok(reply::<ops::Request>(&cp.request(request).await))
+    let scope = {
+        let state = cp.state().read();
+        authority::may_request(&request, &caller, &state.registry)?;
+        authority::answer_scope(&caller, &state.registry)
+    };
+    let answer = cp.request(request).await.map(|a| match scope {
+        Some(reader) => a.scoped(reader.as_ref()),
+        None => a,
+    });
+    Ok(reply::<ops::Request>(&answer))
+}
+
+/// A member's node-scoped view of the registry.
+async fn view(
+    State(cp): Cp,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = decode::<ops::View>(&body)?;
+    let secrets = {
+        let state = cp.state().read();
+        authority::secrets_for(&request.node, &caller, &state.registry)?
+    };
+    Ok(reply::<ops::View>(
+        &cp.view(request.at, secrets.as_ref()).await,
+    ))
+}
+
+/// One keygroup, linearizable, its secret only for the caller's node's keygroups.
+async fn keygroup_read(
+    State(cp): Cp,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = decode::<ops::KeygroupRead>(&body)?;
+    let secrets = {
+        let state = cp.state().read();
+        authority::secrets_for(&request.node, &caller, &state.registry)?
+    };
+    Ok(reply::<ops::KeygroupRead>(
+        &cp.keygroup_now(&request.name, secrets.as_ref()).await,
+    ))
 }
 
 /// The registry digest once this member applied the requested index (0: as it stands);

@@ -66,9 +66,12 @@ impl From<CpError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             CpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CpError::JoinElsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
             CpError::NotFound(_) => StatusCode::NOT_FOUND,
             CpError::Membership(_) => StatusCode::CONFLICT,
-            CpError::BadToken | CpError::BadGossipKey => StatusCode::FORBIDDEN,
+            CpError::BadToken | CpError::BadGossipKey | CpError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             CpError::Rejected(r) => match r.code() {
                 "invalid" => StatusCode::BAD_REQUEST,
                 "unknown_member" | "unknown_keygroup" | "unknown_policy" | "unknown_token" => {
@@ -79,6 +82,12 @@ impl From<CpError> for ApiError {
             },
         };
         ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<crate::authority::Denied> for ApiError {
+    fn from(denied: crate::authority::Denied) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, denied.code(), denied.to_string())
     }
 }
 

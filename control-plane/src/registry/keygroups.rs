@@ -39,7 +39,7 @@ pub enum Actor {
     Node(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeygroupConfig {
     /// `app/tenant/group`.
     pub name: String,
@@ -68,6 +68,15 @@ impl KeygroupConfig {
             Actor::Admin => true,
             Actor::Node(node) => self.is_member(node),
         }
+    }
+
+    /// This keygroup as `reader` may see it ([`KeygroupConfig::may_see_secret`]): without the
+    /// secret unless the reader may see it (`None`: nobody's view, no secret).
+    pub fn scoped(mut self, reader: Option<&Actor>) -> Self {
+        if !reader.is_some_and(|reader| self.may_see_secret(reader)) {
+            self.secret.clear();
+        }
+        self
     }
 }
 

@@ -112,7 +112,8 @@ pub struct RegistryDigest {
     pub index: u64,
     pub members: Vec<MemberRecord>,
     pub nodes: Vec<NodeConfig>,
-    /// With secrets: digests travel only on internal routes (cluster secret).
+    /// With secrets: whole digests go only to control-plane members; a member's view
+    /// ([`RegistryDigest::scoped`]) carries its own node's only.
     pub keygroups: Vec<KeygroupConfig>,
     pub responsibilities: Vec<Responsibility>,
     /// The backup ledger: spaces, live reservations, snapshot records (no secrets).
@@ -130,6 +131,15 @@ impl RegistryDigest {
             responsibilities: registry.responsibilities.values().cloned().collect(),
             backup: registry.backup.state(),
         }
+    }
+
+    /// The digest as `reader` may see it: the secret of every keygroup it may not see is
+    /// left out ([`KeygroupConfig::scoped`]; `None`: every secret is).
+    pub fn scoped(mut self, reader: Option<&super::Actor>) -> Self {
+        for k in &mut self.keygroups {
+            *k = std::mem::take(k).scoped(reader);
+        }
+        self
     }
 }
 
