@@ -241,6 +241,10 @@ pub enum AclTokenCommand {
         policy: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// The token stops working this long after it is made (e.g. 24h; Consul's
+        /// ExpirationTTL). Default: until deleted.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
     },
     List,
     Delete {

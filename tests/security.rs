@@ -11,65 +11,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
 use hickory_proto::rr::RecordType;
+use support::pki::*;
 use support::*;
 
 /// The admin token every member is started with (a management token besides ACLs).
 const ADMIN: &str = "adm1n-t0ken-that-must-never-be-logged";
-
-fn make_pki(dir: &Path, names: &[(&str, &str)]) {
-    let d = dir.to_str().unwrap();
-    let out = cli(&["tls", "ca", "create", "--dir", d]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    for (kind, name) in names {
-        let mut args = vec!["tls", "cert", "create"];
-        args.extend(kind.split(' '));
-        args.extend(["--name", name, "--dir", d]);
-        let out = cli(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-}
-
-fn tls_flags(dir: &Path, name: &str) -> Vec<String> {
-    let file = |f: String| dir.join(f).display().to_string();
-    vec![
-        "--tls-cert".into(),
-        file(format!("{name}.pem")),
-        "--tls-key".into(),
-        file(format!("{name}-key.pem")),
-        "--tls-ca".into(),
-        file("ca.pem".into()),
-    ]
-}
-
-fn curl(args: &[&str]) -> Option<Output> {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .ok()
-}
-
-/// The CLI against `addr` over TLS with the cluster CA, as `token` (if any).
-fn hm(ca: &Path, addr: &str, token: Option<&str>, args: &[&str]) -> Output {
-    let ca = ca.display().to_string();
-    let url = format!("https://{addr}");
-    let mut all = vec!["--http-addr", url.as_str(), "--ca-file", ca.as_str()];
-    if let Some(token) = token {
-        all.extend(["--token", token]);
-    }
-    all.extend_from_slice(args);
-    cli(&all)
-}
-
-fn secret_of(output: &Output) -> String {
-    assert!(output.status.success(), "{}", stderr(output));
-    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    v["secret"].as_str().unwrap().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tls_cluster_with_acls() {

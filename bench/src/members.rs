@@ -147,14 +147,18 @@ async fn follow(
                 continue;
             }
             // Retention trimmed the feed past this member: as a member does, it re-bootstraps
-            // from a snapshot of the registry and follows on from there.
+            // from its view of the registry and follows on from there.
             Ok(Err(FeedError::Gone {
                 epoch: now,
                 first_index,
             })) if now == epoch => {
+                let view = ops::ViewRequest {
+                    node: "bench".into(),
+                    at: ops::ViewAt::Applied(first_index),
+                };
                 let digest = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    answer = call::<ops::Registry>(sender, addr, &first_index) => answer,
+                    answer = call::<ops::View>(sender, addr, &view) => answer,
                 };
                 match digest {
                     Ok(Ok(digest)) => {

@@ -48,6 +48,9 @@ pub enum Resource<'a> {
     Events,
     Backup,
     Acl,
+    /// What only a management token (or the admin token) may do: the whole registry at once
+    /// (`/v1/cp/snapshot`, as Consul's and etcd's snapshots). No rule grants it.
+    Management,
     Kv(&'a str),
     Keygroup(&'a str),
     Role(&'a str),
@@ -140,6 +143,7 @@ impl Rules {
             Resource::Events => self.events.map(|a| (0, a)),
             Resource::Backup => self.backup.map(|a| (0, a)),
             Resource::Acl => self.acl.map(|a| (0, a)),
+            Resource::Management => None,
             Resource::Kv(key) => longest(&self.kv, key),
             Resource::Keygroup(name) => longest(&self.keygroup, name),
             Resource::Role(name) => longest(&self.roles, name),

@@ -19,6 +19,9 @@ use std::sync::Arc;
 use hivemind_common::MemberId;
 use hivemind_tls::CertIdentity;
 
+use hivemind_common::acl::{Access, Resource};
+
+use crate::access::{self, Enforced, Need, Verdict};
 use crate::ops::{self, Op};
 use crate::registry::{Actor, MemberInfo, MemberState, Registry};
 use crate::requests::{AclRequest, MemberRequest};
@@ -68,6 +71,9 @@ pub enum Denied {
     NoIdentity,
     #[error("member {caller:?} may act only for itself: {detail}")]
     NotYourIdentity { caller: String, detail: String },
+    /// A member asked for a client whose token does not allow it.
+    #[error("the client's token does not allow this: {detail}")]
+    ClientNotAllowed { detail: String },
 }
 
 impl Denied {
@@ -76,6 +82,7 @@ impl Denied {
             Denied::NotControlPlane { .. } => "not_control_plane",
             Denied::NoIdentity => "no_identity",
             Denied::NotYourIdentity { .. } => "not_your_identity",
+            Denied::ClientNotAllowed { .. } => "permission_denied",
         }
     }
 }
@@ -151,11 +158,40 @@ pub fn may_join(member: &MemberInfo, caller: &Caller) -> Result<(), Denied> {
     Ok(())
 }
 
-/// Whether `caller` may ask `request`, judged on `registry` (sans IO).
+/// For whom a member asks beyond itself: the client whose token it forwards, judged with the
+/// control plane's own `--admin-token` at wall-clock `now_ms`.
+#[derive(Clone, Copy)]
+pub struct ForClient<'a> {
+    pub token: Option<&'a str>,
+    pub admin_token: Option<&'a str>,
+    pub now_ms: u64,
+}
+
+impl ForClient<'_> {
+    /// Whether the client's token allows `need` (the rule members apply on `/v1`,
+    /// [`access::decide`], on the control plane's table).
+    fn allows(&self, need: Need<'_>, registry: &Registry) -> Result<(), Denied> {
+        let acl = std::sync::Arc::new(Enforced::new(registry.acl().clone()));
+        match access::decide(&acl, self.admin_token, self.token, &need, self.now_ms) {
+            Verdict::Allow(..) => Ok(()),
+            Verdict::Refuse { code, message, .. } => Err(Denied::ClientNotAllowed {
+                detail: format!("{code}: {message}"),
+            }),
+            Verdict::UnknownToken => Err(Denied::ClientNotAllowed {
+                detail: "acl_not_found: no ACL token has this secret".into(),
+            }),
+        }
+    }
+}
+
+/// Whether `caller` may ask `request`, judged on `registry` (sans IO). What a member asks for
+/// a client (ACL changes, the admin's keygroup changes) needs the client's token to allow it
+/// (`client`).
 pub fn may_request(
     request: &MemberRequest,
     caller: &Caller,
     registry: &Registry,
+    client: ForClient<'_>,
 ) -> Result<(), Denied> {
     if caller.is_control_plane() {
         return Ok(());
@@ -192,26 +228,31 @@ pub fn may_request(
         MemberRequest::CreateKeygroup { node, .. } | MemberRequest::JoinKeygroup { node, .. } => {
             my_node(node)
         }
-        MemberRequest::UpdateKeygroup { by, .. } | MemberRequest::DeleteKeygroup { by, .. } => {
-            match by {
-                Actor::Node(node) => my_node(node),
-                Actor::Admin => Err(not_yours(
-                    name,
-                    "acting as the admin needs a control-plane member".into(),
-                )),
-            }
-        }
+        MemberRequest::UpdateKeygroup { name: k, by, .. }
+        | MemberRequest::DeleteKeygroup { name: k, by } => match by {
+            Actor::Node(node) => my_node(node),
+            Actor::Admin => client.allows(
+                Need {
+                    resource: Resource::Keygroup(k),
+                    access: Access::Write,
+                },
+                registry,
+            ),
+        },
         MemberRequest::Claim { node, machine, .. } => {
             is_me(machine)?;
             my_node(node)
         }
         // Bootstrap is open to anyone once (as the public route is); every other ACL change
-        // is decided where the token can be checked.
+        // needs the client's token to allow it.
         MemberRequest::Acl(AclRequest::Bootstrap) => Ok(()),
-        MemberRequest::Acl(_) => Err(not_yours(
-            name,
-            "ACL changes need a control-plane member".into(),
-        )),
+        MemberRequest::Acl(_) => client.allows(
+            Need {
+                resource: Resource::Acl,
+                access: Access::Write,
+            },
+            registry,
+        ),
     }
 }
 

@@ -20,6 +20,8 @@
 //! - [`answers`]: what the operations answer (applied commands, voter changes, status views).
 //! - [`ops`]: every internal operation, declared once: path, request, answer.
 //! - [`requests`]: what members ask of the control plane (the CP decides; sans-IO steps).
+//! - [`access`]: the ACL decision over the table, a token and what a request needs (sans IO;
+//!   members' `/v1` routes and delegated member requests alike).
 //! - [`authority`]: who may call which internal route and ask for whom (certificate
 //!   identities; sans-IO).
 //! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
@@ -28,6 +30,7 @@
 //! Invariant: the registry is changed only by applying committed log entries; everything a
 //! client is told was committed, was committed by a quorum and flushed to its log first.
 
+pub mod access;
 pub mod answers;
 pub mod authority;
 pub mod bootstrap;

@@ -18,7 +18,7 @@ use crate::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use crate::registry::{
     Command, FeedError, FeedPage, KeygroupConfig, KvEntry, MemberInfo, RegistryDigest,
 };
-use crate::requests::{MemberAnswer, MemberRequest};
+use crate::requests::{MemberAnswer, MemberCall};
 use crate::types::{NodeId, TypeConfig};
 
 /// One internal request/answer operation.
@@ -70,7 +70,7 @@ ops! {
     /// fault harness's synthetic members use it, members use [`Request`]).
     Propose = "/internal/v1/cp/propose": Command => Result<Applied, CpError>;
     /// A member's request, decided by the control plane (see [`crate::requests`]).
-    Request = "/internal/v1/cp/request": MemberRequest => Result<MemberAnswer, CpError>;
+    Request = "/internal/v1/cp/request": MemberCall => Result<MemberAnswer, CpError>;
     /// A member's node-scoped view of the registry (DESIGN.md §6e-2): the digest with the
     /// secrets of the asking node's keygroups only.
     View = "/internal/v1/cp/view": ViewRequest => Result<RegistryDigest, CpError>;

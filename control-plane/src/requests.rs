@@ -81,6 +81,24 @@ pub enum MemberRequest {
     Acl(AclRequest),
 }
 
+/// A member's request on the wire (`ops::Request`): what it asks and, for a request it makes
+/// for a client (an ACL change, the admin's keygroup change), the client's token, with which
+/// the control plane decides again (`crate::authority`). Never printed with the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCall {
+    pub request: MemberRequest,
+    pub client_token: Option<String>,
+}
+
+impl std::fmt::Debug for MemberCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberCall")
+            .field("request", &self.request)
+            .field("client_token", &self.client_token.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
 /// An ACL change as a member asks for it: secrets are drawn by the control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AclRequest {
@@ -95,6 +113,8 @@ pub enum AclRequest {
     CreateToken {
         policies: Vec<String>,
         description: String,
+        /// How long it works (Consul's `ExpirationTTL`); `None`: until deleted.
+        ttl_ms: Option<u64>,
     },
     DeleteToken {
         accessor: String,
@@ -117,9 +137,10 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
-/// The command an ACL request becomes, and the token it makes (whose secret only the asker
-/// hears; the command carries its hash). Sans IO apart from drawing the secret.
-pub fn acl_step(request: AclRequest) -> (Command, Option<NewToken>) {
+/// The command an ACL request becomes at wall-clock time `now_ms`, and the token it makes
+/// (whose secret only the asker hears; the command carries its hash). Sans IO apart from
+/// drawing the secret.
+pub fn acl_step(request: AclRequest, now_ms: u64) -> (Command, Option<NewToken>) {
     use hivemind_common::secret::{new_token, token_hash};
     let mut rng = rand::thread_rng();
     let mut fresh = || NewToken {
@@ -138,6 +159,7 @@ pub fn acl_step(request: AclRequest) -> (Command, Option<NewToken>) {
         AclRequest::CreateToken {
             policies,
             description,
+            ttl_ms,
         } => {
             let token = fresh();
             let op = AclOp::TokenCreate {
@@ -145,6 +167,7 @@ pub fn acl_step(request: AclRequest) -> (Command, Option<NewToken>) {
                 secret_hash: token_hash(&token.secret),
                 policies,
                 description,
+                expires_at_ms: ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
             };
             (op, Some(token))
         }

@@ -193,6 +193,7 @@ pub fn commands() -> Vec<Command> {
             secret_hash: [7; 32],
             policies: vec!["app-read".into()],
             description: "seed".into(),
+            expires_at_ms: Some(1_900_000_000_000),
         }),
     ]
 }

@@ -1,8 +1,11 @@
 //! ACL enforcement on every `/v1` route (DESIGN.md §6e): what a request needs ([`need`], sans
-//! IO), who is asking (the token in `Authorization: Bearer`, `X-Hivemind-Token` or
-//! `X-Consul-Token`, else anonymous), and the decision, made by `common::acl::allows` over the
-//! token's policies. `--admin-token` stays a management token, and before `acl bootstrap` a
-//! cluster behaves as it always did (open, or the admin token alone).
+//! IO), who is asking (the token in `Authorization: Bearer`, `X-Hivemind-Token`,
+//! `X-Consul-Token` or Consul's `?token=`, else anonymous), and the decision
+//! (`hivemind_control_plane::access::decide`, the one rule the control plane also applies to
+//! what a member asks for a client). `--admin-token` stays a management token, and before
+//! `acl bootstrap` a cluster behaves as it always did (open, or the admin token alone). An
+//! allowed request carries its [`Grant`] (answers that list filter by it) and the
+//! [`ClientToken`] (forwarded when a member asks the control plane to act for the client).
 //!
 //! Every member enforces from its own copy of the ACL table ([`AclCache`]): re-read from the
 //! control plane on every `acl_changed` event its feed brings, every [`REFRESH`] while its feed
@@ -10,7 +13,6 @@
 //! ago on another member works right away; a deleted one may keep working until the member's
 //! feed brings the change, as in Consul's token cache).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +21,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hivemind_common::acl::{allows, Access, Resource, Rules};
+use hivemind_common::acl::{Access, Resource};
 use hivemind_common::backoff::Backoff;
-use hivemind_common::secret::{constant_time_eq, is_token};
+pub use hivemind_control_plane::access::{decide, Accessor, Enforced, Grant, Need, Verdict};
 use hivemind_control_plane::http::ApiError;
-use hivemind_control_plane::registry::{AclTable, ANONYMOUS};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -35,29 +36,12 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 /// How long a request waits for a fresher table (an unknown token, or none read yet).
 const WAIT_FOR_TABLE: Duration = Duration::from_secs(3);
 
-/// What a request touches and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Need<'a> {
-    pub resource: Resource<'a>,
-    pub access: Access,
-}
-
-/// How a refusal names the resource.
-fn describe(resource: &Resource<'_>) -> String {
-    match resource {
-        Resource::Cp => "cp".into(),
-        Resource::Events => "events".into(),
-        Resource::Backup => "backup".into(),
-        Resource::Acl => "acl".into(),
-        Resource::Kv(k) => format!("kv {k:?}"),
-        Resource::Keygroup(k) => format!("keygroup {k:?}"),
-        Resource::Role(r) => format!("role {r:?}"),
-    }
-}
-
 /// What a `/v1` request needs (sans IO): reads are GET/HEAD, everything else writes. Routes
-/// nobody names (and the cluster's own state: status, members, nodes) fall under `cp`.
-pub fn need<'a>(method: &Method, path: &'a str) -> Need<'a> {
+/// nobody names (and the cluster's own state: status, members, nodes) fall under `cp`; the
+/// whole registry (`/v1/cp/snapshot`) needs a management token; a KV listing needs its
+/// `prefix` (`list_prefix`, from the query), and its answer keeps only the keys the token
+/// may read.
+pub fn need<'a>(method: &Method, path: &'a str, list_prefix: Option<&'a str>) -> Need<'a> {
     let access = if matches!(*method, Method::GET | Method::HEAD) {
         Access::Read
     } else {
@@ -66,7 +50,9 @@ pub fn need<'a>(method: &Method, path: &'a str) -> Need<'a> {
     let rest = path.strip_prefix("/v1/").unwrap_or(path);
     let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let resource = match first {
+        "kv" if tail.is_empty() => Resource::Kv(list_prefix.unwrap_or("")),
         "kv" => Resource::Kv(tail),
+        "cp" if tail == "snapshot" => Resource::Management,
         "keygroups" => Resource::Keygroup(tail),
         "events" => Resource::Events,
         "backup" => Resource::Backup,
@@ -79,8 +65,8 @@ pub fn need<'a>(method: &Method, path: &'a str) -> Need<'a> {
     Need { resource, access }
 }
 
-/// The token a request presents, if any.
-pub fn presented(headers: &HeaderMap) -> Option<&str> {
+/// The token a request presents, if any: a header, else `?token=` (`query_token`).
+pub fn presented<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<&'a str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,115 +75,56 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
     let consul = headers
         .get(CONSUL_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok());
-    bearer.or(direct).or(consul).map(str::trim)
+    bearer.or(direct).or(consul).or(query_token).map(str::trim)
 }
 
-/// Who made a request, for the access log: a token's accessor, `admin-token` or `anonymous`;
-/// never a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accessor(pub String);
+/// The token the client presented, for a member that asks the control plane to act for the
+/// client (the control plane decides with it again). Never printed.
+#[derive(Clone, Default)]
+pub struct ClientToken(pub Option<String>);
 
-/// The ACL table with its policies parsed, as this member enforces it.
-#[derive(Debug, Default)]
-pub struct Enforced {
-    pub table: AclTable,
-    rules: BTreeMap<String, Rules>,
-}
-
-impl Enforced {
-    pub fn new(table: AclTable) -> Self {
-        // Rules were checked when written; one that no longer parses grants nothing.
-        let rules = table
-            .policies
-            .iter()
-            .filter_map(|(name, p)| Some((name.clone(), Rules::parse(&p.rules).ok()?)))
-            .collect();
-        Self { table, rules }
-    }
-
-    fn policies<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a Rules> + 'a {
-        names.iter().filter_map(|n| self.rules.get(n))
-    }
-}
-
-/// The decision for one request (sans IO).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Allow(Accessor),
-    /// 401/403 with a code and a message naming what is missing; `who` for the access log.
-    Refuse {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-        who: Accessor,
-    },
-    /// The secret is well formed but not in this table: look again in a fresher one.
-    UnknownToken,
-}
-
-/// Decides a request needing `need` that presented `token` (sans IO). `admin` is
-/// `--admin-token`.
-pub fn decide(
-    acl: &Enforced,
-    admin: Option<&str>,
-    token: Option<&str>,
-    need: &Need<'_>,
-) -> Verdict {
-    if let (Some(admin), Some(given)) = (admin, token) {
-        if constant_time_eq(admin.as_bytes(), given.as_bytes()) {
-            return Verdict::Allow(Accessor("admin-token".into()));
-        }
-    }
-    if !acl.table.bootstrapped {
-        // Before ACLs: open, or the admin token alone, as before.
-        return match admin {
-            None => Verdict::Allow(Accessor("anonymous".into())),
-            Some(_) => Verdict::Refuse {
-                status: StatusCode::UNAUTHORIZED,
-                code: "unauthorized",
-                message: "this member requires the admin token (Authorization: Bearer T or X-Hivemind-Token)".into(),
-                who: Accessor(if token.is_some() { "wrong-token" } else { "anonymous" }.into()),
-            },
-        };
-    }
-    let (who, policies): (String, Vec<String>) = match token {
-        None => ("anonymous".into(), vec![ANONYMOUS.to_string()]),
-        Some(secret) if !is_token(secret) => {
-            return Verdict::Refuse {
-                status: StatusCode::UNAUTHORIZED,
-                code: "malformed_token",
-                message: "the token is not an ACL secret (a UUID such as 0b6a1c52-6f7e-4d2b-9a3c-1f2e3d4c5b6a)".into(),
-                who: Accessor("malformed-token".into()),
-            }
-        }
-        Some(secret) => match acl.table.token_by_secret(secret) {
-            None => return Verdict::UnknownToken,
-            Some(t) if t.management => return Verdict::Allow(Accessor(t.accessor.clone())),
-            Some(t) => (t.accessor.clone(), t.policies.clone()),
-        },
-    };
-    if allows(acl.policies(&policies), &need.resource, need.access) {
-        return Verdict::Allow(Accessor(who));
-    }
-    let wanted = match need.access {
-        Access::Read => "read",
-        _ => "write",
-    };
-    let message = format!(
-        "{} may not {wanted} {}",
-        if who == "anonymous" {
-            "an anonymous request".to_string()
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ClientToken(..)"
         } else {
-            format!("token {who}")
-        },
-        describe(&need.resource)
-    );
-    Verdict::Refuse {
-        status: StatusCode::FORBIDDEN,
-        code: "permission_denied",
-        message,
-        who: Accessor(who),
+            "ClientToken(None)"
+        })
     }
+}
+
+/// `uri` without its `token` query parameter: routes never see the secret (and strict query
+/// parsers do not refuse it).
+fn without_token(uri: &axum::http::Uri) -> axum::http::Uri {
+    let Some(query) = uri.query() else {
+        return uri.clone();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some("token"))
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    axum::http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// The query parameters `token` and `prefix`, decoded.
+fn query_params(uri: &axum::http::Uri) -> (Option<String>, Option<String>) {
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let find = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    (find("token"), find("prefix"))
 }
 
 /// This member's copy of the ACL table: `None` until first read.
@@ -311,17 +238,22 @@ pub(crate) fn timed_read_due(have_table: bool, feed_caught_up: bool) -> bool {
 /// TLS; `/metrics` and the dashboard page are outside `/v1`).
 pub(crate) async fn enforce(
     State(agent): State<Arc<Agent>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
+    let path = request.uri().path().to_string();
     if !path.starts_with("/v1/") {
         return next.run(request).await;
     }
     // A change of the ACL table itself: answered only once this member enforces it.
     let acl_write = path.starts_with("/v1/acl/") && request.method() != Method::GET;
-    let need = need(request.method(), path);
-    let token = presented(request.headers());
+    let (query_token, prefix) = query_params(request.uri());
+    if query_token.is_some() {
+        *request.uri_mut() = without_token(request.uri());
+    }
+    let need = need(request.method(), &path, prefix.as_deref());
+    let token = presented(request.headers(), query_token.as_deref()).map(str::to_string);
+    let token = token.as_deref();
     let admin = agent.config.admin_token.as_deref();
     let Some(mut table) = agent.acl.table().await else {
         return ApiError::new(
@@ -333,15 +265,20 @@ pub(crate) async fn enforce(
     };
     // (Before bootstrap and without an admin token everything is allowed, `acl bootstrap`
     // included.)
-    let mut verdict = decide(&table, admin, token, &need);
-    if verdict == Verdict::UnknownToken {
+    let now = hivemind_control_plane::access::now_ms();
+    let mut verdict = decide(&table, admin, token, &need, now);
+    if verdict.is_unknown_token() {
         if let Some(fresher) = agent.acl.fresher(Some(&table)).await {
             table = fresher;
-            verdict = decide(&table, admin, token, &need);
+            verdict = decide(&table, admin, token, &need, now);
         }
     }
     match verdict {
-        Verdict::Allow(accessor) => {
+        Verdict::Allow(accessor, grant) => {
+            request.extensions_mut().insert(grant);
+            request
+                .extensions_mut()
+                .insert(ClientToken(token.map(str::to_string)));
             let mut response = next.run(request).await;
             if acl_write && response.status().is_success() {
                 // This member enforces its own ACL changes before it answers them.

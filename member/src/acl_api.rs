@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -15,6 +15,7 @@ use hivemind_control_plane::requests::{AclRequest, MemberAnswer, MemberRequest, 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::acl::ClientToken;
 use crate::state::Agent;
 
 #[derive(utoipa::OpenApi)]
@@ -54,6 +55,9 @@ pub struct TokenView {
     pub management: bool,
     pub description: String,
     pub create_index: u64,
+    /// When it stops working (ms since the Unix epoch; Consul's `ExpirationTime`), if made
+    /// with a TTL.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// The body of `POST /v1/acl/tokens`.
@@ -63,6 +67,9 @@ pub struct CreateToken {
     pub policies: Vec<String>,
     #[serde(default)]
     pub description: String,
+    /// How long the token works, e.g. `24h` (Consul's `ExpirationTTL`); refused once expired.
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 /// A change was committed at `index`.
@@ -71,8 +78,21 @@ pub struct Changed {
     pub index: u64,
 }
 
-async fn token_request(agent: &Agent, request: AclRequest) -> Result<Json<NewToken>, ApiError> {
-    match agent.cp.request(MemberRequest::Acl(request)).await? {
+/// The client's token, forwarded with what this member asks for it (the control plane decides
+/// it again when this member is outside the control plane).
+type Client = Option<Extension<ClientToken>>;
+
+fn token_of(client: Client) -> ClientToken {
+    client.map(|Extension(t)| t).unwrap_or_default()
+}
+
+async fn token_request(
+    agent: &Agent,
+    client: Client,
+    request: AclRequest,
+) -> Result<Json<NewToken>, ApiError> {
+    let request = MemberRequest::Acl(request);
+    match agent.cp.request_for(request, &token_of(client)).await? {
         MemberAnswer::Token(token) => Ok(Json(token)),
         other => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -82,11 +102,22 @@ async fn token_request(agent: &Agent, request: AclRequest) -> Result<Json<NewTok
     }
 }
 
-async fn change(agent: &Agent, request: AclRequest) -> Result<Json<Changed>, ApiError> {
-    let applied = agent.cp.apply(MemberRequest::Acl(request)).await?;
-    Ok(Json(Changed {
-        index: applied.index,
-    }))
+async fn change(
+    agent: &Agent,
+    client: Client,
+    request: AclRequest,
+) -> Result<Json<Changed>, ApiError> {
+    let request = MemberRequest::Acl(request);
+    match agent.cp.request_for(request, &token_of(client)).await? {
+        MemberAnswer::Applied(applied) => Ok(Json(Changed {
+            index: applied.index,
+        })),
+        other => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopped",
+            format!("unexpected answer {other:?}"),
+        )),
+    }
 }
 
 /// Turns ACLs on and answers the first management token; once only (409
@@ -94,8 +125,11 @@ async fn change(agent: &Agent, request: AclRequest) -> Result<Json<Changed>, Api
 #[utoipa::path(post, path = "/v1/acl/bootstrap", tag = "acl",
     responses((status = 200, body = NewToken), (status = 409, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn bootstrap(State(agent): State<Arc<Agent>>) -> Result<Json<NewToken>, ApiError> {
-    token_request(&agent, AclRequest::Bootstrap).await
+async fn bootstrap(
+    State(agent): State<Arc<Agent>>,
+    client: Client,
+) -> Result<Json<NewToken>, ApiError> {
+    token_request(&agent, client, AclRequest::Bootstrap).await
 }
 
 /// Creates or replaces a policy; the body is its TOML rules.
@@ -106,6 +140,7 @@ async fn bootstrap(State(agent): State<Arc<Agent>>) -> Result<Json<NewToken>, Ap
 async fn set_policy(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
+    client: Client,
     body: Bytes,
 ) -> Result<Json<Changed>, ApiError> {
     let rules = String::from_utf8(body.to_vec()).map_err(|_| {
@@ -115,7 +150,7 @@ async fn set_policy(
             "rules must be UTF-8 TOML",
         )
     })?;
-    change(&agent, AclRequest::SetPolicy { name, rules }).await
+    change(&agent, client, AclRequest::SetPolicy { name, rules }).await
 }
 
 #[utoipa::path(delete, path = "/v1/acl/policy/{name}", tag = "acl",
@@ -125,8 +160,9 @@ async fn set_policy(
 async fn delete_policy(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
+    client: Client,
 ) -> Result<Json<Changed>, ApiError> {
-    change(&agent, AclRequest::DeletePolicy { name }).await
+    change(&agent, client, AclRequest::DeletePolicy { name }).await
 }
 
 #[utoipa::path(get, path = "/v1/acl/policies", tag = "acl",
@@ -154,15 +190,26 @@ async fn policies(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<PolicyView
         (status = 503, body = ErrorBody)))]
 async fn create_token(
     State(agent): State<Arc<Agent>>,
+    client: Client,
     body: Bytes,
 ) -> Result<Json<NewToken>, ApiError> {
     let body: CreateToken = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")))?;
+    let ttl_ms = match &body.ttl {
+        None => None,
+        Some(text) => match hivemind_common::duration::parse(text) {
+            Ok(ttl) if !ttl.is_zero() => Some(ttl.as_millis() as u64),
+            Ok(_) => return Err(ApiError::bad_request("ttl: must be more than 0")),
+            Err(e) => return Err(ApiError::bad_request(format!("ttl: {e}"))),
+        },
+    };
     token_request(
         &agent,
+        client,
         AclRequest::CreateToken {
             policies: body.policies,
             description: body.description,
+            ttl_ms,
         },
     )
     .await
@@ -184,6 +231,7 @@ async fn tokens(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<TokenView>>,
                 management: t.management,
                 description: t.description,
                 create_index: t.create_index,
+                expires_at_ms: t.expires_at_ms,
             })
             .collect(),
     ))
@@ -196,6 +244,7 @@ async fn tokens(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<TokenView>>,
 async fn delete_token(
     State(agent): State<Arc<Agent>>,
     Path(accessor): Path<String>,
+    client: Client,
 ) -> Result<Json<Changed>, ApiError> {
-    change(&agent, AclRequest::DeleteToken { accessor }).await
+    change(&agent, client, AclRequest::DeleteToken { accessor }).await
 }

@@ -56,6 +56,7 @@ async fn reach_control_plane(
         cp_config.snapshot_every = config.raft_snapshot_every;
         cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
         cp_config.cluster_secret = config.cluster_secret();
+        cp_config.admin_token = config.admin_token.clone();
         cp_config.tls = config.client_tls();
         cp_config.join_token = config.join_token.clone();
         cp_config.event_retention = config.event_retention;

@@ -75,6 +75,23 @@ impl AgentConfig {
     pub fn cluster_secret(&self) -> Option<String> {
         self.gossip_key.as_ref().map(gossip::seal::cluster_secret)
     }
+
+    /// This member's [`trust_mode`].
+    pub fn trust_mode(&self) -> &'static str {
+        trust_mode(self.tls.is_some(), self.gossip_key.is_some())
+    }
+}
+
+/// Who a member trusts inside the cluster (DESIGN.md §6e-2), as `hivemind status` shows it:
+/// `tls+identity` (certificates name each member; the control plane acts on them),
+/// `shared-secret` (a gossip key only: every member holds the cluster secret, one trust
+/// domain), `open` (neither).
+pub fn trust_mode(tls: bool, gossip_key: bool) -> &'static str {
+    match (tls, gossip_key) {
+        (true, _) => "tls+identity",
+        (false, true) => "shared-secret",
+        (false, false) => "open",
+    }
 }
 
 /// Secure by default (DESIGN.md §6e): a member listening beyond loopback needs a gossip key
@@ -142,6 +159,14 @@ pub enum AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trust_mode_names_who_holds_what() {
+        assert_eq!(trust_mode(true, true), "tls+identity");
+        assert_eq!(trust_mode(true, false), "tls+identity");
+        assert_eq!(trust_mode(false, true), "shared-secret");
+        assert_eq!(trust_mode(false, false), "open");
+    }
 
     #[test]
     fn task_threads_follow_the_cores() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hivemind_common::MemberId;
 
+use crate::acl::ClientToken;
 use crate::cp_choice;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{
@@ -18,7 +19,7 @@ use hivemind_control_plane::ops::{
 use hivemind_control_plane::registry::{
     AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, RegistryDigest,
 };
-use hivemind_control_plane::requests::{MemberAnswer, MemberRequest};
+use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
 pub enum CpAccess {
@@ -142,12 +143,30 @@ impl CpClient {
 }
 
 impl CpAccess {
-    /// Asks the control plane to do what `request` names; it decides (see
+    /// Asks the control plane to do what `request` names for this member; it decides (see
     /// `hivemind_control_plane::requests`).
     pub async fn request(&self, request: MemberRequest) -> Result<MemberAnswer, CpError> {
+        self.request_for(request, &ClientToken::default()).await
+    }
+
+    /// Asks the control plane to do what `request` names for a client that presented
+    /// `client` here: a control-plane member already decided the client's token (its ACL
+    /// layer), any other forwards it and the control plane decides it again
+    /// (`authority::may_request`).
+    pub async fn request_for(
+        &self,
+        request: MemberRequest,
+        client: &ClientToken,
+    ) -> Result<MemberAnswer, CpError> {
         match self {
             CpAccess::Member(cp) => cp.request(request).await,
-            CpAccess::Client(client) => client.op::<ops::Request>(&request).await?,
+            CpAccess::Client(client_of_cp) => {
+                let call = MemberCall {
+                    request,
+                    client_token: client.0.clone(),
+                };
+                client_of_cp.op::<ops::Request>(&call).await?
+            }
         }
     }
 

@@ -6,17 +6,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use hivemind_common::acl::{Access, Resource};
 use hivemind_control_plane::http::views::{ErrorBody, KeygroupView, ResponsibilityView};
 use hivemind_control_plane::http::{views, ApiError};
+use hivemind_control_plane::ops::ViewAt;
 use hivemind_control_plane::registry::{validate_keygroup_name, Actor, CommandOutput};
-use hivemind_control_plane::requests::{KeygroupChanges, MemberRequest};
+use hivemind_control_plane::requests::{KeygroupChanges, MemberAnswer, MemberRequest};
+use hivemind_control_plane::Applied;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::acl::{ClientToken, Grant};
 use crate::cp_access::CpAccess;
 use crate::member_api::registry;
 use crate::state::Agent;
@@ -76,20 +80,25 @@ async fn view_of(agent: &Agent, name: &str) -> Result<KeygroupView, ApiError> {
     Ok(views::keygroup(&k, show))
 }
 
-/// Proposes `command` and, on success, answers the keygroup as it stands after it (read from
-/// a CP member that applied the command).
+/// Proposes `command` for the client (whose token goes along: the control plane decides it
+/// again for the admin's changes, DESIGN.md §6e-2) and, on success, answers the keygroup as
+/// it stands after it.
 async fn write_and_show(
     agent: &Agent,
     name: &str,
     request: MemberRequest,
+    client: Option<Extension<ClientToken>>,
 ) -> Result<KeygroupView, ApiError> {
-    let applied = agent.cp.apply(request).await?;
-    match applied.output {
-        CommandOutput::Keygroup { .. } => view_of(agent, name).await,
+    let client = client.map(|Extension(t)| t).unwrap_or_default();
+    match agent.cp.request_for(request, &client).await? {
+        MemberAnswer::Applied(Applied {
+            output: CommandOutput::Keygroup { .. },
+            ..
+        }) => view_of(agent, name).await,
         other => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopped",
-            format!("unexpected outcome {other:?}"),
+            format!("unexpected answer {other:?}"),
         )),
     }
 }
@@ -98,15 +107,30 @@ async fn write_and_show(
 #[utoipa::path(get, path = "/v1/keygroups", tag = "keygroups",
     responses((status = 200, description = "The keygroups", body = [KeygroupView]),
         (status = 503, description = "No control plane reachable", body = ErrorBody)))]
-async fn list(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<KeygroupView>>, ApiError> {
-    let registry = registry(&agent).await?;
+async fn list(
+    State(agent): State<Arc<Agent>>,
+    grant: Option<Extension<Grant>>,
+) -> Result<Json<Vec<KeygroupView>>, ApiError> {
+    let actor = actor(&agent);
+    let registry = match (agent.cp.as_ref(), &actor) {
+        (CpAccess::Member(cp), Actor::Admin) => cp.view(ViewAt::Applied(0), Some(&actor)).await?,
+        _ => registry(&agent).await?,
+    };
     Ok(Json(
         registry
             .keygroups
             .iter()
-            .map(|k| views::keygroup(k, k.may_see_secret(&actor(&agent))))
+            .filter(|k| readable(&grant, &k.name))
+            .map(|k| views::keygroup(k, k.may_see_secret(&actor) && !k.secret.is_empty()))
             .collect(),
     ))
+}
+
+/// Whether the request's token may read keygroup `name` (listings keep only those).
+fn readable(grant: &Option<Extension<Grant>>, name: &str) -> bool {
+    grant
+        .as_ref()
+        .is_none_or(|g| g.allows(&Resource::Keygroup(name), Access::Read))
 }
 
 /// One keygroup.
@@ -149,6 +173,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resu
 async fn create(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
+    client: Option<Extension<ClientToken>>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<KeygroupView>), ApiError> {
     let name = name_of(&app, &tenant, &group)?;
@@ -161,7 +186,7 @@ async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        Json(write_and_show(&agent, &name, command).await?),
+        Json(write_and_show(&agent, &name, command, client).await?),
     ))
 }
 
@@ -181,6 +206,7 @@ pub type UpdateBody = KeygroupChanges;
 async fn update(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
+    client: Option<Extension<ClientToken>>,
     body: axum::body::Bytes,
 ) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
@@ -190,7 +216,7 @@ async fn update(
         by: actor(&agent),
         changes: body,
     };
-    Ok(Json(write_and_show(&agent, &name, command).await?))
+    Ok(Json(write_and_show(&agent, &name, command, client).await?))
 }
 
 /// Tombstones a keygroup (irreversible).
@@ -202,13 +228,14 @@ async fn update(
 async fn delete(
     State(agent): State<Arc<Agent>>,
     Path((app, tenant, group)): Path<(String, String, String)>,
+    client: Option<Extension<ClientToken>>,
 ) -> Result<Json<KeygroupView>, ApiError> {
     let name = name_of(&app, &tenant, &group)?;
     let command = MemberRequest::DeleteKeygroup {
         name: name.clone(),
         by: actor(&agent),
     };
-    Ok(Json(write_and_show(&agent, &name, command).await?))
+    Ok(Json(write_and_show(&agent, &name, command, client).await?))
 }
 
 /// Every held (node, keygroup) with its holder and fence, and the subscriptions the holder
@@ -219,8 +246,12 @@ async fn delete(
         (status = 503, description = "No control plane reachable", body = ErrorBody)))]
 async fn responsibilities(
     State(agent): State<Arc<Agent>>,
+    grant: Option<Extension<Grant>>,
 ) -> Result<Json<Vec<ResponsibilityView>>, ApiError> {
-    let registry = registry(&agent).await?;
+    let mut registry = registry(&agent).await?;
+    registry
+        .responsibilities
+        .retain(|r| readable(&grant, &r.keygroup));
     let holder = |id| registry.members.iter().find(|m| m.info.id == id);
     let mut asks = tokio::task::JoinSet::new();
     for (i, r) in registry.responsibilities.iter().enumerate() {

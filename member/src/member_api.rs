@@ -89,6 +89,10 @@ pub struct StatusView {
     pub waiting_for: Vec<String>,
     /// The control plane as this member sees it (`null` when none answered).
     pub control_plane: Option<hivemind_control_plane::CpStatus>,
+    /// Who this member trusts inside the cluster: `tls+identity`, `shared-secret` or `open`
+    /// (DESIGN.md §6e-2).
+    #[serde(default)]
+    pub trust: String,
 }
 
 /// This member: identity, readiness and why not, gossip, feed, control plane.
@@ -164,6 +168,7 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
         },
         waiting_for,
         control_plane: cp,
+        trust: agent.config.trust_mode().to_string(),
     })
 }
 

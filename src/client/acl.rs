@@ -96,10 +96,15 @@ async fn token(client: &Client, command: AclTokenCommand) -> Result<()> {
         AclTokenCommand::Create {
             policy,
             description,
+            ttl,
         } => {
+            if ttl.is_some_and(|ttl| ttl.is_zero()) {
+                anyhow::bail!("--ttl: must be more than 0");
+            }
             let body = serde_json::to_vec(&CreateToken {
                 policies: policy,
                 description,
+                ttl: ttl.map(|ttl| format!("{}ms", ttl.as_millis())),
             })?;
             let token: NewToken = client
                 .call(Method::POST, "/v1/acl/tokens", Some(body))

@@ -148,6 +148,9 @@ pub async fn status(client: &Client) -> Result<()> {
         status.generation,
         cell(status.epoch)
     )?;
+    if !status.trust.is_empty() {
+        outln!("trust: {}", status.trust)?;
+    }
     if status.ready {
         outln!("ready: yes")?;
     } else {

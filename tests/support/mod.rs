@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod pki;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;

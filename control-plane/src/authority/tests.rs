@@ -3,7 +3,7 @@
 use hivemind_common::MemberId;
 
 use super::*;
-use crate::registry::{Command, MemberInfo};
+use crate::registry::{AclOp, Command, MemberInfo};
 
 fn id(n: u64) -> MemberId {
     MemberId::new(n).unwrap()
@@ -40,6 +40,15 @@ fn registry() -> Registry {
             .unwrap();
     }
     registry
+}
+
+/// No client token, no admin token.
+fn nobody() -> ForClient<'static> {
+    ForClient {
+        token: None,
+        admin_token: None,
+        now_ms: 1_000,
+    }
 }
 
 fn web1() -> Caller {
@@ -89,9 +98,9 @@ fn only_control_plane_certificates_reach_control_plane_routes() {
 #[test]
 fn a_member_speaks_only_for_itself() {
     let registry = registry();
-    let ok = |request: MemberRequest| may_request(&request, &web1(), &registry);
+    let ok = |request: MemberRequest| may_request(&request, &web1(), &registry, nobody());
     let denied = |request: MemberRequest| {
-        may_request(&request, &web1(), &registry)
+        may_request(&request, &web1(), &registry, nobody())
             .unwrap_err()
             .code()
     };
@@ -151,14 +160,7 @@ fn a_member_speaks_only_for_itself() {
         denied(delete(Actor::Node("dns".into()))),
         "not_your_identity"
     );
-    assert_eq!(denied(delete(Actor::Admin)), "not_your_identity");
     assert_eq!(ok(MemberRequest::Acl(AclRequest::Bootstrap)), Ok(()));
-    assert_eq!(
-        denied(MemberRequest::Acl(AclRequest::DeletePolicy {
-            name: "p".into()
-        })),
-        "not_your_identity"
-    );
     // Its own admission, as a member; never as a control-plane member.
     assert_eq!(
         ok(MemberRequest::Admit {
@@ -180,10 +182,18 @@ fn a_member_speaks_only_for_itself() {
     );
     // The control plane and a cluster without identities may ask anything.
     for caller in [Caller::member("cp1", true), Caller::SharedSecret] {
-        assert_eq!(may_request(&claim("dns", 2), &caller, &registry), Ok(()));
+        assert_eq!(
+            may_request(&claim("dns", 2), &caller, &registry, nobody()),
+            Ok(())
+        );
     }
     assert_eq!(
-        may_request(&claim("web", 1), &Caller::Certified(None), &registry),
+        may_request(
+            &claim("web", 1),
+            &Caller::Certified(None),
+            &registry,
+            nobody()
+        ),
         Err(Denied::NoIdentity)
     );
 }
@@ -202,4 +212,110 @@ fn a_member_reads_secrets_only_for_its_node() {
     assert_eq!(secrets_for("web", &newcomer, &registry), Ok(None));
     let cp = Caller::member("cp1", true);
     assert_eq!(secrets_for("dns", &cp, &registry), Ok(node("dns")));
+}
+
+#[test]
+fn what_a_member_asks_for_a_client_needs_the_clients_token() {
+    use hivemind_common::secret::{new_token, token_hash};
+    let mut registry = registry();
+    let acl_change = MemberRequest::Acl(AclRequest::DeletePolicy { name: "p".into() });
+    let admin_delete = MemberRequest::DeleteKeygroup {
+        name: "a/b/c".into(),
+        by: Actor::Admin,
+    };
+    let asks = |registry: &Registry, request: &MemberRequest, client: ForClient<'_>| {
+        may_request(request, &web1(), registry, client).map_err(|d| d.code())
+    };
+    // Before ACLs and without an admin token the cluster is open, as on `/v1`.
+    assert_eq!(asks(&registry, &acl_change, nobody()), Ok(()));
+    // With an admin token, only it.
+    let admin = ForClient {
+        admin_token: Some("adm1n"),
+        ..nobody()
+    };
+    assert_eq!(
+        asks(&registry, &acl_change, admin),
+        Err("permission_denied")
+    );
+    let with_admin = ForClient {
+        token: Some("adm1n"),
+        ..admin
+    };
+    assert_eq!(asks(&registry, &admin_delete, with_admin), Ok(()));
+
+    // Once bootstrapped: a management token may, a reader's and an expired one may not.
+    let mut rng = rand::thread_rng();
+    let (root, root_secret) = (new_token(&mut rng), new_token(&mut rng));
+    let (reader, reader_secret) = (new_token(&mut rng), new_token(&mut rng));
+    let (old, old_secret) = (new_token(&mut rng), new_token(&mut rng));
+    for (index, op) in [
+        (
+            10,
+            AclOp::Bootstrap {
+                accessor: root,
+                secret_hash: token_hash(&root_secret),
+            },
+        ),
+        (
+            11,
+            AclOp::PolicySet {
+                name: "kg".into(),
+                rules: "[keygroup]\n\"a/\" = \"write\"\n".into(),
+            },
+        ),
+        (
+            12,
+            AclOp::TokenCreate {
+                accessor: reader,
+                secret_hash: token_hash(&reader_secret),
+                policies: vec!["kg".into()],
+                description: String::new(),
+                expires_at_ms: None,
+            },
+        ),
+        (
+            13,
+            AclOp::TokenCreate {
+                accessor: old,
+                secret_hash: token_hash(&old_secret),
+                policies: vec!["kg".into()],
+                description: String::new(),
+                expires_at_ms: Some(500),
+            },
+        ),
+    ] {
+        registry.apply(index, &Command::Acl(op)).unwrap();
+    }
+    let token = |secret| ForClient {
+        token: Some(secret),
+        ..nobody()
+    };
+    assert_eq!(
+        asks(&registry, &acl_change, nobody()),
+        Err("permission_denied")
+    );
+    assert_eq!(asks(&registry, &acl_change, token(&root_secret)), Ok(()));
+    assert_eq!(
+        asks(&registry, &acl_change, token(&reader_secret)),
+        Err("permission_denied")
+    );
+    assert_eq!(
+        asks(&registry, &admin_delete, token(&reader_secret)),
+        Ok(())
+    );
+    assert_eq!(
+        asks(&registry, &admin_delete, token(&old_secret)),
+        Err("permission_denied"),
+        "expired at 500 ms, asked at 1000"
+    );
+    // A control-plane certificate is the control plane: no client needed.
+    assert_eq!(
+        may_request(
+            &acl_change,
+            &Caller::member("cp1", true),
+            &registry,
+            nobody()
+        ),
+        Ok(())
+    );
 }

@@ -69,6 +69,9 @@ pub struct CpConfig {
     pub tls: Option<hivemind_common::tls::ClientTls>,
     /// The token a join must present (`--join-token`); `None`: no token needed.
     pub join_token: Option<String>,
+    /// `--admin-token`: a management token when a member forwards a client's token for a
+    /// request it makes for the client (`crate::authority`).
+    pub admin_token: Option<String>,
     /// The leader trims the event feed once it holds more events than this (to the newest half).
     pub event_retention: usize,
     /// Most KV-write batches of this member in flight at once (1 measured best: the writes
@@ -98,6 +101,7 @@ impl CpConfig {
             cluster_secret: None,
             tls: None,
             join_token: None,
+            admin_token: None,
             max_batches_in_flight: 1,
             unsafe_ack_before_persist: false,
             event_retention: 10_000,

@@ -44,7 +44,7 @@ impl ControlPlane {
                 }
             }
             MemberRequest::Acl(acl) => {
-                let (command, token) = requests::acl_step(acl);
+                let (command, token) = requests::acl_step(acl, crate::access::now_ms());
                 let applied = self.write(command).await?;
                 Ok(match token {
                     Some(token) => MemberAnswer::Token(token),
@@ -52,11 +52,8 @@ impl ControlPlane {
                 })
             }
             other => {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let command =
-                    requests::command(other, now_ms).expect("every other request is one command");
+                let command = requests::command(other, crate::access::now_ms())
+                    .expect("every other request is one command");
                 Ok(MemberAnswer::Applied(self.write(command).await?))
             }
         }

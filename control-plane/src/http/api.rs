@@ -5,21 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hivemind_common::acl::{Access, Resource};
 use hivemind_common::MemberId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::views::{self, ErrorBody, EventView, KvView, RegistryView};
 use super::{ApiError, JsonBody, QueryParams};
+use crate::access::Grant;
 use crate::bootstrap::Hello;
 use crate::control::{ControlPlane, CpStatus, VoterChange};
 use crate::ops;
-use crate::registry::{Command, CommandOutput, FeedError};
+use crate::registry::{Command, CommandOutput, EventKind, FeedError};
 use crate::types::CpNode;
 
 type Cp = State<Arc<ControlPlane>>;
@@ -289,7 +291,8 @@ async fn kv_get(
     }
 }
 
-/// Every key (with `?prefix=`, those under it), values in base64.
+/// Every key (with `?prefix=`, those under it), values in base64; with ACLs, only the keys
+/// the token may read.
 #[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ReadQuery),
     responses(
         (status = 200, description = "The entries", body = [KvView],
@@ -298,6 +301,7 @@ async fn kv_get(
         (status = 503, description = "No quorum (linearizable read)", body = ErrorBody)))]
 async fn kv_list(
     State(cp): Cp,
+    grant: Option<Extension<Grant>>,
     QueryParams(q): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     let at = read_point(&cp, q.stale).await?;
@@ -306,6 +310,7 @@ async fn kv_list(
     let entries: Vec<KvView> = state
         .registry
         .kv_prefix(&prefix)
+        .filter(|(k, _)| allowed(&grant, &Resource::Kv(k)))
         .map(|(k, e)| views::kv(k, e))
         .collect();
     Ok(([(INDEX_HEADER, at.to_string())], Json(entries)).into_response())
@@ -400,6 +405,7 @@ pub fn parse_wait(text: &str) -> Result<Duration, String> {
         (status = 410, description = "The epoch or position is gone: re-bootstrap from /v1/cp/snapshot", body = ErrorBody)))]
 async fn events(
     State(cp): Cp,
+    grant: Option<Extension<Grant>>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
     let wait = match &q.wait {
@@ -423,7 +429,36 @@ async fn events(
             first_index: page.first_index,
             applied_index: page.applied_index,
             next_after: page.next_after,
-            events: page.events.iter().map(views::event).collect(),
+            events: page
+                .events
+                .iter()
+                .filter(|e| event_allowed(&grant, &e.kind))
+                .map(views::event)
+                .collect(),
         })),
+    }
+}
+
+/// Whether the request's grant (set by the member's ACL layer; none: no ACLs) may read
+/// `resource`: listings keep only what it may.
+fn allowed(grant: &Option<Extension<Grant>>, resource: &Resource<'_>) -> bool {
+    grant
+        .as_ref()
+        .is_none_or(|g| g.allows(resource, Access::Read))
+}
+
+/// Whether an event may be shown to the request's grant: keygroup and responsibility events
+/// need the keygroup, ACL events `acl`, besides `events` itself.
+fn event_allowed(grant: &Option<Extension<Grant>>, kind: &EventKind) -> bool {
+    match kind {
+        EventKind::KeygroupCreated { name, .. }
+        | EventKind::KeygroupUpdated { name, .. }
+        | EventKind::KeygroupDeleted { name, .. } => allowed(grant, &Resource::Keygroup(name)),
+        EventKind::ResponsibilityClaimed { keygroup, .. }
+        | EventKind::ResponsibilityReleased { keygroup, .. } => {
+            allowed(grant, &Resource::Keygroup(keygroup))
+        }
+        EventKind::AclChanged { .. } => allowed(grant, &Resource::Acl),
+        _ => true,
     }
 }

@@ -281,13 +281,18 @@ async fn member_request(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = decode::<ops::Request>(&body)?;
+    let call = decode::<ops::Request>(&body)?;
+    let client = authority::ForClient {
+        token: call.client_token.as_deref(),
+        admin_token: cp.config().admin_token.as_deref(),
+        now_ms: crate::access::now_ms(),
+    };
     let scope = {
         let state = cp.state().read();
-        authority::may_request(&request, &caller, &state.registry)?;
+        authority::may_request(&call.request, &caller, &state.registry, client)?;
         authority::answer_scope(&caller, &state.registry)
     };
-    let answer = cp.request(request).await.map(|a| match scope {
+    let answer = cp.request(call.request).await.map(|a| match scope {
         Some(reader) => a.scoped(reader.as_ref()),
         None => a,
     });

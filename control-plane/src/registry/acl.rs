@@ -39,6 +39,15 @@ pub struct Token {
     pub management: bool,
     pub description: String,
     pub create_index: u64,
+    /// When it stops working (ms since the Unix epoch), if it was made with a TTL.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Token {
+    /// Whether the token has expired at `now_ms` (wall clock).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| now_ms >= at)
+    }
 }
 
 /// A change of the ACL table.
@@ -62,6 +71,8 @@ pub enum AclOp {
         secret_hash: [u8; 32],
         policies: Vec<String>,
         description: String,
+        /// Drawn from the asking CP member's clock and the TTL asked for, outside apply.
+        expires_at_ms: Option<u64>,
     },
     TokenDelete {
         accessor: String,
@@ -113,6 +124,7 @@ impl AclTable {
                         management: true,
                         description: "bootstrap token (management)".into(),
                         create_index: index,
+                        expires_at_ms: None,
                     },
                 );
             }
@@ -150,6 +162,7 @@ impl AclTable {
                 secret_hash,
                 policies,
                 description,
+                expires_at_ms,
             } => {
                 self.check_new_accessor(accessor)?;
                 if policies.is_empty() {
@@ -178,6 +191,7 @@ impl AclTable {
                         management: false,
                         description: description.clone(),
                         create_index: index,
+                        expires_at_ms: *expires_at_ms,
                     },
                 );
             }
@@ -258,6 +272,7 @@ mod tests {
             secret_hash: token_hash(&reader_secret),
             policies: vec!["app-read".into()],
             description: "reads app/".into(),
+            expires_at_ms: None,
         };
         assert_eq!(acl.apply(3, &create).unwrap_err().code(), "unknown_policy");
         assert_eq!(acl, before);
