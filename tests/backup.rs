@@ -630,12 +630,15 @@ async fn quotas_reservations_leases_and_failures() {
             .to_string();
         hivemind_common::MemberId::new(u64::from_str_radix(&hex, 16).unwrap()).unwrap()
     };
-    let request = hivemind_control_plane::requests::MemberRequest::Backup {
-        member: id_of("owner"),
-        op: hivemind_common::backup::BackupOp::Reserve {
-            spaces: vec![(id_of("space-1"), 1_000_000)],
-            ttl_ms: 6_000,
+    let request = hivemind_control_plane::requests::MemberCall {
+        request: hivemind_control_plane::requests::MemberRequest::Backup {
+            member: id_of("owner"),
+            op: hivemind_common::backup::BackupOp::Reserve {
+                spaces: vec![(id_of("space-1"), 1_000_000)],
+                ttl_ms: 6_000,
+            },
         },
+        client_token: None,
     };
     let answer = support::client()
         .post(format!(

@@ -4,8 +4,9 @@
 //! minority, everyone; SIGSTOP of the leader and a random member; as root: the leader
 //! isolated, a random minority cut off, a bridge; with FUSE: power loss of everyone and of one
 //! member), with a fixed seed. The history must be linearizable, every member's registry equal
-//! at the end, no member may panic. And the power-loss nemesis must catch a store that
-//! acknowledges appends it has not synced.
+//! at the end, no member may panic. The members run on TLS with certificates of their own, and
+//! the synthetic churn members call as themselves. And the power-loss nemesis must catch a
+//! store that acknowledges appends it has not synced.
 
 mod support;
 
@@ -43,6 +44,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         only: Vec::new(),
         extra_args: Vec::new(),
         churn: true,
+        tls: false,
     }
 }
 
@@ -51,6 +53,9 @@ async fn every_fault_twice_leaves_a_linearizable_history_and_equal_registries() 
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
+    // As a production cluster runs (DESIGN.md §6e-2): TLS, each member and each synthetic
+    // churn member with a certificate of its own, held to it by the control plane.
+    config.tls = true;
     // Two rounds: every fault twice, about 70 s.
     config.cycles = 2 * hivemind_chaos::nemesis::repertoire(hivemind_chaos::nemesis::Abilities {
         members: 3,

@@ -1,7 +1,9 @@
 //! Membership churn and keygroup claims beside the KV workload (IO): synthetic role members join
 //! through the join route every member serves, leave, and claim their node's responsibility for
-//! a keygroup through the propose route, as members outside the control plane do. Every
-//! operation's outcome is logged for the end-state rules in [`crate::membership`].
+//! a keygroup through the request route, as members outside the control plane do. Each speaks
+//! only for itself: with `--tls` it presents its own certificate (`churn-K`, [`crate::pki`]),
+//! and the control plane holds it to that identity. Every operation's outcome is logged for
+//! the end-state rules in [`crate::membership`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use hivemind_common::MemberId;
 use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo};
+use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::{Applied, CpError};
 use hivemind_member::join::{JoinAccepted, JoinRequest};
 use rand::rngs::StdRng;
@@ -17,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::membership::{ChurnKind, ChurnOp, ChurnOutcome};
+use crate::pki::{churn_name, Access, CHURN_NAMES, HARNESS};
 
 /// The nodes the synthetic members belong to: two, so that machines of one node contend.
 pub const NODES: [&str; 2] = ["churn-a", "churn-b"];
@@ -44,15 +48,10 @@ impl ChurnLog {
 /// outcome the answer means.
 async fn call<Resp: DeserializeOwned>(
     http: &reqwest::Client,
-    member: &str,
-    path: &str,
+    url: String,
     body: Vec<u8>,
 ) -> ChurnOutcome {
-    let sent = http
-        .post(format!("http://{member}{path}"))
-        .body(body)
-        .send()
-        .await;
+    let sent = http.post(url).body(body).send().await;
     let response = match sent {
         Ok(r) if r.status().is_success() => r,
         Ok(r) if r.status().is_client_error() => return ChurnOutcome::Refused,
@@ -77,9 +76,10 @@ async fn call<Resp: DeserializeOwned>(
     }
 }
 
-/// Creates the churn keygroups with both nodes as replicas (before the faults start).
-pub async fn prepare(member: &str) -> Result<(), String> {
-    let http = client();
+/// Creates the churn keygroups with both nodes as replicas (before the faults start), as an
+/// operator with a control-plane certificate.
+pub async fn prepare(member: &str, access: &Access) -> Result<(), String> {
+    let http = access.client(Some(HARNESS), TIMEOUT);
     for name in KEYGROUPS {
         let create = Command::KeygroupCreate {
             name: name.into(),
@@ -95,7 +95,8 @@ pub async fn prepare(member: &str) -> Result<(), String> {
         };
         for command in [create, add] {
             let body = hivemind_common::encode(&command);
-            let outcome = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
+            let url = access.url(member, ops::Propose::PATH);
+            let outcome = call::<Applied>(&http, url, body).await;
             if outcome != ChurnOutcome::Ok {
                 return Err(format!("cannot prepare keygroup {name}: {outcome:?}"));
             }
@@ -104,19 +105,12 @@ pub async fn prepare(member: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn client() -> reqwest::Client {
-    hivemind_tls::http_client(None)
-        .timeout(TIMEOUT)
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .expect("static client settings")
-}
-
-/// A synthetic member as it would describe itself (its addresses are never dialled).
-fn info(id: MemberId, n: u64, node: &str) -> MemberInfo {
+/// A synthetic member as it would describe itself (its addresses are never dialled): the `n`th
+/// to join, under name `k`.
+fn info(id: MemberId, n: u64, k: usize, node: &str) -> MemberInfo {
     MemberInfo {
         id,
-        name: format!("churn-{n}"),
+        name: churn_name(k),
         node: node.into(),
         roles: vec!["dns".into()],
         http_addr: format!("127.77.{}.{}:7700", n / 250, n % 250 + 1),
@@ -128,45 +122,67 @@ fn info(id: MemberId, n: u64, node: &str) -> MemberInfo {
 
 /// Runs the churn until `stop`: joins while fewer than [`TARGET_ALIVE`] synthetic members are
 /// in, otherwise leaves and claims; each call through a random member, another after a failure.
-pub async fn churn(members: Vec<String>, seed: u64, log: ChurnLog, stop: CancellationToken) {
-    let http = client();
+/// A member joins under a name no joined member holds, and calls as that name.
+pub async fn churn(
+    members: Vec<String>,
+    seed: u64,
+    log: ChurnLog,
+    stop: CancellationToken,
+    access: Access,
+) {
+    let clients: Vec<reqwest::Client> = (0..CHURN_NAMES)
+        .map(|k| access.client(Some(&churn_name(k)), TIMEOUT))
+        .collect();
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc4c4);
-    let mut joined: Vec<(MemberId, String)> = Vec::new();
+    // (id, node, name index) of the members in, by the client's account.
+    let mut joined: Vec<(MemberId, String, usize)> = Vec::new();
     let mut n = 0u64;
     while !stop.is_cancelled() {
         let member = &members[rng.gen_range(0..members.len())];
         let roll = rng.gen_range(0..100);
+        let ask = |request: MemberRequest| {
+            hivemind_common::encode(&MemberCall {
+                request,
+                client_token: None,
+            })
+        };
+        let request_url = access.url(member, ops::Request::PATH);
         let (id, kind, outcome) = if joined.len() < TARGET_ALIVE && roll < 60 || joined.is_empty() {
             n += 1;
             let id = MemberId::new(rng.gen_range(1..u64::MAX)).expect("non-zero");
             let node = NODES[rng.gen_range(0..NODES.len())];
+            let free: Vec<usize> = (0..CHURN_NAMES)
+                .filter(|k| joined.iter().all(|(_, _, held)| held != k))
+                .collect();
+            let k = free[rng.gen_range(0..free.len())];
             let request = JoinRequest {
-                member: info(id, n, node),
+                member: info(id, n, k, node),
                 token: None,
                 cluster_proof: None,
                 epoch: None,
             };
             let body = hivemind_common::encode(&request);
-            let outcome = call::<JoinAccepted>(&http, member, ops::Join::PATH, body).await;
+            let url = access.url(member, ops::Join::PATH);
+            let outcome = call::<JoinAccepted>(&clients[k], url, body).await;
             if outcome == ChurnOutcome::Ok {
-                joined.push((id, node.to_string()));
+                joined.push((id, node.to_string(), k));
             }
             (id, ChurnKind::Join, outcome)
         } else if roll < 25 {
-            let (id, _) = joined.swap_remove(rng.gen_range(0..joined.len()));
-            let body = hivemind_common::encode(&Command::Leave { id });
-            let outcome = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
+            let (id, _, k) = joined.swap_remove(rng.gen_range(0..joined.len()));
+            let body = ask(MemberRequest::Leave { id });
+            let outcome = call::<MemberAnswer>(&clients[k], request_url, body).await;
             (id, ChurnKind::Leave, outcome)
         } else {
-            let (id, node) = joined[rng.gen_range(0..joined.len())].clone();
+            let (id, node, k) = joined[rng.gen_range(0..joined.len())].clone();
             let keygroup = KEYGROUPS[rng.gen_range(0..KEYGROUPS.len())].to_string();
-            let claim = Command::Claim {
+            let body = ask(MemberRequest::Claim {
                 node: node.clone(),
                 keygroup: keygroup.clone(),
                 machine: id,
-            };
-            let body = hivemind_common::encode(&claim);
-            let outcome = call::<Applied>(&http, member, ops::Propose::PATH, body).await;
+                seen: 0,
+            });
+            let outcome = call::<MemberAnswer>(&clients[k], request_url, body).await;
             (id, ChurnKind::Claim { node, keygroup }, outcome)
         };
         log.push(ChurnOp {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use crate::net::Net;
+use crate::pki::Pki;
 use crate::powerfs::PowerFs;
 
 /// One member process (or a stopped one that restarts from its data directory).
@@ -36,6 +37,8 @@ pub struct ClusterSpec<'a> {
     pub power_loss: bool,
     /// Flags every member gets (e.g. the test-only durability switch).
     pub extra_args: Vec<String>,
+    /// TLS: each member gets its own certificate from here.
+    pub pki: Option<&'a Pki>,
 }
 
 impl Cluster {
@@ -54,7 +57,7 @@ impl Cluster {
             .collect();
         let mut members = Vec::new();
         for m in 0..n {
-            let name = format!("cp{}", m + 1);
+            let name = member_name(m);
             let data_dir = spec.dir.join(&name);
             std::fs::create_dir_all(&data_dir)?;
             let fs = if spec.power_loss {
@@ -91,6 +94,9 @@ impl Cluster {
                 args.extend(["--join".to_string(), a.clone()]);
             }
             args.extend(spec.extra_args.iter().cloned());
+            if let Some(pki) = spec.pki {
+                args.extend(pki.member_args(&name));
+            }
             members.push(Member {
                 name: name.clone(),
                 http_addr: addrs[m].clone(),
@@ -215,6 +221,11 @@ impl Drop for Cluster {
         // The filesystems unmount when their members are dropped, after the processes died.
         let _ = self.net.heal();
     }
+}
+
+/// The name of member `m` (0-based).
+pub fn member_name(m: usize) -> String {
+    format!("cp{}", m + 1)
 }
 
 /// `count` distinct free loopback ports (held together while chosen, then released; another

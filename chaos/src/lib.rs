@@ -15,6 +15,7 @@
 //! - [`cluster`]: the member processes, killed, paused, power-failed by PID.
 //! - [`workload`]: the clients.
 //! - [`churn`]: synthetic role members joining, leaving and claiming keygroups.
+//! - [`pki`]: TLS for a run: every member's and synthetic member's own certificate.
 //! - [`run`]: one run, start to report.
 //!
 //! The short form runs in `cargo test` (`tests/chaos.rs` in the root package); the long form is
@@ -27,6 +28,7 @@ pub mod history;
 pub mod membership;
 pub mod nemesis;
 pub mod net;
+pub mod pki;
 pub mod powerfs;
 pub mod report;
 pub mod run;

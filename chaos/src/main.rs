@@ -51,6 +51,10 @@ struct Args {
     /// No membership churn (synthetic role members joining, leaving, claiming keygroups).
     #[arg(long)]
     no_churn: bool,
+    /// TLS everywhere, every member and synthetic member with a certificate of its own
+    /// (DESIGN.md §6e-2): the control plane holds each to its identity.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         only: args.only,
         extra_args: args.member_args,
         churn: !args.no_churn,
+        tls: args.tls,
     };
     eprintln!("data and logs in {}", dir.display());
     // On SIGINT or SIGTERM the run is dropped: its members are killed by PID, the filesystems

@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checker;
 use crate::churn::{self, ChurnLog};
-use crate::cluster::{Cluster, ClusterSpec};
+use crate::cluster::{self, Cluster, ClusterSpec};
 use crate::membership::{self, ChurnKind, ChurnOp, ChurnOutcome};
 use crate::nemesis::{self, Abilities, Fault, Schedule};
 use crate::net::{self, Net};
+use crate::pki::{Access, Pki};
 use crate::report::{Report, Window};
 use crate::workload::{self, Recorder};
 
@@ -42,6 +43,9 @@ pub struct RunConfig {
     pub extra_args: Vec<String>,
     /// Synthetic role members joining, leaving and claiming keygroups beside the KV clients.
     pub churn: bool,
+    /// Every member, and every synthetic member, on TLS with a certificate of its own
+    /// (DESIGN.md §6e-2).
+    pub tls: bool,
 }
 
 /// Why a run could not be carried out (its findings are in the [`Report`], not here).
@@ -71,12 +75,24 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         partitions: net.in_namespaces(),
         power_loss: config.power_loss,
     };
+    let access = match config.tls {
+        true => {
+            let cp: Vec<(String, String)> = (0..config.members)
+                .map(|m| (cluster::member_name(m), net.member_ip(m)))
+                .collect();
+            let dir = config.dir.join("pki");
+            std::fs::create_dir_all(&dir)?;
+            Access::tls(Pki::create(&config.bin, &dir, &cp)?)
+        }
+        false => Access::plain(),
+    };
     let spec = ClusterSpec {
         members: config.members,
         bin: &config.bin,
         dir: &config.dir,
         power_loss: config.power_loss,
         extra_args: config.extra_args.clone(),
+        pki: access.pki(),
     };
     let mut cluster = Cluster::start(net, &spec)?;
     let addrs: Vec<String> = cluster
@@ -84,16 +100,17 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .iter()
         .map(|m| m.http_addr.clone())
         .collect();
-    let http = hivemind_tls::http_client(None)
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("static client settings");
-    wait_healthy(&http, &addrs, Duration::from_secs(60))
+    let http = access.client(None, Duration::from_secs(2));
+    let web = Web {
+        http: &http,
+        access: &access,
+    };
+    wait_healthy(web, &addrs, Duration::from_secs(60))
         .await
         .map_err(RunError::NeverHealthy)?;
 
     if config.churn {
-        churn::prepare(&addrs[0])
+        churn::prepare(&addrs[0], &access)
             .await
             .map_err(RunError::NeverHealthy)?;
     }
@@ -107,12 +124,14 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             config.seed,
             churn_log.clone(),
             stop.clone(),
+            access.clone(),
         ))
     });
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
             tokio::spawn(workload::client(
                 c,
+                access.clone(),
                 addrs.clone(),
                 config.seed,
                 recorder.clone(),
@@ -127,7 +146,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     tokio::time::sleep(config.gap).await;
     for cycle in 0..config.cycles {
         let fault = next_fault(&mut schedule, &config.only);
-        let leader = find_leader(&http, &addrs).await.unwrap_or(0);
+        let leader = find_leader(web, &addrs).await.unwrap_or(0);
         inject(&mut cluster, &mut schedule, fault, leader)?;
         // From when the fault is fully in force (a partition takes one nft call per member).
         let start_ns = recorder.now_ns();
@@ -155,7 +174,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         }
         cluster.restore_all()?;
         let healed_ns = recorder.now_ns();
-        if let Err(e) = wait_healthy(&http, &addrs, Duration::from_secs(30)).await {
+        if let Err(e) = wait_healthy(web, &addrs, Duration::from_secs(30)).await {
             unrecovered.push(format!("cycle {cycle} ({fault:?}): {e}"));
         }
         windows.push(Window {
@@ -177,8 +196,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     // Every key once more, now that everything healed: acknowledged writes must be there.
     let keys: BTreeSet<String> = recorder.events().into_iter().map(|e| e.key).collect();
     let keys: Vec<String> = keys.into_iter().collect();
-    let _ = wait_healthy(&http, &addrs, Duration::from_secs(30)).await;
-    let unread = workload::final_reads(&addrs[0], &keys, &recorder).await;
+    let _ = wait_healthy(web, &addrs, Duration::from_secs(30)).await;
+    let unread = workload::final_reads(&access, &addrs[0], &keys, &recorder).await;
     let history = recorder.events();
     let violations = checker::check(&history);
     let mut end_state = unrecovered;
@@ -189,10 +208,10 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             workload::FINAL_READS_WITHIN
         ));
     }
-    end_state.extend(converged(&http, &addrs).await.err());
+    end_state.extend(converged(web, &addrs).await.err());
     let churn_ops = churn_log.ops();
     let churn_problems = match config.churn {
-        true => membership_problems(&http, &addrs[0], &churn_ops).await,
+        true => membership_problems(web, &addrs[0], &churn_ops).await,
         false => Vec::new(),
     };
     let logs = cluster.logs();
@@ -213,9 +232,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
 
 /// The membership rules on the final registry of `member` (the members converged): the
 /// acknowledged joins and leaves, and one holder per responsibility in its event feed.
-async fn membership_problems(http: &reqwest::Client, member: &str, ops: &[ChurnOp]) -> Vec<String> {
-    let url = format!("http://{member}/v1/cp/snapshot?stale=true");
-    let registry: serde_json::Value = match http.get(&url).send().await {
+async fn membership_problems(web: Web<'_>, member: &str, ops: &[ChurnOp]) -> Vec<String> {
+    let url = web.access.url(member, "/v1/cp/snapshot?stale=true");
+    let registry: serde_json::Value = match web.http.get(&url).send().await {
         Ok(r) => r.json().await.unwrap_or_default(),
         Err(e) => return vec![format!("cannot read the final registry: {e}")],
     };
@@ -287,18 +306,26 @@ fn inject(
     Ok(())
 }
 
-async fn status(http: &reqwest::Client, addr: &str) -> Option<serde_json::Value> {
-    let response = http
-        .get(format!("http://{addr}/v1/cp/status"))
+/// The harness's client and how it reaches the members.
+#[derive(Clone, Copy)]
+struct Web<'a> {
+    http: &'a reqwest::Client,
+    access: &'a Access,
+}
+
+async fn status(web: Web<'_>, addr: &str) -> Option<serde_json::Value> {
+    let response = web
+        .http
+        .get(web.access.url(addr, "/v1/cp/status"))
         .send()
         .await
         .ok()?;
     response.json().await.ok()
 }
 
-async fn find_leader(http: &reqwest::Client, addrs: &[String]) -> Option<usize> {
+async fn find_leader(web: Web<'_>, addrs: &[String]) -> Option<usize> {
     for (m, addr) in addrs.iter().enumerate() {
-        if status(http, addr)
+        if status(web, addr)
             .await
             .is_some_and(|s| s["state"] == "leader")
         {
@@ -309,18 +336,14 @@ async fn find_leader(http: &reqwest::Client, addrs: &[String]) -> Option<usize> 
 }
 
 /// Waits until every member is healthy and names the same leader.
-async fn wait_healthy(
-    http: &reqwest::Client,
-    addrs: &[String],
-    within: Duration,
-) -> Result<(), String> {
+async fn wait_healthy(web: Web<'_>, addrs: &[String], within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     let mut last = String::new();
     while Instant::now() < deadline {
         let mut leaders = BTreeSet::new();
         let mut healthy = true;
         for addr in addrs {
-            match status(http, addr).await {
+            match status(web, addr).await {
                 Some(s) if s["health"] == "healthy" => {
                     leaders.insert(s["leader"]["name"].as_str().unwrap_or("").to_string());
                 }
@@ -344,17 +367,18 @@ async fn wait_healthy(
 
 /// Every member's registry equal at the same applied index (the workload stopped): the whole
 /// registry (members, nodes, keygroups, responsibilities, KV, events) as each applied it.
-async fn converged(http: &reqwest::Client, addrs: &[String]) -> Result<(), String> {
+async fn converged(web: Web<'_>, addrs: &[String]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
         let mut seen = BTreeMap::new();
         for addr in addrs {
-            let Some(s) = status(http, addr).await else {
+            let Some(s) = status(web, addr).await else {
                 continue;
             };
             let applied = s["applied_index"].as_u64().unwrap_or(0);
-            let registry = fetch(http, &format!("http://{addr}/v1/cp/snapshot?stale=true")).await;
+            let url = web.access.url(addr, "/v1/cp/snapshot?stale=true");
+            let registry = fetch(web.http, &url).await;
             seen.insert(addr.clone(), (applied, registry));
         }
         let distinct: BTreeSet<_> = seen.values().collect();

@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use crate::history::{Event, Op, Outcome};
+use crate::pki::Access;
 
 /// How long one set of keys is in use.
 pub const KEY_EPOCH: Duration = Duration::from_secs(5);
@@ -113,16 +114,13 @@ fn write_outcome(answer: &Answer, ok: impl Fn(&[u8]) -> Outcome) -> Outcome {
 /// Runs one client until `stop`.
 pub async fn client(
     id: usize,
+    access: Access,
     members: Vec<String>,
     seed: u64,
     recorder: Recorder,
     stop: CancellationToken,
 ) {
-    let http = hivemind_tls::http_client(None)
-        .timeout(CLIENT_TIMEOUT)
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .expect("static client settings");
+    let http = access.client(None, CLIENT_TIMEOUT);
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9));
     let mut n = 0u64;
     let mut current = rng.gen_range(0..members.len());
@@ -130,7 +128,7 @@ pub async fn client(
         let epoch = recorder.now_ns() / KEY_EPOCH.as_nanos() as u64;
         let key = format!("k{epoch}-{}", rng.gen_range(0..KEYS));
         let member = &members[current];
-        let url = format!("http://{member}/v1/kv/{key}");
+        let url = access.url(member, &format!("/v1/kv/{key}"));
         n += 1;
         let value = format!("c{id}-{n}");
         let roll = rng.gen_range(0..100);
@@ -213,12 +211,14 @@ fn read_meta(answer: &Answer) -> Option<(String, u64)> {
 /// Reads every key the run used once more through `member`, after the faults healed, so that
 /// every acknowledged write is checked against what the cluster finally holds. Answers how many
 /// keys were not read because the reads ran past [`FINAL_READS_WITHIN`].
-pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) -> usize {
+pub async fn final_reads(
+    access: &Access,
+    member: &str,
+    keys: &[String],
+    recorder: &Recorder,
+) -> usize {
     use futures::StreamExt;
-    let http = hivemind_tls::http_client(None)
-        .timeout(CLIENT_TIMEOUT)
-        .build()
-        .expect("static client settings");
+    let http = access.client(None, CLIENT_TIMEOUT);
     let deadline = Instant::now() + FINAL_READS_WITHIN;
     let skipped = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(keys)
@@ -230,7 +230,8 @@ pub async fn final_reads(member: &str, keys: &[String], recorder: &Recorder) -> 
                     return;
                 }
                 let invoked = recorder.now_ns();
-                let answer = send(http.get(format!("http://{member}/v1/kv/{key}"))).await;
+                let url = access.url(member, &format!("/v1/kv/{key}"));
+                let answer = send(http.get(url)).await;
                 recorder.record(FINAL_READER, key, Op::Read, invoked, read_outcome(&answer));
             }
         })

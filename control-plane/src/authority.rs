@@ -29,6 +29,8 @@ use crate::requests::{AclRequest, MemberRequest};
 /// Who is calling an internal route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
+    /// The control-plane member itself, in process.
+    InProcess,
     /// No TLS: the cluster secret was presented (or the cluster has none). One trust domain.
     SharedSecret,
     /// A certificate from the cluster CA, and the member it names (`None`: it names none, e.g.
@@ -48,7 +50,7 @@ impl Caller {
     /// Trusted with everything: the control plane, or a cluster without identities.
     pub fn is_control_plane(&self) -> bool {
         match self {
-            Caller::SharedSecret => true,
+            Caller::InProcess | Caller::SharedSecret => true,
             Caller::Certified(identity) => identity.as_ref().is_some_and(|i| i.control_plane),
         }
     }
@@ -74,6 +76,9 @@ pub enum Denied {
     /// A member asked for a client whose token does not allow it.
     #[error("the client's token does not allow this: {detail}")]
     ClientNotAllowed { detail: String },
+    /// A refusal another member answered over the wire (its code and message).
+    #[error("{message}")]
+    Heard { code: String, message: String },
 }
 
 impl Denied {
@@ -83,6 +88,13 @@ impl Denied {
             Denied::NoIdentity => "no_identity",
             Denied::NotYourIdentity { .. } => "not_your_identity",
             Denied::ClientNotAllowed { .. } => "permission_denied",
+            Denied::Heard { code, .. } => match code.as_str() {
+                "not_control_plane" => "not_control_plane",
+                "no_identity" => "no_identity",
+                "not_your_identity" => "not_your_identity",
+                "permission_denied" => "permission_denied",
+                _ => "forbidden",
+            },
         }
     }
 }
@@ -138,7 +150,7 @@ fn not_yours(caller: &str, detail: String) -> Denied {
 /// Whether a join names the caller: its own name, and a control-plane member only with a
 /// control-plane certificate.
 pub fn may_join(member: &MemberInfo, caller: &Caller) -> Result<(), Denied> {
-    if let Caller::SharedSecret = caller {
+    if matches!(caller, Caller::InProcess | Caller::SharedSecret) {
         return Ok(());
     }
     let Caller::Certified(Some(identity)) = caller else {

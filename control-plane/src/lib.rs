@@ -22,6 +22,8 @@
 //! - [`requests`]: what members ask of the control plane (the CP decides; sans-IO steps).
 //! - [`access`]: the ACL decision over the table, a token and what a request needs (sans IO;
 //!   members' `/v1` routes and delegated member requests alike).
+//! - [`serve`]: one typed path per operation a member asks, the same in process and over the
+//!   wire, with the identity check in it.
 //! - [`authority`]: who may call which internal route and ask for whom (certificate
 //!   identities; sans-IO).
 //! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
@@ -45,6 +47,7 @@ pub mod raft_log;
 pub mod read_rounds;
 pub mod registry;
 pub mod requests;
+pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod types;

@@ -42,6 +42,13 @@ pub enum CallError {
     Unreachable { addr: String, reason: String },
     #[error("call to {addr} failed: {reason}")]
     Failed { addr: String, reason: String },
+    /// 403: the caller may not call this (DESIGN.md §6e-2); asking another member is futile.
+    #[error("{addr} refused: {code}: {message}")]
+    Refused {
+        addr: String,
+        code: String,
+        message: String,
+    },
 }
 
 impl CallError {
@@ -134,6 +141,20 @@ fn decode_answer<Resp: DeserializeOwned>(
     body: &[u8],
 ) -> Result<Resp, CallError> {
     let failed = |reason: String| CallError::failed(addr, reason);
+    if status == 403 {
+        let error: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let text = |field: &str| {
+            error["error"][field]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        return Err(CallError::Refused {
+            addr: addr.to_string(),
+            code: text("code"),
+            message: text("message"),
+        });
+    }
     if !(200..300).contains(&status) {
         return Err(failed(format!(
             "HTTP {status}: {}",
@@ -281,7 +302,9 @@ impl Peer {
             .await
             .map_err(|e| match &e {
                 CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+                CallError::Failed { .. } | CallError::Refused { .. } => {
+                    RPCError::Network(NetworkError::new(&e))
+                }
             })?;
         answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)))
     }

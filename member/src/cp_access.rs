@@ -12,7 +12,8 @@ use hivemind_common::MemberId;
 
 use crate::acl::ClientToken;
 use crate::cp_choice;
-use hivemind_control_plane::network::InternalClient;
+use hivemind_control_plane::authority::{Caller, Denied};
+use hivemind_control_plane::network::{CallError, InternalClient};
 use hivemind_control_plane::ops::{
     self, FeedRequest, KeygroupQuery, Op, ViewAt, ViewRequest, MAX_EVENTS_PER_PAGE,
 };
@@ -20,6 +21,7 @@ use hivemind_control_plane::registry::{
     AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, RegistryDigest,
 };
 use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
+use hivemind_control_plane::serve::Serve;
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
 pub enum CpAccess {
@@ -121,6 +123,10 @@ impl CpClient {
         for endpoint in self.endpoints() {
             match self.client.op::<O>(&endpoint, body, within).await {
                 Ok(answer) => return Ok(answer),
+                // Refused for who we are: every CP member would say the same.
+                Err(CallError::Refused { code, message, .. }) => {
+                    return Err(CpError::Forbidden(Denied::Heard { code, message }))
+                }
                 // Try the next CP member; report the last failure if none answers.
                 Err(e) => last = e.to_string(),
             }
@@ -158,15 +164,19 @@ impl CpAccess {
         request: MemberRequest,
         client: &ClientToken,
     ) -> Result<MemberAnswer, CpError> {
+        let call = MemberCall {
+            request,
+            client_token: client.0.clone(),
+        };
+        self.call::<ops::Request>(call).await?
+    }
+
+    /// Operation `O`, answered by the one function that serves it ([`Serve`]): in process on
+    /// a CP member, over the wire on any other (where the control plane checks who asks).
+    pub async fn call<O: Serve>(&self, request: O::Request) -> Result<O::Answer, CpError> {
         match self {
-            CpAccess::Member(cp) => cp.request(request).await,
-            CpAccess::Client(client_of_cp) => {
-                let call = MemberCall {
-                    request,
-                    client_token: client.0.clone(),
-                };
-                client_of_cp.op::<ops::Request>(&call).await?
-            }
+            CpAccess::Member(cp) => Ok(O::serve(cp, &Caller::InProcess, request).await?),
+            CpAccess::Client(client) => client.op::<O>(&request).await,
         }
     }
 
@@ -182,16 +192,8 @@ impl CpAccess {
     /// with this node's secrets only, responsibilities, the backup ledger) at `at`:
     /// `Applied(0)` is a CP member's applied state (not linearizable).
     pub async fn view(&self, node: &str, at: ViewAt) -> Result<RegistryDigest, CpError> {
-        match self {
-            CpAccess::Member(cp) => cp.view(at, Some(&Actor::Node(node.to_string()))).await,
-            CpAccess::Client(client) => {
-                let request = ViewRequest {
-                    node: node.to_string(),
-                    at,
-                };
-                client.op::<ops::View>(&request).await?
-            }
-        }
+        let node = node.to_string();
+        self.call::<ops::View>(ViewRequest { node, at }).await?
     }
 
     /// One keygroup, linearizable, its secret only if `node` replicates or triggers it.
@@ -200,27 +202,16 @@ impl CpAccess {
         node: &str,
         name: &str,
     ) -> Result<Option<KeygroupConfig>, CpError> {
-        match self {
-            CpAccess::Member(cp) => {
-                cp.keygroup_now(name, Some(&Actor::Node(node.to_string())))
-                    .await
-            }
-            CpAccess::Client(client) => {
-                let query = KeygroupQuery {
-                    name: name.to_string(),
-                    node: node.to_string(),
-                };
-                client.op::<ops::KeygroupRead>(&query).await?
-            }
-        }
+        let query = KeygroupQuery {
+            name: name.to_string(),
+            node: node.to_string(),
+        };
+        self.call::<ops::KeygroupRead>(query).await?
     }
 
     /// The ACL table as a CP member applied it.
     pub async fn acl_table(&self) -> Result<AclTable, CpError> {
-        match self {
-            CpAccess::Member(cp) => Ok(cp.acl()),
-            CpAccess::Client(client) => client.op::<ops::AclTable>(&()).await?,
-        }
+        self.call::<ops::AclTable>(()).await?
     }
 
     /// The event feed after `after` (long-polls up to `wait`); the inner error says the reader

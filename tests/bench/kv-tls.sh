@@ -27,7 +27,10 @@ trap cleanup EXIT
 
 PKI=$WORK/pki
 $BIN tls ca create --dir "$PKI" >/dev/null
-for n in cp0 cp1 cp2 host; do $BIN tls cert create --server --name "$n" --dir "$PKI" >/dev/null; done
+# Each member its own certificate (DESIGN.md §6e-2): the CP members' marked --control-plane,
+# each joining host's its own name.
+for n in cp0 cp1 cp2; do $BIN tls cert create --server --control-plane --name "$n" --dir "$PKI" >/dev/null; done
+for t in $(seq 1 "$TRIALS"); do $BIN tls cert create --server --name "host-$t" --dir "$PKI" >/dev/null; done
 CA=$PKI/ca.pem
 
 
@@ -90,7 +93,7 @@ for t in $(seq 1 "$TRIALS"); do
   for kind in plain tls; do
     b=${BASE[$kind]}
     port=$((b + 50 + t))
-    extra=""; [ "$kind" = tls ] && extra=$(tls_args host)
+    extra=""; [ "$kind" = tls ] && extra=$(tls_args "host-$t")
     start=$(date +%s%N)
     # shellcheck disable=SC2086
     $BIN agent --name "host-$t" --data-dir "$WORK/join-$kind-$t" --http-port "$port" --gossip-port $((port + 100)) \
@@ -142,7 +145,9 @@ on this project's 2-core machine, {datetime.date.today()}. Two 3-member hivemind
 127.0.0.1 for the whole benchmark, one plain, one with TLS from `hivemind tls` (every client
 connection, internal route and Raft stream TLS 1.3, mutual between members), driven in turn by
 `hivemind-bench kv` (interleaved rounds, each phase starting once the six members are idle; the
-TLS cluster over `https://` with `--ca-file`). Each client keeps one connection (the handshake
+TLS cluster over `https://` with `--ca-file`). Every member holds a certificate naming it (the
+CP members' marked `--control-plane`), and the control plane checks that identity on every
+internal call (DESIGN.md §6e-2). Each client keeps one connection (the handshake
 is paid once per client), 256-byte values, members ordered followers first. Median round of
 {rounds} by ops/s; errors summed over both. Six members share the two cores here (three in the etcd
 comparison), so the absolute rates are lower than there; the ratio is what this measures.

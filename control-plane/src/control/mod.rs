@@ -405,6 +405,10 @@ impl ControlPlane {
                                     Err(CpError::NotLeader { leader: None })
                                 }
                                 Err(e @ CallError::Failed { .. }) => Err(self.no_quorum(e.to_string())),
+                                // A CP member's certificate the leader refuses: say so.
+                                Err(CallError::Refused { code, message, .. }) => {
+                                    Err(CpError::Forbidden(crate::authority::Denied::Heard { code, message }))
+                                }
                             },
                             // The request may sit with a leader that is gone (paused, isolated):
                             // a read asks the new one; a write's fate is unknown.

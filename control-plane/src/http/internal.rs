@@ -24,6 +24,7 @@ use crate::control::ControlPlane;
 use crate::error::CpError;
 use crate::network::{FramedAnswer, FramedCall, CLUSTER_SECRET_HEADER};
 use crate::ops::{self, Op};
+use crate::serve::Serve;
 use crate::types::{NodeId, TypeConfig};
 use tower::ServiceExt;
 
@@ -42,15 +43,15 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(ops::Admin::PATH, post(admin))
         .route(ops::HelloOp::PATH, post(hello))
         .route(ops::Propose::PATH, post(propose))
-        .route(ops::Request::PATH, post(member_request))
-        .route(ops::View::PATH, post(view))
-        .route(ops::KeygroupRead::PATH, post(keygroup_read))
+        .route(ops::Request::PATH, post(served::<ops::Request>))
+        .route(ops::View::PATH, post(served::<ops::View>))
+        .route(ops::KeygroupRead::PATH, post(served::<ops::KeygroupRead>))
         .route(ops::Registry::PATH, post(registry))
         .route(ops::RegistryNow::PATH, post(registry_now))
         .route(ops::Feed::PATH, post(feed))
-        .route(ops::Status::PATH, post(status))
+        .route(ops::Status::PATH, post(served::<ops::Status>))
         .route(ops::KvGet::PATH, post(kv_get))
-        .route(ops::AclTable::PATH, post(acl_table))
+        .route(ops::AclTable::PATH, post(served::<ops::AclTable>))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
         .layer(DefaultBodyLimit::max(
@@ -273,62 +274,16 @@ async fn propose(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     Ok(reply::<ops::Propose>(&cp.write(command).await))
 }
 
-/// A member's request, decided and carried out here (see `crate::requests`), if it is the
-/// caller's own to ask; a keygroup in the answer carries its secret only for the caller's
-/// node.
-async fn member_request(
+/// An operation members ask ([`Serve`]): decoded, answered by the one function that also
+/// serves it in process, as the caller (403 when it is not the caller's to ask).
+async fn served<O: Serve>(
     State(cp): Cp,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let call = decode::<ops::Request>(&body)?;
-    let client = authority::ForClient {
-        token: call.client_token.as_deref(),
-        admin_token: cp.config().admin_token.as_deref(),
-        now_ms: crate::access::now_ms(),
-    };
-    let scope = {
-        let state = cp.state().read();
-        authority::may_request(&call.request, &caller, &state.registry, client)?;
-        authority::answer_scope(&caller, &state.registry)
-    };
-    let answer = cp.request(call.request).await.map(|a| match scope {
-        Some(reader) => a.scoped(reader.as_ref()),
-        None => a,
-    });
-    Ok(reply::<ops::Request>(&answer))
-}
-
-/// A member's node-scoped view of the registry.
-async fn view(
-    State(cp): Cp,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = decode::<ops::View>(&body)?;
-    let secrets = {
-        let state = cp.state().read();
-        authority::secrets_for(&request.node, &caller, &state.registry)?
-    };
-    Ok(reply::<ops::View>(
-        &cp.view(request.at, secrets.as_ref()).await,
-    ))
-}
-
-/// One keygroup, linearizable, its secret only for the caller's node's keygroups.
-async fn keygroup_read(
-    State(cp): Cp,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = decode::<ops::KeygroupRead>(&body)?;
-    let secrets = {
-        let state = cp.state().read();
-        authority::secrets_for(&request.node, &caller, &state.registry)?
-    };
-    Ok(reply::<ops::KeygroupRead>(
-        &cp.keygroup_now(&request.name, secrets.as_ref()).await,
-    ))
+    let request = decode::<O>(&body)?;
+    let answer = O::serve(&cp, &caller, request).await?;
+    Ok(reply::<O>(&answer))
 }
 
 /// The registry digest once this member applied the requested index (0: as it stands);
@@ -336,12 +291,6 @@ async fn keygroup_read(
 async fn registry(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let index = decode::<ops::Registry>(&body)?;
     Ok(reply::<ops::Registry>(&cp.digest_at(index).await))
-}
-
-/// The ACL table as applied here.
-async fn acl_table(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    decode::<ops::AclTable>(&body)?;
-    Ok(reply::<ops::AclTable>(&Ok(cp.acl())))
 }
 
 /// A linearizable read of the registry: after the leader's read index is applied here.
@@ -354,11 +303,6 @@ async fn registry_now(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> 
 async fn kv_get(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let key = decode::<ops::KvGet>(&body)?;
     Ok(reply::<ops::KvGet>(&cp.kv_get(&key).await))
-}
-
-async fn status(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
-    decode::<ops::Status>(&body)?;
-    Ok(reply::<ops::Status>(&cp.status().await))
 }
 
 /// The event feed for members outside the control plane (bincode; answers
