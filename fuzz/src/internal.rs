@@ -9,7 +9,7 @@ use hivemind_control_plane::network::{FramedAnswer, FramedCall};
 use hivemind_control_plane::ops::{FeedRequest, JoinAccepted, JoinRequest};
 use hivemind_control_plane::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use hivemind_control_plane::registry::{Command, FeedError, FeedPage, Registry};
-use hivemind_control_plane::requests::{MemberAnswer, MemberRequest};
+use hivemind_control_plane::requests::{MemberAnswer, MemberCall};
 use hivemind_control_plane::types::{CommandResponse, NodeId, TypeConfig};
 use hivemind_control_plane::{Applied, CpError, VoterChange};
 use openraft::raft::{
@@ -48,7 +48,7 @@ pub fn request(data: &[u8]) {
         16 => drop(round_trip::<JoinRequest>(body)),
         17 => drop(round_trip::<Result<JoinAccepted, CpError>>(body)),
         18 => drop(round_trip::<Result<Applied, CpError>>(body)),
-        19 => drop(round_trip::<MemberRequest>(body)),
+        19 => drop(round_trip::<MemberCall>(body)),
         20 => drop(round_trip::<Result<MemberAnswer, CpError>>(body)),
         21 => drop(round_trip::<hivemind_backup_role::wire::Upload>(body)),
         22 => drop(round_trip::<hivemind_backup_role::wire::UploadAnswer>(body)),

@@ -15,7 +15,7 @@ use hivemind_control_plane::pre_vote::PreVoteRequest;
 use hivemind_control_plane::registry::{
     AclOp, Actor, Command, KeygroupDelta, MemberInfo, Registry,
 };
-use hivemind_control_plane::requests::{AclRequest, KeygroupChanges, MemberRequest};
+use hivemind_control_plane::requests::{AclRequest, KeygroupChanges, MemberCall, MemberRequest};
 use hivemind_control_plane::store::{encode_snapshot_file, SmData};
 use hivemind_control_plane::types::{Entry, TypeConfig};
 use hivemind_member::gossip::Sealer;
@@ -23,6 +23,14 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, SnapshotMeta, StoredMembership, Vote};
 
 use crate::{dns, gossip, internal};
+
+/// A member's request as it travels (no client's token).
+fn call(request: MemberRequest) -> MemberCall {
+    MemberCall {
+        request,
+        client_token: None,
+    }
+}
 
 /// The seeds of the target called `name` (empty for an unknown name).
 pub fn of(name: &str) -> Vec<Vec<u8>> {
@@ -258,7 +266,7 @@ fn internal_requests() -> Vec<Vec<u8>> {
         ),
         with_kind(
             19,
-            encode(&MemberRequest::UpdateKeygroup {
+            encode(&call(MemberRequest::UpdateKeygroup {
                 name: "app/t/hosts".into(),
                 by: Actor::Node("web".into()),
                 changes: KeygroupChanges {
@@ -267,23 +275,27 @@ fn internal_requests() -> Vec<Vec<u8>> {
                     rotate_secret: true,
                     ..Default::default()
                 },
-            }),
-        ),
-        with_kind(
-            19,
-            encode(&MemberRequest::Acl(AclRequest::SetPolicy {
-                name: "app-read".into(),
-                rules: "[kv]\n\"app/\" = \"read\"\n".into(),
             })),
         ),
         with_kind(
             19,
-            encode(&MemberRequest::Claim {
+            encode(&MemberCall {
+                request: MemberRequest::Acl(AclRequest::SetPolicy {
+                    name: "app-read".into(),
+                    rules: "[kv]\n\"app/\" = \"read\"\n".into(),
+                }),
+                // A client's token, forwarded by a member outside the control plane.
+                client_token: Some("0b6a1c52-6f7e-4d2b-9a3c-1f2e3d4c5b6a".into()),
+            }),
+        ),
+        with_kind(
+            19,
+            encode(&call(MemberRequest::Claim {
                 node: "ns".into(),
                 keygroup: "app/t/hosts".into(),
                 machine: MemberId::new(4).expect("nonzero"),
                 seen: 17,
-            }),
+            })),
         ),
         with_kind(
             21,
