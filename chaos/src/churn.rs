@@ -5,6 +5,7 @@
 //! and the control plane holds it to that identity. Every operation's outcome is logged for
 //! the end-state rules in [`crate::membership`].
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,7 +123,7 @@ fn info(id: MemberId, n: u64, k: usize, node: &str) -> MemberInfo {
 
 /// Runs the churn until `stop`: joins while fewer than [`TARGET_ALIVE`] synthetic members are
 /// in, otherwise leaves and claims; each call through a random member, another after a failure.
-/// A member joins under a name no joined member holds, and calls as that name.
+/// A member joins under a name no live synthetic member may hold, and calls as that name.
 pub async fn churn(
     members: Vec<String>,
     seed: u64,
@@ -136,10 +137,18 @@ pub async fn churn(
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc4c4);
     // (id, node, name index) of the members in, by the client's account.
     let mut joined: Vec<(MemberId, String, usize)> = Vec::new();
+    // The names a live member may hold: joined, or a join or leave of unknown outcome.
+    let mut held: BTreeSet<usize> = BTreeSet::new();
     let mut n = 0u64;
     while !stop.is_cancelled() {
         let member = &members[rng.gen_range(0..members.len())];
         let roll = rng.gen_range(0..100);
+        let free: Vec<usize> = (0..CHURN_NAMES).filter(|k| !held.contains(k)).collect();
+        if free.is_empty() && joined.is_empty() {
+            // Every name may still be held: nothing to do but wait for the run to end.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let ask = |request: MemberRequest| {
             hivemind_common::encode(&MemberCall {
                 request,
@@ -147,13 +156,11 @@ pub async fn churn(
             })
         };
         let request_url = access.url(member, ops::Request::PATH);
-        let (id, kind, outcome) = if joined.len() < TARGET_ALIVE && roll < 60 || joined.is_empty() {
+        let join = joined.len() < TARGET_ALIVE && roll < 60 || joined.is_empty();
+        let (id, kind, outcome) = if join && !free.is_empty() {
             n += 1;
             let id = MemberId::new(rng.gen_range(1..u64::MAX)).expect("non-zero");
             let node = NODES[rng.gen_range(0..NODES.len())];
-            let free: Vec<usize> = (0..CHURN_NAMES)
-                .filter(|k| joined.iter().all(|(_, _, held)| held != k))
-                .collect();
             let k = free[rng.gen_range(0..free.len())];
             let request = JoinRequest {
                 member: info(id, n, k, node),
@@ -167,11 +174,17 @@ pub async fn churn(
             if outcome == ChurnOutcome::Ok {
                 joined.push((id, node.to_string(), k));
             }
+            if outcome != ChurnOutcome::Refused {
+                held.insert(k);
+            }
             (id, ChurnKind::Join, outcome)
         } else if roll < 25 {
             let (id, _, k) = joined.swap_remove(rng.gen_range(0..joined.len()));
             let body = ask(MemberRequest::Leave { id });
             let outcome = call::<MemberAnswer>(&clients[k], request_url, body).await;
+            if outcome == ChurnOutcome::Ok {
+                held.remove(&k);
+            }
             (id, ChurnKind::Leave, outcome)
         } else {
             let (id, node, k) = joined[rng.gen_range(0..joined.len())].clone();

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How many names the synthetic churn members share (`churn-0` ..): a name is reused once the
-/// member holding it left.
-pub const CHURN_NAMES: usize = 12;
+/// How many names the synthetic churn members share (`churn-0` ..): a name is reused only once
+/// the member that may hold it surely left (a join or leave of unknown outcome keeps it held
+/// for good: the registry refuses a second live member of one name), so a run needs several
+/// times the [`crate::churn`] target of live members.
+pub const CHURN_NAMES: usize = 48;
 /// The harness's own certificate.
 pub const HARNESS: &str = "harness";
 
