@@ -10,7 +10,7 @@ use crate::authority::{self, Caller, Denied};
 use crate::control::ControlPlane;
 use crate::error::CpError;
 use crate::ops::{self, Op};
-use crate::registry::AclTable;
+use crate::registry::{AclTable, Actor};
 use crate::CpStatus;
 
 /// An operation a member may ask, answered the same way in process and over the wire.
@@ -49,6 +49,12 @@ impl Serve for ops::Request {
     }
 }
 
+/// Whose keygroup secrets a read for `node` may carry, on this member's applied registry.
+fn reader(cp: &ControlPlane, caller: &Caller, node: &str) -> Result<Option<Actor>, Denied> {
+    let state = cp.state().read();
+    authority::secrets_for(node, caller, &state.registry)
+}
+
 impl Serve for ops::View {
     /// A member's node-scoped view of the registry.
     async fn serve(
@@ -56,10 +62,7 @@ impl Serve for ops::View {
         caller: &Caller,
         request: Self::Request,
     ) -> Result<Self::Answer, Denied> {
-        let reader = {
-            let state = cp.state().read();
-            authority::secrets_for(&request.node, caller, &state.registry)?
-        };
+        let reader = reader(cp, caller, &request.node)?;
         Ok(cp.view(request.at, reader.as_ref()).await)
     }
 }
@@ -71,10 +74,7 @@ impl Serve for ops::KeygroupRead {
         caller: &Caller,
         request: Self::Request,
     ) -> Result<Self::Answer, Denied> {
-        let reader = {
-            let state = cp.state().read();
-            authority::secrets_for(&request.node, caller, &state.registry)?
-        };
+        let reader = reader(cp, caller, &request.node)?;
         Ok(cp.keygroup_now(&request.name, reader.as_ref()).await)
     }
 }
