@@ -22,6 +22,7 @@ use hivemind_tls::CertIdentity;
 use hivemind_common::acl::{Access, Resource};
 
 use crate::access::{self, Enforced, Need, Verdict};
+pub use crate::error::Denied;
 use crate::ops::{self, Op};
 use crate::registry::{Actor, MemberInfo, MemberState, Registry};
 use crate::requests::{AclRequest, MemberRequest};
@@ -60,41 +61,6 @@ impl Caller {
         match self {
             Caller::Certified(Some(identity)) => Some(&identity.name),
             _ => None,
-        }
-    }
-}
-
-/// A refusal: 403 with [`Denied::code`]; nothing was decoded into a change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum Denied {
-    #[error("{path} answers only control-plane members' certificates")]
-    NotControlPlane { path: String },
-    #[error("the certificate names no member")]
-    NoIdentity,
-    #[error("member {caller:?} may act only for itself: {detail}")]
-    NotYourIdentity { caller: String, detail: String },
-    /// A member asked for a client whose token does not allow it.
-    #[error("the client's token does not allow this: {detail}")]
-    ClientNotAllowed { detail: String },
-    /// A refusal another member answered over the wire (its code and message).
-    #[error("{message}")]
-    Heard { code: String, message: String },
-}
-
-impl Denied {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Denied::NotControlPlane { .. } => "not_control_plane",
-            Denied::NoIdentity => "no_identity",
-            Denied::NotYourIdentity { .. } => "not_your_identity",
-            Denied::ClientNotAllowed { .. } => "permission_denied",
-            Denied::Heard { code, .. } => match code.as_str() {
-                "not_control_plane" => "not_control_plane",
-                "no_identity" => "no_identity",
-                "not_your_identity" => "not_your_identity",
-                "permission_denied" => "permission_denied",
-                _ => "forbidden",
-            },
         }
     }
 }

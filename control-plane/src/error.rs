@@ -1,5 +1,6 @@
 //! [`CpError`]: every way a control-plane request can fail, serializable so that a forwarded
-//! request carries the leader's verdict back unchanged.
+//! request carries the leader's verdict back unchanged, and [`Denied`], a caller refused for who
+//! it is.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +41,7 @@ pub enum CpError {
     JoinElsewhere { control_plane: Vec<String> },
     /// The caller's certificate does not allow this (DESIGN.md §6e-2); nothing changed.
     #[error(transparent)]
-    Forbidden(#[from] crate::authority::Denied),
+    Forbidden(#[from] Denied),
 }
 
 impl CpError {
@@ -58,6 +59,42 @@ impl CpError {
             CpError::BadGossipKey => "bad_gossip_key",
             CpError::JoinElsewhere { .. } => "join_elsewhere",
             CpError::Forbidden(denied) => denied.code(),
+        }
+    }
+}
+
+/// Why `crate::authority` refused a caller: 403 with [`Denied::code`]; nothing was decoded into
+/// a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum Denied {
+    #[error("{path} answers only control-plane members' certificates")]
+    NotControlPlane { path: String },
+    #[error("the certificate names no member")]
+    NoIdentity,
+    #[error("member {caller:?} may act only for itself: {detail}")]
+    NotYourIdentity { caller: String, detail: String },
+    /// A member asked for a client whose token does not allow it.
+    #[error("the client's token does not allow this: {detail}")]
+    ClientNotAllowed { detail: String },
+    /// A refusal another member answered over the wire (its code and message).
+    #[error("{message}")]
+    Heard { code: String, message: String },
+}
+
+impl Denied {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denied::NotControlPlane { .. } => "not_control_plane",
+            Denied::NoIdentity => "no_identity",
+            Denied::NotYourIdentity { .. } => "not_your_identity",
+            Denied::ClientNotAllowed { .. } => "permission_denied",
+            Denied::Heard { code, .. } => match code.as_str() {
+                "not_control_plane" => "not_control_plane",
+                "no_identity" => "no_identity",
+                "not_your_identity" => "not_your_identity",
+                "permission_denied" => "permission_denied",
+                _ => "forbidden",
+            },
         }
     }
 }

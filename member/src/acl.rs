@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{CONSUL_TOKEN_HEADER, TOKEN_HEADER};
+pub use crate::cp_access::ClientToken;
 use crate::state::Agent;
 
 /// How often a member re-reads the ACL table.
@@ -76,21 +77,6 @@ pub fn presented<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Op
         .get(CONSUL_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok());
     bearer.or(direct).or(consul).or(query_token).map(str::trim)
-}
-
-/// The token the client presented, for a member that asks the control plane to act for the
-/// client (the control plane decides with it again). Never printed.
-#[derive(Clone, Default)]
-pub struct ClientToken(pub Option<String>);
-
-impl std::fmt::Debug for ClientToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "ClientToken(..)"
-        } else {
-            "ClientToken(None)"
-        })
-    }
 }
 
 /// `uri` without its `token` query parameter: routes never see the secret (and strict query

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use hivemind_common::MemberId;
 
-use crate::acl::ClientToken;
 use crate::cp_choice;
 use hivemind_control_plane::authority::{Caller, Denied};
 use hivemind_control_plane::network::{CallError, InternalClient};
@@ -23,6 +22,21 @@ use hivemind_control_plane::registry::{
 use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::serve::Serve;
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
+
+/// The token the client presented, for a member that asks the control plane to act for the
+/// client (the control plane decides with it again). Never printed.
+#[derive(Clone, Default)]
+pub struct ClientToken(pub Option<String>);
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ClientToken(..)"
+        } else {
+            "ClientToken(None)"
+        })
+    }
+}
 
 pub enum CpAccess {
     Member(Arc<ControlPlane>),
