@@ -292,7 +292,7 @@ pub enum TlsCertCommand {
         client: bool,
         /// With --server: a control-plane member's certificate (DESIGN.md §6e-2). Only it
         /// may start a `--control-plane` member, vote, replicate and read the whole registry.
-        #[arg(long, requires = "server")]
+        #[arg(long, conflicts_with = "client")]
         control_plane: bool,
         /// The member's `--name` (a member's certificate names it; the control plane acts
         /// on it, not on what a request says).

@@ -63,9 +63,42 @@ fn the_cli_makes_a_ca_and_certificates_openssl_accepts() {
         "DNS:cp1.hivemind.example",
         "TLS Web Server Authentication",
         "TLS Web Client Authentication",
+        // Whom it names (DESIGN.md §6e-2): a member outside the control plane.
+        "URI:hivemind:member:cp1",
     ] {
         assert!(text.contains(want), "{want} missing in\n{text}");
     }
+    assert!(!text.contains("hivemind:control-plane"), "{text}");
+    // A control-plane certificate says so; a client certificate names no member.
+    let out = cli(&[
+        "tls",
+        "cert",
+        "create",
+        "--server",
+        "--control-plane",
+        "--name",
+        "cp2",
+        "--dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = openssl(&["x509", "-in", &path("cp2.pem"), "-noout", "-text"]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("URI:hivemind:control-plane:cp2"), "{text}");
+    let text = openssl(&["x509", "-in", &path("ops.pem"), "-noout", "-text"]).unwrap();
+    assert!(!String::from_utf8_lossy(&text.stdout).contains("URI:hivemind"));
+    let out = cli(&[
+        "tls",
+        "cert",
+        "create",
+        "--client",
+        "--control-plane",
+        "--name",
+        "x",
+        "--dir",
+        d,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "--control-plane needs --server");
     let v = openssl(&[
         "verify",
         "-CAfile",
