@@ -23,12 +23,10 @@ pub fn ca_files(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("ca-key.pem"))
 }
 
-/// A certificate's files in `dir`.
+/// A certificate's files in `dir` (the layout members read: `hivemind_tls::TlsFiles::in_dir`).
 pub fn cert_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}-key.pem")),
-    )
+    let files = hivemind_tls::TlsFiles::in_dir(dir, name);
+    (files.cert, files.key)
 }
 
 /// Writes `text` to a new file (never over an existing one); `secret` files get mode 0600.

@@ -67,15 +67,7 @@ impl Pki {
 
     /// The `--tls-*` flags of member `name`.
     pub fn member_args(&self, name: &str) -> Vec<String> {
-        let file = |f: String| self.dir.join(f).display().to_string();
-        vec![
-            "--tls-cert".into(),
-            file(format!("{name}.pem")),
-            "--tls-key".into(),
-            file(format!("{name}-key.pem")),
-            "--tls-ca".into(),
-            file("ca.pem".into()),
-        ]
+        hivemind_tls::TlsFiles::in_dir(&self.dir, name).flags()
     }
 }
 
@@ -123,15 +115,10 @@ impl Access {
     /// user's client does).
     pub fn client(&self, name: Option<&str>, timeout: Duration) -> reqwest::Client {
         let tls = self.pki.as_ref().map(|pki| {
-            let cert = name.map(|n| {
-                (
-                    pki.dir.join(format!("{n}.pem")),
-                    pki.dir.join(format!("{n}-key.pem")),
-                )
-            });
+            let own = name.map(|n| hivemind_tls::TlsFiles::in_dir(&pki.dir, n));
             hivemind_tls::cli_client(
                 &pki.dir.join("ca.pem"),
-                cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                own.as_ref().map(|f| (f.cert.as_path(), f.key.as_path())),
             )
             .expect("the run's own certificates load")
         });

@@ -24,15 +24,7 @@ pub fn make_pki(dir: &Path, names: &[(&str, &str)]) {
 
 /// `--tls-cert`, `--tls-key`, `--tls-ca` for the certificate `name` in `dir`.
 pub fn tls_flags(dir: &Path, name: &str) -> Vec<String> {
-    let file = |f: String| dir.join(f).display().to_string();
-    vec![
-        "--tls-cert".into(),
-        file(format!("{name}.pem")),
-        "--tls-key".into(),
-        file(format!("{name}-key.pem")),
-        "--tls-ca".into(),
-        file("ca.pem".into()),
-    ]
+    hivemind_tls::TlsFiles::in_dir(dir, name).flags()
 }
 
 /// curl with a 10 s limit (`None`: curl is not installed).
@@ -65,14 +57,8 @@ pub fn secret_of(output: &Output) -> String {
 
 /// An HTTPS client presenting certificate `name` from `dir` (as that member would).
 pub fn client_as(dir: &Path, name: &str) -> reqwest::Client {
-    let tls = hivemind_tls::cli_client(
-        &dir.join("ca.pem"),
-        Some((
-            &dir.join(format!("{name}.pem")),
-            &dir.join(format!("{name}-key.pem")),
-        )),
-    )
-    .unwrap();
+    let files = hivemind_tls::TlsFiles::in_dir(dir, name);
+    let tls = hivemind_tls::cli_client(&files.ca, Some((&files.cert, &files.key))).unwrap();
     hivemind_tls::http_client(Some(&tls))
         .timeout(Duration::from_secs(20))
         .build()

@@ -44,6 +44,32 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
+impl TlsFiles {
+    /// The files `hivemind tls` writes for certificate `name` in `dir`: `name.pem`,
+    /// `name-key.pem` and the CA's `ca.pem`.
+    pub fn in_dir(dir: &Path, name: &str) -> Self {
+        Self {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+            ca: dir.join("ca.pem"),
+        }
+    }
+
+    /// The member flags that name these files: `--tls-cert`, `--tls-key`, `--tls-ca`.
+    pub fn flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        for (flag, path) in [
+            ("--tls-cert", &self.cert),
+            ("--tls-key", &self.key),
+            ("--tls-ca", &self.ca),
+        ] {
+            flags.push(flag.to_string());
+            flags.push(path.display().to_string());
+        }
+        flags
+    }
+}
+
 /// Why TLS material cannot be used; every variant names the file and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
