@@ -79,7 +79,7 @@ fn on_response(response: &Response<Body>, latency: Duration, span: &Span) {
     // Who asked: a token's accessor (never its secret), set by the ACL check.
     let accessor = response
         .extensions()
-        .get::<crate::acl::Accessor>()
+        .get::<hivemind_control_plane::access::Accessor>()
         .map_or("-", |a| a.0.as_str());
     tracing::info!(parent: span, status, micros, accessor, "answered");
 }

@@ -13,7 +13,7 @@
 //! ago on another member works right away; a deleted one may keep working until the member's
 //! feed brings the change, as in Consul's token cache).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,17 +25,15 @@ use hivemind_common::acl::{Access, Resource};
 use hivemind_common::backoff::Backoff;
 pub use hivemind_control_plane::access::{decide, Accessor, Enforced, Grant, Need, Verdict};
 use hivemind_control_plane::http::ApiError;
-use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::acl_cache::AclCache;
 use crate::auth::{CONSUL_TOKEN_HEADER, TOKEN_HEADER};
 pub use crate::cp_access::ClientToken;
 use crate::state::Agent;
 
 /// How often a member re-reads the ACL table.
 pub const REFRESH: Duration = Duration::from_secs(5);
-/// How long a request waits for a fresher table (an unknown token, or none read yet).
-const WAIT_FOR_TABLE: Duration = Duration::from_secs(3);
 
 /// What a `/v1` request needs (sans IO): reads are GET/HEAD, everything else writes. Routes
 /// nobody names (and the cluster's own state: status, members, nodes) fall under `cp`; the
@@ -111,53 +109,6 @@ fn query_params(uri: &axum::http::Uri) -> (Option<String>, Option<String>) {
             .map(|(_, v)| v.clone())
     };
     (find("token"), find("prefix"))
-}
-
-/// This member's copy of the ACL table: `None` until first read.
-pub struct AclCache {
-    current: watch::Sender<Option<Arc<Enforced>>>,
-    /// Asks the refresh loop for a read now.
-    wake: Notify,
-    /// Reads of the table that failed (`/metrics`).
-    pub failures: AtomicU64,
-}
-
-impl Default for AclCache {
-    fn default() -> Self {
-        Self {
-            current: watch::channel(None).0,
-            wake: Notify::new(),
-            failures: AtomicU64::new(0),
-        }
-    }
-}
-
-impl AclCache {
-    /// The control plane's table changed: read it again now.
-    pub(crate) fn changed(&self) {
-        self.wake.notify_one();
-    }
-
-    /// The table, waiting for a first read (bounded) when none was made yet.
-    async fn table(&self) -> Option<Arc<Enforced>> {
-        if let Some(table) = self.current.borrow().clone() {
-            return Some(table);
-        }
-        self.fresher(None).await
-    }
-
-    /// A table newer than `than` (another `Arc`), waiting at most [`WAIT_FOR_TABLE`].
-    async fn fresher(&self, than: Option<&Arc<Enforced>>) -> Option<Arc<Enforced>> {
-        let mut rx = self.current.subscribe();
-        rx.mark_unchanged();
-        self.wake.notify_one();
-        let _ = tokio::time::timeout(WAIT_FOR_TABLE, rx.changed()).await;
-        let now = rx.borrow().clone();
-        match (now, than) {
-            (Some(now), Some(than)) if Arc::ptr_eq(&now, than) => None,
-            (now, _) => now,
-        }
-    }
 }
 
 /// Keeps this member's ACL table fresh: on every `acl_changed` event of the feed and when a

@@ -27,6 +27,7 @@
 pub mod access_log;
 pub mod acl;
 pub mod acl_api;
+pub mod acl_cache;
 pub mod address;
 pub mod admission;
 pub mod agent;

@@ -50,7 +50,7 @@ pub(crate) struct Agent {
     /// What the HTTP listener refused (failed TLS handshakes), for `/metrics`.
     pub(crate) listener_counters: Arc<hivemind_tls::listener::ListenerCounters>,
     /// This member's copy of the ACL table, which it enforces.
-    pub(crate) acl: crate::acl::AclCache,
+    pub(crate) acl: crate::acl_cache::AclCache,
 }
 
 /// The feed follower's counters (in `/v1/status` and `/metrics`).

@@ -12,8 +12,13 @@ use hivemind_subscriptions::{IntakeRecordsView, IntakeStatusView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::apply::unix_ms;
 use crate::Shared;
+
+/// A time as the API shows it: milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// The nginx role's routes, for the OpenAPI document (mounted only on members running it).
 #[derive(utoipa::OpenApi)]

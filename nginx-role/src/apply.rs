@@ -4,7 +4,7 @@
 //! `GET /v1/roles/nginx/config`.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use hivemind_common::role::{ControlPlaneClient, NginxSettings, RoleHealth, RoleR
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{FailureView, ReloadView, Running};
+use crate::api::{unix_ms, FailureView, ReloadView, Running};
 use crate::debounce::Debounce;
 use crate::nginx::{supervise, Nginx};
 use crate::{model, template, Shared};
@@ -27,11 +27,6 @@ pub(crate) struct Apply {
     pub(crate) cp: Arc<dyn ControlPlaneClient>,
     /// The last error reported to the feed: a failure that repeats is counted, not re-sent.
     pub(crate) last_reported: Mutex<Option<String>>,
-}
-
-pub(crate) fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Apply {
