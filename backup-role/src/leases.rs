@@ -67,6 +67,16 @@ impl Leases {
             .or_insert(Held { len, expires_ms });
     }
 
+    /// Forgets one chunk (found damaged).
+    pub fn remove(&mut self, owner: &str, id: &ChunkId) {
+        if let Some(held) = self.owners.get_mut(owner) {
+            held.remove(id);
+            if held.is_empty() {
+                self.owners.remove(owner);
+            }
+        }
+    }
+
     /// The owner's heartbeat listing `listed`.
     pub fn heartbeat(
         &mut self,

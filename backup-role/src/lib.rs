@@ -15,6 +15,7 @@ mod api;
 pub mod crypto;
 pub mod leases;
 pub mod owner;
+pub mod pack;
 pub mod placement;
 pub mod restore;
 pub mod space;

@@ -314,7 +314,7 @@ impl Owner {
             .iter()
             .map(|(space, items)| {
                 let bytes = items.iter().map(|i| batch.chunks[*i].1.len() as u64).sum();
-                (*space, bytes)
+                (*space, crate::pack::upper_bound(items.len(), bytes))
             })
             .collect();
         let granted = match self
