@@ -20,14 +20,14 @@ use utoipa::ToSchema;
 use crate::owner::{CheckView, OwnerError, RunView};
 use crate::restore::{rfc3339, RestoreError, RestoreView};
 use crate::space::SpaceError;
-use crate::wire::{Heartbeat, HeartbeatAnswer, Upload, UploadAnswer};
+use crate::wire::{parse_upload, Heartbeat, HeartbeatAnswer, UploadAnswer};
 use crate::Shared;
 
 /// The backup role's routes, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(run_route, snapshots_route, forget_route, restore_route, check_route, status_route),
-    components(schemas(ErrorBody, RunView, RunRequest, SnapshotView, RestoreRequest, RestoreView, SpaceView, CheckRequest, CheckView, BackupStatusView)),
+    components(schemas(ErrorBody, crate::progress::ProgressView, RunView, RunRequest, SnapshotView, RestoreRequest, RestoreView, SpaceView, CheckRequest, CheckView, BackupStatusView)),
     tags((name = "backup role", description = "On members with --roles backup"))
 )]
 pub struct BackupApi;
@@ -237,6 +237,9 @@ pub struct SpaceView {
     /// 16 hex digits.
     pub member: String,
     pub name: String,
+    /// The member's state: `alive`, `suspect`, `failed` or `left` (copies on a failed or
+    /// departed space do not count toward R).
+    pub state: String,
     pub capacity: u64,
     pub stored: u64,
     pub reserved: u64,
@@ -290,6 +293,10 @@ pub struct BackupStatusView {
     pub space_stored: u64,
     /// Owners with chunks here and how many.
     pub space_owners: Vec<(String, usize)>,
+    /// The run under way or last run.
+    pub run_progress: Option<crate::progress::ProgressView>,
+    /// The restore under way or last restore on this member.
+    pub restore_progress: Option<crate::progress::ProgressView>,
 }
 
 /// The backup role's status on this member.
@@ -316,6 +323,8 @@ pub(crate) async fn status_route(State(s): State<Shared>) -> Json<BackupStatusVi
         space_capacity: s.space.as_ref().map(|sp| sp.capacity),
         space_stored: s.space.as_ref().map_or(0, |sp| sp.stored()),
         space_owners: s.space.as_ref().map(|sp| sp.owners()).unwrap_or_default(),
+        run_progress: owner.map(|o| o.run_progress.view()),
+        restore_progress: owner.map(|o| o.restore_progress.view()),
     })
 }
 
@@ -325,15 +334,14 @@ pub(crate) async fn upload_route(State(s): State<Shared>, body: Bytes) -> Respon
     let Some(space) = s.space.clone() else {
         return no_space();
     };
-    let upload: Upload = match hivemind_common::decode(&body) {
+    let (header, chunks) = match parse_upload(&body) {
         Ok(u) => u,
         Err(e) => {
             return error_response(StatusCode::BAD_REQUEST, "invalid", &format!("upload: {e}"))
         }
     };
-    let chunks = upload.chunks.into_iter().map(|(id, b)| (id, b.0)).collect();
     match space
-        .upload(&*s.cp, &upload.owner, upload.reservation, chunks)
+        .upload(&*s.cp, &header.owner, header.reservation, chunks)
         .await
     {
         Ok(stored_bytes) => hivemind_common::encode(&UploadAnswer { stored_bytes }).into_response(),
@@ -397,6 +405,31 @@ pub(crate) async fn chunk_route(
     };
     match space.read(&owner, id).await {
         Ok(bytes) => bytes.into_response(),
+        Err(e) => space_error(e),
+    }
+}
+
+/// `POST /chunks/{owner}/read`: the sealed chunks of those asked (bincode ids) held intact here.
+pub(crate) async fn read_many_route(
+    State(s): State<Shared>,
+    Path(owner): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(space) = s.space.clone() else {
+        return no_space();
+    };
+    let ids: Vec<ChunkId> = match hivemind_common::decode(&body) {
+        Ok(ids) => ids,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid", &format!("ids: {e}")),
+    };
+    match space.read_many(&owner, ids).await {
+        Ok(found) => {
+            let found: Vec<(ChunkId, crate::tree::ByteBuf)> = found
+                .into_iter()
+                .map(|(id, b)| (id, crate::tree::ByteBuf(b)))
+                .collect();
+            hivemind_common::encode(&found).into_response()
+        }
         Err(e) => space_error(e),
     }
 }

@@ -176,7 +176,11 @@ mod tests {
         );
         let id = a.chunk_id(b"data");
         let sealed = a.seal(&id, b"data");
-        assert_eq!(sealed.len() as u64, 4 + SEAL_OVERHEAD, "too small to shrink: raw");
+        assert_eq!(
+            sealed.len() as u64,
+            4 + SEAL_OVERHEAD,
+            "too small to shrink: raw"
+        );
         assert_ne!(a.seal(&id, b"data"), sealed, "a fresh nonce each time");
         assert_eq!(a.open(&id, &sealed).unwrap(), b"data");
         assert!(b.open(&id, &sealed).is_err(), "a wrong key");
@@ -200,7 +204,9 @@ mod tests {
         assert!(sealed.len() < text.len() / 10, "{} bytes", sealed.len());
         assert_eq!(key.open(&id, &sealed).unwrap(), text);
 
-        let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let noise_id = key.chunk_id(&noise);
         let sealed = key.seal(&noise_id, &noise);
         assert!(sealed.len() as u64 <= noise.len() as u64 + SEAL_OVERHEAD);

@@ -2,12 +2,15 @@
 //! A member with `--roles backup` is an **owner** (it backs up `--backup-path` with its owner
 //! key) and, with `--backup-space`, a **space** (it keeps other owners' sealed chunks).
 //!
-//! Layout: [`crypto`] (the owner key: keyed chunk ids, sealing), [`tree`] (walk + FastCDC,
-//! the manifest, restore of one entry), [`placement`] (where chunks go, the owner's index and
-//! its repair plan), [`leases`] (a space's chunks and their leases) — all sans IO;
-//! [`space`] (a space's disk), [`owner`] (runs, heartbeats, repair, restore, forget),
-//! [`restore`] (shared with the CLI's fresh-machine restore), [`wire`] (routes, bodies and
-//! the client between owners, spaces and the CLI), `api` (the HTTP routes). The ledger's rules
+//! Layout: [`crypto`] (the owner key: keyed chunk ids, compression and sealing), [`tree`]
+//! (per-directory tree blobs and the snapshot root, v1's manifest, what a restore writes),
+//! [`pack`] (pack files and a space's index of them), [`placement`] (where chunks go, the
+//! owner's index and its repair plan), [`leases`] (a space's chunks and their leases),
+//! [`progress`] (a run's or restore's progress) — all sans IO; [`scan`] (the parallel walk
+//! that turns directories into sealed chunks and tree blobs), [`space`] (a space's disk),
+//! [`owner`] (runs, heartbeats, repair, restore, forget), [`restore`] (shared with the CLI's
+//! fresh-machine restore), [`wire`] (routes, bodies and the client between owners, spaces and
+//! the CLI), `api` (the HTTP routes). The ledger's rules
 //! (quota, reservations, snapshot records) are the control plane's
 //! (`control-plane/src/registry/backup.rs`).
 
@@ -17,10 +20,15 @@ pub mod leases;
 pub mod owner;
 pub mod pack;
 pub mod placement;
+pub mod progress;
 pub mod restore;
+pub mod scan;
 pub mod space;
 pub mod tree;
 pub mod wire;
+
+#[cfg(test)]
+mod test_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -113,6 +121,10 @@ impl Role for BackupRole {
                 ),
                 counters: Default::default(),
                 last_run: Default::default(),
+                cache_dir: data_dir.join("backup").join("trees"),
+                pool: Arc::new(owner::scan_pool()),
+                run_progress: Default::default(),
+                restore_progress: Default::default(),
             })),
             Err(e) => {
                 tracing::error!(error = %e, "the backup owner key cannot be read: this member backs nothing up");
@@ -143,6 +155,7 @@ impl Role for BackupRole {
         };
         let chunk_routes = Router::new()
             .route("/chunks/{owner}", get(api::list_route))
+            .route("/chunks/{owner}/read", post(api::read_many_route))
             .route("/chunks/{owner}/{id}", get(api::chunk_route));
         let routes = Router::new()
             .route("/run", post(api::run_route))
@@ -248,8 +261,13 @@ async fn space_loop(
     }
 }
 
+/// How long after a membership change the owner looks for a departed space: SWIM's changes
+/// come in bursts.
+const REPAIR_SETTLE: Duration = Duration::from_secs(1);
+
 /// An owner's loop: a heartbeat round (with repair) every `heartbeat`, a snapshot every
-/// `every` when it has paths.
+/// `every` when it has paths, and a repair within seconds of a space holding its chunks
+/// failing or leaving (not at the next heartbeat).
 async fn owner_loop(
     owner: Arc<Owner>,
     every: Duration,
@@ -261,13 +279,24 @@ async fn owner_loop(
     let mut run = tokio::time::interval_at(start + every, every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     run.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut membership = owner.membership.clone();
     loop {
+        let mut repair = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = beat.tick() => {
-                if let Err(e) = owner.maintain().await {
-                    owner.counters.heartbeats_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "backup heartbeat round failed; retrying at the next");
+            _ = beat.tick() => repair = true,
+            changed = membership.changed() => {
+                if changed.is_err() {
+                    // The runtime is going away; the shutdown follows.
+                    shutdown.cancelled().await;
+                    return;
+                }
+                tokio::time::sleep(REPAIR_SETTLE).await;
+                membership.borrow_and_update();
+                if owner.lost_a_space().await {
+                    owner.counters.prompt_repairs.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("a space holding backup chunks failed or left: repairing now");
+                    repair = true;
                 }
             }
             _ = run.tick() => {
@@ -275,6 +304,15 @@ async fn owner_loop(
                     // A failure is counted, logged and reported to the feed by `run`.
                     let _ = owner.run(None).await;
                 }
+            }
+        }
+        if repair {
+            if let Err(e) = owner.maintain().await {
+                owner
+                    .counters
+                    .heartbeats_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "backup heartbeat round failed; retrying at the next");
             }
         }
     }
@@ -335,6 +373,18 @@ impl RoleMetrics for BackupMetrics {
                     c.copies_made.load(Ordering::Relaxed),
                 ),
                 sample(
+                    "replaced_shares",
+                    "Shares of a batch a space refused or failed, placed on other spaces.",
+                    true,
+                    c.replaced.load(Ordering::Relaxed),
+                ),
+                sample(
+                    "prompt_repairs",
+                    "Repairs started because a space holding chunks failed or left.",
+                    true,
+                    c.prompt_repairs.load(Ordering::Relaxed),
+                ),
+                sample(
                     "lost_chunks",
                     "Referenced chunks no space holds (operator: restore elsewhere).",
                     false,
@@ -355,6 +405,18 @@ impl RoleMetrics for BackupMetrics {
                     "Bytes of chunks this member holds.",
                     false,
                     s.stored(),
+                ),
+                sample(
+                    "space_packs",
+                    "Pack files this member holds.",
+                    false,
+                    s.pack_count() as u64,
+                ),
+                sample(
+                    "space_damaged_chunks",
+                    "Chunks that failed their pack's check (dropped, never served).",
+                    true,
+                    s.damaged.load(Ordering::Relaxed),
                 ),
                 sample(
                     "space_offer_failures",

@@ -4,11 +4,12 @@
 //! ([`Owner::maintain`]); restore and forget snapshots. Runs and heartbeats take turns on the
 //! index, so a heartbeat never drops what a run is sending.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hivemind_common::backup::{BackupOp, BackupOutcome, ChunkId, SnapshotRecord};
 use hivemind_common::role::{ControlPlaneClient, CpCallError, Membership, RoleReport, RoleStore};
 use hivemind_common::MemberId;
@@ -17,10 +18,12 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::crypto::OwnerKey;
 use crate::placement::{self, Candidate, Index, Stored};
+use crate::progress::Progress;
 use crate::restore::{self, RestoreError, RestoreView, Source};
+use crate::scan::{self, Scanner, TreeCache};
 use crate::space::now_ms;
 use crate::tree::{self, ScanError};
-use crate::wire::{Spaces, Upload};
+use crate::wire::Spaces;
 
 /// How long a reservation waits for its upload.
 const RESERVATION_MS: u64 = 10 * 60 * 1000;
@@ -82,6 +85,10 @@ pub struct OwnerCounters {
     pub heartbeats_failed: AtomicU64,
     pub copies_made: AtomicU64,
     pub lost_chunks: AtomicU64,
+    /// Shares of a batch a space did not take (refused or failed), placed on others.
+    pub replaced: AtomicU64,
+    /// Repairs started because a space failed or left.
+    pub prompt_repairs: AtomicU64,
 }
 
 pub struct Owner {
@@ -99,25 +106,43 @@ pub struct Owner {
     pub index: Mutex<Index>,
     pub counters: OwnerCounters,
     pub last_run: std::sync::Mutex<Option<RunView>>,
+    /// The last run's tree blobs (`<data-dir>/backup/trees/`).
+    pub cache_dir: PathBuf,
+    /// The threads that read, chunk, hash, compress and seal (one per core).
+    pub pool: Arc<rayon::ThreadPool>,
+    pub run_progress: Arc<Progress>,
+    pub restore_progress: Arc<Progress>,
 }
 
 /// Sealed chunks waiting to be placed and sent.
 #[derive(Default)]
-struct Batch {
-    chunks: Vec<(ChunkId, Vec<u8>)>,
+pub(crate) struct Batch {
+    chunks: Vec<(ChunkId, Bytes)>,
     bytes: u64,
 }
 
 impl Batch {
-    fn push(&mut self, id: ChunkId, sealed: Vec<u8>) {
+    pub(crate) fn push(&mut self, id: ChunkId, sealed: Bytes) {
         self.bytes += sealed.len() as u64;
         self.chunks.push((id, sealed));
     }
 }
 
-/// The snapshot id: 16 hex digits of its first manifest chunk's id.
+/// Sealed chunks queued between the scan and the batches.
+const QUEUED_CHUNKS: usize = 16;
+
+/// The snapshot id: 16 hex digits of its root blob's id.
 fn snapshot_id(first: &ChunkId) -> String {
     first.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The threads a run scans with: one per core.
+pub fn scan_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name(|i| format!("backup-scan-{i}"))
+        .build()
+        .expect("the scan threads start")
 }
 
 impl Owner {
@@ -145,6 +170,27 @@ impl Owner {
             .collect()
     }
 
+    /// Forgets the copies on spaces that failed or left: they do not count toward R.
+    fn lose_departed(&self, index: &mut Index) -> usize {
+        let live = self.live_spaces();
+        let gone: Vec<MemberId> = index
+            .spaces()
+            .into_iter()
+            .filter(|s| !live.contains_key(s))
+            .collect();
+        for space in &gone {
+            index.lose(*space, None);
+        }
+        gone.len()
+    }
+
+    /// Whether a space holding some of this owner's chunks failed or left (repair is due).
+    pub async fn lost_a_space(&self) -> bool {
+        let live = self.live_spaces();
+        let index = self.index.lock().await;
+        index.spaces().iter().any(|s| !live.contains_key(s))
+    }
+
     /// The spaces a chunk can go to now: live, offering room in the ledger, not this member.
     async fn candidates(&self) -> Result<Vec<Candidate>, OwnerError> {
         let state = self.cp.backup_state().await?;
@@ -166,13 +212,16 @@ impl Owner {
     /// Takes a snapshot of `paths` (the member's `--backup-path` when `None`). On failure the
     /// reason goes to the feed as `backup_failed` and no snapshot is recorded.
     pub async fn run(&self, paths: Option<Vec<PathBuf>>) -> Result<RunView, OwnerError> {
+        let whole = paths.is_none();
         let roots = paths.unwrap_or_else(|| self.paths.clone());
         if roots.is_empty() {
             return Err(OwnerError::NoPaths);
         }
         tree::check_roots(&roots)?;
         let mut index = self.index.lock().await;
-        let result = self.run_locked(&mut index, roots).await;
+        self.run_progress.start();
+        let result = self.run_locked(&mut index, roots, whole).await;
+        self.run_progress.finish();
         match &result {
             Ok(view) => {
                 self.counters.runs_ok.fetch_add(1, Ordering::Relaxed);
@@ -201,68 +250,95 @@ impl Owner {
         &self,
         index: &mut Index,
         roots: Vec<PathBuf>,
+        whole: bool,
     ) -> Result<RunView, OwnerError> {
-        let live = self.live_spaces();
-        for space in index.spaces() {
-            if !live.contains_key(&space) {
-                index.lose(space, None);
-            }
-        }
+        self.lose_departed(index);
         let mut candidates = self.candidates().await?;
         let mut view = RunView::default();
-        // Hashing and sealing run beside the task runtime: the member keeps gossiping.
-        let (tx, mut rx) = mpsc::channel::<(ChunkId, Vec<u8>)>(4);
-        let (key, time_ms) = (self.key.clone(), now_ms());
-        let held: std::collections::HashSet<ChunkId> = index
+        let (tx, mut rx) = mpsc::channel::<(ChunkId, Bytes)>(QUEUED_CHUNKS);
+        let held: HashSet<ChunkId> = index
             .chunks
             .keys()
             .filter(|id| index.held(id, self.replicas))
             .copied()
             .collect();
-        let scan_roots = roots.clone();
-        let scan = tokio::task::spawn_blocking(move || {
-            let mut skipped = 0;
-            let mut hand = |id, plain: Vec<u8>| {
-                if held.contains(&id) {
-                    return Ok(());
+        let time_ms = now_ms();
+        let scan = {
+            let (key, pool, progress) = (
+                self.key.clone(),
+                self.pool.clone(),
+                self.run_progress.clone(),
+            );
+            let (roots, cache_dir) = (roots.clone(), self.cache_dir.clone());
+            // Reading, chunking, hashing, compressing and sealing run on the scan threads,
+            // beside the task runtime: the member keeps gossiping.
+            tokio::task::spawn_blocking(move || {
+                let counting = progress.clone();
+                let count_roots = roots.clone();
+                std::thread::spawn(move || {
+                    let (files, bytes) = scan::count(&count_roots);
+                    counting.set_totals(files, bytes);
+                });
+                let cache = TreeCache::open(cache_dir);
+                let held_fn = |id: &ChunkId| held.contains(id);
+                let send_fn = |id: ChunkId, sealed: Vec<u8>| {
+                    tx.blocking_send((id, Bytes::from(sealed)))
+                        .map_err(|_| ScanError::Stopped)
+                };
+                let scanned = pool.install(|| {
+                    Scanner::new(&key, &held_fn, &send_fn, Some(&cache), &progress)
+                        .snapshot(&roots, time_ms)
+                });
+                if scanned.is_ok() && whole {
+                    cache.sweep();
                 }
-                let sealed = key.seal(&id, &plain);
-                tx.blocking_send((id, sealed))
-                    .map_err(|_| ScanError::Stopped)
-            };
-            let manifest = tree::scan(&scan_roots, &key, time_ms, &mut hand, &mut skipped)?;
-            let mut manifest_ids = Vec::new();
-            for piece in manifest.pieces() {
-                let id = key.chunk_id(&piece);
-                manifest_ids.push(id);
-                hand(id, piece)?;
+                scanned
+            })
+        };
+        // Batches fill while the one before is placed and sent.
+        let (batches_tx, mut batches) = mpsc::channel::<Batch>(1);
+        let batch_bytes = self.batch_bytes;
+        let fill = async move {
+            let mut batch = Batch::default();
+            while let Some((id, sealed)) = rx.recv().await {
+                batch.push(id, sealed);
+                if batch.bytes >= batch_bytes
+                    && batches_tx.send(std::mem::take(&mut batch)).await.is_err()
+                {
+                    return;
+                }
             }
-            let paths_plain = hivemind_common::encode(&manifest.roots);
-            let paths_id = key.chunk_id(&paths_plain);
-            let mut sealed_paths = paths_id.0.to_vec();
-            sealed_paths.extend(key.seal(&paths_id, &paths_plain));
-            Ok::<_, ScanError>((manifest, manifest_ids, sealed_paths))
-        });
-        let mut batch = Batch::default();
-        while let Some((id, sealed)) = rx.recv().await {
-            batch.push(id, sealed);
-            if batch.bytes >= self.batch_bytes {
-                self.flush(index, &mut candidates, &mut batch, &mut view)
-                    .await?;
+            if !batch.chunks.is_empty() {
+                let _ = batches_tx.send(batch).await;
             }
-        }
-        let (manifest, manifest_ids, sealed_paths) =
-            scan.await.expect("the scan does not panic")?;
-        self.flush(index, &mut candidates, &mut batch, &mut view)
-            .await?;
+        };
+        let send = async {
+            while let Some(batch) = batches.recv().await {
+                self.flush(index, &mut candidates, batch, &mut view).await?;
+            }
+            Ok::<_, OwnerError>(())
+        };
+        let ((), sent) = tokio::join!(fill, send);
+        let scanned = scan.await.expect("the scan does not panic");
+        sent?;
+        let scanned = scanned?;
 
+        let paths_plain = hivemind_common::encode(
+            &roots
+                .iter()
+                .map(|r| tree::ByteBuf::of(r))
+                .collect::<Vec<_>>(),
+        );
+        let paths_id = self.key.chunk_id(&paths_plain);
+        let mut sealed_paths = paths_id.0.to_vec();
+        sealed_paths.extend(self.key.seal(&paths_id, &paths_plain));
         let record = SnapshotRecord {
-            id: snapshot_id(&manifest_ids[0]),
+            id: snapshot_id(&scanned.root),
             owner: self.name.clone(),
             time_ms,
-            files: manifest.files(),
-            bytes: manifest.bytes(),
-            manifest: manifest_ids.clone(),
+            files: scanned.files,
+            bytes: scanned.bytes,
+            manifest: vec![scanned.root],
             sealed_paths,
         };
         self.cp
@@ -271,106 +347,80 @@ impl Owner {
             })
             .await
             .map_err(|e| OwnerError::Failed(format!("recording the snapshot: {e}")))?;
-        let mut referenced: BTreeSet<ChunkId> = manifest.chunks().collect();
-        referenced.extend(manifest_ids);
-        index.snapshots.insert(record.id.clone(), referenced);
+        index
+            .snapshots
+            .insert(record.id.clone(), scanned.referenced.into_iter().collect());
         index.pending.clear();
         self.persist(index)?;
         view.snapshot = record.id;
         view.files = record.files;
         view.bytes = record.bytes;
-        tracing::info!(snapshot = %view.snapshot, files = view.files, chunks_new = view.chunks_new, "backup recorded");
+        tracing::info!(snapshot = %view.snapshot, files = view.files, chunks_new = view.chunks_new, bytes_sent = view.bytes_sent, "backup recorded");
         Ok(view)
     }
 
     /// Places, reserves and sends the batch: every chunk ends on R spaces (counting those
-    /// already holding it). Chunks sent are in the index (pending) before this answers, so an
-    /// interrupted run resumes without sending them again.
-    async fn flush(
+    /// already holding it), the uploads to different spaces at once. A space that refuses its
+    /// reservation or fails its upload leaves `candidates` for the rest of the run and its
+    /// share is placed again on the others; the batch fails only when no placement is left.
+    /// Chunks sent are in the index (pending) before this answers, so an interrupted run
+    /// resumes without sending them again.
+    pub(crate) async fn flush(
         &self,
         index: &mut Index,
-        candidates: &mut [Candidate],
-        batch: &mut Batch,
+        candidates: &mut Vec<Candidate>,
+        batch: Batch,
         view: &mut RunView,
     ) -> Result<(), OwnerError> {
-        if batch.chunks.is_empty() {
-            return Ok(());
-        }
-        let mut per_space: BTreeMap<MemberId, Vec<usize>> = BTreeMap::new();
-        for (i, (id, sealed)) in batch.chunks.iter().enumerate() {
-            let holding = index
-                .chunks
-                .get(id)
-                .map(|s| s.spaces.clone())
-                .unwrap_or_default();
-            let need = self.replicas.saturating_sub(holding.len());
-            let chosen = placement::place(candidates, &holding, sealed.len() as u64, need)
-                .map_err(|e| OwnerError::Failed(e.to_string()))?;
-            for space in chosen {
-                per_space.entry(space).or_default().push(i);
-            }
-        }
-        let asked: Vec<(MemberId, u64)> = per_space
-            .iter()
-            .map(|(space, items)| {
-                let bytes = items.iter().map(|i| batch.chunks[*i].1.len() as u64).sum();
-                (*space, crate::pack::upper_bound(items.len(), bytes))
-            })
-            .collect();
-        let granted = match self
-            .cp
-            .backup(BackupOp::Reserve {
-                spaces: asked,
-                ttl_ms: RESERVATION_MS,
-            })
-            .await
-        {
-            Ok(BackupOutcome::Reserved(granted)) => granted,
-            Ok(other) => {
-                return Err(OwnerError::Failed(format!(
-                    "reservation answered {other:?}"
-                )))
-            }
-            Err(e) => return Err(OwnerError::Failed(format!("reservation refused: {e}"))),
-        };
-        let live = self.live_spaces();
         let mut new_chunks = BTreeSet::new();
-        for (space, reservation) in granted {
-            let items = &per_space[&space];
-            let addr = live
-                .get(&space)
-                .map(|(a, _)| a.clone())
-                .ok_or_else(|| OwnerError::Failed(format!("space {space} is gone")))?;
-            let upload = Upload {
-                owner: self.name.clone(),
-                reservation,
-                chunks: items
-                    .iter()
-                    .map(|i| {
-                        (
-                            batch.chunks[*i].0,
-                            tree::ByteBuf(batch.chunks[*i].1.clone()),
-                        )
-                    })
-                    .collect(),
-            };
-            self.spaces
-                .upload(&addr, &upload)
-                .await
-                .map_err(|e| OwnerError::Failed(format!("send failed: {e}")))?;
-            for i in items {
-                let (id, sealed) = &batch.chunks[*i];
-                let stored = index.chunks.entry(*id).or_insert_with(|| Stored {
-                    sealed_len: sealed.len() as u64,
-                    spaces: BTreeSet::new(),
-                });
-                stored.spaces.insert(space);
-                index.pending.insert(*id);
-                new_chunks.insert(*id);
-                view.bytes_sent += sealed.len() as u64;
-                self.counters
-                    .bytes_sent
-                    .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        loop {
+            let mut per_space: BTreeMap<MemberId, Vec<usize>> = BTreeMap::new();
+            for (i, (id, sealed)) in batch.chunks.iter().enumerate() {
+                let holding = index
+                    .chunks
+                    .get(id)
+                    .map(|s| s.spaces.clone())
+                    .unwrap_or_default();
+                let need = self.replicas.saturating_sub(holding.len());
+                if need == 0 {
+                    continue;
+                }
+                let chosen = placement::place(candidates, &holding, sealed.len() as u64, need)
+                    .map_err(|e| OwnerError::Failed(e.to_string()))?;
+                for space in chosen {
+                    per_space.entry(space).or_default().push(i);
+                }
+            }
+            if per_space.is_empty() {
+                break;
+            }
+            let live = self.live_spaces();
+            let sends = per_space
+                .iter()
+                .map(|(space, items)| self.send_to(&live, *space, items, &batch));
+            let outcomes = futures::future::join_all(sends).await;
+            for ((space, items), outcome) in per_space.iter().zip(outcomes) {
+                if let Err(reason) = outcome {
+                    self.counters.replaced.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%space, %reason, "a space did not take its share of a backup batch: placing it on the others");
+                    candidates.retain(|c| c.id != *space);
+                    continue;
+                }
+                for i in items {
+                    let (id, sealed) = &batch.chunks[*i];
+                    let stored = index.chunks.entry(*id).or_insert_with(|| Stored {
+                        sealed_len: sealed.len() as u64,
+                        spaces: BTreeSet::new(),
+                    });
+                    stored.spaces.insert(*space);
+                    index.pending.insert(*id);
+                    new_chunks.insert(*id);
+                    view.bytes_sent += sealed.len() as u64;
+                    self.run_progress.sent(sealed.len() as u64);
+                    self.counters
+                        .bytes_sent
+                        .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                }
             }
             self.persist(index)?;
         }
@@ -378,9 +428,42 @@ impl Owner {
         self.counters
             .chunks_sent
             .fetch_add(new_chunks.len() as u64, Ordering::Relaxed);
-        batch.chunks.clear();
-        batch.bytes = 0;
         Ok(())
+    }
+
+    /// Reserves room on `space` for the chunks `items` of the batch and uploads them as one
+    /// request (a space packs them); the error says why the space did not take them.
+    async fn send_to(
+        &self,
+        live: &BTreeMap<MemberId, (String, String)>,
+        space: MemberId,
+        items: &[usize],
+        batch: &Batch,
+    ) -> Result<(), String> {
+        let (addr, _) = live
+            .get(&space)
+            .ok_or_else(|| format!("space {space} is gone"))?;
+        let bytes: u64 = items.iter().map(|i| batch.chunks[*i].1.len() as u64).sum();
+        let asked = vec![(space, crate::pack::upper_bound(items.len(), bytes))];
+        let reservation = match self
+            .cp
+            .backup(BackupOp::Reserve {
+                spaces: asked,
+                ttl_ms: RESERVATION_MS,
+            })
+            .await
+        {
+            Ok(BackupOutcome::Reserved(granted)) if granted.len() == 1 => granted[0].1,
+            Ok(other) => return Err(format!("reservation answered {other:?}")),
+            Err(e) => return Err(format!("reservation refused: {e}")),
+        };
+        let chunks: Vec<(ChunkId, Bytes)> =
+            items.iter().map(|i| batch.chunks[*i].clone()).collect();
+        self.spaces
+            .upload(addr, &self.name, reservation, chunks)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("send failed: {e}"))
     }
 }
 
@@ -433,7 +516,7 @@ impl Owner {
             .find(|s| s.id == snapshot)
             .ok_or_else(|| OwnerError::NoSnapshot(snapshot.to_string()))?;
         let source = self.source(&*self.index.lock().await);
-        Ok(restore::restore(&self.key, &record, &source, to, sub).await?)
+        Ok(restore::restore(&self.key, &record, &source, to, sub, &self.restore_progress).await?)
     }
 
     /// Forgets a snapshot: its record goes, and its chunks no other snapshot references are

@@ -198,20 +198,18 @@ impl Packs {
         let mut added = Vec::new();
         for e in entries {
             info.data += u64::from(e.len);
-            if !located.contains_key(&e.id) {
-                located.insert(
-                    e.id,
-                    Location {
-                        pack: pack.to_string(),
-                        entry: *e,
-                    },
-                );
+            if let std::collections::btree_map::Entry::Vacant(slot) = located.entry(e.id) {
+                slot.insert(Location {
+                    pack: pack.to_string(),
+                    entry: *e,
+                });
                 info.live += u64::from(e.len);
                 info.live_chunks += 1;
                 added.push(*e);
             }
         }
-        self.packs.insert((owner.to_string(), pack.to_string()), info);
+        self.packs
+            .insert((owner.to_string(), pack.to_string()), info);
         added
     }
 
@@ -315,7 +313,8 @@ impl Packs {
                 info.live_chunks += 1;
             }
         }
-        self.packs.insert((owner.to_string(), new.to_string()), info);
+        self.packs
+            .insert((owner.to_string(), new.to_string()), info);
         if self.live_in(owner, old).is_empty() {
             self.forget_pack(owner, old);
         }

@@ -176,13 +176,11 @@ impl SpaceStore {
                                 Some(held) => {
                                     state.leases.add(&name, e.id, held.len, held.expires_ms, 0)
                                 }
-                                None => state.leases.add(
-                                    &name,
-                                    e.id,
-                                    u64::from(e.len),
-                                    now,
-                                    lease_ms,
-                                ),
+                                None => {
+                                    state
+                                        .leases
+                                        .add(&name, e.id, u64::from(e.len), now, lease_ms)
+                                }
                             }
                         }
                     }

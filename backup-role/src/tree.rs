@@ -1,9 +1,12 @@
-//! A snapshot's tree: the manifest (paths, kinds, modes, mtimes, symlink targets, chunk lists),
-//! how a directory becomes one (walk + FastCDC), and how a manifest becomes a directory again.
-//! The manifest itself travels as sealed chunks ([`Manifest::pieces`]), so any machine with the
-//! owner key can list and restore.
+//! A snapshot's tree (DESIGN.md §6d-2, restic's trees): one blob per directory ([`Tree`]: its
+//! entries' names, kinds, modes, mtimes, symlink targets, chunk lists, and subdirectories by
+//! their blob's id), and a snapshot root ([`SnapshotRoot`]) naming the backed-up directories.
+//! Blobs are sealed chunks like file data, so an unchanged directory encodes to the same blob,
+//! the same id, and is not sent again; any machine with the owner key can list and restore.
+//!
+//! Also here: what a restore writes ([`Item`], one entry at its original path) and how, shared
+//! by both formats: this one (v2) and the single manifest of v1 ([`v1`]).
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -14,46 +17,85 @@ use std::path::{Path, PathBuf};
 use hivemind_common::backup::ChunkId;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::OwnerKey;
+pub mod v1;
 
 /// FastCDC bounds: about 1 MiB on average (DESIGN.md §6d).
 pub const CHUNK_MIN: usize = 256 * 1024;
 pub const CHUNK_AVG: usize = 1024 * 1024;
 pub const CHUNK_MAX: usize = 4 * 1024 * 1024;
-/// The manifest is cut into pieces of this size before sealing.
-pub const MANIFEST_PIECE: usize = 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub time_ms: u64,
-    /// The backed-up directories, absolute, as bytes.
-    pub roots: Vec<ByteBuf>,
-    pub entries: Vec<Entry>,
-}
+/// A snapshot root starts with this, then its format's number.
+pub const ROOT_MAGIC: &[u8] = b"hivemind snapshot\0";
+/// The tree format this build writes (v1: one manifest for the whole snapshot).
+pub const FORMAT: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ByteBuf(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl ByteBuf {
+    pub fn of(path: &Path) -> Self {
+        Self(path.as_os_str().as_bytes().to_vec())
+    }
+
     pub fn path(&self) -> &Path {
         Path::new(OsStr::from_bytes(&self.0))
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The entry's absolute path at backup time.
-    pub path: ByteBuf,
-    pub kind: Kind,
+/// What a restore puts back on an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
     pub mtime_secs: i64,
     pub mtime_nanos: u32,
 }
 
+impl Meta {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            mode: meta.mode() & 0o7777,
+            mtime_secs: meta.mtime(),
+            mtime_nanos: meta.mtime_nsec() as u32,
+        }
+    }
+}
+
+/// What tells an unchanged file without reading it (restic's change detection): with the
+/// size and the mtime, the inode and the ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub inode: u64,
+    pub ctime_secs: i64,
+    pub ctime_nanos: u32,
+}
+
+impl Change {
+    pub fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            inode: meta.ino(),
+            ctime_secs: meta.ctime(),
+            ctime_nanos: meta.ctime_nsec() as u32,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    Dir,
+pub struct Node {
+    /// The entry's name in its directory (a snapshot root's: its absolute path).
+    pub name: ByteBuf,
+    pub meta: Meta,
+    pub change: Change,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// A directory: its blob, and the files and bytes below it.
+    Dir {
+        tree: ChunkId,
+        files: u64,
+        bytes: u64,
+    },
     File {
         size: u64,
         chunks: Vec<(ChunkId, u32)>,
@@ -63,41 +105,76 @@ pub enum Kind {
     },
 }
 
-impl Manifest {
-    pub fn files(&self) -> u64 {
-        self.entries
+impl Node {
+    /// Files and bytes at or below this node.
+    pub fn totals(&self) -> (u64, u64) {
+        match &self.kind {
+            NodeKind::Dir { files, bytes, .. } => (*files, *bytes),
+            NodeKind::File { size, .. } => (1, *size),
+            NodeKind::Symlink { .. } => (0, 0),
+        }
+    }
+}
+
+/// One directory's blob: its entries, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn encode(&self) -> Vec<u8> {
+        hivemind_common::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, hivemind_common::CodecError> {
+        hivemind_common::decode(bytes)
+    }
+}
+
+/// A snapshot's root blob: when, and the backed-up directories (named by absolute path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRoot {
+    pub time_ms: u64,
+    pub roots: Vec<Node>,
+}
+
+/// Why a snapshot's first blob is not one this build reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("the snapshot is in format v{0}, which this hivemind does not read (it reads v1 and v{FORMAT}): restore it with a newer hivemind")]
+    Unknown(u8),
+    #[error("the snapshot's root does not decode: {0}")]
+    Damaged(String),
+}
+
+impl SnapshotRoot {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = ROOT_MAGIC.to_vec();
+        out.push(FORMAT);
+        out.extend(hivemind_common::encode(self));
+        out
+    }
+
+    /// The root in `bytes`; `Ok(None)` when they are not a root at all (a v1 manifest).
+    pub fn decode(bytes: &[u8]) -> Result<Option<Self>, FormatError> {
+        let Some(rest) = bytes.strip_prefix(ROOT_MAGIC) else {
+            return Ok(None);
+        };
+        match rest.split_first() {
+            Some((&FORMAT, body)) => hivemind_common::decode(body)
+                .map(Some)
+                .map_err(|e| FormatError::Damaged(e.to_string())),
+            Some((other, _)) => Err(FormatError::Unknown(*other)),
+            None => Err(FormatError::Damaged("empty".into())),
+        }
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        self.roots
             .iter()
-            .filter(|e| matches!(e.kind, Kind::File { .. }))
-            .count() as u64
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.entries
-            .iter()
-            .map(|e| match &e.kind {
-                Kind::File { size, .. } => *size,
-                _ => 0,
-            })
-            .sum()
-    }
-
-    /// Every data chunk the tree references.
-    pub fn chunks(&self) -> impl Iterator<Item = ChunkId> + '_ {
-        self.entries.iter().flat_map(|e| match &e.kind {
-            Kind::File { chunks, .. } => chunks.iter().map(|(id, _)| *id).collect(),
-            _ => Vec::new(),
-        })
-    }
-
-    /// The manifest as plaintext pieces, to be sealed as chunks.
-    pub fn pieces(&self) -> Vec<Vec<u8>> {
-        let bytes = hivemind_common::encode(self);
-        bytes.chunks(MANIFEST_PIECE).map(<[u8]>::to_vec).collect()
-    }
-
-    /// The manifest from its pieces, in order.
-    pub fn from_pieces(pieces: &[Vec<u8>]) -> Result<Self, hivemind_common::CodecError> {
-        hivemind_common::decode(&pieces.concat())
+            .map(Node::totals)
+            .fold((0, 0), |(f, b), (nf, nb)| (f + nf, b + nb))
     }
 }
 
@@ -112,20 +189,10 @@ pub enum ScanError {
     Stopped,
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ScanError + '_ {
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ScanError + '_ {
     move |error| ScanError::Io {
         path: path.to_path_buf(),
         error,
-    }
-}
-
-fn entry(path: &Path, meta: &fs::Metadata, kind: Kind) -> Entry {
-    Entry {
-        path: ByteBuf(path.as_os_str().as_bytes().to_vec()),
-        kind,
-        mode: meta.mode() & 0o7777,
-        mtime_secs: meta.mtime(),
-        mtime_nanos: meta.mtime_nsec() as u32,
     }
 }
 
@@ -144,75 +211,45 @@ pub fn check_roots(roots: &[PathBuf]) -> Result<(), ScanError> {
     Ok(())
 }
 
-/// Walks `roots` (blocking), cuts every file into chunks, and hands each chunk not handed
-/// before in this walk to `chunk` (its id and plaintext). Answers the manifest. Sockets, fifos
-/// and devices are skipped (counted in `skipped`).
-pub fn scan(
-    roots: &[PathBuf],
-    key: &OwnerKey,
-    time_ms: u64,
-    chunk: &mut dyn FnMut(ChunkId, Vec<u8>) -> Result<(), ScanError>,
-    skipped: &mut u64,
-) -> Result<Manifest, ScanError> {
-    check_roots(roots)?;
-    let mut entries = Vec::new();
-    let mut handed = HashSet::new();
-    for root in roots {
-        walk(root, key, &mut entries, &mut handed, chunk, skipped)?;
-    }
-    Ok(Manifest {
-        time_ms,
-        roots: roots
-            .iter()
-            .map(|r| ByteBuf(r.as_os_str().as_bytes().to_vec()))
-            .collect(),
-        entries,
-    })
+/// One entry a restore writes, at its original absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub path: PathBuf,
+    pub meta: Meta,
+    pub kind: ItemKind,
 }
 
-fn walk(
-    path: &Path,
-    key: &OwnerKey,
-    entries: &mut Vec<Entry>,
-    handed: &mut HashSet<ChunkId>,
-    chunk: &mut dyn FnMut(ChunkId, Vec<u8>) -> Result<(), ScanError>,
-    skipped: &mut u64,
-) -> Result<(), ScanError> {
-    let meta = fs::symlink_metadata(path).map_err(io_at(path))?;
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        entries.push(entry(path, &meta, Kind::Dir));
-        let mut children: Vec<PathBuf> = fs::read_dir(path)
-            .map_err(io_at(path))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(io_at(path))?;
-        children.sort();
-        for child in children {
-            walk(&child, key, entries, handed, chunk, skipped)?;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemKind {
+    Dir,
+    File {
+        size: u64,
+        chunks: Vec<(ChunkId, u32)>,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+impl Item {
+    /// The item a node at `path` restores to (a directory's children come from its blob).
+    pub fn of(path: PathBuf, node: &Node) -> Self {
+        let kind = match &node.kind {
+            NodeKind::Dir { .. } => ItemKind::Dir,
+            NodeKind::File { size, chunks } => ItemKind::File {
+                size: *size,
+                chunks: chunks.clone(),
+            },
+            NodeKind::Symlink { target } => ItemKind::Symlink {
+                target: target.path().to_path_buf(),
+            },
+        };
+        Self {
+            path,
+            meta: node.meta,
+            kind,
         }
-    } else if kind.is_symlink() {
-        let target = fs::read_link(path).map_err(io_at(path))?;
-        let target = ByteBuf(target.as_os_str().as_bytes().to_vec());
-        entries.push(entry(path, &meta, Kind::Symlink { target }));
-    } else if kind.is_file() {
-        let file = fs::File::open(path).map_err(io_at(path))?;
-        let mut chunks = Vec::new();
-        let mut size = 0u64;
-        for piece in fastcdc::v2020::StreamCDC::new(file, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-            let piece = piece.map_err(|e| io_at(path)(e.into()))?;
-            let id = key.chunk_id(&piece.data);
-            size += piece.length as u64;
-            chunks.push((id, piece.length as u32));
-            if handed.insert(id) {
-                chunk(id, piece.data)?;
-            }
-        }
-        entries.push(entry(path, &meta, Kind::File { size, chunks }));
-    } else {
-        *skipped += 1;
     }
-    Ok(())
 }
 
 /// Where an entry of the snapshot lands under `to` (restic's layout: the original absolute
@@ -226,70 +263,52 @@ pub fn selected(original: &Path, sub: Option<&Path>) -> bool {
     sub.is_none_or(|sub| original.starts_with(sub))
 }
 
-/// Writes one entry under `to`; a file's content comes from `content` (its chunks in order).
+/// Whether `original` lies on the way to `sub` (a directory to walk into for it).
+pub fn leads_to(original: &Path, sub: Option<&Path>) -> bool {
+    sub.is_none_or(|sub| sub.starts_with(original) || original.starts_with(sub))
+}
+
+/// Writes a directory or symlink item under `to` (files are the restore's, chunk by chunk).
 /// Directories get their mode and mtime in [`finish_dirs`], after their children are written.
-pub fn restore_entry(
-    to: &Path,
-    entry: &Entry,
-    content: &mut dyn FnMut(&ChunkId) -> io::Result<Vec<u8>>,
-) -> io::Result<()> {
-    let target = target_of(to, entry.path.path());
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    match &entry.kind {
-        Kind::Dir => fs::create_dir_all(&target)?,
-        Kind::Symlink { target: link } => {
+pub fn make_entry(to: &Path, item: &Item) -> io::Result<()> {
+    let target = target_of(to, &item.path);
+    match &item.kind {
+        ItemKind::Dir => fs::create_dir_all(&target),
+        ItemKind::Symlink { target: link } => {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
             let _ = fs::remove_file(&target);
-            std::os::unix::fs::symlink(link.path(), &target)?;
-            set_mtime(&target, entry)?;
+            std::os::unix::fs::symlink(link, &target)?;
+            set_mtime(&target, &item.meta)
         }
-        Kind::File { size, chunks } => {
-            use std::io::Write;
-            let mut file = fs::File::create(&target)?;
-            let mut written = 0u64;
-            for (id, len) in chunks {
-                let data = content(id)?;
-                if data.len() != *len as usize {
-                    return Err(io::Error::other(format!("chunk {id} has the wrong length")));
-                }
-                file.write_all(&data)?;
-                written += data.len() as u64;
-            }
-            if written != *size {
-                return Err(io::Error::other(format!(
-                    "{}: {written} bytes restored of {size}",
-                    target.display()
-                )));
-            }
-            file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
-            set_mtime(&target, entry)?;
-        }
+        ItemKind::File { .. } => Ok(()),
     }
-    Ok(())
+}
+
+/// Gives a restored file its mode and mtime (after its last byte is written).
+pub fn finish_file(path: &Path, meta: &Meta) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))?;
+    set_mtime(path, meta)
 }
 
 /// Sets the directories' modes and mtimes, deepest first (writing a child changes its
 /// parent's mtime).
-pub fn finish_dirs(to: &Path, entries: &[&Entry]) -> io::Result<()> {
-    let mut dirs: Vec<&&Entry> = entries
-        .iter()
-        .filter(|e| matches!(e.kind, Kind::Dir))
-        .collect();
-    dirs.sort_by_key(|e| std::cmp::Reverse(e.path.0.len()));
-    for dir in dirs {
-        let target = target_of(to, dir.path.path());
-        fs::set_permissions(&target, fs::Permissions::from_mode(dir.mode))?;
-        set_mtime(&target, dir)?;
+pub fn finish_dirs(to: &Path, dirs: &mut [(PathBuf, Meta)]) -> io::Result<()> {
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
+    for (path, meta) in dirs.iter() {
+        let target = target_of(to, path);
+        fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode))?;
+        set_mtime(&target, meta)?;
     }
     Ok(())
 }
 
-/// Sets `path`'s mtime to the entry's, without following a symlink (its atime is left alone).
-fn set_mtime(path: &Path, entry: &Entry) -> io::Result<()> {
+/// Sets `path`'s mtime, without following a symlink (its atime is left alone).
+fn set_mtime(path: &Path, meta: &Meta) -> io::Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
-    let mtime = TimeSpec::new(entry.mtime_secs, entry.mtime_nanos as _);
+    let mtime = TimeSpec::new(meta.mtime_secs, meta.mtime_nanos as _);
     utimensat(
         nix::fcntl::AT_FDCWD,
         path,

@@ -47,19 +47,14 @@ pub struct SnapshotRecordView {
     pub sealed_paths: String,
 }
 
-/// Every space: capacity, stored and reserved bytes.
+/// Every space: capacity, stored and reserved bytes, and its member's state as this member sees
+/// it (`alive`, `suspect`, `failed`, `left`).
 #[utoipa::path(get, path = "/v1/backup/spaces", tag = "backup", operation_id = "backup_ledger_spaces",
     responses((status = 200, body = [SpaceView]), (status = 503, body = ErrorBody)))]
 async fn spaces(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<SpaceView>>, ApiError> {
     let registry = crate::member_api::registry(&agent).await?;
-    let name = |id| {
-        registry
-            .members
-            .iter()
-            .find(|m| m.info.id == id)
-            .map(|m| m.info.name.clone())
-            .unwrap_or_default()
-    };
+    let swim_view = agent.gossip.view.borrow().clone();
+    let record = |id| registry.members.iter().find(|m| m.info.id == id);
     Ok(Json(
         registry
             .backup
@@ -67,7 +62,12 @@ async fn spaces(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<SpaceView>>,
             .iter()
             .map(|(id, r)| SpaceView {
                 member: id.to_string(),
-                name: name(*id),
+                name: record(*id).map(|m| m.info.name.clone()).unwrap_or_default(),
+                state: record(*id)
+                    .map_or("left", |m| {
+                        crate::member_api::seen_state(&agent, &swim_view, m)
+                    })
+                    .to_string(),
                 capacity: r.capacity,
                 stored: r.stored,
                 reserved: r.reserved,

@@ -196,22 +196,33 @@ pub(crate) async fn members(
         .iter()
         .map(|m| {
             let mut view = views::member(m);
-            if m.state == MemberState::Alive && m.info.id != agent.identity.id {
-                if let Some((seen, swim)) = swim_view.get(&m.info.id) {
-                    if seen.generation >= m.info.generation {
-                        view.state = match swim {
-                            foca::State::Alive => "alive",
-                            foca::State::Suspect => "suspect",
-                            foca::State::Down => "failed",
-                        }
-                        .into();
-                    }
-                }
-            }
+            view.state = seen_state(&agent, &swim_view, m).into();
             view
         })
         .collect();
     Ok(Json(list))
+}
+
+/// A member's state as this member sees it: the registry's, or for a member the registry
+/// holds alive, what SWIM says of it here (`suspect`, or `failed` before the registry
+/// recorded it).
+pub(crate) fn seen_state(
+    agent: &Agent,
+    swim_view: &crate::gossip::runtime::View,
+    m: &hivemind_control_plane::registry::MemberRecord,
+) -> &'static str {
+    if m.state == MemberState::Alive && m.info.id != agent.identity.id {
+        if let Some((seen, swim)) = swim_view.get(&m.info.id) {
+            if seen.generation >= m.info.generation {
+                return match swim {
+                    foca::State::Alive => "alive",
+                    foca::State::Suspect => "suspect",
+                    foca::State::Down => "failed",
+                };
+            }
+        }
+    }
+    m.state.as_str()
 }
 
 /// A member's name as the registry lists it.

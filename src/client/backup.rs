@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use hivemind_backup_role::crypto::OwnerKey;
 use hivemind_backup_role::owner::Owner;
+use hivemind_backup_role::progress::Progress;
 use hivemind_backup_role::restore::{self, rfc3339, RestoreView, Source};
 use hivemind_backup_role::wire::Spaces;
 use hivemind_backup_role::{BackupStatusView, CheckView, RunView, SnapshotView, SpaceView};
@@ -132,13 +133,10 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
                 }
                 None => {
                     let body = serde_json::json!({"snapshot": snapshot, "to": to, "path": path});
-                    client
-                        .call(
-                            Method::POST,
-                            &format!("{ROLE}/restore"),
-                            Some(serde_json::to_vec(&body)?),
-                        )
-                        .await?
+                    let route = format!("{ROLE}/restore");
+                    let request =
+                        client.call(Method::POST, &route, Some(serde_json::to_vec(&body)?));
+                    with_progress(client, request, || owner_progress(client, false)).await?
                 }
             };
             if client.json {
@@ -159,18 +157,20 @@ pub async fn backup(client: &Client, command: BackupCommand) -> Result<()> {
                 return Ok(client.print(&list)?);
             }
             outln!(
-                "{:<16}  {:<16}  {:>14}  {:>14}  {:>14}",
+                "{:<16}  {:<16}  {:<7}  {:>14}  {:>14}  {:>14}",
                 "MEMBER",
                 "NAME",
+                "STATE",
                 "CAPACITY",
                 "STORED",
                 "RESERVED"
             )?;
             for s in list {
                 outln!(
-                    "{:<16}  {:<16}  {:>14}  {:>14}  {:>14}",
+                    "{:<16}  {:<16}  {:<7}  {:>14}  {:>14}  {:>14}",
                     s.member,
                     s.name,
+                    s.state,
                     s.capacity,
                     s.stored,
                     s.reserved
@@ -238,7 +238,49 @@ fn owner_of(args: &OwnerArgs) -> Result<Option<(OwnerKey, String)>> {
     }
 }
 
-/// A snapshot now; on a terminal, a spinner with the bytes sent so far.
+/// Awaits `request`; on a terminal, shows meanwhile the progress line `line` reads (files,
+/// bytes, rate, ETA, as restic shows them).
+async fn with_progress<T, L, F>(
+    client: &Client,
+    request: impl std::future::Future<Output = Result<T>>,
+    line: L,
+) -> Result<T>
+where
+    L: Fn() -> F,
+    F: std::future::Future<Output = Option<String>>,
+{
+    if !std::io::stderr().is_terminal() || client.json {
+        return request.await;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    tokio::pin!(request);
+    let out = loop {
+        tokio::select! {
+            out = &mut request => break out,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Some(line) = line().await {
+                    bar.set_message(line);
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    out
+}
+
+/// The owner member's progress of a run (`run`) or a restore, from its status route.
+async fn owner_progress(client: &Client, run: bool) -> Option<String> {
+    let status: BackupStatusView = client.get(&format!("{ROLE}/status")).await.ok()?;
+    let view = if run {
+        status.run_progress
+    } else {
+        status.restore_progress
+    }?;
+    view.active.then(|| view.line())
+}
+
+/// A snapshot now; on a terminal, its progress.
 async fn run(client: &Client, paths: Vec<PathBuf>) -> Result<()> {
     let paths = paths
         .iter()
@@ -248,26 +290,7 @@ async fn run(client: &Client, paths: Vec<PathBuf>) -> Result<()> {
     let body = serde_json::to_vec(&serde_json::json!({ "paths": paths }))?;
     let route = format!("{ROLE}/run");
     let request = client.call::<RunView>(Method::POST, &route, Some(body));
-    let view = if std::io::stderr().is_terminal() && !client.json {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(120));
-        let start: Option<BackupStatusView> = client.get(&format!("{ROLE}/status")).await.ok();
-        let base = start.map_or(0, |s| s.bytes_sent);
-        tokio::pin!(request);
-        loop {
-            tokio::select! {
-                view = &mut request => break view,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                    if let Ok(s) = client.get::<BackupStatusView>(&format!("{ROLE}/status")).await {
-                        bar.set_message(format!("{} bytes sent", s.bytes_sent.saturating_sub(base)));
-                    }
-                }
-            }
-        }
-        .inspect(|_| bar.finish_and_clear())?
-    } else {
-        request.await?
-    };
+    let view = with_progress(client, request, || owner_progress(client, true)).await?;
     if client.json {
         return Ok(client.print(&view)?);
     }
@@ -313,5 +336,8 @@ async fn restore_here(
         owner: owner.to_string(),
         at,
     };
-    Ok(restore::restore(key, &record, &source, to, sub.as_deref()).await?)
+    let progress = std::sync::Arc::new(Progress::default());
+    let request =
+        async { Ok(restore::restore(key, &record, &source, to, sub.as_deref(), &progress).await?) };
+    with_progress(client, request, || async { Some(progress.view().line()) }).await
 }

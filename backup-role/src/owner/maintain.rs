@@ -3,7 +3,7 @@
 //! perdus", "suppression de doublons"), rebuilding the index from the spaces when this member
 //! lost it, and `backup check`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use hivemind_common::backup::ChunkId;
@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Batch, MaintainView, Owner, OwnerError, RunView};
 use crate::placement::Index;
+
+/// Chunks a repair reads per request.
+const REPAIR_READ: usize = 64;
 
 /// `backup check`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -30,12 +33,8 @@ impl Owner {
     pub async fn maintain(&self) -> Result<MaintainView, OwnerError> {
         let mut index = self.index.lock().await;
         self.ensure_index(&mut index).await?;
+        self.lose_departed(&mut index);
         let live = self.live_spaces();
-        for space in index.spaces() {
-            if !live.contains_key(&space) {
-                index.lose(space, None);
-            }
-        }
         let mut view = MaintainView::default();
         // Every live space hears from this owner, also one holding nothing of it any more:
         // that is how copies beyond R and forgotten chunks are dropped.
@@ -80,7 +79,8 @@ impl Owner {
         Ok(view)
     }
 
-    /// Copies each short chunk from a space that holds it to new spaces until R copies exist.
+    /// Copies each short chunk from a space that holds it to new spaces until R copies exist:
+    /// read many at a time from each holder, checked, then placed and sent like a run's.
     async fn repair(
         &self,
         index: &mut Index,
@@ -88,33 +88,58 @@ impl Owner {
     ) -> Result<u64, OwnerError> {
         let live = self.live_spaces();
         let mut candidates = self.candidates().await?;
+        let mut by_source: BTreeMap<hivemind_common::MemberId, Vec<ChunkId>> = BTreeMap::new();
+        for (id, _, from) in short {
+            by_source.entry(*from).or_default().push(*id);
+        }
         let mut batch = Batch::default();
         let mut run = RunView::default();
-        for (id, _, from) in short {
-            let Some((addr, _)) = live.get(from) else {
+        for (from, ids) in by_source {
+            let Some((addr, _)) = live.get(&from) else {
                 continue;
             };
-            match self.spaces.read(addr, &self.name, id).await {
-                Ok(sealed)
-                    if crate::restore::open_beside(&self.key, *id, sealed.clone())
-                        .await
-                        .is_ok() =>
-                {
-                    batch.push(*id, sealed)
+            for group in ids.chunks(REPAIR_READ) {
+                let sealed = match self.spaces.read_many(addr, &self.name, group).await {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read chunks to repair");
+                        continue;
+                    }
+                };
+                let key = self.key.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    sealed
+                        .into_iter()
+                        .map(|(id, b)| (id, key.open(&id, &b.0).is_ok(), b.0))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .expect("checking chunks does not panic");
+                let mut answered = BTreeSet::new();
+                for (id, intact, sealed) in checked {
+                    answered.insert(id);
+                    if intact {
+                        batch.push(id, sealed.into());
+                    } else {
+                        tracing::warn!(chunk = %id, "a space answered a damaged chunk");
+                        index.lose(from, Some(&[id]));
+                    }
                 }
-                Ok(_) => {
-                    tracing::warn!(chunk = %id, "a space answered a damaged chunk");
-                    index.lose(*from, Some(&[*id]));
+                let missing: Vec<ChunkId> = group
+                    .iter()
+                    .filter(|id| !answered.contains(id))
+                    .copied()
+                    .collect();
+                if !missing.is_empty() {
+                    index.lose(from, Some(&missing));
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read a chunk to repair"),
-            }
-            if batch.bytes >= self.batch_bytes {
-                self.flush(index, &mut candidates, &mut batch, &mut run)
-                    .await?;
+                if batch.bytes >= self.batch_bytes {
+                    self.flush(index, &mut candidates, std::mem::take(&mut batch), &mut run)
+                        .await?;
+                }
             }
         }
-        self.flush(index, &mut candidates, &mut batch, &mut run)
-            .await?;
+        self.flush(index, &mut candidates, batch, &mut run).await?;
         // A repair's copies are not pending a run: they belong to recorded snapshots.
         let referenced: BTreeSet<ChunkId> = index.snapshots.values().flatten().copied().collect();
         index.pending.retain(|id| !referenced.contains(id));
@@ -170,10 +195,8 @@ impl Owner {
             at,
         };
         for record in missing {
-            let manifest = source.manifest(&self.key, record).await?;
-            let mut referenced: BTreeSet<ChunkId> = manifest.chunks().collect();
-            referenced.extend(record.manifest.iter().copied());
-            index.snapshots.insert(record.id.clone(), referenced);
+            let walked = source.walk(&self.key, record, None).await?;
+            index.snapshots.insert(record.id.clone(), walked.referenced);
         }
         tracing::info!(
             snapshots = index.snapshots.len(),
@@ -192,15 +215,22 @@ impl Owner {
             maintain,
             ..Default::default()
         };
-        for id in index.referenced() {
-            if rand::random::<f64>() * 100.0 >= f64::from(read_percent.min(100)) {
-                continue;
-            }
-            view.read += 1;
-            if source.open(&self.key, &id).await.is_err() {
-                view.damaged.push(id.hex());
+        let sample: Vec<ChunkId> = index
+            .referenced()
+            .into_iter()
+            .filter(|_| rand::random::<f64>() * 100.0 < f64::from(read_percent.min(100)))
+            .collect();
+        view.read = sample.len() as u64;
+        let mut damaged = Vec::new();
+        for wave in sample.chunks(8) {
+            let reads = wave.iter().map(|id| source.open(&self.key, id));
+            for (id, read) in wave.iter().zip(futures::future::join_all(reads).await) {
+                if read.is_err() {
+                    damaged.push(id.hex());
+                }
             }
         }
+        view.damaged = damaged;
         view.ok = view.maintain.lost.is_empty()
             && view.maintain.under_replicated == 0
             && view.maintain.unreachable.is_empty()

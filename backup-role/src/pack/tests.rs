@@ -12,7 +12,8 @@ fn body(n: u8, len: usize) -> Vec<u8> {
 
 #[test]
 fn a_pack_round_trips_and_every_chunk_reads_back_verified() {
-    let chunks: Vec<(ChunkId, Vec<u8>)> = (1..=5).map(|n| (c(n), body(n, 100 * n as usize))).collect();
+    let chunks: Vec<(ChunkId, Vec<u8>)> =
+        (1..=5).map(|n| (c(n), body(n, 100 * n as usize))).collect();
     let refs: Vec<(ChunkId, &[u8])> = chunks.iter().map(|(id, b)| (*id, b.as_slice())).collect();
     let (pack, entries) = encode(&refs);
     assert_eq!(parse(&pack).unwrap(), entries);
@@ -34,7 +35,10 @@ fn a_torn_or_damaged_pack_is_refused() {
     let data = body(9, 5000);
     let (pack, _) = encode(&[(c(1), &data[..]), (c(2), &data[..100])]);
     for cut in [1, 10, 36, 100, pack.len() / 2, pack.len() - 8] {
-        assert!(parse(&pack[..pack.len() - cut]).is_err(), "torn by {cut} bytes");
+        assert!(
+            parse(&pack[..pack.len() - cut]).is_err(),
+            "torn by {cut} bytes"
+        );
     }
     assert!(parse(&pack[..4]).is_err());
     let mut header = pack.clone();
@@ -76,8 +80,21 @@ fn an_empty_pack_is_deleted_a_mostly_dead_one_repacked_a_mostly_live_one_kept() 
     packs.remove("o", &c(3));
     packs.remove("o", &c(4));
     let tidy = packs.tidy();
-    assert!(tidy.contains(&Tidy::Delete { owner: "o".into(), pack: "a".into() }), "{tidy:?}");
-    assert!(tidy.contains(&Tidy::Repack { owner: "o".into(), pack: "b".into(), live: vec![e(5, 208)] }), "{tidy:?}");
+    assert!(
+        tidy.contains(&Tidy::Delete {
+            owner: "o".into(),
+            pack: "a".into()
+        }),
+        "{tidy:?}"
+    );
+    assert!(
+        tidy.contains(&Tidy::Repack {
+            owner: "o".into(),
+            pack: "b".into(),
+            live: vec![e(5, 208)]
+        }),
+        "{tidy:?}"
+    );
     packs.forget_pack("o", "a");
     packs.moved("o", "b", "d", 200, &[e(5, 8)]);
     assert_eq!(packs.locate("o", &c(5)).unwrap().pack, "d");
@@ -88,16 +105,29 @@ fn an_empty_pack_is_deleted_a_mostly_dead_one_repacked_a_mostly_live_one_kept() 
 #[test]
 fn a_chunk_dropped_during_a_repack_stays_dropped() {
     let mut packs = Packs::default();
-    let e = |n: u8, offset: u64| Entry { id: c(n), offset, len: 10, check: [0; 16] };
+    let e = |n: u8, offset: u64| Entry {
+        id: c(n),
+        offset,
+        len: 10,
+        check: [0; 16],
+    };
     packs.add("o", "a", 100, &[e(1, 8), e(2, 18), e(3, 28)]);
     packs.remove("o", &c(1));
     packs.remove("o", &c(2));
-    let Tidy::Repack { live, .. } = packs.tidy().remove(0) else { panic!() };
+    let Tidy::Repack { live, .. } = packs.tidy().remove(0) else {
+        panic!()
+    };
     assert_eq!(live, [e(3, 28)]);
     packs.remove("o", &c(3)); // a heartbeat dropped it while the copy was written
     packs.moved("o", "a", "b", 50, &[e(3, 8)]);
     assert!(!packs.holds("o", &c(3)));
-    assert_eq!(packs.tidy(), [Tidy::Delete { owner: "o".into(), pack: "b".into() }]);
+    assert_eq!(
+        packs.tidy(),
+        [Tidy::Delete {
+            owner: "o".into(),
+            pack: "b".into()
+        }]
+    );
 }
 
 proptest! {
@@ -166,13 +196,15 @@ proptest! {
 #[test]
 fn the_reserved_upper_bound_covers_the_packs_written() {
     for n in [0usize, 1, 7, 100] {
-        let chunks: Vec<(ChunkId, Vec<u8>)> = (0..n).map(|i| (c(i as u8), body(1, 300 + i))).collect();
+        let chunks: Vec<(ChunkId, Vec<u8>)> =
+            (0..n).map(|i| (c(i as u8), body(1, 300 + i))).collect();
         let bytes: u64 = chunks.iter().map(|(_, b)| b.len() as u64).sum();
         let packs = group(chunks, Vec::len);
         let written: u64 = packs
             .iter()
             .map(|p| {
-                let refs: Vec<(ChunkId, &[u8])> = p.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+                let refs: Vec<(ChunkId, &[u8])> =
+                    p.iter().map(|(id, b)| (*id, b.as_slice())).collect();
                 encode(&refs).0.len() as u64
             })
             .sum();

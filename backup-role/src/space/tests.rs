@@ -1,54 +1,8 @@
-use std::sync::Mutex;
-
-use hivemind_common::backup::{BackupOutcome, BackupState};
-use hivemind_common::role::{BoxFuture, Claim, KeygroupInfo, RoleReport};
-
 use std::path::{Path, PathBuf};
 
 use super::*;
 
-/// A control plane that grants or refuses every consume, and remembers what it was asked.
-#[derive(Default)]
-struct Ledger {
-    refuse: bool,
-    asked: Mutex<Vec<BackupOp>>,
-}
-
-fn unused<T>() -> BoxFuture<Result<T, CpCallError>> {
-    unreachable!("a space asks the control plane only about its ledger")
-}
-
-impl ControlPlaneClient for Ledger {
-    fn keygroup(&self, _: String) -> BoxFuture<Result<Option<KeygroupInfo>, CpCallError>> {
-        unused()
-    }
-    fn join_keygroup(&self, _: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>> {
-        unused()
-    }
-    fn claim(&self, _: String) -> BoxFuture<Result<Claim, CpCallError>> {
-        unused()
-    }
-    fn report(&self, _: RoleReport) -> BoxFuture<Result<u64, CpCallError>> {
-        unused()
-    }
-    fn backup(&self, op: BackupOp) -> BoxFuture<Result<BackupOutcome, CpCallError>> {
-        self.asked.lock().unwrap().push(op);
-        let refuse = self.refuse;
-        Box::pin(async move {
-            if refuse {
-                Err(CpCallError {
-                    code: "unknown_reservation".into(),
-                    message: "expired".into(),
-                })
-            } else {
-                Ok(BackupOutcome::Consumed)
-            }
-        })
-    }
-    fn backup_state(&self) -> BoxFuture<Result<BackupState, CpCallError>> {
-        unused()
-    }
-}
+use crate::test_support::Ledger;
 
 fn c(n: u8) -> ChunkId {
     ChunkId([n; 32])
@@ -121,7 +75,10 @@ async fn an_upload_is_written_as_one_pack_only_after_its_reservation_is_consumed
     assert!(matches!(full, SpaceError::Full { .. }), "{full}");
     assert_eq!(granting.asked.lock().unwrap().len(), 2);
     assert_eq!(space.read("laptop", c(2)).await.unwrap(), vec![2; 50]);
-    let many = space.read_many("laptop", vec![c(3), c(9), c(1)]).await.unwrap();
+    let many = space
+        .read_many("laptop", vec![c(3), c(9), c(1)])
+        .await
+        .unwrap();
     let mut many = many;
     many.sort();
     assert_eq!(many, [(c(1), vec![1; 100]), (c(3), vec![3; 10])]);
@@ -163,7 +120,10 @@ async fn a_restarted_space_keeps_its_chunks_leases_and_drops_a_torn_pack() {
     std::fs::write(&torn, &bytes[..bytes.len() - 10]).unwrap();
     let space = Arc::new(SpaceStore::open(dir.path().to_path_buf(), 10_000, 60_000).unwrap());
     assert_eq!(space.list("laptop").unwrap(), [c(1)]);
-    assert!(matches!(space.read("laptop", c(2)).await, Err(SpaceError::NoChunk(_))));
+    assert!(matches!(
+        space.read("laptop", c(2)).await,
+        Err(SpaceError::NoChunk(_))
+    ));
     assert!(!torn.exists());
     // A heartbeat that no longer lists a chunk drops it, and its empty pack goes from disk.
     let beat = space.heartbeat("laptop", vec![]).await.unwrap();
@@ -177,12 +137,19 @@ async fn a_damaged_chunk_is_never_served_and_a_mostly_dropped_pack_is_repacked()
     let dir = tempfile::tempdir().unwrap();
     let space = Arc::new(SpaceStore::open(dir.path().to_path_buf(), 1 << 20, 60_000).unwrap());
     let chunks: Vec<(ChunkId, Vec<u8>)> = (1..=6).map(|n| (c(n), vec![n; 1000])).collect();
-    space.upload(&Ledger::default(), "laptop", 1, chunks).await.unwrap();
+    space
+        .upload(&Ledger::default(), "laptop", 1, chunks)
+        .await
+        .unwrap();
     let before = space.stored();
     // Five of six dropped: the pack is rewritten with the one left, which reads back.
     let beat = space.heartbeat("laptop", vec![c(6)]).await.unwrap();
     assert_eq!(beat.dropped.len(), 5);
-    assert!(space.stored() < before / 3, "{} of {before}", space.stored());
+    assert!(
+        space.stored() < before / 3,
+        "{} of {before}",
+        space.stored()
+    );
     assert_eq!(pack_files(dir.path(), "laptop").len(), 1);
     assert_eq!(space.read("laptop", c(6)).await.unwrap(), vec![6; 1000]);
     // A flipped bit in the chunk's bytes: refused by its check, dropped, named missing.
@@ -190,7 +157,10 @@ async fn a_damaged_chunk_is_never_served_and_a_mostly_dropped_pack_is_repacked()
     let mut bytes = std::fs::read(file).unwrap();
     bytes[100] ^= 1;
     std::fs::write(file, &bytes).unwrap();
-    assert!(matches!(space.read("laptop", c(6)).await, Err(SpaceError::NoChunk(_))));
+    assert!(matches!(
+        space.read("laptop", c(6)).await,
+        Err(SpaceError::NoChunk(_))
+    ));
     assert_eq!(space.damaged.load(std::sync::atomic::Ordering::Relaxed), 1);
     let beat = space.heartbeat("laptop", vec![c(6)]).await.unwrap();
     assert_eq!(beat.missing, [c(6)]);
