@@ -204,8 +204,9 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
         &[
             "--backup-path",
             &src_text,
+            // The default heartbeat, so that only a prompt repair can restore R copies below.
             "--backup-heartbeat",
-            "1s",
+            "10m",
             "--backup-batch",
             "2MiB",
         ],
@@ -303,9 +304,10 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     let second = json(&backup(&owner_addr, &["run", "--json"]));
     let second_id = second["snapshot"].as_str().unwrap().to_string();
     let new = second["chunks_new"].as_u64().unwrap();
-    // 3 small files, 1–3 chunks of the big file around the change, the manifest.
+    // 3 small files, 1–3 chunks of the big file around the change, and 6 tree blobs: the three
+    // changed directories, `small`, the top and the snapshot root. Nothing else.
     assert!(
-        (4..=10).contains(&new),
+        (10..=12).contains(&new),
         "only the changed chunks are sent: {second}"
     );
     assert!(
@@ -349,18 +351,44 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
             && held("space-3", &before) > 0,
         "{before:?}"
     );
+    // No `backup check` and a 10 minute heartbeat: the owner repairs on the SWIM verdict.
+    let killed = std::time::Instant::now();
     cluster.agents[s[0]].kill9();
     std::fs::remove_dir_all(&cluster.agents[s[0]].data_dir).unwrap();
-    wait_for(
-        "the owner's check to find every chunk at R copies again",
-        || async {
-            let out = backup(&owner_addr, &["check", "--json"]);
-            let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
-            (out.status.success() && v["copied"].as_u64() == Some(0) && v["ok"] == true)
-                .then_some(())
-        },
-    )
+    wait_for("the dead space shown failed", || async {
+        let list = json(&backup(&cp, &["spaces", "--json"]));
+        let dead = list
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "space-1")?
+            .clone();
+        (dead["state"] == "failed").then_some(())
+    })
     .await;
+    let detected = killed.elapsed();
+    wait_for("the owner to repair to R copies by itself", || async {
+        let status = get_json(&status_url).await.ok()?;
+        let copied =
+            metrics_value(&cluster.agents[owner], "hivemind_backup_copies_made_total").await;
+        (copied > 0 && status["runs_ok"].as_u64() >= Some(2)).then_some(())
+    })
+    .await;
+    let repaired = killed.elapsed();
+    assert!(
+        repaired <= detected + Duration::from_secs(10),
+        "repair took {repaired:?}, detection {detected:?}"
+    );
+    assert!(
+        metrics_value(
+            &cluster.agents[owner],
+            "hivemind_backup_prompt_repairs_total"
+        )
+        .await
+            >= 1
+    );
+    let check = json(&backup(&owner_addr, &["check", "--json"]));
+    assert_eq!(check["copied"], 0, "nothing left to copy: {check}");
+    assert_eq!(check["ok"], true, "{check}");
     let after = spaces(&cp).await;
     let total: u64 = ["space-2", "space-3"].iter().map(|n| held(n, &after)).sum();
     assert!(
@@ -471,6 +499,267 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     assert!(!out.status.success());
     assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
     assert!(!r7.exists());
+}
+
+/// A tmpfs mounted at a directory for the test's length (unmounted on drop, also on panic).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A member's id (hex in `/v1/members`) by name, among the alive ones.
+async fn member_id(cp: &str, name: &str) -> hivemind_common::MemberId {
+    let members = get_json(&format!("http://{cp}/v1/members")).await.unwrap();
+    let hex = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name && m["state"] == "alive")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hivemind_common::MemberId::new(u64::from_str_radix(&hex, 16).unwrap()).unwrap()
+}
+
+/// A backup request to the control plane as member `member` (the internal route a member uses;
+/// this cluster runs without TLS, one trust domain).
+async fn ledger_op(
+    cp: &str,
+    member: hivemind_common::MemberId,
+    op: hivemind_common::backup::BackupOp,
+) -> hivemind_common::backup::BackupOutcome {
+    use hivemind_control_plane::registry::CommandOutput;
+    use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
+    let call = MemberCall {
+        request: MemberRequest::Backup { member, op },
+        client_token: None,
+    };
+    let body = support::client()
+        .post(format!(
+            "http://{cp}{}",
+            hivemind_control_plane::ops::Request::PATH
+        ))
+        .body(hivemind_common::encode(&call))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let answer: Result<MemberAnswer, hivemind_control_plane::CpError> =
+        hivemind_common::decode(&body).unwrap();
+    match answer {
+        Ok(MemberAnswer::Applied(applied)) => match applied.output {
+            CommandOutput::Backup(outcome) => outcome,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Writes a snapshot of `tree` in the v1 format (before trees and compression) for `owner`
+/// the way builds before it did: its chunks uploaded to `space` against a reservation, its
+/// record in the ledger. Answers the snapshot id.
+async fn write_v1_snapshot(
+    cp: &str,
+    owner: (&str, &Path),
+    space: (&str, &str),
+    tree: &Path,
+) -> String {
+    use hivemind_backup_role::crypto::OwnerKey;
+    use hivemind_common::backup::{BackupOp, BackupOutcome, SnapshotRecord};
+    let key = OwnerKey::parse(&std::fs::read_to_string(owner.1).unwrap()).unwrap();
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (pieces, sealed) = hivemind_backup_role::tree::v1::write(tree, &key, time_ms).unwrap();
+    let owner_id = member_id(cp, owner.0).await;
+    let bytes: u64 = sealed.iter().map(|(_, b)| b.len() as u64).sum();
+    let asked = hivemind_backup_role::pack::upper_bound(sealed.len(), bytes);
+    let BackupOutcome::Reserved(granted) = ledger_op(
+        cp,
+        owner_id,
+        BackupOp::Reserve {
+            spaces: vec![(member_id(cp, space.0).await, asked)],
+            ttl_ms: 60_000,
+        },
+    )
+    .await
+    else {
+        panic!("no reservation")
+    };
+    let header = hivemind_backup_role::wire::UploadHeader {
+        owner: owner.0.to_string(),
+        reservation: granted[0].1,
+        chunks: sealed.iter().map(|(id, b)| (*id, b.len() as u32)).collect(),
+    };
+    let body = hivemind_backup_role::wire::upload_parts(
+        &header,
+        sealed.into_iter().map(|(_, b)| b.into()).collect(),
+    )
+    .concat();
+    let answer = support::client()
+        .post(format!(
+            "http://{}{}/upload",
+            space.1,
+            hivemind_backup_role::wire::INTERNAL_PREFIX
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    // v1 sealed the paths raw too: the id, then the sealed list.
+    let paths = hivemind_common::encode(&vec![hivemind_backup_role::tree::ByteBuf::of(tree)]);
+    let paths_id = key.chunk_id(&paths);
+    let mut sealed_paths = paths_id.0.to_vec();
+    sealed_paths.extend(key.seal_v1(&paths_id, &paths));
+    let id: String = pieces[0].0[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let record = SnapshotRecord {
+        id: id.clone(),
+        owner: owner.0.to_string(),
+        time_ms,
+        files: 0,
+        bytes: 0,
+        manifest: pieces,
+        sealed_paths,
+    };
+    ledger_op(cp, owner_id, BackupOp::Record { snapshot: record }).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_space_is_replaced_an_unchanged_rerun_sends_a_root_and_v1_snapshots_restore() {
+    if !nix_is_root() {
+        support::cannot_run("a space on a full disk needs a tmpfs mount (root)");
+        return;
+    }
+    let mut cluster = Cluster::local_control_plane().await;
+    let cp = cluster.agents[0].http_addr();
+    let work = cluster.dir.path().join("work");
+    let src = work.join("src");
+    make_tree(&src);
+    let flags = ["--backup-space", "200MB"];
+    let s1 = cluster.start_role_member("space-1", "backup", &flags);
+    cluster.start_role_member("space-2", "backup", &flags);
+    // A space that offers the most room but whose disk holds 1 MiB: placement picks it first,
+    // and its uploads fail (no space left on the device).
+    let full = cluster.add_member(
+        "space-full",
+        &cp,
+        &[
+            "--gossip-profile",
+            "local",
+            "--roles",
+            "backup",
+            "--backup-space",
+            "1GB",
+        ],
+    );
+    let packs = cluster.agents[full].data_dir.join("backup/packs");
+    let _tmpfs = match Tmpfs::mount(&packs, "1m") {
+        Some(t) => t,
+        None => {
+            support::cannot_run("mount -t tmpfs failed");
+            return;
+        }
+    };
+    cluster.agents[full].start();
+    let src_text = src.display().to_string();
+    let owner = cluster.start_role_member("owner", "backup", &["--backup-path", &src_text]);
+    let owner_addr = cluster.agents[owner].http_addr();
+    wait_spaces(&cp, 3).await;
+
+    let first = json(&backup(&owner_addr, &["run", "--json"]));
+    assert_eq!(first["files"].as_u64(), Some(305), "{first}");
+    assert!(
+        metrics_value(
+            &cluster.agents[owner],
+            "hivemind_backup_replaced_shares_total"
+        )
+        .await
+            >= 1,
+        "the full space's share was placed elsewhere"
+    );
+    let r1 = work.join("r1");
+    let id = first["snapshot"].as_str().unwrap();
+    json(&backup(
+        &owner_addr,
+        &["restore", id, "--to", r1.to_str().unwrap(), "--json"],
+    ));
+    assert_same_tree(&src, &r1.join(src.strip_prefix("/").unwrap()));
+    let check = json(&backup(&owner_addr, &["check", "--json"]));
+    assert_eq!(check["ok"], true, "every chunk at R copies: {check}");
+
+    // Nothing changed: no file is read again and only a new snapshot root is sent.
+    let again = json(&backup(&owner_addr, &["run", "--json"]));
+    assert!(
+        again["bytes_sent"].as_u64().unwrap() <= 64 * 1024,
+        "an unchanged rerun: {again}"
+    );
+    assert_eq!(again["chunks_new"], 1, "{again}");
+
+    // A snapshot written before trees and compression (format v1) restores.
+    let old = work.join("old");
+    std::fs::create_dir_all(old.join("sub")).unwrap();
+    std::fs::write(old.join("sub/text"), b"written by v1\n".repeat(1000)).unwrap();
+    std::fs::write(old.join("noise"), noise(5, 3 << 20)).unwrap();
+    symlink("sub/text", old.join("link")).unwrap();
+    let v1 = write_v1_snapshot(
+        &cp,
+        ("owner", &cluster.agents[owner].data_dir.join("backup.key")),
+        ("space-1", &cluster.agents[s1].http_addr()),
+        &old,
+    )
+    .await;
+    let listed = json(&backup(&owner_addr, &["snapshots", "--json"]));
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == v1.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        entry["paths"],
+        serde_json::json!([old.display().to_string()])
+    );
+    let r2 = work.join("r2");
+    json(&backup(
+        &owner_addr,
+        &["restore", &v1, "--to", r2.to_str().unwrap(), "--json"],
+    ));
+    assert_same_tree(&old, &r2.join(old.strip_prefix("/").unwrap()));
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use hivemind_common::backup::{BackupOp, BackupOutcome, ChunkId, SnapshotRecord};
 use hivemind_common::role::{ControlPlaneClient, CpCallError, Membership, RoleReport, RoleStore};
 use hivemind_common::MemberId;
@@ -395,15 +396,24 @@ impl Owner {
                 break;
             }
             let live = self.live_spaces();
-            let sends = per_space
+            let (live, batch) = (&live, &batch);
+            let mut sends: futures::stream::FuturesUnordered<_> = per_space
                 .iter()
-                .map(|(space, items)| self.send_to(&live, *space, items, &batch));
-            let outcomes = futures::future::join_all(sends).await;
-            for ((space, items), outcome) in per_space.iter().zip(outcomes) {
+                .map(|(space, items)| async move {
+                    (
+                        *space,
+                        items,
+                        self.send_to(live, *space, items, batch).await,
+                    )
+                })
+                .collect();
+            // Each space's share is in the index as soon as that space took it: a run
+            // interrupted now sends again at most the shares still in flight.
+            while let Some((space, items, outcome)) = sends.next().await {
                 if let Err(reason) = outcome {
                     self.counters.replaced.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%space, %reason, "a space did not take its share of a backup batch: placing it on the others");
-                    candidates.retain(|c| c.id != *space);
+                    candidates.retain(|c| c.id != space);
                     continue;
                 }
                 for i in items {
@@ -412,7 +422,7 @@ impl Owner {
                         sealed_len: sealed.len() as u64,
                         spaces: BTreeSet::new(),
                     });
-                    stored.spaces.insert(*space);
+                    stored.spaces.insert(space);
                     index.pending.insert(*id);
                     new_chunks.insert(*id);
                     view.bytes_sent += sealed.len() as u64;
@@ -421,8 +431,8 @@ impl Owner {
                         .bytes_sent
                         .fetch_add(sealed.len() as u64, Ordering::Relaxed);
                 }
+                self.persist(index)?;
             }
-            self.persist(index)?;
         }
         view.chunks_new += new_chunks.len() as u64;
         self.counters
@@ -515,7 +525,16 @@ impl Owner {
             .into_iter()
             .find(|s| s.id == snapshot)
             .ok_or_else(|| OwnerError::NoSnapshot(snapshot.to_string()))?;
-        let source = self.source(&*self.index.lock().await);
+        let source = {
+            let mut index = self.index.lock().await;
+            if !index.snapshots.contains_key(snapshot) {
+                // A snapshot this index does not know (taken before this member lost its
+                // data, or written by an older build): where its chunks are comes from the
+                // spaces.
+                self.ensure_index(&mut index).await?;
+            }
+            self.source(&index)
+        };
         Ok(restore::restore(&self.key, &record, &source, to, sub, &self.restore_progress).await?)
     }
 

@@ -99,9 +99,15 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SpaceError> {
     let dir = path.parent().expect("a file in a directory");
     std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io_at(&tmp))?;
-    file.write_all(bytes).map_err(io_at(&tmp))?;
-    file.sync_all().map_err(io_at(&tmp))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        // A full disk: what was written goes, so the space stays usable.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_at(&tmp)(e));
+    }
     std::fs::rename(&tmp, path).map_err(io_at(path))
 }
 
@@ -264,6 +270,13 @@ impl SpaceStore {
                 .collect()
         };
         if new.is_empty() {
+            // Nothing to store (a resumed run sent what is here): the reservation is released.
+            cp.backup(BackupOp::Consume {
+                reservation,
+                bytes: 0,
+            })
+            .await
+            .map_err(SpaceError::Refused)?;
             return Ok(0);
         }
         let packs = tokio::task::spawn_blocking(move || {

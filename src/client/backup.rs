@@ -321,9 +321,10 @@ async fn restore_here(
         .find(|r| r.id == snapshot)
         .with_context(|| format!("unknown_snapshot: {owner} has no snapshot {snapshot}"))?;
     let members: Vec<MemberView> = client.get("/v1/members").await?;
+    let offering: Vec<SpaceView> = client.get("/v1/backup/spaces").await?;
     let addrs: Vec<String> = members
         .iter()
-        .filter(|m| m.state == "alive" && m.roles.iter().any(|r| r == "backup"))
+        .filter(|m| m.state == "alive" && offering.iter().any(|s| s.name == m.name))
         .map(|m| m.http.clone())
         .collect();
     let spaces = Spaces::public(client.token.clone(), client.tls.clone());

@@ -153,7 +153,7 @@ impl Owner {
     /// does not know (its data directory was lost): where the chunks are comes from the
     /// spaces' lists, what each snapshot references from its manifest. Until it succeeds no
     /// heartbeat is sent, so nothing is dropped on a partial view.
-    async fn ensure_index(&self, index: &mut Index) -> Result<(), OwnerError> {
+    pub(super) async fn ensure_index(&self, index: &mut Index) -> Result<(), OwnerError> {
         let records = self.records().await?;
         let known: BTreeSet<&String> = records.iter().map(|r| &r.id).collect();
         let stale: Vec<String> = index
@@ -172,7 +172,17 @@ impl Owner {
         if missing.is_empty() {
             return Ok(());
         }
-        let live = self.live_spaces();
+        // The live members that offer space (an owner without space holds nothing).
+        let offering: BTreeSet<hivemind_common::MemberId> = self
+            .cp
+            .backup_state()
+            .await?
+            .spaces
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        let mut live = self.live_spaces();
+        live.retain(|id, _| offering.contains(id));
         let addrs: Vec<String> = live.values().map(|(a, _)| a.clone()).collect();
         let (at, errors) = self.spaces.locate(&addrs, &self.name).await;
         if !errors.is_empty() {

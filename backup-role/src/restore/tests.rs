@@ -1,11 +1,9 @@
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use super::*;
 use crate::scan::Scanner;
 use crate::space::SpaceStore;
 use crate::test_support::{inventory, make_tree, serve, Ledger};
-use crate::tree::{ByteBuf, Meta};
 
 fn key() -> OwnerKey {
     OwnerKey::from_bytes(&[5; 32])
@@ -119,59 +117,7 @@ async fn a_snapshot_written_before_trees_and_compression_still_restores() {
     let root = dir.path().join("src");
     make_tree(&root);
     let key = key();
-    let mut sealed = Vec::new();
-    let mut entries = Vec::new();
-    let mut seen = HashSet::new();
-    let mut walk = vec![root.clone()];
-    while let Some(path) = walk.pop() {
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let m = Meta::of(&meta);
-        let kind = if meta.is_dir() {
-            let mut children: Vec<PathBuf> = std::fs::read_dir(&path)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            children.sort();
-            walk.extend(children.into_iter().rev());
-            v1::Kind::Dir
-        } else if meta.is_symlink() {
-            v1::Kind::Symlink {
-                target: ByteBuf::of(&std::fs::read_link(&path).unwrap()),
-            }
-        } else {
-            let data = std::fs::read(&path).unwrap();
-            let mut chunks = Vec::new();
-            for piece in data.chunks(1 << 20) {
-                let id = key.chunk_id(piece);
-                if seen.insert(id) {
-                    sealed.push((id, key.seal_v1(&id, piece)));
-                }
-                chunks.push((id, piece.len() as u32));
-            }
-            v1::Kind::File {
-                size: data.len() as u64,
-                chunks,
-            }
-        };
-        entries.push(v1::Entry {
-            path: ByteBuf::of(&path),
-            kind,
-            mode: m.mode,
-            mtime_secs: m.mtime_secs,
-            mtime_nanos: m.mtime_nanos,
-        });
-    }
-    let manifest = v1::Manifest {
-        time_ms: 1,
-        roots: vec![ByteBuf::of(&root)],
-        entries,
-    };
-    let mut pieces = Vec::new();
-    for piece in manifest.pieces() {
-        let id = key.chunk_id(&piece);
-        sealed.push((id, key.seal_v1(&id, &piece)));
-        pieces.push(id);
-    }
+    let (pieces, sealed) = v1::write(&root, &key, 1).unwrap();
     let source = source_with(dir.path(), sealed).await;
     let to = dir.path().join("restored");
     let view = restore(
