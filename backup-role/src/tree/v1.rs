@@ -88,7 +88,7 @@ pub fn write(
     root: &Path,
     key: &OwnerKey,
     time_ms: u64,
-) -> std::io::Result<(Vec<ChunkId>, Vec<(ChunkId, Vec<u8>)>)> {
+) -> std::io::Result<(Vec<ChunkId>, crate::wire::SealedChunks)> {
     let mut sealed = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut entries = Vec::new();
