@@ -498,8 +498,9 @@ pub struct AgentArgs {
     #[arg(long, env = "HIVEMIND_BACKUP_LEASE", default_value = "24h", value_parser = parse_duration)]
     pub backup_lease: std::time::Duration,
     /// With `--roles backup`: sealed bytes a run places, reserves and sends at once (what it
-    /// holds in memory; what an interrupted run may send again), e.g. 32MiB.
-    #[arg(long, env = "HIVEMIND_BACKUP_BATCH", default_value = "32MiB", value_parser = hivemind_common::backup::parse_size)]
+    /// holds in memory, twice: one batch fills while the one before is sent; what an
+    /// interrupted run may send again), e.g. 16MiB.
+    #[arg(long, env = "HIVEMIND_BACKUP_BATCH", default_value = "16MiB", value_parser = hivemind_common::backup::parse_size)]
     pub backup_batch: u64,
     #[arg(long, env = "HIVEMIND_HTTP_PORT", default_value_t = 7700)]
     pub http_port: u16,

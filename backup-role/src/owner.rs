@@ -297,7 +297,7 @@ impl Owner {
             })
         };
         // Batches fill while the one before is placed and sent.
-        let (batches_tx, mut batches) = mpsc::channel::<Batch>(1);
+        let (batches_tx, batches) = mpsc::channel::<Batch>(1);
         let batch_bytes = self.batch_bytes;
         let fill = async move {
             let mut batch = Batch::default();
@@ -314,6 +314,9 @@ impl Owner {
             }
         };
         let send = async {
+            // Owned here: when a batch fails, the queue closes and the filling (then the
+            // scan) stops instead of waiting for room.
+            let mut batches = batches;
             while let Some(batch) = batches.recv().await {
                 self.flush(index, &mut candidates, batch, &mut view).await?;
             }
@@ -581,3 +584,7 @@ impl Owner {
 #[path = "owner/maintain.rs"]
 mod maintain;
 pub use maintain::CheckView;
+
+#[cfg(test)]
+#[path = "owner/tests.rs"]
+mod tests;

@@ -19,7 +19,7 @@ use crate::tree::{self, v1, FormatError, Item, ItemKind, NodeKind, SnapshotRoot,
 use crate::wire::Spaces;
 
 /// Plain bytes of file content a restore job fetches and writes at once.
-pub const JOB_BYTES: u64 = 16 << 20;
+pub const JOB_BYTES: u64 = 4 << 20;
 /// Chunk ids per read request, and read requests in flight.
 const IDS_PER_READ: usize = 64;
 const READS_IN_FLIGHT: usize = 6;
@@ -160,15 +160,18 @@ impl Source {
             .read_many(addr, &self.owner, ids)
             .await
             .map_err(|e| e.to_string())?;
+        // Opened on the compute threads (one per core), not on a blocking thread of its own:
+        // fewer threads handling megabyte buffers keep fewer allocator arenas (and RSS) around.
         let key = key.clone();
-        Ok(tokio::task::spawn_blocking(move || {
-            sealed
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let opened = sealed
                 .into_iter()
                 .map(|(id, b)| (id, key.open(&id, &b.0).ok()))
-                .collect()
-        })
-        .await
-        .expect("opening chunks does not panic"))
+                .collect();
+            let _ = tx.send(opened);
+        });
+        Ok(rx.await.expect("opening chunks does not panic"))
     }
 
     /// The snapshot's items (those at or below `sub`, and the directories on the way) and

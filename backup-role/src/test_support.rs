@@ -1,5 +1,6 @@
-//! What the crate's tests share: a ledger that grants or refuses, a space served over HTTP on
-//! loopback, trees with the awkward cases, and a comparison of two trees.
+//! What the crate's tests share: a ledger that grants or refuses consumes, a space served over
+//! HTTP on loopback (its public reads, and the internal upload and reads an owner calls),
+//! trees with the awkward cases, and a comparison of two trees.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -74,6 +75,14 @@ pub async fn serve(space: Arc<SpaceStore>) -> String {
         .route(
             "/v1/roles/backup/chunks/{owner}/read",
             post(crate::api::read_many_route),
+        )
+        .route(
+            "/internal/v1/roles/backup/chunks/{owner}/read",
+            post(crate::api::read_many_route),
+        )
+        .route(
+            "/internal/v1/roles/backup/upload",
+            post(crate::api::upload_route),
         )
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
