@@ -50,11 +50,26 @@ pub fn request(data: &[u8]) {
         18 => drop(round_trip::<Result<Applied, CpError>>(body)),
         19 => drop(round_trip::<MemberCall>(body)),
         20 => drop(round_trip::<Result<MemberAnswer, CpError>>(body)),
-        21 => drop(round_trip::<hivemind_backup_role::wire::Upload>(body)),
+        21 => upload(body),
         22 => drop(round_trip::<hivemind_backup_role::wire::UploadAnswer>(body)),
         23 => drop(round_trip::<hivemind_backup_role::leases::Leases>(body)),
         _ => drop(round_trip::<CommandResponse>(body)),
     }
+}
+
+/// A space's upload body (header, then the chunks back to back): what parses is rebuilt from
+/// its parts and parses to the same header and chunks.
+fn upload(body: &[u8]) {
+    use hivemind_backup_role::wire::{parse_upload, upload_parts};
+    let Ok((header, chunks)) = parse_upload(body) else {
+        return;
+    };
+    let parts = upload_parts(
+        &header,
+        chunks.iter().map(|(_, b)| b.clone().into()).collect(),
+    );
+    let again = parse_upload(&parts.concat()).expect("what we build parses");
+    assert_eq!(again, (header, chunks), "an upload changed in a round trip");
 }
 
 /// Commands back to back, applied in order at indexes 1, 2, ... to two registries: applying is

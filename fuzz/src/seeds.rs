@@ -299,14 +299,15 @@ fn internal_requests() -> Vec<Vec<u8>> {
         ),
         with_kind(
             21,
-            encode(&hivemind_backup_role::wire::Upload {
-                owner: "laptop".into(),
-                reservation: 3,
-                chunks: vec![(
-                    hivemind_common::backup::ChunkId([7; 32]),
-                    hivemind_backup_role::tree::ByteBuf(vec![1, 2, 3]),
-                )],
-            }),
+            hivemind_backup_role::wire::upload_parts(
+                &hivemind_backup_role::wire::UploadHeader {
+                    owner: "laptop".into(),
+                    reservation: 3,
+                    chunks: vec![(hivemind_common::backup::ChunkId([7; 32]), 3)],
+                },
+                vec![bytes::Bytes::from_static(&[1, 2, 3])],
+            )
+            .concat(),
         ),
         with_kind(23, {
             let mut leases = hivemind_backup_role::leases::Leases::default();
