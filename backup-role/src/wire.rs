@@ -109,46 +109,6 @@ pub struct Spaces {
     auth: Option<(&'static str, String)>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_upload_body_parses_back_and_a_cut_one_is_named() {
-        let header = UploadHeader {
-            owner: "laptop".into(),
-            reservation: 7,
-            chunks: vec![(ChunkId([1; 32]), 3), (ChunkId([2; 32]), 2)],
-        };
-        let parts = upload_parts(
-            &header,
-            vec![
-                bytes::Bytes::from_static(b"abc"),
-                bytes::Bytes::from_static(b"de"),
-            ],
-        );
-        let body: Vec<u8> = parts.concat();
-        let (back, chunks) = parse_upload(&body).unwrap();
-        assert_eq!(back, header);
-        assert_eq!(
-            chunks,
-            [
-                (ChunkId([1; 32]), b"abc".to_vec()),
-                (ChunkId([2; 32]), b"de".to_vec())
-            ]
-        );
-        assert!(parse_upload(&body[..body.len() - 1])
-            .unwrap_err()
-            .contains("cut short"));
-        let mut longer = body.clone();
-        longer.push(0);
-        assert!(parse_upload(&longer)
-            .unwrap_err()
-            .contains("after the last chunk"));
-        assert!(parse_upload(&[1, 0]).is_err());
-    }
-}
-
 fn failed(space: &str, message: impl ToString) -> CallError {
     CallError::Failed {
         space: space.to_string(),
@@ -325,5 +285,45 @@ impl Spaces {
             }
         }
         (at, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_body_parses_back_and_a_cut_one_is_named() {
+        let header = UploadHeader {
+            owner: "laptop".into(),
+            reservation: 7,
+            chunks: vec![(ChunkId([1; 32]), 3), (ChunkId([2; 32]), 2)],
+        };
+        let parts = upload_parts(
+            &header,
+            vec![
+                bytes::Bytes::from_static(b"abc"),
+                bytes::Bytes::from_static(b"de"),
+            ],
+        );
+        let body: Vec<u8> = parts.concat();
+        let (back, chunks) = parse_upload(&body).unwrap();
+        assert_eq!(back, header);
+        assert_eq!(
+            chunks,
+            [
+                (ChunkId([1; 32]), b"abc".to_vec()),
+                (ChunkId([2; 32]), b"de".to_vec())
+            ]
+        );
+        assert!(parse_upload(&body[..body.len() - 1])
+            .unwrap_err()
+            .contains("cut short"));
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(parse_upload(&longer)
+            .unwrap_err()
+            .contains("after the last chunk"));
+        assert!(parse_upload(&[1, 0]).is_err());
     }
 }
