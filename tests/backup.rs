@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use hivemind_control_plane::ops::Op;
 use serde_json::Value;
-use support::{cli, get_json, metrics_text, stderr, stdout, wait_for, Cluster};
+use support::{cli, get_json, stderr, stdout, wait_for, Cluster};
 
 /// What a tree holds, by path relative to its root: kind, content, mode, mtime.
 fn inventory(root: &Path) -> BTreeMap<PathBuf, String> {
@@ -546,7 +546,7 @@ async fn ledger_op(
     cp: &str,
     member: hivemind_common::MemberId,
     op: hivemind_common::backup::BackupOp,
-) -> hivemind_common::backup::BackupOutcome {
+) -> Result<hivemind_common::backup::BackupOutcome, hivemind_control_plane::CpError> {
     use hivemind_control_plane::registry::CommandOutput;
     use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
     let call = MemberCall {
@@ -569,10 +569,11 @@ async fn ledger_op(
         hivemind_common::decode(&body).unwrap();
     match answer {
         Ok(MemberAnswer::Applied(applied)) => match applied.output {
-            CommandOutput::Backup(outcome) => outcome,
+            CommandOutput::Backup(outcome) => Ok(outcome),
             other => panic!("{other:?}"),
         },
-        other => panic!("{other:?}"),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e),
     }
 }
 
@@ -605,7 +606,7 @@ async fn write_v1_snapshot(
         },
     )
     .await
-    else {
+    .unwrap() else {
         panic!("no reservation")
     };
     let header = hivemind_backup_role::wire::UploadHeader {
@@ -647,12 +648,14 @@ async fn write_v1_snapshot(
         manifest: pieces,
         sealed_paths,
     };
-    ledger_op(cp, owner_id, BackupOp::Record { snapshot: record }).await;
+    ledger_op(cp, owner_id, BackupOp::Record { snapshot: record })
+        .await
+        .unwrap();
     id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_space_is_replaced_an_unchanged_rerun_sends_a_root_and_v1_snapshots_restore() {
+async fn refused_and_failing_spaces_are_replaced_an_unchanged_rerun_sends_a_root_and_v1_restores() {
     if !nix_is_root() {
         support::cannot_run("a space on a full disk needs a tmpfs mount (root)");
         return;
@@ -665,8 +668,69 @@ async fn a_failing_space_is_replaced_an_unchanged_rerun_sends_a_root_and_v1_snap
     let flags = ["--backup-space", "200MB"];
     let s1 = cluster.start_role_member("space-1", "backup", &flags);
     cluster.start_role_member("space-2", "backup", &flags);
-    // A space that offers the most room but whose disk holds 1 MiB: placement picks it first,
-    // and its uploads fail (no space left on the device).
+    // A space with the most room, which another member reserves whole while a run is under
+    // way: the run's next reservations there are refused, and it places them on the others.
+    cluster.start_role_member("space-big", "backup", &["--backup-space", "1GB"]);
+    let src_text = src.display().to_string();
+    let owner = cluster.start_role_member(
+        "owner",
+        "backup",
+        &["--backup-path", &src_text, "--backup-batch", "1MiB"],
+    );
+    let owner_addr = cluster.agents[owner].http_addr();
+    wait_spaces(&cp, 3).await;
+    let owner_metrics = cluster.agents[owner].url("/metrics");
+    let replaced = || metric_at(&owner_metrics, "hivemind_backup_replaced_shares_total");
+    let bulk = work.join("bulk");
+    std::fs::create_dir_all(&bulk).unwrap();
+    for i in 0..10 {
+        std::fs::write(bulk.join(format!("n{i}")), noise(100 + i, 4 << 20)).unwrap();
+    }
+    let run = std::process::Command::new(support::BIN)
+        .args(["backup", "run", "--json", "--path", bulk.to_str().unwrap()])
+        .args(["--http-addr", &owner_addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run's first share on space-big", || async {
+        (spaces(&cp).await.get("space-big")?.1 > 0).then_some(())
+    })
+    .await;
+    let (big, other) = (
+        member_id(&cp, "space-big").await,
+        member_id(&cp, "space-2").await,
+    );
+    let mut taken = false;
+    for _ in 0..50 {
+        let (capacity, stored, reserved) = spaces(&cp).await["space-big"];
+        let op = hivemind_common::backup::BackupOp::Reserve {
+            spaces: vec![(big, capacity - stored - reserved)],
+            ttl_ms: 600_000,
+        };
+        if ledger_op(&cp, other, op).await.is_ok() {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "space-big's room could not be reserved");
+    let out = run.wait_with_output().unwrap();
+    let bulk_run = json(&out);
+    assert!(
+        replaced().await >= 1,
+        "a refused share was placed elsewhere"
+    );
+    let r0 = work.join("r0");
+    let id = bulk_run["snapshot"].as_str().unwrap();
+    json(&backup(
+        &owner_addr,
+        &["restore", id, "--to", r0.to_str().unwrap(), "--json"],
+    ));
+    assert_same_tree(&bulk, &r0.join(bulk.strip_prefix("/").unwrap()));
+    let refused = replaced().await;
+
+    // A space that offers the most room now but whose disk holds 1 MiB: placement picks it
+    // first, and its uploads fail (no space left on the device).
     let full = cluster.add_member(
         "space-full",
         &cp,
@@ -688,20 +752,12 @@ async fn a_failing_space_is_replaced_an_unchanged_rerun_sends_a_root_and_v1_snap
         }
     };
     cluster.agents[full].start();
-    let src_text = src.display().to_string();
-    let owner = cluster.start_role_member("owner", "backup", &["--backup-path", &src_text]);
-    let owner_addr = cluster.agents[owner].http_addr();
-    wait_spaces(&cp, 3).await;
+    wait_spaces(&cp, 4).await;
 
     let first = json(&backup(&owner_addr, &["run", "--json"]));
     assert_eq!(first["files"].as_u64(), Some(305), "{first}");
     assert!(
-        metrics_value(
-            &cluster.agents[owner],
-            "hivemind_backup_replaced_shares_total"
-        )
-        .await
-            >= 1,
+        replaced().await > refused,
         "the full space's share was placed elsewhere"
     );
     let r1 = work.join("r1");
@@ -983,7 +1039,19 @@ async fn quotas_reservations_leases_and_failures() {
 
 /// A metric's value (the first sample of `name`) in `agent`'s `/metrics`.
 async fn metrics_value(agent: &support::Agent, name: &str) -> u64 {
-    let text = metrics_text(agent).await;
+    metric_at(&agent.url("/metrics"), name).await
+}
+
+/// A metric's value (the first sample of `name`) in the `/metrics` at `url`.
+async fn metric_at(url: &str, name: &str) -> u64 {
+    let text = support::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| {
             let (n, v) = l.split_once(' ')?;
