@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::RegistryError;
+use super::error::RegistryError;
 
 /// The name of the policy anonymous requests get once ACLs are bootstrapped.
 pub const ANONYMOUS: &str = "anonymous";

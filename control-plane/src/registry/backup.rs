@@ -16,7 +16,7 @@ use hivemind_common::backup::{
 use hivemind_common::MemberId;
 use serde::{Deserialize, Serialize};
 
-use super::command::RegistryError;
+use super::error::RegistryError;
 
 /// Most spaces one reservation request names.
 pub const MAX_RESERVE_SPACES: usize = 64;

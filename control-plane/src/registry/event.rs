@@ -3,7 +3,7 @@
 use hivemind_common::MemberId;
 use serde::{Deserialize, Serialize};
 
-use super::state::MemberInfo;
+use super::member::MemberInfo;
 
 /// One entry of the event feed. `index` is the Raft log index of the command that produced it;
 /// one command may produce several events with the same index (they keep their order).

@@ -8,20 +8,25 @@
 mod acl;
 mod backup;
 mod command;
+mod error;
 mod event;
+mod keygroup_rules;
 mod keygroups;
+mod member;
 mod rules;
 mod state;
 
 pub use acl::{AclOp, AclTable, Policy, Token, ANONYMOUS};
 pub use backup::BackupLedger;
-pub use command::{Command, CommandOutput, RegistryError};
+pub use command::{Command, CommandOutput};
+pub use error::RegistryError;
 pub use event::{Event, EventKind};
 pub use keygroups::{
     new_secret, validate_keygroup_name, Actor, KeygroupConfig, KeygroupDelta, Responsibility,
     DEFAULT_TTL_SECS, MAX_TTL_SECS, SECRET_BYTES,
 };
+pub use member::{MemberInfo, MemberState};
 pub use state::{
-    FeedError, FeedPage, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry,
-    RegistryDigest, MAX_BATCH, MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    FeedError, FeedPage, KvEntry, MemberRecord, NodeConfig, Registry, RegistryDigest, MAX_BATCH,
+    MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };

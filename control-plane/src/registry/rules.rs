@@ -6,11 +6,13 @@
 
 use hivemind_common::MemberId;
 
-use super::command::{Command, CommandOutput, RegistryError};
+use super::command::{Command, CommandOutput};
+use super::error::RegistryError;
 use super::event::{Event, EventKind};
+use super::member::{validate_addr, MemberInfo, MemberState};
 use super::state::{
-    validate_addr, KvEntry, MemberInfo, MemberRecord, MemberState, NodeConfig, Registry, MAX_BATCH,
-    MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    KvEntry, MemberRecord, NodeConfig, Registry, MAX_BATCH, MAX_BATCH_BYTES, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
 };
 
 impl Registry {

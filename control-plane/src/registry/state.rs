@@ -1,14 +1,13 @@
 //! The registry's data: members, node configs, the KV namespace, the epoch and its event feed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 
-use hivemind_common::{names::is_valid_name, MemberId};
+use hivemind_common::MemberId;
 use serde::{Deserialize, Serialize};
 
-use super::command::RegistryError;
 use super::event::Event;
 use super::keygroups::{KeygroupConfig, Responsibility};
+use super::member::{MemberInfo, MemberState};
 
 /// Longest accepted KV key, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -18,67 +17,6 @@ pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 pub const MAX_BATCH: usize = 1024;
 /// Most value bytes in one `Command::Batch` (keeps log entries and Raft RPCs small).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-
-/// What a member tells about itself when it joins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberInfo {
-    pub id: MemberId,
-    pub name: String,
-    pub node: String,
-    pub roles: Vec<String>,
-    pub http_addr: String,
-    pub gossip_addr: String,
-    pub generation: u64,
-    pub control_plane: bool,
-}
-
-impl MemberInfo {
-    pub(crate) fn validate(&self) -> Result<(), RegistryError> {
-        if !is_valid_name(&self.name) {
-            return Err(RegistryError::invalid(
-                "name",
-                format!("{:?} is not a valid name", self.name),
-            ));
-        }
-        if !is_valid_name(&self.node) {
-            return Err(RegistryError::invalid(
-                "node",
-                format!("{:?} is not a valid name", self.node),
-            ));
-        }
-        if let Some(bad) = self.roles.iter().find(|r| !is_valid_name(r)) {
-            return Err(RegistryError::invalid(
-                "roles",
-                format!("{bad:?} is not a valid role name"),
-            ));
-        }
-        validate_addr("http_addr", &self.http_addr)?;
-        validate_addr("gossip_addr", &self.gossip_addr)
-    }
-}
-
-pub(crate) fn validate_addr(field: &str, addr: &str) -> Result<(), RegistryError> {
-    addr.parse::<SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| RegistryError::invalid(field, format!("{addr:?} is not IP:PORT")))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MemberState {
-    Alive,
-    Failed,
-    Left,
-}
-
-impl MemberState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Alive => "alive",
-            MemberState::Failed => "failed",
-            MemberState::Left => "left",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
