@@ -962,39 +962,13 @@ async fn quotas_reservations_leases_and_failures() {
     assert_eq!(status["space_owners"][0][0], "owner", "{status}");
 
     // A reservation without upload: its bytes are reserved, then return at its expiry.
-    let members = get_json(&format!("http://{cp}/v1/members")).await.unwrap();
-    let id_of = |name: &str| {
-        let hex = members
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == name && m["state"] == "alive")
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        hivemind_common::MemberId::new(u64::from_str_radix(&hex, 16).unwrap()).unwrap()
+    let reserve = hivemind_common::backup::BackupOp::Reserve {
+        spaces: vec![(member_id(&cp, "space-1").await, 1_000_000)],
+        ttl_ms: 6_000,
     };
-    let request = hivemind_control_plane::requests::MemberCall {
-        request: hivemind_control_plane::requests::MemberRequest::Backup {
-            member: id_of("owner"),
-            op: hivemind_common::backup::BackupOp::Reserve {
-                spaces: vec![(id_of("space-1"), 1_000_000)],
-                ttl_ms: 6_000,
-            },
-        },
-        client_token: None,
-    };
-    let answer = support::client()
-        .post(format!(
-            "http://{cp}{}",
-            hivemind_control_plane::ops::Request::PATH
-        ))
-        .body(hivemind_common::encode(&request))
-        .send()
+    ledger_op(&cp, member_id(&cp, "owner").await, reserve)
         .await
         .unwrap();
-    assert!(answer.status().is_success());
     // The ledger as `cp` applied it (a follower applies a moment after the leader answered).
     wait_for("the reservation in the ledger", || async {
         (spaces(&cp).await["space-1"].2 == 1_000_000).then_some(())

@@ -465,19 +465,12 @@ impl SpaceStore {
                     let (bytes, entries) = pack::encode(&refs);
                     let name = new_pack_name();
                     write_durably(&self.pack_path(&owner, &name), &bytes)?;
-                    self.state.lock().expect("state").packs.moved(
-                        &owner,
-                        &pack,
-                        &name,
-                        bytes.len() as u64,
-                        &entries,
-                    );
+                    {
+                        let packs = &mut self.state.lock().expect("state").packs;
+                        packs.moved(&owner, &pack, &name, bytes.len() as u64, &entries);
+                        packs.forget_pack(&owner, &pack);
+                    }
                     let _ = std::fs::remove_file(self.pack_path(&owner, &pack));
-                    self.state
-                        .lock()
-                        .expect("state")
-                        .packs
-                        .forget_pack(&owner, &pack);
                 }
             }
         }
