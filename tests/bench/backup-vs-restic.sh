@@ -182,6 +182,9 @@ and what the run sent / R. Median of {rounds} rounds.
 | owner peak RSS during the first backup (VmHWM; idle: {med('rss_idle_kib') / 1024:.0f} MiB) | — | {med('rss_backup_kib') / 1024:.0f} MiB | — | ≤ 100 MiB |
 | owner peak RSS over the round, with the restore | — | {med('rss_kib') / 1024:.0f} MiB | — | — |
 
+The restore raises the owner's peak: glibc's per-thread arenas keep what one thread freed
+(75 MiB over the round with `MALLOC_ARENA_MAX=1`; jemalloc and mimalloc measured no better).
+
 Every round (restic / hivemind):
 
 | round | first backup s | restore s | second backup s | per copy, first | per copy, change | unchanged rerun | owner RSS backup / round |
