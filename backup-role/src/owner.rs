@@ -171,25 +171,26 @@ impl Owner {
             .collect()
     }
 
-    /// Forgets the copies on spaces that failed or left: they do not count toward R.
-    fn lose_departed(&self, index: &mut Index) -> usize {
+    /// The spaces holding some of this owner's chunks that failed or left.
+    fn departed(&self, index: &Index) -> Vec<MemberId> {
         let live = self.live_spaces();
-        let gone: Vec<MemberId> = index
+        index
             .spaces()
             .into_iter()
             .filter(|s| !live.contains_key(s))
-            .collect();
-        for space in &gone {
-            index.lose(*space, None);
+            .collect()
+    }
+
+    /// Forgets the copies on spaces that failed or left: they do not count toward R.
+    fn lose_departed(&self, index: &mut Index) {
+        for space in self.departed(index) {
+            index.lose(space, None);
         }
-        gone.len()
     }
 
     /// Whether a space holding some of this owner's chunks failed or left (repair is due).
     pub async fn lost_a_space(&self) -> bool {
-        let live = self.live_spaces();
-        let index = self.index.lock().await;
-        index.spaces().iter().any(|s| !live.contains_key(s))
+        !self.departed(&*self.index.lock().await).is_empty()
     }
 
     /// The spaces a chunk can go to now: live, offering room in the ledger, not this member.

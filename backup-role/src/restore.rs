@@ -57,6 +57,28 @@ pub struct RestoreView {
     pub bytes: u64,
 }
 
+/// Sealed chunks opened and checked against their ids on the compute threads (rayon's, one
+/// per core), off the task runtime: each with its sealed bytes and its plaintext (`None`: it
+/// does not open with `key`, a damaged copy or another owner's).
+pub(crate) async fn open_on_cores(
+    key: &OwnerKey,
+    sealed: Vec<(ChunkId, crate::tree::ByteBuf)>,
+) -> Vec<(ChunkId, Vec<u8>, Option<Vec<u8>>)> {
+    let key = key.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let opened = sealed
+            .into_iter()
+            .map(|(id, b)| {
+                let plain = key.open(&id, &b.0).ok();
+                (id, b.0, plain)
+            })
+            .collect();
+        let _ = tx.send(opened);
+    });
+    rx.await.expect("opening chunks does not panic")
+}
+
 /// Where an owner's chunks can be read.
 pub struct Source {
     pub spaces: Spaces,
@@ -160,18 +182,11 @@ impl Source {
             .read_many(addr, &self.owner, ids)
             .await
             .map_err(|e| e.to_string())?;
-        // Opened on the compute threads (one per core), not on a blocking thread of its own:
-        // fewer threads handling megabyte buffers keep fewer allocator arenas (and RSS) around.
-        let key = key.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        rayon::spawn(move || {
-            let opened = sealed
-                .into_iter()
-                .map(|(id, b)| (id, key.open(&id, &b.0).ok()))
-                .collect();
-            let _ = tx.send(opened);
-        });
-        Ok(rx.await.expect("opening chunks does not panic"))
+        Ok(open_on_cores(key, sealed)
+            .await
+            .into_iter()
+            .map(|(id, _, plain)| (id, plain))
+            .collect())
     }
 
     /// The snapshot's items (those at or below `sub`, and the directories on the way) and

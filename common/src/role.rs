@@ -383,6 +383,27 @@ pub trait RoleStore: Send + Sync {
 #[error("role store: {0}")]
 pub struct StoreError(pub String);
 
+/// A role store in memory, lost with the process: for tests of roles.
+#[derive(Debug, Default)]
+pub struct MemoryStore(std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl RoleStore for MemoryStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.lock().expect("store").get(key).cloned())
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0
+            .lock()
+            .expect("store")
+            .insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.0.lock().expect("store").remove(key);
+        Ok(())
+    }
+}
+
 /// What a role reports about itself: empty when it operates, else what it waits for.
 #[derive(Clone)]
 pub struct RoleHealth(Arc<watch::Sender<Vec<String>>>);

@@ -2,15 +2,14 @@
 //! from memory: it is the one way to show a member converging on configs it was never told
 //! about (no event is ever delivered here), which real processes cannot stage.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hivemind_common::records::{self, HostRecord};
 use hivemind_common::role::{
-    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, Me, Membership, RoleContext,
-    RoleHealth, RoleSettings, RoleStore, StoreError,
+    BoxFuture, Claim, ControlPlaneClient, CpCallError, KeygroupInfo, Me, Membership, MemoryStore,
+    RoleContext, RoleHealth, RoleSettings,
 };
 use hivemind_common::MemberId;
 use tokio::sync::{mpsc, watch};
@@ -87,23 +86,6 @@ impl ControlPlaneClient for MemoryCp {
 
     fn backup_state(&self) -> BoxFuture<Result<hivemind_common::backup::BackupState, CpCallError>> {
         unimplemented!("the subscription tests make no backups")
-    }
-}
-
-#[derive(Default)]
-struct MemoryStore(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl RoleStore for MemoryStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(key.to_vec(), value.to_vec());
-        Ok(())
-    }
-    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
     }
 }
 

@@ -106,19 +106,11 @@ impl Owner {
                         continue;
                     }
                 };
-                let key = self.key.clone();
-                let checked = tokio::task::spawn_blocking(move || {
-                    sealed
-                        .into_iter()
-                        .map(|(id, b)| (id, key.open(&id, &b.0).is_ok(), b.0))
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .expect("checking chunks does not panic");
+                let checked = crate::restore::open_on_cores(&self.key, sealed).await;
                 let mut answered = BTreeSet::new();
-                for (id, intact, sealed) in checked {
+                for (id, sealed, plain) in checked {
                     answered.insert(id);
-                    if intact {
+                    if plain.is_some() {
                         batch.push(id, sealed.into());
                     } else {
                         tracing::warn!(chunk = %id, "a space answered a damaged chunk");

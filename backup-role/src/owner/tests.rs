@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex as StdMutex;
 
 use hivemind_common::backup::{BackupState, SpaceRecord};
-use hivemind_common::role::{BoxFuture, Claim, KeygroupInfo, Peer, PeerState, StoreError};
+use hivemind_common::role::{BoxFuture, Claim, KeygroupInfo, MemoryStore, Peer, PeerState};
 
 use super::*;
 use crate::space::SpaceStore;
@@ -84,23 +84,6 @@ impl ControlPlaneClient for Cp {
     }
 }
 
-#[derive(Default)]
-struct MemStore(StdMutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl RoleStore for MemStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().insert(key.to_vec(), value.to_vec());
-        Ok(())
-    }
-    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-}
-
 /// Three spaces on loopback (ids 1, 2, 3; the one with id `largest` offers the most room, so
 /// placement tries it first), an owner (id 9) whose control plane refuses `refuse`.
 async fn setup(dir: &Path, refuse: &[u64]) -> (Owner, Vec<Arc<SpaceStore>>, Arc<Cp>) {
@@ -142,7 +125,7 @@ async fn setup(dir: &Path, refuse: &[u64]) -> (Owner, Vec<Arc<SpaceStore>>, Arc<
         batch_bytes: 1 << 20,
         cp: cp.clone(),
         membership,
-        store: Arc::new(MemStore::default()),
+        store: Arc::new(MemoryStore::default()),
         spaces: Spaces::internal(None, None),
         index: Mutex::new(Index::default()),
         counters: OwnerCounters::default(),
