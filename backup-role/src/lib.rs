@@ -192,6 +192,7 @@ impl Role for BackupRole {
             }
         });
         Started {
+            consul_agent: None,
             routes,
             metrics: Some(metrics),
             internal,

@@ -1,4 +1,5 @@
-//! Shapes every HTTP route shares (the CP's, the member's and the roles'): the error body.
+//! Shapes every HTTP route shares (the CP's, the member's and the roles'): the error body, and
+//! the one datacenter the Consul-compatible routes name.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,3 +27,7 @@ impl ErrorBody {
         }
     }
 }
+
+/// The one datacenter of the Consul-compatible routes (the catalog, the agent API): what `?dc=`
+/// must name and what answers say.
+pub const CONSUL_DATACENTER: &str = "hivemind";

@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::seal::{Cipher, NONCE_LEN};
 use crate::MemberId;
-/// Largest frame a subscriber accepts (a record is small; this bounds a hostile stream).
-pub const MAX_FRAME: usize = 64 * 1024;
+/// Largest frame a subscriber accepts: it bounds a hostile stream, and is above the largest
+/// record a host may publish (its services, checks and outputs are bounded where they are
+/// registered).
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A service instance on a host, as its record carries it (DESIGN.md §5, §6g).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Service {
     pub name: String,
     pub port: u16,
@@ -21,6 +24,96 @@ pub struct Service {
     pub proto: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Consul's service ID, unique on its host; empty means the name.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// Where the service listens when that is not the host's address (Consul's `Address`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub address: Option<IpAddr>,
+    /// Its health checks as the host last ran them; none means it is always passing.
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
+}
+
+/// A check's or an instance's health in Consul's words, from best to worst.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// `passing`, `warning` or `critical` (Consul's words, any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "passing" => Some(Self::Passing),
+            "warning" => Some(Self::Warning),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// One health check of a service, as its host last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckStatus {
+    /// Consul's `CheckID`: unique on its host (`service:<service id>` unless named).
+    pub id: String,
+    pub name: String,
+    pub status: Health,
+    /// What the check said when its status last changed.
+    pub output: String,
+}
+
+impl Service {
+    /// Consul's service ID: the given one, else the name.
+    pub fn id(&self) -> &str {
+        if self.id.is_empty() {
+            &self.name
+        } else {
+            &self.id
+        }
+    }
+
+    /// The worst of its checks; `passing` without checks.
+    pub fn health(&self) -> Health {
+        self.checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Health::Passing)
+    }
+
+    /// Whether DNS answers with it and nginx routes to it: unless a check is critical (passing
+    /// and warning instances serve, as in Consul's DNS).
+    pub fn serves(&self) -> bool {
+        self.health() != Health::Critical
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +244,21 @@ mod tests {
             host: format!("web-{member}"),
             keygroup: "a/b/c".into(),
             addrs: vec![IpAddr::from([127, 0, 0, 1])],
-            services: vec![],
+            services: vec![Service {
+                name: "web".into(),
+                port: 80,
+                proto: "tcp".into(),
+                tags: vec!["v1".into()],
+                id: "web-a".into(),
+                meta: BTreeMap::from([("k".into(), "v".into())]),
+                address: Some(IpAddr::from([10, 0, 0, 9])),
+                checks: vec![CheckStatus {
+                    id: "service:web-a".into(),
+                    name: "Service 'web' check".into(),
+                    status: Health::Warning,
+                    output: "HTTP GET http://x/: 429".into(),
+                }],
+            }],
             seq,
             generation: 1,
             keygroup_version: 1,
@@ -165,6 +272,29 @@ mod tests {
         assert_eq!(open(&[2; 32], &sealed), Err(OpenError::Seal));
         assert_eq!(open(&[1; 32], &sealed[..5]), Err(OpenError::Seal));
         assert!(seal(&[1; 5], [9; 12], &record(1, 3)).is_none());
+    }
+
+    #[test]
+    fn an_instance_serves_unless_a_check_is_critical() {
+        let mut service = record(1, 1).services.remove(0);
+        assert_eq!(service.id(), "web-a");
+        assert_eq!(
+            (service.health(), service.serves()),
+            (Health::Warning, true)
+        );
+        service.checks.push(CheckStatus {
+            status: Health::Critical,
+            ..service.checks[0].clone()
+        });
+        assert_eq!(
+            (service.health(), service.serves()),
+            (Health::Critical, false)
+        );
+        service.checks.clear();
+        service.id.clear();
+        assert_eq!((service.id(), service.health()), ("web", Health::Passing));
+        assert_eq!(Health::parse("Passing"), Some(Health::Passing));
+        assert_eq!(Health::parse("ok"), None);
     }
 
     #[test]

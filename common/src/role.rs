@@ -42,6 +42,9 @@ pub struct Started {
     pub metrics: Option<Arc<dyn RoleMetrics>>,
     /// Mounted under `/internal/v1/roles/<name>/` (cluster secret): what other members call.
     pub internal: axum::Router,
+    /// Consul's agent API (`/v1/agent/service/...`, `/v1/agent/check/...`) as this role serves
+    /// it, mounted at those paths (only the `host` role: DESIGN.md §6g).
+    pub consul_agent: Option<axum::Router>,
     pub task: BoxFuture<()>,
     /// A consuming role's host records, for what the member serves from them (the
     /// Consul-compatible catalog); `None` for a role that holds none.

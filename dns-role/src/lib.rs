@@ -61,6 +61,7 @@ impl Role for DnsRole {
             intake_task.await
         });
         Started {
+            consul_agent: None,
             routes,
             metrics: Some(metrics),
             internal,

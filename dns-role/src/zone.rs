@@ -354,6 +354,7 @@ mod tests {
             port: 8080,
             proto: "tcp".into(),
             tags: vec![],
+            ..Default::default()
         };
         let z = zone(&[record("web-1", [10, 0, 0, 1], vec![http])]);
         match z.answer(

@@ -35,12 +35,14 @@ pub fn zone() -> Zone {
                 port: 8080,
                 proto: "tcp".into(),
                 tags: vec!["v1".into()],
+                ..Default::default()
             },
             Service {
                 name: "dns".into(),
                 port: 53,
                 proto: "udp".into(),
                 tags: vec![],
+                ..Default::default()
             },
         ],
         seq: 1,

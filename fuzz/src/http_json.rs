@@ -1,10 +1,9 @@
 //! JSON bodies of the HTTP API, decoded by the same functions the routes use and checked by the
 //! same validation: the control plane's bodies, keygroup bodies, the host role's services.
 
-use hivemind_common::records::Service;
 use hivemind_control_plane::http::api::{AddVoter, EpochBody};
 use hivemind_control_plane::http::extract::json_body;
-use hivemind_host_role::record::validate_services;
+use hivemind_host_role::registration::parse_services;
 use hivemind_member::keygroups_api::{parse_body, CreateBody, UpdateBody};
 
 use crate::choice;
@@ -24,8 +23,12 @@ pub fn body(data: &[u8]) {
             }
         }
         _ => {
-            if let Ok(services) = serde_json::from_slice::<Vec<Service>>(body) {
-                drop(validate_services(&services));
+            if let Ok(services) = parse_services(body) {
+                for s in &services {
+                    // What parses writes back to the same definition.
+                    let again = hivemind_host_role::registration::parse_service(&s.to_json(), "s");
+                    assert_eq!(again.as_ref(), Ok(s));
+                }
             }
         }
     }

@@ -1,46 +1,62 @@
-//! The `host` role: publishes this machine's record (name, addresses, services) into each of
-//! its keygroups with a seq that only grows, and serves subscription streams to the dns
-//! members responsible for those keygroups: a stream opens with the current record and then
-//! carries every update at once, each sealed with the keygroup's secret.
+//! The `host` role: publishes this machine's record (name, addresses, services and their
+//! health) into each of its keygroups with a seq that only grows, runs its services' health
+//! checks (DESIGN.md §6g), and serves subscription streams to the members responsible for those
+//! keygroups: a stream opens with the current record and then carries every update at once,
+//! each sealed with the keygroup's secret.
 //!
 //! Layout:
-//! - [`record`]: the record's change rules and service validation (sans IO).
-//! - [`HostRole`]: joins the keygroups, keeps the record current, serves
-//!   `GET/PUT /v1/roles/host/services`, `GET /v1/roles/host/record` and the internal stream
-//!   `GET /internal/v1/roles/host/subscribe?keygroup=K`.
+//! - [`record`]: the record's change rules (sans IO).
+//! - [`registration`]: services and checks as registered, parsed and validated (sans IO).
+//! - [`health`]: one check's status over time: flap damping, TTLs, reaping (sans IO).
+//! - [`services`]: the registered services and their checks' states (sans IO).
+//! - [`probe`]: runs the HTTP and TCP checks.
+//! - [`api`]: `GET/PUT /v1/roles/host/services`, `GET /v1/roles/host/record` and the internal
+//!   stream `GET /internal/v1/roles/host/subscribe?keygroup=K`.
+//! - [`agent_api`]: Consul's agent API (`/v1/agent/service/...`, `/v1/agent/check/...`).
+//! - [`HostRole`]: joins the keygroups, keeps the record current, and runs the checks' verdicts,
+//!   TTL expiry and reaping in its task.
 
+pub mod agent_api;
+pub mod api;
+pub mod health;
+pub mod probe;
 pub mod record;
+pub mod registration;
+pub mod services;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use hivemind_common::api::ErrorBody;
-use hivemind_common::records::{self, HostRecord, Service};
+use axum::Router;
+use hivemind_common::records::Health;
 use hivemind_common::role::{
     Me, Role, RoleContext, RoleEvent, RoleMetrics, RoleStore, Sample, Started,
 };
 use hivemind_common::roles::{self, RoleSpec};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Notify};
 
+use probe::{Prober, Probes, Verdict};
 use record::Published;
+use registration::ServiceDef;
+use services::{ReportError, Services};
 
 const SEQ_KEY: &[u8] = b"seq";
+/// The registered services, as [`ServiceDef::to_json`] writes them.
 const SERVICES_KEY: &[u8] = b"services";
 /// How soon a keygroup join that failed is retried. Once joined, configs (secrets) are
 /// re-read on every keygroup event and every `--reread-every` (DESIGN.md §5 event [5], [6]).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// How often TTL checks are expired and services critical too long reaped.
+const TICK: Duration = Duration::from_millis(250);
 
 pub struct HostRole;
 
 struct Shared {
+    /// This host's member name (Consul's `Node`).
+    node: String,
     keygroups: Vec<String>,
     store: Arc<dyn RoleStore>,
     /// The last published record; subscribers watch it.
@@ -49,32 +65,24 @@ struct Shared {
     change: Mutex<()>,
     /// Keygroup name -> its config version and secret, once this node is a replica.
     secrets: RwLock<BTreeMap<String, (u64, Vec<u8>)>>,
+    /// The registered services and their checks' states. Lock order: `change`, then this.
+    services: Mutex<Services>,
+    /// Told when the registered services change (the probes follow).
+    registered: Notify,
+    prober: Arc<Prober>,
+    status_changes: AtomicU64,
+    reaped: AtomicU64,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody::new(code, message))).into_response()
-}
-
-/// The host role's routes, for the OpenAPI document (mounted only on members running it).
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    paths(record_route, services_route, put_services),
-    components(schemas(RecordView, Service, ErrorBody)),
-    tags((name = "host role", description = "On members with --roles host"))
-)]
-pub struct HostApi;
-
-/// `GET /v1/roles/host/record`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct RecordView {
-    pub host: String,
-    pub keygroups: Vec<String>,
-    #[schema(value_type = Vec<String>)]
-    pub addrs: Vec<std::net::IpAddr>,
-    pub services: Vec<Service>,
-    /// Persisted; grows with every change.
-    pub seq: u64,
-    pub generation: u64,
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+enum RegisterError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no service {0:?} on this host")]
+    Unknown(String),
+    #[error("the services could not be persisted: {0}")]
+    Store(String),
 }
 
 impl Shared {
@@ -87,16 +95,94 @@ impl Shared {
         };
         self.store
             .put(SEQ_KEY, &record.seq.to_be_bytes())
-            .and_then(|()| {
-                self.store.put(
-                    SERVICES_KEY,
-                    &serde_json::to_vec(&record.services).expect("services serialize"),
-                )
-            })
             .map_err(|e| e.to_string())?;
         tracing::info!(seq = record.seq, addrs = ?record.addrs, services = record.services.len(), "host record published");
         self.published.send_replace(record);
         Ok(())
+    }
+
+    fn services(&self) -> MutexGuard<'_, Services> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the services as they are now, if that changes the record.
+    fn republish(&self) {
+        let result = self.publish(|r| r.with_services(self.services().wire()));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot persist the host record's seq");
+        }
+    }
+
+    /// Registers what `change` makes of the services: persisted first, then in force and
+    /// published; the probes follow.
+    fn register(
+        &self,
+        change: impl FnOnce(&Services) -> Result<Vec<ServiceDef>, RegisterError>,
+    ) -> Result<(), RegisterError> {
+        {
+            let mut services = self.services();
+            let defs = change(&services)?;
+            let json: Vec<serde_json::Value> = defs.iter().map(ServiceDef::to_json).collect();
+            self.store
+                .put(
+                    SERVICES_KEY,
+                    &serde_json::to_vec(&json).expect("JSON serializes"),
+                )
+                .map_err(|e| RegisterError::Store(e.to_string()))?;
+            services.replace(defs, Instant::now());
+        }
+        self.registered.notify_one();
+        self.publish(|r| r.with_services(self.services().wire()))
+            .map_err(RegisterError::Store)
+    }
+
+    /// A check run's verdict.
+    fn observe(&self, verdict: Verdict) {
+        let changed = self.services().observe(
+            &verdict.check,
+            verdict.result,
+            verdict.output,
+            Instant::now(),
+        );
+        if changed {
+            self.changed_status(&verdict.check);
+        }
+    }
+
+    /// An application's report on a TTL check (Consul's `check/pass|warn|fail|update`).
+    fn report(&self, id: &str, status: Health, note: String) -> Result<(), ReportError> {
+        if self.services().report(id, status, note, Instant::now())? {
+            self.changed_status(id);
+        }
+        Ok(())
+    }
+
+    fn changed_status(&self, check: &str) {
+        self.status_changes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%check, "check status changed");
+        self.republish();
+    }
+
+    /// Expires TTL checks and deregisters services critical past their deadline.
+    fn tick(&self) {
+        let tick = self.services().tick(Instant::now());
+        for id in &tick.reaped {
+            tracing::info!(service = %id, "deregistering a service critical past its deregister_critical_after");
+            let removed = self.register(|s| {
+                s.without(id)
+                    .ok_or_else(|| RegisterError::Unknown(id.clone()))
+            });
+            match removed {
+                Ok(()) => {
+                    self.reaped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(service = %id, error = %e, "cannot deregister; retrying"),
+            }
+        }
+        if tick.changed {
+            self.status_changes.fetch_add(1, Ordering::Relaxed);
+            self.republish();
+        }
     }
 
     /// The keygroup's config version and secret as this host knows them.
@@ -123,16 +209,21 @@ impl Shared {
     }
 }
 
-fn stored(store: &dyn RoleStore) -> (u64, Vec<Service>) {
+/// The persisted seq and services (a list that no longer parses is logged and left out: it
+/// was valid when written).
+fn stored(store: &dyn RoleStore) -> (u64, Vec<ServiceDef>) {
     let seq = match store.get(SEQ_KEY) {
         Ok(Some(bytes)) => bytes.as_slice().try_into().map(u64::from_be_bytes).ok(),
         _ => None,
     };
     let services = match store.get(SERVICES_KEY) {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
-        _ => None,
+        Ok(Some(bytes)) => registration::parse_services(&bytes).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the stored services do not parse; starting without them");
+            Vec::new()
+        }),
+        _ => Vec::new(),
     };
-    (seq.unwrap_or(0), services.unwrap_or_default())
+    (seq.unwrap_or(0), services)
 }
 
 impl Role for HostRole {
@@ -142,14 +233,21 @@ impl Role for HostRole {
 
     fn start(self: Box<Self>, mut ctx: RoleContext) -> Started {
         let me: Me = ctx.me.borrow().clone();
-        let (seq, services) = stored(ctx.store.as_ref());
-        let (published, _) = watch::channel(Published::initial(&me, seq, services));
+        let (seq, defs) = stored(ctx.store.as_ref());
+        let services = Services::new(defs, Instant::now());
+        let (published, _) = watch::channel(Published::initial(&me, seq, services.wire()));
         let shared = Arc::new(Shared {
+            node: me.name.clone(),
             keygroups: ctx.settings.keygroups.clone(),
             store: ctx.store.clone(),
             published,
             change: Mutex::new(()),
             secrets: RwLock::new(BTreeMap::new()),
+            services: Mutex::new(services),
+            registered: Notify::new(),
+            prober: Arc::new(Prober::default()),
+            status_changes: AtomicU64::new(0),
+            reaped: AtomicU64::new(0),
         });
         // The first record of this incarnation takes a fresh seq too.
         if let Err(e) = shared.publish(|r| Some(r.next(&me))) {
@@ -162,20 +260,28 @@ impl Role for HostRole {
                 .map(|k| format!("keygroup:{k}"))
                 .collect(),
         );
-        let routes = Router::new()
-            .route("/record", get(record_route))
-            .route("/services", get(services_route).put(put_services))
-            .with_state(shared.clone());
+        let routes = api::routes(shared.clone());
         let internal = Router::new()
-            .route("/subscribe", get(subscribe))
+            .route("/subscribe", get(api::subscribe))
             .with_state(shared.clone());
         let metrics: Arc<dyn RoleMetrics> = Arc::new(HostMetrics(shared.clone()));
+        let consul_agent = agent_api::routes(shared.clone());
         let task = Box::pin(async move {
+            let (verdicts_tx, mut verdicts) = mpsc::unbounded_channel();
+            let mut probes = Probes::default();
+            probes.sync(shared.services().defs(), &shared.prober, &verdicts_tx);
+            let mut ticker = tokio::time::interval(TICK);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // A deadline, not a sleep per turn: other events must not postpone the re-read.
             let mut next_read = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
+                    Some(verdict) = verdicts.recv() => shared.observe(verdict),
+                    _ = ticker.tick() => shared.tick(),
+                    () = shared.registered.notified() => {
+                        probes.sync(shared.services().defs(), &shared.prober, &verdicts_tx);
+                    }
                     _ = tokio::time::sleep_until(next_read) => {
                         let mut waiting = Vec::new();
                         for keygroup in &shared.keygroups {
@@ -221,6 +327,7 @@ impl Role for HostRole {
             metrics: Some(metrics),
             routes,
             internal,
+            consul_agent: Some(consul_agent),
             task,
             records: None,
         }
@@ -231,123 +338,86 @@ struct HostMetrics(Arc<Shared>);
 
 impl RoleMetrics for HostMetrics {
     fn samples(&self) -> Vec<Sample> {
-        let published = self.0.published.borrow();
-        vec![
+        let shared = &self.0;
+        let mut by_status = BTreeMap::from([
+            (Health::Passing, 0u64),
+            (Health::Warning, 0),
+            (Health::Critical, 0),
+        ]);
+        let registered = {
+            let services = shared.services();
+            for (_, _, state) in services.checks() {
+                *by_status.entry(state.status()).or_default() += 1;
+            }
+            services.defs().len() as u64
+        };
+        let counter = |name, help, value: &AtomicU64| Sample {
+            name,
+            help,
+            counter: true,
+            labels: vec![],
+            value: value.load(Ordering::Relaxed),
+        };
+        let mut samples = vec![
             Sample {
                 name: "seq",
                 help: "Seq of the host record published now.",
                 counter: false,
                 labels: vec![],
-                value: published.seq,
+                value: shared.published.borrow().seq,
             },
             Sample {
                 name: "subscribers",
                 help: "Subscription streams this host serves now.",
                 counter: false,
                 labels: vec![],
-                value: self.0.published.receiver_count() as u64,
+                value: shared.published.receiver_count() as u64,
             },
-        ]
+            Sample {
+                name: "services",
+                help: "Services registered on this host.",
+                counter: false,
+                labels: vec![],
+                value: registered,
+            },
+            counter(
+                "check_runs_total",
+                "HTTP and TCP check runs.",
+                &shared.prober.runs,
+            ),
+            counter(
+                "check_failures_total",
+                "Check runs that did not pass (warning or critical).",
+                &shared.prober.failures,
+            ),
+            counter(
+                "check_status_changes_total",
+                "Times a check's status changed (after flap damping).",
+                &shared.status_changes,
+            ),
+            counter(
+                "reaped_services_total",
+                "Services deregistered after staying critical past deregister_critical_after.",
+                &shared.reaped,
+            ),
+        ];
+        samples.extend(by_status.into_iter().map(|(status, value)| Sample {
+            name: "checks",
+            help: "Checks on this host by status.",
+            counter: false,
+            labels: vec![("status", status.as_str().to_string())],
+            value,
+        }));
+        samples
     }
 }
 
-/// This host's current record.
-#[utoipa::path(get, path = "/v1/roles/host/record", tag = "host role",
-    responses((status = 200, description = "The record published now", body = RecordView)))]
-async fn record_route(State(shared): State<Arc<Shared>>) -> Json<RecordView> {
-    let r = shared.published.borrow().clone();
-    Json(RecordView {
-        host: r.host,
-        keygroups: shared.keygroups.clone(),
-        addrs: r.addrs,
-        services: r.services,
-        seq: r.seq,
-        generation: r.generation,
-    })
-}
+pub use api::HostApi;
 
-/// This host's services.
-#[utoipa::path(get, path = "/v1/roles/host/services", tag = "host role",
-    responses((status = 200, description = "The services", body = [Service])))]
-async fn services_route(State(shared): State<Arc<Shared>>) -> Json<Vec<Service>> {
-    Json(shared.published.borrow().services.clone())
-}
-
-/// Replaces this host's services; subscribers get the new record at once.
-#[utoipa::path(put, path = "/v1/roles/host/services", tag = "host role", request_body = [Service],
-    responses((status = 200, description = "The record after the change", body = RecordView),
-        (status = 400, description = "Bad body (bad_request) or service (invalid)", body = ErrorBody),
-        (status = 503, description = "The seq could not be persisted (store_failed)", body = ErrorBody)))]
-async fn put_services(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let services: Vec<Service> = match serde_json::from_slice(&body) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")),
-    };
-    if let Err(message) = record::validate_services(&services) {
-        return error(StatusCode::BAD_REQUEST, "invalid", message);
-    }
-    match shared.publish(|r| r.with_services(services)) {
-        Ok(()) => record_route(State(shared)).await.into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", e),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct SubscribeQuery {
-    keygroup: String,
-    /// The member the subscriber means to reach: an address reused by another member after a
-    /// restart must not serve the old one's subscribers.
-    member: Option<hivemind_common::MemberId>,
-}
-
-/// The subscription stream: frames of the sealed record, the current one first.
-async fn subscribe(State(shared): State<Arc<Shared>>, Query(q): Query<SubscribeQuery>) -> Response {
-    let me = shared.published.borrow().member;
-    if q.member.is_some_and(|m| m != me) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_member",
-            format!("this is member {me}, not the one asked for"),
-        );
-    }
-    if !shared.keygroups.contains(&q.keygroup) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_keygroup",
-            format!("this host does not publish into {}", q.keygroup),
-        );
-    }
-    if shared.secret(&q.keygroup).is_none() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_joined",
-            format!("not a replica of {} yet", q.keygroup),
-        );
-    }
-    let mut updates = shared.published.subscribe();
-    updates.mark_changed();
-    let keygroup = q.keygroup;
-    let stream = futures::stream::unfold(
-        (updates, shared, keygroup),
-        |(mut updates, shared, keygroup)| async move {
-            updates.changed().await.ok()?;
-            let published = updates.borrow_and_update().clone();
-            let (keygroup_version, secret) = shared.secret(&keygroup)?;
-            let record = HostRecord {
-                member: published.member,
-                host: published.host,
-                keygroup: keygroup.clone(),
-                addrs: published.addrs,
-                services: published.services,
-                seq: published.seq,
-                generation: published.generation,
-                keygroup_version,
-            };
-            // Sealed with the secret as it is now (a rotation is picked up by the refresh).
-            let sealed = records::seal(&secret, rand::random(), &record)?;
-            let frame: Result<Bytes, Infallible> = Ok(Bytes::from(records::frame(&sealed)));
-            Some((frame, (updates, shared, keygroup)))
-        },
-    );
-    Body::from_stream(stream).into_response()
+/// The OpenAPI document of the host role's routes and of Consul's agent API it serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = HostApi::openapi();
+    doc.merge(agent_api::AgentApi::openapi());
+    doc
 }

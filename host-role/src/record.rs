@@ -1,10 +1,9 @@
 //! The host record as published (sans IO): every change gets a seq above every seq this host
-//! ever used, including before a restart (the caller persists it before publishing), and
-//! services are validated before they are accepted.
+//! ever used, including before a restart (the caller persists it before publishing). What the
+//! services may be is [`crate::registration`]'s.
 
 use std::net::IpAddr;
 
-use hivemind_common::names::is_valid_name;
 use hivemind_common::records::Service;
 use hivemind_common::role::Me;
 use hivemind_common::MemberId;
@@ -72,56 +71,6 @@ impl Published {
     }
 }
 
-/// Services must have names that are one DNS label and an nginx upstream name (letters,
-/// digits, `-`, `_`, at most 62), `tcp` or `udp`, a nonzero port, tags without spaces, quotes
-/// or nginx syntax (`;{}#$\\`), and be unique by (name, proto). The error names the field
-/// (`services[1].name`).
-pub fn validate_services(services: &[Service]) -> Result<(), String> {
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, s) in services.iter().enumerate() {
-        let label = s.name.len() <= 62
-            && is_valid_name(&s.name)
-            && s.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-        if !label {
-            return Err(format!(
-                "services[{i}].name: {:?} is not a DNS label (letters, digits, - and _, at most 62)",
-                s.name
-            ));
-        }
-        if s.proto != "tcp" && s.proto != "udp" {
-            return Err(format!(
-                "services[{i}].proto: must be tcp or udp, not {:?}",
-                s.proto
-            ));
-        }
-        if s.port == 0 {
-            return Err(format!("services[{i}].port: must not be 0"));
-        }
-        for (t, tag) in s.tags.iter().enumerate() {
-            let safe = !tag.is_empty()
-                && tag.len() <= 128
-                && tag.chars().all(|c| {
-                    c.is_ascii_graphic()
-                        && !matches!(c, '"' | '\'' | ';' | '{' | '}' | '#' | '$' | '\\')
-                });
-            if !safe {
-                return Err(format!(
-                    "services[{i}].tags[{t}]: {tag:?} must be 1-128 printable characters without spaces, quotes or ;{{}}#$\\"
-                ));
-            }
-        }
-        if !seen.insert((&s.name, &s.proto)) {
-            return Err(format!(
-                "services[{i}]: {}/{} is listed twice",
-                s.name, s.proto
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +92,7 @@ mod tests {
             name: name.into(),
             port,
             proto: "tcp".into(),
-            tags: vec![],
+            ..Default::default()
         }
     }
 
@@ -166,43 +115,6 @@ mod tests {
         assert_eq!((moved.seq, moved.generation), (2, 2));
         let with = moved.with_services(vec![service("http", 80)]).unwrap();
         assert_eq!(with.seq, 3);
-    }
-
-    #[test]
-    fn bad_services_are_refused_with_the_reason() {
-        assert!(validate_services(&[service("http", 80), service("dns", 53)]).is_ok());
-        assert!(validate_services(&[service("web server", 80)])
-            .unwrap_err()
-            .contains("DNS label"));
-        assert!(validate_services(&[service("http", 0)])
-            .unwrap_err()
-            .contains("port"));
-        let mut udp = service("http", 80);
-        udp.proto = "sctp".into();
-        assert!(validate_services(&[udp]).unwrap_err().contains("proto"));
-        assert!(
-            validate_services(&[service("http", 80), service("http", 81)])
-                .unwrap_err()
-                .contains("twice")
-        );
-    }
-
-    #[test]
-    fn names_and_tags_that_break_a_dns_label_or_an_nginx_config_are_refused_by_field() {
-        for bad in ["web.x", "a b", "-x", "web;", &"a".repeat(63)] {
-            let e = validate_services(&[service("http", 80), service(bad, 81)]).unwrap_err();
-            assert!(e.starts_with("services[1].name:"), "{bad}: {e}");
-        }
-        assert!(validate_services(&[service("web_api-2", 80)]).is_ok());
-        for bad in ["", "a b", "x;y", "x}", "\"q\"", "$host", &"t".repeat(129)] {
-            let mut s = service("http", 80);
-            s.tags = vec!["fine=1".into(), bad.to_string()];
-            let e = validate_services(&[s]).unwrap_err();
-            assert!(e.starts_with("services[0].tags[1]:"), "{bad:?}: {e}");
-        }
-        let mut s = service("http", 80);
-        s.tags = vec!["v1.2".into(), "env=prod".into(), "path=/metrics".into()];
-        assert!(validate_services(&[s]).is_ok());
     }
 
     proptest! {

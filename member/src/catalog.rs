@@ -30,8 +30,7 @@ use serde_json::{json, Value};
 
 use crate::state::Agent;
 
-/// The one datacenter: what `?dc=` must name, and what `/v1/agent/self` says.
-pub const DATACENTER: &str = "hivemind";
+pub use hivemind_common::api::CONSUL_DATACENTER as DATACENTER;
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// A service instance: one host publishing one service.
@@ -534,6 +533,7 @@ mod tests {
                     port: *port,
                     proto: "tcp".into(),
                     tags: vec!["v1".into()],
+                    ..Default::default()
                 })
                 .collect(),
             seq: 1,

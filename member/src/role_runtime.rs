@@ -33,9 +33,8 @@ pub fn load(name: &str) -> Option<Box<dyn Role>> {
 
 /// The OpenAPI document of a role's routes.
 pub fn openapi(name: &str) -> Option<utoipa::openapi::OpenApi> {
-    use utoipa::OpenApi;
     match name {
-        "host" => Some(hivemind_host_role::HostApi::openapi()),
+        "host" => Some(hivemind_host_role::openapi()),
         "dns" => Some(hivemind_dns_role::openapi()),
         "trigger" => Some(hivemind_trigger_role::openapi()),
         "nginx" => Some(hivemind_nginx_role::openapi()),
@@ -258,6 +257,9 @@ impl Roles {
                 .instrument(tracing::info_span!("role", role = %name)),
             );
             router = router.nest(&format!("/v1/roles/{name}"), started.routes);
+            if let Some(consul_agent) = started.consul_agent {
+                router = router.merge(consul_agent);
+            }
             let secret = settings.cluster_secret.clone();
             router = router.nest(
                 &format!("/internal/v1/roles/{name}"),

@@ -79,6 +79,7 @@ impl Role for NginxRole {
             intake_task.await
         });
         Started {
+            consul_agent: None,
             routes,
             metrics: Some(metrics),
             internal,

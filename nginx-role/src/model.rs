@@ -91,6 +91,7 @@ mod tests {
                     port: *port,
                     proto: proto.to_string(),
                     tags: vec![format!("v{port}")],
+                    ..Default::default()
                 })
                 .collect(),
             seq: 1,

@@ -6,12 +6,14 @@
 //! - the server side: a listener for axum that accepts TLS and tells routes whether the peer
 //!   presented a certificate from the cluster CA ([`listener`]);
 //! - the client side: reqwest clients ([`http_client`]), raw connections for the Raft streams
-//!   ([`connect`]) and the CLI's configuration ([`cli_client`]).
+//!   ([`connect`]) and the CLI's configuration ([`cli_client`]);
+//! - clients for servers outside the cluster (a host's HTTPS checks: [`outside`]).
 //!
 //! Without files everything is plain HTTP, as before.
 
 pub mod identity;
 pub mod listener;
+pub mod outside;
 mod reload;
 
 use std::net::IpAddr;

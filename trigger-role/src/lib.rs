@@ -64,6 +64,7 @@ impl Role for TriggerRole {
             intake_task.await
         });
         Started {
+            consul_agent: None,
             routes,
             metrics: Some(metrics),
             internal,
