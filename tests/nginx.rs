@@ -50,34 +50,6 @@ async fn backend(name: &'static str) -> Backend {
     Backend { name, port, hits }
 }
 
-/// `GET /` through nginx with `Host: host`: the status and body.
-async fn through(listen: &str, host: &str) -> Option<(u16, String)> {
-    let response = client()
-        .get(format!("http://{listen}/"))
-        .header("Host", host)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// Stops the managed nginx (its master, by its command line, which names the member's prefix;
-/// the master takes its workers along) once the members are gone: a member killed with -9
-/// cannot stop its child. Declared before the cluster, so dropped after it.
-struct NginxGuard(Option<std::path::PathBuf>);
-
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        if let Some(prefix) = &self.0 {
-            let _ = std::process::Command::new("pkill")
-                .args(["-QUIT", "-f", &format!("nginx -p {}", prefix.display())])
-                .status();
-        }
-    }
-}
-
 fn service(name: &str, backend: &Backend) -> Value {
     json!({"name": name, "port": backend.port, "proto": "tcp"})
 }

@@ -53,6 +53,7 @@ pub struct Service {
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CheckHealth)]
 pub enum Health {
     Passing,
     Warning,

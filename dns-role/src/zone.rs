@@ -150,7 +150,8 @@ impl Zone {
             if let Some(short) = host_label.as_ref().and_then(|h| child(&record.host, h)) {
                 b.addrs(&short, ttl, &record.addrs);
             }
-            for service in &record.services {
+            // A critical instance leaves SRV answers; the host's own A/AAAA stay (§6g).
+            for service in record.services.iter().filter(|s| s.serves()) {
                 let srv_name = child(&format!("_{}", service.proto), &group_name)
                     .and_then(|n| child(&format!("_{}", service.name), &n));
                 let Some(srv_name) = srv_name else { continue };
@@ -344,6 +345,54 @@ mod tests {
         assert_eq!(
             addrs(z.answer(&lower("WEB-1.host.hivemind."), RecordType::A)),
             ["30 10.0.0.1"]
+        );
+    }
+
+    #[test]
+    fn a_critical_instance_leaves_srv_answers_and_its_host_stays() {
+        use hivemind_common::records::{CheckStatus, Health};
+        let service = |host: &str, status| Service {
+            name: "http".into(),
+            port: 8080,
+            proto: "tcp".into(),
+            checks: vec![CheckStatus {
+                id: "service:http".into(),
+                name: format!("{host} check"),
+                status,
+                output: String::new(),
+            }],
+            ..Default::default()
+        };
+        let z = zone(&[
+            record(
+                "web-1",
+                [10, 0, 0, 1],
+                vec![service("web-1", Health::Critical)],
+            ),
+            record(
+                "web-2",
+                [10, 0, 0, 2],
+                vec![service("web-2", Health::Warning)],
+            ),
+        ]);
+        match z.answer(
+            &lower("_http._tcp.hosts.eu.shop.hivemind."),
+            RecordType::SRV,
+        ) {
+            Answer::Records { answers, .. } => {
+                let targets: Vec<String> = answers.iter().map(|a| a.data.to_string()).collect();
+                assert_eq!(targets.len(), 1, "{targets:?}");
+                assert!(
+                    targets[0].contains("web-2"),
+                    "a warning instance still serves"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            addrs(z.answer(&lower("web-1.hosts.eu.shop.hivemind."), RecordType::A)),
+            ["30 10.0.0.1"],
+            "the host's own address stays"
         );
     }
 

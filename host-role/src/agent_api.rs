@@ -46,7 +46,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
 }
 
 /// Registers a service, or replaces the one with its ID (its checks keep their statuses).
-#[utoipa::path(put, path = "/v1/agent/service/register", tag = "consul agent",
+#[utoipa::path(put, path = "/v1/agent/service/register", tag = "consul agent", operation_id = "agent_service_register",
     request_body(content = Object, description = "Consul's service definition: Name, ID, Tags, Address, Port, Meta, Check, Checks"),
     params(("replace-existing-checks" = Option<bool>, Query, description = "Accepted; the checks given always replace the service's")),
     responses((status = 200, description = "Registered"),
@@ -68,7 +68,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 /// Deregisters a service and its checks.
-#[utoipa::path(put, path = "/v1/agent/service/deregister/{id}", tag = "consul agent",
+#[utoipa::path(put, path = "/v1/agent/service/deregister/{id}", tag = "consul agent", operation_id = "agent_service_deregister",
     params(("id" = String, Path, description = "The service ID")),
     responses((status = 200, description = "Deregistered"),
         (status = 404, description = "No such service (unknown_service)", body = ErrorBody)))]
@@ -84,7 +84,7 @@ async fn deregister(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
 }
 
 /// This host's services, keyed by service ID.
-#[utoipa::path(get, path = "/v1/agent/services", tag = "consul agent",
+#[utoipa::path(get, path = "/v1/agent/services", tag = "consul agent", operation_id = "agent_services",
     responses((status = 200, description = "`{ID: {ID, Service, Tags, Meta, Port, Address, Weights, EnableTagOverride, Datacenter}}`", body = Object)))]
 async fn services(State(shared): State<Arc<Shared>>) -> Json<Map<String, Value>> {
     let services = shared.services();
@@ -112,7 +112,7 @@ async fn services(State(shared): State<Arc<Shared>>) -> Json<Map<String, Value>>
 }
 
 /// This host's checks, keyed by check ID, with their latest output.
-#[utoipa::path(get, path = "/v1/agent/checks", tag = "consul agent",
+#[utoipa::path(get, path = "/v1/agent/checks", tag = "consul agent", operation_id = "agent_checks",
     responses((status = 200, description = "`{CheckID: {Node, CheckID, Name, Status, Notes, Output, ServiceID, ServiceName, ServiceTags, Type}}`", body = Object)))]
 async fn checks(State(shared): State<Arc<Shared>>) -> Json<Map<String, Value>> {
     let services = shared.services();
@@ -164,7 +164,7 @@ fn report(shared: &Shared, id: &str, status: Health, note: String) -> Response {
 }
 
 /// Marks a TTL check passing (`?note=` becomes its output) and restarts its TTL.
-#[utoipa::path(put, path = "/v1/agent/check/pass/{id}", tag = "consul agent",
+#[utoipa::path(put, path = "/v1/agent/check/pass/{id}", tag = "consul agent", operation_id = "agent_check_pass",
     params(("id" = String, Path, description = "The check ID"), ("note" = Option<String>, Query, description = "Its output")),
     responses((status = 200, description = "Reported"),
         (status = 400, description = "No such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
@@ -177,7 +177,7 @@ async fn pass(
 }
 
 /// Marks a TTL check warning.
-#[utoipa::path(put, path = "/v1/agent/check/warn/{id}", tag = "consul agent",
+#[utoipa::path(put, path = "/v1/agent/check/warn/{id}", tag = "consul agent", operation_id = "agent_check_warn",
     params(("id" = String, Path, description = "The check ID"), ("note" = Option<String>, Query, description = "Its output")),
     responses((status = 200, description = "Reported"),
         (status = 400, description = "No such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
@@ -190,7 +190,7 @@ async fn warn(
 }
 
 /// Marks a TTL check critical.
-#[utoipa::path(put, path = "/v1/agent/check/fail/{id}", tag = "consul agent",
+#[utoipa::path(put, path = "/v1/agent/check/fail/{id}", tag = "consul agent", operation_id = "agent_check_fail",
     params(("id" = String, Path, description = "The check ID"), ("note" = Option<String>, Query, description = "Its output")),
     responses((status = 200, description = "Reported"),
         (status = 400, description = "No such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
@@ -203,7 +203,7 @@ async fn fail(
 }
 
 /// Sets a TTL check's status and output: `{"Status": "passing"|"warning"|"critical", "Output": "..."}`.
-#[utoipa::path(put, path = "/v1/agent/check/update/{id}", tag = "consul agent",
+#[utoipa::path(put, path = "/v1/agent/check/update/{id}", tag = "consul agent", operation_id = "agent_check_update",
     params(("id" = String, Path, description = "The check ID")),
     request_body(content = Object, description = "`{Status, Output}`"),
     responses((status = 200, description = "Reported"),

@@ -381,22 +381,22 @@ impl RoleMetrics for HostMetrics {
                 value: registered,
             },
             counter(
-                "check_runs_total",
+                "check_runs",
                 "HTTP and TCP check runs.",
                 &shared.prober.runs,
             ),
             counter(
-                "check_failures_total",
+                "check_failures",
                 "Check runs that did not pass (warning or critical).",
                 &shared.prober.failures,
             ),
             counter(
-                "check_status_changes_total",
+                "check_status_changes",
                 "Times a check's status changed (after flap damping).",
                 &shared.status_changes,
             ),
             counter(
-                "reaped_services_total",
+                "reaped_services",
                 "Services deregistered after staying critical past deregister_critical_after.",
                 &shared.reaped,
             ),

@@ -294,7 +294,7 @@ fn parse_check(
     let at_least = |field: &str, d: Duration| {
         if d < MIN_INTERVAL {
             Err(format!(
-                "{path}.{field}: must be at least 1s, not {}",
+                "{field}: must be at least 1s, not {}",
                 duration::format(d)
             ))
         } else {
@@ -315,7 +315,7 @@ fn parse_check(
             ))
         }
         (Some((field, url)), _, _) => {
-            let Some((_, interval)) = interval else {
+            let Some((interval_field, interval)) = interval else {
                 return Err(format!("{path}.interval: an http check needs an interval"));
             };
             check_url(&field, &url)?;
@@ -337,11 +337,11 @@ fn parse_check(
                     .unwrap_or_default(),
                 body: body.map_or_else(String::new, |(_, b)| b),
                 tls_skip_verify,
-                interval: at_least("interval", interval)?,
+                interval: at_least(&interval_field, interval)?,
             }
         }
         (None, Some((field, addr)), _) => {
-            let Some((_, interval)) = interval else {
+            let Some((interval_field, interval)) = interval else {
                 return Err(format!("{path}.interval: a tcp check needs an interval"));
             };
             let port = addr.rsplit_once(':').and_then(|(host, port)| {
@@ -353,15 +353,15 @@ fn parse_check(
             }
             CheckKind::Tcp {
                 addr,
-                interval: at_least("interval", interval)?,
+                interval: at_least(&interval_field, interval)?,
             }
         }
-        (None, None, Some((_, ttl))) => {
+        (None, None, Some((ttl_field, ttl))) => {
             if interval.is_some() {
                 return Err(format!("{path}.interval: a ttl check takes no interval (the application reports within the ttl)"));
             }
             CheckKind::Ttl {
-                ttl: at_least("ttl", ttl)?,
+                ttl: at_least(&ttl_field, ttl)?,
             }
         }
         (None, None, None) => {
@@ -381,7 +381,7 @@ fn parse_check(
         Some((_, t)) => t,
     };
     let deregister_critical_after = deregister
-        .map(|(field, d)| at_least(field.rsplit('.').next().unwrap_or(&field), d))
+        .map(|(field, d)| at_least(&field, d))
         .transpose()?;
     Ok(CheckDef {
         id,

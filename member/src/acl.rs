@@ -57,8 +57,10 @@ pub fn need<'a>(method: &Method, path: &'a str, list_prefix: Option<&'a str>) ->
         "backup" => Resource::Backup,
         "acl" => Resource::Acl,
         "roles" => Resource::Role(tail.split('/').next().unwrap_or("")),
-        // Consul's catalog and health routes serve the host role's records.
+        // Consul's catalog and health routes serve the host role's records, and its agent API
+        // registers them (`/v1/agent/self` is the member's own, under `cp`).
         "catalog" | "health" => Resource::Role("host"),
+        "agent" if tail != "self" => Resource::Role("host"),
         _ => Resource::Cp,
     };
     Need { resource, access }

@@ -40,6 +40,11 @@ fn every_route_family_needs_its_resource() {
         Resource::Role("host"),
         "Consul's catalog serves the host records"
     );
+    for path in ["/v1/agent/service/register", "/v1/agent/check/pass/c"] {
+        assert_eq!(put(path).resource, Resource::Role("host"), "{path}");
+    }
+    assert_eq!(get("/v1/agent/checks").resource, Resource::Role("host"));
+    assert_eq!(get("/v1/agent/self").resource, Resource::Cp);
     for path in [
         "/v1/status",
         "/v1/members",

@@ -42,7 +42,13 @@ pub fn services<'a>(
         let Some(addr) = record.addrs.first() else {
             continue;
         };
-        for service in record.services.iter().filter(|s| s.proto == "tcp") {
+        // A critical instance leaves the upstreams (§6g); a service left with none is not
+        // rendered at all (nginx refuses an empty upstream).
+        for service in record
+            .services
+            .iter()
+            .filter(|s| s.proto == "tcp" && s.serves())
+        {
             let key = (record.keygroup.clone(), service.name.clone());
             let entry = grouped.entry(key).or_insert_with(|| ServiceModel {
                 name: service.name.clone(),
@@ -53,7 +59,7 @@ pub fn services<'a>(
             });
             entry.endpoints.push(Endpoint {
                 host: record.host.clone(),
-                addr: addr.to_string(),
+                addr: service.address.as_ref().unwrap_or(addr).to_string(),
                 port: service.port,
             });
             entry.tags.extend(service.tags.iter().cloned());
@@ -162,5 +168,37 @@ mod tests {
     fn a_service_whose_hosts_all_failed_is_gone() {
         let records = [record(1, "web-1", "10.0.0.1", &[("web", 80, "tcp")])];
         assert!(services(&records, &membership(&[], &[1])).is_empty());
+    }
+
+    #[test]
+    fn critical_instances_leave_the_upstreams_and_a_service_address_is_used() {
+        use hivemind_common::records::{CheckStatus, Health};
+        let mut records = [
+            record(1, "web-1", "10.0.0.1", &[("web", 80, "tcp")]),
+            record(
+                2,
+                "web-2",
+                "10.0.0.2",
+                &[("web", 80, "tcp"), ("api", 90, "tcp")],
+            ),
+        ];
+        let critical = CheckStatus {
+            id: "service:web".into(),
+            name: "c".into(),
+            status: Health::Critical,
+            output: String::new(),
+        };
+        records[0].services[0].checks.push(critical.clone());
+        records[1].services[1].checks.push(critical);
+        records[1].services[0].address = Some("10.9.9.9".parse().unwrap());
+        let model = services(&records, &membership(&[1, 2], &[]));
+        let names: Vec<&str> = model.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web"], "api has no serving instance: not rendered");
+        let endpoints: Vec<(&str, &str)> = model[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.host.as_str(), e.addr.as_str()))
+            .collect();
+        assert_eq!(endpoints, [("web-2", "10.9.9.9")]);
     }
 }

@@ -378,6 +378,34 @@ pub async fn put_services(agent: &Agent, services: Value) -> u16 {
         .as_u16()
 }
 
+/// `GET /` through nginx at `listen` with `Host: host`: the status and body.
+pub async fn through(listen: &str, host: &str) -> Option<(u16, String)> {
+    let response = client()
+        .get(format!("http://{listen}/"))
+        .header("Host", host)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// Stops the managed nginx (its master, by its command line, which names the member's prefix;
+/// the master takes its workers along) once the members are gone: a member killed with -9
+/// cannot stop its child. Declared before the cluster, so dropped after it.
+pub struct NginxGuard(pub Option<PathBuf>);
+
+impl Drop for NginxGuard {
+    fn drop(&mut self) {
+        if let Some(prefix) = &self.0 {
+            let _ = Command::new("pkill")
+                .args(["-QUIT", "-f", &format!("nginx -p {}", prefix.display())])
+                .status();
+        }
+    }
+}
+
 /// `agent`'s `/metrics` as it stands (Prometheus text).
 pub async fn metrics_text(agent: &Agent) -> String {
     let response = client().get(agent.url("/metrics")).send().await.unwrap();

@@ -2,9 +2,11 @@
 //! agent and status API over the services hosts publish, with Consul's field names and
 //! blocking queries, so Prometheus `consul_sd_configs`, consul-template and the like work
 //! unmodified. Services come from the host records a consuming role of this member holds
-//! (`dns`, `nginx`, `trigger`); nodes from the membership; a host's health is its SWIM state
-//! as this member sees it (alive = passing, suspect = warning, down but not yet failed in the
-//! registry = critical; failed or left = gone). Writes stay on hivemind's own routes.
+//! (`dns`, `nginx`, `trigger`); nodes from the membership. An instance's health is its node's
+//! SWIM state as this member sees it (`serfHealth`: alive = passing, suspect = warning, down
+//! but not yet failed in the registry = critical; failed or left = gone) and its service's
+//! checks as its host ran them (DESIGN.md §6g); the shapes are in [`shapes`]. Writes go through
+//! hivemind's own routes and the agent API of host members.
 //!
 //! Every answer carries `X-Consul-Index` (the membership's feed index plus the records'
 //! change count: it only grows), `X-Consul-KnownLeader` and `X-Consul-LastContact`;
@@ -23,146 +25,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hivemind_common::records::HostRecord;
-use hivemind_common::role::{HostRecords, Membership, Peer};
+use hivemind_common::role::{HostRecords, Membership};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::state::Agent;
 
+mod shapes;
+
+use shapes::{all_passing, catalog_service_json, health_json, host_of, node_json, service_json};
+pub use shapes::{check_status, instances, Instance};
+
 pub use hivemind_common::api::CONSUL_DATACENTER as DATACENTER;
 const MAX_WAIT: Duration = Duration::from_secs(600);
-
-/// A service instance: one host publishing one service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instance {
-    pub member: hivemind_common::MemberId,
-    pub node: String,
-    pub node_id: String,
-    pub address: String,
-    pub service: String,
-    pub id: String,
-    pub tags: Vec<String>,
-    pub port: u16,
-}
-
-/// The live hosts' service instances (sans IO): the newest record of every live host, each
-/// service once per host (a host in several keygroups publishes the same service once).
-pub fn instances(records: &[HostRecord], membership: &Membership) -> Vec<Instance> {
-    let mut out: BTreeMap<(String, String), Instance> = BTreeMap::new();
-    for record in records {
-        let Some(peer) = membership.live().find(|p| p.id == record.member) else {
-            continue;
-        };
-        let address = record
-            .addrs
-            .first()
-            .map_or_else(|| host_of(&peer.gossip_addr), |a| a.to_string());
-        for s in &record.services {
-            let key = (peer.name.clone(), s.name.clone());
-            out.entry(key).or_insert_with(|| Instance {
-                member: peer.id,
-                node: peer.name.clone(),
-                node_id: peer.id.to_string(),
-                address: address.clone(),
-                service: s.name.clone(),
-                id: format!("{}-{}", peer.name, s.name),
-                tags: s.tags.clone(),
-                port: s.port,
-            });
-        }
-    }
-    out.into_values().collect()
-}
-
-fn host_of(addr: &str) -> String {
-    addr.parse::<std::net::SocketAddr>()
-        .map_or_else(|_| addr.to_string(), |a| a.ip().to_string())
-}
-
-fn node_json(peer: &Peer, index: u64) -> Value {
-    let address = host_of(&peer.gossip_addr);
-    json!({
-        "ID": peer.id.to_string(),
-        "Node": peer.name,
-        "Address": address,
-        "Datacenter": DATACENTER,
-        "TaggedAddresses": {"lan": address, "wan": address},
-        "Meta": {"hivemind-node": peer.node, "hivemind-roles": peer.roles.join(",")},
-        "CreateIndex": index,
-        "ModifyIndex": index,
-    })
-}
-
-fn service_json(i: &Instance, index: u64) -> Value {
-    json!({
-        "ID": i.id,
-        "Service": i.service,
-        "Tags": i.tags,
-        "Address": i.address,
-        "Port": i.port,
-        "Meta": {},
-        "Weights": {"Passing": 1, "Warning": 1},
-        "EnableTagOverride": false,
-        "CreateIndex": index,
-        "ModifyIndex": index,
-    })
-}
-
-/// `GET /v1/catalog/service/{name}`'s entry for one instance.
-fn catalog_service_json(i: &Instance, index: u64) -> Value {
-    json!({
-        "ID": i.node_id,
-        "Node": i.node,
-        "Address": i.address,
-        "Datacenter": DATACENTER,
-        "TaggedAddresses": {"lan": i.address, "wan": i.address},
-        "NodeMeta": {},
-        "ServiceKind": "",
-        "ServiceID": i.id,
-        "ServiceName": i.service,
-        "ServiceTags": i.tags,
-        "ServiceAddress": i.address,
-        "ServicePort": i.port,
-        "ServiceMeta": {},
-        "ServiceWeights": {"Passing": 1, "Warning": 1},
-        "ServiceEnableTagOverride": false,
-        "CreateIndex": index,
-        "ModifyIndex": index,
-    })
-}
-
-/// A node's health check from SWIM's view of it (sans IO): suspected = `warning`, declared
-/// down but not yet failed in the registry = `critical`, else `passing`.
-pub fn check_status(swim: Option<foca::State>) -> &'static str {
-    match swim {
-        Some(foca::State::Suspect) => "warning",
-        Some(foca::State::Down) => "critical",
-        _ => "passing",
-    }
-}
-
-/// `GET /v1/health/service/{name}`'s entry: the node, the service, and the node's SWIM check.
-fn health_json(i: &Instance, peer: &Peer, index: u64, status: &str) -> Value {
-    json!({
-        "Node": node_json(peer, index),
-        "Service": service_json(i, index),
-        "Checks": [{
-            "Node": i.node,
-            "CheckID": "serfHealth",
-            "Name": "Serf Health Status",
-            "Status": status,
-            "Notes": "",
-            "Output": format!("SWIM: {status}"),
-            "ServiceID": "",
-            "ServiceName": "",
-            "ServiceTags": [],
-            "Type": "",
-            "CreateIndex": index,
-            "ModifyIndex": index,
-        }],
-    })
-}
 
 /// The query parameters every catalog route takes (others are ignored, as Consul does).
 #[derive(Debug, Default, Deserialize)]
@@ -384,8 +259,8 @@ async fn catalog_service(
     answer(index, json!(list))
 }
 
-/// Each instance with its node's SWIM check (`?passing`: only those passing; a host the
-/// registry recorded failed is gone already).
+/// Each instance with its checks: the node's SWIM check and the service's own (`?passing`: only
+/// instances whose checks all pass; a host the registry recorded failed is gone already).
 async fn health_service(
     State(c): State<Catalog>,
     Path(name): Path<String>,
@@ -410,8 +285,9 @@ async fn health_service(
                 .get(&peer.id)
                 .filter(|(id, _)| id.generation >= peer.generation)
                 .map(|(_, state)| *state);
-            let status = check_status(seen);
-            (!only_passing || status == "passing").then(|| health_json(i, peer, index, status))
+            let node_health = check_status(seen);
+            (!only_passing || all_passing(i, node_health))
+                .then(|| health_json(i, peer, index, node_health))
         })
         .collect();
     answer(index, json!(list))
@@ -498,84 +374,4 @@ async fn peers(State(c): State<Catalog>) -> Response {
         .map(|s| s.voters.into_iter().map(|v| v.addr).collect())
         .unwrap_or_default();
     answer(c.index(), json!(peers))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hivemind_common::records::Service;
-    use hivemind_common::role::PeerState;
-    use hivemind_common::MemberId;
-
-    fn peer(id: u64, name: &str, state: PeerState) -> Peer {
-        Peer {
-            id: MemberId::new(id).unwrap(),
-            name: name.into(),
-            node: name.into(),
-            roles: vec!["host".into()],
-            http_addr: format!("10.0.0.{id}:7700"),
-            gossip_addr: format!("10.0.0.{id}:7701"),
-            generation: 1,
-            state,
-        }
-    }
-
-    fn record(id: u64, keygroup: &str, services: &[(&str, u16)]) -> HostRecord {
-        HostRecord {
-            member: MemberId::new(id).unwrap(),
-            host: format!("web-{id}"),
-            keygroup: keygroup.into(),
-            addrs: vec![format!("10.0.0.{id}").parse().unwrap()],
-            services: services
-                .iter()
-                .map(|(name, port)| Service {
-                    name: name.to_string(),
-                    port: *port,
-                    proto: "tcp".into(),
-                    tags: vec!["v1".into()],
-                    ..Default::default()
-                })
-                .collect(),
-            seq: 1,
-            generation: 1,
-            keygroup_version: 1,
-        }
-    }
-
-    #[test]
-    fn instances_are_the_live_hosts_services_once_each() {
-        let membership = Membership {
-            epoch: 1,
-            index: 9,
-            peers: vec![
-                peer(1, "web-1", PeerState::Alive),
-                peer(2, "web-2", PeerState::Failed),
-            ],
-            nodes: vec![],
-        };
-        let records = [
-            record(1, "a/b/c", &[("web", 80), ("api", 90)]),
-            record(1, "x/y/z", &[("web", 80)]),
-            record(2, "a/b/c", &[("web", 80)]),
-        ];
-        let list = instances(&records, &membership);
-        let got: Vec<(&str, &str, u16)> = list
-            .iter()
-            .map(|i| (i.node.as_str(), i.service.as_str(), i.port))
-            .collect();
-        assert_eq!(got, [("web-1", "api", 90), ("web-1", "web", 80)]);
-        assert_eq!(list[1].id, "web-1-web");
-        assert_eq!(list[1].address, "10.0.0.1");
-        let entry = health_json(&list[1], &membership.peers[0], 7, "passing");
-        assert_eq!(entry["Service"]["Service"], "web");
-        assert_eq!(entry["Node"]["Node"], "web-1");
-        assert_eq!(entry["Checks"][0]["Status"], "passing");
-        let entry = catalog_service_json(&list[1], 7);
-        assert_eq!(entry["ServicePort"], 80);
-        assert_eq!(entry["ServiceAddress"], "10.0.0.1");
-        assert_eq!(check_status(None), "passing");
-        assert_eq!(check_status(Some(foca::State::Alive)), "passing");
-        assert_eq!(check_status(Some(foca::State::Suspect)), "warning");
-        assert_eq!(check_status(Some(foca::State::Down)), "critical");
-    }
 }
