@@ -157,6 +157,38 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
     })
     .await;
 
+    // A service with a TTL check: critical until reported, then passing, on the page.
+    let register = cluster.agents[web1].url("/v1/agent/service/register");
+    let service = json!({"Name": "api", "Port": 8080, "Check": {"TTL": "10m"}});
+    let status = support::client()
+        .put(&register)
+        .json(&service)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let instance = |status: &'static str| {
+        let client = &client;
+        move || async move {
+            rows(client, "services")
+                .await
+                .iter()
+                .any(|r| {
+                    r.starts_with("api api web-1 127.0.0.1:8080 ")
+                        && r.contains(&format!(" {status} "))
+                })
+                .then_some(())
+        }
+    };
+    wait_for("api critical on the dashboard", instance("critical")).await;
+    let pass = cluster.agents[web1].url("/v1/agent/check/pass/service:api");
+    assert_eq!(
+        support::client().put(&pass).send().await.unwrap().status(),
+        200
+    );
+    wait_for("api passing on the dashboard", instance("passing")).await;
+
     // kill -9 of the host: the page turns it failed by itself (it refreshes every second).
     cluster.agents[web1].kill9();
     wait_for("web-1 failed on the dashboard", || async {
