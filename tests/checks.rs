@@ -337,6 +337,36 @@ async fn ttl_checks_reaping_bad_input_and_a_host_restart_behave_as_in_consul() {
     assert_eq!(get.status(), 405);
     assert_eq!(passing(&catalog, "worker").await, Some(vec![]));
 
+    // A blocking query on the catalog, parked at its index, wakes on the check's change.
+    let health_url = format!("http://{catalog}/v1/health/service/worker");
+    wait_for("worker (critical) in the catalog", || async {
+        let all = get_json(&health_url).await.ok()?;
+        (all[0]["Checks"][1]["Status"] == "critical").then_some(())
+    })
+    .await;
+    let index: u64 = client().get(&health_url).send().await.unwrap().headers()["X-Consul-Index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let blocking = tokio::spawn(async move {
+        let started = Instant::now();
+        let url = format!("{health_url}?index={index}&wait=30s");
+        let answer = client().get(url).send().await.unwrap();
+        let after: u64 = answer.headers()["X-Consul-Index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: Value = answer.json().await.unwrap();
+        (started.elapsed(), after, body)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !blocking.is_finished(),
+        "the blocking query answered before any change"
+    );
+
     // Reported: passing with the note as output, and in the catalog's passing set.
     let (status, _) = put(
         &host("/v1/agent/check/pass/service:worker?note=all%20good"),
@@ -344,6 +374,18 @@ async fn ttl_checks_reaping_bad_input_and_a_host_restart_behave_as_in_consul() {
     )
     .await;
     assert_eq!(status, 200);
+    let (took, after, body) = blocking.await.unwrap();
+    assert!(
+        after > index && took < Duration::from_secs(30),
+        "{took:?} {index} -> {after}"
+    );
+    let statuses: Vec<&Value> = body[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["Status"])
+        .collect();
+    assert_eq!(statuses, [&json!("passing"), &json!("passing")], "{body}");
     let c = agent_check(&cluster.agents[web], "service:worker")
         .await
         .unwrap();

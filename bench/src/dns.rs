@@ -46,7 +46,7 @@ pub struct PropagationArgs {
     pub changes: usize,
 }
 
-fn srv_ports(dns_port: u16, name: &Name, target: &str) -> Option<Vec<u16>> {
+pub(crate) fn srv_ports(dns_port: u16, name: &Name, target: &str) -> Option<Vec<u16>> {
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))

@@ -108,6 +108,11 @@ impl Proc {
         let _ = child.wait();
     }
 
+    /// The running process's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -11,9 +11,14 @@
 //! - [`nginx`]: `hivemind-bench nginx`, registration → first 200 through a real nginx.
 //! - [`members`]: `hivemind-bench members`, what N members following the feed cost each CP
 //!   member (followers, connections, RSS) and the feed latency.
+//! - [`checks`]: `hivemind-bench checks`, a backend's death until DNS and nginx drop it, and
+//!   what 100 services with 1 s checks cost their host.
+//! - [`edge`]: the cluster of the nginx and checks benchmarks (3 CP, dns, nginx, host).
 //! - [`harness`]: starting and stopping the `hivemind` binary and peers as real processes.
 
+pub mod checks;
 pub mod dns;
+pub mod edge;
 pub mod failover;
 pub mod gossip;
 pub mod harness;

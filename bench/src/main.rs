@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hivemind_bench::{dns, failover, gossip, kv, members, nginx};
+use hivemind_bench::{checks, dns, failover, gossip, kv, members, nginx};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +36,9 @@ enum Bench {
     DnsPublishers(dns::PublishersArgs),
     /// Registration -> first 200 through a real nginx run by the nginx role.
     Nginx(nginx::NginxBenchArgs),
+    /// A backend's death until DNS and nginx drop it, and what 100 services with 1 s checks
+    /// cost their host (starts its own cluster on loopback).
+    Checks(checks::ChecksArgs),
     /// A control plane's cost per member: N synthetic members following the feed; per CP
     /// member its followers, connections and RSS, and the feed latency.
     Members(members::MembersArgs),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Bench::Failover(args) => failover::failover(args, cli.json).await,
             Bench::Nginx(args) => nginx::nginx(args, cli.json).await,
             Bench::Members(args) => members::members(args, cli.json).await,
+            Bench::Checks(args) => checks::checks(args, cli.json).await,
             // Serves until the process is stopped: SIGINT or SIGTERM end it, and there is
             // nothing to clean up (the synthetic hosts fail in SWIM like any dead member).
             Bench::DnsPublishers(args) => {

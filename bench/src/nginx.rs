@@ -13,7 +13,8 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{agent_args, hivemind_binary, join_flags, wait, Output, Proc};
+use crate::edge::Edge;
+use crate::harness::wait;
 
 #[derive(Args, Debug)]
 pub struct NginxBenchArgs {
@@ -69,73 +70,13 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
     if args.trials == 0 {
         bail!("--trials: at least 1");
     }
-    let program = hivemind_binary()?;
     let dir = tempfile::tempdir()?;
+    let mut edge = Edge::start(dir.path(), args.base_port, &args.nginx_bin, &[]).await?;
+    let listen = edge.listen.clone();
     let port = |i: u16| args.base_port + 2 * i;
-    let joins = join_flags((0..3).map(port));
-    let listen = format!("127.0.0.1:{}", args.base_port + 50);
-    let mut procs = Vec::new();
-    for i in 0..3u16 {
-        let mut extra = vec![
-            "--control-plane".to_string(),
-            "--bootstrap-expect".into(),
-            "3".into(),
-        ];
-        extra.extend(joins.iter().cloned());
-        let name = format!("cp{}", i + 1);
-        procs.push(Proc::new(
-            &program,
-            agent_args(dir.path(), &name, port(i), "local", &extra),
-        ));
-    }
-    let role = |roles: &str, more: &[&str]| {
-        let mut extra = joins.clone();
-        extra.extend(["--roles".to_string(), roles.to_string()]);
-        extra.extend(more.iter().map(|s| s.to_string()));
-        extra
-    };
-    let dns_port = (args.base_port + 51).to_string();
-    procs.push(Proc::new(
-        &program,
-        agent_args(
-            dir.path(),
-            "ns-1",
-            port(3),
-            "local",
-            &role("dns", &["--dns-port", &dns_port]),
-        ),
-    ));
-    procs.push(Proc::new(
-        &program,
-        agent_args(
-            dir.path(),
-            "edge-1",
-            port(4),
-            "local",
-            &role(
-                "nginx",
-                &["--nginx-listen", &listen, "--nginx-bin", &args.nginx_bin],
-            ),
-        ),
-    ));
-    procs.push(Proc::new(
-        &program,
-        agent_args(dir.path(), "web-1", port(5), "local", &role("host", &[])),
-    ));
-    for (i, p) in procs.iter_mut().enumerate() {
-        p.start(Output::File(dir.path().join(format!("{i}.log"))))?;
-    }
     let http = hivemind_tls::http_client(None)
         .timeout(Duration::from_secs(2))
         .build()?;
-    let status = |i: u16| format!("http://127.0.0.1:{}/v1/status", port(i));
-    for i in 3..6 {
-        let url = status(i);
-        wait("every member ready", Duration::from_secs(90), || async {
-            (get(&http, &url).await?["ready"] == true).then_some(())
-        })
-        .await?;
-    }
     let backend = backend().await?;
     let services_url = format!("http://127.0.0.1:{}/v1/roles/host/services", port(5));
     let config_url = format!("http://127.0.0.1:{}/v1/roles/nginx/config", port(4));
@@ -256,10 +197,7 @@ pub async fn nginx(args: NginxBenchArgs, json_out: bool) -> Result<()> {
             );
         }
     }
-    // Stopping the nginx member gracefully stops its nginx; the others go by PID on drop.
-    if let Some(edge) = procs.get_mut(4) {
-        edge.terminate(Duration::from_secs(10));
-    }
+    edge.stop_nginx();
     Ok(())
 }
 
