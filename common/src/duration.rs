@@ -76,11 +76,11 @@ pub fn parse_go(text: &str) -> Result<Duration, String> {
 /// [`parse`] reads too), or `1000000001ns`.
 pub fn format(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if duration.subsec_nanos() % 1_000_000 != 0 {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ns", duration.as_nanos())
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
