@@ -4,7 +4,7 @@
 //!    (`--interval`, default 1s) on a real backend process (Python's `http.server`). Per trial
 //!    the backend is killed with -9 and the time until the dns member stops answering its SRV
 //!    record, and until the nginx member's running render drops its upstream, is taken (polled
-//!    every 5 ms); then the backend is restarted and the next trial waits until both have it
+//!    every 5 ms); the kill lands at a random point of the interval. Then the backend is restarted and the next trial waits until both have it
 //!    back. Prints p50/p99/max (nearest rank).
 //! 2. Cost: `--services` (default 100) services with 1 s HTTP checks on the same host, on a
 //!    threaded backend; the host's CPU (utime + stime from /proc) over `--cpu-seconds`, next to
@@ -122,6 +122,8 @@ pub async fn checks(args: ChecksArgs, json_out: bool) -> Result<()> {
     if args.trials == 0 {
         bail!("--trials: at least 1");
     }
+    let interval = hivemind_common::duration::parse_go(&args.interval)
+        .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
     let dir = tempfile::tempdir()?;
     let mut edge = Edge::start(dir.path(), args.base_port, &args.nginx_bin, &[]).await?;
     let http = hivemind_tls::http_client(None)
@@ -164,6 +166,8 @@ pub async fn checks(args: ChecksArgs, json_out: bool) -> Result<()> {
             (in_dns() && in_nginx().await == Some(true)).then_some(())
         })
         .await?;
+        // The kill lands anywhere in the check's interval, not in step with it.
+        tokio::time::sleep(interval.mul_f64(rand::random::<f64>())).await;
         backend.kill9();
         let killed = Instant::now();
         let (mut dns_out, mut nginx_out) = (None, None);
