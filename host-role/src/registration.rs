@@ -29,6 +29,8 @@ pub const RECORD_OUTPUT: usize = 512;
 /// The shortest interval, TTL and `deregister_critical_after` (Consul raises shorter intervals
 /// to 1 s; here they are refused, so what runs is what was asked).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// An HTTP or TCP check's interval unless given (DESIGN.md §6g).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// A check's timeout unless given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -315,9 +317,7 @@ fn parse_check(
             ))
         }
         (Some((field, url)), _, _) => {
-            let Some((interval_field, interval)) = interval else {
-                return Err(format!("{path}.interval: an http check needs an interval"));
-            };
+            let (interval_field, interval) = interval.unwrap_or_else(default_interval);
             check_url(&field, &url)?;
             let method = match method {
                 None => "GET".to_string(),
@@ -341,9 +341,7 @@ fn parse_check(
             }
         }
         (None, Some((field, addr)), _) => {
-            let Some((interval_field, interval)) = interval else {
-                return Err(format!("{path}.interval: a tcp check needs an interval"));
-            };
+            let (interval_field, interval) = interval.unwrap_or_else(default_interval);
             let port = addr.rsplit_once(':').and_then(|(host, port)| {
                 (!host.is_empty()).then_some(())?;
                 port.parse::<u16>().ok().filter(|p| *p != 0)
@@ -394,6 +392,10 @@ fn parse_check(
         notes,
         status,
     })
+}
+
+fn default_interval() -> (String, Duration) {
+    ("interval".to_string(), DEFAULT_INTERVAL)
 }
 
 fn check_url(field: &str, url: &str) -> Result<(), String> {
