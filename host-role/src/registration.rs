@@ -29,6 +29,8 @@ pub const RECORD_OUTPUT: usize = 512;
 /// The shortest interval, TTL and `deregister_critical_after` (Consul raises shorter intervals
 /// to 1 s; here they are refused, so what runs is what was asked).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest interval, TTL and `deregister_critical_after`.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// An HTTP or TCP check's interval unless given (DESIGN.md §6g).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// A check's timeout unless given.
@@ -294,9 +296,9 @@ fn parse_check(
     f.done()?;
 
     let at_least = |field: &str, d: Duration| {
-        if d < MIN_INTERVAL {
+        if d < MIN_INTERVAL || d > MAX_DURATION {
             Err(format!(
-                "{field}: must be at least 1s, not {}",
+                "{field}: must be from 1s to 30 days, not {}",
                 duration::format(d)
             ))
         } else {

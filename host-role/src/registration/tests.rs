@@ -84,6 +84,10 @@ fn http_and_tcp_checks_run_every_10s_unless_told() {
         .unwrap();
     assert_eq!(s.checks[0].kind.interval(), Some(DEFAULT_INTERVAL));
     assert_eq!(s.checks[1].kind.interval(), Some(Duration::from_secs(10)));
+    let long = json!({"name": "a", "port": 1, "check": {"ttl": u64::MAX}});
+    assert!(one(long)
+        .unwrap_err()
+        .contains("Service.check.ttl: must be from 1s to 30 days"));
 }
 
 #[test]
@@ -117,7 +121,7 @@ fn bad_checks_are_refused_naming_the_field() {
         ),
         (
             json!({"name": "a", "port": 1, "check": {"http": "http://x/", "interval": "500ms"}}),
-            "Service.check.interval: must be at least 1s",
+            "Service.check.interval: must be from 1s to 30 days",
         ),
         (
             json!({"name": "a", "port": 1, "check": {"http": "ftp://x/", "interval": "1s"}}),
@@ -157,7 +161,7 @@ fn bad_checks_are_refused_naming_the_field() {
         ),
         (
             json!({"name": "a", "port": 1, "check": {"ttl": "10s", "DeregisterCriticalServiceAfter": "10ms"}}),
-            "Service.check.DeregisterCriticalServiceAfter: must be at least 1s",
+            "Service.check.DeregisterCriticalServiceAfter: must be from 1s",
         ),
         (json!({"port": 1}), "Service.name: missing"),
         (json!({"name": "a b", "port": 1}), "not a DNS label"),
