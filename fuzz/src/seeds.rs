@@ -392,7 +392,7 @@ fn dns_queries() -> Vec<Vec<u8>> {
 }
 
 fn json_bodies() -> Vec<Vec<u8>> {
-    let bodies: [(u8, &str); 8] = [
+    let bodies: [(u8, &str); 10] = [
         (0, r#"{"addr": "10.0.0.4:7700", "voter": true}"#),
         (
             0,
@@ -410,6 +410,14 @@ fn json_bodies() -> Vec<Vec<u8>> {
             r#"[{"name": "http", "port": 8080, "proto": "tcp", "tags": ["v1"]}]"#,
         ),
         (4, r#"[{"name": "dns", "port": 53, "proto": "udp"}]"#),
+        (
+            4,
+            r#"[{"Name": "api", "ID": "api-1", "Port": 8080, "Meta": {"env": "prod"}, "Check": {"HTTP": "http://127.0.0.1:8080/health", "Interval": "1s", "DeregisterCriticalServiceAfter": "1m"}, "Checks": [{"TCP": "127.0.0.1:8080", "Interval": 2000000000}]}]"#,
+        ),
+        (
+            4,
+            r#"[{"name": "worker", "port": 9000, "checks": [{"ttl": "30s", "status": "passing", "failures_before_critical": 3}]}]"#,
+        ),
     ];
     bodies
         .iter()
