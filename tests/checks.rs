@@ -497,7 +497,11 @@ async fn ttl_checks_reaping_bad_input_and_a_host_restart_behave_as_in_consul() {
     )
     .await;
 
-    // Registrations survive a restart of the host member.
+    // Registrations survive a restart of the host member, and so do the checks' statuses.
+    let keep = json!({"Name": "keep", "Port": 3, "Check": {"TTL": "10m"}});
+    assert_eq!(put(&register, Some(keep)).await.0, 200);
+    let (status, _) = put(&host("/v1/agent/check/pass/service:keep?note=kept"), None).await;
+    assert_eq!(status, 200);
     assert!(cluster.agents[web].sigterm().success());
     cluster.agents[web].start();
     let services = wait_for("web-1 back", || async {
@@ -506,9 +510,16 @@ async fn ttl_checks_reaping_bad_input_and_a_host_restart_behave_as_in_consul() {
     .await;
     let mut ids: Vec<&String> = services.as_object().unwrap().keys().collect();
     ids.sort();
-    assert_eq!(ids, ["db", "worker"]);
+    assert_eq!(ids, ["db", "keep", "worker"]);
     let checks = get_json(&host("/v1/agent/checks")).await.unwrap();
     assert_eq!(checks["service:worker"]["Type"], "ttl");
+    // Each check starts from its status before the restart (Consul starts them critical).
+    let keep = &checks["service:keep"];
+    assert_eq!(
+        (&keep["Status"], &keep["Output"]),
+        (&json!("passing"), &json!("kept")),
+        "{checks}"
+    );
     wait_for("the db check passing again", || async {
         let c = agent_check(&cluster.agents[web], "service:db").await?;
         (c["Status"] == "passing").then_some(())

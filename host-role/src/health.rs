@@ -30,6 +30,13 @@ pub struct CheckState {
     ttl_deadline: Option<Instant>,
 }
 
+/// A check's status as its host keeps it across a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    pub status: Health,
+    pub output: String,
+}
+
 /// Cuts `text` to at most `max` bytes on a character boundary.
 pub fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
@@ -78,6 +85,23 @@ impl CheckState {
 
     pub fn status(&self) -> Health {
         self.status
+    }
+
+    pub fn saved(&self) -> Saved {
+        Saved {
+            status: self.status,
+            output: self.output.clone(),
+        }
+    }
+
+    /// Starts from what the host said before it restarted rather than from the registered
+    /// status: a restart does not take a passing service out of DNS. Time critical counts from
+    /// `now`.
+    pub fn restore(&mut self, saved: Saved, now: Instant) {
+        self.status = saved.status;
+        self.output = truncate(saved.output, OUTPUT_MAX);
+        self.recorded = truncate(self.output.clone(), RECORD_OUTPUT);
+        self.critical_since = (saved.status == Health::Critical).then_some(now);
     }
 
     pub fn output(&self) -> &str {
@@ -261,6 +285,24 @@ mod tests {
             t0 + Duration::from_secs(10)
         ));
         assert!(!s.reap_due(&d, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_restored_check_starts_from_its_saved_status() {
+        let t0 = Instant::now();
+        let d = def(tcp(), 0, 0);
+        let mut s = CheckState::new(&d, t0, None);
+        s.restore(
+            Saved {
+                status: Health::Passing,
+                output: "fine".into(),
+            },
+            t0,
+        );
+        assert_eq!((s.status(), s.output()), (Health::Passing, "fine"));
+        assert_eq!(s.wire(&d).output, "fine");
+        assert!(!s.reap_due(&d, t0 + Duration::from_secs(60)));
+        assert_eq!(s.saved().status, Health::Passing);
     }
 
     #[test]

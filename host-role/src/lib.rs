@@ -46,6 +46,8 @@ use services::{ReportError, Services};
 const SEQ_KEY: &[u8] = b"seq";
 /// The registered services, as [`ServiceDef::to_json`] writes them.
 const SERVICES_KEY: &[u8] = b"services";
+/// Every check's last status, by check id (JSON), so a restart starts from it.
+const CHECKS_KEY: &[u8] = b"checks";
 /// How soon a keygroup join that failed is retried. Once joined, configs (secrets) are
 /// re-read on every keygroup event and every `--reread-every` (DESIGN.md §5 event [5], [6]).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
@@ -160,7 +162,16 @@ impl Shared {
     fn changed_status(&self, check: &str) {
         self.status_changes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%check, "check status changed");
+        self.save_statuses();
         self.republish();
+    }
+
+    /// Keeps every check's status for a restart (a failure only costs that: logged).
+    fn save_statuses(&self) {
+        let saved = serde_json::to_vec(&self.services().saved()).expect("JSON serializes");
+        if let Err(e) = self.store.put(CHECKS_KEY, &saved) {
+            tracing::warn!(error = %e, "cannot keep the checks' statuses for a restart");
+        }
     }
 
     /// Expires TTL checks and deregisters services critical past their deadline.
@@ -181,6 +192,7 @@ impl Shared {
         }
         if tick.changed {
             self.status_changes.fetch_add(1, Ordering::Relaxed);
+            self.save_statuses();
             self.republish();
         }
     }
@@ -209,9 +221,9 @@ impl Shared {
     }
 }
 
-/// The persisted seq and services (a list that no longer parses is logged and left out: it
-/// was valid when written).
-fn stored(store: &dyn RoleStore) -> (u64, Vec<ServiceDef>) {
+/// The persisted seq, services and checks' statuses (a list that no longer parses is logged
+/// and left out: it was valid when written).
+fn stored(store: &dyn RoleStore) -> (u64, Vec<ServiceDef>, BTreeMap<String, health::Saved>) {
     let seq = match store.get(SEQ_KEY) {
         Ok(Some(bytes)) => bytes.as_slice().try_into().map(u64::from_be_bytes).ok(),
         _ => None,
@@ -223,7 +235,11 @@ fn stored(store: &dyn RoleStore) -> (u64, Vec<ServiceDef>) {
         }),
         _ => Vec::new(),
     };
-    (seq.unwrap_or(0), services)
+    let saved = match store.get(CHECKS_KEY) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        _ => BTreeMap::new(),
+    };
+    (seq.unwrap_or(0), services, saved)
 }
 
 impl Role for HostRole {
@@ -233,8 +249,9 @@ impl Role for HostRole {
 
     fn start(self: Box<Self>, mut ctx: RoleContext) -> Started {
         let me: Me = ctx.me.borrow().clone();
-        let (seq, defs) = stored(ctx.store.as_ref());
-        let services = Services::new(defs, Instant::now());
+        let (seq, defs, saved) = stored(ctx.store.as_ref());
+        let mut services = Services::new(defs, Instant::now());
+        services.restore(saved, Instant::now());
         let (published, _) = watch::channel(Published::initial(&me, seq, services.wire()));
         let shared = Arc::new(Shared {
             node: me.name.clone(),

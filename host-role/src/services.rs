@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use hivemind_common::records::{CheckStatus, Health, Service};
 
-use crate::health::CheckState;
+use crate::health::{CheckState, Saved};
 use crate::registration::{validate_set, CheckDef, CheckKind, ServiceDef};
 
 /// The host's registered services and the states of their checks (by check id).
@@ -58,6 +58,24 @@ impl Services {
         }
         self.defs = defs;
         self.states = states;
+    }
+
+    /// Every check's status, to keep across a restart.
+    pub fn saved(&self) -> BTreeMap<String, Saved> {
+        self.states
+            .iter()
+            .map(|(id, state)| (id.clone(), state.saved()))
+            .collect()
+    }
+
+    /// Starts each check from what was `saved` before a restart (ids no longer registered are
+    /// ignored).
+    pub fn restore(&mut self, saved: BTreeMap<String, Saved>, now: Instant) {
+        for (id, saved) in saved {
+            if let Some(state) = self.states.get_mut(&id) {
+                state.restore(saved, now);
+            }
+        }
     }
 
     /// The list with `def` registered: replacing the service of the same id, else added.
@@ -221,6 +239,24 @@ mod tests {
             .contains("listed twice"));
         assert_eq!(s.without("nope"), None);
         assert_eq!(s.without("a").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn saved_statuses_restore_after_a_restart() {
+        let t0 = Instant::now();
+        let def =
+            service(json!({"name": "a", "port": 1, "check": {"tcp": "x:1", "interval": "1s"}}));
+        let mut before = Services::new(vec![def.clone()], t0);
+        before.observe("service:a", Health::Passing, "ok".into(), t0);
+        let saved = before.saved();
+        let mut after = Services::new(vec![def], t0);
+        assert_eq!(
+            after.wire()[0].health(),
+            Health::Critical,
+            "a new check starts critical"
+        );
+        after.restore(saved, t0);
+        assert_eq!(after.wire(), before.wire());
     }
 
     #[test]
