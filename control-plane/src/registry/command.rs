@@ -88,6 +88,15 @@ pub enum Command {
     /// Retention: drop the feed's events through index `through` (proposed by the leader when
     /// the feed outgrows its retention; see `Registry::retention_trim_point`).
     TrimFeed { through: u64 },
+    /// Grant a lease of `ttl_ms` (its id is the entry's index).
+    LeaseGrant { ttl_ms: u64 },
+    /// Revoke a lease: its keys are deleted in this entry.
+    LeaseRevoke { id: u64 },
+    /// The leader found the lease expired (its deadline passed without a keep-alive): the
+    /// same effect as a revoke.
+    LeaseExpire { id: u64 },
+    /// A transaction on the KV namespace (all or nothing).
+    Txn(super::kv::Txn),
 }
 
 impl Command {
@@ -111,6 +120,10 @@ impl Command {
             Command::Backup { .. } => "backup",
             Command::Acl(_) => "acl",
             Command::TrimFeed { .. } => "trim_feed",
+            Command::LeaseGrant { .. } => "lease_grant",
+            Command::LeaseRevoke { .. } => "lease_revoke",
+            Command::LeaseExpire { .. } => "lease_expire",
+            Command::Txn(_) => "txn",
         }
     }
 
@@ -181,5 +194,18 @@ pub enum CommandOutput {
     FeedTrimmed {
         feed_start_index: u64,
         dropped: u64,
+    },
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// A lease ended (revoked or expired) and `keys` keys with it.
+    LeaseEnded {
+        keys: usize,
+    },
+    /// Which branch ran, and what each of its operations did.
+    Txn {
+        succeeded: bool,
+        results: Vec<super::kv::TxnResult>,
     },
 }

@@ -57,6 +57,8 @@ pub enum RegistryError {
     UnknownPolicy { name: String },
     #[error("no ACL token with accessor {accessor:?}")]
     UnknownToken { accessor: String },
+    #[error("no lease {id} (revoked, expired or never granted)")]
+    UnknownLease { id: u64 },
     #[error("{keygroup} in node {node:?} is held by live machine {holder}")]
     Held {
         node: String,
@@ -89,6 +91,7 @@ impl RegistryError {
             RegistryError::AclBootstrapped => "acl_bootstrapped",
             RegistryError::UnknownPolicy { .. } => "unknown_policy",
             RegistryError::UnknownToken { .. } => "unknown_token",
+            RegistryError::UnknownLease { .. } => "unknown_lease",
         }
     }
 

@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod keygroup_rules;
 mod keygroups;
+mod kv;
 mod member;
 mod rules;
 mod state;
@@ -25,8 +26,12 @@ pub use keygroups::{
     new_secret, validate_keygroup_name, Actor, KeygroupConfig, KeygroupDelta, Responsibility,
     DEFAULT_TTL_SECS, MAX_TTL_SECS, SECRET_BYTES,
 };
+pub use kv::{
+    ChangeKind, Compacted, Compare, Kv, KvChange, KvEntry, Lease, Txn, TxnOp, TxnResult,
+    MAX_LEASE_TTL_MS, MAX_TXN_OPS, MIN_LEASE_TTL_MS,
+};
 pub use member::{MemberInfo, MemberState};
 pub use state::{
-    FeedError, FeedPage, KvEntry, MemberRecord, NodeConfig, Registry, RegistryDigest, MAX_BATCH,
+    FeedError, FeedPage, MemberRecord, NodeConfig, Registry, RegistryDigest, MAX_BATCH,
     MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };

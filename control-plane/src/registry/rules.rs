@@ -10,10 +10,7 @@ use super::command::{Command, CommandOutput};
 use super::error::RegistryError;
 use super::event::{Event, EventKind};
 use super::member::{validate_addr, MemberInfo, MemberState};
-use super::state::{
-    KvEntry, MemberRecord, NodeConfig, Registry, MAX_BATCH, MAX_BATCH_BYTES, MAX_KEY_BYTES,
-    MAX_VALUE_BYTES,
-};
+use super::state::{MemberRecord, NodeConfig, Registry, MAX_BATCH, MAX_BATCH_BYTES};
 
 impl Registry {
     /// Applies `command` committed at log `index`. Rejections change nothing.
@@ -28,8 +25,30 @@ impl Registry {
                 http_addr,
                 gossip_addr,
             } => self.update_address(index, *id, *generation, http_addr, gossip_addr),
-            Command::KvPut { key, value, cas } => self.kv_put(index, key, value, *cas),
-            Command::KvDelete { key, cas } => self.kv_delete(key, *cas),
+            Command::KvPut { key, value, cas } => self
+                .kv
+                .put(index, key, value, *cas)
+                .map(|modify_index| CommandOutput::KvWritten { modify_index }),
+            Command::KvDelete { key, cas } => self
+                .kv
+                .delete(index, key, *cas)
+                .map(|deleted| CommandOutput::KvDeleted { deleted }),
+            Command::LeaseGrant { ttl_ms } => {
+                self.kv
+                    .grant(index, *ttl_ms)
+                    .map(|id| CommandOutput::LeaseGranted {
+                        id,
+                        ttl_ms: *ttl_ms,
+                    })
+            }
+            Command::LeaseRevoke { id } | Command::LeaseExpire { id } => self
+                .kv
+                .end_lease(index, *id)
+                .map(|keys| CommandOutput::LeaseEnded { keys }),
+            Command::Txn(txn) => self
+                .kv
+                .txn(index, txn)
+                .map(|(succeeded, results)| CommandOutput::Txn { succeeded, results }),
             Command::EpochBump { reason } => Ok(self.epoch_bump(index, reason)),
             Command::TrimFeed { through } => Ok(self.trim_feed(index, *through)),
             Command::Batch(items) => self.batch(index, items),
@@ -308,64 +327,6 @@ impl Registry {
         Ok(CommandOutput::AddressUpdated)
     }
 
-    fn check_cas(&self, key: &str, cas: Option<u64>) -> Result<(), RegistryError> {
-        let Some(expected) = cas else { return Ok(()) };
-        let actual = self.kv.get(key).map(|e| e.modify_index);
-        let ok = match actual {
-            None => expected == 0,
-            Some(current) => current == expected,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(RegistryError::CasFailed {
-                key: key.to_string(),
-                expected,
-                actual,
-            })
-        }
-    }
-
-    fn kv_put(
-        &mut self,
-        index: u64,
-        key: &str,
-        value: &[u8],
-        cas: Option<u64>,
-    ) -> Result<CommandOutput, RegistryError> {
-        validate_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(RegistryError::invalid(
-                "value",
-                format!(
-                    "{} bytes is more than the limit of {MAX_VALUE_BYTES}",
-                    value.len()
-                ),
-            ));
-        }
-        self.check_cas(key, cas)?;
-        let create_index = self.kv.get(key).map_or(index, |e| e.create_index);
-        self.kv.insert(
-            key.to_string(),
-            KvEntry {
-                value: value.to_vec(),
-                create_index,
-                modify_index: index,
-            },
-        );
-        Ok(CommandOutput::KvWritten {
-            modify_index: index,
-        })
-    }
-
-    fn kv_delete(&mut self, key: &str, cas: Option<u64>) -> Result<CommandOutput, RegistryError> {
-        validate_key(key)?;
-        self.check_cas(key, cas)?;
-        Ok(CommandOutput::KvDeleted {
-            deleted: self.kv.remove(key).is_some(),
-        })
-    }
-
     /// Drops the feed's events through `through` (never past this command's own index). No
     /// event: readers after the trim point have nothing new to learn, those behind it are
     /// `Gone` and re-bootstrap.
@@ -454,27 +415,6 @@ impl Registry {
 }
 
 /// Keys are non-empty UTF-8 of at most [`MAX_KEY_BYTES`] without control characters.
-fn validate_key(key: &str) -> Result<(), RegistryError> {
-    if key.is_empty() {
-        return Err(RegistryError::invalid("key", "must not be empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(RegistryError::invalid(
-            "key",
-            format!(
-                "{} bytes is more than the limit of {MAX_KEY_BYTES}",
-                key.len()
-            ),
-        ));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(RegistryError::invalid(
-            "key",
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests;

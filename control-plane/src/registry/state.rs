@@ -1,4 +1,5 @@
-//! The registry's data: members, node configs, the KV namespace, the epoch and its event feed.
+//! The registry's data: members, node configs, the KV namespace (`kv.rs`), the epoch and its
+//! event feed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Event;
 use super::keygroups::{KeygroupConfig, Responsibility};
+use super::kv::{Kv, KvEntry};
 use super::member::{MemberInfo, MemberState};
 
 /// Longest accepted KV key, in bytes.
@@ -32,14 +34,6 @@ pub struct NodeConfig {
     pub node: String,
     pub machines: BTreeSet<MemberId>,
     pub version: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvEntry {
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
-    pub create_index: u64,
-    pub modify_index: u64,
 }
 
 /// The membership part of the registry, as members outside the control plane see it, at the
@@ -99,7 +93,7 @@ pub struct Registry {
     pub(crate) feed_start_index: u64,
     pub(crate) members: BTreeMap<MemberId, MemberRecord>,
     pub(crate) nodes: BTreeMap<String, NodeConfig>,
-    pub(crate) kv: BTreeMap<String, KvEntry>,
+    pub(crate) kv: Kv,
     pub(crate) keygroups: BTreeMap<String, KeygroupConfig>,
     /// Keyed by (node, keygroup): at most one holder each.
     pub(crate) responsibilities: BTreeMap<(String, String), Responsibility>,
@@ -116,7 +110,7 @@ impl Default for Registry {
             feed_start_index: 0,
             members: BTreeMap::new(),
             nodes: BTreeMap::new(),
-            kv: BTreeMap::new(),
+            kv: Kv::default(),
             keygroups: BTreeMap::new(),
             responsibilities: BTreeMap::new(),
             events: Vec::new(),
@@ -156,9 +150,12 @@ impl Registry {
         &'a self,
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a KvEntry)> + 'a {
-        self.kv
-            .range(prefix.to_string()..)
-            .take_while(move |(k, _)| k.starts_with(prefix))
+        self.kv.prefix(prefix)
+    }
+
+    /// The KV namespace whole: its change log (watches) and leases.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
     }
 
     pub fn backup(&self) -> &super::backup::BackupLedger {
