@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod coordination;
+pub use coordination::{ElectArgs, LockArgs, WatchArgs};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hivemind",
@@ -71,6 +74,10 @@ pub enum Command {
     },
     /// The committed event feed.
     Events(EventsArgs),
+    /// Run a command while holding a lock (a lease-backed key; waiters queue in order).
+    Lock(LockArgs),
+    /// Campaign in an election (or only observe it); prints the leader on every change.
+    Elect(ElectArgs),
     /// Keygroups: named, versioned record sets replicated to nodes.
     Keygroup {
         #[command(subcommand)]
@@ -384,6 +391,8 @@ pub enum KvCommand {
         #[arg(long)]
         cas: Option<u64>,
     },
+    /// Print the changes of every key under a prefix as they come (--json: one per line).
+    Watch(WatchArgs),
 }
 
 #[derive(Args, Debug)]

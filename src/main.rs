@@ -79,6 +79,8 @@ fn main() -> ExitCode {
         Command::Cp { command } => client_command!(cp(command)),
         Command::Kv { command } => client_command!(kv(command)),
         Command::Events(args) => client_command!(events(args)),
+        Command::Lock(args) => client_command!(lock(args)),
+        Command::Elect(args) => client_command!(elect(args)),
         Command::Keygroup { command } => client_command!(keygroup(command)),
         Command::Responsibilities => client_command!(responsibilities()),
         Command::Backup { command } => client_command!(backup(command)),
@@ -93,6 +95,10 @@ fn main() -> ExitCode {
                 == Some(std::io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
+        }
+        // `hivemind lock -- CMD` exits as its command did.
+        Err(e) if e.downcast_ref::<client::ChildExited>().is_some() => {
+            ExitCode::from(e.downcast_ref::<client::ChildExited>().map_or(1, |c| c.0))
         }
         // `hivemind status` printed why already.
         Err(e) if e.downcast_ref::<client::Unhealthy>().is_some() => ExitCode::from(3),

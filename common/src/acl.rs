@@ -52,6 +52,9 @@ pub enum Resource<'a> {
     /// (`/v1/cp/snapshot`, as Consul's and etcd's snapshots). No rule grants it.
     Management,
     Kv(&'a str),
+    /// Some KV keys, which the route checks one by one (a transaction, a lease's keys): at the
+    /// door it needs a `[kv]` rule of that access on some prefix.
+    KvKeys,
     Keygroup(&'a str),
     Role(&'a str),
 }
@@ -145,6 +148,12 @@ impl Rules {
             Resource::Acl => self.acl.map(|a| (0, a)),
             Resource::Management => None,
             Resource::Kv(key) => longest(&self.kv, key),
+            Resource::KvKeys => self
+                .kv
+                .values()
+                .filter(|a| **a != Access::Deny)
+                .max()
+                .map(|a| (0, *a)),
             Resource::Keygroup(name) => longest(&self.keygroup, name),
             Resource::Role(name) => longest(&self.roles, name),
         }

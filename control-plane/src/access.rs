@@ -34,6 +34,7 @@ fn describe(resource: &Resource<'_>) -> String {
         Resource::Acl => "acl".into(),
         Resource::Management => "the whole registry (a management token)".into(),
         Resource::Kv(k) => format!("kv {k:?}"),
+        Resource::KvKeys => "kv (some prefix; each key is checked)".into(),
         Resource::Keygroup(k) => format!("keygroup {k:?}"),
         Resource::Role(r) => format!("role {r:?}"),
     }

@@ -40,6 +40,7 @@ pub mod control;
 pub mod error;
 pub mod feed_pages;
 pub mod http;
+pub mod leases;
 pub mod network;
 pub mod ops;
 pub mod pre_vote;

@@ -51,6 +51,8 @@ pub fn need<'a>(method: &Method, path: &'a str, list_prefix: Option<&'a str>) ->
     let resource = match first {
         "kv" if tail.is_empty() => Resource::Kv(list_prefix.unwrap_or("")),
         "kv" => Resource::Kv(tail),
+        // A transaction's keys and a lease's are checked one by one by the route.
+        "txn" | "leases" => Resource::KvKeys,
         "cp" if tail == "snapshot" => Resource::Management,
         "keygroups" => Resource::Keygroup(tail),
         "events" => Resource::Events,

@@ -45,6 +45,8 @@ fn every_route_family_needs_its_resource() {
     }
     assert_eq!(get("/v1/agent/checks").resource, Resource::Role("host"));
     assert_eq!(get("/v1/agent/self").resource, Resource::Cp);
+    assert_eq!(put("/v1/txn").resource, Resource::KvKeys);
+    assert_eq!(put("/v1/leases/7/keepalive").resource, Resource::KvKeys);
     for path in [
         "/v1/status",
         "/v1/members",

@@ -259,6 +259,11 @@ fn start_membership(
                     .run_retention(shutdown.child_token())
                     .in_current_span(),
             );
+            tasks.spawn(
+                cp.clone()
+                    .run_leases(shutdown.child_token())
+                    .in_current_span(),
+            );
             Some(hivemind_control_plane::http::router(cp.clone()))
         }
         (CpAccess::Client(_), Some(accepted)) => {

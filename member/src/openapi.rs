@@ -26,6 +26,7 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
     doc.merge(crate::acl_api::AclApi::openapi());
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
+        doc.merge(hivemind_control_plane::http::coordination::CoordinationApi::openapi());
     }
     for role in roles {
         if let Some(role_doc) = crate::role_runtime::openapi(role) {
@@ -102,6 +103,7 @@ mod tests {
             crate::member_api::MemberApi::openapi(),
             crate::keygroups_api::KeygroupsApi::openapi(),
             hivemind_control_plane::http::api::CpApi::openapi(),
+            hivemind_control_plane::http::coordination::CoordinationApi::openapi(),
             crate::role_runtime::openapi("host").unwrap(),
             crate::role_runtime::openapi("trigger").unwrap(),
             crate::role_runtime::openapi("dns").unwrap(),

@@ -12,7 +12,7 @@ use super::{outln, ApiFailure, Client};
 use crate::cli::{EventsArgs, KvCommand, SnapshotCommand};
 
 /// Keys go into the URL path: escape what would change its meaning.
-fn key_path(key: &str) -> String {
+pub(super) fn key_path(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {
@@ -78,6 +78,7 @@ pub async fn kv(client: &Client, command: KvCommand) -> Result<()> {
                 outln!("OK (index {})", written.index)?;
             }
         }
+        KvCommand::Watch(args) => return super::coordination::kv_watch(client, args).await,
         KvCommand::Delete { key, cas } => {
             let cas = cas.map(|c| format!("?cas={c}")).unwrap_or_default();
             let path = format!("/v1/kv/{}{cas}", key_path(&key));

@@ -3,17 +3,19 @@
 //! views, the member's `StatusView`), never by string keys.
 //!
 //! Layout: this file is the [`Client`] and its errors; [`status`] (`status`, `members`,
-//! `leave`, `cp`), [`kv`] (`kv`, `events`, `snapshot`), [`keygroups`] (`keygroup`,
-//! `responsibilities`), [`backup`] (`backup ...`).
+//! `leave`, `cp`), [`kv`] (`kv`, `events`, `snapshot`), [`coordination`] (`kv watch`, `lock`,
+//! `elect`), [`keygroups`] (`keygroup`, `responsibilities`), [`backup`] (`backup ...`).
 
 mod acl;
 mod backup;
+mod coordination;
 mod keygroups;
 mod kv;
 mod status;
 
 pub use acl::acl;
 pub use backup::backup;
+pub use coordination::{elect, lock, ChildExited};
 pub use keygroups::{keygroup, responsibilities};
 pub use kv::{events, kv, snapshot};
 pub use status::{cp, leave, members, status, verdict, Unhealthy};
@@ -39,6 +41,7 @@ use crate::cli::ClientArgs;
 use hivemind_common::tls::ClientTls;
 
 /// A member's HTTP API.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -17,6 +17,17 @@ fn the_design_example_reads_app_and_nothing_else() {
 }
 
 #[test]
+fn kv_keys_at_the_door_need_some_kv_rule_of_that_access() {
+    let writer = rules("[kv]\n\"app/\" = \"write\"\n\"app/secret/\" = \"deny\"\n");
+    assert!(allows([&writer], &Resource::KvKeys, Access::Write));
+    let reader = rules("[kv]\n\"app/\" = \"read\"\n");
+    assert!(allows([&reader], &Resource::KvKeys, Access::Read));
+    assert!(!allows([&reader], &Resource::KvKeys, Access::Write));
+    let none = rules("cp = \"write\"\n[kv]\n\"x/\" = \"deny\"\n");
+    assert!(!allows([&none], &Resource::KvKeys, Access::Read));
+}
+
+#[test]
 fn the_longest_prefix_wins_and_write_implies_read() {
     let r = rules(
         "cp = \"read\"\n[kv]\n\"\" = \"read\"\n\"app/\" = \"write\"\n\"app/secret/\" = \"deny\"\n",

@@ -32,6 +32,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
 pub mod elections;
 mod join;
+mod lease_keeper;
 mod lifecycle;
 mod reads;
 mod requests;
@@ -151,6 +152,10 @@ pub struct ControlPlane {
     /// [`FeedPages`]), and how many were encoded and how many answers reused one.
     feed_pages: Mutex<FeedPages<bytes::Bytes>>,
     feed_pages_encoded: AtomicU64,
+    /// The leader's lease deadlines (see `crate::leases`); empty on followers.
+    lease_clock: Mutex<crate::leases::LeaseClock>,
+    /// Leases this member, as leader, proposed to expire and saw applied.
+    leases_expired: AtomicU64,
     feed_pages_shared: AtomicU64,
     /// This member, for the tasks it spawns.
     me: std::sync::Weak<ControlPlane>,
@@ -213,6 +218,8 @@ impl ControlPlane {
             feed_followers: AtomicU64::new(0),
             feed_pages: Mutex::default(),
             feed_pages_encoded: AtomicU64::new(0),
+            lease_clock: Mutex::default(),
+            leases_expired: AtomicU64::new(0),
             feed_pages_shared: AtomicU64::new(0),
             append_latency,
             purge_failures,

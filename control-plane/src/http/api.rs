@@ -66,6 +66,16 @@ struct ReadQuery {
     /// `GET /v1/kv`: only keys with this prefix.
     #[serde(default)]
     prefix: Option<String>,
+    /// `GET /v1/kv`: block until a key under the prefix changes after `after`, and answer the
+    /// changes (`WatchPage`) instead of the keys.
+    #[serde(default)]
+    watch: bool,
+    /// A watch's starting point: changes with a higher index (default 0).
+    after: Option<u64>,
+    /// How long a watch waits for a change (`30s`, `500ms`; default and most 300s).
+    wait: Option<String>,
+    /// The epoch the watcher saw (410 gone when it ended).
+    epoch: Option<u64>,
 }
 
 #[derive(Deserialize, Default, IntoParams)]
@@ -74,6 +84,8 @@ struct ReadQuery {
 struct WriteQuery {
     /// Compare-and-set: `0` only if absent, `i` only if the key's modify index is `i`.
     cas: Option<u64>,
+    /// `PUT`: tie the key to this lease (it is deleted when the lease ends).
+    lease: Option<u64>,
 }
 
 /// Answer of a KV write.
@@ -304,9 +316,29 @@ async fn kv_list(
     grant: Option<Extension<Grant>>,
     QueryParams(q): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
+    let prefix = q.prefix.unwrap_or_default();
+    if q.watch {
+        let wait = match q.wait.as_deref() {
+            None => MAX_WAIT,
+            Some(w) => parse_wait(w).map_err(ApiError::bad_request)?,
+        };
+        return super::coordination::watch(
+            &cp,
+            &grant,
+            &prefix,
+            q.after.unwrap_or(0),
+            wait,
+            q.epoch,
+        )
+        .await;
+    }
+    if q.after.is_some() || q.wait.is_some() || q.epoch.is_some() {
+        return Err(ApiError::bad_request(
+            "after, wait and epoch belong to a watch (watch=true)",
+        ));
+    }
     let at = read_point(&cp, q.stale).await?;
     let state = cp.state().read();
-    let prefix = q.prefix.unwrap_or_default();
     let entries: Vec<KvView> = state
         .registry
         .kv_prefix(&prefix)
@@ -330,6 +362,9 @@ async fn kv_put(
     QueryParams(q): QueryParams<WriteQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(lease) = q.lease {
+        return put_on_lease(&cp, key, body.to_vec(), q.cas, lease).await;
+    }
     let applied = cp
         .write(Command::KvPut {
             key,
@@ -350,6 +385,63 @@ async fn kv_put(
         }),
     )
         .into_response())
+}
+
+/// A put tied to a lease: a transaction of one put, its compare the `cas` if any (a failed
+/// compare is 409 `cas_failed`, as a plain put's).
+async fn put_on_lease(
+    cp: &ControlPlane,
+    key: String,
+    value: Vec<u8>,
+    cas: Option<u64>,
+    lease: u64,
+) -> Result<Response, ApiError> {
+    use crate::registry::{Compare, Txn, TxnOp, TxnResult};
+    let compare = cas
+        .map(|index| Compare::ModifyIndex {
+            key: key.clone(),
+            index,
+        })
+        .into_iter()
+        .collect();
+    let txn = Txn {
+        compare,
+        success: vec![TxnOp::Put {
+            key: key.clone(),
+            value,
+            lease: Some(lease),
+        }],
+        failure: Vec::new(),
+    };
+    let applied = cp.write(Command::Txn(txn)).await?;
+    match applied.output {
+        CommandOutput::Txn {
+            succeeded: true,
+            results,
+        } => {
+            let Some(TxnResult::Put { modify_index }) = results.first() else {
+                return Err(ApiError::bad_request("the put has no result"));
+            };
+            Ok((
+                [(INDEX_HEADER, modify_index.to_string())],
+                Json(KvWritten {
+                    index: *modify_index,
+                }),
+            )
+                .into_response())
+        }
+        CommandOutput::Txn { .. } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cas_failed",
+            format!(
+                "compare-and-set failed on {key:?}: expected index {}",
+                cas.unwrap_or(0)
+            ),
+        )),
+        other => Err(ApiError::bad_request(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
 }
 
 /// Deletes a key (no error if absent: `deleted` says whether it existed).

@@ -51,6 +51,7 @@ pub fn routes(secret: Option<String>) -> Router<Arc<ControlPlane>> {
         .route(ops::Feed::PATH, post(feed))
         .route(ops::Status::PATH, post(served::<ops::Status>))
         .route(ops::KvGet::PATH, post(kv_get))
+        .route(ops::LeaseKeepAlive::PATH, post(lease_keep_alive))
         .route(ops::AclTable::PATH, post(served::<ops::AclTable>))
         // Raft RPCs (AppendEntries with many entries, snapshot chunks) exceed axum's 2 MB
         // default; the codec bounds what a body may decode into.
@@ -247,6 +248,14 @@ async fn write(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
     let wait = cp.config().request_timeout;
     Ok(reply::<ops::Write>(
         &bounded(&cp, wait, cp.forwarded_write(command)).await,
+    ))
+}
+
+async fn lease_keep_alive(State(cp): Cp, body: Bytes) -> Result<Response, ApiError> {
+    let id = decode::<ops::LeaseKeepAlive>(&body)?;
+    let wait = cp.config().request_timeout;
+    Ok(reply::<ops::LeaseKeepAlive>(
+        &bounded(&cp, wait, cp.local_keep_alive(id)).await,
     ))
 }
 

@@ -3,6 +3,7 @@
 //! [`ApiError`] is the one mapping from errors to HTTP responses.
 
 pub mod api;
+pub mod coordination;
 pub mod extract;
 pub mod internal;
 pub mod views;
@@ -22,6 +23,7 @@ pub use extract::{JsonBody, QueryParams};
 /// All CP routes (public and internal), ready to be merged into the member's HTTP server.
 pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
     api::routes()
+        .merge(coordination::routes())
         .merge(internal::routes(cp.config().cluster_secret.clone()))
         .with_state(cp)
 }
@@ -74,9 +76,8 @@ impl From<CpError> for ApiError {
             }
             CpError::Rejected(r) => match r.code() {
                 "invalid" => StatusCode::BAD_REQUEST,
-                "unknown_member" | "unknown_keygroup" | "unknown_policy" | "unknown_token" => {
-                    StatusCode::NOT_FOUND
-                }
+                "unknown_member" | "unknown_keygroup" | "unknown_policy" | "unknown_token"
+                | "unknown_lease" => StatusCode::NOT_FOUND,
                 "not_a_replica" => StatusCode::FORBIDDEN,
                 _ => StatusCode::CONFLICT,
             },

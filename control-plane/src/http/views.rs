@@ -139,6 +139,9 @@ pub struct KvView {
     pub value_base64: String,
     pub create_index: u64,
     pub modify_index: u64,
+    /// The lease the key lives on (it goes when the lease ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
 }
 
 pub fn kv(key: &str, e: &KvEntry) -> KvView {
@@ -147,6 +150,7 @@ pub fn kv(key: &str, e: &KvEntry) -> KvView {
         value_base64: base64::engine::general_purpose::STANDARD.encode(&e.value),
         create_index: e.create_index,
         modify_index: e.modify_index,
+        lease: e.lease,
     }
 }
 
