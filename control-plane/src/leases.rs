@@ -183,7 +183,7 @@ mod tests {
                 match step {
                     0 => { term += 1; clock.lead(term, &all, now); since = all.keys().map(|i| (*i, now)).collect(); }
                     1 => { clock.follow(); since.clear(); }
-                    2 => { if clock.keep_alive(id, &all, now).is_some() { since.insert(id, now); } }
+                    2 if clock.keep_alive(id, &all, now).is_some() => { since.insert(id, now); }
                     _ => {}
                 }
                 for expired in clock.expired(now) {

@@ -175,12 +175,17 @@ pub struct LeaseView {
     pub remaining_ms: Option<u64>,
 }
 
+fn lease_id(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("id: {text:?} is not a lease id (a number)")))
+}
+
 fn ttl_text(ttl_ms: u64) -> String {
     hivemind_common::duration::format(Duration::from_millis(ttl_ms))
 }
 
 /// Grants a lease.
-#[utoipa::path(post, path = "/v1/leases", tag = "coordination", request_body = GrantBody,
+#[utoipa::path(post, path = "/v1/leases", tag = "coordination", operation_id = "lease_grant", request_body = GrantBody,
     responses((status = 200, description = "Granted", body = LeaseView),
         (status = 400, description = "A TTL below 1s, above 24h or unparsable (invalid)", body = ErrorBody),
         (status = 503, description = "No quorum", body = ErrorBody)))]
@@ -212,10 +217,13 @@ async fn grant(
     }))
 }
 
-/// Every lease with its keys (linearizable).
-#[utoipa::path(get, path = "/v1/leases", tag = "coordination",
+/// Every lease with its keys (linearizable; with ACLs, the keys the token may read).
+#[utoipa::path(get, path = "/v1/leases", tag = "coordination", operation_id = "lease_list",
     responses((status = 200, description = "The leases", body = [LeaseView])))]
-async fn list(State(cp): Cp) -> Result<Json<Vec<LeaseView>>, ApiError> {
+async fn list(
+    State(cp): Cp,
+    grant: Option<Extension<Grant>>,
+) -> Result<Json<Vec<LeaseView>>, ApiError> {
     cp.read_barrier().await?;
     let state = cp.state().read();
     Ok(Json(
@@ -227,7 +235,13 @@ async fn list(State(cp): Cp) -> Result<Json<Vec<LeaseView>>, ApiError> {
             .map(|(id, lease)| LeaseView {
                 id: *id,
                 ttl: ttl_text(lease.ttl_ms),
-                keys: lease.keys.iter().cloned().collect(),
+                // With ACLs, only the keys the token may read.
+                keys: lease
+                    .keys
+                    .iter()
+                    .filter(|k| may(&grant, k, Access::Read))
+                    .cloned()
+                    .collect(),
                 remaining_ms: cp.lease_remaining(*id).map(|d| d.as_millis() as u64),
             })
             .collect(),
@@ -235,11 +249,31 @@ async fn list(State(cp): Cp) -> Result<Json<Vec<LeaseView>>, ApiError> {
 }
 
 /// Revokes a lease: its keys are deleted in the same entry.
-#[utoipa::path(delete, path = "/v1/leases/{id}", tag = "coordination",
+#[utoipa::path(delete, path = "/v1/leases/{id}", tag = "coordination", operation_id = "lease_revoke",
     params(("id" = u64, Path, description = "The lease")),
     responses((status = 200, description = "Revoked: how many keys went", body = Object),
+        (status = 400, description = "Not a lease id (bad_request)", body = ErrorBody),
+        (status = 403, description = "A key of the lease the token may not delete", body = ErrorBody),
         (status = 404, description = "No such lease (unknown_lease)", body = ErrorBody)))]
-async fn revoke(State(cp): Cp, Path(id): Path<u64>) -> Result<Response, ApiError> {
+async fn revoke(
+    State(cp): Cp,
+    grant: Option<Extension<Grant>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = lease_id(&id)?;
+    // Revoking deletes the lease's keys: the token must be able to delete each.
+    let keys: Vec<String> = {
+        let state = cp.state().read();
+        state
+            .registry
+            .kv()
+            .lease(id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    if let Some(key) = keys.iter().find(|k| !may(&grant, k, Access::Write)) {
+        return Err(denied(key, Access::Write));
+    }
     let applied = cp.write(Command::LeaseRevoke { id }).await?;
     let CommandOutput::LeaseEnded { keys } = applied.output else {
         return Err(ApiError::bad_request(format!(
@@ -251,12 +285,14 @@ async fn revoke(State(cp): Cp, Path(id): Path<u64>) -> Result<Response, ApiError
 }
 
 /// Restarts a lease's TTL (taken by the leader; other CP members forward it).
-#[utoipa::path(put, path = "/v1/leases/{id}/keepalive", tag = "coordination",
+#[utoipa::path(put, path = "/v1/leases/{id}/keepalive", tag = "coordination", operation_id = "lease_keep_alive",
     params(("id" = u64, Path, description = "The lease")),
     responses((status = 200, description = "Kept alive for its TTL", body = LeaseView),
+        (status = 400, description = "Not a lease id (bad_request)", body = ErrorBody),
         (status = 404, description = "No such lease: revoked or expired (unknown_lease)", body = ErrorBody),
         (status = 503, description = "No leader confirmed within the request timeout", body = ErrorBody)))]
-async fn keep_alive(State(cp): Cp, Path(id): Path<u64>) -> Result<Json<LeaseView>, ApiError> {
+async fn keep_alive(State(cp): Cp, Path(id): Path<String>) -> Result<Json<LeaseView>, ApiError> {
+    let id = lease_id(&id)?;
     let ttl_ms = cp.keep_alive(id).await?;
     Ok(Json(LeaseView {
         id,
@@ -414,7 +450,7 @@ pub fn results_json(results: &[TxnResult]) -> Vec<serde_json::Value> {
 
 /// Runs a transaction: all compares hold → the success ops, else the failure ops, all or
 /// nothing in one entry.
-#[utoipa::path(post, path = "/v1/txn", tag = "coordination", request_body = TxnBody,
+#[utoipa::path(post, path = "/v1/txn", tag = "coordination", operation_id = "txn", request_body = TxnBody,
     responses((status = 200, description = "Which branch ran and its results", body = TxnAnswer),
         (status = 400, description = "A malformed transaction (invalid; nothing applied)", body = ErrorBody),
         (status = 403, description = "A key the token may not read or write", body = ErrorBody),

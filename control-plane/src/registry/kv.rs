@@ -147,6 +147,7 @@ impl TxnOp {
     }
 }
 
+/// Keys are non-empty UTF-8 of at most [`MAX_KEY_BYTES`] without control characters.
 pub(super) fn validate_key(key: &str) -> Result<(), RegistryError> {
     if key.is_empty() {
         return Err(RegistryError::invalid("key", "must not be empty"));

@@ -414,8 +414,6 @@ impl Registry {
     }
 }
 
-/// Keys are non-empty UTF-8 of at most [`MAX_KEY_BYTES`] without control characters.
-
 #[cfg(test)]
 mod tests;
 
