@@ -314,6 +314,29 @@ impl Collector for AgentCollector {
                  how many of them chose it (DESIGN.md §6f).",
                 &[(&[], cp.feed_followers() as i64)],
             )?;
+            let (leases, keys) = {
+                let state = cp.state().read();
+                let kv = state.registry.kv();
+                (kv.leases().len(), kv.len())
+            };
+            gauge(
+                e,
+                "hivemind_kv_keys",
+                "Keys in the KV namespace as this CP member applied it.",
+                &[(&[], keys as i64)],
+            )?;
+            gauge(
+                e,
+                "hivemind_leases",
+                "Leases granted and not yet revoked or expired (DESIGN.md §6h).",
+                &[(&[], leases as i64)],
+            )?;
+            counter(
+                e,
+                "hivemind_leases_expired",
+                "Leases this member, as leader, expired (no keep-alive within the TTL).",
+                &[(&[], cp.leases_expired())],
+            )?;
             let (encoded, shared) = cp.feed_pages_counts();
             counter(
                 e,
