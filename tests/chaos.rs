@@ -45,6 +45,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         extra_args: Vec::new(),
         churn: true,
         tls: false,
+        locks: 3,
     }
 }
 
@@ -70,6 +71,11 @@ async fn every_fault_twice_leaves_a_linearizable_history_and_equal_registries() 
     assert!(report.per_fault.values().all(|s| s.cycles == 2), "{report}");
     let ok: u64 = report.per_fault.values().map(|s| s.ops.ok).sum();
     assert!(ok > 1000, "the workload hardly ran: {report}");
+    let (acquired, writes, _) = report.locks.expect("the lock workload ran");
+    assert!(
+        acquired > 10 && writes > 10,
+        "the lock workload hardly ran: {report}"
+    );
     for kind in ["join", "leave", "claim"] {
         assert!(
             report.churn.get(kind).is_some_and(|t| t.ok > 0),

@@ -8,6 +8,8 @@
 //! - [`nemesis`]: the fault repertoire, the seeded schedule, partition shapes as cut links.
 //! - [`report`]: per-fault tallies and unavailability, end-state findings.
 //! - [`membership`]: acknowledged joins and leaves present, one holder per responsibility.
+//! - [`locks`]: the lock workload's checks (mutual exclusion by fence, no early lease expiry);
+//!   its clients are the IO part of the same module.
 //!
 //! IO:
 //! - [`net`]: a network namespace per member on a bridge (root), nftables cuts; or loopback.
@@ -25,6 +27,7 @@ pub mod checker;
 pub mod churn;
 pub mod cluster;
 pub mod history;
+pub mod locks;
 pub mod membership;
 pub mod nemesis;
 pub mod net;

@@ -55,6 +55,10 @@ struct Args {
     /// (DESIGN.md §6e-2): the control plane holds each to its identity.
     #[arg(long)]
     tls: bool,
+    /// Lock clients beside the KV clients (DESIGN.md §6h): mutual exclusion checked by fence,
+    /// and no lease expiring early.
+    #[arg(long, default_value_t = 3)]
+    locks: usize,
 }
 
 #[tokio::main]
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         extra_args: args.member_args,
         churn: !args.no_churn,
         tls: args.tls,
+        locks: args.locks,
     };
     eprintln!("data and logs in {}", dir.display());
     // On SIGINT or SIGTERM the run is dropped: its members are killed by PID, the filesystems

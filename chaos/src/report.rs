@@ -48,6 +48,10 @@ pub struct Report {
     pub power_lost_bytes: u64,
     /// Churn operations by kind (`join`, `leave`, `claim`): ok / refused / unknown.
     pub churn: BTreeMap<&'static str, Tally>,
+    /// The lock workload: times the lock was taken, fenced writes acknowledged, writes refused
+    /// (a lost lease), and the violations of its rules (interleaved holders, early expiry).
+    pub locks: Option<(u64, u64, usize)>,
+    pub lock_violations: Vec<String>,
 }
 
 impl Report {
@@ -98,7 +102,18 @@ impl Report {
             warn_lines,
             power_lost_bytes,
             churn: BTreeMap::new(),
+            locks: None,
+            lock_violations: Vec::new(),
         }
+    }
+
+    /// Adds the lock workload's tallies and the violations its checks found.
+    pub fn with_locks(mut self, log: &crate::locks::LockLog, violations: Vec<String>) -> Self {
+        if log.acquired > 0 || !log.refused.is_empty() || !violations.is_empty() {
+            self.locks = Some((log.acquired, log.writes_ok, log.refused.len()));
+        }
+        self.lock_violations = violations;
+        self
     }
 
     /// Adds the churn's tallies, and the problems the membership rules found to the end state.
@@ -122,7 +137,10 @@ impl Report {
 
     /// No violation, no end-state problem, no panic.
     pub fn passed(&self) -> bool {
-        self.violations.is_empty() && self.end_state.is_empty() && self.panics.is_empty()
+        self.violations.is_empty()
+            && self.lock_violations.is_empty()
+            && self.end_state.is_empty()
+            && self.panics.is_empty()
     }
 
     pub fn cycles(&self) -> usize {
@@ -211,6 +229,16 @@ impl std::fmt::Display for Report {
         writeln!(f, "linearizability violations: {}", self.violations.len())?;
         for v in &self.violations {
             writeln!(f, "{v}")?;
+        }
+        if let Some((acquired, writes, refused)) = self.locks {
+            writeln!(
+                f,
+                "locks: taken {acquired} times, {writes} fenced writes acknowledged, {refused} refused after a lost lease"
+            )?;
+        }
+        writeln!(f, "lock violations: {}", self.lock_violations.len())?;
+        for v in &self.lock_violations {
+            writeln!(f, "  {v}")?;
         }
         writeln!(f, "end-state problems: {}", self.end_state.len())?;
         for p in &self.end_state {

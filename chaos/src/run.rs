@@ -46,6 +46,8 @@ pub struct RunConfig {
     /// Every member, and every synthetic member, on TLS with a certificate of its own
     /// (DESIGN.md §6e-2).
     pub tls: bool,
+    /// Lock clients beside the KV clients (DESIGN.md §6h), checked by fence.
+    pub locks: usize,
 }
 
 /// Why a run could not be carried out (its findings are in the [`Report`], not here).
@@ -127,6 +129,19 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             access.clone(),
         ))
     });
+    let lock_log = std::sync::Arc::new(std::sync::Mutex::new(crate::locks::LockLog::default()));
+    let lockers: Vec<_> = (0..config.locks)
+        .map(|c| {
+            tokio::spawn(crate::locks::client(
+                c,
+                access.clone(),
+                addrs.clone(),
+                recorder.clone(),
+                lock_log.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
             tokio::spawn(workload::client(
@@ -186,7 +201,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         tokio::time::sleep(config.gap).await;
     }
     stop.cancel();
-    for c in clients {
+    for c in clients.into_iter().chain(lockers) {
         let _ = c.await;
     }
     if let Some(churner) = churner {
@@ -209,6 +224,17 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         ));
     }
     end_state.extend(converged(web, &addrs).await.err());
+    let lock_log = lock_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let lock_problems = match config.locks {
+        0 => Vec::new(),
+        _ => {
+            let from_log = crate::locks::read_fenced(&access, &addrs[0])
+                .await
+                .unwrap_or_default();
+            let writes = crate::locks::merged(from_log, &lock_log.acked);
+            crate::locks::check(&writes, &lock_log.refused)
+        }
+    };
     let churn_ops = churn_log.ops();
     let churn_problems = match config.churn {
         true => membership_problems(web, &addrs[0], &churn_ops).await,
@@ -227,7 +253,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         &logs,
         power_lost_bytes,
     )
-    .with_churn(&churn_ops, churn_problems))
+    .with_churn(&churn_ops, churn_problems)
+    .with_locks(&lock_log, lock_problems))
 }
 
 /// The membership rules on the final registry of `member` (the members converged): the
