@@ -13,10 +13,13 @@
 //!   member (followers, connections, RSS) and the feed latency.
 //! - [`checks`]: `hivemind-bench checks`, a backend's death until DNS and nginx drop it, and
 //!   what 100 services with 1 s checks cost their host.
+//! - [`coord`]: `hivemind-bench coord`, watch delivery, lock hand-off and kept-alive leases
+//!   against hivemind or etcd.
 //! - [`edge`]: the cluster of the nginx and checks benchmarks (3 CP, dns, nginx, host).
 //! - [`harness`]: starting and stopping the `hivemind` binary and peers as real processes.
 
 pub mod checks;
+pub mod coord;
 pub mod dns;
 pub mod edge;
 pub mod failover;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hivemind_bench::{checks, dns, failover, gossip, kv, members, nginx};
+use hivemind_bench::{checks, coord, dns, failover, gossip, kv, members, nginx};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +39,9 @@ enum Bench {
     /// A backend's death until DNS and nginx drop it, and what 100 services with 1 s checks
     /// cost their host (starts its own cluster on loopback).
     Checks(checks::ChecksArgs),
+    /// Watch delivery, lock hand-off and kept-alive leases against hivemind or etcd (on a
+    /// running cluster).
+    Coord(coord::CoordArgs),
     /// A control plane's cost per member: N synthetic members following the feed; per CP
     /// member its followers, connections and RSS, and the feed latency.
     Members(members::MembersArgs),
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
             Bench::Nginx(args) => nginx::nginx(args, cli.json).await,
             Bench::Members(args) => members::members(args, cli.json).await,
             Bench::Checks(args) => checks::checks(args, cli.json).await,
+            Bench::Coord(args) => coord::coord(args, cli.json).await,
             // Serves until the process is stopped: SIGINT or SIGTERM end it, and there is
             // nothing to clean up (the synthetic hosts fail in SWIM like any dead member).
             Bench::DnsPublishers(args) => {

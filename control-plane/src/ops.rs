@@ -91,8 +91,9 @@ ops! {
     /// The ACL table as this CP member applied it (policies, token hashes), for members that
     /// enforce ACLs on their routes.
     AclTable = "/internal/v1/cp/acl": () => Result<crate::registry::AclTable, CpError>;
-    /// A lease keep-alive, taken by the leader (DESIGN.md §6h): answers the lease's TTL.
-    LeaseKeepAlive = "/internal/v1/cp/lease-keepalive": u64 => Result<u64, CpError>;
+    /// Lease keep-alives, taken by the leader (DESIGN.md §6h): answers each lease's TTL, or
+    /// `None` for one that is gone.
+    LeaseKeepAlive = "/internal/v1/cp/lease-keepalive": Vec<u64> => Result<Vec<Option<u64>>, CpError>;
     /// A join request, on every member (forwarded to the control plane by non-CP members).
     Join = "/internal/v1/join": JoinRequest => Result<JoinAccepted, CpError>;
 }

@@ -68,41 +68,47 @@ impl ControlPlane {
 
     /// A keep-alive of lease `id`, on whichever CP member: taken by the leader. Answers the TTL.
     pub async fn keep_alive(&self, id: u64) -> Result<u64, CpError> {
+        let answers = self.keep_alive_many(vec![id]).await?;
+        answers
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| RegistryError::UnknownLease { id }.into())
+    }
+
+    /// Keep-alives of several leases at once (one leadership confirmation for all): each
+    /// lease's TTL, or `None` for one that is gone.
+    pub async fn keep_alive_many(&self, ids: Vec<u64>) -> Result<Vec<Option<u64>>, CpError> {
         self.on_leader::<ops::LeaseKeepAlive, _, _, _>(
             self.config.request_timeout,
-            || self.local_keep_alive(id),
-            &id,
+            || self.local_keep_alive(ids.clone()),
+            &ids,
         )
         .await
     }
 
-    /// A keep-alive on this member, which must lead: the lease's TTL starts over, then the
-    /// leader confirms with a quorum that it still leads before it answers (so no later leader
-    /// can hold an earlier deadline than the one the client is told).
-    pub(crate) async fn local_keep_alive(&self, id: u64) -> Result<u64, CpError> {
-        let ttl_ms = {
+    /// Keep-alives on this member, which must lead: each lease's TTL starts over (unless it is
+    /// unknown or already past its deadline, its expiry on its way through the log), then the
+    /// leader confirms with a quorum that it still leads before it answers, so no later leader
+    /// can hold an earlier deadline than the one the client is told.
+    pub(crate) async fn local_keep_alive(
+        &self,
+        ids: Vec<u64>,
+    ) -> Result<Vec<Option<u64>>, CpError> {
+        let answers = {
             let state = self.state.read();
-            let lease = state
-                .registry
-                .kv()
-                .lease(id)
-                .ok_or(RegistryError::UnknownLease { id })?;
-            let ttl_ms = lease.ttl_ms;
+            let leases = state.registry.kv().leases();
             let mut clock = self.lease_clock();
             if !clock.leading() {
                 return Err(CpError::NotLeader { leader: None });
             }
-            if clock
-                .keep_alive(id, state.registry.kv().leases(), Instant::now())
-                .is_none()
-            {
-                // Past its deadline: its expiry is on its way through the log.
-                return Err(RegistryError::UnknownLease { id }.into());
-            }
-            ttl_ms
+            let now = Instant::now();
+            ids.iter()
+                .map(|id| clock.keep_alive(*id, leases, now))
+                .collect::<Vec<_>>()
         };
         self.local_read_index().await?;
-        Ok(ttl_ms)
+        Ok(answers)
     }
 
     /// How long lease `id` has left, as this member knows it (only the leader knows).

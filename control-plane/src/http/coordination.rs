@@ -35,13 +35,14 @@ pub fn routes() -> Router<Arc<ControlPlane>> {
         .route("/v1/leases", post(grant).get(list))
         .route("/v1/leases/{id}", axum::routing::delete(revoke))
         .route("/v1/leases/{id}/keepalive", put(keep_alive))
+        .route("/v1/leases/keepalive", put(keep_alive_many))
         .route("/v1/txn", post(txn))
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(grant, list, revoke, keep_alive, txn),
-    components(schemas(GrantBody, LeaseView, TxnBody, CompareBody, OpBody, PutBody, KeyBody, TxnAnswer, WatchPage, WatchEvent, ErrorBody)),
+    paths(grant, list, revoke, keep_alive, keep_alive_many, txn),
+    components(schemas(GrantBody, LeaseView, KeepAliveBody, TxnBody, CompareBody, OpBody, PutBody, KeyBody, TxnAnswer, WatchPage, WatchEvent, ErrorBody)),
     tags((name = "coordination", description = "Leases and transactions (DESIGN.md §6h)"))
 )]
 pub struct CoordinationApi;
@@ -300,6 +301,46 @@ async fn keep_alive(State(cp): Cp, Path(id): Path<String>) -> Result<Json<LeaseV
         keys: Vec::new(),
         remaining_ms: Some(ttl_ms),
     }))
+}
+
+/// `PUT /v1/leases/keepalive`: `{"ids": [...]}` (at most 10,000).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepAliveBody {
+    pub ids: Vec<u64>,
+}
+
+/// Most leases one batched keep-alive carries.
+pub const MAX_KEEPALIVE_BATCH: usize = 10_000;
+
+/// Restarts the TTL of many leases in one request (one leadership confirmation for all):
+/// `{"leases": [{"id", "ttl"} or {"id", "error": "unknown_lease"}]}`, in the order asked.
+#[utoipa::path(put, path = "/v1/leases/keepalive", tag = "coordination", operation_id = "lease_keep_alive_many",
+    request_body = KeepAliveBody,
+    responses((status = 200, description = "Each lease's TTL, or unknown_lease", body = Object),
+        (status = 400, description = "More than 10,000 ids (bad_request)", body = ErrorBody),
+        (status = 503, description = "No leader confirmed within the request timeout", body = ErrorBody)))]
+async fn keep_alive_many(
+    State(cp): Cp,
+    JsonBody(body): JsonBody<KeepAliveBody>,
+) -> Result<Response, ApiError> {
+    if body.ids.len() > MAX_KEEPALIVE_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "ids: at most {MAX_KEEPALIVE_BATCH}, not {}",
+            body.ids.len()
+        )));
+    }
+    let answers = cp.keep_alive_many(body.ids.clone()).await?;
+    let leases: Vec<serde_json::Value> = body
+        .ids
+        .iter()
+        .zip(answers)
+        .map(|(id, ttl)| match ttl {
+            Some(ttl_ms) => serde_json::json!({"id": id, "ttl": ttl_text(ttl_ms)}),
+            None => serde_json::json!({"id": id, "error": "unknown_lease"}),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "leases": leases })).into_response())
 }
 
 // ---- transactions ----
