@@ -224,6 +224,37 @@ async fn watches_see_exactly_their_prefix_and_transactions_are_all_or_nothing() 
     );
     let (status, _) = put_raw(&cp.url("/v1/kv/app/z?lease=424242"), "z").await;
     assert_eq!(status, 404);
+
+    // Locks over HTTP: held, busy for a second caller, released, then the next fence is higher.
+    let lock = cp.url("/v1/locks/http-job");
+    let (status, held) = send(reqwest::Method::POST, &lock, Some(json!({"ttl": "5s"}))).await;
+    assert_eq!(status, 200, "{held}");
+    let (status, busy) = send(
+        reqwest::Method::POST,
+        &lock,
+        Some(json!({"ttl": "5s", "wait": "1s"})),
+    )
+    .await;
+    assert_eq!(
+        (status, busy["error"]["code"].as_str()),
+        (409, Some("lock_busy")),
+        "{busy}"
+    );
+    let release = format!("{lock}?lease={}", held["lease"]);
+    assert_eq!(send(reqwest::Method::DELETE, &release, None).await.0, 200);
+    let (status, next) = send(reqwest::Method::POST, &lock, Some(json!({}))).await;
+    assert_eq!(status, 200, "{next}");
+    assert!(
+        next["fence"].as_u64() > held["fence"].as_u64(),
+        "{held} then {next}"
+    );
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &cp.url("/v1/locks/a%2Fb"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
 }
 
 /// A child process and the lines it prints, collected as they come; killed by PID when

@@ -52,7 +52,7 @@ pub fn need<'a>(method: &Method, path: &'a str, list_prefix: Option<&'a str>) ->
         "kv" if tail.is_empty() => Resource::Kv(list_prefix.unwrap_or("")),
         "kv" => Resource::Kv(tail),
         // A transaction's keys and a lease's are checked one by one by the route.
-        "txn" | "leases" => Resource::KvKeys,
+        "txn" | "leases" | "locks" => Resource::KvKeys,
         "cp" if tail == "snapshot" => Resource::Management,
         "keygroups" => Resource::Keygroup(tail),
         "events" => Resource::Events,

@@ -27,6 +27,7 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
         doc.merge(hivemind_control_plane::http::coordination::CoordinationApi::openapi());
+        doc.merge(hivemind_control_plane::http::locks::LocksApi::openapi());
     }
     for role in roles {
         if let Some(role_doc) = crate::role_runtime::openapi(role) {
@@ -104,6 +105,7 @@ mod tests {
             crate::keygroups_api::KeygroupsApi::openapi(),
             hivemind_control_plane::http::api::CpApi::openapi(),
             hivemind_control_plane::http::coordination::CoordinationApi::openapi(),
+            hivemind_control_plane::http::locks::LocksApi::openapi(),
             crate::role_runtime::openapi("host").unwrap(),
             crate::role_runtime::openapi("trigger").unwrap(),
             crate::role_runtime::openapi("dns").unwrap(),

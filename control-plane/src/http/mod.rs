@@ -6,6 +6,7 @@ pub mod api;
 pub mod coordination;
 pub mod extract;
 pub mod internal;
+pub mod locks;
 pub mod views;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use extract::{JsonBody, QueryParams};
 pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
     api::routes()
         .merge(coordination::routes())
+        .merge(locks::routes())
         .merge(internal::routes(cp.config().cluster_secret.clone()))
         .with_state(cp)
 }
