@@ -189,6 +189,35 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
     );
     wait_for("api passing on the dashboard", instance("passing")).await;
 
+    // A lease with a lock key on it, in the leases table.
+    let grant = cluster.agents[0].url("/v1/leases");
+    let lease: serde_json::Value = support::client()
+        .post(&grant)
+        .json(&json!({"ttl": "60s"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = cluster.agents[0].url(&format!("/v1/kv/_locks/job/1?lease={}", lease["id"]));
+    let status = support::client()
+        .put(&key)
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    wait_for("the lease and its lock key on the dashboard", || async {
+        rows(&client, "leases")
+            .await
+            .iter()
+            .any(|r| r.contains("_locks/job/1"))
+            .then_some(())
+    })
+    .await;
+
     // kill -9 of the host: the page turns it failed by itself (it refreshes every second).
     cluster.agents[web1].kill9();
     wait_for("web-1 failed on the dashboard", || async {
