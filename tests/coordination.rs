@@ -65,11 +65,20 @@ async fn watches_see_exactly_their_prefix_and_transactions_are_all_or_nothing() 
     put_raw(&cp.url("/v1/kv/app/b"), "3").await;
     let (status, _) = send(reqwest::Method::DELETE, &cp.url("/v1/kv/app/a"), None).await;
     assert_eq!(status, 200);
-    let page = get_json(&cp.url(&format!(
-        "/v1/kv?prefix=app/&watch=true&after={start}&wait=1s"
-    )))
-    .await
-    .unwrap();
+    // A watch answers what this member applied: collect pages until the delete is in (a
+    // follower applies the acknowledged delete a moment after the leader).
+    let mut events: Vec<Value> = Vec::new();
+    let mut next = start;
+    while events.len() < 3 {
+        let page = get_json(&cp.url(&format!(
+            "/v1/kv?prefix=app/&watch=true&after={next}&wait=5s"
+        )))
+        .await
+        .unwrap();
+        events.extend(page["events"].as_array().unwrap().iter().cloned());
+        next = page["next_after"].as_u64().unwrap();
+    }
+    let page = json!({"events": events, "next_after": next});
     let seen: Vec<(String, String, String)> = page["events"]
         .as_array()
         .unwrap()
@@ -107,6 +116,42 @@ async fn watches_see_exactly_their_prefix_and_transactions_are_all_or_nothing() 
     .await
     .unwrap();
     assert_eq!(empty["events"], json!([]));
+
+    // The streaming watch answers the same changes as lines, and goes on with new ones.
+    let mut stream = client()
+        .get(cp.url(&format!(
+            "/v1/kv?prefix=app/&watch=true&stream=true&after={start}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "application/x-ndjson");
+    let mut streamed: Vec<Value> = Vec::new();
+    let mut buf = Vec::new();
+    let mut wrote = false;
+    while streamed.len() < 4 {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let page: Value = serde_json::from_slice(&line).unwrap();
+            streamed.extend(page["events"].as_array().unwrap().iter().cloned());
+        }
+        if streamed.len() >= 3 && !wrote {
+            put_raw(&cp.url("/v1/kv/app/streamed"), "4").await;
+            wrote = true;
+        }
+    }
+    let keys: Vec<&str> = streamed
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["app/a", "app/b", "app/a", "app/streamed"]);
+    drop(stream);
 
     // The CLI's watch prints the same changes.
     let watcher = Command::new(BIN)

@@ -2,7 +2,8 @@
 //! each through its native protocol (hivemind over HTTP/1.1 keep-alive, etcd over gRPC with the
 //! etcd-client crate), on a running 3-member cluster given by `--endpoints`:
 //!
-//! 1. watch delivery: `--watchers` watches on one prefix, spread over the endpoints; one
+//! 1. watch delivery: `--watchers` watches on one prefix (hivemind: the streaming watch,
+//!    etcd: watch streams), spread over the endpoints; one
 //!    writer puts `--writes` values one after the other (each once every watcher saw the one
 //!    before, or after 2 s); per delivery, the time from sending the write to the watcher
 //!    holding the event;
@@ -178,28 +179,29 @@ mod hivemind {
         for w in 0..args.watchers {
             let (http, deliveries, base) = (http.clone(), deliveries.clone(), url(w, ""));
             watchers.push(tokio::spawn(async move {
-                let mut after = start;
-                loop {
-                    let page = match call(
-                        &http,
-                        reqwest::Method::GET,
-                        format!("{base}/v1/kv?prefix=bench-w/v&watch=true&after={after}&wait=60s"),
-                        None,
-                    )
-                    .await
-                    {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    };
-                    for e in page["events"].as_array().into_iter().flatten() {
-                        let value = base64::engine::general_purpose::STANDARD
-                            .decode(e["value_base64"].as_str().unwrap_or(""))
-                            .unwrap_or_default();
-                        if let Ok(n) = String::from_utf8_lossy(&value).parse::<usize>() {
-                            deliveries.delivered(n);
+                // The streaming watch: one answer, a line per batch of changes.
+                let url =
+                    format!("{base}/v1/kv?prefix=bench-w/v&watch=true&stream=true&after={start}");
+                let Ok(mut response) = http.get(url).send().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    buf.extend_from_slice(&chunk);
+                    while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=end).collect();
+                        let Ok(page) = serde_json::from_slice::<Value>(&line) else {
+                            continue;
+                        };
+                        for e in page["events"].as_array().into_iter().flatten() {
+                            let value = base64::engine::general_purpose::STANDARD
+                                .decode(e["value_base64"].as_str().unwrap_or(""))
+                                .unwrap_or_default();
+                            if let Ok(n) = String::from_utf8_lossy(&value).parse::<usize>() {
+                                deliveries.delivered(n);
+                            }
                         }
                     }
-                    after = page["next_after"].as_u64().unwrap_or(after);
                 }
             }));
         }
@@ -503,29 +505,66 @@ mod etcd {
         }
         let _ = a.lease_revoke(held_lease).await;
 
-        // 3. leases kept alive: a keep-alive stream per lease, every TTL/3.
-        let mut client = connect(&eps[0]).await?;
-        let mut keepers = Vec::new();
-        for _ in 0..args.leases {
-            let id = client.lease_grant(9, None).await?.id();
-            keepers.push(client.lease_keep_alive(id).await?);
+        // 3. leases kept alive: a keep-alive stream per lease (as etcd-client keeps them),
+        // every TTL/3, from 32 connections at once (as the hivemind side grants from 32).
+        let until = Arc::new(Mutex::new(None::<Instant>));
+        let lost = Arc::new(AtomicUsize::new(0));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let granted = Arc::new(AtomicUsize::new(0));
+        let (ready_tx, _) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for c in 0..32usize {
+            let (endpoint, n) = (eps[c % eps.len()].clone(), args.leases);
+            let (until, lost, rounds, granted, mut ready) = (
+                until.clone(),
+                lost.clone(),
+                rounds.clone(),
+                granted.clone(),
+                ready_tx.subscribe(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut client = connect(&endpoint).await?;
+                let mut keepers = Vec::new();
+                for _ in (c..n).step_by(32) {
+                    let id = client.lease_grant(9, None).await?.id();
+                    keepers.push(client.lease_keep_alive(id).await?);
+                    granted.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = ready.wait_for(|r| *r).await;
+                let until = until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(Instant::now);
+                while Instant::now() < until {
+                    let round = Instant::now();
+                    for (keeper, stream) in &mut keepers {
+                        keeper.keep_alive().await?;
+                        if let Some(r) = stream.message().await? {
+                            if r.ttl() <= 0 {
+                                lost.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    if c == 0 {
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_secs(3).saturating_sub(round.elapsed()))
+                        .await;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        while granted.load(Ordering::Relaxed) < args.leases
+            && !tasks.iter().any(|t| t.is_finished())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let before: Vec<u64> = args.pids.iter().map(|p| cpu_ticks(*p)).collect();
-        let until = Instant::now() + Duration::from_secs(args.lease_seconds);
-        let mut rounds = 0;
-        let mut lost = 0usize;
-        while Instant::now() < until {
-            let round = Instant::now();
-            for (keeper, stream) in &mut keepers {
-                keeper.keep_alive().await?;
-                if let Some(r) = stream.message().await? {
-                    if r.ttl() <= 0 {
-                        lost += 1;
-                    }
-                }
-            }
-            rounds += 1;
-            tokio::time::sleep(Duration::from_secs(3).saturating_sub(round.elapsed())).await;
+        *until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + Duration::from_secs(args.lease_seconds));
+        let _ = ready_tx.send(true);
+        for t in tasks {
+            t.await??;
         }
         let cpu: Vec<f64> = args
             .pids
@@ -533,9 +572,11 @@ mod etcd {
             .zip(before)
             .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / (args.lease_seconds as f64))
             .collect();
+        let (lost, rounds) = (lost.load(Ordering::Relaxed), rounds.load(Ordering::Relaxed));
+        let keepers = granted.load(Ordering::Relaxed);
         Ok(
             json!({"target": "etcd", "watchers": args.watchers, "watch": watch,
-            "handoff": summary(handoffs), "leases": keepers.len(), "keepalive_rounds": rounds, "leases_lost": lost,
+            "handoff": summary(handoffs), "leases": keepers, "keepalive_rounds": rounds, "leases_lost": lost,
             "cpu_percent_per_member": cpu}),
         )
     }

@@ -76,6 +76,10 @@ struct ReadQuery {
     wait: Option<String>,
     /// The epoch the watcher saw (410 gone when it ended).
     epoch: Option<u64>,
+    /// A watch: one answer that goes on, a line of JSON per batch of changes (NDJSON), and an
+    /// empty page every `wait` (default 30s) to say how far it looked.
+    #[serde(default)]
+    stream: bool,
 }
 
 #[derive(Deserialize, Default, IntoParams)]
@@ -317,6 +321,21 @@ async fn kv_list(
     QueryParams(q): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     let prefix = q.prefix.unwrap_or_default();
+    if q.watch && q.stream {
+        let progress = match q.wait.as_deref() {
+            None => Duration::from_secs(30),
+            Some(w) => parse_wait(w).map_err(ApiError::bad_request)?,
+        };
+        return super::coordination::watch_stream(
+            cp,
+            grant,
+            prefix,
+            q.after.unwrap_or(0),
+            progress,
+            q.epoch,
+        )
+        .await;
+    }
     if q.watch {
         let wait = match q.wait.as_deref() {
             None => MAX_WAIT,

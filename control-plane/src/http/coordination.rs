@@ -83,6 +83,56 @@ pub struct WatchPage {
     pub events: Vec<WatchEvent>,
 }
 
+/// The changes under `prefix` after `after` as this member applied them now (a page with no
+/// events says how far it looked); `410` when the epoch is not `epoch` or the log no longer
+/// holds what followed `after`.
+fn watch_page(
+    cp: &ControlPlane,
+    grant: &Option<Extension<Grant>>,
+    prefix: &str,
+    after: u64,
+    epoch: Option<u64>,
+) -> Result<WatchPage, ApiError> {
+    let state = cp.state().read();
+    let registry = &state.registry;
+    if let Some(epoch) = epoch.filter(|e| *e != registry.epoch()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "gone",
+            format!(
+                "epoch: the cluster is at epoch {}, not {epoch}",
+                registry.epoch()
+            ),
+        )
+        .with("epoch", registry.epoch()));
+    }
+    match registry.kv().changes_after(prefix, after) {
+        Err(Compacted { first_index }) => Err(ApiError::new(
+            StatusCode::GONE,
+            "compacted",
+            format!("after: changes up to index {first_index} are compacted; list the keys, then watch after that index"),
+        )
+        .with("first_index", first_index)),
+        Ok(changes) => Ok(WatchPage {
+            next_after: state.applied_index().max(after),
+            events: changes
+                .into_iter()
+                .filter(|c| may(grant, &c.key, Access::Read))
+                .map(|c| WatchEvent {
+                    kind: match c.kind {
+                        ChangeKind::Put => "put".into(),
+                        ChangeKind::Delete => "delete".into(),
+                    },
+                    key: c.key.clone(),
+                    value_base64: base64::engine::general_purpose::STANDARD.encode(&c.value),
+                    create_index: c.create_index,
+                    modify_index: c.modify_index,
+                })
+                .collect(),
+        }),
+    }
+}
+
 /// The watch of `GET /v1/kv?prefix=P&watch=true&after=N&wait=D`: blocks until a key under P
 /// changes after N (at most `wait`), then answers those changes; `410 compacted` with
 /// `first_index` when N is older than the change log keeps. All watchers wait on the one
@@ -98,49 +148,7 @@ pub async fn watch(
     let deadline = tokio::time::Instant::now() + wait;
     let mut applied = cp.state().subscribe_applied();
     loop {
-        let page = {
-            let state = cp.state().read();
-            let registry = &state.registry;
-            if let Some(epoch) = epoch.filter(|e| *e != registry.epoch()) {
-                return Err(ApiError::new(
-                    StatusCode::GONE,
-                    "gone",
-                    format!(
-                        "epoch: the cluster is at epoch {}, not {epoch}",
-                        registry.epoch()
-                    ),
-                )
-                .with("epoch", registry.epoch()));
-            }
-            match registry.kv().changes_after(prefix, after) {
-                Err(Compacted { first_index }) => {
-                    return Err(ApiError::new(
-                        StatusCode::GONE,
-                        "compacted",
-                        format!("after: changes up to index {first_index} are compacted; list the keys, then watch after that index"),
-                    )
-                    .with("first_index", first_index));
-                }
-                Ok(changes) => WatchPage {
-                    next_after: state.applied_index().max(after),
-                    events: changes
-                        .into_iter()
-                        .filter(|c| may(grant, &c.key, Access::Read))
-                        .map(|c| WatchEvent {
-                            kind: match c.kind {
-                                ChangeKind::Put => "put".into(),
-                                ChangeKind::Delete => "delete".into(),
-                            },
-                            key: c.key.clone(),
-                            value_base64: base64::engine::general_purpose::STANDARD
-                                .encode(&c.value),
-                            create_index: c.create_index,
-                            modify_index: c.modify_index,
-                        })
-                        .collect(),
-                },
-            }
-        };
+        let page = watch_page(cp, grant, prefix, after, epoch)?;
         if !page.events.is_empty() {
             return Ok(Json(page).into_response());
         }
@@ -153,6 +161,69 @@ pub async fn watch(
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(page).into_response()),
         }
     }
+}
+
+/// The streaming watch (`&stream=true`): one answer that goes on, a line of JSON (a
+/// [`WatchPage`]) for every batch of changes as it is applied, and an empty page every
+/// `progress` to say how far the watch looked; a `{"error": ...}` line ends it (compacted, or
+/// the epoch ended).
+pub async fn watch_stream(
+    cp: Arc<ControlPlane>,
+    grant: Option<Extension<Grant>>,
+    prefix: String,
+    after: u64,
+    progress: Duration,
+    epoch: Option<u64>,
+) -> Result<Response, ApiError> {
+    // A watch that cannot start is an error answer, not a stream.
+    watch_page(&cp, &grant, &prefix, after, epoch)?;
+    let applied = cp.state().subscribe_applied();
+    let state = (cp, grant, prefix, after, applied, false);
+    let lines = futures::stream::unfold(
+        state,
+        move |(cp, grant, prefix, mut after, mut applied, done)| async move {
+            if done {
+                return None;
+            }
+            let deadline = tokio::time::Instant::now() + progress;
+            loop {
+                let page = match watch_page(&cp, &grant, &prefix, after, epoch) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let line =
+                            serde_json::json!({"error": {"code": e.code, "message": e.message}});
+                        let bytes = axum::body::Bytes::from(format!("{line}\n"));
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(bytes),
+                            (cp, grant, prefix, after, applied, true),
+                        ));
+                    }
+                };
+                if page.events.is_empty() {
+                    // Some(true): something was applied; Some(false): the member is stopping;
+                    // None: time for a progress line.
+                    let woke = tokio::select! {
+                        changed = applied.changed() => Some(changed.is_ok()),
+                        _ = tokio::time::sleep_until(deadline) => None,
+                    };
+                    match woke {
+                        Some(true) => continue,
+                        Some(false) => return None,
+                        None => {}
+                    }
+                }
+                after = page.next_after;
+                let line = serde_json::to_string(&page).unwrap_or_default();
+                let bytes = axum::body::Bytes::from(format!("{line}\n"));
+                return Some((Ok(bytes), (cp, grant, prefix, after, applied, false)));
+            }
+        },
+    );
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 // ---- leases ----
