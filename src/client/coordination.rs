@@ -109,6 +109,7 @@ struct HeldLease {
 }
 
 async fn hold_lease(client: &Client, ttl: &str) -> Result<HeldLease> {
+    let asked = Instant::now();
     let lease: LeaseView = client
         .call(
             Method::POST,
@@ -123,8 +124,8 @@ async fn hold_lease(client: &Client, ttl: &str) -> Result<HeldLease> {
     let client = client.clone();
     let keeper = tokio::spawn(async move {
         // The lease holds until `valid_until` at least: TTL after the last successful keep-alive
-        // was sent (or after the grant).
-        let mut valid_until = Instant::now() + ttl;
+        // was sent (or after the grant was asked for).
+        let mut valid_until = asked + ttl;
         loop {
             tokio::time::sleep(ttl / 3).await;
             let sent = Instant::now();

@@ -14,9 +14,10 @@ use super::error::RegistryError;
 use super::state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Changes the log keeps at most, and value bytes: past either, the oldest go (etcd's
-/// compaction), and a watch from before them answers `Compacted`.
-pub const MAX_CHANGES: usize = 100_000;
-pub const MAX_CHANGE_BYTES: usize = 64 * 1024 * 1024;
+/// compaction), and a watch from before them answers `Compacted`. The log is part of every Raft
+/// snapshot (taken every 5,000 entries by default), which bounds it well below the KV itself.
+pub const MAX_CHANGES: usize = 10_000;
+pub const MAX_CHANGE_BYTES: usize = 16 * 1024 * 1024;
 /// The shortest and longest lease TTL.
 pub const MIN_LEASE_TTL_MS: u64 = 1_000;
 pub const MAX_LEASE_TTL_MS: u64 = 24 * 3600 * 1000;
