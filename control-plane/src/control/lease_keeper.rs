@@ -23,12 +23,16 @@ impl ControlPlane {
         self.lease_clock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The term this member leads now, if it does.
+    /// The term this member leads now, if it does and has applied an entry of that term
+    /// (the blank one a leader appends first). Until then, entries of earlier terms may still
+    /// apply: a `LeaseExpire` an earlier leader decided can be committed by this one, so this
+    /// member must not promise any lease a deadline (restart TTLs, take keep-alives) before it.
     fn leading_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        (m.state == ServerState::Leader && m.current_leader == Some(self.config.id))
-            .then_some(m.current_term)
+        let leads = m.state == ServerState::Leader && m.current_leader == Some(self.config.id);
+        let caught_up = m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+        (leads && caught_up).then_some(m.current_term)
     }
 
     /// Follows the leases while this member leads, and proposes the expiry of those past their
