@@ -31,7 +31,9 @@ impl ControlPlane {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let leads = m.state == ServerState::Leader && m.current_leader == Some(self.config.id);
-        let caught_up = m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+        let caught_up = m
+            .last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term);
         (leads && caught_up).then_some(m.current_term)
     }
 
