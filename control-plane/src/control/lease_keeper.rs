@@ -56,13 +56,15 @@ impl ControlPlane {
                 clock.expired(Instant::now())
             };
             for id in expired {
-                match self.write(Command::LeaseExpire { id }).await {
+                match self.write(Command::LeaseExpire { id, term }).await {
                     Ok(_) => {
                         self.leases_expired.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(lease = id, "lease expired");
                     }
                     // Revoked meanwhile: nothing to expire.
                     Err(CpError::Rejected(RegistryError::UnknownLease { .. })) => {}
+                    // This member no longer leads: the expiry was not its to decide.
+                    Err(CpError::Rejected(RegistryError::StaleExpiry { .. })) => break,
                     Err(e) => {
                         tracing::debug!(lease = id, error = %e, "could not expire a lease; retrying");
                         break;

@@ -92,9 +92,10 @@ pub enum Command {
     LeaseGrant { ttl_ms: u64 },
     /// Revoke a lease: its keys are deleted in this entry.
     LeaseRevoke { id: u64 },
-    /// The leader found the lease expired (its deadline passed without a keep-alive): the
-    /// same effect as a revoke.
-    LeaseExpire { id: u64 },
+    /// The leader of `term` found the lease expired (its deadline passed without a
+    /// keep-alive): the same effect as a revoke, but only in an entry of that term
+    /// ([`Registry::apply_entry`](super::state::Registry::apply_entry)).
+    LeaseExpire { id: u64, term: u64 },
     /// A transaction on the KV namespace (all or nothing).
     Txn(super::kv::Txn),
 }

@@ -59,6 +59,10 @@ pub enum RegistryError {
     UnknownToken { accessor: String },
     #[error("no lease {id} (revoked, expired or never granted)")]
     UnknownLease { id: u64 },
+    #[error(
+        "the expiry of lease {id} was decided in term {decided}, not in this entry's term {entry}"
+    )]
+    StaleExpiry { id: u64, decided: u64, entry: u64 },
     #[error("{keygroup} in node {node:?} is held by live machine {holder}")]
     Held {
         node: String,
@@ -92,6 +96,7 @@ impl RegistryError {
             RegistryError::UnknownPolicy { .. } => "unknown_policy",
             RegistryError::UnknownToken { .. } => "unknown_token",
             RegistryError::UnknownLease { .. } => "unknown_lease",
+            RegistryError::StaleExpiry { .. } => "stale_expiry",
         }
     }
 

@@ -13,6 +13,29 @@ use super::member::{validate_addr, MemberInfo, MemberState};
 use super::state::{MemberRecord, NodeConfig, Registry, MAX_BATCH, MAX_BATCH_BYTES};
 
 impl Registry {
+    /// Applies `command` from the log entry of `term` at `index`: [`Registry::apply`], with the
+    /// one rule that needs the entry's term. A lease expiry stands only in an entry of the term
+    /// whose leader decided it. A leader that was paused past a deadline may decide an expiry
+    /// after a newer leader restarted that lease's TTL and took keep-alives; forwarded to the
+    /// newer leader, or committed by it, that entry carries another term and changes nothing.
+    pub fn apply_entry(
+        &mut self,
+        term: u64,
+        index: u64,
+        command: &Command,
+    ) -> Result<CommandOutput, RegistryError> {
+        if let Command::LeaseExpire { id, term: decided } = command {
+            if *decided != term {
+                return Err(RegistryError::StaleExpiry {
+                    id: *id,
+                    decided: *decided,
+                    entry: term,
+                });
+            }
+        }
+        self.apply(index, command)
+    }
+
     /// Applies `command` committed at log `index`. Rejections change nothing.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<CommandOutput, RegistryError> {
         match command {
@@ -41,7 +64,7 @@ impl Registry {
                         ttl_ms: *ttl_ms,
                     })
             }
-            Command::LeaseRevoke { id } | Command::LeaseExpire { id } => self
+            Command::LeaseRevoke { id } | Command::LeaseExpire { id, .. } => self
                 .kv
                 .end_lease(index, *id)
                 .map(|keys| CommandOutput::LeaseEnded { keys }),
@@ -419,3 +442,6 @@ mod tests;
 
 #[cfg(test)]
 mod retention_tests;
+
+#[cfg(test)]
+mod lease_tests;

@@ -270,7 +270,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let result = match entry.payload {
                     EntryPayload::Blank => Ok(CommandOutput::Nothing),
                     EntryPayload::Normal(command) => {
-                        state.registry.apply(entry.log_id.index, &command)
+                        let term = entry.log_id.leader_id.term;
+                        state
+                            .registry
+                            .apply_entry(term, entry.log_id.index, &command)
                     }
                     EntryPayload::Membership(membership) => {
                         state.last_membership =
