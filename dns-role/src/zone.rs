@@ -7,7 +7,9 @@
 //! - `<host>.host.` — the same host, whichever keygroup holds it;
 //! - `_<service>._<proto>.<group>.<tenant>.<app>.` — SRV per live host publishing the
 //!   service, its A/AAAA in the additional section;
-//! - `<member>.member.`, `<node>.node.`, `<role>.role.` — live members' advertised addresses.
+//! - `<member>.member.`, `<node>.node.`, `<role>.role.` — live members' advertised addresses;
+//! - the apex NS: `<member>.ns.` for each live dns member, with glue A/AAAA, so a parent zone
+//!   can delegate to them (AXFR and IXFR are refused).
 //!
 //! Unknown names inside the domain: NXDOMAIN with the SOA; known names without the asked type:
 //! NOERROR, no answers, the SOA; names outside the domain: REFUSED.
@@ -16,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hivemind_common::records::HostRecord;
 use hivemind_common::role::Membership;
@@ -110,7 +112,33 @@ impl Zone {
         serial: u32,
     ) -> Self {
         let mut b = Builder::default();
-        let ns = child("ns", origin).unwrap_or_else(|| origin.clone());
+        // Delegation (§6i): the apex NS names every live dns member as `<name>.ns.<domain>`,
+        // with its advertised address as glue; the SOA's MNAME is the first of them by name.
+        let ns_label = child("ns", origin);
+        let mut servers: Vec<(Name, IpAddr)> = membership
+            .performing("dns")
+            .filter_map(|peer| {
+                let addr = peer.http_addr.parse::<std::net::SocketAddr>().ok()?;
+                let name = ns_label.as_ref().and_then(|l| child(&peer.name, l))?;
+                Some((name, addr.ip()))
+            })
+            .collect();
+        servers.sort();
+        let ns = servers
+            .first()
+            .map(|(name, _)| name.clone())
+            .or_else(|| ns_label.clone())
+            .unwrap_or_else(|| origin.clone());
+        for (name, ip) in &servers {
+            b.add(Record::from_rdata(
+                origin.clone(),
+                MEMBERSHIP_TTL,
+                RData::NS(NS(name.clone())),
+            ));
+            b.addrs(name, MEMBERSHIP_TTL, &[*ip]);
+            let glue = b.additionals.entry(LowerName::from(origin)).or_default();
+            glue.push(addr_record(name, MEMBERSHIP_TTL, *ip));
+        }
         let hostmaster = child("hostmaster", origin).unwrap_or_else(|| origin.clone());
         let soa = Record::from_rdata(
             origin.clone(),
@@ -208,7 +236,9 @@ impl Zone {
     }
 
     pub fn answer(&self, name: &LowerName, qtype: RecordType) -> Answer {
-        if !self.origin.zone_of(name) {
+        // Zone transfers are not offered: the zone is computed from the membership and records,
+        // and secondaries would only serve it stale.
+        if !self.origin.zone_of(name) || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return Answer::Refused;
         }
         if qtype == RecordType::SOA && *name == self.origin {
@@ -461,5 +491,58 @@ mod tests {
             addrs(z.answer(&lower("dns.role.hivemind."), RecordType::A)),
             ["5 127.0.0.3"]
         );
+    }
+
+    #[test]
+    fn the_apex_names_each_live_dns_member_with_glue_and_refuses_transfers() {
+        let mut members = membership();
+        let mut second = members.peers[0].clone();
+        second.id = MemberId::new(4).unwrap();
+        second.name = "ns-0".into();
+        second.http_addr = "[::1]:7700".into();
+        let mut host = second.clone();
+        host.id = MemberId::new(5).unwrap();
+        host.name = "web".into();
+        host.roles = vec!["host".into()];
+        let mut dead = second.clone();
+        dead.id = MemberId::new(6).unwrap();
+        dead.name = "ns-9".into();
+        dead.state = PeerState::Failed;
+        members.peers.extend([second, host, dead]);
+        let z = Zone::build(&origin(), &[], &BTreeMap::new(), &members, 1);
+        match z.answer(&lower("hivemind."), RecordType::NS) {
+            Answer::Records {
+                answers,
+                additionals,
+            } => {
+                let names: Vec<String> = answers.iter().map(|a| a.data.to_string()).collect();
+                assert_eq!(names, ["ns-0.ns.hivemind.", "ns-1.ns.hivemind."]);
+                let glue: Vec<String> = additionals
+                    .iter()
+                    .map(|a| format!("{} {}", a.name, a.data))
+                    .collect();
+                assert_eq!(
+                    glue,
+                    ["ns-0.ns.hivemind. ::1", "ns-1.ns.hivemind. 127.0.0.3"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            addrs(z.answer(&lower("ns-1.ns.hivemind."), RecordType::A)),
+            ["5 127.0.0.3"]
+        );
+        match z.answer(&lower("hivemind."), RecordType::SOA) {
+            Answer::Records { answers, .. } => {
+                assert!(answers[0]
+                    .data
+                    .to_string()
+                    .starts_with("ns-0.ns.hivemind. "))
+            }
+            other => panic!("{other:?}"),
+        }
+        for transfer in [RecordType::AXFR, RecordType::IXFR] {
+            assert_eq!(z.answer(&lower("hivemind."), transfer), Answer::Refused);
+        }
     }
 }
