@@ -1,12 +1,17 @@
-//! The dashboard in a real browser: headless Chromium driven through chromedriver (WebDriver)
-//! opens `GET /` of a running cluster, sees the members and the leader, sees a killed host turn
-//! `failed`, and saves a screenshot (`target/dashboard.png`). `.ci/run` installs `chromium` and
-//! `chromium-driver`; without them the test says so and passes.
+//! The dashboard in a real browser (DESIGN.md §6i): headless Chromium driven through
+//! chromedriver (WebDriver) opens `GET /` of a running cluster and goes through every view as a
+//! user does, by the links: services with their health, members and the leader, keygroups,
+//! responsibilities, backup, KV (a key written through the API appears without a reload; a key
+//! created and edited in the page is what `hivemind kv get` reads; an edit that lost a race
+//! shows the conflict and overwrites nothing), events with a filter, nginx; a killed host turns
+//! `failed` by itself. Under ACLs the page asks for a token; a read-only token browses but
+//! cannot edit; a management token sees policies and tokens. Each view's screenshot goes to
+//! `$HIVEMIND_SCREENSHOTS` (the ones in docs/ were made so) or the target directory.
+//! `.ci/run` installs `chromium` and `chromium-driver`; without them the test fails in CI.
 
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -92,8 +97,89 @@ async fn rows(client: &Client, table: &str) -> Vec<String> {
     out
 }
 
+/// The text of an element (empty when it is not there).
+async fn text(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Follows the navigation link to `view` (no reload).
+async fn open(client: &Client, view: &str) {
+    client
+        .find(Locator::Css(&format!("nav a[href='#{view}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn click(client: &Client, css: &str) {
+    let what = format!("{css} to click");
+    wait_for(&what, || async {
+        client
+            .find(Locator::Css(css))
+            .await
+            .ok()?
+            .click()
+            .await
+            .ok()
+    })
+    .await;
+}
+
+async fn type_into(client: &Client, css: &str, value: &str) {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn shot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let dir = std::env::var_os("HIVEMIND_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("dashboard-{name}.png")), &png).unwrap();
+}
+
+async fn put_key(url: &str, value: &str, token: Option<&str>) -> u16 {
+    let mut request = support::client().put(url).body(value.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn read_key(url: &str, token: Option<&str>) -> String {
+    let mut request = support::client().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+/// The page never reloaded since [`mark`].
+async fn still_same_page(client: &Client) -> bool {
+    client
+        .execute("return window.hivemindTestMark === 1", vec![])
+        .await
+        .unwrap()
+        == json!(true)
+}
+
+async fn mark(client: &Client) {
+    client
+        .execute("window.hivemindTestMark = 1", vec![])
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_failed() {
+async fn every_view_shows_the_cluster_live_and_the_kv_editor_keeps_to_cas() {
     let Some((driver_bin, chrome)) = chromium() else {
         cannot_run("chromium and chromedriver not installed (.ci/run installs them)");
         return;
@@ -106,58 +192,9 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
     let (_driver, client) = browser(&driver_bin, &chrome).await;
     client.goto(&cluster.agents[0].url("/")).await.unwrap();
     assert_eq!(client.title().await.unwrap(), "hivemind");
+    mark(&client).await;
 
-    // Every member listed alive, and the leader named in the summary and the CP table.
-    wait_for("every member alive on the dashboard", || async {
-        let members = rows(&client, "members").await;
-        let alive = |name: &str| {
-            members
-                .iter()
-                .any(|r| r.starts_with(&format!("{name} alive")))
-        };
-        ["cp1", "cp2", "cp3", "web-1", "ns-1", "vault-1"]
-            .iter()
-            .all(|n| alive(n))
-            .then_some(())
-    })
-    .await;
-    // The CP table marks one voter the leader, and the summary names the same one.
-    wait_for("the leader on the dashboard", || async {
-        let cp = rows(&client, "cp").await;
-        let leader = cp.iter().find(|r| r.ends_with(" leader"))?;
-        let name = leader.split_whitespace().next()?;
-        let summary = client
-            .find(Locator::Id("summary"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        (cp.len() == 3 && summary.contains(&format!("leader: {name}"))).then_some(())
-    })
-    .await;
-    wait_for("the keygroup and its responsibility", || async {
-        let keygroups = rows(&client, "keygroups").await;
-        let held = rows(&client, "responsibilities").await;
-        (keygroups
-            .iter()
-            .any(|r| r.contains("hivemind/default/hosts"))
-            && held.iter().any(|r| r.contains("ns-1")))
-        .then_some(())
-    })
-    .await;
-
-    // The backup spaces with their numbers.
-    wait_for("the backup space on the dashboard", || async {
-        rows(&client, "spaces")
-            .await
-            .iter()
-            .any(|r| r.starts_with("vault-1 2.0 GB 0 B 0 B 2.0 GB"))
-            .then_some(())
-    })
-    .await;
-
-    // A service with a TTL check: critical until reported, then passing, on the page.
+    // Services (the first view): a TTL check is critical until reported, then passing.
     let register = cluster.agents[web1].url("/v1/agent/service/register");
     let service = json!({"Name": "api", "Port": 8080, "Check": {"TTL": "10m"}});
     let status = support::client()
@@ -176,7 +213,7 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
                 .iter()
                 .any(|r| {
                     r.starts_with("api api web-1 127.0.0.1:8080 ")
-                        && r.contains(&format!(" {status} "))
+                        && r.split_whitespace().any(|w| w == status)
                 })
                 .then_some(())
         }
@@ -188,11 +225,9 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
         200
     );
     wait_for("api passing on the dashboard", instance("passing")).await;
-
-    // A lease with a lock key on it, in the leases table.
-    let grant = cluster.agents[0].url("/v1/leases");
+    // A lease with a lock key on it (the table is read with the view).
     let lease: serde_json::Value = support::client()
-        .post(&grant)
+        .post(cluster.agents[0].url("/v1/leases"))
         .json(&json!({"ttl": "60s"}))
         .send()
         .await
@@ -200,25 +235,155 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
         .json()
         .await
         .unwrap();
-    let key = cluster.agents[0].url(&format!("/v1/kv/_locks/job/1?lease={}", lease["id"]));
-    let status = support::client()
-        .put(&key)
-        .body("x")
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    wait_for("the lease and its lock key on the dashboard", || async {
-        rows(&client, "leases")
-            .await
+    let lock_key = format!("/v1/kv/_locks/job/1?lease={}", lease["id"]);
+    assert_eq!(
+        put_key(&cluster.agents[0].url(&lock_key), "x", None).await,
+        200
+    );
+    wait_for("the lease and its lock key", || async {
+        open(&client, "members").await;
+        open(&client, "services").await;
+        let leases = rows(&client, "leases").await;
+        leases
             .iter()
             .any(|r| r.contains("_locks/job/1"))
             .then_some(())
     })
     .await;
+    shot(&client, "services").await;
 
-    // kill -9 of the host: the page turns it failed by itself (it refreshes every second).
+    // Members: every member alive, one the leader, named in the summary too.
+    open(&client, "members").await;
+    wait_for("every member alive, and the leader", || async {
+        let members = rows(&client, "members").await;
+        let alive = |name: &str| {
+            members
+                .iter()
+                .any(|r| r.starts_with(&format!("{name} alive")))
+        };
+        let all = ["cp1", "cp2", "cp3", "web-1", "ns-1", "vault-1"]
+            .iter()
+            .all(|n| alive(n));
+        let leader = members.iter().find(|r| r.contains(" leader "))?;
+        let name = leader.split_whitespace().next()?;
+        let summary = text(&client, "#summary").await;
+        (all && summary.contains(&format!("leader: {name}"))).then_some(())
+    })
+    .await;
+    shot(&client, "members").await;
+
+    open(&client, "keygroups").await;
+    wait_for("the default keygroup", || async {
+        let keygroups = rows(&client, "keygroups").await;
+        keygroups
+            .iter()
+            .any(|r| r.contains("hivemind/default/hosts"))
+            .then_some(())
+    })
+    .await;
+    shot(&client, "keygroups").await;
+    open(&client, "responsibilities").await;
+    wait_for("ns-1 holding the keygroup", || async {
+        let held = rows(&client, "responsibilities").await;
+        held.iter().any(|r| r.contains("ns-1")).then_some(())
+    })
+    .await;
+    shot(&client, "responsibilities").await;
+    open(&client, "backup").await;
+    wait_for("the backup space with its numbers", || async {
+        let spaces = rows(&client, "spaces").await;
+        spaces
+            .iter()
+            .any(|r| r.starts_with("vault-1 alive 2.0 GB 0 B 0 B 0%"))
+            .then_some(())
+    })
+    .await;
+    shot(&client, "backup").await;
+
+    // KV: a key written through the API appears in the open view by itself.
+    open(&client, "kv").await;
+    let color = cluster.agents[1].url("/v1/kv/app/color");
+    assert_eq!(put_key(&color, "red", None).await, 200);
+    click(&client, "#kv-list button[data-prefix='app/']").await;
+    click(&client, "#kv-list button[data-key='app/color']").await;
+    wait_for("app/color's value in the editor", || async {
+        let editor = client.find(Locator::Id("kv-value")).await.ok()?;
+        (editor.prop("value").await.ok()?? == "red").then_some(())
+    })
+    .await;
+    // A key created in the page, then edited there, is what the CLI reads.
+    let http_addr = cluster.agents[2].http_addr();
+    let cli_get = |key: &str| {
+        stdout(&cli(&["kv", "get", key, "--http-addr", &http_addr]))
+            .trim()
+            .to_string()
+    };
+    type_into(&client, "#kv-new-key", "app/size").await;
+    type_into(&client, "#kv-new-value", "large").await;
+    click(&client, "#kv-create button[type='submit']").await;
+    wait_for("app/size created", || async {
+        (cli_get("app/size") == "large").then_some(())
+    })
+    .await;
+    click(&client, "#kv-list button[data-key='app/size']").await;
+    type_into(&client, "#kv-value", "small").await;
+    click(&client, "#kv-save").await;
+    wait_for("the edit saved", || async {
+        let saved = text(&client, "#kv-message")
+            .await
+            .starts_with("Saved app/size");
+        (saved && cli_get("app/size") == "small").then_some(())
+    })
+    .await;
+    // An edit that lost a race: the conflict shows and the other write stays.
+    click(&client, "#kv-list button[data-key='app/color']").await;
+    type_into(&client, "#kv-value", "green").await;
+    assert_eq!(put_key(&color, "blue", None).await, 200);
+    click(&client, "#kv-save").await;
+    wait_for("the conflict shown", || async {
+        text(&client, "#kv-message")
+            .await
+            .starts_with("Conflict: app/color changed")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(read_key(&color, None).await, "blue");
+    assert!(still_same_page(&client).await, "the page reloaded");
+    shot(&client, "kv").await;
+
+    // Events: readable rows, filtered by kind.
+    open(&client, "events").await;
+    wait_for("member_joined events listed", || async {
+        let events = rows(&client, "events").await;
+        events
+            .iter()
+            .any(|r| r.contains("member_joined"))
+            .then_some(())
+    })
+    .await;
+    let filter = client.find(Locator::Id("event-kind")).await.unwrap();
+    filter
+        .select_by_value("member_joined")
+        .await
+        .expect("member_joined offered in the filter");
+    let events = rows(&client, "events").await;
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|r| r.split_whitespace().nth(1) == Some("member_joined")),
+        "{events:?}"
+    );
+    shot(&client, "events").await;
+    open(&client, "nginx").await;
+    wait_for("the nginx view", || async {
+        (!text(&client, "#nginx").await.is_empty()).then_some(())
+    })
+    .await;
+    shot(&client, "nginx").await;
+
+    // kill -9 of the host: the members view turns it failed by itself.
+    open(&client, "members").await;
     cluster.agents[web1].kill9();
     wait_for("web-1 failed on the dashboard", || async {
         rows(&client, "members")
@@ -228,11 +393,116 @@ async fn the_dashboard_shows_members_and_the_leader_and_a_killed_host_turning_fa
             .then_some(())
     })
     .await;
-    let png = client.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    std::fs::write(&path, &png).unwrap();
-    eprintln!("screenshot: {}", path.display());
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(still_same_page(&client).await, "the page reloaded");
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_acls_the_page_asks_for_a_token_and_a_read_only_one_cannot_edit() {
+    let Some((driver_bin, chrome)) = chromium() else {
+        cannot_run("chromium and chromedriver not installed (.ci/run installs them)");
+        return;
+    };
+    let cluster = Cluster::local_control_plane().await;
+    let http = support::client();
+    let boot: serde_json::Value = http
+        .post(cluster.agents[0].url("/v1/acl/bootstrap"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let root = boot["secret"]
+        .as_str()
+        .expect("a management secret")
+        .to_string();
+    let rules = "cp = \"read\"\n[kv]\n\"app/\" = \"read\"\n";
+    let status = http
+        .put(cluster.agents[0].url("/v1/acl/policy/app-read"))
+        .bearer_auth(&root)
+        .body(rules)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let reader: serde_json::Value = http
+        .post(cluster.agents[0].url("/v1/acl/tokens"))
+        .bearer_auth(&root)
+        .json(&json!({"policies": ["app-read"], "description": "dashboard reader"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reader = reader["secret"].as_str().unwrap().to_string();
+    let key = cluster.agents[0].url("/v1/kv/app/motd");
+    assert_eq!(put_key(&key, "hello", Some(&root)).await, 200);
+
+    let (_driver, client) = browser(&driver_bin, &chrome).await;
+    client.goto(&cluster.agents[0].url("/")).await.unwrap();
+    wait_for("the page to ask for a token", || async {
+        let asked = text(&client, "#login-reason").await == "This cluster needs a token.";
+        let shown = client
+            .find(Locator::Id("token"))
+            .await
+            .ok()?
+            .is_displayed()
+            .await
+            .ok()?;
+        (asked && shown).then_some(())
+    })
+    .await;
+    shot(&client, "login").await;
+
+    // The read-only token browses KV, and its edit is refused: the value stays.
+    type_into(&client, "#token", &reader).await;
+    click(&client, "#login button[type='submit']").await;
+    client
+        .goto(&cluster.agents[0].url("/#kv/app%2F"))
+        .await
+        .unwrap();
+    click(&client, "#kv-list button[data-key='app/motd']").await;
+    wait_for("app/motd in the editor", || async {
+        let editor = client.find(Locator::Id("kv-value")).await.ok()?;
+        (editor.prop("value").await.ok()?? == "hello").then_some(())
+    })
+    .await;
+    type_into(&client, "#kv-value", "defaced").await;
+    click(&client, "#kv-save").await;
+    wait_for("the refusal shown", || async {
+        text(&client, "#kv-message")
+            .await
+            .starts_with("Not saved:")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(read_key(&key, Some(&root)).await, "hello");
+    open(&client, "acl").await;
+    wait_for(
+        "the ACL view to say it needs a management token",
+        || async {
+            text(&client, "#login-reason")
+                .await
+                .contains("need a management token")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The management token sees policies and tokens.
+    type_into(&client, "#token", &root).await;
+    click(&client, "#login button[type='submit']").await;
+    wait_for("policies and tokens listed", || async {
+        let policies = rows(&client, "policies").await;
+        let tokens = rows(&client, "tokens").await;
+        (policies.iter().any(|r| r.starts_with("app-read"))
+            && tokens.iter().any(|r| r.contains("dashboard reader")))
+        .then_some(())
+    })
+    .await;
+    shot(&client, "acl").await;
     client.close().await.unwrap();
 }

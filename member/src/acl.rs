@@ -59,6 +59,8 @@ pub fn need<'a>(method: &Method, path: &'a str, list_prefix: Option<&'a str>) ->
         "backup" => Resource::Backup,
         "acl" => Resource::Acl,
         "roles" => Resource::Role(tail.split('/').next().unwrap_or("")),
+        // The dashboard's view of every nginx member (`crate::dashboard`).
+        "nginx" => Resource::Role("nginx"),
         // Consul's catalog and health routes serve the host role's records, and its agent API
         // registers them (`/v1/agent/self` is the member's own, under `cp`).
         "catalog" | "health" => Resource::Role("host"),

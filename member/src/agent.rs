@@ -28,7 +28,7 @@ use crate::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
 use crate::identity::{Identity, MemberStore};
 use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
-use crate::member_api::{dashboard, members, node, nodes, post_leave, status};
+use crate::member_api::{members, node, nodes, post_leave, status};
 use crate::role_runtime::{RoleBasis, Roles};
 use crate::state::{me, member_info, Agent, FeedCounters};
 use crate::view::MembershipView;
@@ -308,7 +308,6 @@ fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
         .route("/v1/nodes/{node}", get(node))
         .with_state(agent.clone());
     let metrics = Router::new()
-        .route("/", get(dashboard))
         .route("/metrics", get(crate::metrics::route))
         .with_state(crate::metrics::registry(agent));
     let document = crate::openapi::document(agent.config.control_plane, &agent.config.roles);
@@ -322,6 +321,7 @@ fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
         .merge(crate::catalog::routes(agent.clone()))
         .merge(crate::backup_api::routes(agent.clone()))
         .merge(crate::acl_api::routes(agent.clone()))
+        .merge(crate::dashboard::routes(agent.clone()))
         .merge(metrics)
         .merge(document)
         .layer(axum::middleware::from_fn_with_state(

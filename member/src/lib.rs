@@ -37,6 +37,7 @@ pub mod catalog;
 pub mod config;
 pub mod cp_access;
 pub mod cp_choice;
+pub(crate) mod dashboard;
 pub mod feed;
 pub mod gossip;
 pub mod identity;

@@ -1,5 +1,5 @@
 //! The member's own HTTP routes: `GET /v1/status`, `/v1/members`, `/v1/nodes`, `POST
-//! /v1/leave`, the dashboard, and their OpenAPI document.
+//! /v1/leave`, and their OpenAPI document.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,18 +15,10 @@ use hivemind_control_plane::Health;
 
 use crate::state::Agent;
 
-/// `GET /`: the dashboard, one page served from the binary; it reads the `/v1` API (asking for
-/// the admin token when the API answers 401) and refreshes every second.
-#[utoipa::path(get, path = "/", tag = "operations",
-    responses((status = 200, description = "The dashboard (one self-contained HTML page)", content_type = "text/html", body = String)))]
-pub(crate) async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("dashboard.html"))
-}
-
 /// The member's own routes, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(status, members, post_leave, nodes, node, dashboard, crate::metrics::route),
+    paths(status, members, post_leave, nodes, node, crate::metrics::route),
     components(schemas(StatusView, GossipStatus, FeedStatus, Leaving, MemberView, NodeView, MachineView, ErrorBody)),
     tags((name = "members", description = "This member, the membership and nodes"), (name = "operations", description = "Dashboard and metrics"))
 )]

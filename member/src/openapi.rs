@@ -24,6 +24,7 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
     doc.merge(DocumentApi::openapi());
     doc.merge(crate::backup_api::BackupLedgerApi::openapi());
     doc.merge(crate::acl_api::AclApi::openapi());
+    doc.merge(crate::dashboard::DashboardApi::openapi());
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
         doc.merge(hivemind_control_plane::http::coordination::CoordinationApi::openapi());
@@ -96,6 +97,8 @@ mod tests {
             "/v1/roles/trigger/status",
             "/v1/roles/trigger/events",
             "/v1/roles/nginx/config",
+            "/v1/nginx",
+            "/",
         ] {
             assert!(full.paths.paths.contains_key(path), "{path}");
         }
@@ -103,6 +106,7 @@ mod tests {
         let parts = [
             crate::member_api::MemberApi::openapi(),
             crate::keygroups_api::KeygroupsApi::openapi(),
+            crate::dashboard::DashboardApi::openapi(),
             hivemind_control_plane::http::api::CpApi::openapi(),
             hivemind_control_plane::http::coordination::CoordinationApi::openapi(),
             hivemind_control_plane::http::locks::LocksApi::openapi(),
