@@ -506,3 +506,50 @@ async fn under_acls_the_page_asks_for_a_token_and_a_read_only_one_cannot_edit() 
     shot(&client, "acl").await;
     client.close().await.unwrap();
 }
+
+/// `hivemind dev`, stopped with SIGINT (it then removes its data) when dropped.
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_dev_starts_the_services_view_lists_the_sample_service_with_its_health() {
+    let Some((driver_bin, chrome)) = chromium() else {
+        cannot_run("chromium and chromedriver not installed (.ci/run installs them)");
+        return;
+    };
+    let base = dev_base_port();
+    let _dev = Dev(Command::new(BIN)
+        .args(["dev", "--base-port", &base.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let url = format!("http://127.0.0.1:{base}/");
+    wait_for("dev to serve its dashboard", || async {
+        let answer = support::client().get(&url).send().await.ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
+    let (_driver, client) = browser(&driver_bin, &chrome).await;
+    client.goto(&url).await.unwrap();
+    wait_for("web-1's sample service, passing", || async {
+        let services = rows(&client, "services").await;
+        services
+            .iter()
+            .any(|r| {
+                r.starts_with("http http web-1 127.0.0.1:8080 ")
+                    && r.split_whitespace().any(|w| w == "passing")
+            })
+            .then_some(())
+    })
+    .await;
+    client.close().await.unwrap();
+}

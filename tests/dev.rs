@@ -13,21 +13,7 @@ use support::*;
 
 #[test]
 fn dev_cluster_serves_clients_and_cleans_up_on_sigint() {
-    // dev needs fixed offsets from its base: HTTP base+10i, gossip base+10i+1, DNS base+53.
-    // Pick a base below the ephemeral range (where outgoing connections would take ports from
-    // under it) with every one of them free.
-    let base = loop {
-        let candidate = 20_000 + 10 * (rand::random::<u16>() % 1000);
-        let free = (0..6).all(|i| {
-            let http = candidate + 10 * i;
-            std::net::TcpListener::bind(("127.0.0.1", http)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", http + 1)).is_ok()
-        }) && std::net::UdpSocket::bind(("127.0.0.1", candidate + 53)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", candidate + 53)).is_ok();
-        if free {
-            break candidate;
-        }
-    };
+    let base = dev_base_port();
     let logs = tempfile::tempdir().unwrap();
     let stderr_log = logs.path().join("dev.stderr");
     let mut child = Command::new(BIN)

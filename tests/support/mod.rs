@@ -25,6 +25,24 @@ pub fn cannot_run(what: &str) {
     }
     eprintln!("{what}: skipped");
 }
+/// A base port for `hivemind dev --base-port` with every port it takes free: HTTP base+10i,
+/// gossip base+10i+1, DNS base+53. Below the ephemeral range, where outgoing connections would
+/// take ports from under it.
+pub fn dev_base_port() -> u16 {
+    loop {
+        let candidate = 20_000 + 10 * (rand::random::<u16>() % 1000);
+        let free = (0..6).all(|i| {
+            let http = candidate + 10 * i;
+            std::net::TcpListener::bind(("127.0.0.1", http)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", http + 1)).is_ok()
+        }) && std::net::UdpSocket::bind(("127.0.0.1", candidate + 53)).is_ok()
+            && TcpListener::bind(("127.0.0.1", candidate + 53)).is_ok();
+        if free {
+            return candidate;
+        }
+    }
+}
+
 /// How long a condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
