@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -18,12 +19,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use support::*;
 
-/// chromedriver on a free port, stopped by PID when dropped.
+/// chromedriver on a free port in a process group of its own, which is stopped when dropped:
+/// the browsers it started go with it even when a failed test never closed its session.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-9", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
@@ -51,6 +54,7 @@ async fn browser(driver_bin: &str, chrome: &str) -> (Driver, Client) {
     let driver = Driver(
         Command::new(driver_bin)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
