@@ -429,7 +429,7 @@ mod etcd {
 
     pub async fn run(args: &CoordArgs) -> Result<Value> {
         let eps = &args.endpoints;
-        // 1. watch delivery: one gRPC connection per 100 watchers (etcd's clients multiplex).
+        // 1. watch delivery: a client (one gRPC connection) per watcher, as on the hivemind side.
         let deliveries = Arc::new(Deliveries::new(args.writes));
         let mut watchers = Vec::new();
         for w in 0..args.watchers {
