@@ -386,8 +386,32 @@ async fn every_view_shows_the_cluster_live_and_the_kv_editor_keeps_to_cas() {
     .await;
     shot(&client, "nginx").await;
 
-    // kill -9 of the host: the members view turns it failed by itself.
+    // On a phone's width the navigation wraps and the tables scroll inside their box.
+    client.set_window_size(400, 860).await.unwrap();
     open(&client, "members").await;
+    let overflow = client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let widest = client
+        .execute(
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the page is wider than a phone: {widest}"
+    );
+    shot(&client, "phone").await;
+    client.set_window_size(1280, 1100).await.unwrap();
+
+    // kill -9 of the host: the members view turns it failed by itself.
     cluster.agents[web1].kill9();
     wait_for("web-1 failed on the dashboard", || async {
         rows(&client, "members")
