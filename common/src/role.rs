@@ -428,6 +428,11 @@ impl RoleHealth {
     pub fn ready(&self) {
         self.waiting_for(Vec::new());
     }
+
+    /// What the role waits for now (empty: it operates).
+    pub fn waiting(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
 }
 
 /// Everything a running role gets from the member runtime.

@@ -191,11 +191,18 @@ impl Intake {
         behind
     }
 
-    /// Takes `info` as the keygroup's config. A secret it replaces stays acceptable for the
-    /// rotation grace: a publisher may seal with it until it learned the rotation itself.
-    pub(crate) fn set_keygroup(&self, info: KeygroupInfo) {
+    /// Takes `info` as the keygroup's config when it is newer than the one held (answers
+    /// whether it did). A secret it replaces stays acceptable for the rotation grace: a
+    /// publisher may seal with it until it learned the rotation itself.
+    #[must_use = "a config that is not newer is ignored"]
+    pub(crate) fn set_keygroup(&self, info: KeygroupInfo) -> bool {
         let mut keygroups = self.keygroups.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = keygroups.get(&info.name) {
+            // Seed B and DESIGN.md §5: a config whose version is not newer than the one held
+            // changes nothing (a late answer must not undo a rotation or a replica change).
+            if info.version <= old.version {
+                return false;
+            }
             if old.secret != info.secret && !old.secret.is_empty() {
                 self.previous_secrets
                     .lock()
@@ -204,6 +211,7 @@ impl Intake {
             }
         }
         keygroups.insert(info.name.clone(), info);
+        true
     }
 
     /// Opens with the secrets held: the current one, then the one it replaced while within
@@ -237,7 +245,7 @@ impl Intake {
         match self.open_held(keygroup, sealed) {
             Err(OpenError::Seal) => {
                 if let Ok(Some(info)) = self.cp.keygroup(keygroup.to_string()).await {
-                    self.set_keygroup(info);
+                    let _newer = self.set_keygroup(info);
                 }
                 self.open_held(keygroup, sealed)
             }

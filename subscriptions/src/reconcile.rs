@@ -313,6 +313,26 @@ pub(crate) async fn acquire(
     }
 }
 
+/// Why a keygroup's config cannot be had that mean this node must not serve it now.
+const LET_GO: [&str; 3] = ["not_a_replica", "not_a_trigger", "unknown_keygroup"];
+
+/// Drops keygroup `name`'s records (each removal heard by the consumer) and its config, and
+/// forgets that it was seeded; answers whether any record went.
+fn let_go(shared: &Intake, name: &str) -> bool {
+    let removed = shared.remove_records(|r| r.keygroup == name);
+    shared
+        .keygroups
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(name);
+    shared
+        .copied_once
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(name);
+    removed
+}
+
 /// Joins and claims every served keygroup (re-reading its config: B when it changed); answers
 /// the claim outcome per keygroup and whether everything settled. A tombstoned keygroup's
 /// records go.
@@ -325,17 +345,23 @@ pub(crate) async fn reconcile_keygroups(
     let mut settled = true;
     for name in &ctx.settings.keygroups {
         match acquire(shared.acquire, ctx, name).await {
-            Ok(info) => shared.set_keygroup(info),
+            Ok(info) => {
+                let _newer = shared.set_keygroup(info);
+            }
             Err(e) if e.code == "tombstoned" => {
-                let removed = shared.remove_records(|r| &r.keygroup == name);
-                shared
-                    .keygroups
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(name);
-                if removed {
+                if let_go(shared, name) {
                     tracing::info!(keygroup = %name, "keygroup tombstoned: its records are dropped");
                 }
+                continue;
+            }
+            // This node is no longer one of the keygroup's replicas (or trigger nodes), or the
+            // keygroup is gone: its records go at once (DESIGN.md §6), and the member waits
+            // until it is added again.
+            Err(e) if LET_GO.contains(&e.code.as_str()) => {
+                if let_go(shared, name) {
+                    tracing::info!(keygroup = %name, reason = %e.code, "no longer serving the keygroup: its records are dropped");
+                }
+                waiting.push(format!("keygroup:{name}"));
                 continue;
             }
             Err(e) => {

@@ -39,6 +39,15 @@ impl MemoryCp {
         *self.config.lock().unwrap() = config(version, secret);
     }
 
+    /// The keygroup without node `node` among its replicas (a closed keygroup's config after
+    /// an operator removed it).
+    fn drop_replica(&self, node: &str) {
+        let mut config = self.config.lock().unwrap();
+        config.replicas.remove(node);
+        config.open = false;
+        config.version += 1;
+    }
+
     fn current(&self) -> KeygroupInfo {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.config.lock().unwrap().clone()
@@ -64,9 +73,20 @@ impl ControlPlaneClient for MemoryCp {
         Box::pin(async move { Ok(Some(config)) })
     }
 
+    /// As the registry answers node "ns" (the context's): its config while it is a replica,
+    /// `not_a_replica` once it was removed from a closed keygroup.
     fn join_keygroup(&self, _name: String) -> BoxFuture<Result<KeygroupInfo, CpCallError>> {
         let config = self.current();
-        Box::pin(async move { Ok(config) })
+        Box::pin(async move {
+            if config.replicas.contains("ns") || config.open {
+                Ok(config)
+            } else {
+                Err(CpCallError {
+                    code: "not_a_replica".into(),
+                    message: format!("node \"ns\" is not a replica of {KG}"),
+                })
+            }
+        })
     }
 
     fn claim(&self, _keygroup: String) -> BoxFuture<Result<Claim, CpCallError>> {
@@ -250,8 +270,8 @@ async fn seed_event_5_a_publisher_behind_the_rotation_is_accepted_within_the_gra
     let cp = MemoryCp::new(2, 2);
     let (ctx, _events) = context(cp.clone(), Duration::from_secs(3600));
     let shared = replica(&ctx);
-    shared.set_keygroup(config(1, 1));
-    shared.set_keygroup(config(2, 2));
+    assert!(shared.set_keygroup(config(1, 1)));
+    assert!(shared.set_keygroup(config(2, 2)));
     let old = records::seal(&[1; 32], [0; 12], &record(3, 1)).unwrap();
     assert_eq!(shared.open(KG, &old).await.unwrap(), record(3, 1));
     let never = records::seal(&[9; 32], [0; 12], &record(4, 1)).unwrap();
@@ -259,8 +279,8 @@ async fn seed_event_5_a_publisher_behind_the_rotation_is_accepted_within_the_gra
 
     let (ctx, _events) = context(cp.clone(), Duration::ZERO);
     let strict = replica(&ctx);
-    strict.set_keygroup(config(1, 1));
-    strict.set_keygroup(config(2, 2));
+    assert!(strict.set_keygroup(config(1, 1)));
+    assert!(strict.set_keygroup(config(2, 2)));
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(strict.open(KG, &old).await.is_err(), "past the grace");
 }
@@ -297,4 +317,43 @@ async fn the_consumer_hears_each_change_in_order_after_it_is_applied() {
             "removed 1 (0 held)"
         ]
     );
+}
+
+/// B and DESIGN.md §5: a config whose version is not newer than the one held changes nothing,
+/// not even its secret (a late answer must not undo a rotation).
+#[tokio::test]
+async fn seed_b_a_config_that_is_not_newer_is_ignored() {
+    let (ctx, _events) = context(MemoryCp::new(1, 1), Duration::from_secs(3600));
+    let shared = replica(&ctx);
+    assert!(shared.set_keygroup(config(2, 2)));
+    assert!(!shared.set_keygroup(config(1, 1)), "an older version");
+    assert!(!shared.set_keygroup(config(2, 9)), "the same version");
+    let held = shared.keygroups.read().unwrap().get(KG).cloned().unwrap();
+    assert_eq!((held.version, held.secret), (2, vec![2; 32]));
+    let sealed = records::seal(&[2; 32], [0; 12], &record(1, 2)).unwrap();
+    assert_eq!(shared.open_held(KG, &sealed).unwrap(), record(1, 2));
+}
+
+/// DESIGN.md §6: a consuming member whose node is removed from a keygroup's replicas drops
+/// that keygroup's records (the consumer hears the removal) and waits to be added again.
+#[tokio::test]
+async fn a_member_no_longer_a_replica_drops_the_keygroups_records() {
+    let cp = MemoryCp::new(1, 1);
+    let (ctx, _events) = context(cp.clone(), Duration::from_millis(100));
+    let shutdown = ctx.shutdown.clone();
+    let health = ctx.health.clone();
+    let shared = replica(&ctx);
+    tokio::spawn(run(shared.clone(), ctx));
+    eventually("version 1 held", || version_held(&shared) == Some(1)).await;
+    assert!(shared.apply_record(record(1, 1)));
+    cp.drop_replica("ns");
+    eventually("the keygroup's records and config gone", || {
+        shared.book().records().count() == 0 && version_held(&shared).is_none()
+    })
+    .await;
+    eventually("waiting to be a replica again", || {
+        health.waiting().contains(&format!("keygroup:{KG}"))
+    })
+    .await;
+    shutdown.cancel();
 }
