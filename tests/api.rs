@@ -445,7 +445,7 @@ async fn concurrent_writes_are_batched_without_losing_an_update() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_is_one_self_contained_page_on_every_member() {
+async fn the_dashboard_is_a_self_contained_page_and_script_on_every_member() {
     let cluster = Cluster::control_plane(3, &["--gossip-profile", "local", "--admin-token", "t0k"]);
     // The page itself needs no token (it asks for one when the API answers 401).
     for agent in &cluster.agents {
@@ -460,6 +460,19 @@ async fn the_dashboard_is_one_self_contained_page_on_every_member() {
             .to_string();
         assert!(content_type.starts_with("text/html"), "{content_type}");
         let page = response.text().await.unwrap();
+        assert!(page.contains("<script src=\"/dashboard.js\">"), "{page}");
+        let script = client()
+            .get(agent.url("/dashboard.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(script.status(), 200);
+        let content_type = script.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/javascript"),
+            "{content_type}"
+        );
+        let script = script.text().await.unwrap();
         for api in [
             "/v1/members",
             "/v1/status",
@@ -467,12 +480,16 @@ async fn the_dashboard_is_one_self_contained_page_on_every_member() {
             "/v1/responsibilities",
             "/v1/events",
         ] {
-            assert!(page.contains(api), "the page reads {api}");
+            assert!(script.contains(api), "the page reads {api}");
         }
         // Nothing is fetched from elsewhere at run time.
         assert!(
             !page.contains("src=\"http") && !page.contains("href=\"http"),
             "external asset"
+        );
+        assert!(
+            !script.contains("fetch(\"http") && !script.contains("import "),
+            "external script"
         );
     }
     // The API behind it still wants the token.

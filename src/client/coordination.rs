@@ -15,8 +15,7 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::kv::key_path;
-use super::{outln, ApiFailure, Client};
+use super::{key_path, outln, ApiFailure, Client};
 use crate::cli::{ElectArgs, LockArgs, WatchArgs};
 
 /// What a lock's command exited with: the CLI exits with it.

@@ -8,22 +8,8 @@ use hivemind_control_plane::http::views::{KvView, RegistryView};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{outln, ApiFailure, Client};
+use super::{key_path, outln, ApiFailure, Client};
 use crate::cli::{EventsArgs, KvCommand, SnapshotCommand};
-
-/// Keys go into the URL path: escape what would change its meaning.
-pub(super) fn key_path(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
 
 pub async fn kv(client: &Client, command: KvCommand) -> Result<()> {
     match command {

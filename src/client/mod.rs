@@ -189,6 +189,20 @@ impl Client {
     }
 }
 
+/// Keys go into the URL path: escape what would change its meaning.
+fn key_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// An optional value as a table cell.
 pub(crate) fn cell<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())

@@ -8,10 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Longest accepted KV key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest accepted KV value, in bytes (the registry is a small namespace, not a blob store).
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+
 use serde::{Deserialize, Serialize};
 
 use super::error::RegistryError;
-use super::state::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Changes the log keeps at most, and value bytes: past either, the oldest go (etcd's
 /// compaction), and a watch from before them answers `Compacted`. The log is part of every Raft

@@ -28,10 +28,10 @@ pub use keygroups::{
 };
 pub use kv::{
     ChangeKind, Compacted, Compare, Kv, KvChange, KvEntry, Lease, Txn, TxnOp, TxnResult,
-    MAX_LEASE_TTL_MS, MAX_TXN_OPS, MIN_LEASE_TTL_MS,
+    MAX_KEY_BYTES, MAX_LEASE_TTL_MS, MAX_TXN_OPS, MAX_VALUE_BYTES, MIN_LEASE_TTL_MS,
 };
 pub use member::{MemberInfo, MemberState};
 pub use state::{
     FeedError, FeedPage, MemberRecord, NodeConfig, Registry, RegistryDigest, MAX_BATCH,
-    MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    MAX_BATCH_BYTES,
 };

@@ -11,10 +11,6 @@ use super::keygroups::{KeygroupConfig, Responsibility};
 use super::kv::{Kv, KvEntry};
 use super::member::{MemberInfo, MemberState};
 
-/// Longest accepted KV key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest accepted KV value, in bytes (the registry is a small namespace, not a blob store).
-pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// Most items in one `Command::Batch`.
 pub const MAX_BATCH: usize = 1024;
 /// Most value bytes in one `Command::Batch` (keeps log entries and Raft RPCs small).
