@@ -1,7 +1,11 @@
-//! The roles hivemind knows, what each performs and requires, and the readiness rule built on
-//! them: a member is ready only when every role it requires is performed by a live member.
+//! The roles hivemind knows, what each performs, requires and needs to bootstrap (seed 002's
+//! three lists), and the readiness rule built on them: a member is ready only when every role
+//! it requires is performed by a live member, and, until it was ready once, every role it
+//! needs to bootstrap too.
 
-/// A role's declaration: the roles it performs, requires to operate, and needs to bootstrap.
+/// A role's declaration: the roles it performs, requires to operate (always), and needs to
+/// bootstrap (only until the member was ready once: a consumer that starts before any source
+/// exists would serve an empty view as if it were the truth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleSpec {
     pub name: &'static str,
@@ -26,7 +30,7 @@ pub const ROLES: &[RoleSpec] = &[
         name: "dns",
         performs: &["dns"],
         requires: &[],
-        bootstrap: &[],
+        bootstrap: &["host"],
         consumes: true,
     },
     RoleSpec {
@@ -40,7 +44,7 @@ pub const ROLES: &[RoleSpec] = &[
         name: "nginx",
         performs: &["nginx"],
         requires: &[],
-        bootstrap: &[],
+        bootstrap: &["host"],
         consumes: true,
     },
     RoleSpec {
@@ -63,23 +67,32 @@ pub fn spec(name: &str) -> Option<&'static RoleSpec> {
     ROLES.iter().find(|r| r.name == name)
 }
 
-/// What a member with `roles` still waits for, given the roles live members perform
-/// (`role:<name>` per missing required role, sorted, without duplicates).
+/// What a member with `roles` still waits for, given the roles live members perform and
+/// whether it was ready once (`bootstrapped`): `role:<name>` per missing required role, and
+/// before it was ready once `bootstrap:<name>` per missing role it needs to bootstrap; sorted,
+/// without duplicates.
 pub fn missing_requirements<'a>(
     roles: &[String],
     live_roles: impl IntoIterator<Item = &'a str>,
+    bootstrapped: bool,
 ) -> Vec<String> {
     let performed: std::collections::BTreeSet<&str> = live_roles
         .into_iter()
         .flat_map(|r| spec(r).map(|s| s.performs).unwrap_or(&[]).iter().copied())
         .collect();
-    let mut missing: Vec<String> = roles
+    let specs: Vec<&RoleSpec> = roles.iter().filter_map(|r| spec(r)).collect();
+    let required = specs
         .iter()
-        .filter_map(|r| spec(r))
         .flat_map(|s| s.requires.iter())
         .filter(|req| !performed.contains(*req))
-        .map(|req| format!("role:{req}"))
-        .collect();
+        .map(|req| format!("role:{req}"));
+    let to_bootstrap = specs
+        .iter()
+        .filter(|_| !bootstrapped)
+        .flat_map(|s| s.bootstrap.iter())
+        .filter(|need| !performed.contains(*need))
+        .map(|need| format!("bootstrap:{need}"));
+    let mut missing: Vec<String> = required.chain(to_bootstrap).collect();
     missing.sort();
     missing.dedup();
     missing
@@ -94,18 +107,32 @@ mod tests {
     }
 
     #[test]
-    fn a_host_waits_for_a_live_dns_member() {
-        assert_eq!(
-            missing_requirements(&roles(&["host"]), ["host"]),
-            ["role:dns"]
-        );
-        assert!(missing_requirements(&roles(&["host"]), ["host", "dns"]).is_empty());
+    fn a_host_waits_for_a_live_dns_member_always() {
+        for bootstrapped in [false, true] {
+            assert_eq!(
+                missing_requirements(&roles(&["host"]), ["host"], bootstrapped),
+                ["role:dns"]
+            );
+            assert!(
+                missing_requirements(&roles(&["host"]), ["host", "dns"], bootstrapped).is_empty()
+            );
+        }
     }
 
     #[test]
-    fn dns_and_role_less_members_wait_for_nothing() {
-        assert!(missing_requirements(&roles(&["dns"]), []).is_empty());
-        assert!(missing_requirements(&roles(&[]), []).is_empty());
+    fn dns_and_nginx_wait_for_a_host_only_to_bootstrap() {
+        assert_eq!(
+            missing_requirements(&roles(&["dns", "nginx"]), ["dns", "nginx"], false),
+            ["bootstrap:host"]
+        );
+        assert!(missing_requirements(&roles(&["dns"]), ["host"], false).is_empty());
+        // Once ready, a consumer stays ready when the last host goes.
+        assert!(missing_requirements(&roles(&["dns"]), [], true).is_empty());
+    }
+
+    #[test]
+    fn role_less_members_wait_for_nothing() {
+        assert!(missing_requirements(&roles(&[]), [], false).is_empty());
     }
 
     #[test]

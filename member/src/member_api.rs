@@ -121,7 +121,12 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
         waiting_for.extend(hivemind_common::roles::missing_requirements(
             &agent.config.roles,
             live,
+            agent.bootstrapped.load(Ordering::Relaxed),
         ));
+    }
+    // Needs for bootstrap are waited for until the member was ready once.
+    if waiting_for.is_empty() && registry.is_some() {
+        agent.bootstrapped.store(true, Ordering::Relaxed);
     }
     let epoch = registry.map(|r| r.epoch);
     let info = agent.info();

@@ -39,6 +39,9 @@ pub(crate) struct Agent {
     pub(crate) view: watch::Sender<Arc<MembershipView>>,
     /// Whether the view reached the applied index of the CP member that answered last.
     pub(crate) caught_up: AtomicBool,
+    /// Whether `/v1/status` found this member ready once: from then on the roles it needs to
+    /// bootstrap are no longer waited for (`common::roles`).
+    pub(crate) bootstrapped: AtomicBool,
     pub(crate) roles: Roles,
     pub(crate) counters: FeedCounters,
     pub(crate) join_outcomes: JoinOutcomes,

@@ -70,7 +70,7 @@ pub struct Agent {
     pub data_dir: PathBuf,
     pub args: Vec<String>,
     child: Option<Child>,
-    log: PathBuf,
+    pub log: PathBuf,
 }
 
 impl Agent {

@@ -1,0 +1,77 @@
+//! No test writes into the working tree: every test keeps its files in a temporary directory
+//! (an agent started with the default `--data-dir` once left a 64 MiB `hivemind-data/` in the
+//! repository). Cargo builds every test binary before it runs any and runs the integration
+//! tests in name order, so this one runs after the others of this package: any file in the
+//! tree (build output and `.git` aside) changed after this binary was built was written by a
+//! test. Files git tracks as modified are left out when git can tell (a developer editing
+//! during a run), new files never are.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+/// Where build tools write, and git's own files.
+const OUTPUT: [&str; 3] = ["target", ".git", "fuzz/libfuzzer/target"];
+
+fn changed_since(root: &Path, dir: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        if OUTPUT.iter().any(|o| rel == Path::new(o)) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if meta.modified().is_ok_and(|m| m > since) && !rel.as_os_str().is_empty() {
+                // A new directory shows through its files, an emptied one through itself.
+                let before = out.len();
+                changed_since(root, &path, since, out);
+                if out.len() == before
+                    && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none())
+                {
+                    out.push(rel.to_path_buf());
+                }
+            } else {
+                changed_since(root, &path, since, out);
+            }
+        } else if meta.modified().is_ok_and(|m| m > since) {
+            out.push(rel.to_path_buf());
+        }
+    }
+}
+
+/// Files git tracks and sees modified (`None` when git cannot tell).
+fn tracked_and_modified(root: &Path) -> Option<Vec<PathBuf>> {
+    let out = Command::new("git")
+        .args(["diff", "--name-only", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .collect()
+    })
+}
+
+#[test]
+fn no_test_wrote_into_the_working_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|m| m.modified())
+        .expect("this test binary's build time");
+    let mut changed = Vec::new();
+    changed_since(root, root, built, &mut changed);
+    if let Some(edited) = tracked_and_modified(root) {
+        changed.retain(|p| !edited.contains(p));
+    }
+    assert!(
+        changed.is_empty(),
+        "tests wrote into the working tree (keep test files in a temporary directory): {changed:?}"
+    );
+}
