@@ -1,6 +1,6 @@
 //! The binary's logging: which events reach stderr (`--log-level`, `--log-format`, `RUST_LOG`),
 //! and openraft's ERROR events, which are counted and summarized instead of printed (see
-//! `hivemind_control_plane::raft_log`).
+//! `hivemind_control_plane::raft_errors`).
 //!
 //! Every filter here is a per-layer filter that knows its levels, so the subscriber's maximum
 //! level is the most verbose one asked for (WARN for `--log-level warn`). A disabled `debug!`
@@ -8,7 +8,7 @@
 //! with a level-less filter in the stack every one of those was matched against the filters at
 //! run time on the Raft core's thread (1.7% of a leader's CPU under writes, by perf).
 
-use hivemind_control_plane::raft_log;
+use hivemind_control_plane::raft_errors;
 use tracing::level_filters::LevelFilter;
 use tracing::Subscriber;
 use tracing_subscriber::filter::{EnvFilter, FilterExt};
@@ -44,7 +44,7 @@ fn levels_for(level: &str) -> Result<EnvFilter, String> {
 fn with_levels(levels: EnvFilter, format: LogFormat) -> impl Subscriber + Send + Sync {
     // openraft's errors are counted, not printed.
     let not_openraft_errors = tracing_subscriber::filter::filter_fn(|meta| {
-        !raft_log::is_openraft_error(meta.target(), meta.level())
+        !raft_errors::is_openraft_error(meta.target(), meta.level())
     })
     .with_max_level_hint(LevelFilter::TRACE); // no limit of its own: `levels` sets it
     let printed = levels.and(not_openraft_errors);
@@ -58,16 +58,16 @@ fn with_levels(levels: EnvFilter, format: LogFormat) -> impl Subscriber + Send +
         .with(OpenraftErrors.with_filter(LevelFilter::ERROR))
 }
 
-/// Notes openraft's ERROR events (see `hivemind_control_plane::raft_log`).
+/// Notes openraft's ERROR events (see `hivemind_control_plane::raft_errors`).
 struct OpenraftErrors;
 
 impl<S: Subscriber> Layer<S> for OpenraftErrors {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let meta = event.metadata();
-        if raft_log::is_openraft_error(meta.target(), meta.level()) {
+        if raft_errors::is_openraft_error(meta.target(), meta.level()) {
             let mut message = String::new();
             event.record(&mut MessageOf(&mut message));
-            raft_log::note(message);
+            raft_errors::note(message);
         }
     }
 }
@@ -92,7 +92,7 @@ pub async fn report_openraft_errors() {
     let mut reported = 0;
     loop {
         tokio::time::sleep(REPORT_EVERY).await;
-        let (total, last) = raft_log::noted();
+        let (total, last) = raft_errors::noted();
         if total > reported {
             tracing::warn!(
                 errors = total - reported,
@@ -132,10 +132,10 @@ mod tests {
     fn openraft_errors_are_counted_not_printed_and_other_events_filter_by_level() {
         use tracing::Level;
         tracing::subscriber::with_default(for_level("warn"), || {
-            let before = raft_log::noted().0;
+            let before = raft_errors::noted().0;
             tracing::error!(target: "openraft::network", "peer unreachable");
             assert_eq!(
-                raft_log::noted().0,
+                raft_errors::noted().0,
                 before + 1,
                 "the openraft error is noted"
             );

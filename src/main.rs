@@ -166,9 +166,9 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
     if let Some(role) = args
         .roles
         .iter()
-        .find(|r| hivemind_common::roles::spec(r).is_none())
+        .find(|r| hivemind_common::role_specs::spec(r).is_none())
     {
-        let known: Vec<&str> = hivemind_common::roles::ROLES
+        let known: Vec<&str> = hivemind_common::role_specs::ROLES
             .iter()
             .map(|r| r.name)
             .collect();

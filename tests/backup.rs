@@ -547,8 +547,8 @@ async fn ledger_op(
     member: hivemind_common::MemberId,
     op: hivemind_common::backup::BackupOp,
 ) -> Result<hivemind_common::backup::BackupOutcome, hivemind_control_plane::CpError> {
+    use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall, MemberRequest};
     use hivemind_control_plane::registry::CommandOutput;
-    use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
     let call = MemberCall {
         request: MemberRequest::Backup { member, op },
         client_token: None,

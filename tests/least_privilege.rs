@@ -18,9 +18,11 @@ use std::path::Path;
 
 use hivemind_common::MemberId;
 use hivemind_control_plane::authority::MEMBER_PATHS;
+use hivemind_control_plane::member_requests::{
+    AclRequest, MemberAnswer, MemberCall, MemberRequest,
+};
 use hivemind_control_plane::ops::{self, KeygroupQuery, Op, ViewAt, ViewRequest};
 use hivemind_control_plane::registry::{KeygroupConfig, RegistryDigest};
-use hivemind_control_plane::requests::{AclRequest, MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::CpError;
 use serde_json::Value;
 use support::pki::*;

@@ -21,7 +21,7 @@ use crate::owner::{CheckView, OwnerError, RunView};
 use crate::restore::{rfc3339, RestoreError, RestoreView};
 use crate::space::SpaceError;
 use crate::wire::{parse_upload, Heartbeat, HeartbeatAnswer, UploadAnswer};
-use crate::Shared;
+use crate::RoleState;
 
 /// The backup role's routes, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
@@ -115,7 +115,7 @@ pub struct RunRequest {
     responses((status = 200, body = RunView), (status = 400, description = "bad_path", body = ErrorBody),
               (status = 409, description = "backup_failed (also in the feed), not_an_owner", body = ErrorBody),
               (status = 503, description = "no control plane", body = ErrorBody)))]
-pub(crate) async fn run_route(State(s): State<Shared>, bytes: Bytes) -> Response {
+pub(crate) async fn run_route(State(s): State<RoleState>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
@@ -146,7 +146,7 @@ pub struct SnapshotView {
     operation_id = "backup_snapshots", responses((status = 200, body = [SnapshotView]),
         (status = 409, description = "not_an_owner", body = ErrorBody),
         (status = 503, description = "no control plane", body = ErrorBody)))]
-pub(crate) async fn snapshots_route(State(s): State<Shared>) -> Response {
+pub(crate) async fn snapshots_route(State(s): State<RoleState>) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
@@ -174,7 +174,7 @@ pub(crate) async fn snapshots_route(State(s): State<Shared>) -> Response {
     responses((status = 204), (status = 404, description = "unknown_snapshot", body = ErrorBody),
         (status = 409, description = "not_an_owner", body = ErrorBody),
         (status = 503, description = "no control plane", body = ErrorBody)))]
-pub(crate) async fn forget_route(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+pub(crate) async fn forget_route(State(s): State<RoleState>, Path(id): Path<String>) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
@@ -204,7 +204,7 @@ pub struct RestoreRequest {
         (status = 404, description = "unknown_snapshot or unknown_path", body = ErrorBody),
         (status = 409, description = "not_an_owner", body = ErrorBody),
         (status = 503, description = "a chunk on no reachable space, no control plane", body = ErrorBody)))]
-pub(crate) async fn restore_route(State(s): State<Shared>, bytes: Bytes) -> Response {
+pub(crate) async fn restore_route(State(s): State<RoleState>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
@@ -259,7 +259,7 @@ pub struct CheckRequest {
     responses((status = 200, body = CheckView), (status = 400, description = "invalid", body = ErrorBody),
         (status = 409, description = "not_an_owner, backup_failed", body = ErrorBody),
         (status = 503, description = "no control plane", body = ErrorBody)))]
-pub(crate) async fn check_route(State(s): State<Shared>, bytes: Bytes) -> Response {
+pub(crate) async fn check_route(State(s): State<RoleState>, bytes: Bytes) -> Response {
     let Some(owner) = s.owner.clone() else {
         return no_owner();
     };
@@ -302,7 +302,7 @@ pub struct BackupStatusView {
 /// The backup role's status on this member.
 #[utoipa::path(get, path = "/v1/roles/backup/status", tag = "backup role",
     operation_id = "backup_status", responses((status = 200, body = BackupStatusView)))]
-pub(crate) async fn status_route(State(s): State<Shared>) -> Json<BackupStatusView> {
+pub(crate) async fn status_route(State(s): State<RoleState>) -> Json<BackupStatusView> {
     let owner = s.owner.as_deref();
     let c = owner.map(|o| &o.counters);
     let load = |f: fn(&crate::owner::OwnerCounters) -> &std::sync::atomic::AtomicU64| {
@@ -330,7 +330,7 @@ pub(crate) async fn status_route(State(s): State<Shared>) -> Json<BackupStatusVi
 
 // Space routes.
 
-pub(crate) async fn upload_route(State(s): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn upload_route(State(s): State<RoleState>, body: Bytes) -> Response {
     let Some(space) = s.space.clone() else {
         return no_space();
     };
@@ -350,7 +350,7 @@ pub(crate) async fn upload_route(State(s): State<Shared>, body: Bytes) -> Respon
 }
 
 pub(crate) async fn heartbeat_route(
-    State(s): State<Shared>,
+    State(s): State<RoleState>,
     Json(beat): Json<Heartbeat>,
 ) -> Response {
     let Some(space) = s.space.clone() else {
@@ -379,7 +379,7 @@ pub(crate) async fn heartbeat_route(
     }
 }
 
-pub(crate) async fn list_route(State(s): State<Shared>, Path(owner): Path<String>) -> Response {
+pub(crate) async fn list_route(State(s): State<RoleState>, Path(owner): Path<String>) -> Response {
     let Some(space) = s.space.clone() else {
         return no_space();
     };
@@ -390,7 +390,7 @@ pub(crate) async fn list_route(State(s): State<Shared>, Path(owner): Path<String
 }
 
 pub(crate) async fn chunk_route(
-    State(s): State<Shared>,
+    State(s): State<RoleState>,
     Path((owner, id)): Path<(String, String)>,
 ) -> Response {
     let Some(space) = s.space.clone() else {
@@ -411,7 +411,7 @@ pub(crate) async fn chunk_route(
 
 /// `POST /chunks/{owner}/read`: the sealed chunks of those asked (bincode ids) held intact here.
 pub(crate) async fn read_many_route(
-    State(s): State<Shared>,
+    State(s): State<RoleState>,
     Path(owner): Path<String>,
     body: Bytes,
 ) -> Response {

@@ -39,7 +39,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use hivemind_common::role::{ControlPlaneClient, Role, RoleContext, RoleMetrics, Sample, Started};
-use hivemind_common::roles::{self, RoleSpec};
+use hivemind_common::role_specs::{self, RoleSpec};
 
 pub use api::{openapi, BackupApi, BackupStatusView, SnapshotView, SpaceView};
 pub use owner::{CheckView, MaintainView, RunView};
@@ -53,7 +53,7 @@ pub struct BackupRole;
 
 /// What the routes, the metrics and the loops share.
 #[derive(Clone)]
-pub(crate) struct Shared {
+pub(crate) struct RoleState {
     owner: Option<Arc<Owner>>,
     space: api::SpaceRef,
     cp: Arc<dyn ControlPlaneClient>,
@@ -91,7 +91,7 @@ pub fn load_or_create_key(path: &Path) -> Result<OwnerKey, String> {
 
 impl Role for BackupRole {
     fn spec(&self) -> &'static RoleSpec {
-        roles::spec("backup").expect("backup is a known role")
+        role_specs::spec("backup").expect("backup is a known role")
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
@@ -148,7 +148,7 @@ impl Role for BackupRole {
             None => None,
         };
         ctx.health.waiting_for(waiting);
-        let shared = Shared {
+        let shared = RoleState {
             owner,
             space,
             cp: ctx.cp.clone(),
@@ -319,7 +319,7 @@ async fn owner_loop(
     }
 }
 
-struct BackupMetrics(Shared);
+struct BackupMetrics(RoleState);
 
 fn sample(name: &'static str, help: &'static str, counter: bool, value: u64) -> Sample {
     Sample {

@@ -62,7 +62,7 @@ impl ControlPlaneClient for Ledger {
 
 /// Serves `space`'s public chunk routes on a loopback port; answers its address.
 pub async fn serve(space: Arc<SpaceStore>) -> String {
-    let shared = crate::Shared {
+    let shared = crate::RoleState {
         owner: None,
         space: Some(space),
         cp: Arc::new(Ledger::default()),

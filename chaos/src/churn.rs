@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hivemind_common::MemberId;
+use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo};
-use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::{Applied, CpError};
 use hivemind_member::join::{JoinAccepted, JoinRequest};
 use rand::rngs::StdRng;

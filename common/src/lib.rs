@@ -26,7 +26,7 @@ pub mod id;
 pub mod names;
 pub mod records;
 pub mod role;
-pub mod roles;
+pub mod role_specs;
 pub mod seal;
 pub mod secret;
 pub mod stats;

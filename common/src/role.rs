@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::roles::RoleSpec;
+use crate::role_specs::RoleSpec;
 use crate::MemberId;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -23,9 +23,9 @@ use hivemind_common::acl::{Access, Resource};
 
 use crate::access::{self, Enforced, Need, Verdict};
 pub use crate::error::Denied;
+use crate::member_requests::{AclRequest, MemberRequest};
 use crate::ops::{self, Op};
 use crate::registry::{Actor, MemberInfo, MemberState, Registry};
-use crate::requests::{AclRequest, MemberRequest};
 
 /// Who is calling an internal route.
 #[derive(Debug, Clone, PartialEq, Eq)]

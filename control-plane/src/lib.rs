@@ -26,28 +26,28 @@
 //!   wire, with the identity check in it.
 //! - [`authority`]: who may call which internal route and ask for whom (certificate
 //!   identities; sans-IO).
-//! - [`raft_log`]: openraft's transient errors, counted instead of logged at ERROR.
+//! - [`raft_errors`]: openraft's transient errors, counted instead of logged at ERROR.
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
 //! Invariant: the registry is changed only by applying committed log entries; everything a
 //! client is told was committed, was committed by a quorum and flushed to its log first.
 
 pub mod access;
-pub mod answers;
 pub mod authority;
 pub mod bootstrap;
 pub mod control;
+pub mod cp_types;
 pub mod error;
 pub mod feed_pages;
 pub mod http;
 pub mod leases;
+pub mod member_requests;
 pub mod network;
 pub mod ops;
 pub mod pre_vote;
-pub mod raft_log;
+pub mod raft_errors;
 pub mod read_rounds;
 pub mod registry;
-pub mod requests;
 pub mod serve;
 pub mod store;
 pub mod stream;

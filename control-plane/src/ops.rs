@@ -11,14 +11,14 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::answers::{Applied, CpStatus, VoterChange};
 use crate::bootstrap::{Candidate, Hello};
+use crate::cp_types::{Applied, CpStatus, VoterChange};
 use crate::error::CpError;
+use crate::member_requests::{MemberAnswer, MemberCall};
 use crate::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use crate::registry::{
     Command, FeedError, FeedPage, KeygroupConfig, KvEntry, MemberInfo, RegistryDigest,
 };
-use crate::requests::{MemberAnswer, MemberCall};
 use crate::types::{NodeId, TypeConfig};
 
 /// One internal request/answer operation.
@@ -69,7 +69,7 @@ ops! {
     /// A command from a member that is not in the control plane (the full write path; the
     /// fault harness's synthetic members use it, members use [`Request`]).
     Propose = "/internal/v1/cp/propose": Command => Result<Applied, CpError>;
-    /// A member's request, decided by the control plane (see [`crate::requests`]).
+    /// A member's request, decided by the control plane (see [`crate::member_requests`]).
     Request = "/internal/v1/cp/request": MemberCall => Result<MemberAnswer, CpError>;
     /// A member's node-scoped view of the registry (DESIGN.md §6e-2): the digest with the
     /// secrets of the asking node's keygroups only.

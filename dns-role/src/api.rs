@@ -10,7 +10,7 @@ use hivemind_subscriptions::{
     ClaimState, HeldRecordView, IntakeRecordsView, IntakeStatusView, Position,
 };
 
-use crate::DnsState;
+use crate::RoleState;
 
 /// The dns role's routes, for the OpenAPI document (mounted only on members running it).
 #[derive(utoipa::OpenApi)]
@@ -40,7 +40,7 @@ pub struct DnsRecordsView {
 #[utoipa::path(get, path = "/v1/roles/dns/records", tag = "dns role",
     operation_id = "dns_records",
     responses((status = 200, description = "The records held", body = DnsRecordsView)))]
-pub(crate) async fn records_route(State(state): State<DnsState>) -> Json<DnsRecordsView> {
+pub(crate) async fn records_route(State(state): State<RoleState>) -> Json<DnsRecordsView> {
     Json(DnsRecordsView {
         held: records_view(&state.intake),
         queries: state.zone.queries.snapshot(),
@@ -52,6 +52,6 @@ pub(crate) async fn records_route(State(state): State<DnsState>) -> Json<DnsReco
 #[utoipa::path(get, path = "/v1/roles/dns/status", tag = "dns role",
     operation_id = "dns_status",
     responses((status = 200, description = "Where this machine stands per keygroup", body = IntakeStatusView)))]
-pub(crate) async fn status_route(State(state): State<DnsState>) -> Json<IntakeStatusView> {
+pub(crate) async fn status_route(State(state): State<RoleState>) -> Json<IntakeStatusView> {
     Json(status_view(&state.intake))
 }

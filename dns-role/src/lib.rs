@@ -29,7 +29,7 @@ use axum::Router;
 use hickory_proto::rr::Name;
 use hivemind_common::records::HostRecord;
 use hivemind_common::role::{Membership, Role, RoleContext, Started};
-use hivemind_common::roles::{self, RoleSpec};
+use hivemind_common::role_specs::{self, RoleSpec};
 use hivemind_subscriptions::{Acquire, Change, Consumer, Intake};
 
 pub use api::{openapi, DnsApi, DnsRecordsView};
@@ -40,7 +40,7 @@ pub struct DnsRole;
 
 impl Role for DnsRole {
     fn spec(&self) -> &'static RoleSpec {
-        roles::spec("dns").expect("dns is a known role")
+        role_specs::spec("dns").expect("dns is a known role")
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
@@ -50,7 +50,7 @@ impl Role for DnsRole {
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("dns", Acquire::Replica, zone.clone(), ctx);
         let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
-        let state = DnsState { zone, intake };
+        let state = RoleState { zone, intake };
         let routes = Router::new()
             .route("/records", get(api::records_route))
             .route("/status", get(api::status_route))
@@ -73,7 +73,7 @@ impl Role for DnsRole {
 
 /// What the routes and metrics share: the zone served and the records it was built from.
 #[derive(Clone)]
-pub(crate) struct DnsState {
+pub(crate) struct RoleState {
     zone: Arc<DnsZone>,
     intake: Arc<Intake>,
 }

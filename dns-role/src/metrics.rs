@@ -5,9 +5,9 @@ use hivemind_common::role::HistogramSample;
 use hivemind_common::role::RoleMetrics;
 use hivemind_common::role::Sample;
 
-use crate::DnsState;
+use crate::RoleState;
 
-pub(crate) struct DnsMetrics(pub(crate) DnsState);
+pub(crate) struct DnsMetrics(pub(crate) RoleState);
 
 impl RoleMetrics for DnsMetrics {
     fn histograms(&self) -> Vec<HistogramSample> {

@@ -5,11 +5,11 @@
 use bytes::BytesMut;
 use hivemind_common::records;
 use hivemind_control_plane::bootstrap::{Candidate, Hello};
+use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall};
 use hivemind_control_plane::network::{FramedAnswer, FramedCall};
 use hivemind_control_plane::ops::{FeedRequest, JoinAccepted, JoinRequest};
 use hivemind_control_plane::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use hivemind_control_plane::registry::{Command, FeedError, FeedPage, Registry};
-use hivemind_control_plane::requests::{MemberAnswer, MemberCall};
 use hivemind_control_plane::types::{CommandResponse, NodeId, TypeConfig};
 use hivemind_control_plane::{Applied, CpError, VoterChange};
 use openraft::raft::{

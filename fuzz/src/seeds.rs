@@ -9,13 +9,15 @@ use hivemind_common::backup::BackupOp;
 use hivemind_common::records::{self, HostRecord};
 use hivemind_common::{encode, MemberId};
 use hivemind_control_plane::bootstrap::Candidate;
+use hivemind_control_plane::member_requests::{
+    AclRequest, KeygroupChanges, MemberCall, MemberRequest,
+};
 use hivemind_control_plane::network::FramedCall;
 use hivemind_control_plane::ops::{FeedRequest, JoinRequest};
 use hivemind_control_plane::pre_vote::PreVoteRequest;
 use hivemind_control_plane::registry::{
     AclOp, Actor, Command, KeygroupDelta, MemberInfo, Registry,
 };
-use hivemind_control_plane::requests::{AclRequest, KeygroupChanges, MemberCall, MemberRequest};
 use hivemind_control_plane::store::{encode_snapshot_file, SmData};
 use hivemind_control_plane::types::{Entry, TypeConfig};
 use hivemind_member::gossip::Sealer;

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::api::{error, refused};
 use crate::registration::{parse_service, CheckKind};
 use crate::services::ReportError;
-use crate::{RegisterError, Shared};
+use crate::{RegisterError, RoleState};
 
 /// The agent API's routes, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
@@ -32,7 +32,7 @@ use crate::{RegisterError, Shared};
 )]
 pub struct AgentApi;
 
-pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+pub(crate) fn routes(shared: Arc<RoleState>) -> Router {
     Router::new()
         .route("/v1/agent/service/register", put(register))
         .route("/v1/agent/service/deregister/{id}", put(deregister))
@@ -52,7 +52,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
     responses((status = 200, description = "Registered"),
         (status = 400, description = "A bad field (invalid)", body = ErrorBody),
         (status = 503, description = "Not persisted (store_failed)", body = ErrorBody)))]
-async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn register(State(shared): State<Arc<RoleState>>, body: Bytes) -> Response {
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}")),
@@ -72,7 +72,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     params(("id" = String, Path, description = "The service ID")),
     responses((status = 200, description = "Deregistered"),
         (status = 404, description = "No such service (unknown_service)", body = ErrorBody)))]
-async fn deregister(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn deregister(State(shared): State<Arc<RoleState>>, Path(id): Path<String>) -> Response {
     let result = shared.register(|s| {
         s.without(&id)
             .ok_or_else(|| RegisterError::Unknown(id.clone()))
@@ -86,7 +86,7 @@ async fn deregister(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
 /// This host's services, keyed by service ID.
 #[utoipa::path(get, path = "/v1/agent/services", tag = "consul agent", operation_id = "agent_services",
     responses((status = 200, description = "`{ID: {ID, Service, Tags, Meta, Port, Address, Weights, EnableTagOverride, Datacenter}}`", body = Object)))]
-async fn services(State(shared): State<Arc<Shared>>) -> Json<Map<String, Value>> {
+async fn services(State(shared): State<Arc<RoleState>>) -> Json<Map<String, Value>> {
     let services = shared.services();
     Json(
         services
@@ -114,7 +114,7 @@ async fn services(State(shared): State<Arc<Shared>>) -> Json<Map<String, Value>>
 /// This host's checks, keyed by check ID, with their latest output.
 #[utoipa::path(get, path = "/v1/agent/checks", tag = "consul agent", operation_id = "agent_checks",
     responses((status = 200, description = "`{CheckID: {Node, CheckID, Name, Status, Notes, Output, ServiceID, ServiceName, ServiceTags, Type}}`", body = Object)))]
-async fn checks(State(shared): State<Arc<Shared>>) -> Json<Map<String, Value>> {
+async fn checks(State(shared): State<Arc<RoleState>>) -> Json<Map<String, Value>> {
     let services = shared.services();
     Json(
         services
@@ -153,7 +153,7 @@ struct Note {
     note: Option<String>,
 }
 
-fn report(shared: &Shared, id: &str, status: Health, note: String) -> Response {
+fn report(shared: &RoleState, id: &str, status: Health, note: String) -> Response {
     match shared.report(id, status, note) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e @ ReportError::Unknown(_)) => {
@@ -169,7 +169,7 @@ fn report(shared: &Shared, id: &str, status: Health, note: String) -> Response {
     responses((status = 200, description = "Reported"),
         (status = 400, description = "No such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
 async fn pass(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RoleState>>,
     Path(id): Path<String>,
     Query(q): Query<Note>,
 ) -> Response {
@@ -182,7 +182,7 @@ async fn pass(
     responses((status = 200, description = "Reported"),
         (status = 400, description = "No such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
 async fn warn(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RoleState>>,
     Path(id): Path<String>,
     Query(q): Query<Note>,
 ) -> Response {
@@ -195,7 +195,7 @@ async fn warn(
     responses((status = 200, description = "Reported"),
         (status = 400, description = "No such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
 async fn fail(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RoleState>>,
     Path(id): Path<String>,
     Query(q): Query<Note>,
 ) -> Response {
@@ -209,7 +209,7 @@ async fn fail(
     responses((status = 200, description = "Reported"),
         (status = 400, description = "A bad Status (invalid), no such check (unknown_check) or not a TTL check (not_ttl)", body = ErrorBody)))]
 async fn update(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RoleState>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {

@@ -15,7 +15,7 @@ use hivemind_common::api::ErrorBody;
 use hivemind_common::records::{self, CheckStatus, Health, HostRecord, Service};
 
 use crate::registration::{self, ServiceDef};
-use crate::{RegisterError, Shared};
+use crate::{RegisterError, RoleState};
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(ErrorBody::new(code, message))).into_response()
@@ -111,7 +111,7 @@ pub struct CheckBody {
     status: Option<Health>,
 }
 
-pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+pub(crate) fn routes(shared: Arc<RoleState>) -> Router {
     Router::new()
         .route("/record", get(record_route))
         .route("/services", get(services_route).put(put_services))
@@ -121,7 +121,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
 /// This host's current record.
 #[utoipa::path(get, path = "/v1/roles/host/record", tag = "host role",
     responses((status = 200, description = "The record published now", body = RecordView)))]
-async fn record_route(State(shared): State<Arc<Shared>>) -> Json<RecordView> {
+async fn record_route(State(shared): State<Arc<RoleState>>) -> Json<RecordView> {
     let r = shared.published.borrow().clone();
     Json(RecordView {
         host: r.host,
@@ -136,7 +136,7 @@ async fn record_route(State(shared): State<Arc<Shared>>) -> Json<RecordView> {
 /// This host's services as registered (what a PUT of the same body keeps).
 #[utoipa::path(get, path = "/v1/roles/host/services", tag = "host role",
     responses((status = 200, description = "The services", body = [ServiceBody])))]
-async fn services_route(State(shared): State<Arc<Shared>>) -> Json<Vec<serde_json::Value>> {
+async fn services_route(State(shared): State<Arc<RoleState>>) -> Json<Vec<serde_json::Value>> {
     Json(
         shared
             .services()
@@ -152,7 +152,7 @@ async fn services_route(State(shared): State<Arc<Shared>>) -> Json<Vec<serde_jso
     responses((status = 200, description = "The record after the change", body = RecordView),
         (status = 400, description = "A bad service or check (invalid; the message names the field)", body = ErrorBody),
         (status = 503, description = "The services could not be persisted (store_failed)", body = ErrorBody)))]
-async fn put_services(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn put_services(State(shared): State<Arc<RoleState>>, body: Bytes) -> Response {
     let defs = match registration::parse_services(&body) {
         Ok(defs) => defs,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid", message),
@@ -173,7 +173,7 @@ pub(crate) struct SubscribeQuery {
 
 /// The subscription stream: frames of the sealed record, the current one first.
 pub(crate) async fn subscribe(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RoleState>>,
     Query(q): Query<SubscribeQuery>,
 ) -> Response {
     let me = shared.published.borrow().member;

@@ -35,7 +35,7 @@ use hivemind_common::records::Health;
 use hivemind_common::role::{
     Me, Role, RoleContext, RoleEvent, RoleMetrics, RoleStore, Sample, Started,
 };
-use hivemind_common::roles::{self, RoleSpec};
+use hivemind_common::role_specs::{self, RoleSpec};
 use tokio::sync::{mpsc, watch, Notify};
 
 use probe::{Prober, Probes, Verdict};
@@ -56,7 +56,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 pub struct HostRole;
 
-struct Shared {
+struct RoleState {
     /// This host's member name (Consul's `Node`).
     node: String,
     keygroups: Vec<String>,
@@ -87,7 +87,7 @@ enum RegisterError {
     Store(String),
 }
 
-impl Shared {
+impl RoleState {
     /// Publishes the next record if `next` changes something; the seq is persisted before any
     /// subscriber can see it, so a restart never reuses one.
     fn publish(&self, next: impl FnOnce(&Published) -> Option<Published>) -> Result<(), String> {
@@ -244,7 +244,7 @@ fn stored(store: &dyn RoleStore) -> (u64, Vec<ServiceDef>, BTreeMap<String, heal
 
 impl Role for HostRole {
     fn spec(&self) -> &'static RoleSpec {
-        roles::spec("host").expect("host is a known role")
+        role_specs::spec("host").expect("host is a known role")
     }
 
     fn start(self: Box<Self>, mut ctx: RoleContext) -> Started {
@@ -253,7 +253,7 @@ impl Role for HostRole {
         let mut services = Services::new(defs, Instant::now());
         services.restore(saved, Instant::now());
         let (published, _) = watch::channel(Published::initial(&me, seq, services.wire()));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(RoleState {
             node: me.name.clone(),
             keygroups: ctx.settings.keygroups.clone(),
             store: ctx.store.clone(),
@@ -351,7 +351,7 @@ impl Role for HostRole {
     }
 }
 
-struct HostMetrics(Arc<Shared>);
+struct HostMetrics(Arc<RoleState>);
 
 impl RoleMetrics for HostMetrics {
     fn samples(&self) -> Vec<Sample> {

@@ -11,7 +11,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hivemind_common::api::ErrorBody;
 use hivemind_control_plane::http::ApiError;
-use hivemind_control_plane::requests::{AclRequest, MemberAnswer, MemberRequest, NewToken};
+use hivemind_control_plane::member_requests::{AclRequest, MemberAnswer, MemberRequest, NewToken};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hivemind_common::backoff::Backoff;
-use hivemind_control_plane::requests::MemberRequest;
+use hivemind_control_plane::member_requests::MemberRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::gossip::{GossipCommand, GossipId};

@@ -12,6 +12,7 @@ use hivemind_common::MemberId;
 
 use crate::cp_choice;
 use hivemind_control_plane::authority::{Caller, Denied};
+use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::network::{CallError, InternalClient};
 use hivemind_control_plane::ops::{
     self, FeedRequest, KeygroupQuery, Op, ViewAt, ViewRequest, MAX_EVENTS_PER_PAGE,
@@ -19,7 +20,6 @@ use hivemind_control_plane::ops::{
 use hivemind_control_plane::registry::{
     AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, RegistryDigest,
 };
-use hivemind_control_plane::requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::serve::Serve;
 use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
 
@@ -164,7 +164,7 @@ impl CpClient {
 
 impl CpAccess {
     /// Asks the control plane to do what `request` names for this member; it decides (see
-    /// `hivemind_control_plane::requests`).
+    /// `hivemind_control_plane::member_requests`).
     pub async fn request(&self, request: MemberRequest) -> Result<MemberAnswer, CpError> {
         self.request_for(request, &ClientToken::default()).await
     }

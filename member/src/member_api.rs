@@ -118,7 +118,7 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
             .iter()
             .filter(|m| m.state == MemberState::Alive)
             .flat_map(|m| m.info.roles.iter().map(String::as_str));
-        waiting_for.extend(hivemind_common::roles::missing_requirements(
+        waiting_for.extend(hivemind_common::role_specs::missing_requirements(
             &agent.config.roles,
             live,
             agent.bootstrapped.load(Ordering::Relaxed),

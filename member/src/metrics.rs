@@ -397,7 +397,7 @@ impl Collector for AgentCollector {
                 "hivemind_raft_transient_errors",
                 "Errors openraft reported talking to peers (unreachable, timed out): counted and \
                  summarized in a WARN every 10 s rather than logged one by one at ERROR.",
-                &[(&[], hivemind_control_plane::raft_log::noted().0)],
+                &[(&[], hivemind_control_plane::raft_errors::noted().0)],
             )?;
             let (cut_off, abandoned) = cp.fast_failures();
             counter(

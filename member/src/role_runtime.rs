@@ -362,8 +362,8 @@ impl Roles {
 mod tests {
     use super::*;
     use hivemind_common::MemberId;
+    use hivemind_control_plane::member_requests::{self, MemberRequest};
     use hivemind_control_plane::registry::{MemberInfo, Registry, RegistryDigest};
-    use hivemind_control_plane::requests::{self, MemberRequest};
 
     fn info(id: u64) -> MemberInfo {
         MemberInfo {
@@ -383,7 +383,7 @@ mod tests {
     fn run(requests: &[MemberRequest]) -> Vec<RoleEvent> {
         let commands: Vec<_> = requests
             .iter()
-            .map(|r| requests::command(r.clone(), 0).expect("one command"))
+            .map(|r| member_requests::command(r.clone(), 0).expect("one command"))
             .collect();
         let mut registry = Registry::default();
         let mut view = MembershipView::from_digest(RegistryDigest::of(&registry, 0));

@@ -40,7 +40,7 @@ pub(crate) struct Agent {
     /// Whether the view reached the applied index of the CP member that answered last.
     pub(crate) caught_up: AtomicBool,
     /// Whether `/v1/status` found this member ready once: from then on the roles it needs to
-    /// bootstrap are no longer waited for (`common::roles`).
+    /// bootstrap are no longer waited for (`common::role_specs`).
     pub(crate) bootstrapped: AtomicBool,
     pub(crate) roles: Roles,
     pub(crate) counters: FeedCounters,

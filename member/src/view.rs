@@ -169,8 +169,8 @@ impl MembershipView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hivemind_control_plane::member_requests::{self, MemberRequest};
     use hivemind_control_plane::registry::{MemberInfo, Registry};
-    use hivemind_control_plane::requests::{self, MemberRequest};
     use proptest::prelude::*;
 
     fn info(id: u64, node: &str, generation: u64) -> MemberInfo {
@@ -252,7 +252,7 @@ mod tests {
                 if i == split.min(commands.len()) {
                     snapshot = Some(RegistryDigest::of(&registry, i as u64));
                 }
-                let command = requests::command(command.clone(), 0).expect("one command");
+                let command = member_requests::command(command.clone(), 0).expect("one command");
                 let _ = registry.apply(i as u64 + 1, &command);
             }
             let applied = commands.len() as u64;

@@ -12,7 +12,7 @@ use hivemind_subscriptions::{IntakeRecordsView, IntakeStatusView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::Shared;
+use crate::RoleState;
 
 /// A time as the API shows it: milliseconds since the Unix epoch.
 pub(crate) fn unix_ms(at: SystemTime) -> u64 {
@@ -82,7 +82,7 @@ pub struct NginxConfigView {
 #[utoipa::path(get, path = "/v1/roles/nginx/config", tag = "nginx role",
     operation_id = "nginx_config",
     responses((status = 200, description = "The running nginx config", body = NginxConfigView)))]
-pub(crate) async fn config_route(State(shared): State<Shared>) -> Json<NginxConfigView> {
+pub(crate) async fn config_route(State(shared): State<RoleState>) -> Json<NginxConfigView> {
     let s = &shared.state;
     let running = s.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let pid = s.pid.load(Ordering::Relaxed);
@@ -112,7 +112,7 @@ pub(crate) async fn config_route(State(shared): State<Shared>) -> Json<NginxConf
 #[utoipa::path(get, path = "/v1/roles/nginx/records", tag = "nginx role",
     operation_id = "nginx_records",
     responses((status = 200, description = "The records held", body = IntakeRecordsView)))]
-pub(crate) async fn records_route(State(shared): State<Shared>) -> Json<IntakeRecordsView> {
+pub(crate) async fn records_route(State(shared): State<RoleState>) -> Json<IntakeRecordsView> {
     Json(records_view(&shared.intake))
 }
 
@@ -121,6 +121,6 @@ pub(crate) async fn records_route(State(shared): State<Shared>) -> Json<IntakeRe
 #[utoipa::path(get, path = "/v1/roles/nginx/status", tag = "nginx role",
     operation_id = "nginx_status",
     responses((status = 200, description = "Where this machine stands per keygroup", body = IntakeStatusView)))]
-pub(crate) async fn status_route(State(shared): State<Shared>) -> Json<IntakeStatusView> {
+pub(crate) async fn status_route(State(shared): State<RoleState>) -> Json<IntakeStatusView> {
     Json(status_view(&shared.intake))
 }

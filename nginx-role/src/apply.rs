@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{unix_ms, FailureView, ReloadView, Running};
 use crate::debounce::Debounce;
 use crate::nginx::{supervise, Nginx};
-use crate::{model, template, Shared};
+use crate::{model, template, RoleState};
 
 pub(crate) struct Apply {
-    pub(crate) shared: Shared,
+    pub(crate) shared: RoleState,
     pub(crate) nginx: Nginx,
     pub(crate) settings: NginxSettings,
     pub(crate) domain: String,

@@ -26,7 +26,7 @@ use axum::routing::get;
 use axum::Router;
 use hivemind_common::histogram::LatencyHistogram;
 use hivemind_common::role::{HistogramSample, Role, RoleContext, RoleMetrics, Sample, Started};
-use hivemind_common::roles::{self, RoleSpec};
+use hivemind_common::role_specs::{self, RoleSpec};
 use hivemind_subscriptions::{Acquire, Change, Consumer, Intake};
 
 pub use api::{openapi, NginxApi, NginxConfigView};
@@ -35,7 +35,7 @@ pub struct NginxRole;
 
 impl Role for NginxRole {
     fn spec(&self) -> &'static RoleSpec {
-        roles::spec("nginx").expect("nginx is a known role")
+        role_specs::spec("nginx").expect("nginx is a known role")
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
@@ -58,7 +58,7 @@ impl Role for NginxRole {
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("nginx", Acquire::Replica, state.clone(), ctx);
         let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
-        let shared = Shared { state, intake };
+        let shared = RoleState { state, intake };
         let routes = Router::new()
             .route("/config", get(api::config_route))
             .route("/records", get(api::records_route))
@@ -91,7 +91,7 @@ impl Role for NginxRole {
 
 /// What the routes, metrics and the render loop share.
 #[derive(Clone)]
-pub(crate) struct Shared {
+pub(crate) struct RoleState {
     state: Arc<NginxState>,
     intake: Arc<Intake>,
 }
@@ -122,7 +122,7 @@ impl Consumer for NginxState {
     }
 }
 
-struct NginxMetrics(Shared);
+struct NginxMetrics(RoleState);
 
 impl RoleMetrics for NginxMetrics {
     fn samples(&self) -> Vec<Sample> {

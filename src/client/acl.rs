@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 
 use anyhow::{Context, Result};
-use hivemind_control_plane::requests::NewToken;
+use hivemind_control_plane::member_requests::NewToken;
 use hivemind_member::acl_api::{Changed, CreateToken, PolicyView, TokenView};
 use reqwest::Method;
 

@@ -81,7 +81,7 @@ pub async fn keygroup(client: &Client, command: KeygroupCommand) -> Result<()> {
             open,
             rotate_secret,
         } => {
-            let changes = hivemind_control_plane::requests::KeygroupChanges {
+            let changes = hivemind_control_plane::member_requests::KeygroupChanges {
                 add_replicas,
                 remove_replicas,
                 add_triggers,

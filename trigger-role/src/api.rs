@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::changes::{Change, Page};
-use crate::TriggerState;
+use crate::RoleState;
 use crate::MAX_PAGE;
 
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -45,7 +45,7 @@ pub struct ChangesPage {
 #[utoipa::path(get, path = "/v1/roles/trigger/records", tag = "trigger role",
     operation_id = "trigger_records",
     responses((status = 200, description = "The records held", body = IntakeRecordsView)))]
-pub(crate) async fn records_route(State(state): State<TriggerState>) -> Json<IntakeRecordsView> {
+pub(crate) async fn records_route(State(state): State<RoleState>) -> Json<IntakeRecordsView> {
     Json(records_view(&state.intake))
 }
 
@@ -54,7 +54,7 @@ pub(crate) async fn records_route(State(state): State<TriggerState>) -> Json<Int
 #[utoipa::path(get, path = "/v1/roles/trigger/status", tag = "trigger role",
     operation_id = "trigger_status",
     responses((status = 200, description = "Where this machine stands per keygroup", body = IntakeStatusView)))]
-pub(crate) async fn status_route(State(state): State<TriggerState>) -> Json<IntakeStatusView> {
+pub(crate) async fn status_route(State(state): State<RoleState>) -> Json<IntakeStatusView> {
     Json(status_view(&state.intake))
 }
 
@@ -86,7 +86,7 @@ fn bad_request(message: String) -> Response {
         (status = 400, description = "Bad query", body = hivemind_common::api::ErrorBody),
         (status = 410, description = "The cursor is older than the changes kept (gone)", body = hivemind_common::api::ErrorBody)))]
 pub(crate) async fn events_route(
-    State(state): State<TriggerState>,
+    State(state): State<RoleState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {

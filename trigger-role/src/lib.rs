@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::Router;
 use hivemind_common::records::HostRecord;
 use hivemind_common::role::{Role, RoleContext, RoleMetrics, Sample, Started};
-use hivemind_common::roles::{self, RoleSpec};
+use hivemind_common::role_specs::{self, RoleSpec};
 use hivemind_subscriptions::{Acquire, Change, Consumer, Intake};
 
 pub use api::{openapi, ChangesPage, TriggerApi};
@@ -35,7 +35,7 @@ pub struct TriggerRole;
 
 impl Role for TriggerRole {
     fn spec(&self) -> &'static RoleSpec {
-        roles::spec("trigger").expect("trigger is a known role")
+        role_specs::spec("trigger").expect("trigger is a known role")
     }
 
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
@@ -46,7 +46,7 @@ impl Role for TriggerRole {
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("trigger", Acquire::Trigger, trigger.clone(), ctx);
         let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
-        let state = TriggerState {
+        let state = RoleState {
             trigger,
             intake,
             me,
@@ -76,7 +76,7 @@ impl Role for TriggerRole {
 
 /// What the routes and the webhook share: the change log and the records held.
 #[derive(Clone)]
-pub(crate) struct TriggerState {
+pub(crate) struct RoleState {
     trigger: Arc<Trigger>,
     intake: Arc<Intake>,
     /// This member: the live trigger member with the lowest id delivers reports.
@@ -145,7 +145,7 @@ impl Consumer for Trigger {
 }
 
 /// The intake's samples and the webhook's counters.
-struct TriggerMetrics(TriggerState);
+struct TriggerMetrics(RoleState);
 
 impl RoleMetrics for TriggerMetrics {
     fn samples(&self) -> Vec<Sample> {

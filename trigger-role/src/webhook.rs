@@ -8,13 +8,13 @@ use hivemind_common::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::Page;
-use crate::TriggerState;
+use crate::RoleState;
 use crate::MAX_PAGE;
 
 /// Delivers every change of the keygroups this machine is responsible for to `url`, in
 /// order; a failed POST is retried with backoff (counted), never skipped unless the log
 /// dropped it meanwhile (counted too).
-pub(crate) async fn run(state: TriggerState, url: String, shutdown: CancellationToken) {
+pub(crate) async fn run(state: RoleState, url: String, shutdown: CancellationToken) {
     let trigger = &state.trigger;
     let mut changed = trigger.change_tx.subscribe();
     let mut after = trigger
@@ -88,7 +88,7 @@ pub(crate) async fn run(state: TriggerState, url: String, shutdown: Cancellation
 
 /// Reports belong to no keygroup: the live trigger member with the lowest id delivers them, so
 /// the webhook hears each once.
-fn delivers_reports(state: &TriggerState) -> bool {
+fn delivers_reports(state: &RoleState) -> bool {
     let membership = state.intake.membership();
     let me = state.me;
     membership

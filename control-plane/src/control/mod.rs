@@ -30,16 +30,16 @@ use crate::types::{NodeId, Raft};
 /// Pause between attempts while no leader is known.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
+mod carry_out;
 pub mod elections;
 mod join;
 mod lease_keeper;
 mod lifecycle;
 mod reads;
-mod requests;
 mod status;
 mod writes;
 
-pub use crate::answers::{Applied, CpStatus, Health, NodeRef, VoterChange, VoterView};
+pub use crate::cp_types::{Applied, CpStatus, Health, NodeRef, VoterChange, VoterView};
 pub use join::admission_check;
 use lifecycle::{count_leader_changes, release_withheld_commits};
 pub use reads::FeedFollower;

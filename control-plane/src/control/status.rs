@@ -7,7 +7,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use super::ControlPlane;
-use crate::answers::{CpStatus, Health, NodeRef, VoterChange, VoterView};
+use crate::cp_types::{CpStatus, Health, NodeRef, VoterChange, VoterView};
 use crate::error::CpError;
 use crate::ops;
 use crate::types::{CpNode, NodeId};

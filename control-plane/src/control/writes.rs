@@ -8,7 +8,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ControlPlane;
-use crate::answers::Applied;
+use crate::cp_types::Applied;
 use crate::error::CpError;
 use crate::ops;
 use crate::registry::{Command, CommandOutput, MAX_BATCH, MAX_BATCH_BYTES};

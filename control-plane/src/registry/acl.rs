@@ -1,7 +1,7 @@
 //! The ACL table (DESIGN.md §6e): policies (named TOML rules, checked by `common::acl` when they
 //! are written) and tokens (an accessor, the hash of the secret, the policies it holds or
 //! management rights). Secrets never enter the log: the CP member that receives a request draws
-//! them (`requests.rs`), puts only [`token_hash`](hivemind_common::secret::token_hash) of it in
+//! them (`member_requests.rs`), puts only [`token_hash`](hivemind_common::secret::token_hash) of it in
 //! the command, and answers the secret to the one who asked.
 //!
 //! Rules enforced here: bootstrap happens once; a policy's rules parse; a token names only

@@ -129,7 +129,7 @@ impl Catalog {
         let holder = membership
             .live()
             .filter(|p| p.id != self.agent.identity.id)
-            .filter(|p| hivemind_common::roles::consumes(&p.roles))
+            .filter(|p| hivemind_common::role_specs::consumes(&p.roles))
             .min_by_key(|p| p.id)?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut request = self

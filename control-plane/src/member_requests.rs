@@ -12,7 +12,7 @@ use hivemind_common::MemberId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::answers::Applied;
+use crate::cp_types::Applied;
 use crate::registry::{
     new_secret, AclOp, Actor, Command, KeygroupConfig, KeygroupDelta, MemberInfo, MemberState,
     RegistryDigest, DEFAULT_TTL_SECS,

@@ -1,13 +1,13 @@
-//! [`ControlPlane::request`]: a member's request ([`crate::requests`]) decided and carried out
+//! [`ControlPlane::request`]: a member's request ([`crate::member_requests`]) decided and carried out
 //! on this CP member: the commands it becomes are written through the leader; create-or-join
 //! and claims are decided on this member's applied registry, at least as new as the member's
 //! own view.
 
 use crate::error::CpError;
-use crate::registry::{CommandOutput, RegistryError};
-use crate::requests::{
+use crate::member_requests::{
     self, claim_step, join_keygroup_step, ClaimStep, JoinStep, MemberAnswer, MemberRequest,
 };
+use crate::registry::{CommandOutput, RegistryError};
 
 use super::ControlPlane;
 
@@ -44,7 +44,7 @@ impl ControlPlane {
                 }
             }
             MemberRequest::Acl(acl) => {
-                let (command, token) = requests::acl_step(acl, crate::access::now_ms());
+                let (command, token) = member_requests::acl_step(acl, crate::access::now_ms());
                 let applied = self.write(command).await?;
                 Ok(match token {
                     Some(token) => MemberAnswer::Token(token),
@@ -52,7 +52,7 @@ impl ControlPlane {
                 })
             }
             other => {
-                let command = requests::command(other, crate::access::now_ms())
+                let command = member_requests::command(other, crate::access::now_ms())
                     .expect("every other request is one command");
                 Ok(MemberAnswer::Applied(self.write(command).await?))
             }
