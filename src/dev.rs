@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hivemind_dns_role::DnsRecordsView;
-use hivemind_member::member_api::StatusView;
+use hivemind_member::http::member_api::StatusView;
 use hivemind_member::AgentConfig;
 use tokio::task::JoinSet;
 

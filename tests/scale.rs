@@ -9,7 +9,7 @@
 mod support;
 
 use hivemind_common::MemberId;
-use hivemind_member::cp_choice;
+use hivemind_member::cp::cp_choice;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -24,7 +24,7 @@ use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::MemberInfo;
 use hivemind_control_plane::CpError;
-use hivemind_member::join::{JoinAccepted, JoinRequest};
+use hivemind_member::cp::join::{JoinAccepted, JoinRequest};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 

@@ -14,7 +14,7 @@ use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall, MemberRe
 use hivemind_control_plane::ops::{self, Op};
 use hivemind_control_plane::registry::{Actor, Command, KeygroupDelta, MemberInfo};
 use hivemind_control_plane::{Applied, CpError};
-use hivemind_member::join::{JoinAccepted, JoinRequest};
+use hivemind_member::cp::join::{JoinAccepted, JoinRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::de::DeserializeOwned;

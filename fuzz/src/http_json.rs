@@ -4,7 +4,7 @@
 use hivemind_control_plane::http::api::{AddVoter, EpochBody};
 use hivemind_control_plane::http::extract::json_body;
 use hivemind_host_role::registration::parse_services;
-use hivemind_member::keygroups_api::{parse_body, CreateBody, UpdateBody};
+use hivemind_member::http::keygroups_api::{parse_body, CreateBody, UpdateBody};
 
 use crate::choice;
 

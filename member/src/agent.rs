@@ -19,16 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::admission::{
+use crate::config::{AgentConfig, AgentError};
+use crate::cp::admission::{
     admit, announce_to_registry_members, handle_gossip_events, join_route, leave,
 };
-use crate::auth::require_member_certificate;
-use crate::config::{AgentConfig, AgentError};
-use crate::cp_access::{CpAccess, CpClient, RoleCp};
+use crate::cp::cp_access::{CpAccess, CpClient, RoleCp};
+use crate::cp::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
 use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
+use crate::http::auth::require_member_certificate;
+use crate::http::member_api::{members, node, nodes, post_leave, status};
 use crate::identity::{Identity, MemberStore};
-use crate::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
-use crate::member_api::{members, node, nodes, post_leave, status};
 use crate::role_runtime::{RoleBasis, Roles};
 use crate::state::{me, member_info, Agent, FeedCounters};
 use crate::view::MembershipView;
@@ -224,8 +224,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             handle_gossip_events(agent.clone(), gossip_events, shutdown.child_token())
                 .in_current_span(),
         );
-        tasks.spawn(crate::feed::follow(agent.clone(), shutdown.child_token()).in_current_span());
-        tasks.spawn(crate::acl::refresh(agent.clone(), shutdown.child_token()).in_current_span());
+        tasks.spawn(
+            crate::cp::feed::follow(agent.clone(), shutdown.child_token()).in_current_span(),
+        );
+        tasks.spawn(
+            crate::http::acl::refresh(agent.clone(), shutdown.child_token()).in_current_span(),
+        );
         tasks.spawn(crate::address::watch(agent.clone(), shutdown.child_token()).in_current_span());
 
         let app = http_app(&agent, app);
@@ -309,31 +313,31 @@ fn http_app(agent: &Arc<Agent>, app: Router) -> Router {
         .route("/v1/nodes/{node}", get(node))
         .with_state(agent.clone());
     let metrics = Router::new()
-        .route("/metrics", get(crate::metrics::route))
-        .with_state(crate::metrics::registry(agent));
-    let document = crate::openapi::document(agent.config.control_plane, &agent.config.roles);
+        .route("/metrics", get(crate::http::metrics::route))
+        .with_state(crate::http::metrics::registry(agent));
+    let document = crate::http::openapi::document(agent.config.control_plane, &agent.config.roles);
     let document = Router::new()
-        .route("/v1/openapi.json", get(crate::openapi::route))
+        .route("/v1/openapi.json", get(crate::http::openapi::route))
         .with_state(Arc::new(
             serde_json::to_string(&document).expect("the OpenAPI document serializes"),
         ));
     app.merge(member_routes)
-        .merge(crate::keygroups_api::routes(agent.clone()))
-        .merge(crate::catalog::routes(agent.clone()))
-        .merge(crate::backup_api::routes(agent.clone()))
-        .merge(crate::acl_api::routes(agent.clone()))
-        .merge(crate::dashboard::routes(agent.clone()))
+        .merge(crate::http::keygroups_api::routes(agent.clone()))
+        .merge(crate::http::catalog::routes(agent.clone()))
+        .merge(crate::http::backup_api::routes(agent.clone()))
+        .merge(crate::http::acl_api::routes(agent.clone()))
+        .merge(crate::http::dashboard::routes(agent.clone()))
         .merge(metrics)
         .merge(document)
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
-            crate::acl::enforce,
+            crate::http::acl::enforce,
         ))
         .layer(axum::middleware::from_fn_with_state(
             agent.config.tls.is_some(),
             require_member_certificate,
         ))
-        .layer(crate::access_log::layer(agent.http_answers.clone()))
+        .layer(crate::http::access_log::layer(agent.http_answers.clone()))
 }
 
 /// How long requests in flight may finish once the member stops serving.

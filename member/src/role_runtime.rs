@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cp_access::RoleCp;
+use crate::cp::cp_access::RoleCp;
 use crate::identity::{IdentityError, MemberStore};
 use crate::view::MembershipView;
 
@@ -265,7 +265,7 @@ impl Roles {
                 &format!("/internal/v1/roles/{name}"),
                 started.internal.layer(axum::middleware::from_fn(
                     move |request: axum::extract::Request, next: axum::middleware::Next| {
-                        crate::auth::require_cluster_secret(secret.clone(), request, next)
+                        crate::http::auth::require_cluster_secret(secret.clone(), request, next)
                     },
                 )),
             );

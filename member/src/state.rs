@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::cp_access::CpAccess;
+use crate::cp::cp_access::CpAccess;
 use crate::gossip::Gossip;
 use crate::identity::{Identity, MemberStore};
 use crate::role_runtime::Roles;
@@ -45,7 +45,7 @@ pub(crate) struct Agent {
     pub(crate) roles: Roles,
     pub(crate) counters: FeedCounters,
     pub(crate) join_outcomes: JoinOutcomes,
-    pub(crate) http_answers: Arc<crate::access_log::HttpAnswers>,
+    pub(crate) http_answers: Arc<crate::http::access_log::HttpAnswers>,
     /// The address advertised now (changed by the address watchdog).
     pub(crate) advertise: std::sync::RwLock<IpAddr>,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
@@ -53,7 +53,7 @@ pub(crate) struct Agent {
     /// What the HTTP listener refused (failed TLS handshakes), for `/metrics`.
     pub(crate) listener_counters: Arc<hivemind_tls::listener::ListenerCounters>,
     /// This member's copy of the ACL table, which it enforces.
-    pub(crate) acl: crate::acl_cache::AclCache,
+    pub(crate) acl: crate::http::acl_cache::AclCache,
 }
 
 /// The feed follower's counters (in `/v1/status` and `/metrics`).

@@ -1,6 +1,6 @@
 //! [`MembershipView`]: a member's local copy of the registry's membership (members and node
 //! configs), built from a snapshot and kept current by applying the event feed in index order.
-//! Sans IO: the feed follower ([`crate::feed`]) fetches, this decides.
+//! Sans IO: the feed follower ([`crate::cp::feed`]) fetches, this decides.
 //!
 //! Invariant: applying the feed from a snapshot at index `i` yields the registry's membership at
 //! every later index the follower reaches; events at or below the view's index are ignored, so a

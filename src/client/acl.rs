@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 
 use anyhow::{Context, Result};
 use hivemind_control_plane::member_requests::NewToken;
-use hivemind_member::acl_api::{Changed, CreateToken, PolicyView, TokenView};
+use hivemind_member::http::acl_api::{Changed, CreateToken, PolicyView, TokenView};
 use reqwest::Method;
 
 use super::{outln, Client};

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use hivemind_control_plane::http::api::EpochStarted;
 use hivemind_control_plane::http::views::MemberView;
 use hivemind_control_plane::{CpStatus, Health};
-use hivemind_member::member_api::StatusView;
+use hivemind_member::http::member_api::StatusView;
 use reqwest::Method;
 
 use super::{cell, outln, Client};

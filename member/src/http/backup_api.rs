@@ -52,7 +52,7 @@ pub struct SnapshotRecordView {
 #[utoipa::path(get, path = "/v1/backup/spaces", tag = "backup", operation_id = "backup_ledger_spaces",
     responses((status = 200, body = [SpaceView]), (status = 503, body = ErrorBody)))]
 async fn spaces(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<SpaceView>>, ApiError> {
-    let registry = crate::member_api::registry(&agent).await?;
+    let registry = crate::http::member_api::registry(&agent).await?;
     let swim_view = agent.gossip.view.borrow().clone();
     let record = |id| registry.members.iter().find(|m| m.info.id == id);
     Ok(Json(
@@ -65,7 +65,7 @@ async fn spaces(State(agent): State<Arc<Agent>>) -> Result<Json<Vec<SpaceView>>,
                 name: record(*id).map(|m| m.info.name.clone()).unwrap_or_default(),
                 state: record(*id)
                     .map_or("left", |m| {
-                        crate::member_api::seen_state(&agent, &swim_view, m)
+                        crate::http::member_api::seen_state(&agent, &swim_view, m)
                     })
                     .to_string(),
                 capacity: r.capacity,
@@ -90,7 +90,7 @@ async fn snapshots(
     State(agent): State<Arc<Agent>>,
     QueryParams(q): QueryParams<OwnerQuery>,
 ) -> Result<Json<Vec<SnapshotRecordView>>, ApiError> {
-    let registry = crate::member_api::registry(&agent).await?;
+    let registry = crate::http::member_api::registry(&agent).await?;
     let mut records: Vec<SnapshotRecordView> = registry
         .backup
         .snapshots

@@ -20,9 +20,9 @@ use hivemind_control_plane::Applied;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::acl::{ClientToken, Grant};
-use crate::cp_access::CpAccess;
-use crate::member_api::registry;
+use crate::cp::cp_access::CpAccess;
+use crate::http::acl::{ClientToken, Grant};
+use crate::http::member_api::registry;
 use crate::state::Agent;
 
 /// The keygroup routes, for the OpenAPI document.

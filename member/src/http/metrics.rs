@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use hivemind_common::histogram::HistogramSnapshot;
 use hivemind_common::role::Sample;
 
-use crate::cp_access::CpAccess;
+use crate::cp::cp_access::CpAccess;
 use crate::state::Agent;
 
 /// Reads the agent at scrape time (weakly: the registry must not keep a stopped agent alive).

@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cp_access::CpAccess;
+use crate::cp::cp_access::CpAccess;
+use crate::cp::join::{cp_endpoints, outside_cp, JoinAccepted, JoinRequest};
 use crate::gossip::{GossipCommand, GossipEvent, GossipId, Profile};
-use crate::join::{cp_endpoints, outside_cp, JoinAccepted, JoinRequest};
 
 use crate::state::Agent;
 

@@ -27,9 +27,9 @@ pub use hivemind_control_plane::access::{decide, Accessor, Enforced, Grant, Need
 use hivemind_control_plane::http::ApiError;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::acl_cache::AclCache;
-use crate::auth::{CONSUL_TOKEN_HEADER, TOKEN_HEADER};
-pub use crate::cp_access::ClientToken;
+pub use crate::cp::cp_access::ClientToken;
+pub use crate::http::acl_cache::AclCache;
+use crate::http::auth::{CONSUL_TOKEN_HEADER, TOKEN_HEADER};
 use crate::state::Agent;
 
 /// How often a member re-reads the ACL table.
@@ -59,7 +59,7 @@ pub fn need<'a>(method: &Method, path: &'a str, list_prefix: Option<&'a str>) ->
         "backup" => Resource::Backup,
         "acl" => Resource::Acl,
         "roles" => Resource::Role(tail.split('/').next().unwrap_or("")),
-        // The dashboard's view of every nginx member (`crate::dashboard`).
+        // The dashboard's view of every nginx member (`crate::http::dashboard`).
         "nginx" => Resource::Role("nginx"),
         // Consul's catalog and health routes serve the host role's records, and its agent API
         // registers them (`/v1/agent/self` is the member's own, under `cp`).

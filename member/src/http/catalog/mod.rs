@@ -61,8 +61,8 @@ struct Catalog {
 /// The headers a forwarded query carries along (the client's token).
 const FORWARDED: [&str; 3] = [
     "authorization",
-    crate::auth::TOKEN_HEADER,
-    crate::auth::CONSUL_TOKEN_HEADER,
+    crate::http::auth::TOKEN_HEADER,
+    crate::http::auth::CONSUL_TOKEN_HEADER,
 ];
 
 impl Catalog {

@@ -15,7 +15,7 @@ use hivemind_control_plane::member_requests::{AclRequest, MemberAnswer, MemberRe
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::acl::ClientToken;
+use crate::http::acl::ClientToken;
 use crate::state::Agent;
 
 #[derive(utoipa::OpenApi)]

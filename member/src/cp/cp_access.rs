@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hivemind_common::MemberId;
 
-use crate::cp_choice;
+use crate::cp::cp_choice;
 use hivemind_control_plane::authority::{Caller, Denied};
 use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::network::{CallError, InternalClient};
@@ -156,8 +156,8 @@ impl CpClient {
     /// Passes a join request on to the control plane (this member cannot decide it).
     pub async fn forward_join(
         &self,
-        request: &crate::join::JoinRequest,
-    ) -> Result<crate::join::JoinAccepted, CpError> {
+        request: &crate::cp::join::JoinRequest,
+    ) -> Result<crate::cp::join::JoinAccepted, CpError> {
         self.op::<ops::Join>(request).await?
     }
 }

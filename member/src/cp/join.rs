@@ -23,7 +23,7 @@ pub fn cp_endpoints<'a>(members: impl IntoIterator<Item = &'a MemberInfo>) -> Ve
 }
 
 /// The members outside the control plane among `members`: they share the CP members
-/// ([`crate::cp_choice::assign`]).
+/// ([`crate::cp::cp_choice::assign`]).
 pub fn outside_cp<'a>(
     members: impl IntoIterator<Item = &'a MemberInfo>,
 ) -> Vec<hivemind_common::MemberId> {

@@ -16,7 +16,7 @@ use hivemind_control_plane::registry::MemberState;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::member_api::registry;
+use crate::http::member_api::registry;
 use crate::state::Agent;
 
 /// How long `GET /v1/nginx` waits for each nginx member.

@@ -18,7 +18,7 @@ use crate::state::Agent;
 /// The member's own routes, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(status, members, post_leave, nodes, node, crate::metrics::route),
+    paths(status, members, post_leave, nodes, node, crate::http::metrics::route),
     components(schemas(StatusView, GossipStatus, FeedStatus, Leaving, MemberView, NodeView, MachineView, ErrorBody)),
     tags((name = "members", description = "This member, the membership and nodes"), (name = "operations", description = "Dashboard and metrics"))
 )]

@@ -14,7 +14,7 @@ use hivemind_control_plane::registry::{EventKind, FeedError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::admission::admit;
+use crate::cp::admission::admit;
 use crate::state::Agent;
 use crate::view::{MembershipView, PageOutcome};
 

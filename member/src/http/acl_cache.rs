@@ -1,4 +1,4 @@
-//! [`AclCache`]: this member's copy of the ACL table, which `crate::acl` enforces and keeps
+//! [`AclCache`]: this member's copy of the ACL table, which `crate::http::acl` enforces and keeps
 //! fresh; requests that need a fresher one wait here (bounded).
 
 use std::sync::atomic::AtomicU64;

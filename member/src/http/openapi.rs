@@ -19,12 +19,12 @@ struct DocumentApi;
 
 /// The document for a member with (or without) the control plane and these roles.
 pub fn document(control_plane: bool, roles: &[String]) -> Document {
-    let mut doc = crate::member_api::MemberApi::openapi();
-    doc.merge(crate::keygroups_api::KeygroupsApi::openapi());
+    let mut doc = crate::http::member_api::MemberApi::openapi();
+    doc.merge(crate::http::keygroups_api::KeygroupsApi::openapi());
     doc.merge(DocumentApi::openapi());
-    doc.merge(crate::backup_api::BackupLedgerApi::openapi());
-    doc.merge(crate::acl_api::AclApi::openapi());
-    doc.merge(crate::dashboard::DashboardApi::openapi());
+    doc.merge(crate::http::backup_api::BackupLedgerApi::openapi());
+    doc.merge(crate::http::acl_api::AclApi::openapi());
+    doc.merge(crate::http::dashboard::DashboardApi::openapi());
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
         doc.merge(hivemind_control_plane::http::coordination::CoordinationApi::openapi());
@@ -104,9 +104,9 @@ mod tests {
         }
         // Merging keeps one schema per name: two different types may not share a name.
         let parts = [
-            crate::member_api::MemberApi::openapi(),
-            crate::keygroups_api::KeygroupsApi::openapi(),
-            crate::dashboard::DashboardApi::openapi(),
+            crate::http::member_api::MemberApi::openapi(),
+            crate::http::keygroups_api::KeygroupsApi::openapi(),
+            crate::http::dashboard::DashboardApi::openapi(),
             hivemind_control_plane::http::api::CpApi::openapi(),
             hivemind_control_plane::http::coordination::CoordinationApi::openapi(),
             hivemind_control_plane::http::locks::LocksApi::openapi(),
