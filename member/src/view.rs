@@ -57,6 +57,37 @@ impl MembershipView {
         }
     }
 
+    /// Whether `config` is newer than the view's config of its node (or the view has none).
+    pub fn is_newer(&self, config: &NodeConfig) -> bool {
+        self.nodes
+            .get(&config.node)
+            .is_none_or(|held| config.version > held.version)
+    }
+
+    /// Seed event [6] for node configs: takes every config of `nodes` (read from the registry
+    /// by the periodic re-read) newer than the one held, or not held at all, and answers them
+    /// as `NodeConfigUpdated` events at the view's index for the roles. A config the view
+    /// holds at the same or a newer version is left as it is (the feed may be ahead of the
+    /// read).
+    pub fn take_newer_nodes(&mut self, nodes: &[NodeConfig]) -> Vec<Event> {
+        let mut taken = Vec::new();
+        for config in nodes {
+            if self.is_newer(config) {
+                self.nodes.insert(config.node.clone(), config.clone());
+                taken.push(Event {
+                    index: self.index,
+                    epoch: self.epoch,
+                    kind: EventKind::NodeConfigUpdated {
+                        node: config.node.clone(),
+                        version: config.version,
+                        machines: config.machines.clone(),
+                    },
+                });
+            }
+        }
+        taken
+    }
+
     /// Applies a page of the feed: its new events in order, then moves to `next_after`.
     pub fn apply_page(&mut self, page: &FeedPage) -> PageOutcome {
         if page.epoch != self.epoch {
@@ -163,6 +194,50 @@ impl MembershipView {
             responsibilities: Vec::new(),
             backup: Default::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod node_reread_tests {
+    use super::*;
+
+    fn node(name: &str, version: u64, machines: &[u64]) -> NodeConfig {
+        NodeConfig {
+            node: name.into(),
+            machines: machines
+                .iter()
+                .map(|m| hivemind_common::MemberId::new(*m).unwrap())
+                .collect(),
+            version,
+        }
+    }
+
+    #[test]
+    fn a_reread_takes_only_node_configs_newer_than_the_view_holds() {
+        let mut view = MembershipView::empty();
+        view.epoch = 1;
+        view.index = 40;
+        view.nodes.insert("dns-a".into(), node("dns-a", 3, &[1]));
+        view.nodes.insert("dns-b".into(), node("dns-b", 5, &[2]));
+        let read = [
+            node("dns-a", 4, &[1, 3]), // newer: taken
+            node("dns-b", 5, &[9]),    // same version: the view's stays
+            node("dns-c", 1, &[4]),    // not held: taken
+        ];
+        let events = view.take_newer_nodes(&read);
+        let taken: Vec<(&str, u64)> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::NodeConfigUpdated { node, version, .. } => (node.as_str(), *version),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(taken, [("dns-a", 4), ("dns-c", 1)]);
+        assert!(events.iter().all(|e| e.index == 40 && e.epoch == 1));
+        assert_eq!(view.nodes["dns-a"], node("dns-a", 4, &[1, 3]));
+        assert_eq!(view.nodes["dns-b"], node("dns-b", 5, &[2]));
+        // An older read changes nothing.
+        assert!(view.take_newer_nodes(&[node("dns-a", 2, &[])]).is_empty());
     }
 }
 

@@ -58,6 +58,7 @@ impl SaveSchedule {
 
 pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
     let mut saves = SaveSchedule::default();
+    let mut last_reread = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let (after, epoch) = {
@@ -135,6 +136,12 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                 false
             }
         };
+        if ok && last_reread.elapsed() >= agent.config.reread_every {
+            last_reread = tokio::time::Instant::now();
+            if reread_nodes(&agent).await {
+                saves.changed();
+            }
+        }
         if saves.due(tokio::time::Instant::now()) {
             let view = agent.view.borrow().clone();
             persist(&agent, &view);
@@ -154,6 +161,43 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
         let view = agent.view.borrow().clone();
         persist(&agent, &view);
     }
+}
+
+/// Seed event [6] for node configs: every `--reread-every` the node configs are read from the
+/// registry and any newer than the view's reach the view and the roles, so a member converges
+/// even on a change whose event it never applied. Answers whether anything changed.
+async fn reread_nodes(agent: &Arc<Agent>) -> bool {
+    let digest = match agent.cp.view(&agent.config.node, ViewAt::Applied(0)).await {
+        Ok(digest) => digest,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot re-read the node configs; at the next interval");
+            return false;
+        }
+    };
+    {
+        let view = agent.view.borrow();
+        if digest.epoch != view.epoch {
+            return false; // the feed brings the new epoch and its snapshot
+        }
+        if !digest.nodes.iter().any(|n| view.is_newer(n)) {
+            return false; // the usual case: nothing to copy the view for
+        }
+    }
+    let mut taken = Vec::new();
+    agent.view.send_if_modified(|view| {
+        taken = Arc::make_mut(view).take_newer_nodes(&digest.nodes);
+        !taken.is_empty()
+    });
+    if taken.is_empty() {
+        return false;
+    }
+    tracing::info!(
+        nodes = taken.len(),
+        "node configs re-read: newer than the view's"
+    );
+    let view = agent.view.borrow().clone();
+    agent.roles.applied(&taken, &view);
+    true
 }
 
 /// Replaces the view with a registry snapshot newer than it; answers whether it did.
