@@ -1,6 +1,6 @@
 //! The binary's logging: which events reach stderr (`--log-level`, `--log-format`, `RUST_LOG`),
-//! and openraft's ERROR events, which are counted and summarized instead of printed (see
-//! `hivemind_control_plane::raft_errors`).
+//! and openraft's ERROR events and per-attempt WARN events, which are counted and summarized
+//! instead of printed (see `hivemind_control_plane::raft_errors`).
 //!
 //! Every filter here is a per-layer filter that knows its levels, so the subscriber's maximum
 //! level is the most verbose one asked for (WARN for `--log-level warn`). A disabled `debug!`
@@ -40,14 +40,20 @@ fn levels_for(level: &str) -> Result<EnvFilter, String> {
         .map_err(|_| format!("--log-level: {level:?} is not a level or tracing directive"))
 }
 
-/// Events within `levels` printed in `format`, except openraft's errors, which are noted.
+/// Events within `levels` printed in `format`, except openraft's transient ones, which are
+/// noted.
 fn with_levels(levels: EnvFilter, format: LogFormat) -> impl Subscriber + Send + Sync {
-    // openraft's errors are counted, not printed.
+    // openraft's transient errors and warnings are counted, not printed.
     let not_openraft_errors = tracing_subscriber::filter::filter_fn(|meta| {
-        !raft_errors::is_openraft_error(meta.target(), meta.level())
+        !raft_errors::is_openraft_transient(meta.target(), meta.level())
     })
     .with_max_level_hint(LevelFilter::TRACE); // no limit of its own: `levels` sets it
     let printed = levels.and(not_openraft_errors);
+    // What is noted instead: decided per callsite, so every other event costs nothing here.
+    let noted = tracing_subscriber::filter::filter_fn(|meta| {
+        raft_errors::is_openraft_transient(meta.target(), meta.level())
+    })
+    .with_max_level_hint(LevelFilter::WARN);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Text => fmt.with_filter(printed).boxed(),
@@ -55,16 +61,16 @@ fn with_levels(levels: EnvFilter, format: LogFormat) -> impl Subscriber + Send +
     };
     tracing_subscriber::registry()
         .with(fmt)
-        .with(OpenraftErrors.with_filter(LevelFilter::ERROR))
+        .with(OpenraftErrors.with_filter(noted))
 }
 
-/// Notes openraft's ERROR events (see `hivemind_control_plane::raft_errors`).
+/// Notes openraft's transient events (see `hivemind_control_plane::raft_errors`).
 struct OpenraftErrors;
 
 impl<S: Subscriber> Layer<S> for OpenraftErrors {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let meta = event.metadata();
-        if raft_errors::is_openraft_error(meta.target(), meta.level()) {
+        if raft_errors::is_openraft_transient(meta.target(), meta.level()) {
             let mut message = String::new();
             event.record(&mut MessageOf(&mut message));
             raft_errors::note(message);
@@ -86,18 +92,25 @@ impl tracing::field::Visit for MessageOf<'_> {
 /// How often openraft's noted errors are summarized in the log (at most).
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Logs openraft's errors noted since the last report as one WARN, at most every
-/// [`REPORT_EVERY`].
+/// Logs openraft's transient events noted since the last report as one WARN, at most every
+/// [`REPORT_EVERY`], with the count per peer (`-`: events that name none).
 pub async fn report_openraft_errors() {
     let mut reported = 0;
     loop {
         tokio::time::sleep(REPORT_EVERY).await;
         let (total, last) = raft_errors::noted();
+        let by_peer = raft_errors::take_by_peer();
         if total > reported {
+            let peers = by_peer
+                .iter()
+                .map(|(peer, n)| format!("{peer}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             tracing::warn!(
-                errors = total - reported,
+                events = total - reported,
+                peers = %peers,
                 last = %last,
-                "openraft reported errors talking to peers (transient while a member is down or cut off; counted in hivemind_raft_transient_errors_total)"
+                "openraft reported errors and failed attempts talking to peers (transient while a member is down or cut off; counted in hivemind_raft_transient_errors_total)"
             );
             reported = total;
         }
@@ -123,9 +136,11 @@ mod tests {
         // is filtered at run time instead of by one comparison.
         assert_eq!(max_level("warn"), Some(LevelFilter::WARN));
         assert_eq!(max_level("info"), Some(LevelFilter::INFO));
-        assert_eq!(max_level("error"), Some(LevelFilter::ERROR));
         assert_eq!(max_level("debug"), Some(LevelFilter::DEBUG));
-        assert_eq!(max_level("off"), Some(LevelFilter::ERROR)); // openraft's errors, counted
+        // openraft's errors and per-attempt warnings are counted at any level; every other
+        // warning's callsite is disabled for good on its first use.
+        assert_eq!(max_level("error"), Some(LevelFilter::WARN));
+        assert_eq!(max_level("off"), Some(LevelFilter::WARN));
     }
 
     #[test]
@@ -138,6 +153,12 @@ mod tests {
                 raft_errors::noted().0,
                 before + 1,
                 "the openraft error is noted"
+            );
+            tracing::warn!(target: "openraft::replication", "error replication to target=7");
+            assert_eq!(
+                raft_errors::noted().0,
+                before + 2,
+                "a per-attempt warning is noted too"
             );
             assert!(!tracing::enabled!(target: "openraft::core", Level::INFO));
             assert!(!tracing::enabled!(target: "hivemind", Level::INFO));

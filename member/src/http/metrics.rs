@@ -395,8 +395,9 @@ impl Collector for AgentCollector {
             counter(
                 e,
                 "hivemind_raft_transient_errors",
-                "Errors openraft reported talking to peers (unreachable, timed out): counted and \
-                 summarized in a WARN every 10 s rather than logged one by one at ERROR.",
+                "Errors and per-attempt warnings openraft reported talking to peers (unreachable, \
+                 timed out, replication backoff, stale messages): counted and summarized in a WARN \
+                 every 10 s rather than logged one by one.",
                 &[(&[], hivemind_control_plane::raft_errors::noted().0)],
             )?;
             let (cut_off, abandoned) = cp.fast_failures();
