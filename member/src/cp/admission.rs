@@ -182,21 +182,29 @@ pub(crate) async fn handle_gossip_events(
                     id: id.id,
                     generation: id.generation,
                 };
-                for attempt in 0..5u32 {
+                // Under a partition every attempt from the minority side fails: one line when
+                // the attempts are spent, not one per attempt (the other side reports it too).
+                const ATTEMPTS: u32 = 5;
+                for attempt in 0..ATTEMPTS {
                     match agent.cp.apply(fail.clone()).await {
                         Ok(applied) => {
                             tracing::info!(member = %id.id, generation = id.generation, outcome = ?applied.output, "reported a down member");
                             break;
                         }
+                        Err(e) if attempt + 1 == ATTEMPTS => {
+                            tracing::warn!(member = %id.id, error = %e, attempts = ATTEMPTS, "cannot report a down member; giving up (members that reach a quorum report it)");
+                        }
                         Err(e) => {
-                            tracing::warn!(member = %id.id, error = %e, attempt, "cannot report a down member; retrying");
+                            tracing::debug!(member = %id.id, error = %e, attempt, "cannot report a down member; retrying");
                             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                         }
                     }
                 }
             }
             GossipEvent::Renewed(id) => {
-                tracing::warn!(
+                // The cluster's recovery from a partition, not something to act on: the
+                // failure is in the event feed already.
+                tracing::info!(
                     generation = id.generation,
                     "declared down by the cluster; rejoining as a new incarnation"
                 );
