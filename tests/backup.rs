@@ -275,7 +275,9 @@ async fn a_tree_restores_identically_after_changes_and_the_loss_of_two_spaces() 
     let first_id = first["snapshot"].as_str().unwrap().to_string();
     let first_chunks = first["chunks_new"].as_u64().unwrap();
     assert_eq!(first["files"].as_u64(), Some(305), "{first}");
-    assert!(first_chunks > 20, "{first}");
+    // New to this run: what the interrupted run had not stored yet (it was killed once 10 MiB
+    // were sent, of two copies of 25 MB), so how many depends on the moment of the kill.
+    assert!(first_chunks > 5, "{first}");
     assert!(after >= 2 * 24 * 1024 * 1024, "R = 2 copies: {after}");
     let r1 = work.join("r1");
     json(&backup(
