@@ -101,6 +101,15 @@ async fn rows(client: &Client, table: &str) -> Vec<String> {
     out
 }
 
+/// Waits until a row of `table` satisfies `matches`.
+async fn row_appears(client: &Client, table: &str, what: &str, matches: impl Fn(&str) -> bool) {
+    wait_for(what, || async {
+        let all = rows(client, table).await;
+        all.iter().any(|r| matches(r)).then_some(())
+    })
+    .await;
+}
+
 /// The text of an element (empty when it is not there).
 async fn text(client: &Client, css: &str) -> String {
     match client.find(Locator::Css(css)).await {
@@ -277,30 +286,27 @@ async fn every_view_shows_the_cluster_live_and_the_kv_editor_keeps_to_cas() {
     shot(&client, "members").await;
 
     open(&client, "keygroups").await;
-    wait_for("the default keygroup", || async {
-        let keygroups = rows(&client, "keygroups").await;
-        keygroups
-            .iter()
-            .any(|r| r.contains("hivemind/default/hosts"))
-            .then_some(())
+    row_appears(&client, "keygroups", "the default keygroup", |r| {
+        r.contains("hivemind/default/hosts")
     })
     .await;
     shot(&client, "keygroups").await;
     open(&client, "responsibilities").await;
-    wait_for("ns-1 holding the keygroup", || async {
-        let held = rows(&client, "responsibilities").await;
-        held.iter().any(|r| r.contains("ns-1")).then_some(())
-    })
+    row_appears(
+        &client,
+        "responsibilities",
+        "ns-1 holding the keygroup",
+        |r| r.contains("ns-1"),
+    )
     .await;
     shot(&client, "responsibilities").await;
     open(&client, "backup").await;
-    wait_for("the backup space with its numbers", || async {
-        let spaces = rows(&client, "spaces").await;
-        spaces
-            .iter()
-            .any(|r| r.starts_with("vault-1 alive 2.0 GB 0 B 0 B 0%"))
-            .then_some(())
-    })
+    row_appears(
+        &client,
+        "spaces",
+        "the backup space with its numbers",
+        |r| r.starts_with("vault-1 alive 2.0 GB 0 B 0 B 0%"),
+    )
     .await;
     shot(&client, "backup").await;
 
