@@ -10,8 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-/// Where build tools write, and git's own files.
-const OUTPUT: [&str; 3] = ["target", ".git", "fuzz/libfuzzer/target"];
+/// Where build tools write, and git's own files. `cargo fuzz run` creates
+/// `artifacts/<target>` for every run, crash or not (a crash fails `tests/fuzz_smoke.rs`).
+const OUTPUT: [&str; 4] = [
+    "target",
+    ".git",
+    "fuzz/libfuzzer/target",
+    "fuzz/libfuzzer/artifacts",
+];
 
 fn changed_since(root: &Path, dir: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
