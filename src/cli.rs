@@ -10,10 +10,21 @@ mod coordination;
 pub use coordination::{ElectArgs, LockArgs, WatchArgs};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "hivemind",
-    version,
-    about = "Cluster coordination: a Raft control plane, SWIM members, pluggable roles"
+#[cfg_attr(
+    feature = "control-plane",
+    command(
+        name = "hivemind",
+        version,
+        about = "Cluster coordination: a Raft control plane, SWIM members, pluggable roles"
+    )
+)]
+#[cfg_attr(
+    not(feature = "control-plane"),
+    command(
+        name = "hivemind-lite",
+        version,
+        about = "A hivemind member without the control plane: every role and the client CLI"
+    )
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -55,6 +66,7 @@ pub enum Command {
     /// Run a member (with --control-plane: a control-plane member).
     Agent(Box<AgentArgs>),
     /// A whole cluster in one process on loopback, data in a temporary directory.
+    #[cfg(feature = "control-plane")]
     Dev(crate::dev::DevArgs),
     /// This member's status and the control plane's health.
     Status,
@@ -518,6 +530,7 @@ pub struct AgentArgs {
     #[arg(long, env = "HIVEMIND_DNS_PORT", default_value_t = 7753)]
     pub dns_port: u16,
     /// Be a control-plane member (a Raft voter or learner).
+    #[cfg(feature = "control-plane")]
     #[arg(long, env = "HIVEMIND_CONTROL_PLANE")]
     pub control_plane: bool,
     /// Form a new control plane once this many CP members know each other (3 or 5).
@@ -593,6 +606,16 @@ pub struct AgentArgs {
     pub log_level: String,
     #[arg(long, env = "HIVEMIND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl AgentArgs {
+    /// Whether this member runs the control plane (never in `hivemind-lite`).
+    pub fn control_plane(&self) -> bool {
+        #[cfg(feature = "control-plane")]
+        return self.control_plane;
+        #[cfg(not(feature = "control-plane"))]
+        return false;
+    }
 }
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -1,12 +1,15 @@
-//! The `hivemind` binary's own code, as a library so that its fuzz targets and tests reach it:
-//! the command line ([`cli`], [`config`]), logging ([`logging`]), the client commands and `dev` (the benchmarks are the
-//! `hivemind-bench` crate, `bench/`). The
-//! binary (`main.rs`) wires these to the crates. Signals are handled by [`shutdown_on_signal`]
+//! The binaries' own code, as a library so that its fuzz targets and tests reach it: the entry
+//! point ([`app`]), the command line ([`cli`], [`config`]), logging ([`logging`]), the client
+//! commands and `dev` (the benchmarks are the `hivemind-bench` crate, `bench/`). `hivemind`
+//! (`main.rs`) and `hivemind-lite` (`lite/`, this crate without its `control-plane` feature:
+//! no openraft, no fjall, no `dev`, no `--control-plane`) both call [`app::main`]. Signals are handled by [`shutdown_on_signal`]
 //! and the binary only; the crates take a cancellation token.
 
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+#[cfg(feature = "control-plane")]
 pub mod dev;
 pub mod logging;
 pub mod tls;

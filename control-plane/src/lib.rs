@@ -6,8 +6,8 @@
 //! - [`bootstrap`]: who initializes the cluster (sans-IO decision).
 //! - [`types`]: the openraft type configuration.
 //! - [`store`]: the fjall-backed Raft log store and state machine.
-//! - [`network`]: Raft RPC and forwarding, client side (bincode over HTTP, AppendEntries over
-//!   a [`stream`]).
+//! - [`network`]: internal calls, client side (bincode over HTTP or over a [`stream`]);
+//!   `raft_network`: Raft RPC on it (AppendEntries over a stream).
 //! - [`stream`]: request/answer frames on an upgraded HTTP connection, both ends.
 //!
 //! The wire modules (`ops`, `answers`, `network`, `stream`) depend on plain types only; the
@@ -29,12 +29,18 @@
 //! - [`raft_errors`]: openraft's transient errors, counted instead of logged at ERROR.
 //! - [`http`]: public JSON routes and internal bincode routes.
 //!
+//! Feature `raft` (on by default): the running control plane (`control`, `store`, `serve`,
+//! `pre_vote`, `raft_network`, the CP's routes in `http`), with openraft and fjall. Without it
+//! the crate is what a member outside the control plane uses: the registry and its rules, the
+//! wire operations and views, the internal client (`hivemind-lite`).
+//!
 //! Invariant: the registry is changed only by applying committed log entries; everything a
 //! client is told was committed, was committed by a quorum and flushed to its log first.
 
 pub mod access;
 pub mod authority;
 pub mod bootstrap;
+#[cfg(feature = "raft")]
 pub mod control;
 pub mod cp_types;
 pub mod error;
@@ -44,14 +50,21 @@ pub mod leases;
 pub mod member_requests;
 pub mod network;
 pub mod ops;
+#[cfg(feature = "raft")]
 pub mod pre_vote;
 pub mod raft_errors;
+#[cfg(feature = "raft")]
+pub mod raft_network;
 pub mod read_rounds;
 pub mod registry;
+#[cfg(feature = "raft")]
 pub mod serve;
+#[cfg(feature = "raft")]
 pub mod store;
 pub mod stream;
 pub mod types;
 
-pub use control::{Applied, ControlPlane, CpConfig, CpStatus, Health, VoterChange};
+#[cfg(feature = "raft")]
+pub use control::{ControlPlane, CpConfig};
+pub use cp_types::{Applied, CpStatus, Health, VoterChange};
 pub use error::CpError;

@@ -3,7 +3,9 @@
 //! [`Op::Request`]; callers call it by type ([`crate::network::InternalClient::op`]), so the
 //! route and the types on both ends cannot drift apart. Bodies are bincode.
 
+#[cfg(feature = "raft")]
 use openraft::error::{InstallSnapshotError, RaftError};
+#[cfg(feature = "raft")]
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -15,10 +17,12 @@ use crate::bootstrap::{Candidate, Hello};
 use crate::cp_types::{Applied, CpStatus, VoterChange};
 use crate::error::CpError;
 use crate::member_requests::{MemberAnswer, MemberCall};
+#[cfg(feature = "raft")]
 use crate::pre_vote::{PreVoteAnswer, PreVoteRequest};
 use crate::registry::{
     Command, FeedError, FeedPage, KeygroupConfig, KvEntry, MemberInfo, RegistryDigest,
 };
+#[cfg(feature = "raft")]
 use crate::types::{NodeId, TypeConfig};
 
 /// One internal request/answer operation.
@@ -35,13 +39,15 @@ macro_rules! ops {
             $(#[$doc])*
             #[derive(Debug, Clone, Copy)]
             pub struct $name;
+            $(#[$doc])*
             impl Op for $name {
                 const PATH: &'static str = $path;
                 type Request = $req;
                 type Answer = $answer;
             }
         )*
-        /// Every operation's route, for tests and the route table's check.
+        /// Every operation's route, for tests and the route table's check (Raft's own
+        /// included where the `raft` feature leaves its types out).
         pub const ALL_PATHS: &[&str] = &[$($path),*];
     };
 }
@@ -49,12 +55,16 @@ macro_rules! ops {
 ops! {
     /// Raft AppendEntries as one request (the leader's replication normally uses
     /// [`APPEND_STREAM`]).
+    #[cfg(feature = "raft")]
     Append = "/internal/v1/raft/append":
         AppendEntriesRequest<TypeConfig> => Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+    #[cfg(feature = "raft")]
     Vote = "/internal/v1/raft/vote":
         VoteRequest<NodeId> => Result<VoteResponse<NodeId>, RaftError<NodeId>>;
     /// "Would you vote for me?" before a real election (see `crate::pre_vote`).
+    #[cfg(feature = "raft")]
     PreVote = "/internal/v1/raft/pre-vote": PreVoteRequest => PreVoteAnswer;
+    #[cfg(feature = "raft")]
     Snapshot = "/internal/v1/raft/snapshot":
         InstallSnapshotRequest<TypeConfig>
             => Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;

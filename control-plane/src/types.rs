@@ -1,11 +1,11 @@
-//! The openraft type configuration: what a log entry carries and what applying it answers.
+//! The Raft types: a CP member's id and address, what applying an entry answers, and (with the
+//! `raft` feature) the openraft type configuration: entries carry registry commands.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::{Command, CommandOutput, RegistryError};
+use crate::registry::{CommandOutput, RegistryError};
 
 /// Raft node id: the member's [`hivemind_common::MemberId`] as a raw u64.
 pub type NodeId = u64;
@@ -28,21 +28,32 @@ impl fmt::Display for CpNode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResponse(pub Result<CommandOutput, RegistryError>);
 
-openraft::declare_raft_types!(
-    /// hivemind's Raft types: entries carry registry [`Command`]s.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
-        NodeId = NodeId,
-        Node = CpNode,
-        SnapshotData = Cursor<Vec<u8>>,
-);
+#[cfg(feature = "raft")]
+pub use raft::*;
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, CpNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, CpNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
+#[cfg(feature = "raft")]
+mod raft {
+    use std::io::Cursor;
+
+    use super::{CommandResponse, CpNode, NodeId};
+    use crate::registry::Command;
+
+    openraft::declare_raft_types!(
+        /// hivemind's Raft types: entries carry registry [`Command`]s.
+        pub TypeConfig:
+            D = Command,
+            R = CommandResponse,
+            NodeId = NodeId,
+            Node = CpNode,
+            SnapshotData = Cursor<Vec<u8>>,
+    );
+
+    pub type Raft = openraft::Raft<TypeConfig>;
+    pub type Entry = openraft::Entry<TypeConfig>;
+    pub type LogId = openraft::LogId<NodeId>;
+    pub type Vote = openraft::Vote<NodeId>;
+    pub type StorageError = openraft::StorageError<NodeId>;
+    pub type StoredMembership = openraft::StoredMembership<NodeId, CpNode>;
+    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, CpNode>;
+    pub type Snapshot = openraft::Snapshot<TypeConfig>;
+}

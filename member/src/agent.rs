@@ -12,7 +12,6 @@ use axum::Router;
 use hivemind_common::role::RoleSettings;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::ops::{self, Op};
-use hivemind_control_plane::{ControlPlane, CpConfig};
 use hivemind_tls::{Listener, Peer};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -20,9 +19,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{AgentConfig, AgentError};
-use crate::cp::admission::{
-    admit, announce_to_registry_members, handle_gossip_events, join_route, leave,
-};
+#[cfg(feature = "control-plane")]
+use crate::cp::admission::admit;
+use crate::cp::admission::{announce_to_registry_members, handle_gossip_events, join_route, leave};
 use crate::cp::cp_access::{CpAccess, CpClient, RoleCp};
 use crate::cp::join::{cp_endpoints, join_cluster, JoinAccepted, JoinRequest};
 use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
@@ -32,6 +31,42 @@ use crate::identity::{Identity, MemberStore};
 use crate::role_runtime::{RoleBasis, Roles};
 use crate::state::{me, member_info, Agent, FeedCounters};
 use crate::view::MembershipView;
+
+/// This member's control-plane node, started (`--control-plane`).
+#[cfg(feature = "control-plane")]
+async fn start_control_plane(
+    config: &AgentConfig,
+    identity: &Identity,
+) -> Result<CpAccess, AgentError> {
+    use hivemind_control_plane::{ControlPlane, CpConfig};
+    let http_addr = SocketAddr::new(config.advertise, config.http_port);
+    let mut cp_config = CpConfig::new(
+        identity.id.get(),
+        config.name.clone(),
+        http_addr.to_string(),
+        config.data_dir.join("cp"),
+    );
+    cp_config.bootstrap_expect = config.bootstrap_expect;
+    cp_config.join = config.join.clone();
+    cp_config.request_timeout = config.request_timeout;
+    cp_config.snapshot_every = config.raft_snapshot_every;
+    cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
+    cp_config.cluster_secret = config.cluster_secret();
+    cp_config.admin_token = config.admin_token.clone();
+    cp_config.tls = config.client_tls();
+    cp_config.join_token = config.join_token.clone();
+    cp_config.event_retention = config.event_retention;
+    Ok(CpAccess::Member(ControlPlane::start(cp_config).await?))
+}
+
+/// A build without the control plane (`hivemind-lite`) cannot be a CP member.
+#[cfg(not(feature = "control-plane"))]
+async fn start_control_plane(
+    _config: &AgentConfig,
+    _identity: &Identity,
+) -> Result<CpAccess, AgentError> {
+    Err(AgentError::NoControlPlane)
+}
 
 /// A CP member starts its Raft node here; any other member joins through the `--join`
 /// addresses and becomes a client of the control-plane members the answer lists.
@@ -43,27 +78,7 @@ async fn reach_control_plane(
     shutdown: &CancellationToken,
 ) -> Result<(CpAccess, Option<JoinAccepted>), AgentError> {
     if config.control_plane {
-        let http_addr = SocketAddr::new(config.advertise, config.http_port);
-        let mut cp_config = CpConfig::new(
-            identity.id.get(),
-            config.name.clone(),
-            http_addr.to_string(),
-            config.data_dir.join("cp"),
-        );
-        cp_config.bootstrap_expect = config.bootstrap_expect;
-        cp_config.join = config.join.clone();
-        cp_config.request_timeout = config.request_timeout;
-        cp_config.snapshot_every = config.raft_snapshot_every;
-        cp_config.unsafe_ack_before_persist = config.unsafe_ack_before_persist;
-        cp_config.cluster_secret = config.cluster_secret();
-        cp_config.admin_token = config.admin_token.clone();
-        cp_config.tls = config.client_tls();
-        cp_config.join_token = config.join_token.clone();
-        cp_config.event_retention = config.event_retention;
-        Ok((
-            CpAccess::Member(ControlPlane::start(cp_config).await?),
-            None,
-        ))
+        Ok((start_control_plane(config, identity).await?, None))
     } else {
         let request = JoinRequest {
             member: member_info(config, config.advertise, identity, identity.generation),
@@ -251,7 +266,10 @@ fn start_membership(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Option<Router> {
+    #[cfg(not(feature = "control-plane"))]
+    let _ = (tasks, shutdown);
     match (agent.cp.as_ref(), joined) {
+        #[cfg(feature = "control-plane")]
         (CpAccess::Member(cp), _) => {
             tasks.spawn(
                 cp.clone()
@@ -392,6 +410,7 @@ async fn serve_until_stopped(
     {
         tracing::info!("background tasks still running after the grace period; leaving them");
     }
+    #[cfg(feature = "control-plane")]
     if let CpAccess::Member(cp) = agent.cp.as_ref() {
         cp.shutdown().await;
     }

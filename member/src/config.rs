@@ -154,6 +154,8 @@ pub enum AgentError {
     Serve(std::io::Error),
     #[error("join rejected: {code}: {message}")]
     JoinRejected { code: String, message: String },
+    #[error("this build has no control plane (hivemind-lite): run `hivemind agent --control-plane` for a CP member")]
+    NoControlPlane,
 }
 
 #[cfg(test)]

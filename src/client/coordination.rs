@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use hivemind_control_plane::http::coordination::{LeaseView, WatchPage};
 use hivemind_control_plane::http::views::KvView;
+use hivemind_control_plane::http::views::{LeaseView, WatchPage};
 use reqwest::Method;
 use serde_json::json;
 use tokio::sync::watch;

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
-use hivemind_control_plane::http::api::{EventsPage, KvDeleted, KvWritten};
+use hivemind_control_plane::http::views::{EventsPage, KvDeleted, KvWritten};
 use hivemind_control_plane::http::views::{KvView, RegistryView};
 use reqwest::Method;
 use serde_json::Value;

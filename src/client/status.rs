@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use hivemind_control_plane::http::api::EpochStarted;
+use hivemind_control_plane::http::views::EpochStarted;
 use hivemind_control_plane::http::views::MemberView;
 use hivemind_control_plane::{CpStatus, Health};
 use hivemind_member::http::member_api::StatusView;

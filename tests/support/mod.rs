@@ -71,6 +71,8 @@ pub struct Agent {
     pub args: Vec<String>,
     child: Option<Child>,
     pub log: PathBuf,
+    /// The program it runs ([`BIN`] unless a test says otherwise, e.g. `hivemind-lite`).
+    pub bin: PathBuf,
 }
 
 impl Agent {
@@ -89,7 +91,7 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .arg("agent")
             .args(&self.args)
             .env_remove("RUST_LOG")
@@ -103,7 +105,7 @@ impl Agent {
 
     /// Runs the agent in the foreground until it exits (for joins that must fail).
     pub fn run_to_exit(&self) -> Output {
-        Command::new(BIN)
+        Command::new(&self.bin)
             .arg("agent")
             .args(&self.args)
             .env_remove("RUST_LOG")
@@ -247,6 +249,7 @@ impl Cluster {
                 data_dir,
                 args,
                 child: None,
+                bin: BIN.into(),
             });
         }
         let mut cluster = Cluster { dir, agents };
@@ -270,6 +273,7 @@ impl Cluster {
             data_dir,
             args,
             child: None,
+            bin: BIN.into(),
         });
         self.agents.len() - 1
     }

@@ -12,10 +12,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hivemind_common::acl::{Access, Resource};
 use hivemind_common::MemberId;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::views::{self, ErrorBody, EventView, KvView, RegistryView};
+use super::views::{
+    self, EpochStarted, ErrorBody, EventView, EventsPage, KvDeleted, KvView, KvWritten,
+    RegistryView,
+};
 use super::{ApiError, JsonBody, QueryParams};
 use crate::access::Grant;
 use crate::bootstrap::Hello;
@@ -90,39 +93,6 @@ struct WriteQuery {
     cas: Option<u64>,
     /// `PUT`: tie the key to this lease (it is deleted when the lease ends).
     lease: Option<u64>,
-}
-
-/// Answer of a KV write.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct KvWritten {
-    /// The modify index of the value written.
-    pub index: u64,
-}
-
-/// Answer of a KV delete.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct KvDeleted {
-    pub deleted: bool,
-    pub index: u64,
-}
-
-/// Answer of an epoch bump.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct EpochStarted {
-    pub epoch: u64,
-    pub index: u64,
-}
-
-/// A page of the event feed.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct EventsPage {
-    pub epoch: u64,
-    /// The feed of this epoch starts after this index.
-    pub first_index: u64,
-    pub applied_index: u64,
-    /// Pass as `after` to continue.
-    pub next_after: u64,
-    pub events: Vec<EventView>,
 }
 
 /// Waits for a linearizable read point unless `stale`; returns the index the read is served at.

@@ -19,7 +19,7 @@ use hivemind_common::acl::{Access, Resource};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::views::{self, ErrorBody, KvView};
+use super::views::{self, ErrorBody, KvView, LeaseView, WatchEvent, WatchPage};
 use super::{ApiError, JsonBody};
 use crate::access::Grant;
 use crate::control::ControlPlane;
@@ -62,26 +62,6 @@ fn may(grant: &Option<Extension<Grant>>, key: &str, access: Access) -> bool {
 }
 
 // ---- watches ----
-
-/// One change a watch answers.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WatchEvent {
-    /// `put` or `delete`.
-    pub kind: String,
-    pub key: String,
-    /// The new value (empty for a delete).
-    pub value_base64: String,
-    pub create_index: u64,
-    pub modify_index: u64,
-}
-
-/// A watch's answer: the changes under the prefix after the asked index, in index order, and
-/// where to continue (every change up to `next_after` is in `events` or not under the prefix).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WatchPage {
-    pub next_after: u64,
-    pub events: Vec<WatchEvent>,
-}
 
 /// The changes under `prefix` after `after` as this member applied them now (a page with no
 /// events says how far it looked); `410` when the epoch is not `epoch` or the log no longer
@@ -233,18 +213,6 @@ pub async fn watch_stream(
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub ttl: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LeaseView {
-    pub id: u64,
-    pub ttl: String,
-    /// The keys tied to it (in listings).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub keys: Vec<String>,
-    /// Time left, when the answering member is the leader (only it keeps deadlines).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remaining_ms: Option<u64>,
 }
 
 fn lease_id(text: &str) -> Result<u64, ApiError> {

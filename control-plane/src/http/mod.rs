@@ -2,27 +2,29 @@
 //! bincode routes under `/internal/v1/` for Raft RPC, forwarding and bootstrap ([`internal`]).
 //! [`ApiError`] is the one mapping from errors to HTTP responses.
 
+#[cfg(feature = "raft")]
 pub mod api;
+#[cfg(feature = "raft")]
 pub mod coordination;
 pub mod extract;
+#[cfg(feature = "raft")]
 pub mod internal;
+#[cfg(feature = "raft")]
 pub mod locks;
 pub mod views;
-
-use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::control::ControlPlane;
 use crate::error::CpError;
 
 pub use extract::{JsonBody, QueryParams};
 
 /// All CP routes (public and internal), ready to be merged into the member's HTTP server.
-pub fn router(cp: Arc<ControlPlane>) -> axum::Router {
+#[cfg(feature = "raft")]
+pub fn router(cp: std::sync::Arc<crate::ControlPlane>) -> axum::Router {
     api::routes()
         .merge(coordination::routes())
         .merge(locks::routes())

@@ -3,7 +3,7 @@
 //! schema, so the OpenAPI document describes exactly what the handlers send.
 
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
@@ -257,3 +257,69 @@ pub fn registry(r: &Registry, index: u64) -> RegistryView {
 }
 
 pub use hivemind_common::api::{ErrorBody, ErrorDetail};
+
+/// Answer of a KV write.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KvWritten {
+    /// The modify index of the value written.
+    pub index: u64,
+}
+
+/// Answer of a KV delete.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KvDeleted {
+    pub deleted: bool,
+    pub index: u64,
+}
+
+/// Answer of an epoch bump.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EpochStarted {
+    pub epoch: u64,
+    pub index: u64,
+}
+
+/// A page of the event feed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsPage {
+    pub epoch: u64,
+    /// The feed of this epoch starts after this index.
+    pub first_index: u64,
+    pub applied_index: u64,
+    /// Pass as `after` to continue.
+    pub next_after: u64,
+    pub events: Vec<EventView>,
+}
+
+/// One change a watch answers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WatchEvent {
+    /// `put` or `delete`.
+    pub kind: String,
+    pub key: String,
+    /// The new value (empty for a delete).
+    pub value_base64: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A watch's answer: the changes under the prefix after the asked index, in index order, and
+/// where to continue (every change up to `next_after` is in `events` or not under the prefix).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WatchPage {
+    pub next_after: u64,
+    pub events: Vec<WatchEvent>,
+}
+
+/// A lease: its id, TTL and the keys tied to it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    pub id: u64,
+    pub ttl: String,
+    /// The keys tied to it (in listings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Time left, when the answering member is the leader (only it keeps deadlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
+}

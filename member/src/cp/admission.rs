@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::extract::{Extension, State};
 use axum::response::IntoResponse;
 use hivemind_common::backoff::Backoff;
-use hivemind_control_plane::authority::{self, Caller};
+#[cfg(feature = "control-plane")]
+use hivemind_control_plane::authority;
+use hivemind_control_plane::authority::Caller;
 use hivemind_control_plane::http::ApiError;
 use hivemind_control_plane::member_requests::MemberRequest;
 use hivemind_control_plane::registry::CommandOutput;
@@ -43,6 +45,7 @@ pub(crate) async fn join_route(
     };
     let answer: Result<JoinAccepted, CpError> = match agent.cp.as_ref() {
         // The control plane decides who may join, and the certificate says who is asking.
+        #[cfg(feature = "control-plane")]
         CpAccess::Member(cp) => match authority::may_join(&request.member, &caller) {
             Ok(()) => cp.join(request).await,
             Err(denied) => Err(denied.into()),
@@ -127,7 +130,7 @@ pub(crate) async fn announce_to_registry_members(agent: Arc<Agent>, cancel: Canc
         }
         // The membership view the feed keeps current: no control-plane call per round.
         let registry = agent.view.borrow().clone();
-        if let CpAccess::Client(client) = agent.cp.as_ref() {
+        if let Some(client) = agent.cp.client() {
             let infos = || registry.live_members().map(|m| &m.info);
             client.set_endpoints(cp_endpoints(infos()), outside_cp(infos()));
         }

@@ -11,17 +11,22 @@ use std::time::Duration;
 use hivemind_common::MemberId;
 
 use crate::cp::cp_choice;
-use hivemind_control_plane::authority::{Caller, Denied};
+#[cfg(feature = "control-plane")]
+use hivemind_control_plane::authority::Caller;
+use hivemind_control_plane::authority::Denied;
 use hivemind_control_plane::member_requests::{MemberAnswer, MemberCall, MemberRequest};
 use hivemind_control_plane::network::{CallError, InternalClient};
-use hivemind_control_plane::ops::{
-    self, FeedRequest, KeygroupQuery, Op, ViewAt, ViewRequest, MAX_EVENTS_PER_PAGE,
-};
+#[cfg(feature = "control-plane")]
+use hivemind_control_plane::ops::MAX_EVENTS_PER_PAGE;
+use hivemind_control_plane::ops::{self, FeedRequest, KeygroupQuery, Op, ViewAt, ViewRequest};
 use hivemind_control_plane::registry::{
     AclTable, Actor, CommandOutput, FeedError, FeedPage, KeygroupConfig, RegistryDigest,
 };
+#[cfg(feature = "control-plane")]
 use hivemind_control_plane::serve::Serve;
-use hivemind_control_plane::{Applied, ControlPlane, CpError, CpStatus};
+#[cfg(feature = "control-plane")]
+use hivemind_control_plane::ControlPlane;
+use hivemind_control_plane::{Applied, CpError, CpStatus};
 
 /// The token the client presented, for a member that asks the control plane to act for the
 /// client (the control plane decides with it again). Never printed.
@@ -38,7 +43,10 @@ impl std::fmt::Debug for ClientToken {
     }
 }
 
+/// How this member reaches the control plane (a member built without the `control-plane`
+/// feature is always a client).
 pub enum CpAccess {
+    #[cfg(feature = "control-plane")]
     Member(Arc<ControlPlane>),
     Client(Box<CpClient>),
 }
@@ -163,6 +171,15 @@ impl CpClient {
 }
 
 impl CpAccess {
+    /// The client of the control plane, unless this member runs it.
+    pub fn client(&self) -> Option<&CpClient> {
+        match self {
+            #[cfg(feature = "control-plane")]
+            CpAccess::Member(_) => None,
+            CpAccess::Client(client) => Some(client),
+        }
+    }
+
     /// Asks the control plane to do what `request` names for this member; it decides (see
     /// `hivemind_control_plane::member_requests`).
     pub async fn request(&self, request: MemberRequest) -> Result<MemberAnswer, CpError> {
@@ -187,11 +204,19 @@ impl CpAccess {
 
     /// Operation `O`, answered by the one function that serves it ([`Serve`]): in process on
     /// a CP member, over the wire on any other (where the control plane checks who asks).
+    #[cfg(feature = "control-plane")]
     pub async fn call<O: Serve>(&self, request: O::Request) -> Result<O::Answer, CpError> {
         match self {
             CpAccess::Member(cp) => Ok(O::serve(cp, &Caller::InProcess, request).await?),
             CpAccess::Client(client) => client.op::<O>(&request).await,
         }
+    }
+
+    /// Operation `O`, over the wire (a member without the control plane is always a client).
+    #[cfg(not(feature = "control-plane"))]
+    pub async fn call<O: Op>(&self, request: O::Request) -> Result<O::Answer, CpError> {
+        let CpAccess::Client(client) = self;
+        client.op::<O>(&request).await
     }
 
     /// A request that becomes one command: its applied outcome.
@@ -237,6 +262,7 @@ impl CpAccess {
         wait: Duration,
     ) -> Result<Result<FeedPage, FeedError>, CpError> {
         match self {
+            #[cfg(feature = "control-plane")]
             CpAccess::Member(cp) => Ok(cp.feed(after, epoch, MAX_EVENTS_PER_PAGE, wait).await),
             CpAccess::Client(client) => {
                 let request = FeedRequest {
@@ -261,6 +287,7 @@ impl CpAccess {
     /// The control plane's status as this member can see it (`None`: no CP member answered).
     pub async fn status(&self) -> Option<CpStatus> {
         match self {
+            #[cfg(feature = "control-plane")]
             CpAccess::Member(cp) => Some(cp.status().await),
             // Internal route: it needs the cluster secret, not the admin token.
             CpAccess::Client(client) => client

@@ -14,12 +14,14 @@ use hivemind_common::acl::{Access, Resource};
 use hivemind_control_plane::http::views::{ErrorBody, KeygroupView, ResponsibilityView};
 use hivemind_control_plane::http::{views, ApiError};
 use hivemind_control_plane::member_requests::{KeygroupChanges, MemberAnswer, MemberRequest};
+#[cfg(feature = "control-plane")]
 use hivemind_control_plane::ops::ViewAt;
 use hivemind_control_plane::registry::{validate_keygroup_name, Actor, CommandOutput};
 use hivemind_control_plane::Applied;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
+#[cfg(feature = "control-plane")]
 use crate::cp::cp_access::CpAccess;
 use crate::http::acl::{ClientToken, Grant};
 use crate::http::member_api::registry;
@@ -66,6 +68,7 @@ fn name_of(app: &str, tenant: &str, group: &str) -> Result<String, ApiError> {
 async fn view_of(agent: &Agent, name: &str) -> Result<KeygroupView, ApiError> {
     let actor = actor(agent);
     let found = match (agent.cp.as_ref(), &actor) {
+        #[cfg(feature = "control-plane")]
         (CpAccess::Member(cp), Actor::Admin) => cp.keygroup_now(name, Some(&actor)).await,
         _ => agent.cp.keygroup(&agent.config.node, name).await,
     };
@@ -113,6 +116,7 @@ async fn list(
 ) -> Result<Json<Vec<KeygroupView>>, ApiError> {
     let actor = actor(&agent);
     let registry = match (agent.cp.as_ref(), &actor) {
+        #[cfg(feature = "control-plane")]
         (CpAccess::Member(cp), Actor::Admin) => cp.view(ViewAt::Applied(0), Some(&actor)).await?,
         _ => registry(&agent).await?,
     };

@@ -8,7 +8,8 @@
 //! - [`catalog`]: the Consul-compatible catalog (`/v1/catalog`, `/v1/health`, `/v1/agent/self`,
 //!   `/v1/status/leader|peers`) over the host records a consuming role holds.
 //! - [`dashboard`]: the page at `/`, its script, `GET /v1/nginx`.
-//! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps;
+//!   `metrics_cp`: a CP member's Raft part of it.
 //! - [`openapi`]: `GET /v1/openapi.json`, derived from the handlers (utoipa).
 //! - [`auth`]: the admin-token check on `/v1/*`; [`access_log`]: request logging.
 
@@ -23,4 +24,6 @@ pub(crate) mod dashboard;
 pub mod keygroups_api;
 pub mod member_api;
 pub mod metrics;
+#[cfg(feature = "control-plane")]
+mod metrics_cp;
 pub mod openapi;

@@ -25,11 +25,14 @@ pub fn document(control_plane: bool, roles: &[String]) -> Document {
     doc.merge(crate::http::backup_api::BackupLedgerApi::openapi());
     doc.merge(crate::http::acl_api::AclApi::openapi());
     doc.merge(crate::http::dashboard::DashboardApi::openapi());
+    #[cfg(feature = "control-plane")]
     if control_plane {
         doc.merge(hivemind_control_plane::http::api::CpApi::openapi());
         doc.merge(hivemind_control_plane::http::coordination::CoordinationApi::openapi());
         doc.merge(hivemind_control_plane::http::locks::LocksApi::openapi());
     }
+    #[cfg(not(feature = "control-plane"))]
+    let _ = control_plane;
     for role in roles {
         if let Some(role_doc) = crate::role_runtime::openapi(role) {
             doc.merge(role_doc);
@@ -66,7 +69,8 @@ pub(crate) async fn route(State(json): State<Arc<String>>) -> impl IntoResponse 
     )
 }
 
-#[cfg(test)]
+// The document with and without the control plane's routes, which need the feature.
+#[cfg(all(test, feature = "control-plane"))]
 mod tests {
     use super::*;
 
