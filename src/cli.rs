@@ -64,6 +64,10 @@ pub struct ClientArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a member (with --control-plane: a control-plane member).
+    #[cfg_attr(
+        not(feature = "control-plane"),
+        command(about = "Run a member: it joins a cluster through --join")
+    )]
     Agent(Box<AgentArgs>),
     /// A whole cluster in one process on loopback, data in a temporary directory.
     #[cfg(feature = "control-plane")]
