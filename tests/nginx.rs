@@ -386,3 +386,132 @@ async fn an_unmanaged_nginx_is_rendered_for_and_reloaded_by_its_pid_file() {
         .status();
     let _ = operator.wait();
 }
+
+/// Another process holds `--nginx-listen` (here a `python3 -m http.server`, as a leftover nginx
+/// of another data directory would): `nginx -t` passes, the reload does not take, and the role
+/// says so (config route, counter, event, status) in nginx's words with the holder's pid; once
+/// the port is free it recovers by itself, and the reload reports ok with its duration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listen_port_held_by_another_process_is_reported_and_recovers_when_freed() {
+    if !std::path::Path::new("/usr/sbin/nginx").exists() {
+        return cannot_run("nginx is not installed (apt-get install nginx-light)");
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut squatter = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let squatter_pid = squatter.id();
+    wait_for("the other process listens", || async {
+        tokio::net::TcpStream::connect(&listen)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    let b1 = backend("b1").await;
+    let mut guard = NginxGuard(None);
+    let mut cluster = Cluster::local_control_plane().await;
+    cluster.start_dns_member("ns-1", &[]);
+    let web = cluster.start_role_member("web-1", "host", &[]);
+    let edge = cluster.start_role_member(
+        "edge-3",
+        "nginx",
+        &["--nginx-listen", &listen, "--nginx-bin", "/usr/sbin/nginx"],
+    );
+    guard.0 = Some(cluster.agents[edge].data_dir.join("nginx"));
+    let status = cluster.agents[web].url("/v1/status");
+    wait_for("web-1 ready", || async {
+        let s = get_json(&status).await.ok()?;
+        (s["ready"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(
+        put_services(&cluster.agents[web], json!([service("web", &b1)])).await,
+        200
+    );
+
+    // The failure, everywhere an operator looks.
+    let edge_agent = &cluster.agents[edge];
+    let reload = wait_for("the failed reload in the config route", || async {
+        let c = config(edge_agent).await;
+        (c["last_reload"]["ok"] == false).then(|| c["last_reload"].clone())
+    })
+    .await;
+    let error = reload["error"].as_str().unwrap();
+    assert!(error.contains("Address already in use"), "{error}");
+    assert!(error.contains(&format!("bind() to {listen}")), "{error}");
+    assert!(
+        error.contains(&format!("held by pid {squatter_pid} (python3)")),
+        "{error}"
+    );
+    let c = config(edge_agent).await;
+    assert!(c["reload_failures"].as_u64().unwrap() >= 1, "{c}");
+    assert!(
+        metrics_text(edge_agent)
+            .await
+            .lines()
+            .filter_map(|l| l.strip_prefix("hivemind_nginx_reload_failures_total "))
+            .any(|v| v.trim() != "0"),
+        "the counter in /metrics"
+    );
+    let edge_status = edge_agent.url("/v1/status");
+    let s = get_json(&edge_status).await.unwrap();
+    assert_eq!(s["ready"], false, "{s}");
+    assert!(
+        s["waiting_for"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "role:nginx:reload_not_served"),
+        "{s}"
+    );
+    let feed = cluster.agents[0].url("/v1/events?after=0");
+    wait_for("nginx_render_failed in the feed", || async {
+        let page = get_json(&feed).await.ok()?;
+        page["events"]
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["kind"] == "nginx_render_failed"
+                    && e["name"] == "edge-3"
+                    && e["error"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("Address already in use"))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // The port freed: the role tries again by itself and nginx serves the render.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &squatter_pid.to_string()])
+        .status();
+    let _ = squatter.wait();
+    let reload = wait_for("the reload served once the port is free", || async {
+        let c = config(edge_agent).await;
+        (c["last_reload"]["ok"] == true).then(|| c["last_reload"].clone())
+    })
+    .await;
+    assert!(reload["duration_ms"].as_f64().unwrap() > 0.0, "{reload}");
+    wait_for("the service through nginx", || async {
+        let (status, body) = through(&listen, "web.hivemind").await?;
+        (status == 200 && body == b1.name).then_some(())
+    })
+    .await;
+    wait_for("edge-3 ready", || async {
+        let s = get_json(&edge_status).await.ok()?;
+        (s["ready"] == true).then_some(())
+    })
+    .await;
+}

@@ -43,7 +43,8 @@ pub(crate) struct Running {
     pub(crate) at: SystemTime,
 }
 
-/// The last reload: when, whether nginx was signalled, how long render to signal took.
+/// The last reload: when, whether nginx serves it (`error`: why not, in nginx's words where
+/// its error log has them), how long from the render to nginx serving it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReloadView {
     pub at_unix_ms: u64,
@@ -63,9 +64,9 @@ pub struct FailureView {
 /// `GET /v1/roles/nginx/config`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NginxConfigView {
-    /// The render nginx serves (`null` before the first one applied).
+    /// The render nginx serves, confirmed (`null` before the first one).
     pub render: Option<String>,
-    /// SHA-256 of `render`, hex.
+    /// SHA-256 of `render` without its status block, hex: what the status listener answers.
     pub hash: Option<String>,
     pub services: usize,
     pub rendered_at_unix_ms: Option<u64>,
@@ -76,6 +77,11 @@ pub struct NginxConfigView {
     pub renders: u64,
     pub reloads: u64,
     pub render_failures: u64,
+    /// Reloads nginx did not carry out (also counted in `render_failures`).
+    pub reload_failures: u64,
+    /// The loopback status listener each render carries (`GET /hivemind-render` answers the
+    /// hash nginx serves).
+    pub status_listen: String,
 }
 
 /// The running render, its hash, the last reload and its result, the last failure.
@@ -105,6 +111,8 @@ pub(crate) async fn config_route(State(shared): State<RoleState>) -> Json<NginxC
         renders: s.renders.load(Ordering::Relaxed),
         reloads: s.reloads.load(Ordering::Relaxed),
         render_failures: s.failures.load(Ordering::Relaxed),
+        reload_failures: s.reload_failures.load(Ordering::Relaxed),
+        status_listen: shared.status.to_string(),
     })
 }
 

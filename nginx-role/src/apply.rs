@@ -1,21 +1,38 @@
 //! The render loop: every change of the records, debounced, becomes one render; a render that
-//! differs from the running one is checked with `nginx -t`, installed and reloaded; anything
-//! that fails leaves the running config serving and is counted, logged and kept for
-//! `GET /v1/roles/nginx/config`.
+//! differs from the running one is checked with `nginx -t`, installed and reloaded, and counts
+//! as running only once nginx serves it ([`crate::confirm`]). Anything that fails leaves the
+//! running config serving and is counted, logged and kept for `GET /v1/roles/nginx/config`; a
+//! reload nginx did not carry out is tried again with backoff (it heals when, say, the port
+//! it needs is freed) and holds the member's readiness (`role:nginx:reload_not_served`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::{Arc, Mutex};
 
+use hivemind_common::backoff::Backoff;
 use hivemind_common::role::{ControlPlaneClient, NginxSettings, RoleHealth, RoleReport};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{unix_ms, FailureView, ReloadView, Running};
+use crate::confirm::{self, CONFIRM_WITHIN};
 use crate::debounce::Debounce;
 use crate::nginx::{supervise, Nginx};
-use crate::{model, template, RoleState};
+use crate::{model, port_holder, template, RoleState};
+
+/// What became of one render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Served, unchanged, or refused for a reason only a change can fix (the template,
+    /// `nginx -t`).
+    Settled,
+    /// Installed but not served: try again.
+    NotServed,
+}
+
+/// The readiness reason while nginx does not serve the installed render.
+pub(crate) const NOT_SERVED: &str = "reload_not_served";
 
 pub(crate) struct Apply {
     pub(crate) shared: RoleState,
@@ -49,28 +66,45 @@ impl Apply {
         let (quiet, max) = self.settings.debounce;
         let mut debounce = Debounce::new(quiet, max);
         debounce.changed(Instant::now()); // the first render, at start
+        let mut retry_after = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let mut retry: Option<Instant> = None;
         loop {
             let due = debounce.due();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = state.changed.notified() => debounce.changed(Instant::now()),
+                _ = sleep_until(retry) => {
+                    retry = None;
+                    debounce.changed(Instant::now());
+                }
                 _ = sleep_until(due) => {}
             }
             if debounce.take(Instant::now()) {
-                self.apply_once().await;
+                match self.apply_once().await {
+                    Outcome::Settled => {
+                        retry_after.reset();
+                        retry = None;
+                    }
+                    Outcome::NotServed => {
+                        retry = Some(Instant::now() + retry_after.next_wait());
+                    }
+                }
             }
         }
     }
 
     /// One render, applied if it differs and passes every check.
-    async fn apply_once(&self) {
+    async fn apply_once(&self) -> Outcome {
         let state = &self.shared.state;
         let template = match &self.settings.template {
             None => template::BUILT_IN.to_string(),
             // Re-read each time: an edited template applies on the next change.
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => text,
-                Err(e) => return self.fail(format!("cannot read {}: {e}", path.display())),
+                Err(e) => {
+                    self.fail(format!("cannot read {}: {e}", path.display()));
+                    return Outcome::Settled;
+                }
             },
         };
         let book = self.shared.intake.book();
@@ -79,9 +113,13 @@ impl Apply {
         let listen = self.settings.listen.to_string();
         let text = match template::render(&template, &services, &listen, &self.domain) {
             Ok(text) => text,
-            Err(e) => return self.fail(e.0),
+            Err(e) => {
+                self.fail(e.0);
+                return Outcome::Settled;
+            }
         };
         let hash = hex(&Sha256::digest(text.as_bytes()));
+        let text = text + &confirm::status_block(self.nginx.status, &hash);
         let same = state
             .running
             .lock()
@@ -90,24 +128,29 @@ impl Apply {
             .is_some_and(|r| r.hash == hash);
         if same {
             state.unchanged.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Outcome::Settled;
         }
         state.renders.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let candidate = match self.nginx.check(&text).await {
             Ok(candidate) => candidate,
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                self.fail(e);
+                return Outcome::Settled;
+            }
         };
         if let Err(e) = self.nginx.install(&candidate) {
-            return self.fail(format!("cannot install {}: {e}", candidate.display()));
+            self.fail(format!("cannot install {}: {e}", candidate.display()));
+            return Outcome::Settled;
         }
-        *state.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
-            text,
-            hash,
-            services: services.len(),
-            at: SystemTime::now(),
-        });
-        let reloaded = self.reload().await;
+        let mark = self.nginx.error_log_mark();
+        let reloaded = match self.reload().await {
+            Ok(()) => confirm::served(self.nginx.status, &hash, CONFIRM_WITHIN)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.explain(e, mark));
         let took = started.elapsed();
         state.reload_latency.observe(took);
         *state.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadView {
@@ -118,17 +161,43 @@ impl Apply {
         });
         match reloaded {
             Ok(()) => {
+                *state.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
+                    text,
+                    hash,
+                    services: services.len(),
+                    at: SystemTime::now(),
+                });
                 state.reloads.fetch_add(1, Ordering::Relaxed);
                 *self.last_reported.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.health.ready();
                 tracing::info!(
                     services = services.len(),
                     took_ms = took.as_millis() as u64,
-                    "nginx config applied"
+                    "nginx serves the new config"
                 );
+                Outcome::Settled
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                state.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.health.waiting_for(vec![NOT_SERVED.into()]);
+                self.fail(e);
+                Outcome::NotServed
+            }
         }
+    }
+
+    /// A reload nginx did not carry out, in nginx's words where its error log has them, with
+    /// the process holding the port it could not bind.
+    fn explain(&self, error: String, mark: u64) -> String {
+        let appended = self.nginx.error_log_since(mark);
+        let Some(line) = confirm::complaint(&appended) else {
+            return error;
+        };
+        let held = confirm::bind_failure_port(line)
+            .and_then(port_holder::holder)
+            .map(|h| format!("; the port is held by {h}"))
+            .unwrap_or_default();
+        format!("{error}: nginx: {line}{held}")
     }
 
     /// SIGHUP to the master; a managed nginx that is still starting is waited for (a SIGHUP
@@ -158,13 +227,18 @@ impl Apply {
     fn fail(&self, error: String) {
         let state = &self.shared.state;
         state.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%error, "nginx render not applied; the running config keeps serving");
         let new = {
             let mut last = self.last_reported.lock().unwrap_or_else(|p| p.into_inner());
             let new = last.as_deref() != Some(error.as_str());
             *last = Some(error.clone());
             new
         };
+        // A failure that repeats (a reload tried again) is counted, not logged again.
+        if new {
+            tracing::warn!(%error, "nginx render not applied; the running config keeps serving");
+        } else {
+            tracing::debug!(%error, "nginx render still not applied");
+        }
         if new {
             let (cp, report) = (
                 self.cp.clone(),

@@ -3,20 +3,26 @@
 //! upstreams on the same trigger that removes it from DNS). From the live hosts' services it
 //! renders an nginx configuration and keeps a real nginx serving it.
 //!
-//! Apply is safe: render → candidate file → `nginx -t` → atomic rename → reload (SIGHUP). A
+//! Apply is safe: render → candidate file → `nginx -t` → atomic rename → reload (SIGHUP) →
+//! confirmed: nginx's loopback status listener answers the new render's hash ([`confirm`]). A
 //! render equal to the running one is not applied; one that fails the template or `nginx -t`
 //! is never applied (the running config keeps serving; counted, logged, reported to the
-//! feed); a burst of changes renders once ([`debounce`]).
+//! feed); a reload nginx does not carry out (a port in use) is reported in nginx's words with
+//! the pid holding the port ([`port_holder`]) and tried again until it is served; a burst of
+//! changes renders once ([`debounce`]).
 //!
 //! Layout: [`model`] (the services, sans IO), [`template`] (built-in or `--nginx-template`,
-//! minijinja, sans IO), [`debounce`] (sans IO), [`nginx`] (files, `nginx -t`, reloads, the
+//! minijinja, sans IO), [`debounce`] (sans IO), [`confirm`] (whether nginx serves a render),
+//! [`port_holder`] (who holds a port, from `/proc`), [`nginx`] (files, `nginx -t`, reloads, the
 //! managed process), `apply` (the render loop), `api` (`GET /v1/roles/nginx/config`).
 
 mod api;
 mod apply;
+pub mod confirm;
 pub mod debounce;
 pub mod model;
 pub mod nginx;
+pub mod port_holder;
 pub mod template;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -50,6 +56,7 @@ impl Role for NginxRole {
             prefix,
             managed: settings.manage,
             pid_file: settings.pid_file.clone(),
+            status: status_listener(),
         };
         let state = Arc::new(NginxState::default());
         let (health, shutdown) = (ctx.health.clone(), ctx.shutdown.child_token());
@@ -58,7 +65,11 @@ impl Role for NginxRole {
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("nginx", Acquire::Replica, state.clone(), ctx);
         let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();
-        let shared = RoleState { state, intake };
+        let shared = RoleState {
+            state,
+            intake,
+            status: nginx.status,
+        };
         let routes = Router::new()
             .route("/config", get(api::config_route))
             .route("/records", get(api::records_route))
@@ -89,11 +100,21 @@ impl Role for NginxRole {
     }
 }
 
+/// A free loopback address for the status listener every render carries (chosen once per
+/// start; a port taken from under it later fails a reload like any other port, reported).
+fn status_listener() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 7780)))
+}
+
 /// What the routes, metrics and the render loop share.
 #[derive(Clone)]
 pub(crate) struct RoleState {
     state: Arc<NginxState>,
     intake: Arc<Intake>,
+    /// The status listener every render carries.
+    status: std::net::SocketAddr,
 }
 
 /// The running render, the last reload and failure, and the counters.
@@ -110,6 +131,8 @@ pub(crate) struct NginxState {
     unchanged: AtomicU64,
     reloads: AtomicU64,
     failures: AtomicU64,
+    /// Reloads nginx did not carry out (its status listener never answered the new render).
+    reload_failures: AtomicU64,
     restarts: Arc<AtomicU64>,
     reload_latency: LatencyHistogram,
 }
@@ -144,9 +167,16 @@ impl RoleMetrics for NginxMetrics {
             ),
             sample(
                 "reloads",
-                "Configs installed and nginx reloaded (SIGHUP).",
+                "Configs installed, nginx reloaded (SIGHUP) and the new one confirmed served.",
                 true,
                 s.reloads.load(Ordering::Relaxed),
+            ),
+            sample(
+                "reload_failures",
+                "Reloads nginx did not carry out: the render was installed and signalled, but \
+                 nginx kept serving the old one (its error log says why, e.g. a port in use).",
+                true,
+                s.reload_failures.load(Ordering::Relaxed),
             ),
             sample(
                 "render_failures",
@@ -167,7 +197,8 @@ impl RoleMetrics for NginxMetrics {
     fn histograms(&self) -> Vec<HistogramSample> {
         vec![HistogramSample {
             name: "reload_duration_seconds",
-            help: "From a render that differs to nginx signalled: nginx -t, install, SIGHUP.",
+            help: "From a render that differs to nginx serving it: nginx -t, install, SIGHUP, \
+                   until the status listener answers the new hash.",
             snapshot: self.0.state.reload_latency.snapshot(),
         }]
     }

@@ -27,6 +27,8 @@ pub struct Nginx {
     /// Run nginx as a supervised child (else signal the master in `pid_file`).
     pub managed: bool,
     pub pid_file: Option<PathBuf>,
+    /// The loopback status listener every render carries ([`crate::confirm`]).
+    pub status: std::net::SocketAddr,
 }
 
 impl Nginx {
@@ -60,6 +62,33 @@ impl Nginx {
             std::fs::write(&self.conf, "# No services rendered yet.\n")?;
         }
         std::fs::write(self.prefix.join("nginx.conf"), self.main_conf(&self.conf))
+    }
+
+    /// The managed nginx's error log (an unmanaged nginx logs where its operator said).
+    pub fn error_log(&self) -> Option<PathBuf> {
+        self.managed.then(|| self.prefix.join("error.log"))
+    }
+
+    /// What the error log holds now (its length): where the lines of the next reload begin.
+    pub fn error_log_mark(&self) -> u64 {
+        self.error_log()
+            .and_then(|log| std::fs::metadata(log).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// The error-log lines nginx wrote since `mark` (at most the last 64 KiB of them).
+    pub fn error_log_since(&self, mark: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(Ok(mut file)) = self.error_log().map(std::fs::File::open) else {
+            return String::new();
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let from = mark.min(len).max(len.saturating_sub(64 * 1024));
+        let mut text = Vec::new();
+        if file.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = file.read_to_end(&mut text);
+        }
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     fn candidate(&self) -> PathBuf {
