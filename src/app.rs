@@ -342,6 +342,7 @@ fn agent_config(args: AgentArgs) -> (AgentConfig, String, LogFormat, Option<Adve
         advertise_updates: advertise_updates.as_ref().map(|(_, _, rx)| rx.clone()),
         address_check: args.address_check,
         reread_every: args.reread_every,
+        fail_unheard_after: (!args.fail_unheard_after.is_zero()).then_some(args.fail_unheard_after),
         trigger_webhook: args.trigger_webhook.clone(),
         nginx: hivemind_common::role::NginxSettings {
             conf: args.nginx_conf.clone(),

@@ -467,6 +467,12 @@ pub struct AgentArgs {
     /// converge even after missing events (DESIGN.md §5 event [6]; e.g. 60s).
     #[arg(long, env = "HIVEMIND_REREAD_EVERY", default_value = "60s", value_parser = parse_duration)]
     pub reread_every: std::time::Duration,
+    /// On control-plane members: the leader reports a member the registry lists live as failed
+    /// once its SWIM has not heard of it for this long (a member killed before anyone gossiped
+    /// with it, one that left without a quorum); `0` never does (clusters of synthetic members
+    /// that do not gossip, as some benchmarks run).
+    #[arg(long, env = "HIVEMIND_FAIL_UNHEARD_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub fail_unheard_after: std::time::Duration,
     /// With `--roles trigger`: POST every record change of the keygroups this machine is
     /// responsible for to this URL (JSON, in order, retried with backoff).
     #[arg(long, env = "HIVEMIND_TRIGGER_WEBHOOK")]

@@ -100,6 +100,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             advertise_updates: None,
             address_check: Duration::from_secs(5),
             reread_every: Duration::from_secs(60),
+            fail_unheard_after: Some(Duration::from_secs(30)),
             trigger_webhook: None,
             nginx: Default::default(),
             backup: Default::default(),

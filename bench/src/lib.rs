@@ -15,6 +15,8 @@
 //!   what 100 services with 1 s checks cost their host.
 //! - [`coord`]: `hivemind-bench coord`, watch delivery, lock hand-off and kept-alive leases
 //!   against hivemind or etcd.
+//! - [`lite`]: `hivemind-bench lite`, `hivemind-lite` beside `hivemind agent` (size, start
+//!   time, RSS).
 //! - [`edge`]: the cluster of the nginx and checks benchmarks (3 CP, dns, nginx, host).
 //! - [`harness`]: starting and stopping the `hivemind` binary and peers as real processes.
 
@@ -26,6 +28,7 @@ pub mod failover;
 pub mod gossip;
 pub mod harness;
 pub mod kv;
+pub mod lite;
 pub mod members;
 pub mod nginx;
 

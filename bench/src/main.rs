@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hivemind_bench::{checks, coord, dns, failover, gossip, kv, members, nginx};
+use hivemind_bench::{checks, coord, dns, failover, gossip, kv, lite, members, nginx};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +42,9 @@ enum Bench {
     /// Watch delivery, lock hand-off and kept-alive leases against hivemind or etcd (on a
     /// running cluster).
     Coord(coord::CoordArgs),
+    /// `hivemind-lite` beside `hivemind agent` with the same roles: size, start time, RSS
+    /// (starts its own control plane on loopback).
+    Lite(lite::LiteArgs),
     /// A control plane's cost per member: N synthetic members following the feed; per CP
     /// member its followers, connections and RSS, and the feed latency.
     Members(members::MembersArgs),
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Bench::Members(args) => members::members(args, cli.json).await,
             Bench::Checks(args) => checks::checks(args, cli.json).await,
             Bench::Coord(args) => coord::coord(args, cli.json).await,
+            Bench::Lite(args) => lite::lite(args, cli.json).await,
             // Serves until the process is stopped: SIGINT or SIGTERM end it, and there is
             // nothing to clean up (the synthetic hosts fail in SWIM like any dead member).
             Bench::DnsPublishers(args) => {

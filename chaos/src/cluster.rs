@@ -86,6 +86,9 @@ impl Cluster {
                 "local",
                 "--log-format",
                 "json",
+                // The churn's synthetic members never gossip: the leader must not report them.
+                "--fail-unheard-after",
+                "0",
             ]
             .iter()
             .map(|s| s.to_string())

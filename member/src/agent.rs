@@ -287,6 +287,18 @@ fn start_membership(
                     .run_leases(shutdown.child_token())
                     .in_current_span(),
             );
+            if let Some(grace) = agent.config.fail_unheard_after {
+                let every = crate::cp::admission::announce_period(agent.config.gossip_profile);
+                tasks.spawn(
+                    crate::cp::unheard::report_unheard(
+                        agent.clone(),
+                        grace,
+                        every,
+                        shutdown.child_token(),
+                    )
+                    .in_current_span(),
+                );
+            }
             Some(hivemind_control_plane::http::router(cp.clone()))
         }
         (CpAccess::Client(_), Some(accepted)) => {

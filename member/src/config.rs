@@ -29,6 +29,9 @@ pub struct AgentConfig {
     pub address_check: Duration,
     /// How often roles re-read their keygroup and node configs (DESIGN.md §5 event [6]).
     pub reread_every: Duration,
+    /// On the control-plane leader: how long a live registry member may go unheard by its
+    /// SWIM before it is reported failed (`None`: never; see `cp::unheard`).
+    pub fail_unheard_after: Option<Duration>,
     /// Where the `trigger` role POSTs each change.
     pub trigger_webhook: Option<String>,
     /// What the `nginx` role was told (`--nginx-*`).

@@ -43,7 +43,7 @@ ready() { # http port
 }
 JOIN="--join 127.0.0.1:16100 --join 127.0.0.1:16102 --join 127.0.0.1:16104"
 for i in 0 1 2; do
-  start "cp$i" --http-port $((16100 + 2*i)) --gossip-port $((16101 + 2*i)) --control-plane --bootstrap-expect 3 $JOIN
+  start "cp$i" --http-port $((16100 + 2*i)) --gossip-port $((16101 + 2*i)) --control-plane --bootstrap-expect 3 --fail-unheard-after 0 $JOIN
 done
 ready 16100
 for i in 0 1; do

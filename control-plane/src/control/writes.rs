@@ -178,7 +178,8 @@ impl ControlPlane {
             .map(|n| n.http_addr.clone())
     }
 
-    pub(super) fn is_leader(&self) -> bool {
+    /// Whether this member is the Raft leader now (as its own metrics say).
+    pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.config.id)
     }
 

@@ -115,14 +115,19 @@ pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
 /// Registry members unknown to SWIM announced to per round.
 pub(crate) const ANNOUNCES_PER_ROUND: usize = 4;
 
+/// How often registry members unknown to SWIM are announced to.
+pub(crate) fn announce_period(profile: Profile) -> Duration {
+    match profile {
+        Profile::Local => Duration::from_millis(500),
+        Profile::Lan => Duration::from_secs(2),
+    }
+}
+
 /// Keeps the SWIM view in step with the registry (as the feed's membership view holds it):
 /// live registry members that gossip does not know (yet, or any more) are announced to,
 /// periodically.
 pub(crate) async fn announce_to_registry_members(agent: Arc<Agent>, cancel: CancellationToken) {
-    let every = match agent.config.gossip_profile {
-        Profile::Local => Duration::from_millis(500),
-        Profile::Lan => Duration::from_secs(2),
-    };
+    let every = announce_period(agent.config.gossip_profile);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -6,9 +6,11 @@
 //! - [`admission`]: the join route every member serves, this member's own `Join` and `Leave`,
 //!   SWIM's verdicts carried to the control plane.
 //! - [`feed`]: the follower that keeps the membership view current and re-bootstraps on `gone`.
+//! - [`unheard`]: the leader reports live registry members SWIM does not vouch for.
 
 pub mod admission;
 pub mod cp_access;
 pub mod cp_choice;
 pub mod feed;
 pub mod join;
+pub mod unheard;
