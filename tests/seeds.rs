@@ -123,14 +123,23 @@ async fn a_member_that_never_gossiped_is_reported_failed_by_the_leader() {
         )
         .await;
     assert!(matches!(joined, Ok(Ok(_))), "{joined:?}");
-    assert_eq!(
-        state_of(&cluster.agents[0], "ghost-1").await.unwrap().0,
-        "alive"
-    );
     wait_for("ghost-1 reported failed", || async {
         (state_of(&cluster.agents[0], "ghost-1").await?.0 == "failed").then_some(())
     })
     .await;
+    // Admitted alive first, then failed: once each.
+    let page = get_json(&cluster.agents[0].url("/v1/events?after=0"))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.to_string().contains("\"ghost-1\""))
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("member_"))
+        .collect();
+    assert_eq!(kinds, ["member_joined", "member_failed"]);
     // The real members stay alive.
     for cp in ["cp1", "cp2", "cp3"] {
         assert_eq!(state_of(&cluster.agents[0], cp).await.unwrap().0, "alive");

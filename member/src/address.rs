@@ -7,7 +7,6 @@
 //! The decision ([`next_address`]) is a pure function; detection and the change are the edges.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +68,7 @@ pub(crate) async fn watch(agent: Arc<Agent>, cancel: CancellationToken) {
         } else {
             None
         };
-        let current = agent.advertise();
+        let current = agent.incarnation.advertise();
         if let Some(new) = next_address(current, forced, detected) {
             tracing::warn!(%current, %new, "advertised address changed");
             change_address(&agent, new, &cancel).await;
@@ -79,7 +78,7 @@ pub(crate) async fn watch(agent: Arc<Agent>, cancel: CancellationToken) {
 
 /// The IP toward the first control-plane member (or `--join` address) that resolves.
 fn detect(agent: &Agent) -> Option<IpAddr> {
-    let view = agent.view.borrow().clone();
+    let view = agent.membership.view();
     let peers = view
         .live_members()
         .filter(|m| m.info.control_plane && m.info.id != agent.identity.id)
@@ -97,17 +96,13 @@ fn detect(agent: &Agent) -> Option<IpAddr> {
 /// must precede the gossip move, so that SWIM's report of the old identity is a stale no-op),
 /// then moves the gossip identity and tells the roles.
 async fn change_address(agent: &Arc<Agent>, new: IpAddr, cancel: &CancellationToken) {
-    let generation = agent.generation.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Err(e) = agent.store.set_generation(generation) {
-        tracing::warn!(error = %e, "cannot persist the renewed generation");
-    }
-    agent.set_advertise(new);
+    let generation = agent.incarnation.moved(new);
     let info = agent.info();
     if agent.config.control_plane {
         tracing::warn!("a control-plane member's Raft address does not follow; re-add it as a voter at the new address");
     }
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    while agent.admitted.load(Ordering::Relaxed) {
+    while agent.incarnation.is_admitted() {
         let update = MemberRequest::MoveAddress {
             id: info.id,
             generation,

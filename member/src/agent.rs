@@ -3,7 +3,7 @@
 //! admin-token check, forms or rejoins the cluster, and admits itself (`admission`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +28,10 @@ use crate::gossip::{self, GossipCommand, GossipId, GossipSettings};
 use crate::http::auth::require_member_certificate;
 use crate::http::member_api::{members, node, nodes, post_leave, status};
 use crate::identity::{Identity, MemberStore};
+use crate::incarnation::Incarnation;
+use crate::membership::Membership;
 use crate::role_runtime::{RoleBasis, Roles};
-use crate::state::{me, member_info, Agent, FeedCounters};
+use crate::state::{me, member_info, Agent};
 use crate::view::MembershipView;
 
 /// This member's control-plane node, started (`--control-plane`).
@@ -208,21 +210,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let agent = Arc::new(Agent {
             internal: client.clone(),
             config,
-            generation: AtomicU64::new(identity.generation),
+            incarnation: Incarnation::new(
+                identity.generation,
+                config_advertise,
+                store.clone(),
+                joined.as_ref().map(|j| j.index),
+            ),
             identity,
             cp,
             store,
-            admitted: AtomicBool::new(joined.is_some()),
-            admitted_index: AtomicU64::new(joined.as_ref().map_or(0, |j| j.index)),
             gossip,
-            view,
-            caught_up: AtomicBool::new(false),
+            membership: Membership::new(view),
             bootstrapped: AtomicBool::new(false),
             roles,
-            counters: FeedCounters::default(),
             join_outcomes: Default::default(),
             http_answers: Default::default(),
-            advertise: std::sync::RwLock::new(config_advertise),
             shutdown: shutdown.clone(),
             listener_counters: Arc::default(),
             acl: Default::default(),

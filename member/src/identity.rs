@@ -28,6 +28,7 @@ pub enum IdentityError {
 }
 
 /// The member's durable identity store.
+#[derive(Clone)]
 pub struct MemberStore {
     db: sled::Db,
 }
@@ -93,6 +94,11 @@ impl MemberStore {
         let generation = self.get_u64(GENERATION, "generation")?.unwrap_or(0) + 1;
         self.put_u64(GENERATION, generation)?;
         Ok(Identity { id, generation })
+    }
+
+    /// The generation recorded last (`None` before the first start).
+    pub fn generation(&self) -> Result<Option<u64>, IdentityError> {
+        self.get_u64(GENERATION, "generation")
     }
 
     /// Records a generation reached by renewal, so the next start begins above it.

@@ -6,7 +6,9 @@
 //! - [`identity`]: `<data-dir>/member`: id, generation, epoch, the saved view, role stores.
 //! - [`address`]: the address watchdog: detect, decide (sans IO), renew and announce.
 //! - [`config`]: [`AgentConfig`] (what the agent was told) and [`AgentError`].
-//! - [`state`]: `Agent`, the state the handlers and tasks share, and its counters.
+//! - [`state`]: `Agent`, the state the handlers and tasks share; each piece that changes has
+//!   one owner type: [`incarnation`] (generation, address, admission), [`membership`] (the
+//!   view, caught up, the feed's counters), `http::acl_cache` (the ACL table).
 //! - [`agent`]: [`run`]: start, serve, stop.
 //! - [`view`]: the membership view and how feed pages apply to it (sans IO).
 //! - [`role_runtime`]: loads `--roles`, hands each its context, feeds it events.
@@ -24,6 +26,8 @@ pub mod cp;
 pub mod gossip;
 pub mod http;
 pub mod identity;
+pub mod incarnation;
+pub mod membership;
 pub mod role_runtime;
 pub mod state;
 pub mod view;

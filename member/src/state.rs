@@ -1,53 +1,48 @@
 //! The agent's shared state ([`Agent`]): what its HTTP handlers and background tasks share
-//! (identity, the control-plane access, gossip, the membership view, the roles) and the
-//! counters they keep. Every module that serves or runs part of an agent takes an `Agent`;
-//! none of them is imported back here, so the member's modules form no cycle.
+//! (identity, the control-plane access, gossip, the membership, the roles). Each piece that
+//! changes has one owner type with methods that say what happened: [`Incarnation`]
+//! (generation, advertised address, admission), [`Membership`] (the view and the feed's
+//! counters, written by the feed follower only), `AclCache`, the roles' and gossip's own
+//! handles. Every module that serves or runs part of an agent takes an `Agent`; none of them
+//! is imported back here, so the member's modules form no cycle.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use hivemind_common::role::Me;
 use hivemind_control_plane::network::InternalClient;
 use hivemind_control_plane::registry::MemberInfo;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::cp::cp_access::CpAccess;
 use crate::gossip::Gossip;
 use crate::identity::{Identity, MemberStore};
+use crate::incarnation::Incarnation;
+use crate::membership::Membership;
 use crate::role_runtime::Roles;
-use crate::view::MembershipView;
 
 /// Shared by the agent's HTTP handlers and background tasks.
 pub(crate) struct Agent {
     pub(crate) config: AgentConfig,
     pub(crate) identity: Identity,
-    /// Current generation: the start's, or higher after a renewal.
-    pub(crate) generation: AtomicU64,
+    /// Generation, advertised address and admission, changed only through its methods.
+    pub(crate) incarnation: Incarnation,
     pub(crate) cp: Arc<CpAccess>,
     /// For calls to other members' internal routes (with the cluster secret).
     pub(crate) internal: InternalClient,
     pub(crate) store: MemberStore,
-    pub(crate) admitted: AtomicBool,
-    /// Index of the `Join` that admitted the current incarnation.
-    pub(crate) admitted_index: AtomicU64,
     pub(crate) gossip: Gossip,
-    /// The membership as the event feed built it; replaced whole on every change.
-    pub(crate) view: watch::Sender<Arc<MembershipView>>,
-    /// Whether the view reached the applied index of the CP member that answered last.
-    pub(crate) caught_up: AtomicBool,
+    /// The membership as the event feed built it (the feed follower its one writer).
+    pub(crate) membership: Membership,
     /// Whether `/v1/status` found this member ready once: from then on the roles it needs to
     /// bootstrap are no longer waited for (`common::role_specs`).
     pub(crate) bootstrapped: AtomicBool,
     pub(crate) roles: Roles,
-    pub(crate) counters: FeedCounters,
     pub(crate) join_outcomes: JoinOutcomes,
     pub(crate) http_answers: Arc<crate::http::access_log::HttpAnswers>,
-    /// The address advertised now (changed by the address watchdog).
-    pub(crate) advertise: std::sync::RwLock<IpAddr>,
     /// Cancelled to stop this member (signals, `POST /v1/leave`).
     pub(crate) shutdown: CancellationToken,
     /// What the HTTP listener refused (failed TLS handshakes), for `/metrics`.
@@ -56,30 +51,14 @@ pub(crate) struct Agent {
     pub(crate) acl: crate::http::acl_cache::AclCache,
 }
 
-/// The feed follower's counters (in `/v1/status` and `/metrics`).
-#[derive(Default)]
-pub(crate) struct FeedCounters {
-    pub(crate) events_applied: AtomicU64,
-    pub(crate) feed_errors: AtomicU64,
-    pub(crate) rebootstraps: AtomicU64,
-}
-
 impl Agent {
     pub(crate) fn info(&self) -> MemberInfo {
         member_info(
             &self.config,
-            self.advertise(),
+            self.incarnation.advertise(),
             &self.identity,
-            self.generation.load(Ordering::Relaxed),
+            self.incarnation.generation(),
         )
-    }
-
-    pub(crate) fn advertise(&self) -> IpAddr {
-        *self.advertise.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn set_advertise(&self, ip: IpAddr) {
-        *self.advertise.write().unwrap_or_else(|p| p.into_inner()) = ip;
     }
 }
 

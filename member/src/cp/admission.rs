@@ -2,7 +2,6 @@
 //! admission (`Join`) and `Leave`, SWIM's verdicts carried to the control plane, and registry
 //! members SWIM does not know announced to.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +68,7 @@ pub(crate) async fn join_route(
 /// Commits `Leave` for this member (within the bounded wait; without a quorum the member leaves
 /// anyway and SWIM reports it down instead).
 pub(crate) async fn leave(agent: &Agent) {
-    if !agent.admitted.load(Ordering::Relaxed) {
+    if !agent.incarnation.is_admitted() {
         return;
     }
     match agent
@@ -93,14 +92,15 @@ pub(crate) async fn admit(agent: Arc<Agent>, cancel: CancellationToken) {
         };
         match agent.cp.apply(admit).await {
             Ok(applied) => {
-                if let CommandOutput::Joined { epoch, index } = applied.output {
+                let mut index = None;
+                if let CommandOutput::Joined { epoch, index: at } = applied.output {
                     if let Err(e) = agent.store.set_epoch(epoch) {
                         tracing::warn!(error = %e, "cannot persist the epoch");
                     }
-                    agent.admitted_index.store(index, Ordering::Relaxed);
-                    tracing::info!(epoch, index, "admitted to the registry");
+                    tracing::info!(epoch, index = at, "admitted to the registry");
+                    index = Some(at);
                 }
-                agent.admitted.store(true, Ordering::Relaxed);
+                agent.incarnation.admitted(index);
                 return;
             }
             Err(e) => tracing::warn!(error = %e, code = e.code(), "admission failed; retrying"),
@@ -134,7 +134,7 @@ pub(crate) async fn announce_to_registry_members(agent: Arc<Agent>, cancel: Canc
             _ = tokio::time::sleep(every) => {}
         }
         // The membership view the feed keeps current: no control-plane call per round.
-        let registry = agent.view.borrow().clone();
+        let registry = agent.membership.view();
         if let Some(client) = agent.cp.client() {
             let infos = || registry.live_members().map(|m| &m.info);
             client.set_endpoints(cp_endpoints(infos()), outside_cp(infos()));
@@ -216,11 +216,7 @@ pub(crate) async fn handle_gossip_events(
                     generation = id.generation,
                     "declared down by the cluster; rejoining as a new incarnation"
                 );
-                agent.generation.fetch_max(id.generation, Ordering::Relaxed);
-                if let Err(e) = agent.store.set_generation(id.generation) {
-                    tracing::warn!(error = %e, "cannot persist the renewed generation");
-                }
-                agent.admitted.store(false, Ordering::Relaxed);
+                agent.incarnation.renewed(id.generation);
                 tokio::spawn(admit(agent.clone(), cancel.child_token()).in_current_span());
             }
         }

@@ -4,7 +4,6 @@
 //! position before the epoch's start) it re-bootstraps from a registry snapshot and, if the
 //! snapshot no longer lists this member alive, joins fresh.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,12 +61,12 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let (after, epoch) = {
-            let view = agent.view.borrow();
+            let view = agent.membership.view();
             (view.index, view.epoch)
         };
         // Until caught up, ask without waiting: the answer says how far the feed is. With
         // a change unsaved, wait no longer than until it is due.
-        let wait = if !agent.caught_up.load(Ordering::Relaxed) {
+        let wait = if !agent.membership.caught_up() {
             Duration::ZERO
         } else if saves.unsaved() {
             PERSIST_EVERY
@@ -80,16 +79,7 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
         };
         let ok = match answer {
             Ok(Ok(page)) => {
-                // Applied in place: the view is copied only while someone else holds it, not
-                // for every page (a copy of a view of thousands of members is not small).
-                let mut outcome = PageOutcome::Applied(Vec::new());
-                agent.view.send_if_modified(|view| {
-                    let view = Arc::make_mut(view);
-                    let before = view.index;
-                    outcome = view.apply_page(&page);
-                    matches!(&outcome, PageOutcome::Applied(events) if !events.is_empty() || view.index != before)
-                });
-                let view = agent.view.borrow().clone();
+                let (outcome, view) = agent.membership.apply_page(&page);
                 match outcome {
                     PageOutcome::Applied(events) => {
                         if events
@@ -101,14 +91,7 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                         if !events.is_empty() || view.index != after {
                             saves.changed();
                             agent.roles.applied(&events, &view);
-                            agent
-                                .counters
-                                .events_applied
-                                .fetch_add(events.len() as u64, Ordering::Relaxed);
                         }
-                        agent
-                            .caught_up
-                            .store(view.index >= page.applied_index, Ordering::Relaxed);
                         true
                     }
                     PageOutcome::EpochChanged { epoch: new } if new > epoch => {
@@ -132,7 +115,7 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
                 tracing::warn!(error = %e, "cannot read the event feed; retrying");
                 // Unread, the feed may be behind: say so (the status lists `event_feed`, and the
                 // ACL table goes back to timed reads until a page arrives).
-                agent.caught_up.store(false, Ordering::Relaxed);
+                agent.membership.unread();
                 false
             }
         };
@@ -143,13 +126,12 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
             }
         }
         if saves.due(tokio::time::Instant::now()) {
-            let view = agent.view.borrow().clone();
-            persist(&agent, &view);
+            persist(&agent, &agent.membership.view());
         }
         if ok {
             backoff.reset();
         } else {
-            agent.counters.feed_errors.fetch_add(1, Ordering::Relaxed);
+            agent.membership.failed_round();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(backoff.next_wait()) => {}
@@ -158,8 +140,7 @@ pub(crate) async fn follow(agent: Arc<Agent>, cancel: CancellationToken) {
     }
     // Stopping: what changed since the last save is saved now.
     if saves.unsaved() {
-        let view = agent.view.borrow().clone();
-        persist(&agent, &view);
+        persist(&agent, &agent.membership.view());
     }
 }
 
@@ -174,20 +155,9 @@ async fn reread_nodes(agent: &Arc<Agent>) -> bool {
             return false;
         }
     };
-    {
-        let view = agent.view.borrow();
-        if digest.epoch != view.epoch {
-            return false; // the feed brings the new epoch and its snapshot
-        }
-        if !digest.nodes.iter().any(|n| view.is_newer(n)) {
-            return false; // the usual case: nothing to copy the view for
-        }
-    }
-    let mut taken = Vec::new();
-    agent.view.send_if_modified(|view| {
-        taken = Arc::make_mut(view).take_newer_nodes(&digest.nodes);
-        !taken.is_empty()
-    });
+    let (taken, view) = agent
+        .membership
+        .take_newer_nodes(digest.epoch, &digest.nodes);
     if taken.is_empty() {
         return false;
     }
@@ -195,7 +165,6 @@ async fn reread_nodes(agent: &Arc<Agent>) -> bool {
         nodes = taken.len(),
         "node configs re-read: newer than the view's"
     );
-    let view = agent.view.borrow().clone();
     agent.roles.applied(&taken, &view);
     true
 }
@@ -209,7 +178,7 @@ async fn rebootstrap(agent: &Arc<Agent>, cancel: &CancellationToken) -> bool {
             return false;
         }
     };
-    let current = agent.view.borrow().clone();
+    let current = agent.membership.view();
     if (digest.epoch, digest.index) < (current.epoch, current.index) {
         return false; // an older snapshot than what we hold: ask again
     }
@@ -223,19 +192,11 @@ async fn rebootstrap(agent: &Arc<Agent>, cancel: &CancellationToken) -> bool {
     if let Err(e) = agent.store.set_epoch(view.epoch) {
         tracing::warn!(error = %e, "cannot persist the epoch");
     }
-    agent.view.send_replace(Arc::new(view.clone()));
-    agent.caught_up.store(false, Ordering::Relaxed);
+    agent.membership.rebootstrapped(view.clone());
     agent.roles.rebootstrapped(&view);
-    agent.counters.rebootstraps.fetch_add(1, Ordering::Relaxed);
-    let generation = agent.generation.load(Ordering::Relaxed);
-    // Only a snapshot that includes our admission can say we are gone from the registry.
-    let judged = view.index >= agent.admitted_index.load(Ordering::Relaxed);
-    if agent.admitted.load(Ordering::Relaxed)
-        && judged
-        && !view.admits(agent.identity.id, generation)
-    {
+    let listed = view.admits(agent.identity.id, agent.incarnation.generation());
+    if agent.incarnation.judged_by(view.index, listed) {
         tracing::warn!("the new epoch does not list us alive: joining fresh");
-        agent.admitted.store(false, Ordering::Relaxed);
         tokio::spawn(admit(agent.clone(), cancel.child_token()).in_current_span());
     }
     true

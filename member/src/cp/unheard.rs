@@ -119,7 +119,7 @@ pub(crate) async fn report_unheard(
             continue;
         }
         let due = {
-            let registry = agent.view.borrow().clone();
+            let registry = agent.membership.view();
             let view = agent.gossip.view.borrow();
             let live = registry
                 .live_members()

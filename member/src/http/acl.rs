@@ -156,7 +156,7 @@ pub(crate) async fn refresh(agent: Arc<Agent>, shutdown: CancellationToken) {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {
-                    let caught_up = agent.caught_up.load(Ordering::Relaxed);
+                    let caught_up = agent.membership.caught_up();
                     if timed_read_due(have_table, caught_up) {
                         break;
                     }

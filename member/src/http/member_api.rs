@@ -92,7 +92,7 @@ pub struct StatusView {
     responses((status = 200, description = "This member's status", body = StatusView)))]
 pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> {
     let cp = agent.cp.status().await;
-    let admitted = agent.admitted.load(Ordering::Relaxed);
+    let admitted = agent.incarnation.is_admitted();
     let mut waiting_for = Vec::new();
     if cp.as_ref().map(|s| s.health) != Some(Health::Healthy) {
         waiting_for.push("control_plane_quorum".to_string());
@@ -100,7 +100,7 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
     if !admitted {
         waiting_for.push("admission".to_string());
     }
-    let caught_up = agent.caught_up.load(Ordering::Relaxed);
+    let caught_up = agent.membership.caught_up();
     if !caught_up {
         waiting_for.push("event_feed".to_string());
     }
@@ -130,7 +130,8 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
     }
     let epoch = registry.map(|r| r.epoch);
     let info = agent.info();
-    let view = agent.view.borrow().clone();
+    let view = agent.membership.view();
+    let counts = agent.membership.counts();
     let g = &agent.gossip.counters;
     Json(StatusView {
         id: info.id.to_string(),
@@ -159,9 +160,9 @@ pub(crate) async fn status(State(agent): State<Arc<Agent>>) -> Json<StatusView> 
             epoch: view.epoch,
             index: view.index,
             caught_up,
-            events_applied: agent.counters.events_applied.load(Ordering::Relaxed),
-            errors: agent.counters.feed_errors.load(Ordering::Relaxed),
-            rebootstraps: agent.counters.rebootstraps.load(Ordering::Relaxed),
+            events_applied: counts.events_applied,
+            errors: counts.errors,
+            rebootstraps: counts.rebootstraps,
         },
         waiting_for,
         control_plane: cp,

@@ -164,26 +164,26 @@ impl Collector for AgentCollector {
                 (&[("state", "down")], down),
             ],
         )?;
-        let f = &agent.counters;
+        let f = agent.membership.counts();
         counter(
             e,
             "hivemind_feed_events_applied",
             "Registry events applied to this member's membership view.",
-            &[(&[], f.events_applied.load(Ordering::Relaxed))],
+            &[(&[], f.events_applied)],
         )?;
         counter(
             e,
             "hivemind_feed_errors",
             "Failed reads of the event feed (retried with backoff).",
-            &[(&[], f.feed_errors.load(Ordering::Relaxed))],
+            &[(&[], f.errors)],
         )?;
         counter(
             e,
             "hivemind_feed_rebootstraps",
             "Membership view rebuilt from a registry snapshot (epoch changed).",
-            &[(&[], f.rebootstraps.load(Ordering::Relaxed))],
+            &[(&[], f.rebootstraps)],
         )?;
-        let view = agent.view.borrow().clone();
+        let view = agent.membership.view();
         gauge(
             e,
             "hivemind_feed_index",
