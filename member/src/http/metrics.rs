@@ -10,16 +10,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
-use hivemind_common::histogram::HistogramSnapshot;
 use hivemind_common::role::Sample;
 
 #[cfg(feature = "control-plane")]
 use crate::cp::cp_access::CpAccess;
+use crate::http::metric_families::{counter, gauge, histogram};
 use crate::state::Agent;
 
 /// Reads the agent at scrape time (weakly: the registry must not keep a stopped agent alive).
@@ -29,87 +27,6 @@ impl std::fmt::Debug for AgentCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AgentCollector")
     }
-}
-
-/// One metric family: a value per label set (an unlabeled family holds one value).
-fn family<M: EncodeMetric>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    kind: prometheus_client::metrics::MetricType,
-    labeled: Vec<(&[(&str, &str)], M)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-    if let [(&[], _)] = labeled.as_slice() {
-        let (_, metric) = labeled.into_iter().next().expect("one value");
-        return metric.encode(family);
-    }
-    for (labels, metric) in labeled {
-        let labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        metric.encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-pub(super) fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    labeled: &[(&[(&str, &str)], u64)],
-) -> Result<(), std::fmt::Error> {
-    let metrics = labeled
-        .iter()
-        .map(|(l, v)| (*l, ConstCounter::new(*v)))
-        .collect();
-    family(
-        encoder,
-        name,
-        help,
-        prometheus_client::metrics::MetricType::Counter,
-        metrics,
-    )
-}
-
-pub(super) fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    labeled: &[(&[(&str, &str)], i64)],
-) -> Result<(), std::fmt::Error> {
-    let metrics = labeled
-        .iter()
-        .map(|(l, v)| (*l, ConstGauge::new(*v)))
-        .collect();
-    family(
-        encoder,
-        name,
-        help,
-        prometheus_client::metrics::MetricType::Gauge,
-        metrics,
-    )
-}
-
-pub(super) fn histogram(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    snapshot: &HistogramSnapshot,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Histogram,
-    )?;
-    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-        snapshot.sum,
-        snapshot.count,
-        &snapshot.buckets,
-        None,
-    )
 }
 
 impl Collector for AgentCollector {

@@ -4,7 +4,7 @@
 use hivemind_control_plane::ControlPlane;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::metrics::{counter, gauge, histogram};
+use super::metric_families::{counter, gauge, histogram};
 
 /// Encodes the control plane's metrics of this member.
 pub(super) fn encode(e: &mut DescriptorEncoder, cp: &ControlPlane) -> Result<(), std::fmt::Error> {

@@ -9,7 +9,7 @@
 //!   `/v1/status/leader|peers`) over the host records a consuming role holds.
 //! - [`dashboard`]: the page at `/`, its script, `GET /v1/nginx`.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) from the counters the member keeps;
-//!   `metrics_cp`: a CP member's Raft part of it.
+//!   `metrics_cp`: a CP member's Raft part of it; `metric_families`: how both encode a family.
 //! - [`openapi`]: `GET /v1/openapi.json`, derived from the handlers (utoipa).
 //! - [`auth`]: the admin-token check on `/v1/*`; [`access_log`]: request logging.
 
@@ -23,6 +23,7 @@ pub mod catalog;
 pub(crate) mod dashboard;
 pub mod keygroups_api;
 pub mod member_api;
+mod metric_families;
 pub mod metrics;
 #[cfg(feature = "control-plane")]
 mod metrics_cp;
