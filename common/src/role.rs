@@ -407,31 +407,67 @@ impl RoleStore for MemoryStore {
     }
 }
 
-/// What a role reports about itself: empty when it operates, else what it waits for.
+/// What a role reports about itself: empty when it operates, else what it waits for. A role
+/// with several loops gives each its own [`RoleHealth::part`], so that one loop's "ready"
+/// never clears what another waits for; the role waits for the union, in part order.
 #[derive(Clone)]
-pub struct RoleHealth(Arc<watch::Sender<Vec<String>>>);
+pub struct RoleHealth {
+    shared: Arc<HealthParts>,
+    part: &'static str,
+}
+
+struct HealthParts {
+    reasons: std::sync::Mutex<std::collections::BTreeMap<&'static str, Vec<String>>>,
+    merged: watch::Sender<Vec<String>>,
+}
 
 impl RoleHealth {
     pub fn new() -> (Self, watch::Receiver<Vec<String>>) {
-        let (tx, rx) = watch::channel(Vec::new());
-        (Self(Arc::new(tx)), rx)
+        let (merged, rx) = watch::channel(Vec::new());
+        let shared = Arc::new(HealthParts {
+            reasons: Default::default(),
+            merged,
+        });
+        (Self { shared, part: "" }, rx)
     }
 
+    /// A handle for one part of the role (its render loop, its server): what it waits for is
+    /// kept apart from the other parts'.
+    pub fn part(&self, part: &'static str) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            part,
+        }
+    }
+
+    /// What this part waits for now (replacing what it said before).
     pub fn waiting_for(&self, reasons: Vec<String>) {
-        self.0.send_if_modified(|current| {
-            let changed = *current != reasons;
-            *current = reasons;
+        let mut parts = self
+            .shared
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if reasons.is_empty() {
+            parts.remove(self.part);
+        } else {
+            parts.insert(self.part, reasons);
+        }
+        let merged: Vec<String> = parts.values().flatten().cloned().collect();
+        self.shared.merged.send_if_modified(|current| {
+            let changed = *current != merged;
+            *current = merged;
             changed
         });
     }
 
+    /// This part waits for nothing.
     pub fn ready(&self) {
         self.waiting_for(Vec::new());
     }
 
-    /// What the role waits for now (empty: it operates).
+    /// What the role waits for now, every part (empty: it operates).
     pub fn waiting(&self) -> Vec<String> {
-        self.0.borrow().clone()
+        self.shared.merged.borrow().clone()
     }
 }
 
@@ -445,4 +481,24 @@ pub struct RoleContext {
     pub store: Arc<dyn RoleStore>,
     pub health: RoleHealth,
     pub shutdown: CancellationToken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RoleHealth;
+
+    #[test]
+    fn one_part_being_ready_never_clears_what_another_waits_for() {
+        let (health, rx) = RoleHealth::new();
+        let render = health.part("render");
+        render.waiting_for(vec!["reload_not_served".into()]);
+        health.waiting_for(vec!["keygroup:a".into()]);
+        assert_eq!(health.waiting(), ["keygroup:a", "reload_not_served"]);
+        // The intake is ready: the render loop still waits.
+        health.ready();
+        assert_eq!(*rx.borrow(), ["reload_not_served"]);
+        render.ready();
+        assert!(health.waiting().is_empty());
+        assert!(rx.borrow().is_empty());
+    }
 }

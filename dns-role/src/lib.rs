@@ -46,7 +46,8 @@ impl Role for DnsRole {
     fn start(self: Box<Self>, ctx: RoleContext) -> Started {
         let zone = Arc::new(DnsZone::new(&ctx.settings.domain));
         let addr = SocketAddr::new(ctx.settings.bind, ctx.settings.dns_port);
-        let (health, shutdown) = (ctx.health.clone(), ctx.shutdown.child_token());
+        // The server's readiness is its own: the intake's never clears it.
+        let (health, shutdown) = (ctx.health.part("server"), ctx.shutdown.child_token());
         let (intake, intake_task, internal) =
             hivemind_subscriptions::start("dns", Acquire::Replica, zone.clone(), ctx);
         let records: Arc<dyn hivemind_common::role::HostRecords> = intake.clone();

@@ -153,6 +153,11 @@ impl Apply {
         .map_err(|e| self.explain(e, mark));
         let took = started.elapsed();
         state.reload_latency.observe(took);
+        if reloaded.is_err() {
+            // Counted and not ready before anyone can read the failure.
+            state.reload_failures.fetch_add(1, Ordering::Relaxed);
+            self.health.waiting_for(vec![NOT_SERVED.into()]);
+        }
         *state.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadView {
             at_unix_ms: unix_ms(SystemTime::now()),
             ok: reloaded.is_ok(),
@@ -178,8 +183,6 @@ impl Apply {
                 Outcome::Settled
             }
             Err(e) => {
-                state.reload_failures.fetch_add(1, Ordering::Relaxed);
-                self.health.waiting_for(vec![NOT_SERVED.into()]);
                 self.fail(e);
                 Outcome::NotServed
             }

@@ -59,7 +59,8 @@ impl Role for NginxRole {
             status: status_listener(),
         };
         let state = Arc::new(NginxState::default());
-        let (health, shutdown) = (ctx.health.clone(), ctx.shutdown.child_token());
+        // The render loop's readiness is its own: the intake's never clears it.
+        let (health, shutdown) = (ctx.health.part("render"), ctx.shutdown.child_token());
         let domain = ctx.settings.domain.clone();
         let cp = ctx.cp.clone();
         let (intake, intake_task, internal) =
