@@ -12,7 +12,7 @@ use std::process::Command;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
 use support::dns::{answers_on, ZONE};
-use support::{get_json, put_services, wait_for, Cluster};
+use support::{get_json, put_services, wait_ready, Cluster};
 
 /// Builds `hivemind-lite` alone, in this test's profile, and answers its path.
 fn build_lite() -> PathBuf {
@@ -108,12 +108,7 @@ async fn lite_members_join_as_host_and_dns() {
 
     // Both are members outside the control plane, alive and ready.
     for index in [host, dns] {
-        let agent = &cluster.agents[index];
-        wait_for(&format!("{} ready", agent.name), || async {
-            let s = get_json(&agent.url("/v1/status")).await.ok()?;
-            (s["ready"] == true).then_some(())
-        })
-        .await;
+        wait_ready(&cluster.agents[index]).await;
     }
     let members = get_json(&cluster.agents[0].url("/v1/members"))
         .await

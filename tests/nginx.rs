@@ -93,12 +93,7 @@ async fn nginx_serves_the_live_hosts_services_and_never_applies_a_broken_render(
     );
     guard.0 = Some(cluster.agents[nginx].data_dir.join("nginx"));
     for (host, b) in [(web1, &b1), (web2, &b2)] {
-        let status = cluster.agents[host].url("/v1/status");
-        wait_for("the host ready", || async {
-            let s = get_json(&status).await.ok()?;
-            (s["ready"] == true).then_some(())
-        })
-        .await;
+        wait_ready(&cluster.agents[host]).await;
         assert_eq!(
             put_services(&cluster.agents[host], json!([service("web", b)])).await,
             200
@@ -361,12 +356,7 @@ async fn an_unmanaged_nginx_is_rendered_for_and_reloaded_by_its_pid_file() {
             "/usr/sbin/nginx",
         ],
     );
-    let status = cluster.agents[web].url("/v1/status");
-    wait_for("web-1 ready", || async {
-        let s = get_json(&status).await.ok()?;
-        (s["ready"] == true).then_some(())
-    })
-    .await;
+    wait_ready(&cluster.agents[web]).await;
     assert_eq!(
         put_services(&cluster.agents[web], json!([service("web", &b1)])).await,
         200
@@ -430,12 +420,7 @@ async fn a_listen_port_held_by_another_process_is_reported_and_recovers_when_fre
         &["--nginx-listen", &listen, "--nginx-bin", "/usr/sbin/nginx"],
     );
     guard.0 = Some(cluster.agents[edge].data_dir.join("nginx"));
-    let status = cluster.agents[web].url("/v1/status");
-    wait_for("web-1 ready", || async {
-        let s = get_json(&status).await.ok()?;
-        (s["ready"] == true).then_some(())
-    })
-    .await;
+    wait_ready(&cluster.agents[web]).await;
     assert_eq!(
         put_services(&cluster.agents[web], json!([service("web", &b1)])).await,
         200
@@ -509,9 +494,5 @@ async fn a_listen_port_held_by_another_process_is_reported_and_recovers_when_fre
         (status == 200 && body == b1.name).then_some(())
     })
     .await;
-    wait_for("edge-3 ready", || async {
-        let s = get_json(&edge_status).await.ok()?;
-        (s["ready"] == true).then_some(())
-    })
-    .await;
+    wait_ready(edge_agent).await;
 }

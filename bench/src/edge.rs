@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::harness::{agent_args, hivemind_binary, join_flags, wait, Output, Proc};
+use crate::harness::{
+    agent_args, control_plane_procs, hivemind_binary, join_flags, wait, Output, Proc,
+};
 
 pub struct Edge {
     /// cp1..cp3, ns-1, edge-1, web-1: stopped by PID when dropped.
@@ -51,20 +53,7 @@ impl Edge {
         let joins = join_flags((0..3).map(port));
         let listen = format!("127.0.0.1:{}", base_port + 50);
         let dns_port = base_port + 51;
-        let mut procs = Vec::new();
-        for i in 0..3u16 {
-            let mut extra = vec![
-                "--control-plane".to_string(),
-                "--bootstrap-expect".into(),
-                "3".into(),
-            ];
-            extra.extend(joins.iter().cloned());
-            let name = format!("cp{}", i + 1);
-            procs.push(Proc::new(
-                &program,
-                agent_args(dir, &name, port(i), "local", &extra),
-            ));
-        }
+        let mut procs = control_plane_procs(&program, dir, port, &[]);
         let role = |roles: &str, more: &[&str]| {
             let mut extra = joins.clone();
             extra.extend(["--roles".to_string(), roles.to_string()]);

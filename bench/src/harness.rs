@@ -210,6 +210,30 @@ pub fn agent_args(
     args
 }
 
+/// The 3 control-plane members of a loopback cluster, not started: `cp1`..`cp3` with HTTP on
+/// `port(0..3)`, bootstrapping together (each joins all three), local gossip, then `extra`.
+pub fn control_plane_procs(
+    program: &Path,
+    dir: &Path,
+    port: impl Fn(u16) -> u16,
+    extra: &[String],
+) -> Vec<Proc> {
+    let joins = join_flags((0..3).map(&port));
+    (0..3u16)
+        .map(|i| {
+            let mut flags = vec![
+                "--control-plane".to_string(),
+                "--bootstrap-expect".into(),
+                "3".into(),
+            ];
+            flags.extend(joins.iter().cloned());
+            flags.extend(extra.iter().cloned());
+            let name = format!("cp{}", i + 1);
+            Proc::new(program, agent_args(dir, &name, port(i), "local", &flags))
+        })
+        .collect()
+}
+
 /// `--join 127.0.0.1:PORT` for each of `http_ports` (the CP members a member joins through).
 pub fn join_flags(http_ports: impl IntoIterator<Item = u16>) -> Vec<String> {
     http_ports

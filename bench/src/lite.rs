@@ -16,7 +16,9 @@ use clap::Args;
 use hivemind_common::stats::percentile_f64 as percentile;
 use serde_json::{json, Value};
 
-use crate::harness::{agent_args, hivemind_binary, join_flags, wait, Output, Proc};
+use crate::harness::{
+    agent_args, control_plane_procs, hivemind_binary, join_flags, wait, Output, Proc,
+};
 
 #[derive(Args, Debug)]
 pub struct LiteArgs {
@@ -85,21 +87,9 @@ pub async fn lite(args: LiteArgs, json_out: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let port = |i: u16| args.base_port + 2 * i;
     let joins = join_flags((0..3).map(port));
-    let mut cp = Vec::new();
-    for i in 0..3u16 {
-        let mut extra = vec![
-            "--control-plane".to_string(),
-            "--bootstrap-expect".into(),
-            "3".into(),
-        ];
-        extra.extend(joins.iter().cloned());
-        let name = format!("cp{}", i + 1);
-        let mut p = Proc::new(
-            &full,
-            agent_args(dir.path(), &name, port(i), "local", &extra),
-        );
-        p.start(Output::File(dir.path().join(format!("{name}.log"))))?;
-        cp.push(p);
+    let mut cp = control_plane_procs(&full, dir.path(), port, &[]);
+    for (i, p) in cp.iter_mut().enumerate() {
+        p.start(Output::File(dir.path().join(format!("cp{}.log", i + 1))))?;
     }
     let http = hivemind_tls::http_client(None)
         .timeout(Duration::from_secs(2))

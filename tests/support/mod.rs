@@ -388,6 +388,16 @@ where
 }
 
 /// Runs the CLI with `args` and returns its output.
+/// Waits until `agent`'s `/v1/status` says `ready`.
+pub async fn wait_ready(agent: &Agent) {
+    let url = agent.url("/v1/status");
+    wait_for(&format!("{} ready", agent.name), || async {
+        let s = get_json(&url).await.ok()?;
+        (s["ready"] == true).then_some(())
+    })
+    .await;
+}
+
 /// `PUT /v1/roles/host/services` on a host member; answers the status code.
 pub async fn put_services(agent: &Agent, services: Value) -> u16 {
     client()
