@@ -100,13 +100,16 @@ async fn ask(status: SocketAddr) -> Result<Option<String>, String> {
 /// `[emerg]`, `[alert]` or `[crit]` line, else the first `[error]` one.
 pub fn complaint(appended: &str) -> Option<&str> {
     let lines = || appended.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines()
+    let line = lines()
         .find(|l| {
             ["[emerg]", "[alert]", "[crit]"]
                 .iter()
                 .any(|s| l.contains(s))
         })
-        .or_else(|| lines().find(|l| l.contains("[error]")))
+        .or_else(|| lines().find(|l| l.contains("[error]")))?;
+    // From the level on: no timestamp, so the same trouble tried again reads the same and is
+    // reported once.
+    Some(line.find(" [").map_or(line, |at| &line[at + 1..]))
 }
 
 /// The port of a `bind() to ADDR:PORT failed` complaint (IPv6 in brackets).
@@ -143,7 +146,8 @@ mod tests {
                    2026/12/07 10:00:00 [error] 7#7: open() failed\n\
                    2026/12/07 10:00:00 [emerg] 7#7: bind() to 127.0.0.1:8080 failed (98: Address already in use)\n";
         let line = complaint(log).unwrap();
-        assert!(line.contains("[emerg]") && line.contains("Address already in use"));
+        assert!(line.starts_with("[emerg] 7#7: bind()"), "{line}");
+        assert!(line.contains("Address already in use"));
         assert_eq!(bind_failure_port(line), Some(8080));
         assert_eq!(
             complaint("x [error] y\n").map(|l| l.contains("[error]")),
