@@ -106,7 +106,13 @@ impl Role for NginxRole {
 fn status_listener() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 7780)))
+        .unwrap_or_else(|e| {
+            // Loopback refuses even a free port: nginx will not bind this one either, and the
+            // first reload reports that in nginx's words.
+            let fallback = std::net::SocketAddr::from(([127, 0, 0, 1], 7780));
+            tracing::warn!(error = %e, %fallback, "cannot find a free loopback port for nginx's status listener");
+            fallback
+        })
 }
 
 /// What the routes, metrics and the render loop share.
